@@ -1,0 +1,191 @@
+"""One typed settings object, read once from the environment.
+
+The names are the Azure app-setting names, so the same code reads `local.settings.json`
+Values (loaded into the environment by the host) and a deployed Function App's settings.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+from fleet.errors import SettingsError
+
+# Well-known public key of the Cosmos DB emulators (documented by Microsoft; not a secret).
+EMULATOR_COSMOS_KEY = (
+    "C2y6yDjf5/R+ob0N8A7Cgv30VRDJIWEHLM+4QDU5DE2nQ9nDuVTqobD4b8mGGyPMbIZnqyMsEcaGQy67XIw/Jw=="
+)
+
+DEFAULT_SCHEDULES = {
+    "REAPER_SCHEDULE": "*/15 * * * * *",
+    "HEALER_SCHEDULE": "*/30 * * * * *",
+    "METRICS_SCHEDULE": "0 */5 * * * *",
+}
+
+StoreKind = Literal["azure", "memory"]
+
+
+@dataclass(frozen=True)
+class CosmosSettings:
+    endpoint: str
+    key: str | None  # None: use managed identity (DefaultAzureCredential)
+    database: str
+    container: str
+    # Endpoint discovery is for geo-replicated accounts; the emulators answer only on the
+    # address given, and discovery against them adds a round trip per client.
+    endpoint_discovery: bool
+    throttle_retry_attempts: int
+    throttle_max_wait_s: int
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    connection_string: str | None  # None: identity-based, see account_name / service URIs
+    account_name: str | None
+    blob_service_uri: str | None
+    table_service_uri: str | None
+    artifacts_container: str
+
+
+@dataclass(frozen=True)
+class Settings:
+    store: StoreKind
+    cosmos: CosmosSettings | None
+    storage: StorageSettings | None
+    schedules: Mapping[str, str]
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        store = env.get("FLEET_STORE", "azure").strip().lower()
+        if store not in ("azure", "memory"):
+            raise SettingsError("FLEET_STORE", f"must be 'azure' or 'memory', not {store!r}")
+        schedules = {name: env.get(name) or default for name, default in DEFAULT_SCHEDULES.items()}
+        if store == "memory":
+            return cls(store="memory", cosmos=None, storage=None, schedules=schedules)
+        return cls(
+            store="azure",
+            cosmos=_cosmos_from_env(env),
+            storage=_storage_from_env(env),
+            schedules=schedules,
+        )
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise SettingsError(name, f"must be an integer, not {raw!r}") from None
+
+
+def _parse_connection_string(raw: str, name: str) -> dict[str, str]:
+    parts: dict[str, str] = {}
+    for item in raw.split(";"):
+        if not item.strip():
+            continue
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SettingsError(name, f"malformed connection string segment {key!r}")
+        parts[key.strip().lower()] = value.strip()
+    return parts
+
+
+def _cosmos_from_env(env: Mapping[str, str]) -> CosmosSettings:
+    endpoint = env.get("COSMOS_ENDPOINT") or env.get("COSMOS__accountEndpoint")
+    key = env.get("COSMOS_KEY") or None
+    conn = env.get("COSMOS_CONNECTION_STRING")
+    if conn:
+        parts = _parse_connection_string(conn, "COSMOS_CONNECTION_STRING")
+        endpoint = endpoint or parts.get("accountendpoint")
+        key = key or parts.get("accountkey")
+    if not endpoint:
+        raise SettingsError(
+            "COSMOS_ENDPOINT",
+            "is required (or COSMOS__accountEndpoint for managed identity, "
+            "or COSMOS_CONNECTION_STRING)",
+        )
+    discovery_default = not endpoint.startswith("http://")
+    raw_discovery = env.get("COSMOS_ENDPOINT_DISCOVERY")
+    discovery = (
+        discovery_default
+        if raw_discovery in (None, "")
+        else raw_discovery.strip().lower() in ("1", "true", "yes")
+    )
+    return CosmosSettings(
+        endpoint=endpoint,
+        key=key,
+        database=env.get("COSMOS_DATABASE") or "fleet",
+        container=env.get("COSMOS_CONTAINER") or "fleet",
+        endpoint_discovery=discovery,
+        throttle_retry_attempts=_int(env, "COSMOS_THROTTLE_RETRIES", 3),
+        throttle_max_wait_s=_int(env, "COSMOS_THROTTLE_MAX_WAIT_SECONDS", 5),
+    )
+
+
+def _storage_from_env(env: Mapping[str, str]) -> StorageSettings:
+    conn = env.get("AzureWebJobsStorage") or None
+    if conn and conn.strip() == "UseDevelopmentStorage=true":
+        conn = azurite_connection_string()
+    account = env.get("AzureWebJobsStorage__accountName") or None
+    blob_uri = env.get("AzureWebJobsStorage__blobServiceUri") or None
+    table_uri = env.get("AzureWebJobsStorage__tableServiceUri") or None
+    if not conn and not account and not (blob_uri and table_uri):
+        raise SettingsError(
+            "AzureWebJobsStorage",
+            "is required (a connection string, or AzureWebJobsStorage__accountName "
+            "for managed identity)",
+        )
+    return StorageSettings(
+        connection_string=conn,
+        account_name=account,
+        blob_service_uri=blob_uri
+        or (f"https://{account}.blob.core.windows.net" if account else None),
+        table_service_uri=table_uri
+        or (f"https://{account}.table.core.windows.net" if account else None),
+        artifacts_container=env.get("ARTIFACTS_CONTAINER") or "artifacts",
+    )
+
+
+# Azurite's well-known development account (public, documented; not a secret).
+AZURITE_ACCOUNT = "devstoreaccount1"
+AZURITE_KEY = (
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+)
+
+
+def azurite_connection_string(
+    host: str = "127.0.0.1",
+    blob_port: int = 10000,
+    queue_port: int = 10001,
+    table_port: int = 10002,
+) -> str:
+    base = f"http://{host}"
+    return (
+        f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
+        f"BlobEndpoint={base}:{blob_port}/{AZURITE_ACCOUNT};"
+        f"QueueEndpoint={base}:{queue_port}/{AZURITE_ACCOUNT};"
+        f"TableEndpoint={base}:{table_port}/{AZURITE_ACCOUNT};"
+    )
+
+
+def local_stack_env(
+    *,
+    host: str = "127.0.0.1",
+    cosmos_port: int = 8081,
+    blob_port: int = 10000,
+    queue_port: int = 10001,
+    table_port: int = 10002,
+) -> dict[str, str]:
+    """The app settings that point the app at a local stack on the given ports."""
+    return {
+        "FLEET_STORE": "azure",
+        "COSMOS_ENDPOINT": f"http://{host}:{cosmos_port}",
+        "COSMOS_KEY": EMULATOR_COSMOS_KEY,
+        "AzureWebJobsStorage": azurite_connection_string(host, blob_port, queue_port, table_port),
+        **DEFAULT_SCHEDULES,
+    }

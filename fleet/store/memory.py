@@ -1,0 +1,375 @@
+"""In-memory twins of the store ports, for unit tests and the simulation.
+
+Same etag semantics, same filter-predicate semantics (``fleet.store.expr``), same errors as
+the Azure adapters. Every stored value is deep-copied in and out, so callers cannot mutate
+the store behind its back. Faults can be injected per operation kind (``inject``) to exercise
+the callers' error paths.
+"""
+
+from __future__ import annotations
+
+import copy
+import secrets
+import threading
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+from urllib.parse import quote
+
+from fleet.errors import (
+    AlreadyExists,
+    ConcurrencyConflict,
+    InvalidStoreRequest,
+    NotFound,
+    PreconditionFailed,
+    StoreError,
+)
+from fleet.store.counters import StoreCounters
+from fleet.store.expr import UNDEFINED, Expr, holds, lookup
+from fleet.store.ports import ETAG, BlobInfo, Doc, Entity, Incr, PatchOp, Remove, Set, Stores
+from fleet.store.queries import NamedQuery
+
+
+class _Faults:
+    """Errors queued to be raised by the next calls of a kind ('read', 'write', ...)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._queued: dict[str, list[StoreError]] = {}
+
+    def inject(self, kind: str, error: StoreError, times: int = 1) -> None:
+        with self._lock:
+            self._queued.setdefault(kind, []).extend([error] * times)
+
+    def check(self, kind: str) -> None:
+        with self._lock:
+            queue = self._queued.get(kind)
+            error = queue.pop(0) if queue else None
+        if error is not None:
+            raise error
+
+
+def _new_etag() -> str:
+    return f'"{uuid.uuid4()}"'
+
+
+def _split(path: str) -> tuple[list[str], str]:
+    parts = path[1:].split("/") if path.startswith("/") and path != "/" else []
+    if not parts:
+        raise InvalidStoreRequest(f"invalid patch path {path!r}")
+    return parts[:-1], parts[-1]
+
+
+def _parent(doc: Doc, path: str) -> tuple[Any, str]:
+    parents, leaf = _split(path)
+    node: Any = doc
+    for part in parents:
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            raise InvalidStoreRequest(f"patch path {path!r}: parent does not exist")
+    if not isinstance(node, dict):
+        raise InvalidStoreRequest(f"patch path {path!r}: parent is not an object")
+    return node, leaf
+
+
+def apply_patch(doc: Doc, ops: Sequence[PatchOp]) -> Doc:
+    """Cosmos partial-update semantics: ``set`` adds or replaces, ``incr`` creates a missing
+    field with the increment, ``remove`` of a missing field is an error."""
+    result = copy.deepcopy(doc)
+    for op in ops:
+        if op.path in ("/id", "/productId"):
+            raise InvalidStoreRequest(f"patch cannot change {op.path}")
+        parent, leaf = _parent(result, op.path)
+        if isinstance(op, Set):
+            parent[leaf] = copy.deepcopy(op.value)
+        elif isinstance(op, Incr):
+            current = parent.get(leaf, 0)
+            if isinstance(current, bool) or not isinstance(current, int | float):
+                raise InvalidStoreRequest(f"incr on non-number at {op.path}")
+            parent[leaf] = current + op.value
+        elif isinstance(op, Remove):
+            if leaf not in parent:
+                raise InvalidStoreRequest(f"remove of missing field {op.path}")
+            del parent[leaf]
+    return result
+
+
+class MemoryDocumentStore:
+    def __init__(self, counters: StoreCounters | None = None) -> None:
+        self.counters = counters or StoreCounters()
+        self.faults = _Faults()
+        self._lock = threading.Lock()
+        self._docs: dict[tuple[str, str], Doc] = {}
+
+    def inject(self, kind: str, error: StoreError, times: int = 1) -> None:
+        self.faults.inject(kind, error, times)
+
+    def _begin(self, kind: str) -> None:
+        self.counters.add(kind)
+        self.faults.check(kind)
+
+    @staticmethod
+    def _key(doc: Doc) -> tuple[str, str]:
+        try:
+            return str(doc["productId"]), str(doc["id"])
+        except KeyError as exc:
+            raise InvalidStoreRequest(f"document lacks {exc.args[0]!r}") from None
+
+    def _stored(self, doc: Doc) -> Doc:
+        clean = {k: copy.deepcopy(v) for k, v in doc.items() if not k.startswith("_")}
+        clean[ETAG] = _new_etag()
+        clean["_ts"] = int(time.time())
+        return clean
+
+    def read(self, partition: str, doc_id: str) -> Doc:
+        self._begin("read")
+        with self._lock:
+            doc = self._docs.get((partition, doc_id))
+            if doc is None:
+                raise NotFound(f"document {doc_id} not found", id=doc_id)
+            return copy.deepcopy(doc)
+
+    def create(self, doc: Doc) -> Doc:
+        self._begin("write")
+        key = self._key(doc)
+        with self._lock:
+            if key in self._docs:
+                raise AlreadyExists(f"document {key[1]} already exists", id=key[1])
+            self._docs[key] = self._stored(doc)
+            return copy.deepcopy(self._docs[key])
+
+    def replace(self, doc: Doc, *, etag: str | None) -> Doc:
+        self._begin("write")
+        key = self._key(doc)
+        with self._lock:
+            current = self._docs.get(key)
+            if current is None:
+                raise NotFound(f"document {key[1]} not found", id=key[1])
+            if etag is not None and current[ETAG] != etag:
+                raise ConcurrencyConflict(f"document {key[1]} changed", id=key[1])
+            self._docs[key] = self._stored(doc)
+            return copy.deepcopy(self._docs[key])
+
+    def upsert(self, doc: Doc) -> Doc:
+        self._begin("write")
+        key = self._key(doc)
+        with self._lock:
+            self._docs[key] = self._stored(doc)
+            return copy.deepcopy(self._docs[key])
+
+    def patch(
+        self,
+        partition: str,
+        doc_id: str,
+        ops: Sequence[PatchOp],
+        *,
+        etag: str | None = None,
+        condition: Expr | None = None,
+    ) -> Doc:
+        self._begin("patch")
+        if not ops:
+            raise InvalidStoreRequest("a patch needs at least one operation")
+        with self._lock:
+            current = self._docs.get((partition, doc_id))
+            if current is None:
+                raise NotFound(f"document {doc_id} not found", id=doc_id)
+            if etag is not None and current[ETAG] != etag:
+                raise ConcurrencyConflict(f"document {doc_id} changed", id=doc_id)
+            if condition is not None and not holds(condition, current):
+                raise PreconditionFailed(f"document {doc_id} fails the condition", id=doc_id)
+            updated = apply_patch(current, ops)
+            self._docs[(partition, doc_id)] = self._stored(updated)
+            return copy.deepcopy(self._docs[(partition, doc_id)])
+
+    def delete(self, partition: str, doc_id: str, *, etag: str | None = None) -> None:
+        self._begin("write")
+        with self._lock:
+            current = self._docs.get((partition, doc_id))
+            if current is None:
+                raise NotFound(f"document {doc_id} not found", id=doc_id)
+            if etag is not None and current[ETAG] != etag:
+                raise ConcurrencyConflict(f"document {doc_id} changed", id=doc_id)
+            del self._docs[(partition, doc_id)]
+
+    def query(
+        self, query: NamedQuery, partition: str, params: Mapping[str, Any] | None = None
+    ) -> list[Doc]:
+        self._begin("query")
+        args = dict(params or {})
+        with self._lock:
+            rows = [
+                copy.deepcopy(doc)
+                for (pk, _), doc in self._docs.items()
+                if pk == partition and query.where(doc, args)
+            ]
+        if query.order_by is not None:
+            path = query.order_by
+            rows = [r for r in rows if lookup(r, path) is not UNDEFINED]
+            rows.sort(key=lambda r: lookup(r, path), reverse=query.descending)
+        if query.top_param is not None:
+            rows = rows[: int(args[query.top_param])]
+        return rows
+
+    def ping(self) -> None:
+        self.faults.check("read")
+
+    def all_docs(self) -> list[Doc]:
+        """Every stored document (for assertions in tests)."""
+        with self._lock:
+            return [copy.deepcopy(d) for d in self._docs.values()]
+
+
+class MemoryTableStore:
+    def __init__(self, counters: StoreCounters | None = None) -> None:
+        self.counters = counters or StoreCounters()
+        self.faults = _Faults()
+        self._lock = threading.Lock()
+        self._tables: dict[str, dict[tuple[str, str], Entity]] = {}
+
+    def inject(self, kind: str, error: StoreError, times: int = 1) -> None:
+        self.faults.inject(kind, error, times)
+
+    def _begin(self, kind: str) -> None:
+        self.counters.add(kind)
+        self.faults.check(kind)
+
+    @staticmethod
+    def _key(entity: Entity) -> tuple[str, str]:
+        try:
+            return str(entity["PartitionKey"]), str(entity["RowKey"])
+        except KeyError as exc:
+            raise InvalidStoreRequest(f"entity lacks {exc.args[0]!r}") from None
+
+    @staticmethod
+    def _stored(entity: Entity) -> Entity:
+        clean = {k: copy.deepcopy(v) for k, v in entity.items() if k != ETAG}
+        clean[ETAG] = _new_etag()
+        return clean
+
+    def _table(self, table: str) -> dict[tuple[str, str], Entity]:
+        return self._tables.setdefault(table, {})
+
+    def get(self, table: str, partition: str, row: str) -> Entity:
+        self._begin("table_read")
+        with self._lock:
+            entity = self._table(table).get((partition, row))
+            if entity is None:
+                raise NotFound(f"entity {partition}/{row} not found in {table}")
+            return copy.deepcopy(entity)
+
+    def create(self, table: str, entity: Entity) -> Entity:
+        self._begin("table_write")
+        key = self._key(entity)
+        with self._lock:
+            rows = self._table(table)
+            if key in rows:
+                raise AlreadyExists(f"entity {key[0]}/{key[1]} already exists in {table}")
+            rows[key] = self._stored(entity)
+            return copy.deepcopy(rows[key])
+
+    def upsert(self, table: str, entity: Entity) -> Entity:
+        self._begin("table_write")
+        key = self._key(entity)
+        with self._lock:
+            rows = self._table(table)
+            merged = {**rows.get(key, {}), **entity}
+            rows[key] = self._stored(merged)
+            return copy.deepcopy(rows[key])
+
+    def update(self, table: str, entity: Entity, *, etag: str) -> Entity:
+        self._begin("table_write")
+        key = self._key(entity)
+        with self._lock:
+            rows = self._table(table)
+            current = rows.get(key)
+            if current is None:
+                raise NotFound(f"entity {key[0]}/{key[1]} not found in {table}")
+            if current[ETAG] != etag:
+                raise ConcurrencyConflict(f"entity {key[0]}/{key[1]} changed")
+            rows[key] = self._stored({**current, **entity})
+            return copy.deepcopy(rows[key])
+
+    def delete(self, table: str, partition: str, row: str, *, etag: str | None = None) -> None:
+        self._begin("table_write")
+        with self._lock:
+            rows = self._table(table)
+            current = rows.get((partition, row))
+            if current is None:
+                raise NotFound(f"entity {partition}/{row} not found in {table}")
+            if etag is not None and current[ETAG] != etag:
+                raise ConcurrencyConflict(f"entity {partition}/{row} changed")
+            del rows[(partition, row)]
+
+    def list_partition(self, table: str, partition: str) -> list[Entity]:
+        self._begin("table_query")
+        with self._lock:
+            return [
+                copy.deepcopy(e)
+                for (pk, _), e in sorted(self._table(table).items())
+                if pk == partition
+            ]
+
+    def ping(self) -> None:
+        self.faults.check("table_read")
+
+
+class MemoryBlobStore:
+    def __init__(self, counters: StoreCounters | None = None) -> None:
+        self.counters = counters or StoreCounters()
+        self._lock = threading.Lock()
+        self._blobs: dict[tuple[str, str], tuple[bytes, str | None]] = {}
+
+    def upload(
+        self, container: str, name: str, data: bytes, *, content_type: str | None = None
+    ) -> BlobInfo:
+        self.counters.add("blob_write")
+        with self._lock:
+            self._blobs[(container, name)] = (bytes(data), content_type)
+        return BlobInfo(name=name, size=len(data), content_type=content_type)
+
+    def _get(self, container: str, name: str) -> tuple[bytes, str | None]:
+        with self._lock:
+            blob = self._blobs.get((container, name))
+        if blob is None:
+            raise NotFound(f"blob {container}/{name} not found")
+        return blob
+
+    def download(self, container: str, name: str) -> bytes:
+        self.counters.add("blob_read")
+        return self._get(container, name)[0]
+
+    def info(self, container: str, name: str) -> BlobInfo:
+        self.counters.add("blob_read")
+        data, content_type = self._get(container, name)
+        return BlobInfo(name=name, size=len(data), content_type=content_type)
+
+    def delete(self, container: str, name: str) -> None:
+        self.counters.add("blob_write")
+        with self._lock:
+            if self._blobs.pop((container, name), None) is None:
+                raise NotFound(f"blob {container}/{name} not found")
+
+    def sas_url(self, container: str, name: str, *, permissions: str, expires_at: datetime) -> str:
+        expiry = quote(expires_at.isoformat())
+        return (
+            f"memory://blobs/{container}/{quote(name)}"
+            f"?sp={permissions}&se={expiry}&sig={secrets.token_urlsafe(16)}"
+        )
+
+    def ping(self) -> None:
+        return None
+
+
+def memory_stores() -> Stores:
+    counters = StoreCounters()
+    return Stores(
+        documents=MemoryDocumentStore(counters),
+        tables=MemoryTableStore(counters),
+        blobs=MemoryBlobStore(counters),
+        counters=counters,
+    )
