@@ -1,0 +1,35 @@
+# agent-fleet: the two commands a newcomer needs are `make up` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install up test lint unit clean
+
+$(STAMP): requirements.txt requirements-dev.txt package.json package-lock.json
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Brings up Azurite, the Cosmos emulator and the local Functions host; Ctrl-C stops all.
+up: install
+	$(PY) -m fleet.devhost.stack
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+# Everything: linters, unit tests, the contract suite on both backends, integration tests.
+test: install
+	bash scripts/test.sh
+
+unit: install
+	$(PY) -m pytest -m "not integration"
+
+clean:
+	rm -rf $(VENV) node_modules .local .pytest_cache .mypy_cache .ruff_cache

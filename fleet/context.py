@@ -1,0 +1,50 @@
+"""The per-process application context: settings and stores, built once and shared.
+
+Azure Functions keeps a worker process alive across invocations, so clients (and their
+connection pools) are created once, on first use, not per request.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from fleet.settings import Settings
+from fleet.store.ports import Stores
+
+
+@dataclass
+class AppContext:
+    settings: Settings
+    stores: Stores
+
+
+_lock = threading.Lock()
+_context: AppContext | None = None
+
+
+def build_context(settings: Settings) -> AppContext:
+    if settings.store == "memory":
+        from fleet.store.memory import memory_stores
+
+        return AppContext(settings=settings, stores=memory_stores())
+    from fleet.store.azure import azure_stores
+
+    return AppContext(settings=settings, stores=azure_stores(settings))
+
+
+def get_context() -> AppContext:
+    """The process's context, built on first use. A failed build is retried on next use."""
+    global _context
+    if _context is None:
+        with _lock:
+            if _context is None:
+                _context = build_context(Settings.from_env())
+    return _context
+
+
+def set_context(context: AppContext | None) -> None:
+    """Install a context (tests, the simulation) or clear it so the next use rebuilds."""
+    global _context
+    with _lock:
+        _context = context

@@ -1,0 +1,59 @@
+"""JSON responses, and the one mapping from the error tree to HTTP status."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import azure.functions as func
+
+from fleet.errors import (
+    AlreadyExists,
+    ConditionFailed,
+    FleetError,
+    NotFound,
+    SettingsError,
+    StoreUnavailable,
+)
+
+log = logging.getLogger(__name__)
+
+JSON = "application/json"
+
+
+def json_response(
+    body: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> func.HttpResponse:
+    return func.HttpResponse(
+        json.dumps(body, separators=(",", ":"), default=str),
+        status_code=status,
+        mimetype=JSON,
+        charset="utf-8",
+        headers=headers,
+    )
+
+
+def status_for(error: FleetError) -> int:
+    """The HTTP status of each kind of error: the only place this mapping lives."""
+    if isinstance(error, NotFound):
+        return 404
+    if isinstance(error, AlreadyExists | ConditionFailed):
+        return 409
+    if isinstance(error, StoreUnavailable | SettingsError):
+        return 503
+    return 500
+
+
+def error_response(error: FleetError) -> func.HttpResponse:
+    status = status_for(error)
+    body: dict[str, Any] = {"error": error.code, "message": error.message}
+    details = {k: v for k, v in error.details.items() if v is not None}
+    if details:
+        body["details"] = details
+    headers: dict[str, str] = {}
+    if isinstance(error, StoreUnavailable) and error.retry_after is not None:
+        headers["Retry-After"] = str(max(1, round(error.retry_after)))
+    if status >= 500:
+        log.warning("request failed: %s %s", error.code, error.message)
+    return json_response(body, status, headers or None)

@@ -1,0 +1,15 @@
+"""The Azure Functions (Python v2 programming model) entry point.
+
+It only builds the app and registers one Blueprint per area; handlers live in fleet/http/.
+Runs under `func start` / `func azure functionapp publish`, and under the local host
+(`python -m fleet.devhost`) where Core Tools are not installed.
+"""
+
+import azure.functions as func
+
+from fleet.http import health
+
+app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+
+for blueprint in (health.bp,):
+    app.register_functions(blueprint)

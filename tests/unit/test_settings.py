@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+import pytest
+
+from fleet.errors import SettingsError
+from fleet.settings import Settings, azurite_connection_string, local_stack_env
+
+
+def test_settings_memory_store_needs_nothing_else() -> None:
+    settings = Settings.from_env({"FLEET_STORE": "memory"})
+    assert settings.store == "memory" and settings.cosmos is None
+    assert settings.schedules["REAPER_SCHEDULE"]
+
+
+def test_settings_local_stack_env_round_trips() -> None:
+    settings = Settings.from_env(local_stack_env(cosmos_port=9000, blob_port=9001))
+    assert settings.cosmos is not None and settings.storage is not None
+    assert settings.cosmos.endpoint == "http://127.0.0.1:9000"
+    assert settings.cosmos.endpoint_discovery is False  # plain-http emulator
+    assert "BlobEndpoint=http://127.0.0.1:9001/" in (settings.storage.connection_string or "")
+
+
+def test_settings_connection_string_supplies_endpoint_and_key() -> None:
+    env = {
+        "COSMOS_CONNECTION_STRING": "AccountEndpoint=https://acct.documents.azure.com:443/;"
+        "AccountKey=abc==;",
+        "AzureWebJobsStorage": "UseDevelopmentStorage=true",
+    }
+    settings = Settings.from_env(env)
+    assert settings.cosmos is not None and settings.storage is not None
+    assert settings.cosmos.endpoint == "https://acct.documents.azure.com:443/"
+    assert settings.cosmos.key == "abc=="
+    assert settings.cosmos.endpoint_discovery is True
+    assert settings.storage.connection_string == azurite_connection_string()
+
+
+def test_settings_managed_identity_needs_no_keys() -> None:
+    env = {
+        "COSMOS__accountEndpoint": "https://acct.documents.azure.com:443/",
+        "AzureWebJobsStorage__accountName": "fleetstore",
+    }
+    settings = Settings.from_env(env)
+    assert settings.cosmos is not None and settings.cosmos.key is None
+    assert settings.storage is not None and settings.storage.connection_string is None
+    assert settings.storage.table_service_uri == "https://fleetstore.table.core.windows.net"
+
+
+@pytest.mark.parametrize(
+    ("env", "missing"),
+    [
+        ({}, "COSMOS_ENDPOINT"),
+        ({"COSMOS_ENDPOINT": "http://x"}, "AzureWebJobsStorage"),
+        ({"FLEET_STORE": "postgres"}, "FLEET_STORE"),
+        (
+            {
+                "COSMOS_ENDPOINT": "http://x",
+                "AzureWebJobsStorage": "UseDevelopmentStorage=true",
+                "COSMOS_THROTTLE_RETRIES": "many",
+            },
+            "COSMOS_THROTTLE_RETRIES",
+        ),
+    ],
+)
+def test_settings_fail_fast_naming_the_setting(env: dict[str, str], missing: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env(env)
+    assert caught.value.name == missing and missing in str(caught.value)
