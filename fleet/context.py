@@ -1,4 +1,4 @@
-"""The per-process application context: settings and stores, built once and shared.
+"""The per-process application context: settings, stores and the coordinator, built once.
 
 Azure Functions keeps a worker process alive across invocations, so clients (and their
 connection pools) are created once, on first use, not per request.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
+from fleet.coordinator import Coordinator
 from fleet.settings import Settings
 from fleet.store.ports import Stores
 
@@ -17,20 +18,25 @@ from fleet.store.ports import Stores
 class AppContext:
     settings: Settings
     stores: Stores
+    coordinator: Coordinator
 
 
 _lock = threading.Lock()
 _context: AppContext | None = None
 
 
+def context_for(settings: Settings, stores: Stores) -> AppContext:
+    return AppContext(settings=settings, stores=stores, coordinator=Coordinator(stores))
+
+
 def build_context(settings: Settings) -> AppContext:
     if settings.store == "memory":
         from fleet.store.memory import memory_stores
 
-        return AppContext(settings=settings, stores=memory_stores())
+        return context_for(settings, memory_stores())
     from fleet.store.azure import azure_stores
 
-    return AppContext(settings=settings, stores=azure_stores(settings))
+    return context_for(settings, azure_stores(settings))
 
 
 def get_context() -> AppContext:

@@ -12,6 +12,7 @@ import os
 import socket
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -30,15 +31,24 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@dataclass(frozen=True)
+class RunningStack:
+    env: dict[str, str]  # the app settings pointing at it
+    api: str  # base URL of the local Functions host, e.g. http://127.0.0.1:7071/api
+
+
 @pytest.fixture(scope="session")
-def stack_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    """App settings pointing at a running local stack (Azurite + Cosmos emulator)."""
+def running_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
+    """Azurite + the Cosmos emulator + the local Functions host serving function_app.py."""
     if os.environ.get("FLEET_TEST_STACK") == "external":
-        yield local_stack_env(
-            cosmos_port=int(os.environ.get("FLEET_COSMOS_PORT", "8081")),
-            blob_port=int(os.environ.get("FLEET_BLOB_PORT", "10000")),
-            queue_port=int(os.environ.get("FLEET_QUEUE_PORT", "10001")),
-            table_port=int(os.environ.get("FLEET_TABLE_PORT", "10002")),
+        yield RunningStack(
+            env=local_stack_env(
+                cosmos_port=int(os.environ.get("FLEET_COSMOS_PORT", "8081")),
+                blob_port=int(os.environ.get("FLEET_BLOB_PORT", "10000")),
+                queue_port=int(os.environ.get("FLEET_QUEUE_PORT", "10001")),
+                table_port=int(os.environ.get("FLEET_TABLE_PORT", "10002")),
+            ),
+            api=f"http://127.0.0.1:{os.environ.get('FLEET_HOST_PORT', '7071')}/api",
         )
         return
     from fleet.devhost.stack import LocalStack, StackConfig
@@ -50,15 +60,21 @@ def stack_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, st
         table_port=free_port(),
         host_port=free_port(),
         data_dir=tmp_path_factory.mktemp("azurite"),
-        with_host=False,
+        log_dir=tmp_path_factory.mktemp("logs"),
+        with_host=True,
         repo_root=REPO,
     )
     stack = LocalStack(config)
-    stack.start(timeout=90)
+    stack.start(timeout=120)
     try:
-        yield stack.env()
+        yield RunningStack(env=stack.env(), api=stack.api_url)
     finally:
         stack.stop()
+
+
+@pytest.fixture(scope="session")
+def stack_env(running_stack: RunningStack) -> dict[str, str]:
+    return running_stack.env
 
 
 @pytest.fixture(scope="session")

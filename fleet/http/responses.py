@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import azure.functions as func
 
+from fleet.coordinator.identity import Forbidden, Unauthorized
+from fleet.domain.jobs import Fenced, IllegalReport, IllegalReprioritize
+from fleet.domain.manifest import ValidationFailed
+from fleet.domain.stages import IllegalTransition
 from fleet.errors import (
     AlreadyExists,
     ConditionFailed,
@@ -20,6 +26,21 @@ from fleet.errors import (
 log = logging.getLogger(__name__)
 
 JSON = "application/json"
+
+_STATUS: tuple[tuple[type[FleetError], int], ...] = (
+    (ValidationFailed, 400),
+    (IllegalReport, 400),
+    (Unauthorized, 401),
+    (Forbidden, 403),
+    (NotFound, 404),
+    (Fenced, 409),
+    (IllegalTransition, 409),
+    (IllegalReprioritize, 409),
+    (AlreadyExists, 409),
+    (ConditionFailed, 409),
+    (StoreUnavailable, 503),
+    (SettingsError, 503),
+)
 
 
 def json_response(
@@ -36,12 +57,9 @@ def json_response(
 
 def status_for(error: FleetError) -> int:
     """The HTTP status of each kind of error: the only place this mapping lives."""
-    if isinstance(error, NotFound):
-        return 404
-    if isinstance(error, AlreadyExists | ConditionFailed):
-        return 409
-    if isinstance(error, StoreUnavailable | SettingsError):
-        return 503
+    for kind, status in _STATUS:
+        if isinstance(error, kind):
+            return status
     return 500
 
 
@@ -57,3 +75,23 @@ def error_response(error: FleetError) -> func.HttpResponse:
     if status >= 500:
         log.warning("request failed: %s %s", error.code, error.message)
     return json_response(body, status, headers or None)
+
+
+Handler = Callable[[func.HttpRequest], func.HttpResponse]
+
+
+def handles_errors(fn: Handler) -> Handler:
+    """Turn the project's errors into their JSON responses; anything else is a 500 with no
+    internals leaked (and logged with its traceback)."""
+
+    @functools.wraps(fn)
+    def wrapper(req: func.HttpRequest) -> func.HttpResponse:
+        try:
+            return fn(req)
+        except FleetError as exc:
+            return error_response(exc)
+        except Exception:
+            log.exception("unhandled error in %s", fn.__name__)
+            return json_response({"error": "internal", "message": "internal error"}, 500)
+
+    return wrapper

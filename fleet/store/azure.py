@@ -237,11 +237,17 @@ class CosmosDocumentStore:
         parameters += [{"name": f"@{k}", "value": v} for k, v in (params or {}).items()]
         with _translated(f"query {query.name}"):
             return [
-                dict(row)
+                row if not isinstance(row, dict) else dict(row)
                 for row in self._container.query_items(
                     query.sql, parameters=parameters, partition_key=partition
                 )
             ]
+
+    def count(
+        self, query: NamedQuery, partition: str, params: Mapping[str, Any] | None = None
+    ) -> int:
+        rows: list[Any] = self.query(query, partition, params)
+        return sum(int(r) for r in rows)
 
     def ping(self) -> None:
         with _translated("cosmos container"):

@@ -215,8 +215,26 @@ class MemoryDocumentStore:
             rows = rows[: int(args[query.top_param])]
         return rows
 
+    def count(
+        self, query: NamedQuery, partition: str, params: Mapping[str, Any] | None = None
+    ) -> int:
+        self._begin("query")
+        args = dict(params or {})
+        with self._lock:
+            return sum(
+                1
+                for (pk, _), doc in self._docs.items()
+                if pk == partition and query.where(doc, args)
+            )
+
     def ping(self) -> None:
         self.faults.check("read")
+
+    def peek(self, partition: str, doc_id: str) -> Doc | None:
+        """The stored document, without counting a call or triggering faults (assertions)."""
+        with self._lock:
+            doc = self._docs.get((partition, doc_id))
+            return copy.deepcopy(doc) if doc is not None else None
 
     def all_docs(self) -> list[Doc]:
         """Every stored document (for assertions in tests)."""

@@ -91,6 +91,12 @@ class DocumentStore(Protocol):
         """Run a named query inside one partition (every query names the partition key)."""
         ...
 
+    def count(
+        self, query: NamedQuery, partition: str, params: Mapping[str, Any] | None = None
+    ) -> int:
+        """Run a named ``SELECT VALUE COUNT(1)`` query inside one partition."""
+        ...
+
     def ping(self) -> None:
         """Raise StoreUnavailable if the container cannot be reached."""
         ...

@@ -62,4 +62,130 @@ JOBS_IN_STAGE = NamedQuery(
     top_param="top",
 )
 
-ALL_QUERIES = (DOCS_OF_TYPE, JOBS_IN_STAGE)
+
+def _gt(path: str, param: str) -> Where:
+    def where(doc: Mapping[str, Any], params: Mapping[str, Any]) -> bool:
+        value = lookup(doc, path)
+        bound = params[param]
+        return value is not UNDEFINED and type(value) is type(bound) and value > bound
+
+    return where
+
+
+def _lt(path: str, param: str) -> Where:
+    def where(doc: Mapping[str, Any], params: Mapping[str, Any]) -> bool:
+        value = lookup(doc, path)
+        bound = params[param]
+        return value is not UNDEFINED and type(value) is type(bound) and value < bound
+
+    return where
+
+
+def _is_job(doc: Mapping[str, Any], _: Mapping[str, Any]) -> bool:
+    return doc.get("type") == "job"
+
+
+LEASED_STAGES = ("assigned", "building", "testing")
+
+# The reaper's query: leases past their expiry. Timestamps are fixed-width UTC strings.
+EXPIRED_LEASES = NamedQuery(
+    name="expired_leases",
+    sql=(
+        "SELECT TOP @top * FROM c WHERE c.productId = @partition AND c.type = 'job' "
+        "AND c.stage IN ('assigned', 'building', 'testing') AND c.lease.expiresAt < @now "
+        "ORDER BY c.lease.expiresAt ASC"
+    ),
+    where=_all(
+        _is_job,
+        lambda doc, _: doc.get("stage") in LEASED_STAGES,
+        _lt("/lease/expiresAt", "now"),
+    ),
+    order_by="/lease/expiresAt",
+    top_param="top",
+)
+
+JOBS_OLDEST_IN_STAGE = NamedQuery(
+    name="jobs_oldest_in_stage",
+    sql=(
+        "SELECT TOP @top * FROM c WHERE c.productId = @partition AND c.type = 'job' "
+        "AND c.stage = @stage ORDER BY c.createdAt ASC"
+    ),
+    where=_all(_is_job, _field_equals("/stage", "stage")),
+    order_by="/createdAt",
+    top_param="top",
+)
+
+EVENTS_OF_JOB = NamedQuery(
+    name="events_of_job",
+    sql=(
+        "SELECT * FROM c WHERE c.productId = @partition AND c.type = 'event' "
+        "AND c.jobId = @jobId AND c.seq > @after ORDER BY c.seq ASC"
+    ),
+    where=_all(
+        lambda doc, _: doc.get("type") == "event",
+        _field_equals("/jobId", "jobId"),
+        _gt("/seq", "after"),
+    ),
+    order_by="/seq",
+)
+
+# The product-wide live feed: jobs whose history moved at or after a cursor time.
+JOBS_CHANGED_SINCE = NamedQuery(
+    name="jobs_changed_since",
+    sql=(
+        "SELECT TOP @top * FROM c WHERE c.productId = @partition AND c.type = 'job' "
+        "AND c.lastEventAt >= @since ORDER BY c.lastEventAt ASC"
+    ),
+    where=_all(
+        _is_job,
+        lambda doc, params: (
+            isinstance(doc.get("lastEventAt"), str) and doc["lastEventAt"] >= params["since"]
+        ),
+    ),
+    order_by="/lastEventAt",
+    top_param="top",
+)
+
+COUNT_JOBS_IN_STAGE = NamedQuery(
+    name="count_jobs_in_stage",
+    sql=(
+        "SELECT VALUE COUNT(1) FROM c WHERE c.productId = @partition AND c.type = 'job' "
+        "AND c.stage = @stage"
+    ),
+    where=_all(_is_job, _field_equals("/stage", "stage")),
+)
+
+COUNT_UNROUTABLE = NamedQuery(
+    name="count_unroutable",
+    sql=(
+        "SELECT VALUE COUNT(1) FROM c WHERE c.productId = @partition AND c.type = 'job' "
+        "AND c.stage = 'queued' AND c.unroutable = true"
+    ),
+    where=_all(
+        _is_job, lambda doc, _: doc.get("stage") == "queued" and doc.get("unroutable") is True
+    ),
+)
+
+PROFILE_VERSIONS = NamedQuery(
+    name="profile_versions",
+    sql=(
+        "SELECT TOP @top * FROM c WHERE c.productId = @partition AND c.type = 'profile' "
+        "AND c.name = @name ORDER BY c.version DESC"
+    ),
+    where=_all(lambda doc, _: doc.get("type") == "profile", _field_equals("/name", "name")),
+    order_by="/version",
+    descending=True,
+    top_param="top",
+)
+
+ALL_QUERIES = (
+    DOCS_OF_TYPE,
+    JOBS_IN_STAGE,
+    EXPIRED_LEASES,
+    JOBS_OLDEST_IN_STAGE,
+    EVENTS_OF_JOB,
+    JOBS_CHANGED_SINCE,
+    PROFILE_VERSIONS,
+    COUNT_JOBS_IN_STAGE,
+    COUNT_UNROUTABLE,
+)

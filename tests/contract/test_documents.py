@@ -14,7 +14,7 @@ from fleet.errors import (
     NotFound,
     PreconditionFailed,
 )
-from fleet.store.expr import F, Defined, Not, all_of, any_of
+from fleet.store.expr import Defined, F, Not, all_of, any_of
 from fleet.store.ports import ETAG, Incr, Remove, Set, Stores
 from fleet.store.queries import DOCS_OF_TYPE, JOBS_IN_STAGE
 

@@ -6,12 +6,11 @@ from collections.abc import Callable, Iterator
 import azure.functions as func
 import pytest
 
-from fleet.context import AppContext, set_context
+from fleet.context import AppContext, context_for, set_context
 from fleet.errors import StoreUnavailable
 from fleet.settings import Settings
 from fleet.store.memory import MemoryDocumentStore, memory_stores
 from function_app import app
-
 
 # get_functions() may be called once per app (it indexes and rejects "duplicates" after).
 HANDLERS = {fn.get_function_name(): fn.get_user_function() for fn in app.get_functions()}
@@ -23,7 +22,7 @@ def _handler(name: str) -> Callable[[func.HttpRequest], func.HttpResponse]:
 
 @pytest.fixture
 def context() -> Iterator[AppContext]:
-    ctx = AppContext(settings=Settings.from_env({"FLEET_STORE": "memory"}), stores=memory_stores())
+    ctx = context_for(Settings.from_env({"FLEET_STORE": "memory"}), memory_stores())
     set_context(ctx)
     yield ctx
     set_context(None)

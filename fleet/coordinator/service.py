@@ -1,0 +1,811 @@
+"""The coordinator: every job state change goes through here, as one conditional write.
+
+Each method reads what it needs, computes the next job document with the pure functions of
+``fleet.domain.jobs`` (which append the transition's event to the same document), and writes
+it with ``If-Match`` on the etag it read. A lost race re-reads and re-checks (a holder's
+write after the reaper moved the job finds itself fenced); nothing is written twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from fleet.coordinator.clock import Clock, SystemClock
+from fleet.domain import jobs as J
+from fleet.domain.ids import key_digest, sortable_id
+from fleet.domain.manifest import Manifest, Problem, ProfileSpec, ValidationFailed
+from fleet.domain.models import (
+    Event,
+    EventDoc,
+    Factory,
+    Job,
+    Lease,
+    Profile,
+    format_ts,
+    queue_key,
+)
+from fleet.domain.scheduler import (
+    DEFAULT_WEIGHTS,
+    FactoryView,
+    Verdict,
+    Weights,
+    can_ever_run,
+    explain,
+    rank,
+)
+from fleet.domain.stages import LEASED, REPORTABLE, TERMINAL, Action, Stage
+from fleet.errors import AlreadyExists, ConcurrencyConflict, FleetError, NotFound
+from fleet.store.ports import Doc, Incr, Stores
+from fleet.store.queries import (
+    COUNT_JOBS_IN_STAGE,
+    COUNT_UNROUTABLE,
+    DOCS_OF_TYPE,
+    EVENTS_OF_JOB,
+    EXPIRED_LEASES,
+    JOBS_CHANGED_SINCE,
+    JOBS_IN_STAGE,
+    JOBS_OLDEST_IN_STAGE,
+    PROFILE_VERSIONS,
+)
+
+log = logging.getLogger(__name__)
+
+SYSTEM_PARTITION = "_system"  # registry of products, so timers can visit every partition
+QUEUE_STATE_ID = "queue-state"
+METRICS_ID = "metrics"
+
+
+class JobNotFound(NotFound):
+    """No such job."""
+
+    code = "job_not_found"
+
+
+@dataclass(frozen=True)
+class CoordinatorConfig:
+    claim_candidates: int = 16  # K: queued jobs fetched per claim
+    max_skip_seconds: int = 30  # a gated factory still claims at least this often
+    stale_after_seconds: int = 90  # a factory silent this long is stale
+    event_ttl_seconds: int = 90 * 24 * 3600
+    reap_batch: int = 100
+    write_retries: int = 8  # re-read-and-retry rounds on a lost CAS before giving up
+    weights: Weights = DEFAULT_WEIGHTS
+
+
+@dataclass(frozen=True)
+class Cadence:
+    """How often the lease holder must heartbeat and renew: a third of the lease, and never
+    slower than a third of the stale threshold, so one lost beat never looks like death."""
+
+    heartbeat_seconds: int
+    renew_seconds: int
+
+    @classmethod
+    def for_lease(cls, lease_seconds: int, stale_after_seconds: int) -> Cadence:
+        every = max(1, min(lease_seconds, stale_after_seconds) // 3)
+        return cls(heartbeat_seconds=every, renew_seconds=every)
+
+    def as_dict(self) -> dict[str, int]:
+        return {"heartbeatSeconds": self.heartbeat_seconds, "renewSeconds": self.renew_seconds}
+
+
+@dataclass(frozen=True)
+class ClaimResult:
+    job: Job
+    lease: Lease
+    cadence: Cadence
+    breakdown: dict[str, object]
+    attempts: int  # CAS attempts it took (1 = no lost race)
+
+
+@dataclass(frozen=True)
+class ReapReport:
+    requeued: list[str] = field(default_factory=list)
+    dead_lettered: list[str] = field(default_factory=list)
+    unblocked: list[str] = field(default_factory=list)
+    deps_failed: list[str] = field(default_factory=list)
+    spilled: int = 0
+
+
+class Coordinator:
+    def __init__(
+        self,
+        stores: Stores,
+        clock: Clock | None = None,
+        config: CoordinatorConfig | None = None,
+        entropy: Callable[[int], bytes] = secrets.token_bytes,
+    ) -> None:
+        self.stores = stores
+        self.docs = stores.documents
+        self.clock = clock or SystemClock()
+        self.config = config or CoordinatorConfig()
+        self._entropy = entropy
+        self._known_products: set[str] = set()
+
+    # --- reading ---------------------------------------------------------------------
+
+    def get_job(self, product: str, job_id: str) -> Job:
+        try:
+            return Job.from_doc(self.docs.read(product, job_id))
+        except NotFound:
+            raise JobNotFound(f"job {job_id} not found", jobId=job_id) from None
+
+    def list_jobs(self, product: str) -> list[Job]:
+        rows = self.docs.query(DOCS_OF_TYPE, product, {"type": "job"})
+        return sorted((Job.from_doc(r) for r in rows), key=lambda j: j.id)
+
+    def job_events(self, product: str, job_id: str, after: int = 0) -> list[Event]:
+        """The job's history after ``after``: spilled event documents, then embedded ones."""
+        job = self.get_job(product, job_id)
+        events: list[Event] = []
+        if after < job.spilledThrough:
+            rows = self.docs.query(EVENTS_OF_JOB, product, {"jobId": job_id, "after": after})
+            events.extend(EventDoc.from_doc(r).event for r in rows)
+        seen = {e.seq for e in events}
+        events.extend(e for e in job.events if e.seq > after and e.seq not in seen)
+        return sorted(events, key=lambda e: e.seq)
+
+    def product_events(
+        self, product: str, cursor: str | None, limit: int = 200
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """Events of every job after ``cursor`` (``at|jobId|seq``), oldest first, for live
+        views. Returns the events and the next cursor."""
+        since, after_key = _parse_cursor(cursor)
+        rows = self.docs.query(JOBS_CHANGED_SINCE, product, {"since": since, "top": limit})
+        out: list[tuple[tuple[str, str, int], dict[str, Any]]] = []
+        for row in rows:
+            job = Job.from_doc(row)
+            for event in job.events:
+                key = (format_ts(event.at), job.id, event.seq)
+                if key > after_key:
+                    item = {"jobId": job.id, **event.model_dump(mode="json")}
+                    out.append((key, item))
+        out.sort(key=lambda pair: pair[0])
+        out = out[:limit]
+        next_cursor = "|".join(map(str, out[-1][0])) if out else cursor
+        return [item for _, item in out], next_cursor
+
+    # --- the queue-state gate --------------------------------------------------------
+
+    def queue_state(self, product: str) -> dict[str, Any]:
+        """One point read. A missing document is version 0 (still one read)."""
+        try:
+            version = int(self.docs.read(product, QUEUE_STATE_ID).get("version", 0))
+        except NotFound:
+            version = 0
+        return {"version": version, "maxSkipSeconds": self.config.max_skip_seconds}
+
+    def bump_gate(self, product: str) -> None:
+        """Tell gated factories that work may have become claimable. Best effort by design:
+        a lost bump only delays work until their forced claim (``maxSkipSeconds``)."""
+        try:
+            try:
+                self.docs.patch(product, QUEUE_STATE_ID, [Incr("/version", 1)])
+            except NotFound:
+                try:
+                    self.docs.create(
+                        {
+                            "id": QUEUE_STATE_ID,
+                            "productId": product,
+                            "type": "queue_state",
+                            "version": 1,
+                        }
+                    )
+                except AlreadyExists:
+                    self.docs.patch(product, QUEUE_STATE_ID, [Incr("/version", 1)])
+        except FleetError as exc:
+            log.warning("queue-state bump for %s lost: %s", product, exc.message)
+
+    # --- submit ----------------------------------------------------------------------
+
+    def submit(self, product: str, manifest: Manifest, actor: str) -> tuple[Job, bool]:
+        """Create the job (or return the one already submitted with this idempotency key).
+        Returns ``(job, created)``."""
+        self._register_product(product)
+        job_id: str | None = None
+        if manifest.idempotencyKey:
+            job_id = self._claim_idempotency_key(product, manifest.idempotencyKey)
+            try:
+                return self.get_job(product, job_id), False
+            except JobNotFound:
+                pass  # the key was claimed but the job never written: write it now
+        now = self.clock.now()
+        job_id = job_id or sortable_id("j", now, self._entropy(10))
+        job = self._new_job(product, job_id, manifest, actor, now)
+        try:
+            created = Job.from_doc(self.docs.create(job.to_doc()))
+        except AlreadyExists:
+            return self.get_job(product, job_id), False
+        if created.stage is Stage.QUEUED:
+            self.bump_gate(product)
+        return created, True
+
+    def _claim_idempotency_key(self, product: str, key: str) -> str:
+        """Bind the key to a job id, once: a deterministic document id makes the second
+        submit's create fail, and it then reuses the first submit's job id."""
+        doc_id = "idem-" + key_digest(product, key)
+        try:
+            return str(self.docs.read(product, doc_id)["jobId"])
+        except NotFound:
+            pass
+        job_id = sortable_id("j", self.clock.now(), self._entropy(10))
+        try:
+            self.docs.create(
+                {
+                    "id": doc_id,
+                    "productId": product,
+                    "type": "idempotency",
+                    "jobId": job_id,
+                    "key": key,
+                }
+            )
+            return job_id
+        except AlreadyExists:
+            return str(self.docs.read(product, doc_id)["jobId"])
+
+    def _new_job(
+        self, product: str, job_id: str, manifest: Manifest, actor: str, now: datetime
+    ) -> Job:
+        profile = self._current_profile(product, manifest.persona) if manifest.persona else None
+        capabilities = tuple(
+            dict.fromkeys((*manifest.capabilities, *(profile.capabilities if profile else ())))
+        )
+        stage = Stage.QUEUED
+        reason = None
+        if manifest.deps and manifest.deps.jobs:
+            stage, reason = self._deps_stage(product, manifest)
+        fleet = self.factory_views(product)
+        unroutable = not can_ever_run_caps(capabilities, fleet)
+        base = Job(
+            id=job_id,
+            productId=product,
+            title=manifest.title,
+            persona=manifest.persona,
+            profile=profile.snapshot() if profile else None,
+            capabilities=capabilities,
+            priority=manifest.priority,
+            budgetUsd=manifest.budgetUsd,
+            channel=manifest.channel,
+            deps=manifest.deps,
+            idempotencyKey=manifest.idempotencyKey,
+            maxAttempts=manifest.maxAttempts,
+            leaseSeconds=manifest.leaseSeconds,
+            verify=manifest.verify,
+            body=manifest.body,
+            stage=stage,
+            unroutable=unroutable,
+            createdAt=now,
+            updatedAt=now,
+            lastEventAt=now,
+            queueKey=queue_key(manifest.priority, now, job_id),
+        )
+        data: dict[str, Any] = {}
+        if unroutable:
+            data["unroutable"] = "no known factory advertises: " + ", ".join(capabilities)
+        # The creation event: from no stage to the first one.
+        event = Event(
+            seq=1,
+            type="submit",
+            at=now,
+            actor=actor,
+            epoch=0,
+            fromStage=None,
+            toStage=stage,
+            reason=reason,
+            data=data,
+        )
+        return base.evolve(seq=1, events=(event,))
+
+    def _deps_stage(self, product: str, manifest: Manifest) -> tuple[Stage, str | None]:
+        assert manifest.deps is not None
+        problems = []
+        stages: list[Stage] = []
+        for i, dep in enumerate(manifest.deps.jobs):
+            try:
+                stages.append(self.get_job(product, dep).stage)
+            except JobNotFound:
+                problems.append(
+                    Problem(path=f"deps.jobs[{i}]", code="unknown_dep", message=f"no job {dep}")
+                )
+        if problems:
+            raise ValidationFailed(problems, "unknown dependencies")
+        verdict = _deps_verdict(manifest.deps.mode, stages)
+        if verdict == "ready":
+            return Stage.QUEUED, "dependencies already shipped"
+        return Stage.BLOCKED, "waiting for dependencies"
+
+    # --- profiles --------------------------------------------------------------------
+
+    def _current_profile(self, product: str, name: str) -> Profile:
+        rows = self.docs.query(PROFILE_VERSIONS, product, {"name": name, "top": 1})
+        if not rows:
+            raise ValidationFailed(
+                [Problem(path="persona", code="unknown_persona", message=f"no profile {name!r}")],
+                f"unknown persona {name!r}",
+            )
+        return Profile.from_doc(rows[0])
+
+    def put_profile(self, product: str, name: str, spec: ProfileSpec) -> Profile:
+        """Create the next immutable version of a profile."""
+        self._register_product(product)
+        for _ in range(self.config.write_retries):
+            rows = self.docs.query(PROFILE_VERSIONS, product, {"name": name, "top": 1})
+            version = int(rows[0]["version"]) + 1 if rows else 1
+            profile = Profile(
+                id=f"profile-{name}-{version}",
+                productId=product,
+                name=name,
+                version=version,
+                preamble=spec.preamble,
+                engine=spec.engine,
+                capabilities=spec.capabilities,
+                description=spec.description,
+                createdAt=self.clock.now(),
+            )
+            try:
+                return Profile.from_doc(self.docs.create(profile.to_doc()))
+            except AlreadyExists:
+                continue  # another writer took this version number: take the next
+        raise ConcurrencyConflict(f"profile {name} is being changed concurrently; retry")
+
+    def get_profile(self, product: str, name: str, version: int | None = None) -> Profile:
+        if version is None:
+            rows = self.docs.query(PROFILE_VERSIONS, product, {"name": name, "top": 1})
+            if not rows:
+                raise NotFound(f"profile {name} not found", profile=name)
+            return Profile.from_doc(rows[0])
+        try:
+            return Profile.from_doc(self.docs.read(product, f"profile-{name}-{version}"))
+        except NotFound:
+            raise NotFound(f"profile {name} version {version} not found", profile=name) from None
+
+    def list_profiles(self, product: str) -> list[Profile]:
+        rows = self.docs.query(DOCS_OF_TYPE, product, {"type": "profile"})
+        latest: dict[str, Profile] = {}
+        for row in rows:
+            profile = Profile.from_doc(row)
+            if profile.name not in latest or profile.version > latest[profile.name].version:
+                latest[profile.name] = profile
+        return [latest[name] for name in sorted(latest)]
+
+    # --- factories -------------------------------------------------------------------
+
+    def register_factory(self, product: str, view: FactoryView, version: str | None) -> Factory:
+        """Record what a factory says about itself (off the claim path: at start-up and on
+        heartbeats), so the scheduler's explain and the unroutable check know the fleet."""
+        self._register_product(product)
+        factory = Factory(
+            id=f"factory-{view.id}",
+            productId=product,
+            capabilities=tuple(sorted(view.capabilities)),
+            seats=view.seats,
+            load=view.load,
+            cost=view.cost,
+            version=version,
+            paused=view.paused,
+            lastSeen=self.clock.now(),
+        )
+        return Factory.from_doc(self.docs.upsert(factory.to_doc()))
+
+    def factories(self, product: str) -> list[Factory]:
+        rows = self.docs.query(DOCS_OF_TYPE, product, {"type": "factory"})
+        return sorted((Factory.from_doc(r) for r in rows), key=lambda f: f.id)
+
+    def factory_views(self, product: str) -> list[FactoryView]:
+        now = self.clock.now()
+        stale = timedelta(seconds=self.config.stale_after_seconds)
+        return [
+            FactoryView(
+                id=f.id.removeprefix("factory-"),
+                capabilities=frozenset(f.capabilities),
+                seats=f.seats,
+                load=f.load,
+                cost=f.cost,
+                paused=f.paused,
+                live=now - f.lastSeen <= stale,
+            )
+            for f in self.factories(product)
+        ]
+
+    # --- the claim (hot path) --------------------------------------------------------
+
+    def claim(self, product: str, factory: FactoryView) -> ClaimResult | None:
+        """One query for the top-K queued jobs, pure ranking, one conditional replace of the
+        chosen job. On a lost race, the next candidate. ``None``: nothing for this factory."""
+        now = self.clock.now()
+        rows = self.docs.query(
+            JOBS_IN_STAGE, product, {"stage": "queued", "top": self.config.claim_candidates}
+        )
+        candidates = rank([Job.from_doc(r) for r in rows], factory, now, self.config.weights)
+        for attempt, (job, breakdown) in enumerate(candidates, start=1):
+            assigned = J.assign(job, factory.id, now=now, breakdown=breakdown.as_dict())
+            try:
+                stored = Job.from_doc(self.docs.replace(assigned.to_doc(), etag=job.etag))
+            except (ConcurrencyConflict, NotFound):
+                continue  # another factory won this one (or it changed): try the next
+            assert stored.lease is not None
+            return ClaimResult(
+                job=stored,
+                lease=stored.lease,
+                cadence=self.cadence(stored),
+                breakdown=breakdown.as_dict(),
+                attempts=attempt,
+            )
+        return None
+
+    def cadence(self, job: Job) -> Cadence:
+        return Cadence.for_lease(job.leaseSeconds, self.config.stale_after_seconds)
+
+    # --- the lease holder's writes (fenced) ------------------------------------------
+
+    def renew(self, product: str, job_id: str, factory_id: str, epoch: int) -> Job:
+        """Extend the lease. Fenced: only the holder at this epoch, in a leased stage."""
+
+        def change(job: Job, now: datetime) -> Job:
+            J.check_fence(job, factory_id, epoch)
+            assert job.lease is not None
+            return job.evolve(
+                lease=job.lease.evolve(expiresAt=now + timedelta(seconds=job.leaseSeconds)),
+                updatedAt=now,
+            )
+
+        return self._update(product, job_id, change, spill=False)
+
+    def report(
+        self,
+        product: str,
+        job_id: str,
+        factory_id: str,
+        epoch: int,
+        *,
+        stage: Stage | None = None,
+        retryable: bool = False,
+        reason: str | None = None,
+        checkpoint: Any = None,
+        progress: dict[str, Any] | None = None,
+        result: dict[str, Any] | None = None,
+    ) -> Job:
+        """The holder reports a stage and/or checkpoint, progress, result (PATCH /jobs/{id})."""
+        changes: dict[str, Any] = {}
+        if checkpoint is not None:
+            changes["checkpoint"] = checkpoint
+        if progress is not None:
+            changes["progress"] = progress
+        if result is not None:
+            changes["result"] = result
+
+        def change(job: Job, now: datetime) -> Job:
+            J.check_fence(job, factory_id, epoch)
+            if stage is None:
+                return job.evolve(**changes, updatedAt=now)
+            action = REPORTABLE.get(stage)
+            if action is None:
+                raise J.IllegalReport(stage)
+            if action is Action.FAIL and retryable:
+                action = Action.RETRY
+            moved = J.holder_report(job, action, factory_id, now=now, reason=reason, **changes)
+            if moved.stage is Stage.QUEUED:
+                moved = moved.evolve(queueKey=queue_key(job.priority, job.createdAt, job.id))
+            return moved
+
+        job = self._update(product, job_id, change)
+        if job.stage is Stage.QUEUED:
+            self.bump_gate(product)
+        if job.stage is Stage.SHIPPED:
+            self._unblock_dependents(product)
+        return job
+
+    def release(
+        self,
+        product: str,
+        job_id: str,
+        factory_id: str,
+        epoch: int,
+        *,
+        checkpoint: Any = None,
+        reason: str | None = None,
+    ) -> Job:
+        """Give the job back (drain, shutdown): queued again, checkpoint kept, no attempt
+        counted."""
+        changes: dict[str, Any] = {}
+        if checkpoint is not None:
+            changes["checkpoint"] = checkpoint
+
+        def change(job: Job, now: datetime) -> Job:
+            J.check_fence(job, factory_id, epoch)
+            released = J.holder_report(
+                job, Action.RELEASE, factory_id, now=now, reason=reason or "released", **changes
+            )
+            return released.evolve(queueKey=queue_key(job.priority, job.createdAt, job.id))
+
+        job = self._update(product, job_id, change)
+        self.bump_gate(product)
+        return job
+
+    # --- operator actions ------------------------------------------------------------
+
+    def operator(
+        self, product: str, job_id: str, action: Action, operator: str, reason: str | None = None
+    ) -> Job:
+        if action not in (Action.CANCEL, Action.REQUEUE, Action.SHIP, Action.REJECT):
+            raise ValueError(f"{action} is not an operator action")
+
+        def change(job: Job, now: datetime) -> Job:
+            return J.operator_action(job, action, operator, now=now, reason=reason)
+
+        job = self._update(product, job_id, change)
+        if job.stage is Stage.QUEUED:
+            self.bump_gate(product)
+        if job.stage is Stage.SHIPPED:
+            self._unblock_dependents(product)
+        return job
+
+    def reprioritize(self, product: str, job_id: str, priority: int, operator: str) -> Job:
+        def change(job: Job, now: datetime) -> Job:
+            if job.stage in TERMINAL:
+                raise J.IllegalReprioritize(job.stage)
+            return J.reprioritize(job, priority, operator, now=now)
+
+        return self._update(product, job_id, change)
+
+    # --- the reaper ------------------------------------------------------------------
+
+    def reap(self, product: str) -> ReapReport:
+        """Requeue (or dead-letter) jobs whose lease expired, unblock jobs whose deps are
+        done, and spill long histories. Safe to run concurrently and repeatedly."""
+        now = self.clock.now()
+        report = ReapReport()
+        rows = self.docs.query(
+            EXPIRED_LEASES, product, {"now": format_ts(now), "top": self.config.reap_batch}
+        )
+        for row in rows:
+            job = Job.from_doc(row)
+            expired = J.expire(job, now=now)
+            try:
+                stored = self._write(expired, job.etag, spill=True)
+            except (ConcurrencyConflict, NotFound):
+                continue  # it moved (renewed, reported): not ours to touch any more
+            target = report.requeued if stored.stage is Stage.QUEUED else report.dead_lettered
+            target.append(stored.id)
+        unblocked, failed = self._unblock_dependents(product, bump=False)
+        report.unblocked.extend(unblocked)
+        report.deps_failed.extend(failed)
+        if report.requeued or report.unblocked:
+            self.bump_gate(product)
+        return report
+
+    def _unblock_dependents(
+        self, product: str, *, bump: bool = True
+    ) -> tuple[list[str], list[str]]:
+        blocked = self.docs.query(
+            JOBS_OLDEST_IN_STAGE, product, {"stage": "blocked", "top": self.config.reap_batch}
+        )
+        unblocked: list[str] = []
+        failed: list[str] = []
+        stage_cache: dict[str, Stage | None] = {}
+        for row in blocked:
+            job = Job.from_doc(row)
+            if job.deps is None:
+                continue
+            stages = []
+            for dep in job.deps.jobs:
+                if dep not in stage_cache:
+                    try:
+                        stage_cache[dep] = self.get_job(product, dep).stage
+                    except JobNotFound:
+                        stage_cache[dep] = None
+                known = stage_cache[dep]
+                stages.append(known if known is not None else Stage.CANCELLED)
+            verdict = _deps_verdict(job.deps.mode, stages)
+            if verdict == "waiting":
+                continue
+            now = self.clock.now()
+            if verdict == "ready":
+                moved = J.transition(
+                    job,
+                    Action.UNBLOCK,
+                    actor="reaper",
+                    now=now,
+                    reason="dependencies shipped",
+                    queueKey=queue_key(job.priority, job.createdAt, job.id),
+                )
+            else:
+                moved = J.transition(
+                    job,
+                    Action.DEPS_FAILED,
+                    actor="reaper",
+                    now=now,
+                    reason="a dependency ended without shipping",
+                )
+            try:
+                self._write(moved, job.etag, spill=True)
+            except (ConcurrencyConflict, NotFound):
+                continue
+            (unblocked if verdict == "ready" else failed).append(job.id)
+        if bump and unblocked:
+            self.bump_gate(product)
+        return unblocked, failed
+
+    def products(self) -> list[str]:
+        rows = self.docs.query(DOCS_OF_TYPE, SYSTEM_PARTITION, {"type": "product"})
+        return sorted(str(r["product"]) for r in rows)
+
+    def _register_product(self, product: str) -> None:
+        if product in self._known_products:
+            return
+        with contextlib.suppress(AlreadyExists):
+            self.docs.create(
+                {
+                    "id": f"product-{product}",
+                    "productId": SYSTEM_PARTITION,
+                    "type": "product",
+                    "product": product,
+                }
+            )
+        self._known_products.add(product)
+
+    # --- explain and metrics ---------------------------------------------------------
+
+    def explain(self, product: str, job_id: str) -> dict[str, Any]:
+        job = self.get_job(product, job_id)
+        now = self.clock.now()
+        views = self.factory_views(product)
+        verdicts = explain(job, views, now, self.config.weights)
+        summary = _explain_summary(job, verdicts, views)
+        return {
+            "jobId": job.id,
+            "stage": job.stage.value,
+            "holder": job.lease.holder if job.lease else None,
+            "epoch": job.epoch,
+            "unroutable": not can_ever_run(job, views),
+            "summary": summary,
+            "factories": [
+                {
+                    "factory": v.factory,
+                    "eligible": v.eligible,
+                    "reasons": list(v.reasons),
+                    "missingCapabilities": list(v.missing),
+                    "score": v.breakdown.as_dict() if v.breakdown else None,
+                }
+                for v in verdicts
+            ],
+        }
+
+    def compute_metrics(self, product: str) -> dict[str, Any]:
+        """Queue depth per stage, oldest queued age, unroutable count. Stored where
+        ``GET /api/fleet/metrics`` reads it (one point read)."""
+        now = self.clock.now()
+        depth = {
+            stage.value: self.docs.count(COUNT_JOBS_IN_STAGE, product, {"stage": stage.value})
+            for stage in Stage
+        }
+        oldest = self.docs.query(JOBS_OLDEST_IN_STAGE, product, {"stage": "queued", "top": 1})
+        oldest_age = (now - Job.from_doc(oldest[0]).createdAt).total_seconds() if oldest else None
+        metrics = {
+            "id": METRICS_ID,
+            "productId": product,
+            "type": "metrics",
+            "at": format_ts(now),
+            "queueDepth": depth,
+            "oldestQueuedSeconds": oldest_age,
+            "unroutable": self.docs.count(COUNT_UNROUTABLE, product),
+        }
+        self.docs.upsert(metrics)
+        return {k: v for k, v in metrics.items() if k not in ("id", "productId", "type")}
+
+    def metrics(self, product: str) -> dict[str, Any]:
+        try:
+            doc = self.docs.read(product, METRICS_ID)
+        except NotFound:
+            return self.compute_metrics(product)
+        return {
+            k: v
+            for k, v in doc.items()
+            if not k.startswith("_") and k not in ("id", "productId", "type")
+        }
+
+    # --- the one write path ----------------------------------------------------------
+
+    def _update(
+        self,
+        product: str,
+        job_id: str,
+        change: Callable[[Job, datetime], Job],
+        *,
+        spill: bool = True,
+    ) -> Job:
+        """Read, change, conditionally write; on a lost race, read again and re-decide (the
+        change function re-checks fences and transitions against the fresh state)."""
+        for _ in range(self.config.write_retries):
+            job = self.get_job(product, job_id)
+            updated = change(job, self.clock.now())
+            try:
+                return self._write(updated, job.etag, spill=spill)
+            except ConcurrencyConflict:
+                continue
+        raise ConcurrencyConflict(f"job {job_id} is changing too fast; retry", jobId=job_id)
+
+    def _write(self, job: Job, etag: str | None, *, spill: bool) -> Job:
+        if spill and len(job.events) > J.EMBEDDED_EVENTS:
+            job = self._spill(job)
+        return Job.from_doc(self.docs.replace(job.to_doc(), etag=etag))
+
+    def _spill(self, job: Job) -> Job:
+        """Move the older half of the embedded history to event documents. The creates are
+        idempotent (deterministic ids), so a write that then loses its race leaves only
+        copies of history that already happened."""
+        keep = J.EMBEDDED_EVENTS // 2
+        old, recent = job.events[:-keep], job.events[-keep:]
+        for event in old:
+            doc = EventDoc(
+                id=f"{job.id}:{event.seq}",
+                productId=job.productId,
+                jobId=job.id,
+                seq=event.seq,
+                event=event,
+                ttl=self.config.event_ttl_seconds,
+            )
+            with contextlib.suppress(AlreadyExists):
+                self.docs.create(doc.to_doc())
+        return job.evolve(events=recent, spilledThrough=old[-1].seq)
+
+
+# --- helpers -------------------------------------------------------------------------
+
+
+def can_ever_run_caps(capabilities: tuple[str, ...], fleet: list[FactoryView]) -> bool:
+    required = set(capabilities)
+    return any(required <= f.capabilities for f in fleet)
+
+
+def _deps_verdict(mode: str, stages: list[Stage]) -> str:
+    """'ready', 'waiting' or 'impossible' for a dependent job, from its deps' stages."""
+    shipped = [s is Stage.SHIPPED for s in stages]
+    dead = [s in TERMINAL and s is not Stage.SHIPPED for s in stages]
+    if mode == "any":
+        if any(shipped):
+            return "ready"
+        return "impossible" if all(dead) else "waiting"
+    if all(shipped):
+        return "ready"
+    return "impossible" if any(dead) else "waiting"
+
+
+def _parse_cursor(cursor: str | None) -> tuple[str, tuple[str, str, int]]:
+    if not cursor:
+        return "", ("", "", 0)
+    parts = cursor.split("|")
+    if len(parts) != 3 or not parts[2].isdigit():
+        raise ValidationFailed(
+            [Problem(path="after", code="invalid_cursor", message="not a cursor")], "bad cursor"
+        )
+    return parts[0], (parts[0], parts[1], int(parts[2]))
+
+
+def _explain_summary(job: Job, verdicts: list[Verdict], views: list[FactoryView]) -> str:
+    if job.stage in LEASED and job.lease:
+        return (
+            f"held by {job.lease.holder} (epoch {job.epoch}) until {format_ts(job.lease.expiresAt)}"
+        )
+    if job.stage is Stage.BLOCKED:
+        return "blocked: waiting for its dependencies"
+    if job.stage is not Stage.QUEUED:
+        return f"not waiting: stage is {job.stage.value}"
+    if not views:
+        return "queued: no factory has registered with this product yet"
+    if not can_ever_run(job, views):
+        return "unroutable: no known factory advertises every required capability"
+    eligible = [v for v in verdicts if v.eligible]
+    if not eligible:
+        return "queued: every capable factory is busy, paused, stale or excluded"
+    return f"queued: {len(eligible)} factories can take it; best is {eligible[0].factory}"
+
+
+def doc_without_system(doc: Doc) -> Doc:
+    return {k: v for k, v in doc.items() if not k.startswith("_")}

@@ -1,0 +1,280 @@
+"""Pure job transitions: each returns the next job document with its event appended.
+
+This is the only code that changes a job's stage, lease or epoch, and it always appends the
+event in the same new document, so one conditional write stores both (the audit trail can
+never disagree with the state). ``replay`` folds events back into state to prove it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from fleet.domain.models import Event, Job, Lease, queue_key
+from fleet.domain.stages import LEASED, Action, Stage, next_stage
+from fleet.errors import FleetError
+
+# How many recent events a job document carries; older ones are spilled to event documents.
+EMBEDDED_EVENTS = 32
+
+
+class Fenced(FleetError):
+    """The lease epoch is stale: this job was reassigned. Nothing was changed."""
+
+    code = "fenced"
+
+
+class IllegalReport(FleetError):
+    """A factory may report only building, testing, review, shipped or failed."""
+
+    code = "illegal_report"
+
+    def __init__(self, stage: Stage) -> None:
+        super().__init__(f"a factory cannot report stage {stage.value}", stage=stage.value)
+
+
+class IllegalReprioritize(FleetError):
+    """A finished job cannot be reprioritized."""
+
+    code = "illegal_transition"
+
+    def __init__(self, stage: Stage) -> None:
+        super().__init__(f"cannot reprioritize a job in stage {stage.value}", stage=stage.value)
+
+
+def _event(
+    job: Job,
+    *,
+    type: str,
+    to: Stage,
+    actor: str,
+    now: datetime,
+    epoch: int,
+    holder: str | None,
+    reason: str | None,
+    data: dict[str, Any] | None,
+) -> Event:
+    return Event(
+        seq=job.seq + 1,
+        type=type,
+        at=now,
+        actor=actor,
+        epoch=epoch,
+        fromStage=job.stage,
+        toStage=to,
+        holder=holder,
+        reason=reason,
+        data=data or {},
+    )
+
+
+def record(
+    job: Job,
+    *,
+    type: str,
+    actor: str,
+    now: datetime,
+    reason: str | None = None,
+    data: dict[str, Any] | None = None,
+    **changes: Any,
+) -> Job:
+    """Apply ``changes`` and append an event describing the result (stage may be unchanged)."""
+    stage: Stage = changes.get("stage", job.stage)
+    epoch: int = changes.get("epoch", job.epoch)
+    lease: Lease | None = changes.get("lease", job.lease)
+    event = _event(
+        job,
+        type=type,
+        to=stage,
+        actor=actor,
+        now=now,
+        epoch=epoch,
+        holder=lease.holder if lease else None,
+        reason=reason,
+        data=data,
+    )
+    return job.evolve(
+        **changes,
+        seq=event.seq,
+        events=(*job.events, event),
+        updatedAt=now,
+        lastEventAt=now,
+    )
+
+
+def transition(
+    job: Job,
+    action: Action,
+    *,
+    actor: str,
+    now: datetime,
+    reason: str | None = None,
+    data: dict[str, Any] | None = None,
+    **changes: Any,
+) -> Job:
+    """Move the job by ``action`` (checked against the table). Leaving the leased stages
+    ends the lease; the caller sets a new one only on assignment."""
+    stage = next_stage(job.stage, action)
+    if stage not in LEASED and "lease" not in changes:
+        changes["lease"] = None
+    return record(
+        job,
+        type=action.value,
+        actor=actor,
+        now=now,
+        reason=reason,
+        data=data,
+        stage=stage,
+        **changes,
+    )
+
+
+def check_fence(job: Job, factory_id: str, epoch: int) -> None:
+    """A factory may mutate a job only while it holds the lease at exactly this epoch."""
+    lease = job.lease
+    if lease is None or lease.holder != factory_id or lease.epoch != epoch or job.epoch != epoch:
+        raise Fenced(
+            f"lease epoch {epoch} on job {job.id} is not current",
+            jobId=job.id,
+            epoch=epoch,
+            currentEpoch=job.epoch,
+        )
+
+
+def assign(
+    job: Job, factory_id: str, *, now: datetime, breakdown: dict[str, Any] | None = None
+) -> Job:
+    epoch = job.epoch + 1
+    lease = Lease(
+        holder=factory_id, epoch=epoch, expiresAt=now + timedelta(seconds=job.leaseSeconds)
+    )
+    return transition(
+        job,
+        Action.ASSIGN,
+        actor=f"factory:{factory_id}",
+        now=now,
+        data={"score": breakdown} if breakdown else None,
+        epoch=epoch,
+        lease=lease,
+        attempts=job.attempts + 1,
+    )
+
+
+def expire(job: Job, *, now: datetime) -> Job:
+    """The reaper's move: requeue (or dead-letter) a job whose lease expired, fencing the
+    old holder by bumping the epoch. The checkpoint is kept for the next attempt."""
+    holder = job.lease.holder if job.lease else None
+    exhausted = job.attempts >= job.maxAttempts
+    return transition(
+        job,
+        Action.EXPIRE_FINAL if exhausted else Action.EXPIRE,
+        actor="reaper",
+        now=now,
+        reason=f"lease held by {holder} expired" + (", attempts exhausted" if exhausted else ""),
+        epoch=job.epoch + 1,
+        failedBy=_with(job.failedBy, holder),
+        queueKey=queue_key(job.priority, job.createdAt, job.id),
+    )
+
+
+def holder_report(
+    job: Job,
+    action: Action,
+    factory_id: str,
+    *,
+    now: datetime,
+    reason: str | None = None,
+    **changes: Any,
+) -> Job:
+    """A move reported by the lease holder (start, test, review, complete, fail, retry,
+    release). A retryable failure on the last attempt dead-letters."""
+    if action is Action.RETRY and job.attempts >= job.maxAttempts:
+        action = Action.RETRY_FINAL
+    if action in (Action.RETRY, Action.RETRY_FINAL, Action.FAIL):
+        changes.setdefault("failedBy", _with(job.failedBy, factory_id))
+    if action is Action.RELEASE:
+        # Given back cleanly (drain, shutdown): not a failed attempt.
+        changes.setdefault("attempts", max(0, job.attempts - 1))
+    return transition(job, action, actor=f"factory:{factory_id}", now=now, reason=reason, **changes)
+
+
+def operator_action(
+    job: Job,
+    action: Action,
+    operator: str,
+    *,
+    now: datetime,
+    reason: str | None = None,
+    **changes: Any,
+) -> Job:
+    """Cancel, requeue, ship, reject. Taking a leased job away fences its holder."""
+    if job.stage in LEASED:
+        changes.setdefault("epoch", job.epoch + 1)
+    if action is Action.REQUEUE:
+        changes.setdefault("attempts", 0)
+        changes.setdefault("queueKey", queue_key(job.priority, job.createdAt, job.id))
+    return transition(job, action, actor=f"operator:{operator}", now=now, reason=reason, **changes)
+
+
+def reprioritize(job: Job, priority: int, operator: str, *, now: datetime) -> Job:
+    return record(
+        job,
+        type="reprioritize",
+        actor=f"operator:{operator}",
+        now=now,
+        data={"from": job.priority, "to": priority},
+        priority=priority,
+        queueKey=queue_key(priority, job.createdAt, job.id),
+    )
+
+
+def _with(items: tuple[str, ...], item: str | None) -> tuple[str, ...]:
+    if item is None or item in items:
+        return items
+    return (*items, item)
+
+
+# --- replay ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Replayed:
+    stage: Stage | None
+    epoch: int
+    holder: str | None
+    seq: int
+
+
+class BrokenHistory(FleetError):
+    """A job's event history is not a contiguous chain of transitions."""
+
+    code = "broken_history"
+
+
+def replay(events: list[Event]) -> Replayed:
+    """Fold a job's events (spilled + embedded, any order) into its stage, epoch and holder.
+
+    The chain is checked: sequence numbers are 1..n with no gap or repeat, and every event
+    starts from the stage the previous one ended in."""
+    state = Replayed(stage=None, epoch=0, holder=None, seq=0)
+    for event in sorted(events, key=lambda e: e.seq):
+        if event.seq != state.seq + 1:
+            raise BrokenHistory(f"event seq {event.seq} follows {state.seq}")
+        if event.fromStage != state.stage:
+            raise BrokenHistory(
+                f"event {event.seq} starts from {event.fromStage}, state was {state.stage}"
+            )
+        state = Replayed(stage=event.toStage, epoch=event.epoch, holder=event.holder, seq=event.seq)
+    return state
+
+
+def agrees(job: Job, events: list[Event]) -> bool:
+    state = replay(events)
+    holder = job.lease.holder if job.lease else None
+    return (state.stage, state.epoch, state.holder, state.seq) == (
+        job.stage,
+        job.epoch,
+        holder,
+        job.seq,
+    )

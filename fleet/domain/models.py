@@ -1,0 +1,176 @@
+"""The documents of the domain, as frozen pydantic models.
+
+A model is read from a store document with ``from_doc`` and written back with ``to_doc``; the
+etag rides along (``etag``) and is never written. Timestamps are stored as fixed-width UTC ISO
+strings so that they compare correctly as strings inside Cosmos queries.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
+
+from fleet.domain.stages import Stage
+
+TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
+def format_ts(value: datetime) -> str:
+    if value.tzinfo is None:
+        raise ValueError("timestamps must be timezone-aware")
+    return value.astimezone(UTC).strftime(TS_FORMAT)
+
+
+def parse_ts(value: Any) -> datetime:
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError("timestamps must be timezone-aware")
+        return value.astimezone(UTC)
+    if isinstance(value, str):
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        if parsed.tzinfo is None:
+            raise ValueError("timestamps must carry a timezone")
+        return parsed.astimezone(UTC)
+    raise ValueError(f"not a timestamp: {value!r}")
+
+
+Timestamp = Annotated[
+    datetime, BeforeValidator(parse_ts), PlainSerializer(format_ts, return_type=str)
+]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+    def evolve(self, **changes: Any) -> Self:
+        return self.model_copy(update=changes)
+
+
+class Document(Model):
+    id: str
+    productId: str
+    etag: str | None = Field(default=None, alias="_etag", exclude=True)
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> Self:
+        return cls.model_validate(doc)
+
+    def to_doc(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True, exclude={"etag"})
+
+
+class Lease(Model):
+    holder: str
+    epoch: int
+    expiresAt: Timestamp
+
+
+class Event(Model):
+    seq: int
+    type: str
+    at: Timestamp
+    actor: str
+    epoch: int
+    fromStage: Stage | None = None
+    toStage: Stage
+    holder: str | None = None
+    reason: str | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class Deps(Model):
+    mode: Literal["all", "any"] = "all"
+    jobs: tuple[str, ...] = ()
+
+
+class ProfileSnapshot(Model):
+    name: str
+    version: int
+    preamble: str
+    engine: str | None = None
+    capabilities: tuple[str, ...] = ()
+
+
+class Job(Document):
+    type: Literal["job"] = "job"
+    title: str
+    persona: str | None = None
+    profile: ProfileSnapshot | None = None
+    capabilities: tuple[str, ...] = ()
+    priority: int = 5
+    budgetUsd: float | None = None
+    channel: str | None = None
+    deps: Deps | None = None
+    idempotencyKey: str | None = None
+    maxAttempts: int = 3
+    leaseSeconds: int = 300
+    verify: str | None = None
+    body: str = ""
+
+    stage: Stage
+    epoch: int = 0
+    lease: Lease | None = None
+    attempts: int = 0
+    checkpoint: Any = None
+    progress: dict[str, Any] | None = None
+    result: dict[str, Any] | None = None
+    failedBy: tuple[str, ...] = ()
+    unroutable: bool = False
+
+    createdAt: Timestamp
+    updatedAt: Timestamp
+    lastEventAt: Timestamp
+    queueKey: str
+    seq: int = 0
+    events: tuple[Event, ...] = ()
+    spilledThrough: int = 0  # events with seq <= this live in event documents
+
+
+class EventDoc(Document):
+    """A spilled event: ``id`` is ``{jobId}:{seq}``, so spilling twice creates nothing new."""
+
+    type: Literal["event"] = "event"
+    jobId: str
+    seq: int
+    event: Event
+    ttl: int | None = None
+
+
+class Factory(Document):
+    """What the coordinator knows of a factory: its own claims about itself, last seen."""
+
+    type: Literal["factory"] = "factory"
+    capabilities: tuple[str, ...] = ()
+    seats: int = 1
+    load: int = 0
+    cost: float = 0.5  # relative cost of running here, 0 (cheap) .. 1 (dear)
+    version: str | None = None
+    paused: bool = False
+    lastSeen: Timestamp
+
+
+class Profile(Document):
+    type: Literal["profile"] = "profile"
+    name: str
+    version: int
+    preamble: str
+    engine: str | None = None
+    capabilities: tuple[str, ...] = ()
+    description: str | None = None
+    createdAt: Timestamp
+
+    def snapshot(self) -> ProfileSnapshot:
+        return ProfileSnapshot(
+            name=self.name,
+            version=self.version,
+            preamble=self.preamble,
+            engine=self.engine,
+            capabilities=self.capabilities,
+        )
+
+
+def queue_key(priority: int, created_at: datetime, job_id: str) -> str:
+    """Sorts ascending as the queue should be served: higher priority first, then oldest."""
+    return f"{9 - priority}:{format_ts(created_at)}:{job_id}"

@@ -1,0 +1,114 @@
+"""The job stage machine: one transition table, nothing else decides what may follow what."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from fleet.errors import FleetError
+
+
+class Stage(StrEnum):
+    QUEUED = "queued"
+    BLOCKED = "blocked"
+    ASSIGNED = "assigned"
+    BUILDING = "building"
+    REVIEW = "review"
+    TESTING = "testing"
+    SHIPPED = "shipped"
+    FAILED = "failed"
+    DEAD_LETTER = "dead_letter"
+    CANCELLED = "cancelled"
+
+
+class Action(StrEnum):
+    # by the system
+    UNBLOCK = "unblock"  # blocked -> queued: deps satisfied
+    DEPS_FAILED = "deps_failed"  # blocked -> failed: deps can never be satisfied
+    ASSIGN = "assign"  # queued -> assigned: a factory's claim won
+    EXPIRE = "expire"  # leased -> queued: the reaper found the lease expired
+    EXPIRE_FINAL = "expire_final"  # leased -> dead_letter: ... and attempts are exhausted
+    # by the lease holder
+    START = "start"  # assigned -> building
+    SUBMIT_REVIEW = "submit_review"  # building/testing -> review (lease ends)
+    TEST = "test"  # building -> testing
+    COMPLETE = "complete"  # building/testing -> shipped
+    FAIL = "fail"  # leased -> failed (non-retryable)
+    RETRY = "retry"  # leased -> queued (retryable failure, attempt counted)
+    RETRY_FINAL = "retry_final"  # leased -> dead_letter (retryable, attempts exhausted)
+    RELEASE = "release"  # leased -> queued (given back, e.g. drain; not a failure)
+    # by an operator
+    CANCEL = "cancel"
+    REQUEUE = "requeue"
+    SHIP = "ship"
+    REJECT = "reject"
+
+
+TERMINAL = frozenset({Stage.SHIPPED, Stage.FAILED, Stage.DEAD_LETTER, Stage.CANCELLED})
+# Stages in which a factory holds the job's lease.
+LEASED = frozenset({Stage.ASSIGNED, Stage.BUILDING, Stage.TESTING})
+ACTIVE = frozenset(Stage) - TERMINAL
+
+_L = tuple(sorted(LEASED))
+
+TRANSITIONS: dict[tuple[Stage, Action], Stage] = {
+    (Stage.BLOCKED, Action.UNBLOCK): Stage.QUEUED,
+    (Stage.BLOCKED, Action.DEPS_FAILED): Stage.FAILED,
+    (Stage.QUEUED, Action.ASSIGN): Stage.ASSIGNED,
+    **{(s, Action.EXPIRE): Stage.QUEUED for s in _L},
+    **{(s, Action.EXPIRE_FINAL): Stage.DEAD_LETTER for s in _L},
+    (Stage.ASSIGNED, Action.START): Stage.BUILDING,
+    (Stage.BUILDING, Action.TEST): Stage.TESTING,
+    (Stage.BUILDING, Action.SUBMIT_REVIEW): Stage.REVIEW,
+    (Stage.TESTING, Action.SUBMIT_REVIEW): Stage.REVIEW,
+    (Stage.BUILDING, Action.COMPLETE): Stage.SHIPPED,
+    (Stage.TESTING, Action.COMPLETE): Stage.SHIPPED,
+    **{(s, Action.FAIL): Stage.FAILED for s in _L},
+    **{(s, Action.RETRY): Stage.QUEUED for s in _L},
+    **{(s, Action.RETRY_FINAL): Stage.DEAD_LETTER for s in _L},
+    **{(s, Action.RELEASE): Stage.QUEUED for s in _L},
+    **{(s, Action.CANCEL): Stage.CANCELLED for s in ACTIVE},
+    **{
+        (s, Action.REQUEUE): Stage.QUEUED
+        for s in (*_L, Stage.REVIEW, Stage.FAILED, Stage.DEAD_LETTER, Stage.CANCELLED)
+    },
+    (Stage.REVIEW, Action.SHIP): Stage.SHIPPED,
+    (Stage.TESTING, Action.SHIP): Stage.SHIPPED,
+    (Stage.BUILDING, Action.SHIP): Stage.SHIPPED,
+    (Stage.REVIEW, Action.REJECT): Stage.FAILED,
+    (Stage.TESTING, Action.REJECT): Stage.FAILED,
+}
+
+# The stage a factory may report in PATCH /jobs/{id}, mapped to the action it means.
+REPORTABLE: dict[Stage, Action] = {
+    Stage.BUILDING: Action.START,
+    Stage.TESTING: Action.TEST,
+    Stage.REVIEW: Action.SUBMIT_REVIEW,
+    Stage.SHIPPED: Action.COMPLETE,
+    Stage.FAILED: Action.FAIL,
+}
+
+
+class IllegalTransition(FleetError):
+    """This action is not allowed from the job's current stage."""
+
+    code = "illegal_transition"
+
+    def __init__(self, stage: Stage, action: Action) -> None:
+        super().__init__(
+            f"cannot {action.value} a job in stage {stage.value}",
+            stage=stage.value,
+            action=action.value,
+        )
+        self.stage = stage
+        self.action = action
+
+
+def next_stage(stage: Stage, action: Action) -> Stage:
+    try:
+        return TRANSITIONS[(stage, action)]
+    except KeyError:
+        raise IllegalTransition(stage, action) from None
+
+
+def allowed_actions(stage: Stage) -> list[Action]:
+    return [action for (s, action) in TRANSITIONS if s == stage]

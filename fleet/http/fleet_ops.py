@@ -1,0 +1,97 @@
+"""The claim, the queue-state gate, factories, the product-wide event feed, metrics."""
+
+from __future__ import annotations
+
+import azure.functions as func
+
+from fleet.context import get_context
+from fleet.coordinator.identity import any_principal, factory_principal
+from fleet.domain.scheduler import FactoryView
+from fleet.http.jobs import job_view
+from fleet.http.parsing import FactorySelf, body_model, int_param
+from fleet.http.responses import handles_errors, json_response
+
+bp = func.Blueprint()  # type: ignore[no-untyped-call]
+
+
+def _view(factory_id: str, body: FactorySelf) -> FactoryView:
+    return FactoryView(
+        id=factory_id,
+        capabilities=frozenset(body.capabilities),
+        seats=body.seats,
+        load=body.load,
+        cost=body.cost,
+    )
+
+
+@bp.route(route="fleet/claim", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+@handles_errors
+def claim(req: func.HttpRequest) -> func.HttpResponse:
+    """Claim the best queued job for this factory: 200 with job, lease and cadence, or 204."""
+    principal = factory_principal(req.headers)
+    body = body_model(req, FactorySelf, required=False)
+    result = get_context().coordinator.claim(principal.product, _view(principal.id, body))
+    if result is None:
+        return func.HttpResponse(status_code=204)
+    return json_response(
+        {
+            "job": job_view(result.job),
+            "lease": result.lease.model_dump(mode="json"),
+            "cadence": result.cadence.as_dict(),
+            "score": result.breakdown,
+        }
+    )
+
+
+@bp.route(route="fleet/queue-state", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@handles_errors
+def queue_state(req: func.HttpRequest) -> func.HttpResponse:
+    """The gate: one point read. Skip the claim while the version is unchanged, but claim
+    at least every maxSkipSeconds anyway (the version is a hint, never a guarantee)."""
+    principal = any_principal(req.headers)
+    return json_response(get_context().coordinator.queue_state(principal.product))
+
+
+@bp.route(route="fleet/factories/register", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+@handles_errors
+def register_factory(req: func.HttpRequest) -> func.HttpResponse:
+    principal = factory_principal(req.headers)
+    body = body_model(req, FactorySelf, required=False)
+    factory = get_context().coordinator.register_factory(
+        principal.product, _view(principal.id, body), body.version
+    )
+    return json_response(factory.model_dump(mode="json", exclude={"etag", "type"}))
+
+
+@bp.route(route="fleet/factories", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@handles_errors
+def list_factories(req: func.HttpRequest) -> func.HttpResponse:
+    principal = any_principal(req.headers)
+    coord = get_context().coordinator
+    live = {v.id: v.live for v in coord.factory_views(principal.product)}
+    factories = []
+    for f in coord.factories(principal.product):
+        view = f.model_dump(mode="json", exclude={"etag", "type"})
+        view["id"] = f.id.removeprefix("factory-")
+        view["live"] = live.get(view["id"], False)
+        factories.append(view)
+    return json_response({"factories": factories})
+
+
+@bp.route(route="fleet/events", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@handles_errors
+def product_events(req: func.HttpRequest) -> func.HttpResponse:
+    """Every job's events after a cursor, oldest first; pass back ``cursor`` to follow."""
+    principal = any_principal(req.headers)
+    limit = min(500, int_param(req, "limit", 200, minimum=1))
+    events, cursor = get_context().coordinator.product_events(
+        principal.product, req.params.get("after"), limit
+    )
+    return json_response({"events": events, "cursor": cursor})
+
+
+@bp.route(route="fleet/metrics", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@handles_errors
+def metrics(req: func.HttpRequest) -> func.HttpResponse:
+    principal = any_principal(req.headers)
+    return json_response(get_context().coordinator.metrics(principal.product))

@@ -1,0 +1,201 @@
+"""Jobs: submit, read, the holder's fenced writes, operator actions, history, explain."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import azure.functions as func
+
+from fleet.context import get_context
+from fleet.coordinator.identity import any_principal, factory_principal, operator_principal
+from fleet.domain.manifest import Problem, ValidationFailed, parse_json, parse_markdown
+from fleet.domain.models import Job
+from fleet.domain.stages import Action, Stage
+from fleet.http.parsing import (
+    ActionBody,
+    LeaseBody,
+    ReportBody,
+    ReprioritizeBody,
+    body_bytes,
+    body_model,
+    int_param,
+    json_value,
+    parse_model,
+)
+from fleet.http.responses import handles_errors, json_response
+
+bp = func.Blueprint()  # type: ignore[no-untyped-call]
+
+OPERATOR_ACTIONS = {
+    "cancel": Action.CANCEL,
+    "requeue": Action.REQUEUE,
+    "ship": Action.SHIP,
+    "reject": Action.REJECT,
+}
+
+
+def job_view(job: Job) -> dict[str, Any]:
+    view = job.model_dump(mode="json", exclude={"etag", "type"})
+    view["holder"] = job.lease.holder if job.lease else None
+    return view
+
+
+def _job_id(req: func.HttpRequest) -> str:
+    return str(req.route_params.get("id", ""))
+
+
+@bp.route(route="fleet/jobs", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+@handles_errors
+def submit_job(req: func.HttpRequest) -> func.HttpResponse:
+    """Submit a job: the raw markdown manifest, or JSON (fields, or {"manifest": text})."""
+    principal = operator_principal(req.headers)
+    content_type = (req.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+    if content_type in ("text/markdown", "text/plain", "text/x-markdown"):
+        try:
+            text = body_bytes(req).decode("utf-8")
+        except UnicodeDecodeError:
+            raise ValidationFailed(
+                [Problem(path="", code="invalid_encoding", message="expected UTF-8 text")],
+                "the manifest is not UTF-8",
+            ) from None
+        manifest = parse_markdown(text)
+    else:
+        manifest = parse_json(json_value(req))
+    coord = get_context().coordinator
+    job, created = coord.submit(principal.product, manifest, principal.actor)
+    body: dict[str, Any] = {"job": job_view(job), "created": created}
+    if job.unroutable:
+        body["warning"] = (
+            "unroutable: no registered factory advertises every required capability ("
+            + ", ".join(job.capabilities)
+            + ")"
+        )
+    return json_response(body, 201 if created else 200, {"Location": f"/api/fleet/jobs/{job.id}"})
+
+
+@bp.route(route="fleet/jobs", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@handles_errors
+def list_jobs(req: func.HttpRequest) -> func.HttpResponse:
+    principal = any_principal(req.headers)
+    stage = req.params.get("stage")
+    if stage is not None and stage not in {s.value for s in Stage}:
+        raise ValidationFailed(
+            [Problem(path="stage", code="enum", message=f"one of {[s.value for s in Stage]}")],
+            "unknown stage",
+        )
+    jobs = get_context().coordinator.list_jobs(principal.product)
+    if stage:
+        jobs = [j for j in jobs if j.stage.value == stage]
+    views = [job_view(j) for j in jobs]
+    for view in views:
+        view.pop("body", None)
+        view.pop("events", None)
+    return json_response({"jobs": views, "count": len(views)})
+
+
+@bp.route(route="fleet/jobs/{id}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@handles_errors
+def get_job(req: func.HttpRequest) -> func.HttpResponse:
+    principal = any_principal(req.headers)
+    job = get_context().coordinator.get_job(principal.product, _job_id(req))
+    return json_response(job_view(job))
+
+
+@bp.route(route="fleet/jobs/{id}", methods=["PATCH"], auth_level=func.AuthLevel.ANONYMOUS)
+@handles_errors
+def report_job(req: func.HttpRequest) -> func.HttpResponse:
+    """The lease holder reports stage, checkpoint, progress or result. Fenced by leaseEpoch."""
+    principal = factory_principal(req.headers)
+    body = body_model(req, ReportBody)
+    job = get_context().coordinator.report(
+        principal.product,
+        _job_id(req),
+        principal.id,
+        body.leaseEpoch,
+        stage=body.stage,
+        retryable=body.retryable,
+        reason=body.reason,
+        checkpoint=body.checkpoint,
+        progress=body.progress,
+        result=body.result,
+    )
+    return json_response(job_view(job))
+
+
+@bp.route(route="fleet/jobs/{id}/lease/{op}", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+@handles_errors
+def lease_op(req: func.HttpRequest) -> func.HttpResponse:
+    """renew: extend the lease; release: give the job back. Fenced by leaseEpoch."""
+    principal = factory_principal(req.headers)
+    op = req.route_params.get("op")
+    body = body_model(req, LeaseBody)
+    coord = get_context().coordinator
+    if op == "renew":
+        job = coord.renew(principal.product, _job_id(req), principal.id, body.leaseEpoch)
+        assert job.lease is not None
+        return json_response(
+            {
+                "lease": job.lease.model_dump(mode="json"),
+                "cadence": coord.cadence(job).as_dict(),
+            }
+        )
+    if op == "release":
+        job = coord.release(
+            principal.product,
+            _job_id(req),
+            principal.id,
+            body.leaseEpoch,
+            checkpoint=body.checkpoint,
+            reason=body.reason,
+        )
+        return json_response(job_view(job))
+    raise ValidationFailed(
+        [Problem(path="op", code="enum", message="one of renew, release")],
+        "unknown lease operation",
+    )
+
+
+@bp.route(route="fleet/jobs/{id}/{action}", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+@handles_errors
+def operator_action(req: func.HttpRequest) -> func.HttpResponse:
+    """Operator actions: cancel, requeue, ship, reject, reprioritize."""
+    principal = operator_principal(req.headers)
+    action = req.route_params.get("action", "")
+    coord = get_context().coordinator
+    if action == "reprioritize":
+        body = parse_model(ReprioritizeBody, json_value(req))
+        job = coord.reprioritize(principal.product, _job_id(req), body.priority, principal.id)
+        return json_response(job_view(job))
+    if action not in OPERATOR_ACTIONS:
+        raise ValidationFailed(
+            [
+                Problem(
+                    path="action",
+                    code="enum",
+                    message="one of " + ", ".join([*OPERATOR_ACTIONS, "reprioritize"]),
+                )
+            ],
+            "unknown action",
+        )
+    reason = parse_model(ActionBody, json_value(req, required=False)).reason
+    job = coord.operator(
+        principal.product, _job_id(req), OPERATOR_ACTIONS[action], principal.id, reason
+    )
+    return json_response(job_view(job))
+
+
+@bp.route(route="fleet/jobs/{id}/events", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@handles_errors
+def job_events(req: func.HttpRequest) -> func.HttpResponse:
+    principal = any_principal(req.headers)
+    after = int_param(req, "after", 0)
+    events = get_context().coordinator.job_events(principal.product, _job_id(req), after)
+    items = [e.model_dump(mode="json") for e in events]
+    return json_response({"events": items, "last": items[-1]["seq"] if items else after})
+
+
+@bp.route(route="fleet/jobs/{id}/explain", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@handles_errors
+def explain_job(req: func.HttpRequest) -> func.HttpResponse:
+    principal = any_principal(req.headers)
+    return json_response(get_context().coordinator.explain(principal.product, _job_id(req)))

@@ -1,0 +1,905 @@
+"""GET /api/openapi.json: the OpenAPI 3.1 description of the whole HTTP surface.
+
+The document is built here from one route table (``OPERATIONS``) and the pydantic models:
+request bodies from ``fleet.http.parsing`` and ``fleet.domain.manifest``, responses from
+``fleet.domain.models`` (as the handlers shape them). ``tests/unit/test_openapi.py`` checks
+the table against the routes ``function_app`` registers, in both directions, and that the
+document is valid OpenAPI.
+
+Route parameters that take a fixed set of values are expanded into concrete paths:
+``fleet/jobs/{id}/lease/{op}`` is documented as ``.../lease/renew`` and ``.../lease/release``,
+``fleet/jobs/{id}/{action}`` as one path per operator action (``.../cancel``, ...).
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import azure.functions as func
+from pydantic import BaseModel
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaMode, models_json_schema
+
+from fleet.coordinator.identity import DEFAULT_PRODUCT, NAME
+from fleet.domain.manifest import (
+    CAPABILITY_PATTERN,
+    JOB_ID_PATTERN,
+    MAX_CAPABILITY_CHARS,
+    PROFILE_NAME_PATTERN,
+    Manifest,
+    ProfileSpec,
+)
+from fleet.domain.models import Event, Factory, Job, Lease, Profile
+from fleet.http.parsing import ActionBody, FactorySelf, LeaseBody, ReportBody, ReprioritizeBody
+from fleet.http.responses import JSON
+
+bp = func.Blueprint()  # type: ignore[no-untyped-call]
+
+OPENAPI_VERSION = "3.1.0"
+API_VERSION = "0.1.0"
+MARKDOWN = "text/markdown"
+
+Schema = dict[str, Any]
+Identity = Literal["factory", "operator", "any"]
+
+
+def _ref(name: str, kind: str = "schemas") -> Schema:
+    return {"$ref": f"#/components/{kind}/{name}"}
+
+
+# --- the route table -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Body:
+    """A request body: content type -> schema."""
+
+    content: Mapping[str, Schema]
+    required: bool = True
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One documented response. ``schema`` None: no body (204)."""
+
+    description: str
+    schema: Schema | None = None
+    headers: Mapping[str, Schema] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Operation:
+    method: Literal["get", "post", "put", "patch", "delete"]
+    path: str  # as documented, with the route prefix: /api/fleet/jobs/{id}
+    operation_id: str
+    summary: str
+    tag: str
+    identity: Identity | None = None  # which identity headers apply; None: no identity
+    description: str = ""
+    parameters: tuple[Schema, ...] = ()  # path and query parameters
+    body: Body | None = None
+    replies: Mapping[int, Reply] = field(default_factory=dict)
+    # Error responses (refs to components/responses) besides the ones every identified
+    # operation has (401 with identity; 500 and 503 for every fleet operation).
+    errors: tuple[Literal[400, 404, 409], ...] = ()
+    conflict: Literal["Fenced", "Conflict"] = "Conflict"
+    fleet_errors: bool = True  # runs under handles_errors: 500 and 503 are possible
+
+
+def _path_param(name: str, description: str, pattern: str | None = None) -> Schema:
+    schema: Schema = {"type": "string"}
+    if pattern:
+        schema["pattern"] = pattern
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "description": description,
+        "schema": schema,
+    }
+
+
+def _query(name: str, description: str, schema: Schema) -> Schema:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": description,
+        "schema": schema,
+    }
+
+
+JOB_ID = _path_param("id", "The job id: 'j' and 26 lower-case letters or digits.")
+LOCATION = {
+    "Location": {"description": "The job's URL.", "schema": {"type": "string"}},
+}
+
+
+def _job_reply(description: str = "The job, as it is now.") -> Reply:
+    return Reply(description, _ref("Job"))
+
+
+def _json_body(name: str, *, required: bool = True, description: str = "") -> Body:
+    return Body({JSON: _ref(name)}, required=required, description=description)
+
+
+def _operator_action(action: str, summary: str) -> Operation:
+    return Operation(
+        "post",
+        f"/api/fleet/jobs/{{id}}/{action}",
+        f"{action}Job",
+        summary,
+        "operator",
+        identity="operator",
+        parameters=(JOB_ID,),
+        body=_json_body(
+            "ActionBody", required=False, description="Optional; the reason is recorded."
+        ),
+        replies={200: _job_reply()},
+        errors=(400, 404, 409),
+        description="409 `illegal_transition` when the job's stage does not allow it.",
+    )
+
+
+OPERATIONS: tuple[Operation, ...] = (
+    # --- meta
+    Operation(
+        "get",
+        "/api/health",
+        "health",
+        "Each dependency's reachability from this instance",
+        "meta",
+        fleet_errors=False,
+        replies={
+            200: Reply("Every dependency is reachable.", _ref("Health")),
+            503: Reply(
+                "A dependency is down (`degraded`, with each dependency's probe), or the app "
+                "cannot start (`down`: a setting is missing or the store is unreachable).",
+                {"anyOf": [_ref("Health"), _ref("HealthDown")]},
+            ),
+        },
+    ),
+    Operation(
+        "get",
+        "/api/openapi.json",
+        "openapiDocument",
+        "This document",
+        "meta",
+        fleet_errors=False,
+        replies={200: Reply("The OpenAPI 3.1 document.", {"type": "object"})},
+    ),
+    # --- jobs
+    Operation(
+        "post",
+        "/api/fleet/jobs",
+        "submitJob",
+        "Submit a job",
+        "jobs",
+        identity="operator",
+        description=(
+            "The manifest as markdown (YAML front matter and the agent's instructions; "
+            "`text/plain` and `text/x-markdown` are read as markdown too), or as JSON: the "
+            'fields, or `{"manifest": "<markdown>"}`. A second submit with the same '
+            "`idempotencyKey` answers 200 with the job the first one created."
+        ),
+        body=Body(
+            {
+                MARKDOWN: {"type": "string", "description": "The manifest as markdown."},
+                JSON: {"oneOf": [_ref("Manifest"), _ref("ManifestDocument")]},
+            }
+        ),
+        replies={
+            201: Reply("Created.", _ref("SubmitResult"), LOCATION),
+            200: Reply(
+                "A job with this idempotency key already exists: that job (`created` false).",
+                _ref("SubmitResult"),
+                LOCATION,
+            ),
+        },
+        errors=(400,),
+    ),
+    Operation(
+        "get",
+        "/api/fleet/jobs",
+        "listJobs",
+        "The product's jobs (without body and events)",
+        "jobs",
+        identity="any",
+        parameters=(_query("stage", "Only jobs in this stage.", _ref("Stage")),),
+        replies={200: Reply("The jobs, by id.", _ref("JobList"))},
+        errors=(400,),
+    ),
+    Operation(
+        "get",
+        "/api/fleet/jobs/{id}",
+        "getJob",
+        "One job, with its recent events",
+        "jobs",
+        identity="any",
+        parameters=(JOB_ID,),
+        replies={200: _job_reply("The job.")},
+        errors=(404,),
+    ),
+    Operation(
+        "patch",
+        "/api/fleet/jobs/{id}",
+        "reportJob",
+        "The lease holder reports stage, checkpoint, progress or result",
+        "lease",
+        identity="factory",
+        description=(
+            "Fenced by `leaseEpoch`: 409 `fenced` when the caller no longer holds the lease "
+            "at that epoch. A factory may report building, testing, review, shipped or "
+            "failed (400 `illegal_report` otherwise); `retryable` turns a failure into a retry."
+        ),
+        parameters=(JOB_ID,),
+        body=_json_body("ReportBody"),
+        replies={200: _job_reply()},
+        errors=(400, 404, 409),
+        conflict="Fenced",
+    ),
+    Operation(
+        "post",
+        "/api/fleet/jobs/{id}/lease/renew",
+        "renewLease",
+        "Extend the lease",
+        "lease",
+        identity="factory",
+        description="Fenced by `leaseEpoch`: 409 `fenced` when the lease is not the caller's.",
+        parameters=(JOB_ID,),
+        body=_json_body("LeaseBody"),
+        replies={200: Reply("The renewed lease and the cadence to keep.", _ref("LeaseRenewal"))},
+        errors=(400, 404, 409),
+        conflict="Fenced",
+    ),
+    Operation(
+        "post",
+        "/api/fleet/jobs/{id}/lease/release",
+        "releaseLease",
+        "Give the job back (queued again, checkpoint kept, no attempt counted)",
+        "lease",
+        identity="factory",
+        description="Fenced by `leaseEpoch`: 409 `fenced` when the lease is not the caller's.",
+        parameters=(JOB_ID,),
+        body=_json_body("LeaseBody"),
+        replies={200: _job_reply()},
+        errors=(400, 404, 409),
+        conflict="Fenced",
+    ),
+    _operator_action("cancel", "Cancel a job"),
+    _operator_action("requeue", "Queue a job again"),
+    _operator_action("ship", "Mark a job shipped"),
+    _operator_action("reject", "Reject a job under review or test (it fails)"),
+    Operation(
+        "post",
+        "/api/fleet/jobs/{id}/reprioritize",
+        "reprioritizeJob",
+        "Change a job's priority",
+        "operator",
+        identity="operator",
+        description="409 `illegal_transition` for a finished job.",
+        parameters=(JOB_ID,),
+        body=_json_body("ReprioritizeBody"),
+        replies={200: _job_reply()},
+        errors=(400, 404, 409),
+    ),
+    Operation(
+        "get",
+        "/api/fleet/jobs/{id}/events",
+        "jobEvents",
+        "A job's history after a sequence number",
+        "jobs",
+        identity="any",
+        parameters=(
+            JOB_ID,
+            _query(
+                "after",
+                "Only events with a greater `seq`.",
+                {"type": "integer", "minimum": 0, "default": 0},
+            ),
+        ),
+        replies={200: Reply("The events, oldest first.", _ref("JobEvents"))},
+        errors=(400, 404),
+    ),
+    Operation(
+        "get",
+        "/api/fleet/jobs/{id}/explain",
+        "explainJob",
+        "Why a job is (not) running, factory by factory",
+        "jobs",
+        identity="any",
+        parameters=(JOB_ID,),
+        replies={200: Reply("The scheduler's verdict per factory.", _ref("Explain"))},
+        errors=(404,),
+    ),
+    # --- the fleet
+    Operation(
+        "post",
+        "/api/fleet/claim",
+        "claim",
+        "Claim the best queued job for this factory",
+        "fleet",
+        identity="factory",
+        body=_json_body(
+            "FactorySelf", required=False, description="What the factory says about itself."
+        ),
+        replies={
+            200: Reply("The job is assigned to the caller.", _ref("Claim")),
+            204: Reply("Nothing for this factory now."),
+        },
+        errors=(400,),
+    ),
+    Operation(
+        "get",
+        "/api/fleet/queue-state",
+        "queueState",
+        "The claim gate: one point read",
+        "fleet",
+        identity="any",
+        description=(
+            "Skip the claim while `version` is unchanged, but claim at least every "
+            "`maxSkipSeconds` anyway: the version is a hint, never a guarantee."
+        ),
+        replies={200: Reply("The gate.", _ref("QueueState"))},
+    ),
+    Operation(
+        "post",
+        "/api/fleet/factories/register",
+        "registerFactory",
+        "Record what a factory says about itself",
+        "fleet",
+        identity="factory",
+        body=_json_body("FactorySelf", required=False),
+        replies={200: Reply("The factory as recorded.", _ref("Factory"))},
+        errors=(400,),
+    ),
+    Operation(
+        "get",
+        "/api/fleet/factories",
+        "listFactories",
+        "The product's factories",
+        "fleet",
+        identity="any",
+        replies={200: Reply("The factories, by id.", _ref("FactoryList"))},
+    ),
+    Operation(
+        "get",
+        "/api/fleet/events",
+        "productEvents",
+        "Every job's events after a cursor, oldest first",
+        "fleet",
+        identity="any",
+        parameters=(
+            _query("after", "The `cursor` of the previous page.", {"type": "string"}),
+            _query(
+                "limit",
+                "At most this many events (larger values are capped at 500).",
+                {"type": "integer", "minimum": 1, "default": 200},
+            ),
+        ),
+        replies={200: Reply("The events and the cursor to pass back.", _ref("ProductEvents"))},
+        errors=(400,),
+    ),
+    Operation(
+        "get",
+        "/api/fleet/metrics",
+        "metrics",
+        "Queue depth per stage, oldest queued age, unroutable count",
+        "fleet",
+        identity="any",
+        replies={200: Reply("The metrics.", _ref("Metrics"))},
+    ),
+    # --- profiles
+    Operation(
+        "put",
+        "/api/fleet/profiles/{name}",
+        "putProfile",
+        "Create the next version of a profile",
+        "profiles",
+        identity="operator",
+        description=(
+            "Profiles are immutable: each PUT creates the next version. The body is markdown "
+            "(optional front matter: engine, capabilities, description; the body is the "
+            'preamble) or JSON: the fields, or `{"profile": "<markdown>"}`.'
+        ),
+        parameters=(_path_param("name", "The profile (persona) name.", PROFILE_NAME_PATTERN),),
+        body=Body(
+            {
+                MARKDOWN: {"type": "string", "description": "The profile as markdown."},
+                JSON: {"oneOf": [_ref("ProfileSpec"), _ref("ProfileDocument")]},
+            }
+        ),
+        replies={201: Reply("The new version.", _ref("Profile"))},
+        errors=(400, 409),
+    ),
+    Operation(
+        "get",
+        "/api/fleet/profiles/{name}",
+        "getProfile",
+        "A profile: the latest version, or the one asked for",
+        "profiles",
+        identity="any",
+        parameters=(
+            _path_param("name", "The profile (persona) name.", PROFILE_NAME_PATTERN),
+            _query(
+                "version", "This version (default: the latest).", {"type": "integer", "minimum": 1}
+            ),
+        ),
+        replies={200: Reply("The profile.", _ref("Profile"))},
+        errors=(400, 404),
+    ),
+    Operation(
+        "get",
+        "/api/fleet/profiles",
+        "listProfiles",
+        "The latest version of every profile",
+        "profiles",
+        identity="any",
+        replies={200: Reply("The profiles, by name.", _ref("ProfileList"))},
+    ),
+)
+
+# --- schemas -------------------------------------------------------------------------
+
+
+class _Generator(GenerateJsonSchema):
+    """Pydantic's JSON schema without a title on every field ("Leaseepoch")."""
+
+    def field_title_should_be_set(self, schema: Any) -> bool:
+        return False
+
+
+_MODELS: tuple[tuple[type[BaseModel], JsonSchemaMode], ...] = (
+    (Manifest, "validation"),
+    (ProfileSpec, "validation"),
+    (FactorySelf, "validation"),
+    (LeaseBody, "validation"),
+    (ReportBody, "validation"),
+    (ActionBody, "validation"),
+    (ReprioritizeBody, "validation"),
+    (Job, "serialization"),
+    (Event, "serialization"),
+    (Lease, "serialization"),
+    (Factory, "serialization"),
+    (Profile, "serialization"),
+)
+
+_TIMESTAMPS = {"at", "expiresAt", "createdAt", "updatedAt", "lastEventAt", "lastSeen"}
+
+
+def _model_schemas() -> dict[str, Schema]:
+    """The models' schemas, every nested model a component of its own. Field names, not
+    aliases: the manifest accepts both, and they match the job's."""
+    _, top = models_json_schema(
+        _MODELS,
+        by_alias=False,
+        ref_template="#/components/schemas/{model}",
+        schema_generator=_Generator,
+    )
+    schemas: dict[str, Schema] = top["$defs"]
+    for schema in schemas.values():
+        _fix(schema)
+    return schemas
+
+
+def _fix(schema: Any) -> None:
+    """Pydantic writes a tuple's max_length as maxLength; JSON Schema counts items with
+    maxItems. Timestamps are serialized by a plain function: say they are date-times."""
+    if isinstance(schema, dict):
+        if schema.get("type") == "array":
+            for length, items in (("maxLength", "maxItems"), ("minLength", "minItems")):
+                if length in schema:
+                    schema[items] = schema.pop(length)
+        for name, prop in schema.get("properties", {}).items():
+            if name in _TIMESTAMPS and prop == {"type": "string"}:
+                prop["format"] = "date-time"
+        for value in schema.values():
+            _fix(value)
+    elif isinstance(schema, list):
+        for value in schema:
+            _fix(value)
+
+
+def _refine_requests(schemas: dict[str, Schema]) -> None:
+    """What validators (not types) check, and the shorthand forms the manifest accepts;
+    each only where the model's own schema does not say it already."""
+    capability = {
+        "type": "string",
+        "pattern": CAPABILITY_PATTERN,
+        "maxLength": MAX_CAPABILITY_CHARS,
+    }
+    for name in ("Manifest", "ProfileSpec"):
+        capabilities = schemas[name]["properties"].get("capabilities", {})
+        if capabilities.get("items") == {"type": "string"}:
+            capabilities["items"] = dict(capability)
+    manifest = schemas["Manifest"]["properties"]
+    deps = manifest.get("deps", {}).get("anyOf")
+    if deps is not None and not any(s.get("type") == "array" for s in deps):
+        shorthand = {
+            "type": "array",
+            "items": {"type": "string", "pattern": JOB_ID_PATTERN},
+            "description": "Shorthand for {mode: all, jobs: [...]}.",
+        }
+        deps.insert(0, shorthand)
+    budget = manifest.get("budgetUsd", {}).get("anyOf")
+    if budget and budget[0].get("type") == "number" and len(budget) == 2:
+        mapping = {
+            "type": "object",
+            "properties": {"estimateUsd": budget[0]},
+            "required": ["estimateUsd"],
+            "additionalProperties": False,
+        }
+        budget.insert(1, mapping)
+
+
+def _views(schemas: dict[str, Schema]) -> None:
+    """The documents as the handlers return them (``job_view``, ``profile_view``, ...)."""
+    job = schemas["Job"]
+    job["properties"].pop("type")
+    job["properties"]["holder"] = {
+        "anyOf": [{"type": "string"}, {"type": "null"}],
+        "description": "The factory holding the lease, if any.",
+    }
+    job["required"] = [*job["required"], "holder"]
+    summary = copy.deepcopy(job)
+    summary["title"] = "JobSummary"
+    for name in ("body", "events"):
+        summary["properties"].pop(name)
+    schemas["JobSummary"] = summary
+
+    factory = schemas["Factory"]
+    factory["properties"].pop("type")
+    listed = copy.deepcopy(factory)
+    listed["title"] = "FactoryListItem"
+    listed["properties"]["id"] = {"type": "string", "description": "The factory's name."}
+    listed["properties"]["live"] = {
+        "type": "boolean",
+        "description": "Seen within the stale threshold.",
+    }
+    listed["required"] = [*listed["required"], "live"]
+    schemas["FactoryListItem"] = listed
+
+    profile = schemas["Profile"]
+    for name in ("type", "id"):
+        profile["properties"].pop(name)
+    profile["required"] = [r for r in profile["required"] if r != "id"]
+
+
+def _obj(properties: Schema, required: tuple[str, ...] | None = None, **extra: Any) -> Schema:
+    schema: Schema = {"type": "object", "properties": properties}
+    schema["required"] = list(properties if required is None else required)
+    return schema | extra
+
+
+def _nullable(schema: Schema) -> Schema:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+_INT = {"type": "integer"}
+_STR = {"type": "string"}
+_BREAKDOWN = _obj(
+    {"total": {"type": "number"}},
+    additionalProperties={"type": "number"},
+    description="The score and each of its terms.",
+)
+
+
+def _hand_schemas() -> dict[str, Schema]:
+    problem = _obj(
+        {
+            "path": {"type": "string", "description": "Where: `capabilities[1]`; `` for all."},
+            "code": {"type": "string", "description": "What, machine-readable."},
+            "message": _STR,
+        }
+    )
+    error = _obj(
+        {
+            "error": {"type": "string", "description": "A machine-readable code."},
+            "message": {"type": "string", "description": "For people."},
+            "details": {
+                "type": "object",
+                "description": "Context; `problems` lists every problem of an invalid request.",
+                "properties": {"problems": {"type": "array", "items": _ref("Problem")}},
+            },
+        },
+        required=("error", "message"),
+    )
+    probe = _obj(
+        {"ok": {"type": "boolean"}, "ms": {"type": "number"}, "error": _STR, "message": _STR},
+        required=("ok",),
+    )
+    return {
+        "Error": error,
+        "Problem": problem,
+        "ManifestDocument": _obj(
+            {"manifest": {"type": "string", "description": "The manifest as markdown."}},
+            additionalProperties=False,
+        ),
+        "ProfileDocument": _obj(
+            {"profile": {"type": "string", "description": "The profile as markdown."}},
+            additionalProperties=False,
+        ),
+        "SubmitResult": _obj(
+            {
+                "job": _ref("Job"),
+                "created": {"type": "boolean"},
+                "warning": {
+                    "type": "string",
+                    "description": "Set when no registered factory can run the job.",
+                },
+            },
+            required=("job", "created"),
+        ),
+        "JobList": _obj({"jobs": {"type": "array", "items": _ref("JobSummary")}, "count": _INT}),
+        "JobEvents": _obj(
+            {
+                "events": {"type": "array", "items": _ref("Event")},
+                "last": {"type": "integer", "description": "Pass back as `after`."},
+            }
+        ),
+        "Cadence": _obj({"heartbeatSeconds": _INT, "renewSeconds": _INT}),
+        "LeaseRenewal": _obj({"lease": _ref("Lease"), "cadence": _ref("Cadence")}),
+        "Claim": _obj(
+            {
+                "job": _ref("Job"),
+                "lease": _ref("Lease"),
+                "cadence": _ref("Cadence"),
+                "score": _BREAKDOWN,
+            }
+        ),
+        "Explain": _obj(
+            {
+                "jobId": _STR,
+                "stage": _ref("Stage"),
+                "holder": _nullable(_STR),
+                "epoch": _INT,
+                "unroutable": {"type": "boolean"},
+                "summary": _STR,
+                "factories": {
+                    "type": "array",
+                    "items": _obj(
+                        {
+                            "factory": _STR,
+                            "eligible": {"type": "boolean"},
+                            "reasons": {"type": "array", "items": _STR},
+                            "missingCapabilities": {"type": "array", "items": _STR},
+                            "score": _nullable(_BREAKDOWN),
+                        }
+                    ),
+                },
+            }
+        ),
+        "QueueState": _obj({"version": _INT, "maxSkipSeconds": _INT}),
+        "FactoryList": _obj({"factories": {"type": "array", "items": _ref("FactoryListItem")}}),
+        "ProductEvent": {"allOf": [_ref("Event"), _obj({"jobId": _STR})]},
+        "ProductEvents": _obj(
+            {
+                "events": {"type": "array", "items": _ref("ProductEvent")},
+                "cursor": {
+                    "anyOf": [_STR, {"type": "null"}],
+                    "description": "Pass back as `after`.",
+                },
+            }
+        ),
+        "Metrics": _obj(
+            {
+                "at": {"type": "string", "format": "date-time"},
+                "queueDepth": {
+                    "type": "object",
+                    "propertyNames": _ref("Stage"),
+                    "additionalProperties": _INT,
+                },
+                "oldestQueuedSeconds": _nullable({"type": "number"}),
+                "unroutable": _INT,
+            }
+        ),
+        "ProfileList": _obj({"profiles": {"type": "array", "items": _ref("Profile")}}),
+        "HealthProbe": probe,
+        "Health": _obj(
+            {
+                "status": {"type": "string", "enum": ["ok", "degraded"]},
+                "store": _STR,
+                "dependencies": {"type": "object", "additionalProperties": _ref("HealthProbe")},
+            }
+        ),
+        "HealthDown": {
+            "allOf": [
+                _ref("Error"),
+                _obj({"status": {"type": "string", "const": "down"}}),
+            ]
+        },
+    }
+
+
+# --- parameters and responses shared by operations ------------------------------------
+
+
+def _header(
+    name: str, description: str, *, required: bool = False, default: str | None = None
+) -> Schema:
+    schema: Schema = {"type": "string", "pattern": NAME.pattern}
+    if default is not None:
+        schema["default"] = default
+    return {
+        "name": name,
+        "in": "header",
+        "required": required,
+        "description": description,
+        "schema": schema,
+    }
+
+
+_PARAMETERS: dict[str, Schema] = {
+    "Product": _header(
+        "X-Fleet-Product", "The product (partition) the call is about.", default=DEFAULT_PRODUCT
+    ),
+    "Factory": _header("X-Fleet-Factory", "The calling factory's name.", required=True),
+    "FactoryOptional": _header(
+        "X-Fleet-Factory", "The calling factory's name, when a factory is calling."
+    ),
+    "Operator": _header("X-Fleet-Operator", "The calling operator.", default="operator"),
+}
+
+_IDENTITY_PARAMETERS: dict[Identity, tuple[str, ...]] = {
+    "factory": ("Factory", "Product"),
+    "operator": ("Operator", "Product"),
+    "any": ("FactoryOptional", "Operator", "Product"),
+}
+
+
+def _error(
+    description: str, example: Schema | None = None, headers: Schema | None = None
+) -> Schema:
+    content: Schema = {"schema": _ref("Error")}
+    if example is not None:
+        content["example"] = example
+    response: Schema = {"description": description, "content": {JSON: content}}
+    if headers:
+        response["headers"] = headers
+    return response
+
+
+_RESPONSES: dict[str, Schema] = {
+    "BadRequest": _error(
+        "The request is invalid (`validation_failed`, `illegal_report`); "
+        "`details.problems` lists every problem.",
+        {
+            "error": "validation_failed",
+            "message": "title: Field required",
+            "details": {
+                "problems": [{"path": "title", "code": "missing", "message": "Field required"}]
+            },
+        },
+    ),
+    "Unauthorized": _error(
+        "An identity header is missing or malformed (`unauthorized`).",
+        {
+            "error": "unauthorized",
+            "message": "missing X-Fleet-Factory header",
+            "details": {"header": "X-Fleet-Factory"},
+        },
+    ),
+    "NotFound": _error("No such job or profile (`job_not_found`, `not_found`)."),
+    "Fenced": _error(
+        "`fenced`: the lease epoch is stale, the job was reassigned and nothing was changed "
+        "(stop working on it); or `illegal_transition`, or `conflict` on a write race.",
+        {
+            "error": "fenced",
+            "message": "lease epoch 3 on job j01jc0m9ayqj0f3a4q1x5e6n7z8 is not current",
+            "details": {"jobId": "j01jc0m9ayqj0f3a4q1x5e6n7z8", "epoch": 3, "currentEpoch": 4},
+        },
+    ),
+    "Conflict": _error(
+        "The job's stage does not allow this (`illegal_transition`), or a write race was "
+        "lost too often (`conflict`): nothing was changed."
+    ),
+    "InternalError": _error("An unexpected error (`internal`); nothing internal is shown."),
+    "Unavailable": _error(
+        "The store is unavailable or throttling (`store_unavailable`), or a setting is "
+        "missing (`settings`). Retry later.",
+        headers={
+            "Retry-After": {"description": "Seconds to wait, when the store said.", "schema": _INT}
+        },
+    ),
+}
+
+_ERROR_RESPONSES: dict[int, str] = {400: "BadRequest", 404: "NotFound"}
+
+
+# --- the document ----------------------------------------------------------------------
+
+
+def _operation(op: Operation) -> Schema:
+    out: Schema = {"operationId": op.operation_id, "summary": op.summary, "tags": [op.tag]}
+    if op.description:
+        out["description"] = op.description
+    parameters = list(op.parameters)
+    if op.identity is not None:
+        parameters += [_ref(p, "parameters") for p in _IDENTITY_PARAMETERS[op.identity]]
+    if parameters:
+        out["parameters"] = parameters
+    if op.body is not None:
+        body: Schema = {
+            "required": op.body.required,
+            "content": {ctype: {"schema": s} for ctype, s in op.body.content.items()},
+        }
+        if op.body.description:
+            body["description"] = op.body.description
+        out["requestBody"] = body
+    responses: Schema = {}
+    for status, reply in op.replies.items():
+        response: Schema = {"description": reply.description}
+        if reply.schema is not None:
+            response["content"] = {JSON: {"schema": reply.schema}}
+        if reply.headers:
+            response["headers"] = dict(reply.headers)
+        responses[str(status)] = response
+    for status in op.errors:
+        name = op.conflict if status == 409 else _ERROR_RESPONSES[status]
+        responses[str(status)] = _ref(name, "responses")
+    if op.identity is not None:
+        responses["401"] = _ref("Unauthorized", "responses")
+    if op.fleet_errors:
+        responses["500"] = _ref("InternalError", "responses")
+        responses["503"] = _ref("Unavailable", "responses")
+    out["responses"] = dict(sorted(responses.items()))
+    return out
+
+
+def build_document() -> dict[str, Any]:
+    """The OpenAPI 3.1 document of every HTTP route, as a fresh dict."""
+    schemas = _model_schemas()
+    _refine_requests(schemas)
+    _views(schemas)
+    schemas |= _hand_schemas()
+    paths: dict[str, Schema] = {}
+    for op in OPERATIONS:
+        item = paths.setdefault(op.path, {})
+        if op.method in item:
+            raise ValueError(f"{op.method.upper()} {op.path} is documented twice")
+        item[op.method] = _operation(op)
+    document = {
+        "openapi": OPENAPI_VERSION,
+        "info": {
+            "title": "agent-fleet coordinator",
+            "version": API_VERSION,
+            "description": (
+                "Jobs, leases, factories and profiles of the agent-fleet coordinator. "
+                "Identity is asserted by headers until enrollment tokens exist. Every error "
+                "answers with an `Error` body: a machine-readable `error` code and a "
+                "`message`."
+            ),
+        },
+        "tags": [
+            {"name": "jobs", "description": "Submit and read jobs."},
+            {"name": "lease", "description": "The lease holder's fenced writes."},
+            {"name": "operator", "description": "Operator actions on a job."},
+            {"name": "fleet", "description": "The claim, the gate, factories, events, metrics."},
+            {"name": "profiles", "description": "Persona profiles (immutable versions)."},
+            {"name": "meta", "description": "Health and this document."},
+        ],
+        "paths": paths,
+        "components": {
+            "schemas": dict(sorted(schemas.items())),
+            "parameters": _PARAMETERS,
+            "responses": _RESPONSES,
+        },
+    }
+    # Operations share parameter and schema objects: give the caller its own copy.
+    return copy.deepcopy(document)
+
+
+@functools.cache
+def _serialized() -> str:
+    return json.dumps(build_document(), separators=(",", ":"))
+
+
+@bp.route(route="openapi.json", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+def openapi_document(req: func.HttpRequest) -> func.HttpResponse:
+    """The OpenAPI document (built once per instance)."""
+    return func.HttpResponse(_serialized(), status_code=200, mimetype=JSON, charset="utf-8")

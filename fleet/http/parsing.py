@@ -1,0 +1,120 @@
+"""Request bodies: parsed and validated, every problem reported with its field path."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, TypeVar
+
+import azure.functions as func
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+
+from fleet.domain.manifest import Problem, ValidationFailed, problems_from
+from fleet.domain.stages import Stage
+
+M = TypeVar("M", bound=BaseModel)
+
+MAX_BODY_BYTES = 512 * 1024
+
+
+def body_bytes(req: func.HttpRequest) -> bytes:
+    body = req.get_body() or b""
+    if len(body) > MAX_BODY_BYTES:
+        raise ValidationFailed(
+            [Problem(path="", code="too_large", message=f"at most {MAX_BODY_BYTES} bytes")],
+            "request body too large",
+        )
+    return body
+
+
+def json_value(req: func.HttpRequest, *, required: bool = True) -> Any:
+    raw = body_bytes(req)
+    if not raw.strip():
+        if required:
+            raise ValidationFailed(
+                [Problem(path="", code="empty", message="empty body")], "a JSON body is required"
+            )
+        return {}
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValidationFailed(
+            [Problem(path="", code="invalid_json", message=str(exc)[:200])],
+            "the body is not valid JSON",
+        ) from None
+
+
+def parse_model(model: type[M], data: Any) -> M:
+    if not isinstance(data, dict):
+        raise ValidationFailed(
+            [Problem(path="", code="not_an_object", message="expected a JSON object")],
+            "the body must be a JSON object",
+        )
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ValidationFailed(problems_from(exc), "invalid request") from None
+
+
+def body_model(req: func.HttpRequest, model: type[M], *, required: bool = True) -> M:
+    return parse_model(model, json_value(req, required=required))
+
+
+def int_param(req: func.HttpRequest, name: str, default: int, *, minimum: int = 0) -> int:
+    raw = req.params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = minimum - 1
+    if value < minimum:
+        raise ValidationFailed(
+            [Problem(path=name, code="invalid_integer", message=f"got {raw!r}")],
+            f"query parameter {name} must be an integer >= {minimum}",
+        )
+    return value
+
+
+# --- request bodies ------------------------------------------------------------------
+
+CAPABILITY = r"^[a-z0-9][a-z0-9._/+-]*(:[a-z0-9][a-z0-9._/+-]*)?$"
+Capability = Annotated[str, StringConstraints(pattern=CAPABILITY, max_length=100)]
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FactorySelf(Body):
+    """What a factory says about itself on claim and registration."""
+
+    capabilities: tuple[Capability, ...] = Field(default=(), max_length=128)
+    seats: int = Field(default=1, ge=1, le=256)
+    load: int = Field(default=0, ge=0, le=256)
+    cost: float = Field(default=0.5, ge=0, le=1)
+    version: str | None = Field(default=None, max_length=64)
+
+
+class LeaseBody(Body):
+    leaseEpoch: int = Field(ge=1)
+    checkpoint: Any = None
+    reason: str | None = Field(default=None, max_length=2000)
+
+
+class ReportBody(Body):
+    leaseEpoch: int = Field(ge=1)
+    stage: Stage | None = None
+    retryable: bool = False
+    reason: str | None = Field(default=None, max_length=2000)
+    checkpoint: Any = None
+    progress: dict[str, Any] | None = None
+    result: dict[str, Any] | None = None
+
+
+class ActionBody(Body):
+    reason: str | None = Field(default=None, max_length=2000)
+
+
+class ReprioritizeBody(Body):
+    priority: int = Field(ge=0, le=9)
+    reason: str | None = Field(default=None, max_length=2000)

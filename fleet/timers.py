@@ -1,0 +1,43 @@
+"""Timer triggers: the reaper and the metrics writer. Schedules come from app settings."""
+
+from __future__ import annotations
+
+import logging
+
+import azure.functions as func
+
+from fleet.context import get_context
+
+log = logging.getLogger(__name__)
+
+bp = func.Blueprint()  # type: ignore[no-untyped-call]
+
+
+@bp.timer_trigger(schedule="%REAPER_SCHEDULE%", arg_name="timer", run_on_startup=False)
+def reaper_timer(timer: func.TimerRequest) -> None:
+    """Requeue expired leases (fencing their holders), dead-letter exhausted jobs, unblock
+    jobs whose dependencies are done, spill long histories — for every product."""
+    if timer.past_due:
+        log.info("reaper is running late")
+    coord = get_context().coordinator
+    for product in coord.products():
+        report = coord.reap(product)
+        if report.requeued or report.dead_lettered or report.unblocked or report.deps_failed:
+            log.info(
+                "reaper %s: requeued=%d dead_lettered=%d unblocked=%d deps_failed=%d",
+                product,
+                len(report.requeued),
+                len(report.dead_lettered),
+                len(report.unblocked),
+                len(report.deps_failed),
+            )
+
+
+@bp.timer_trigger(schedule="%METRICS_SCHEDULE%", arg_name="timer", run_on_startup=False)
+def metrics_timer(timer: func.TimerRequest) -> None:
+    """Queue depth per stage, oldest queued age, unroutable jobs: stored for the UI."""
+    if timer.past_due:
+        log.info("metrics timer is running late")
+    coord = get_context().coordinator
+    for product in coord.products():
+        coord.compute_metrics(product)

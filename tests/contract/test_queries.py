@@ -1,0 +1,97 @@
+"""Every named query gives the same answer on the twin and on the Cosmos emulator."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fleet.store.ports import Stores
+from fleet.store.queries import (
+    COUNT_JOBS_IN_STAGE,
+    COUNT_UNROUTABLE,
+    EVENTS_OF_JOB,
+    EXPIRED_LEASES,
+    JOBS_CHANGED_SINCE,
+    JOBS_OLDEST_IN_STAGE,
+    PROFILE_VERSIONS,
+)
+
+
+def _job(partition: str, n: int, **fields: Any) -> dict[str, Any]:
+    return {"id": f"j{n}", "productId": partition, "type": "job", **fields}
+
+
+def _ids(rows: list[dict[str, Any]]) -> list[str]:
+    return [r["id"] for r in rows]
+
+
+def test_queries_expired_leases_only_leased_and_past_expiry_oldest_first(
+    stores: Stores, partition: str
+) -> None:
+    docs = stores.documents
+    docs.create(
+        _job(partition, 1, stage="building", lease={"expiresAt": "2026-01-01T00:00:05.000000Z"})
+    )
+    docs.create(
+        _job(partition, 2, stage="assigned", lease={"expiresAt": "2026-01-01T00:00:01.000000Z"})
+    )
+    docs.create(
+        _job(partition, 3, stage="testing", lease={"expiresAt": "2026-01-01T00:01:00.000000Z"})
+    )
+    docs.create(_job(partition, 4, stage="queued", lease=None))
+    docs.create(
+        _job(partition, 5, stage="review", lease={"expiresAt": "2026-01-01T00:00:00.000000Z"})
+    )
+    rows = docs.query(EXPIRED_LEASES, partition, {"now": "2026-01-01T00:00:30.000000Z", "top": 10})
+    assert _ids(rows) == ["j2", "j1"]
+
+
+def test_queries_oldest_in_stage_and_counts(stores: Stores, partition: str) -> None:
+    docs = stores.documents
+    docs.create(_job(partition, 1, stage="queued", createdAt="2026-01-02", unroutable=True))
+    docs.create(_job(partition, 2, stage="queued", createdAt="2026-01-01", unroutable=False))
+    docs.create(_job(partition, 3, stage="shipped", createdAt="2025-01-01"))
+    docs.create({"id": "x", "productId": partition, "type": "factory", "stage": "queued"})
+    assert _ids(docs.query(JOBS_OLDEST_IN_STAGE, partition, {"stage": "queued", "top": 1})) == [
+        "j2"
+    ]
+    assert docs.count(COUNT_JOBS_IN_STAGE, partition, {"stage": "queued"}) == 2
+    assert docs.count(COUNT_JOBS_IN_STAGE, partition, {"stage": "failed"}) == 0
+    assert docs.count(COUNT_UNROUTABLE, partition) == 1
+
+
+def test_queries_events_of_job_after_a_sequence_in_order(stores: Stores, partition: str) -> None:
+    docs = stores.documents
+    for seq in (3, 1, 2, 4):
+        docs.create(
+            {"id": f"ja:{seq}", "productId": partition, "type": "event", "jobId": "ja", "seq": seq}
+        )
+    docs.create({"id": "jb:1", "productId": partition, "type": "event", "jobId": "jb", "seq": 1})
+    rows = docs.query(EVENTS_OF_JOB, partition, {"jobId": "ja", "after": 1})
+    assert [r["seq"] for r in rows] == [2, 3, 4]
+
+
+def test_queries_jobs_changed_since(stores: Stores, partition: str) -> None:
+    docs = stores.documents
+    docs.create(_job(partition, 1, lastEventAt="2026-01-01T00:00:03.000000Z"))
+    docs.create(_job(partition, 2, lastEventAt="2026-01-01T00:00:01.000000Z"))
+    docs.create(_job(partition, 3, lastEventAt="2026-01-01T00:00:02.000000Z"))
+    rows = docs.query(
+        JOBS_CHANGED_SINCE, partition, {"since": "2026-01-01T00:00:02.000000Z", "top": 10}
+    )
+    assert _ids(rows) == ["j3", "j1"]
+
+
+def test_queries_profile_versions_newest_first(stores: Stores, partition: str) -> None:
+    docs = stores.documents
+    for version in (1, 3, 2):
+        docs.create(
+            {
+                "id": f"profile-dev-{version}",
+                "productId": partition,
+                "type": "profile",
+                "name": "dev",
+                "version": version,
+            }
+        )
+    rows = docs.query(PROFILE_VERSIONS, partition, {"name": "dev", "top": 2})
+    assert [r["version"] for r in rows] == [3, 2]

@@ -1,0 +1,235 @@
+"""The coordinator through HTTP on the real local stack: the Functions app served by the
+local host, over the Cosmos emulator and Azurite."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections import Counter
+from typing import Any
+
+import pytest
+import requests
+
+from fleet.coordinator import Coordinator
+from fleet.store.ports import Stores
+from tests.conftest import RunningStack
+
+pytestmark = pytest.mark.integration
+
+MANIFEST = """---
+title: Fix the flaky test
+capabilities: [python]
+priority: 7
+idempotencyKey: {key}
+leaseSeconds: 120
+---
+# Task
+
+The test `test_retry` fails one run in ten. Find out why.
+"""
+
+
+@pytest.fixture
+def product() -> str:
+    return f"p{uuid.uuid4().hex[:10]}"
+
+
+def _h(product: str, factory: str | None = None) -> dict[str, str]:
+    headers = {"X-Fleet-Product": product}
+    if factory:
+        headers["X-Fleet-Factory"] = factory
+    return headers
+
+
+def _submit(api: str, product: str, **fields: Any) -> dict[str, Any]:
+    body = {"title": "job", "capabilities": ["python"], "body": "do it", **fields}
+    response = requests.post(f"{api}/fleet/jobs", json=body, headers=_h(product), timeout=30)
+    assert response.status_code == 201, response.text
+    return response.json()["job"]  # type: ignore[no-any-return]
+
+
+def test_http_health_reports_every_dependency_up(running_stack: RunningStack) -> None:
+    response = requests.get(f"{running_stack.api}/health", timeout=30)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["status"] == "ok"
+    assert all(dep["ok"] for dep in body["dependencies"].values())
+
+
+def test_http_submit_markdown_is_idempotent(running_stack: RunningStack, product: str) -> None:
+    api = running_stack.api
+    text = MANIFEST.format(key=f"issue-{product}")
+    headers = {**_h(product), "Content-Type": "text/markdown"}
+    first = requests.post(f"{api}/fleet/jobs", data=text.encode(), headers=headers, timeout=30)
+    assert first.status_code == 201, first.text
+    again = requests.post(f"{api}/fleet/jobs", data=text.encode(), headers=headers, timeout=30)
+    assert again.status_code == 200, again.text
+    job = first.json()["job"]
+    assert again.json()["job"]["id"] == job["id"]
+    assert job["body"].startswith("# Task\n") and job["priority"] == 7
+    listed = requests.get(f"{api}/fleet/jobs", headers=_h(product), timeout=30).json()
+    assert [j["id"] for j in listed["jobs"]] == [job["id"]]
+
+
+def test_http_invalid_manifest_is_400_with_field_paths(
+    running_stack: RunningStack, product: str
+) -> None:
+    api = running_stack.api
+    bad = {"title": "", "priority": 12, "capabilities": ["Not A Cap"], "colour": "red"}
+    response = requests.post(f"{api}/fleet/jobs", json=bad, headers=_h(product), timeout=30)
+    assert response.status_code == 400, response.text
+    body = response.json()
+    assert body["error"] == "validation_failed"
+    paths = {p["path"] for p in body["details"]["problems"]}
+    assert {"title", "priority", "capabilities[0]", "colour"} <= paths
+    listed = requests.get(f"{api}/fleet/jobs", headers=_h(product), timeout=30).json()
+    assert listed["jobs"] == []
+
+
+def test_http_racing_claimers_assign_every_job_exactly_once(
+    running_stack: RunningStack, product: str
+) -> None:
+    api = running_stack.api
+    jobs = {_submit(api, product, title=f"job {n}")["id"] for n in range(40)}
+    claimers = 16
+    grants: list[tuple[str, str, int]] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+    start = threading.Barrier(claimers)
+
+    def claimer(name: str) -> None:
+        session = requests.Session()
+        start.wait()
+        while True:
+            response = session.post(
+                f"{api}/fleet/claim",
+                json={"capabilities": ["python"], "seats": 100},
+                headers=_h(product, name),
+                timeout=60,
+            )
+            if response.status_code == 204:
+                return
+            if response.status_code != 200:
+                with lock:
+                    errors.append(f"{name}: {response.status_code} {response.text[:200]}")
+                return
+            body = response.json()
+            with lock:
+                grants.append((body["job"]["id"], name, body["lease"]["epoch"]))
+
+    threads = [threading.Thread(target=claimer, args=(f"f{i}",)) for i in range(claimers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    per_job = Counter(job for job, _, _ in grants)
+    assert set(per_job) == jobs
+    assert all(n == 1 for n in per_job.values()), per_job.most_common(3)
+    # And the store agrees: each job is held by the factory that was granted it.
+    for job_id, factory, epoch in grants:
+        job = requests.get(f"{api}/fleet/jobs/{job_id}", headers=_h(product), timeout=30).json()
+        assert (job["holder"], job["epoch"], job["stage"]) == (factory, epoch, "assigned")
+
+
+def test_http_zombie_write_is_fenced_and_changes_nothing(
+    running_stack: RunningStack, product: str
+) -> None:
+    api = running_stack.api
+    job = _submit(api, product)
+    claim = requests.post(
+        f"{api}/fleet/claim",
+        json={"capabilities": ["python"]},
+        headers=_h(product, "old"),
+        timeout=30,
+    ).json()
+    epoch = claim["lease"]["epoch"]
+    assert claim["cadence"]["renewSeconds"] >= 1
+    requeue = requests.post(
+        f"{api}/fleet/jobs/{job['id']}/requeue",
+        json={"reason": "stuck"},
+        headers=_h(product),
+        timeout=30,
+    )
+    assert requeue.status_code == 200, requeue.text
+    before = requests.get(f"{api}/fleet/jobs/{job['id']}", headers=_h(product), timeout=30).json()
+    for method, path, body in (
+        ("PATCH", f"/fleet/jobs/{job['id']}", {"leaseEpoch": epoch, "stage": "shipped"}),
+        ("POST", f"/fleet/jobs/{job['id']}/lease/renew", {"leaseEpoch": epoch}),
+        ("POST", f"/fleet/jobs/{job['id']}/lease/release", {"leaseEpoch": epoch}),
+    ):
+        response = requests.request(
+            method, f"{api}{path}", json=body, headers=_h(product, "old"), timeout=30
+        )
+        assert response.status_code == 409, response.text
+        assert response.json()["error"] == "fenced"
+    after = requests.get(f"{api}/fleet/jobs/{job['id']}", headers=_h(product), timeout=30).json()
+    assert after == before
+
+
+def test_http_holder_runs_a_job_to_shipped_with_its_history(
+    running_stack: RunningStack, product: str
+) -> None:
+    api = running_stack.api
+    job = _submit(api, product)
+    claim = requests.post(
+        f"{api}/fleet/claim",
+        json={"capabilities": ["python"]},
+        headers=_h(product, "f1"),
+        timeout=30,
+    ).json()
+    epoch = claim["lease"]["epoch"]
+    url = f"{api}/fleet/jobs/{job['id']}"
+    for body in (
+        {"leaseEpoch": epoch, "stage": "building"},
+        {"leaseEpoch": epoch, "checkpoint": {"branch": "wip/x"}},
+        {"leaseEpoch": epoch, "stage": "shipped", "result": {"exitCode": 0}},
+    ):
+        response = requests.patch(url, json=body, headers=_h(product, "f1"), timeout=30)
+        assert response.status_code == 200, response.text
+    events = requests.get(f"{url}/events?after=1", headers=_h(product), timeout=30).json()
+    assert [e["type"] for e in events["events"]] == ["assign", "start", "complete"]
+    assert events["events"][0]["data"]["score"]["total"] > 0
+    final = requests.get(url, headers=_h(product), timeout=30).json()
+    assert final["stage"] == "shipped" and final["checkpoint"] == {"branch": "wip/x"}
+    assert (
+        requests.post(
+            f"{api}/fleet/claim",
+            json={"capabilities": ["python"]},
+            headers=_h(product, "f1"),
+            timeout=30,
+        ).status_code
+        == 204
+    )
+
+
+def test_http_explain_and_queue_state(running_stack: RunningStack, product: str) -> None:
+    api = running_stack.api
+    assert (
+        requests.get(f"{api}/fleet/queue-state", headers=_h(product), timeout=30).json()["version"]
+        == 0
+    )
+    requests.post(
+        f"{api}/fleet/factories/register",
+        json={"capabilities": ["python"], "seats": 2},
+        headers=_h(product, "cpu-box"),
+        timeout=30,
+    ).raise_for_status()
+    job = _submit(api, product, capabilities=["python", "gpu"])
+    state = requests.get(f"{api}/fleet/queue-state", headers=_h(product), timeout=30).json()
+    assert state["version"] == 1 and state["maxSkipSeconds"] > 0
+    explain = requests.get(
+        f"{api}/fleet/jobs/{job['id']}/explain", headers=_h(product), timeout=30
+    ).json()
+    assert explain["unroutable"] is True
+    assert explain["factories"][0]["missingCapabilities"] == ["gpu"]
+
+
+def test_http_idle_gate_poll_is_one_point_read_on_cosmos(
+    azure_backend: Stores, product: str
+) -> None:
+    coord = Coordinator(azure_backend)
+    with azure_backend.counters.measure() as cost:
+        coord.queue_state(product)
+    assert cost == {"read": 1}

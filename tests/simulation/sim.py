@@ -1,0 +1,461 @@
+"""A deterministic simulation of the fleet on the in-memory twin, with an injected clock.
+
+Each seed drives N factories racing for jobs, with crashes, pauses past lease expiry (so a
+paused factory wakes up as a zombie holding a stale epoch), operator actions, lost
+queue-state bumps, and store-level interleavings: before a conditional write, another actor
+may run first and make the writer's etag stale. After every step the invariants are checked:
+
+- no job is held by two factories: every (job, epoch) is granted to exactly one factory,
+  and the store's lease always names the factory that was granted the current epoch;
+- every zombie write is fenced: a write by a factory whose epoch is not current raises
+  ``Fenced`` and leaves the job document exactly as it was;
+- the audit trail agrees with the state: replaying each job's events (spilled + embedded)
+  reproduces its stage, epoch and holder;
+- no job is lost: after a final drain (everyone healthy, leases expired, reaper run, gated
+  factories claiming), every job has reached a terminal stage.
+
+Replay one seed with ``python -m tests.simulation.sim SEED [-v]``.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from fleet.coordinator import Coordinator, CoordinatorConfig
+from fleet.coordinator.clock import ManualClock
+from fleet.domain.jobs import Fenced, agrees
+from fleet.domain.manifest import Manifest
+from fleet.domain.models import Job
+from fleet.domain.scheduler import FactoryView
+from fleet.domain.stages import LEASED, TERMINAL, Action, IllegalTransition, Stage
+from fleet.errors import ConcurrencyConflict, FleetError
+from fleet.store.expr import Expr
+from fleet.store.memory import MemoryDocumentStore, memory_stores
+from fleet.store.ports import Doc, PatchOp
+from fleet.store.queries import NamedQuery
+
+PRODUCT = "sim"
+CAPS = ("python", "node", "gpu")
+
+
+class InvariantBroken(AssertionError):
+    pass
+
+
+class RacingDocuments:
+    """The twin, with a hook that may run another actor just before a conditional write,
+    so the writer's etag goes stale exactly as when two instances race in Azure."""
+
+    def __init__(self, inner: MemoryDocumentStore, rng: random.Random) -> None:
+        self.inner = inner
+        self.counters = inner.counters
+        self.rng = rng
+        self.interfere: Callable[[], None] | None = None
+        self.race_probability = 0.15
+        self._depth = 0
+
+    def _maybe_race(self) -> None:
+        if self.interfere is None or self._depth > 0 or self.rng.random() >= self.race_probability:
+            return
+        self._depth += 1
+        try:
+            self.interfere()
+        finally:
+            self._depth -= 1
+
+    def read(self, partition: str, doc_id: str) -> Doc:
+        return self.inner.read(partition, doc_id)
+
+    def create(self, doc: Doc) -> Doc:
+        return self.inner.create(doc)
+
+    def replace(self, doc: Doc, *, etag: str | None) -> Doc:
+        if etag is not None:
+            self._maybe_race()
+        return self.inner.replace(doc, etag=etag)
+
+    def upsert(self, doc: Doc) -> Doc:
+        return self.inner.upsert(doc)
+
+    def patch(
+        self,
+        partition: str,
+        doc_id: str,
+        ops: Sequence[PatchOp],
+        *,
+        etag: str | None = None,
+        condition: Expr | None = None,
+    ) -> Doc:
+        return self.inner.patch(partition, doc_id, ops, etag=etag, condition=condition)
+
+    def delete(self, partition: str, doc_id: str, *, etag: str | None = None) -> None:
+        self.inner.delete(partition, doc_id, etag=etag)
+
+    def query(
+        self, query: NamedQuery, partition: str, params: Mapping[str, Any] | None = None
+    ) -> list[Doc]:
+        return self.inner.query(query, partition, params)
+
+    def count(
+        self, query: NamedQuery, partition: str, params: Mapping[str, Any] | None = None
+    ) -> int:
+        return self.inner.count(query, partition, params)
+
+    def ping(self) -> None:
+        self.inner.ping()
+
+
+@dataclass
+class SimFactory:
+    name: str
+    caps: frozenset[str]
+    held: dict[str, int] = field(default_factory=dict)  # job id -> the epoch it believes
+    crashed: bool = False
+    paused: bool = False
+    gate_version: int = -1
+    last_claim_at: float = -1e9
+
+    def view(self) -> FactoryView:
+        return FactoryView(id=self.name, capabilities=self.caps, seats=3, load=len(self.held))
+
+
+@dataclass
+class SimResult:
+    seed: int
+    steps: int
+    jobs: int
+    claims: int
+    fenced: int
+    races: int
+    log: list[str]
+
+
+class Simulation:
+    def __init__(self, seed: int, *, factories: int = 4, jobs: int = 6, steps: int = 80) -> None:
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self.clock = ManualClock()
+        stores = memory_stores()
+        assert isinstance(stores.documents, MemoryDocumentStore)
+        self.twin = stores.documents
+        self.racing = RacingDocuments(self.twin, self.rng)
+        stores.documents = self.racing
+        self.coord = Coordinator(
+            stores,
+            clock=self.clock,
+            config=CoordinatorConfig(max_skip_seconds=20),
+            entropy=lambda n: self.rng.randbytes(n),
+        )
+        self._lose_bumps = False
+        original_bump = self.coord.bump_gate
+
+        def lossy_bump(product: str) -> None:
+            if self._lose_bumps and self.rng.random() < 0.5:
+                self.log.append("  (gate bump lost)")
+                return
+            original_bump(product)
+
+        self.coord.bump_gate = lossy_bump  # type: ignore[method-assign]
+        self.factories = [
+            SimFactory(
+                name=f"f{i}",
+                caps=frozenset(self.rng.sample(CAPS, self.rng.randint(1, len(CAPS)))) | {"python"},
+            )
+            for i in range(factories)
+        ]
+        self.target_jobs = jobs
+        self.steps = steps
+        self.job_ids: list[str] = []
+        self.grants: dict[tuple[str, int], str] = {}  # (job, epoch) -> factory
+        self.claims = 0
+        self.fenced = 0
+        self.races = 0
+        self.log: list[str] = []
+        self.racing.interfere = self._interfere
+
+    # --- helpers ---------------------------------------------------------------------
+
+    def now_s(self) -> float:
+        return self.clock.now().timestamp()
+
+    def peek(self, job_id: str) -> Job:
+        doc = self.twin.peek(PRODUCT, job_id)
+        assert doc is not None
+        return Job.from_doc(doc)
+
+    def _interfere(self) -> None:
+        self.races += 1
+        choice = self.rng.random()
+        if choice < 0.5:
+            self.log.append("  race: another factory claims first")
+            self.claim(self.rng.choice(self.factories), forced=True)
+        elif choice < 0.8:
+            self.log.append("  race: the reaper runs first")
+            self.coord.reap(PRODUCT)
+        else:
+            self.log.append("  race: an operator acts first")
+            self.operator_step()
+
+    # --- actors ----------------------------------------------------------------------
+
+    def submit(self) -> None:
+        caps = tuple(self.rng.sample(("node", "gpu"), self.rng.randint(0, 1)))
+        deps: dict[str, Any] = {}
+        if self.job_ids and self.rng.random() < 0.2:
+            deps = {"jobs": (self.rng.choice(self.job_ids),), "mode": "all"}
+        key = f"k{self.rng.randint(0, self.target_jobs)}" if self.rng.random() < 0.3 else None
+        manifest = Manifest(
+            title=f"job {len(self.job_ids)}",
+            capabilities=("python", *caps),
+            priority=self.rng.randint(0, 9),
+            maxAttempts=self.rng.randint(1, 4),
+            leaseSeconds=self.rng.choice((30, 60, 120)),
+            idempotencyKey=key,
+            deps=deps or None,
+        )
+        job, created = self.coord.submit(PRODUCT, manifest, "operator:sim")
+        if created:
+            self.job_ids.append(job.id)
+        self.log.append(f"submit {job.id} created={created} stage={job.stage}")
+
+    def claim(self, factory: SimFactory, *, forced: bool = False) -> None:
+        if factory.crashed or factory.paused:
+            return
+        if not forced:
+            state = self.coord.queue_state(PRODUCT)
+            overdue = self.now_s() - factory.last_claim_at >= state["maxSkipSeconds"]
+            if state["version"] == factory.gate_version and not overdue:
+                return  # gated: nothing new since the last look
+            factory.gate_version = state["version"]
+        factory.last_claim_at = self.now_s()
+        result = self.coord.claim(PRODUCT, factory.view())
+        if result is None:
+            return
+        key = (result.job.id, result.lease.epoch)
+        if key in self.grants:
+            raise InvariantBroken(f"{key} granted twice: {self.grants[key]} and {factory.name}")
+        self.grants[key] = factory.name
+        factory.held[result.job.id] = result.lease.epoch
+        self.claims += 1
+        self.log.append(f"{factory.name} claims {result.job.id} epoch {result.lease.epoch}")
+
+    def work(self, factory: SimFactory) -> None:
+        """The factory acts on one job it believes it holds (possibly as a zombie)."""
+        if factory.crashed or factory.paused or not factory.held:
+            return
+        job_id = self.rng.choice(sorted(factory.held))
+        epoch = factory.held[job_id]
+        before = self.peek(job_id)
+        current = (
+            before.lease is not None
+            and before.lease.holder == factory.name
+            and before.epoch == epoch
+            and before.stage in LEASED
+        )
+        move = self.rng.random()
+        races_before = self.races
+        try:
+            if move < 0.25:
+                self.coord.renew(PRODUCT, job_id, factory.name, epoch)
+                what = "renews"
+            elif move < 0.45:
+                stage = Stage.BUILDING if before.stage is Stage.ASSIGNED else Stage.SHIPPED
+                self.coord.report(PRODUCT, job_id, factory.name, epoch, stage=stage)
+                what = f"reports {stage}"
+            elif move < 0.6:
+                self.coord.report(
+                    PRODUCT,
+                    job_id,
+                    factory.name,
+                    epoch,
+                    checkpoint={"step": self.rng.randint(1, 9)},
+                )
+                what = "checkpoints"
+            elif move < 0.75:
+                stage = Stage.FAILED
+                retryable = self.rng.random() < 0.8
+                self.coord.report(
+                    PRODUCT, job_id, factory.name, epoch, stage=stage, retryable=retryable
+                )
+                what = f"fails (retryable={retryable})"
+            else:
+                self.coord.release(PRODUCT, job_id, factory.name, epoch)
+                what = "releases"
+        except Fenced:
+            self.fenced += 1
+            self.log.append(f"{factory.name} fenced on {job_id} epoch {epoch}")
+            if current and self.races == races_before:
+                raise InvariantBroken(
+                    f"{factory.name} fenced on {job_id} while holding it"
+                ) from None
+            after = self.peek(job_id)
+            if self.races == races_before and (after.to_doc(), after.etag) != (
+                before.to_doc(),
+                before.etag,
+            ):
+                raise InvariantBroken(f"fenced write by {factory.name} changed {job_id}") from None
+            factory.held.pop(job_id, None)
+            return
+        except IllegalTransition as exc:
+            # e.g. BUILDING reported twice after a race: refused, nothing changed.
+            self.log.append(f"{factory.name} illegal on {job_id}: {exc.message}")
+            return
+        except ConcurrencyConflict:
+            self.log.append(f"{factory.name} gave up on {job_id} after repeated races")
+            return
+        # The write succeeded, so the writer must have been the holder: races only ever make
+        # a factory's epoch staler, never current again.
+        if not current:
+            raise InvariantBroken(
+                f"zombie write by {factory.name} on {job_id} epoch {epoch} succeeded"
+            )
+        after = self.peek(job_id)
+        self.log.append(f"{factory.name} {what} {job_id} -> {after.stage}")
+        if after.lease is None or after.lease.holder != factory.name:
+            factory.held.pop(job_id, None)
+
+    def operator_step(self) -> None:
+        if not self.job_ids:
+            return
+        job_id = self.rng.choice(self.job_ids)
+        action = self.rng.choice((Action.CANCEL, Action.REQUEUE, Action.SHIP))
+        try:
+            self.coord.operator(PRODUCT, job_id, action, "sim")
+            self.log.append(f"operator {action} {job_id}")
+        except (IllegalTransition, ConcurrencyConflict) as exc:
+            self.log.append(f"operator {action} {job_id} refused: {exc.message}")
+
+    # --- invariants ------------------------------------------------------------------
+
+    def check(self) -> None:
+        for job_id in self.job_ids:
+            job = self.peek(job_id)
+            if job.lease is not None:
+                granted = self.grants.get((job_id, job.lease.epoch))
+                if granted != job.lease.holder:
+                    raise InvariantBroken(
+                        f"{job_id} leased to {job.lease.holder} at epoch {job.lease.epoch}, "
+                        f"granted to {granted}"
+                    )
+                if job.stage not in LEASED:
+                    raise InvariantBroken(f"{job_id} has a lease in stage {job.stage}")
+            history = self.coord.job_events(PRODUCT, job_id)
+            if not agrees(job, history):
+                raise InvariantBroken(f"{job_id}: replay of its events disagrees with its state")
+
+    # --- the run ---------------------------------------------------------------------
+
+    def step(self) -> None:
+        r = self.rng.random()
+        factory = self.rng.choice(self.factories)
+        if len(self.job_ids) < self.target_jobs and r < 0.15:
+            self.submit()
+        elif r < 0.40:
+            self.claim(factory)
+        elif r < 0.65:
+            self.work(factory)
+        elif r < 0.72:
+            self.clock.advance(self.rng.choice((1, 5, 20, 70, 130)))
+            self.log.append(f"clock +, now {self.clock.now().isoformat()}")
+        elif r < 0.78:
+            report = self.coord.reap(PRODUCT)
+            self.log.append(f"reaper requeued={report.requeued} dead={report.dead_lettered}")
+        elif r < 0.82:
+            factory.crashed = True
+            factory.held.clear()  # a crash forgets everything; its leases must expire
+            self.log.append(f"{factory.name} crashes")
+        elif r < 0.86:
+            factory.paused = not factory.paused  # SIGSTOP / SIGCONT: it keeps its beliefs
+            self.log.append(f"{factory.name} {'pauses' if factory.paused else 'resumes'}")
+        elif r < 0.89:
+            factory.crashed = False
+            self.log.append(f"{factory.name} restarts")
+        elif r < 0.92:
+            self._lose_bumps = not self._lose_bumps
+        elif r < 0.94:
+            self.operator_step()
+        else:
+            self.claim(factory, forced=True)
+
+    def drain(self) -> None:
+        """Everyone healthy and honest; time passes; all work must finish."""
+        self._lose_bumps = False
+        self.racing.interfere = None
+        for f in self.factories:
+            f.crashed = False
+            f.paused = False
+            f.caps = frozenset(CAPS)
+        for _ in range(400):
+            if all(self.peek(j).stage in TERMINAL for j in self.job_ids):
+                return
+            self.clock.advance(31)
+            self.coord.reap(PRODUCT)
+            for f in self.factories:
+                self.claim(f)
+                for job_id in sorted(f.held):
+                    epoch = f.held[job_id]
+                    job = self.peek(job_id)
+                    try:
+                        if job.stage is Stage.ASSIGNED:
+                            self.coord.report(PRODUCT, job_id, f.name, epoch, stage=Stage.BUILDING)
+                        self.coord.report(PRODUCT, job_id, f.name, epoch, stage=Stage.SHIPPED)
+                    except Fenced:
+                        self.fenced += 1
+                    f.held.pop(job_id, None)
+            self.check()
+        stuck = {
+            j: self.peek(j).stage.value for j in self.job_ids if self.peek(j).stage not in TERMINAL
+        }
+        raise InvariantBroken(f"jobs never finished: {stuck}")
+
+    def run(self) -> SimResult:
+        self.submit()
+        for n in range(self.steps):
+            self.step()
+            try:
+                self.check()
+            except InvariantBroken as exc:
+                raise InvariantBroken(f"after step {n}: {exc}") from None
+        self.drain()
+        return SimResult(
+            seed=self.seed,
+            steps=self.steps,
+            jobs=len(self.job_ids),
+            claims=self.claims,
+            fenced=self.fenced,
+            races=self.races,
+            log=self.log,
+        )
+
+
+def run_seed(seed: int, **kwargs: Any) -> SimResult:
+    return Simulation(seed, **kwargs).run()
+
+
+def main(argv: list[str]) -> int:
+    if not argv:
+        print("usage: python -m tests.simulation.sim SEED [-v]")
+        return 2
+    seed = int(argv[0])
+    sim = Simulation(seed)
+    try:
+        result = sim.run()
+    except (InvariantBroken, FleetError) as exc:
+        print("\n".join(sim.log))
+        print(f"seed {seed} FAILED: {exc}")
+        return 1
+    if "-v" in argv:
+        print("\n".join(result.log))
+    print(
+        f"seed {seed} ok: {result.jobs} jobs, {result.claims} claims, "
+        f"{result.fenced} fenced writes, {result.races} races"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,365 @@
+"""The coordinator on the in-memory twin, with an injected clock."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from fleet.coordinator import Coordinator, CoordinatorConfig
+from fleet.coordinator.clock import ManualClock
+from fleet.domain.jobs import EMBEDDED_EVENTS, Fenced, agrees, replay
+from fleet.domain.manifest import Manifest, ProfileSpec, ValidationFailed
+from fleet.domain.models import Deps
+from fleet.domain.scheduler import FactoryView
+from fleet.domain.stages import Action, IllegalTransition, Stage
+from fleet.store.memory import memory_stores
+from fleet.store.ports import Stores
+
+P = "prod"
+
+
+@pytest.fixture
+def stores() -> Stores:
+    return memory_stores()
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+def coord(stores: Stores, clock: ManualClock) -> Coordinator:
+    counter = iter(range(1, 1_000_000))
+    return Coordinator(
+        stores,
+        clock=clock,
+        config=CoordinatorConfig(),
+        entropy=lambda n: next(counter).to_bytes(n, "big"),
+    )
+
+
+def manifest(**fields: Any) -> Manifest:
+    return Manifest(**{"title": "do a thing", "body": "# Task\n", **fields})
+
+
+def factory(name: str = "f1", caps: tuple[str, ...] = ("python",), **kw: Any) -> FactoryView:
+    return FactoryView(id=name, capabilities=frozenset(caps), **kw)
+
+
+def full_history(coord: Coordinator, job_id: str) -> list[Any]:
+    return coord.job_events(P, job_id, after=0)
+
+
+def test_coordinator_submit_creates_a_queued_job_with_its_event(coord: Coordinator) -> None:
+    job, created = coord.submit(P, manifest(capabilities=("python",)), "operator:o")
+    assert created and job.stage is Stage.QUEUED and job.seq == 1
+    assert job.events[0].type == "submit" and job.events[0].toStage is Stage.QUEUED
+    assert coord.queue_state(P)["version"] == 1
+    assert job.id.startswith("j") and len(job.id) == 27
+
+
+def test_coordinator_job_ids_sort_by_creation_time(coord: Coordinator, clock: ManualClock) -> None:
+    ids = []
+    for _ in range(5):
+        ids.append(coord.submit(P, manifest(), "operator:o")[0].id)
+        clock.advance(0.01)
+    assert ids == sorted(ids)
+
+
+def test_coordinator_same_idempotency_key_is_one_job(coord: Coordinator) -> None:
+    first, created = coord.submit(P, manifest(idempotencyKey="k-1"), "operator:o")
+    again, created_again = coord.submit(P, manifest(idempotencyKey="k-1"), "operator:o")
+    assert created and not created_again and again.id == first.id
+    assert [j.id for j in coord.list_jobs(P)] == [first.id]
+
+
+def test_coordinator_claim_costs_one_query_and_one_write(
+    coord: Coordinator, stores: Stores
+) -> None:
+    job, _ = coord.submit(P, manifest(capabilities=("python",)), "operator:o")
+    with stores.counters.measure() as cost:
+        result = coord.claim(P, factory())
+    assert cost == {"query": 1, "write": 1}
+    assert result is not None and result.job.id == job.id
+    assert result.job.stage is Stage.ASSIGNED
+    assert result.lease.holder == "f1" and result.lease.epoch == 1
+    assert result.cadence.renew_seconds <= job.leaseSeconds // 3
+    assign = result.job.events[-1]
+    assert assign.type == "assign" and assign.data["score"]["total"] == result.breakdown["total"]
+
+
+def test_coordinator_claim_filters_on_capabilities(coord: Coordinator) -> None:
+    coord.submit(P, manifest(capabilities=("python", "gpu")), "operator:o")
+    assert coord.claim(P, factory(caps=("python",))) is None
+    assert coord.claim(P, factory(caps=("python", "gpu", "docker"))) is not None
+
+
+def test_coordinator_claim_serves_priority_first(coord: Coordinator, clock: ManualClock) -> None:
+    coord.submit(P, manifest(priority=1), "operator:o")
+    clock.advance(1)
+    high, _ = coord.submit(P, manifest(priority=9), "operator:o")
+    result = coord.claim(P, factory(caps=()))
+    assert result is not None and result.job.id == high.id
+
+
+def test_coordinator_a_job_is_assigned_once(coord: Coordinator) -> None:
+    coord.submit(P, manifest(), "operator:o")
+    assert coord.claim(P, factory("a", ())) is not None
+    assert coord.claim(P, factory("b", ())) is None
+
+
+def test_coordinator_idle_gate_poll_is_one_point_read(coord: Coordinator, stores: Stores) -> None:
+    with stores.counters.measure() as cost:
+        assert coord.queue_state(P)["version"] == 0
+    assert cost == {"read": 1}
+    coord.submit(P, manifest(), "operator:o")
+    with stores.counters.measure() as cost:
+        assert coord.queue_state(P)["version"] == 1
+    assert cost == {"read": 1}
+
+
+def test_coordinator_renew_extends_the_lease_and_stale_epoch_is_fenced(
+    coord: Coordinator, clock: ManualClock
+) -> None:
+    coord.submit(P, manifest(leaseSeconds=60), "operator:o")
+    claim = coord.claim(P, factory(caps=()))
+    assert claim is not None
+    clock.advance(30)
+    lease = coord.renew(P, claim.job.id, "f1", claim.lease.epoch).lease
+    assert lease is not None
+    assert (lease.expiresAt - clock.now()).total_seconds() == 60
+    with pytest.raises(Fenced):
+        coord.renew(P, claim.job.id, "f1", claim.lease.epoch - 1)
+    with pytest.raises(Fenced):
+        coord.renew(P, claim.job.id, "someone-else", claim.lease.epoch)
+
+
+def test_coordinator_reaper_requeues_expired_and_fences_the_zombie(
+    coord: Coordinator, clock: ManualClock
+) -> None:
+    job, _ = coord.submit(P, manifest(leaseSeconds=60, maxAttempts=3), "operator:o")
+    claim = coord.claim(P, factory("zombie", ()))
+    assert claim is not None
+    coord.report(P, job.id, "zombie", 1, checkpoint={"branch": "wip/1"})
+    clock.advance(61)
+    report = coord.reap(P)
+    assert report.requeued == [job.id]
+    requeued = coord.get_job(P, job.id)
+    assert requeued.stage is Stage.QUEUED and requeued.epoch == 2 and requeued.lease is None
+    assert requeued.checkpoint == {"branch": "wip/1"} and requeued.failedBy == ("zombie",)
+    # The paused worker wakes up and writes with its old epoch: every write is fenced.
+    before = coord.get_job(P, job.id)
+    for write in (
+        lambda: coord.renew(P, job.id, "zombie", 1),
+        lambda: coord.report(P, job.id, "zombie", 1, stage=Stage.SHIPPED),
+        lambda: coord.release(P, job.id, "zombie", 1),
+    ):
+        with pytest.raises(Fenced):
+            write()
+    assert coord.get_job(P, job.id).to_doc() == before.to_doc()
+    # A clean worker gets it, with the checkpoint.
+    again = coord.claim(P, factory("clean", ()))
+    assert (
+        again is not None and again.lease.epoch == 3 and again.job.checkpoint == {"branch": "wip/1"}
+    )
+
+
+def test_coordinator_dead_letters_after_max_attempts(
+    coord: Coordinator, clock: ManualClock
+) -> None:
+    job, _ = coord.submit(P, manifest(leaseSeconds=30, maxAttempts=2), "operator:o")
+    for n in range(2):
+        assert coord.claim(P, factory(f"f{n}", ())) is not None
+        clock.advance(31)
+        coord.reap(P)
+    final = coord.get_job(P, job.id)
+    assert final.stage is Stage.DEAD_LETTER and final.attempts == 2
+    assert agrees(final, full_history(coord, job.id))
+
+
+def test_coordinator_holder_reports_through_to_shipped(coord: Coordinator) -> None:
+    job, _ = coord.submit(P, manifest(), "operator:o")
+    claim = coord.claim(P, factory(caps=()))
+    assert claim is not None
+    epoch = claim.lease.epoch
+    coord.report(P, job.id, "f1", epoch, stage=Stage.BUILDING)
+    coord.report(P, job.id, "f1", epoch, stage=Stage.TESTING, progress={"tokens": 10})
+    done = coord.report(P, job.id, "f1", epoch, stage=Stage.SHIPPED, result={"exitCode": 0})
+    assert done.stage is Stage.SHIPPED and done.lease is None and done.result == {"exitCode": 0}
+    assert [e.type for e in done.events] == ["submit", "assign", "start", "test", "complete"]
+    assert agrees(done, full_history(coord, job.id))
+
+
+def test_coordinator_retryable_failure_requeues_and_counts(coord: Coordinator) -> None:
+    job, _ = coord.submit(P, manifest(maxAttempts=3), "operator:o")
+    claim = coord.claim(P, factory(caps=()))
+    assert claim is not None
+    failed = coord.report(P, job.id, "f1", 1, stage=Stage.FAILED, retryable=True, reason="tests")
+    assert failed.stage is Stage.QUEUED and failed.attempts == 1 and failed.failedBy == ("f1",)
+    hard = coord.claim(P, factory("f2", ()))
+    assert hard is not None
+    final = coord.report(P, job.id, "f2", hard.lease.epoch, stage=Stage.FAILED)
+    assert final.stage is Stage.FAILED
+
+
+def test_coordinator_release_requeues_without_counting_an_attempt(coord: Coordinator) -> None:
+    job, _ = coord.submit(P, manifest(), "operator:o")
+    claim = coord.claim(P, factory(caps=()))
+    assert claim is not None
+    released = coord.release(P, job.id, "f1", 1, checkpoint={"step": 3}, reason="drain")
+    assert released.stage is Stage.QUEUED and released.attempts == 0
+    assert released.checkpoint == {"step": 3}
+
+
+def test_coordinator_illegal_transition_names_the_current_stage(coord: Coordinator) -> None:
+    job, _ = coord.submit(P, manifest(), "operator:o")
+    with pytest.raises(IllegalTransition) as caught:
+        coord.operator(P, job.id, Action.SHIP, "o")
+    assert caught.value.details["stage"] == "queued"
+    assert coord.get_job(P, job.id).seq == 1
+
+
+def test_coordinator_operator_cancel_fences_the_holder(coord: Coordinator) -> None:
+    job, _ = coord.submit(P, manifest(), "operator:o")
+    claim = coord.claim(P, factory(caps=()))
+    assert claim is not None
+    cancelled = coord.operator(P, job.id, Action.CANCEL, "o", reason="not needed")
+    assert cancelled.stage is Stage.CANCELLED and cancelled.epoch == 2
+    with pytest.raises(Fenced):
+        coord.report(P, job.id, "f1", 1, stage=Stage.BUILDING)
+    requeued = coord.operator(P, job.id, Action.REQUEUE, "o")
+    assert requeued.stage is Stage.QUEUED
+    assert agrees(requeued, full_history(coord, job.id))
+
+
+def test_coordinator_reprioritize_reorders_the_queue(
+    coord: Coordinator, clock: ManualClock
+) -> None:
+    coord.submit(P, manifest(priority=5), "operator:o")
+    clock.advance(1)
+    b, _ = coord.submit(P, manifest(priority=5), "operator:o")
+    coord.reprioritize(P, b.id, 9, "o")
+    claim = coord.claim(P, factory(caps=()))
+    assert claim is not None and claim.job.id == b.id
+    assert [e.type for e in coord.get_job(P, b.id).events][-2:] == ["reprioritize", "assign"]
+
+
+@pytest.mark.parametrize(
+    ("mode", "dep_outcomes", "expected"),
+    [
+        ("all", [Stage.SHIPPED, Stage.SHIPPED], Stage.QUEUED),
+        ("all", [Stage.SHIPPED, None], Stage.BLOCKED),
+        ("all", [Stage.SHIPPED, Stage.CANCELLED], Stage.FAILED),
+        ("any", [Stage.SHIPPED, None], Stage.QUEUED),
+        ("any", [Stage.CANCELLED, None], Stage.BLOCKED),
+        ("any", [Stage.CANCELLED, Stage.CANCELLED], Stage.FAILED),
+    ],
+)
+def test_coordinator_deps_gate_the_dependent(
+    coord: Coordinator, mode: str, dep_outcomes: list[Stage | None], expected: Stage
+) -> None:
+    # Each dep needs its own capability, so exactly the intended factory can take it.
+    deps = [
+        coord.submit(P, manifest(title=f"dep {i}", capabilities=(f"dep{i}",)), "operator:o")[0]
+        for i in range(2)
+    ]
+    child, _ = coord.submit(
+        P, manifest(deps=Deps(mode=mode, jobs=tuple(d.id for d in deps))), "operator:o"
+    )  # type: ignore[arg-type]
+    assert child.stage is Stage.BLOCKED
+    for i, (dep, outcome) in enumerate(zip(deps, dep_outcomes, strict=True)):
+        if outcome is Stage.SHIPPED:
+            claim = coord.claim(P, factory(f"w{i}", (f"dep{i}",)))
+            assert claim is not None and claim.job.id == dep.id
+            coord.report(P, dep.id, f"w{i}", claim.lease.epoch, stage=Stage.BUILDING)
+            coord.report(P, dep.id, f"w{i}", claim.lease.epoch, stage=Stage.SHIPPED)
+        elif outcome is Stage.CANCELLED:
+            coord.operator(P, dep.id, Action.CANCEL, "o")
+    coord.reap(P)
+    assert coord.get_job(P, child.id).stage is expected
+
+
+def test_coordinator_unknown_dep_is_rejected_at_submit(coord: Coordinator) -> None:
+    with pytest.raises(ValidationFailed) as caught:
+        coord.submit(P, manifest(deps=Deps(jobs=("j" + "0" * 26,))), "operator:o")
+    assert caught.value.problems[0].path == "deps.jobs[0]"
+    assert coord.list_jobs(P) == []
+
+
+def test_coordinator_long_history_spills_and_replays(
+    coord: Coordinator, clock: ManualClock
+) -> None:
+    job, _ = coord.submit(P, manifest(maxAttempts=20, leaseSeconds=30), "operator:o")
+    for n in range(EMBEDDED_EVENTS):
+        claim = coord.claim(P, factory(f"f{n}", ()))
+        assert claim is not None
+        coord.release(P, job.id, f"f{n}", claim.lease.epoch)
+        clock.advance(1)
+    stored = coord.get_job(P, job.id)
+    assert stored.spilledThrough > 0 and len(stored.events) <= EMBEDDED_EVENTS
+    history = full_history(coord, job.id)
+    assert [e.seq for e in history] == list(range(1, stored.seq + 1))
+    assert agrees(stored, history)
+    assert replay(history).stage is Stage.QUEUED
+    later = coord.job_events(P, job.id, after=stored.seq - 2)
+    assert [e.seq for e in later] == [stored.seq - 1, stored.seq]
+
+
+def test_coordinator_explain_says_why(coord: Coordinator) -> None:
+    job, _ = coord.submit(P, manifest(capabilities=("python", "gpu")), "operator:o")
+    assert job.unroutable  # nobody registered yet
+    coord.register_factory(P, factory("cpu", ("python",)), "1.0")
+    coord.register_factory(P, factory("gpu", ("python", "gpu")), "1.0")
+    coord.register_factory(P, factory("full", ("python", "gpu"), load=1, seats=1), "1.0")
+    out = coord.explain(P, job.id)
+    verdicts = {v["factory"]: v for v in out["factories"]}
+    assert verdicts["gpu"]["eligible"] and verdicts["gpu"]["score"]["total"] > 0
+    assert verdicts["cpu"]["missingCapabilities"] == ["gpu"]
+    assert "busy" in verdicts["full"]["reasons"][0]
+    assert out["factories"][0]["factory"] == "gpu"
+    assert out["unroutable"] is False
+
+
+def test_coordinator_metrics_count_stages(coord: Coordinator, clock: ManualClock) -> None:
+    coord.submit(P, manifest(capabilities=("nobody-has-this",)), "operator:o")
+    coord.submit(P, manifest(), "operator:o")
+    assert coord.claim(P, factory(caps=())) is not None
+    clock.advance(10)
+    metrics = coord.compute_metrics(P)
+    assert metrics["queueDepth"]["queued"] == 1 and metrics["queueDepth"]["assigned"] == 1
+    assert metrics["oldestQueuedSeconds"] == 10 and metrics["unroutable"] == 1
+    assert coord.metrics(P)["queueDepth"] == metrics["queueDepth"]
+
+
+def test_coordinator_product_events_follow_a_cursor(coord: Coordinator, clock: ManualClock) -> None:
+    a, _ = coord.submit(P, manifest(), "operator:o")
+    clock.advance(1)
+    events, cursor = coord.product_events(P, None)
+    assert [(e["jobId"], e["seq"]) for e in events] == [(a.id, 1)]
+    clock.advance(1)
+    b, _ = coord.submit(P, manifest(), "operator:o")
+    assert coord.claim(P, factory(caps=())) is not None
+    events, cursor2 = coord.product_events(P, cursor)
+    assert {(e["jobId"], e["type"]) for e in events} == {(b.id, "submit"), (a.id, "assign")}
+    assert coord.product_events(P, cursor2)[0] == []
+
+
+def test_coordinator_profile_versions_are_snapshotted_into_jobs(coord: Coordinator) -> None:
+    v1 = coord.put_profile(P, "dev", ProfileSpec(preamble="Be careful.", capabilities=("python",)))
+    job, _ = coord.submit(P, manifest(persona="dev"), "operator:o")
+    v2 = coord.put_profile(P, "dev", ProfileSpec(preamble="Be bold.", engine="claude"))
+    assert (v1.version, v2.version) == (1, 2)
+    stored = coord.get_job(P, job.id)
+    assert stored.profile is not None and stored.profile.version == 1
+    assert stored.profile.preamble == "Be careful." and stored.capabilities == ("python",)
+    assert coord.get_profile(P, "dev").version == 2
+    assert coord.get_profile(P, "dev", 1).preamble == "Be careful."
+    assert [p.version for p in coord.list_profiles(P)] == [2]
+
+
+def test_coordinator_unknown_persona_is_a_validation_error(coord: Coordinator) -> None:
+    with pytest.raises(ValidationFailed) as caught:
+        coord.submit(P, manifest(persona="ghost"), "operator:o")
+    assert caught.value.problems[0].path == "persona"

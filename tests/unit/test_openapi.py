@@ -1,0 +1,164 @@
+"""The OpenAPI document: valid, served, and in step with the routes function_app registers."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import azure.functions as func
+from azure.functions.decorators.http import HttpTrigger
+from openapi_spec_validator import validate
+
+from fleet.http import jobs
+from fleet.http.openapi import build_document
+from function_app import app
+
+REPO = Path(__file__).resolve().parents[2]
+ROUTE_PREFIX: str = json.loads((REPO / "host.json").read_text())["extensions"]["http"][
+    "routePrefix"
+]
+HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
+
+# Route parameters that take a fixed set of values: the document has one path per value.
+FIXED_VALUES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "fleet/jobs/{id}/lease/{op}": ("op", ("renew", "release")),
+    "fleet/jobs/{id}/{action}": (
+        "action",
+        ("cancel", "requeue", "ship", "reject", "reprioritize"),
+    ),
+}
+
+
+def _registered_functions() -> list[Any]:
+    """``get_functions()`` works once per app object (a second call finds every function
+    name taken), and other test modules call it on the same ``app``: ask a shallow copy
+    with its own name index, which leaves ``app`` as it was."""
+    view = copy.copy(app)
+    view.functions_bindings = None
+    return list(view.get_functions())
+
+
+FUNCTIONS = _registered_functions()
+DOCUMENT = build_document()
+
+
+def _path(route: str) -> str:
+    return f"/{ROUTE_PREFIX}/{route}" if ROUTE_PREFIX else f"/{route}"
+
+
+def _registered_operations() -> dict[tuple[str, str], str]:
+    """(method, documented path) -> the function and route template that serve it."""
+    out: dict[tuple[str, str], str] = {}
+    for fn in FUNCTIONS:
+        trigger = fn.get_trigger()
+        if not isinstance(trigger, HttpTrigger):
+            continue
+        route = str(trigger.route)
+        assert trigger.methods, f"{route} accepts every method: list them"
+        param, values = FIXED_VALUES.get(route, ("", ("",)))
+        paths = [route.replace(f"{{{param}}}", v) for v in values] if param else [route]
+        for method in trigger.methods:
+            verb = str(getattr(method, "value", method)).lower()
+            for path in paths:
+                out[(verb, _path(path))] = f"{fn.get_function_name()} ({verb.upper()} {route})"
+    return out
+
+
+def _documented_operations() -> dict[tuple[str, str], dict[str, Any]]:
+    return {
+        (method, path): operation
+        for path, item in DOCUMENT["paths"].items()
+        for method, operation in item.items()
+        if method in HTTP_METHODS
+    }
+
+
+def _resolve(node: dict[str, Any]) -> dict[str, Any]:
+    while "$ref" in node:
+        target: Any = DOCUMENT
+        for part in node["$ref"].removeprefix("#/").split("/"):
+            target = target[part]
+        node = target
+    return node
+
+
+def test_the_document_is_valid_openapi_3_1() -> None:
+    assert DOCUMENT["openapi"].startswith("3.1.")
+    validate(DOCUMENT)
+
+
+def test_every_registered_route_is_documented() -> None:
+    documented = _documented_operations()
+    missing = sorted(
+        f"{method.upper()} {path}: {served_by}"
+        for (method, path), served_by in _registered_operations().items()
+        if (method, path) not in documented
+    )
+    assert not missing, "registered but not in the OpenAPI document:\n" + "\n".join(missing)
+
+
+def test_every_documented_operation_is_registered() -> None:
+    registered = _registered_operations()
+    extra = sorted(
+        f"{method.upper()} {path} ({operation['operationId']})"
+        for (method, path), operation in _documented_operations().items()
+        if (method, path) not in registered
+    )
+    assert not extra, "documented but no function serves it:\n" + "\n".join(extra)
+
+
+def test_the_fixed_values_are_the_handlers() -> None:
+    actions = set(FIXED_VALUES["fleet/jobs/{id}/{action}"][1])
+    assert actions == {*jobs.OPERATOR_ACTIONS, "reprioritize"}
+
+
+def test_every_error_response_is_an_error_body() -> None:
+    for (method, path), operation in _documented_operations().items():
+        for status, response in operation["responses"].items():
+            if int(status) < 400 or (path == "/api/health" and status == "503"):
+                continue
+            schema = _resolve(response)["content"]["application/json"]["schema"]
+            assert schema == {"$ref": "#/components/schemas/Error"}, (method, path, status)
+    error = DOCUMENT["components"]["schemas"]["Error"]
+    assert error["required"] == ["error", "message"]
+    problems = error["properties"]["details"]["properties"]["problems"]
+    problem = _resolve(problems["items"])
+    assert problem["required"] == ["path", "code", "message"]
+
+
+def test_fenced_writes_document_409_fenced() -> None:
+    operations = _documented_operations()
+    for key in [
+        ("patch", "/api/fleet/jobs/{id}"),
+        ("post", "/api/fleet/jobs/{id}/lease/renew"),
+        ("post", "/api/fleet/jobs/{id}/lease/release"),
+    ]:
+        conflict = _resolve(operations[key]["responses"]["409"])
+        assert conflict["content"]["application/json"]["example"]["error"] == "fenced", key
+
+
+def test_submit_and_claim_statuses_and_identity_headers() -> None:
+    operations = _documented_operations()
+    submit = operations[("post", "/api/fleet/jobs")]
+    assert set(submit["requestBody"]["content"]) == {"text/markdown", "application/json"}
+    assert {"200", "201", "400"} <= set(submit["responses"])
+    claim = operations[("post", "/api/fleet/claim")]
+    assert {"200", "204"} <= set(claim["responses"])
+    headers = {_resolve(p)["name"]: _resolve(p)["required"] for p in claim["parameters"]}
+    assert headers == {"X-Fleet-Factory": True, "X-Fleet-Product": False}
+    header_names = {_resolve(p)["name"] for p in submit["parameters"]}
+    assert header_names == {"X-Fleet-Operator", "X-Fleet-Product"}
+
+
+def test_the_document_is_served() -> None:
+    (function,) = [fn for fn in FUNCTIONS if fn.get_function_name() == "openapi_document"]
+    trigger = function.get_trigger()
+    assert trigger.route == "openapi.json"
+    response = function.get_user_function()(func.HttpRequest("GET", "/api/openapi.json", body=b""))
+    assert response.status_code == 200
+    assert response.mimetype == "application/json"
+    served = json.loads(response.get_body())
+    assert "openapi" in served and "paths" in served
+    assert served == DOCUMENT
