@@ -841,9 +841,11 @@ class DevHost:
             reply = json_reply(500, {"error": "internal", "message": str(exc)})
             # The request body may be only partly read: the connection cannot be reused.
             request.close_connection = True
-        self._write(request, method, reply)
         elapsed_ms = (time.perf_counter() - started) * 1000
+        # Logged before the reply is written, so the line exists once the client has its
+        # answer (tests and operators reading the log never race the response).
         logger.info("%s %s %d %.1fms", method, split.path, reply.status, elapsed_ms)
+        self._write(request, method, reply)
 
     def dispatch(
         self, method: str, target: str, headers: Iterable[tuple[str, str]], body: bytes
