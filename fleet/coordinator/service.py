@@ -44,7 +44,6 @@ from fleet.errors import AlreadyExists, ConcurrencyConflict, FleetError, NotFoun
 from fleet.store.ports import Doc, Incr, Stores
 from fleet.store.queries import (
     COUNT_JOBS_IN_STAGE,
-    COUNT_UNROUTABLE,
     DOCS_OF_TYPE,
     EVENTS_OF_JOB,
     EXPIRED_LEASES,
@@ -74,6 +73,7 @@ class CoordinatorConfig:
     stale_after_seconds: int = 90  # a factory silent this long is stale
     event_ttl_seconds: int = 90 * 24 * 3600
     reap_batch: int = 100
+    metrics_scan: int = 1000  # queued jobs the metrics timer checks for routability
     write_retries: int = 8  # re-read-and-retry rounds on a lost CAS before giving up
     weights: Weights = DEFAULT_WEIGHTS
 
@@ -687,6 +687,12 @@ class Coordinator:
         }
         oldest = self.docs.query(JOBS_OLDEST_IN_STAGE, product, {"stage": "queued", "top": 1})
         oldest_age = (now - Job.from_doc(oldest[0]).createdAt).total_seconds() if oldest else None
+        # Unroutable is judged against the fleet as it is now, not as it was at submit.
+        views = self.factory_views(product)
+        queued = self.docs.query(
+            JOBS_IN_STAGE, product, {"stage": "queued", "top": self.config.metrics_scan}
+        )
+        unroutable = sum(1 for row in queued if not can_ever_run(Job.from_doc(row), views))
         metrics = {
             "id": METRICS_ID,
             "productId": product,
@@ -694,7 +700,7 @@ class Coordinator:
             "at": format_ts(now),
             "queueDepth": depth,
             "oldestQueuedSeconds": oldest_age,
-            "unroutable": self.docs.count(COUNT_UNROUTABLE, product),
+            "unroutable": unroutable,
         }
         self.docs.upsert(metrics)
         return {k: v for k, v in metrics.items() if k not in ("id", "productId", "type")}

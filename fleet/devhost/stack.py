@@ -26,6 +26,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -509,6 +510,11 @@ def _parser() -> argparse.ArgumentParser:
         help="start only the emulators (e.g. to run `func start` against them)",
     )
     parser.add_argument(
+        "--demo",
+        action="store_true",
+        help="once up, submit sample jobs and run two demo factories that claim and ship them",
+    )
+    parser.add_argument(
         "--data-dir", type=Path, default=None, help="Azurite data (default .local/azurite)"
     )
     parser.add_argument(
@@ -572,8 +578,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         # start() has already stopped whatever it had started.
         return 130
+    demo_stop: threading.Event | None = None
     try:
         say(_banner(stack))
+        if args.demo and config.with_host:
+            from fleet.devhost.demo import run_demo
+
+            say("demo: product 'demo' (send X-Fleet-Product: demo to see it in the API)")
+            demo_stop = run_demo(stack.api_url, say=lambda line: say(f"demo: {line}"))
         failed = stack.wait()
         code = stack.running().get(failed)
         child_log = stack.log_paths[failed]
@@ -587,6 +599,8 @@ def main(argv: list[str] | None = None) -> int:
         say("stopping...")
         return 0
     finally:
+        if demo_stop is not None:
+            demo_stop.set()
         # A second Ctrl-C must not cut the cleanup short and leave orphans behind.
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(signum, signal.SIG_IGN)

@@ -155,17 +155,6 @@ COUNT_JOBS_IN_STAGE = NamedQuery(
     where=_all(_is_job, _field_equals("/stage", "stage")),
 )
 
-COUNT_UNROUTABLE = NamedQuery(
-    name="count_unroutable",
-    sql=(
-        "SELECT VALUE COUNT(1) FROM c WHERE c.productId = @partition AND c.type = 'job' "
-        "AND c.stage = 'queued' AND c.unroutable = true"
-    ),
-    where=_all(
-        _is_job, lambda doc, _: doc.get("stage") == "queued" and doc.get("unroutable") is True
-    ),
-)
-
 PROFILE_VERSIONS = NamedQuery(
     name="profile_versions",
     sql=(
@@ -187,5 +176,4 @@ ALL_QUERIES = (
     JOBS_CHANGED_SINCE,
     PROFILE_VERSIONS,
     COUNT_JOBS_IN_STAGE,
-    COUNT_UNROUTABLE,
 )

@@ -7,7 +7,6 @@ from typing import Any
 from fleet.store.ports import Stores
 from fleet.store.queries import (
     COUNT_JOBS_IN_STAGE,
-    COUNT_UNROUTABLE,
     EVENTS_OF_JOB,
     EXPIRED_LEASES,
     JOBS_CHANGED_SINCE,
@@ -56,7 +55,6 @@ def test_queries_oldest_in_stage_and_counts(stores: Stores, partition: str) -> N
     ]
     assert docs.count(COUNT_JOBS_IN_STAGE, partition, {"stage": "queued"}) == 2
     assert docs.count(COUNT_JOBS_IN_STAGE, partition, {"stage": "failed"}) == 0
-    assert docs.count(COUNT_UNROUTABLE, partition) == 1
 
 
 def test_queries_events_of_job_after_a_sequence_in_order(stores: Stores, partition: str) -> None:

@@ -1,0 +1,159 @@
+"""A demo that shows jobs flowing through a running local stack, over the real HTTP API.
+
+It submits a few sample jobs (one waiting on two others, one nobody can run) and runs two
+demo factories that behave like real ones: register, poll the queue-state gate, claim,
+report building, renew, and ship. Every transition is printed from the job's own events.
+
+    python -m fleet.devhost.demo --api http://127.0.0.1:7071/api [--jobs 6]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import requests
+
+PRODUCT = "demo"
+
+SAMPLE_JOBS: list[dict[str, Any]] = [
+    {"title": "Add retries to the HTTP client", "capabilities": ["python"], "priority": 6},
+    {"title": "Write the changelog for 1.4", "capabilities": [], "priority": 3},
+    {"title": "Fix flaky test_upload", "capabilities": ["python"], "priority": 8},
+    {"title": "Port the build script to node 20", "capabilities": ["node"], "priority": 5},
+    {"title": "Train the ranking model", "capabilities": ["gpu"], "priority": 4},
+]
+
+
+def _headers(factory: str | None = None) -> dict[str, str]:
+    headers = {"X-Fleet-Product": PRODUCT}
+    if factory:
+        headers["X-Fleet-Factory"] = factory
+    return headers
+
+
+class DemoFactory(threading.Thread):
+    def __init__(
+        self,
+        api: str,
+        name: str,
+        caps: list[str],
+        stop: threading.Event,
+        say: Callable[[str], None],
+    ) -> None:
+        super().__init__(name=name, daemon=True)
+        self.api = api
+        self.factory = name
+        self.caps = caps
+        self.stop_event = stop
+        self.say = say
+        self.session = requests.Session()
+
+    def _post(self, path: str, body: dict[str, Any], method: str = "POST") -> requests.Response:
+        return self.session.request(
+            method, f"{self.api}{path}", json=body, headers=_headers(self.factory), timeout=30
+        )
+
+    def run(self) -> None:
+        self._post("/fleet/factories/register", {"capabilities": self.caps, "seats": 1})
+        seen_version = -1
+        last_claim = 0.0
+        while not self.stop_event.is_set():
+            state = self.session.get(
+                f"{self.api}/fleet/queue-state", headers=_headers(self.factory), timeout=30
+            ).json()
+            due = time.monotonic() - last_claim >= state["maxSkipSeconds"]
+            if state["version"] == seen_version and not due:
+                self.stop_event.wait(1.0)  # the gate says nothing new: one point read, done
+                continue
+            seen_version = state["version"]
+            last_claim = time.monotonic()
+            claim = self._post("/fleet/claim", {"capabilities": self.caps, "seats": 1})
+            if claim.status_code == 204:
+                continue
+            claim.raise_for_status()
+            self._work(claim.json())
+
+    def _work(self, claim: dict[str, Any]) -> None:
+        job, epoch = claim["job"], claim["lease"]["epoch"]
+        path = f"/fleet/jobs/{job['id']}"
+        self.say(
+            f"{self.factory} claimed {job['title']!r} (epoch {epoch}, score "
+            f"{claim['score']['total']})"
+        )
+        self._post(path, {"leaseEpoch": epoch, "stage": "building"}, "PATCH").raise_for_status()
+        for step in range(3):
+            if self.stop_event.wait(random.uniform(0.5, 1.5)):
+                self._post(f"{path}/lease/release", {"leaseEpoch": epoch, "reason": "demo stop"})
+                return
+            self._post(path, {"leaseEpoch": epoch, "checkpoint": {"step": step + 1}}, "PATCH")
+            self._post(f"{path}/lease/renew", {"leaseEpoch": epoch}).raise_for_status()
+        done = self._post(
+            path, {"leaseEpoch": epoch, "stage": "shipped", "result": {"exitCode": 0}}, "PATCH"
+        )
+        done.raise_for_status()
+        self.say(f"{self.factory} shipped {job['title']!r}")
+
+
+def run_demo(api: str, *, jobs: int = 5, say: Callable[[str], None] = print) -> threading.Event:
+    """Submit the sample jobs and start two demo factories; returns the event that stops
+    them. Idempotent: re-running reuses the same jobs (idempotency keys)."""
+    session = requests.Session()
+    stop = threading.Event()
+    fleet = [("demo-linux", ["python", "node"]), ("demo-mac", ["python"])]
+    for name, caps in fleet:
+        # Registered first, so submit can tell which jobs no factory can ever run.
+        session.post(
+            f"{api}/fleet/factories/register",
+            json={"capabilities": caps, "seats": 1},
+            headers=_headers(name),
+            timeout=30,
+        ).raise_for_status()
+    submitted = []
+    for n, sample in enumerate(SAMPLE_JOBS[:jobs]):
+        body = {**sample, "body": f"Demo job {n}.", "idempotencyKey": f"demo-{n}"}
+        response = session.post(f"{api}/fleet/jobs", json=body, headers=_headers(), timeout=30)
+        response.raise_for_status()
+        payload = response.json()
+        submitted.append(payload["job"]["id"])
+        note = f"  ({payload['warning']})" if "warning" in payload else ""
+        say(f"submitted {sample['title']!r} -> {payload['job']['stage']}{note}")
+    if len(submitted) >= 2:
+        release = {
+            "title": "Release 1.4",
+            "body": "Tag and publish once the fixes are in.",
+            "deps": submitted[:2],
+            "idempotencyKey": "demo-release",
+        }
+        response = session.post(f"{api}/fleet/jobs", json=release, headers=_headers(), timeout=30)
+        response.raise_for_status()
+        say(
+            f"submitted 'Release 1.4' (waits for the first two) -> "
+            f"{response.json()['job']['stage']}"
+        )
+    for name, caps in fleet:
+        DemoFactory(api, name, caps, stop, say).start()
+    return stop
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--api", default="http://127.0.0.1:7071/api")
+    parser.add_argument("--jobs", type=int, default=len(SAMPLE_JOBS))
+    args = parser.parse_args(argv)
+    stop = run_demo(args.api, jobs=args.jobs)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        stop.set()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
