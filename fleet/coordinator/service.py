@@ -9,6 +9,7 @@ write after the reaper moved the job finds itself fenced); nothing is written tw
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import secrets
 from collections.abc import Callable
@@ -55,6 +56,7 @@ from fleet.store.queries import (
 
 log = logging.getLogger(__name__)
 
+SETTINGS_ID = "settings"
 SYSTEM_PARTITION = "_system"  # registry of products, so timers can visit every partition
 QUEUE_STATE_ID = "queue-state"
 METRICS_ID = "metrics"
@@ -75,7 +77,8 @@ class CoordinatorConfig:
     reap_batch: int = 100
     metrics_scan: int = 1000  # queued jobs the metrics timer checks for routability
     write_retries: int = 8  # re-read-and-retry rounds on a lost CAS before giving up
-    weights: Weights = DEFAULT_WEIGHTS
+    weights: Weights = DEFAULT_WEIGHTS  # unless the product's settings say otherwise
+    settings_ttl_seconds: float = 30.0  # how long an instance trusts its cached settings
 
 
 @dataclass(frozen=True)
@@ -127,6 +130,7 @@ class Coordinator:
         self.config = config or CoordinatorConfig()
         self._entropy = entropy
         self._known_products: set[str] = set()
+        self._weights_cache: dict[str, tuple[datetime, Weights]] = {}
 
     # --- reading ---------------------------------------------------------------------
 
@@ -413,6 +417,43 @@ class Coordinator:
             for f in self.factories(product)
         ]
 
+    # --- per-product settings --------------------------------------------------------
+
+    def weights(self, product: str) -> Weights:
+        """The product's scheduler weights. Cached per instance for ``settings_ttl_seconds``
+        so the claim path stays one query and one write; a change reaches every instance
+        within that time."""
+        now = self.clock.now()
+        cached = self._weights_cache.get(product)
+        if cached and (now - cached[0]).total_seconds() < self.config.settings_ttl_seconds:
+            return cached[1]
+        weights = weights_from(self.product_settings(product).get("weights"), self.config.weights)
+        self._weights_cache[product] = (now, weights)
+        return weights
+
+    def product_settings(self, product: str) -> dict[str, Any]:
+        try:
+            doc = self.docs.read(product, SETTINGS_ID)
+        except NotFound:
+            return {"weights": weights_as_dict(self.config.weights)}
+        return {"weights": weights_as_dict(weights_from(doc.get("weights"), self.config.weights))}
+
+    def put_product_settings(self, product: str, weights: dict[str, float]) -> dict[str, Any]:
+        """Replace the product's scheduler weights (missing ones fall back to defaults)."""
+        self._register_product(product)
+        merged = weights_from(weights, self.config.weights)
+        self.docs.upsert(
+            {
+                "id": SETTINGS_ID,
+                "productId": product,
+                "type": "settings",
+                "weights": weights_as_dict(merged),
+                "updatedAt": format_ts(self.clock.now()),
+            }
+        )
+        self._weights_cache[product] = (self.clock.now(), merged)
+        return {"weights": weights_as_dict(merged)}
+
     # --- the claim (hot path) --------------------------------------------------------
 
     def claim(self, product: str, factory: FactoryView) -> ClaimResult | None:
@@ -422,7 +463,7 @@ class Coordinator:
         rows = self.docs.query(
             JOBS_IN_STAGE, product, {"stage": "queued", "top": self.config.claim_candidates}
         )
-        candidates = rank([Job.from_doc(r) for r in rows], factory, now, self.config.weights)
+        candidates = rank([Job.from_doc(r) for r in rows], factory, now, self.weights(product))
         for attempt, (job, breakdown) in enumerate(candidates, start=1):
             assigned = J.assign(job, factory.id, now=now, breakdown=breakdown.as_dict())
             try:
@@ -656,7 +697,7 @@ class Coordinator:
         job = self.get_job(product, job_id)
         now = self.clock.now()
         views = self.factory_views(product)
-        verdicts = explain(job, views, now, self.config.weights)
+        verdicts = explain(job, views, now, self.weights(product))
         summary = _explain_summary(job, verdicts, views)
         return {
             "jobId": job.id,
@@ -763,6 +804,20 @@ class Coordinator:
 
 
 # --- helpers -------------------------------------------------------------------------
+
+
+def weights_as_dict(weights: Weights) -> dict[str, float]:
+    return {k: float(v) for k, v in dataclasses.asdict(weights).items()}
+
+
+def weights_from(raw: Any, default: Weights) -> Weights:
+    if not isinstance(raw, dict):
+        return default
+    known = {f.name for f in dataclasses.fields(Weights)}
+    values = {k: v for k, v in raw.items() if k in known and isinstance(v, int | float)}
+    values = {k: int(v) if k == "exclude_after_failures" else float(v) for k, v in values.items()}
+    # Values were filtered to the dataclass's own numeric fields just above.
+    return dataclasses.replace(default, **values)  # type: ignore[arg-type]
 
 
 def can_ever_run_caps(capabilities: tuple[str, ...], fleet: list[FactoryView]) -> bool:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import azure.functions as func
 
 from fleet.context import get_context
-from fleet.coordinator.identity import any_principal, factory_principal
+from fleet.coordinator.identity import any_principal, factory_principal, operator_principal
 from fleet.domain.scheduler import FactoryView
 from fleet.http.jobs import job_view
-from fleet.http.parsing import FactorySelf, body_model, int_param
+from fleet.http.parsing import FactorySelf, SettingsBody, body_model, int_param
 from fleet.http.responses import handles_errors, json_response
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
@@ -95,3 +95,21 @@ def product_events(req: func.HttpRequest) -> func.HttpResponse:
 def metrics(req: func.HttpRequest) -> func.HttpResponse:
     principal = any_principal(req.headers)
     return json_response(get_context().coordinator.metrics(principal.product))
+
+
+@bp.route(route="fleet/settings", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@handles_errors
+def get_settings(req: func.HttpRequest) -> func.HttpResponse:
+    """The product's scheduler weights."""
+    principal = any_principal(req.headers)
+    return json_response(get_context().coordinator.product_settings(principal.product))
+
+
+@bp.route(route="fleet/settings", methods=["PUT"], auth_level=func.AuthLevel.ANONYMOUS)
+@handles_errors
+def put_settings(req: func.HttpRequest) -> func.HttpResponse:
+    """Set the product's scheduler weights (omitted ones keep their defaults)."""
+    principal = operator_principal(req.headers)
+    body = body_model(req, SettingsBody)
+    weights = body.weights.model_dump(exclude_none=True)
+    return json_response(get_context().coordinator.put_product_settings(principal.product, weights))

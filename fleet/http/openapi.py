@@ -34,7 +34,14 @@ from fleet.domain.manifest import (
     ProfileSpec,
 )
 from fleet.domain.models import Event, Factory, Job, Lease, Profile
-from fleet.http.parsing import ActionBody, FactorySelf, LeaseBody, ReportBody, ReprioritizeBody
+from fleet.http.parsing import (
+    ActionBody,
+    FactorySelf,
+    LeaseBody,
+    ReportBody,
+    ReprioritizeBody,
+    SettingsBody,
+)
 from fleet.http.responses import JSON
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
@@ -394,6 +401,27 @@ OPERATIONS: tuple[Operation, ...] = (
         identity="any",
         replies={200: Reply("The metrics.", _ref("Metrics"))},
     ),
+    Operation(
+        "get",
+        "/api/fleet/settings",
+        "getSettings",
+        "The product's scheduler weights",
+        "fleet",
+        identity="any",
+        replies={200: Reply("The settings in force.", _ref("Settings"))},
+    ),
+    Operation(
+        "put",
+        "/api/fleet/settings",
+        "putSettings",
+        "Set the product's scheduler weights (omitted ones keep their defaults)",
+        "operator",
+        identity="operator",
+        body=_json_body("SettingsBody"),
+        replies={200: Reply("The settings now in force.", _ref("Settings"))},
+        errors=(400,),
+        description="Instances pick up a change within 30 seconds (they cache settings).",
+    ),
     # --- profiles
     Operation(
         "put",
@@ -462,6 +490,7 @@ _MODELS: tuple[tuple[type[BaseModel], JsonSchemaMode], ...] = (
     (ReportBody, "validation"),
     (ActionBody, "validation"),
     (ReprioritizeBody, "validation"),
+    (SettingsBody, "validation"),
     (Job, "serialization"),
     (Event, "serialization"),
     (Lease, "serialization"),
@@ -685,6 +714,10 @@ def _hand_schemas() -> dict[str, Schema]:
                     "description": "Pass back as `after`.",
                 },
             }
+        ),
+        "Settings": _obj(
+            {"weights": {"type": "object", "additionalProperties": {"type": "number"}}},
+            required=("weights",),
         ),
         "Metrics": _obj(
             {

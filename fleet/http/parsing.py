@@ -118,3 +118,22 @@ class ActionBody(Body):
 class ReprioritizeBody(Body):
     priority: int = Field(ge=0, le=9)
     reason: str | None = Field(default=None, max_length=2000)
+
+
+class WeightsBody(Body):
+    """Scheduler weights for a product; omitted ones keep their defaults."""
+
+    capability: float | None = Field(default=None, ge=0, le=100)
+    affinity: float | None = Field(default=None, ge=0, le=100)
+    load: float | None = Field(default=None, ge=0, le=100)
+    cost: float | None = Field(default=None, ge=0, le=100)
+    health: float | None = Field(default=None, ge=0, le=100)
+    starvation: float | None = Field(default=None, ge=0, le=100)
+    priority: float | None = Field(default=None, ge=0, le=100)
+    aging_seconds: float | None = Field(default=None, gt=0, le=7 * 24 * 3600)
+    tie_band: float | None = Field(default=None, ge=0, le=10)
+    exclude_after_failures: int | None = Field(default=None, ge=1, le=100)
+
+
+class SettingsBody(Body):
+    weights: WeightsBody

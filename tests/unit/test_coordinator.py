@@ -79,6 +79,7 @@ def test_coordinator_claim_costs_one_query_and_one_write(
     coord: Coordinator, stores: Stores
 ) -> None:
     job, _ = coord.submit(P, manifest(capabilities=("python",)), "operator:o")
+    coord.weights(P)  # the product's settings, read once per instance per TTL
     with stores.counters.measure() as cost:
         result = coord.claim(P, factory())
     assert cost == {"query": 1, "write": 1}
@@ -363,3 +364,30 @@ def test_coordinator_unknown_persona_is_a_validation_error(coord: Coordinator) -
     with pytest.raises(ValidationFailed) as caught:
         coord.submit(P, manifest(persona="ghost"), "operator:o")
     assert caught.value.problems[0].path == "persona"
+
+
+def test_coordinator_product_weights_change_the_choice(
+    coord: Coordinator, clock: ManualClock
+) -> None:
+    old, _ = coord.submit(P, manifest(priority=5), "operator:o")
+    clock.advance(600)
+    urgent, _ = coord.submit(P, manifest(priority=9), "operator:o")
+    # By default priority wins; with priority weightless and a heavy starvation weight, age wins.
+    assert coord.weights(P).priority == 1.0
+    coord.put_product_settings(P, {"priority": 0.0, "starvation": 50.0})
+    assert coord.product_settings(P)["weights"]["starvation"] == 50.0
+    claim = coord.claim(P, factory(caps=()))
+    assert claim is not None and claim.job.id == old.id
+    assert claim.breakdown["priority"] == 0
+    assert coord.get_job(P, urgent.id).stage is Stage.QUEUED
+
+
+def test_coordinator_cached_weights_cost_no_read_on_the_claim_path(
+    coord: Coordinator, stores: Stores
+) -> None:
+    coord.submit(P, manifest(), "operator:o")
+    coord.submit(P, manifest(), "operator:o")
+    assert coord.claim(P, factory("a", ())) is not None  # first claim loads the settings
+    with stores.counters.measure() as cost:
+        assert coord.claim(P, factory("b", ())) is not None
+    assert cost == {"query": 1, "write": 1}
