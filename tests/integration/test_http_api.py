@@ -49,6 +49,17 @@ def _submit(api: str, product: str, **fields: Any) -> dict[str, Any]:
     return response.json()["job"]  # type: ignore[no-any-return]
 
 
+def _claim(api: str, product: str, factory: str) -> dict[str, Any]:
+    response = requests.post(
+        f"{api}/fleet/claim",
+        json={"capabilities": ["python"]},
+        headers=_h(product, factory),
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    return response.json()  # type: ignore[no-any-return]
+
+
 def test_http_health_reports_every_dependency_up(running_stack: RunningStack) -> None:
     response = requests.get(f"{running_stack.api}/health", timeout=30)
     assert response.status_code == 200, response.text
@@ -138,12 +149,7 @@ def test_http_zombie_write_is_fenced_and_changes_nothing(
 ) -> None:
     api = running_stack.api
     job = _submit(api, product)
-    claim = requests.post(
-        f"{api}/fleet/claim",
-        json={"capabilities": ["python"]},
-        headers=_h(product, "old"),
-        timeout=30,
-    ).json()
+    claim = _claim(api, product, "old")
     epoch = claim["lease"]["epoch"]
     assert claim["cadence"]["renewSeconds"] >= 1
     requeue = requests.post(
@@ -173,12 +179,7 @@ def test_http_holder_runs_a_job_to_shipped_with_its_history(
 ) -> None:
     api = running_stack.api
     job = _submit(api, product)
-    claim = requests.post(
-        f"{api}/fleet/claim",
-        json={"capabilities": ["python"]},
-        headers=_h(product, "f1"),
-        timeout=30,
-    ).json()
+    claim = _claim(api, product, "f1")
     epoch = claim["lease"]["epoch"]
     url = f"{api}/fleet/jobs/{job['id']}"
     for body in (
