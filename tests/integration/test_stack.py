@@ -276,3 +276,44 @@ def test_host_gets_the_stack_settings_and_serves_the_web_ui(
         }
         assert requests.get(stack.webui_url, timeout=10).text == "<title>fleet</title>"
     assert wait_until_closed(config) == []
+
+
+@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGKILL"])
+def test_stack_command_killed_leaves_nothing_listening(tmp_path: Path, signal_name: str) -> None:
+    """The README's command, run as a process: Ctrl-C stops it cleanly, and even a SIGKILL
+    of the supervisor leaves no child behind (its watchdog stops them)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    config = stack_config(tmp_path, with_host=True)
+    args = [
+        sys.executable, "-m", "fleet.devhost.stack",
+        "--cosmos-port", str(config.cosmos_port), "--blob-port", str(config.blob_port),
+        "--queue-port", str(config.queue_port), "--table-port", str(config.table_port),
+        "--host-port", str(config.host_port), "--data-dir", str(tmp_path / "azurite"),
+    ]  # fmt: skip
+    process = subprocess.Popen(
+        args, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    output: list[str] = []
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:
+            output.append(line)
+            if "Press Ctrl-C to stop." in line:
+                break
+        else:
+            pytest.fail("the stack never came up:\n" + "".join(output))
+        health = requests.get(f"http://127.0.0.1:{config.host_port}/api/health", timeout=10)
+        assert health.status_code == 200, health.text
+        process.send_signal(getattr(signal, signal_name))
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+    assert wait_until_closed(config, timeout=15) == []
