@@ -51,6 +51,7 @@ from fleet.store.queries import (
     JOBS_CHANGED_SINCE,
     JOBS_IN_STAGE,
     JOBS_OLDEST_IN_STAGE,
+    LEASED_JOBS,
     PROFILE_VERSIONS,
 )
 
@@ -382,20 +383,33 @@ class Coordinator:
 
     def register_factory(self, product: str, view: FactoryView, version: str | None) -> Factory:
         """Record what a factory says about itself (off the claim path: at start-up and on
-        heartbeats), so the scheduler's explain and the unroutable check know the fleet."""
+        heartbeats), so the scheduler's explain and the unroutable check know the fleet.
+        What the operator or the healer decided (paused, draining, revoked, ...) is kept."""
         self._register_product(product)
-        factory = Factory(
-            id=f"factory-{view.id}",
-            productId=product,
-            capabilities=tuple(sorted(view.capabilities)),
-            seats=view.seats,
-            load=view.load,
-            cost=view.cost,
-            version=version,
-            paused=view.paused,
-            lastSeen=self.clock.now(),
-        )
-        return Factory.from_doc(self.docs.upsert(factory.to_doc()))
+        doc_id = f"factory-{view.id}"
+        for _ in range(self.config.write_retries):
+            try:
+                current: Factory | None = Factory.from_doc(self.docs.read(product, doc_id))
+            except NotFound:
+                current = None
+            said: dict[str, Any] = {
+                "capabilities": tuple(sorted(view.capabilities)),
+                "seats": view.seats,
+                "load": view.load,
+                "cost": view.cost,
+                "version": version,
+                "status": "live",
+                "lastSeen": self.clock.now(),
+            }
+            try:
+                if current is None:
+                    factory = Factory(id=doc_id, productId=product, **said)
+                    return Factory.from_doc(self.docs.create(factory.to_doc()))
+                updated = current.evolve(**said)
+                return Factory.from_doc(self.docs.replace(updated.to_doc(), etag=current.etag))
+            except (AlreadyExists, ConcurrencyConflict):
+                continue
+        raise ConcurrencyConflict(f"factory {view.id} is changing too fast; retry")
 
     def factories(self, product: str) -> list[Factory]:
         rows = self.docs.query(DOCS_OF_TYPE, product, {"type": "factory"})
@@ -614,12 +628,57 @@ class Coordinator:
                 continue  # it moved (renewed, reported): not ours to touch any more
             target = report.requeued if stored.stage is Stage.QUEUED else report.dead_lettered
             target.append(stored.id)
+        gone = {
+            f.id.removeprefix("factory-")
+            for f in self.factories(product)
+            if f.revoked or f.deregistered
+        }
+        if gone:
+            for row in self.docs.query(LEASED_JOBS, product, {"top": self.config.reap_batch}):
+                job = Job.from_doc(row)
+                if job.lease is None or job.lease.holder not in gone:
+                    continue
+                taken = self._take_back_once(
+                    job, now, f"holder {job.lease.holder} was revoked or left the fleet"
+                )
+                if taken is not None:
+                    target = (
+                        report.requeued if taken.stage is Stage.QUEUED else report.dead_lettered
+                    )
+                    target.append(taken.id)
         unblocked, failed = self._unblock_dependents(product, bump=False)
         report.unblocked.extend(unblocked)
         report.deps_failed.extend(failed)
         if report.requeued or report.unblocked:
             self.bump_gate(product)
         return report
+
+    def take_back(
+        self, product: str, job_id: str, epoch: int, reason: str, actor: str = "healer"
+    ) -> Job | None:
+        """Requeue (or dead-letter) a leased job at exactly this epoch, fencing its holder:
+        for the self-healer (stalled, never started) and for revoked holders. ``None`` when
+        the job moved on meanwhile (another epoch, no longer leased): nothing to do."""
+        try:
+            job = self.get_job(product, job_id)
+        except JobNotFound:
+            return None
+        if job.epoch != epoch or job.stage not in LEASED:
+            return None
+        taken = self._take_back_once(job, self.clock.now(), reason, actor)
+        if taken is not None and taken.stage is Stage.QUEUED:
+            self.bump_gate(product)
+        return taken
+
+    def _take_back_once(
+        self, job: Job, now: datetime, reason: str, actor: str = "reaper"
+    ) -> Job | None:
+        try:
+            return self._write(
+                J.expire(job, now=now, reason=reason, actor=actor), job.etag, spill=True
+            )
+        except (ConcurrencyConflict, NotFound):
+            return None  # it moved: whoever moved it decided
 
     def _unblock_dependents(
         self, product: str, *, bump: bool = True

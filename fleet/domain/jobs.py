@@ -161,17 +161,19 @@ def assign(
     )
 
 
-def expire(job: Job, *, now: datetime) -> Job:
-    """The reaper's move: requeue (or dead-letter) a job whose lease expired, fencing the
-    old holder by bumping the epoch. The checkpoint is kept for the next attempt."""
+def expire(job: Job, *, now: datetime, reason: str | None = None, actor: str = "reaper") -> Job:
+    """The reaper's move: requeue (or dead-letter) a job whose lease expired — or whose
+    holder is gone, stalled or revoked — fencing the old holder by bumping the epoch. The
+    checkpoint is kept for the next attempt; the holder is remembered as having failed it."""
     holder = job.lease.holder if job.lease else None
     exhausted = job.attempts >= job.maxAttempts
+    why = reason or f"lease held by {holder} expired"
     return transition(
         job,
         Action.EXPIRE_FINAL if exhausted else Action.EXPIRE,
-        actor="reaper",
+        actor=actor,
         now=now,
-        reason=f"lease held by {holder} expired" + (", attempts exhausted" if exhausted else ""),
+        reason=why + (", attempts exhausted" if exhausted else ""),
         epoch=job.epoch + 1,
         failedBy=_with(job.failedBy, holder),
         queueKey=queue_key(job.priority, job.createdAt, job.id),

@@ -147,7 +147,11 @@ class Factory(Document):
     load: int = 0
     cost: float = 0.5  # relative cost of running here, 0 (cheap) .. 1 (dear)
     version: str | None = None
-    paused: bool = False
+    paused: bool = False  # claims nothing new (operator command); running jobs go on
+    draining: bool = False  # finishing what it holds, then leaving
+    status: Literal["live", "stale", "down"] = "live"  # set by the self-healer
+    revoked: bool = False  # its token was revoked: its held jobs go back to the queue
+    deregistered: bool = False  # left the fleet: likewise
     lastSeen: Timestamp
 
 

@@ -104,6 +104,18 @@ EXPIRED_LEASES = NamedQuery(
     top_param="top",
 )
 
+# Every job a factory holds right now (the reaper's sweep for revoked or departed holders).
+LEASED_JOBS = NamedQuery(
+    name="leased_jobs",
+    sql=(
+        "SELECT TOP @top * FROM c WHERE c.productId = @partition AND c.type = 'job' "
+        "AND c.stage IN ('assigned', 'building', 'testing') ORDER BY c.queueKey ASC"
+    ),
+    where=_all(_is_job, lambda doc, _: doc.get("stage") in LEASED_STAGES),
+    order_by="/queueKey",
+    top_param="top",
+)
+
 JOBS_OLDEST_IN_STAGE = NamedQuery(
     name="jobs_oldest_in_stage",
     sql=(
@@ -171,6 +183,7 @@ ALL_QUERIES = (
     DOCS_OF_TYPE,
     JOBS_IN_STAGE,
     EXPIRED_LEASES,
+    LEASED_JOBS,
     JOBS_OLDEST_IN_STAGE,
     EVENTS_OF_JOB,
     JOBS_CHANGED_SINCE,

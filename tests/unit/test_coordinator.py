@@ -14,7 +14,7 @@ from fleet.domain.models import Deps
 from fleet.domain.scheduler import FactoryView
 from fleet.domain.stages import Action, IllegalTransition, Stage
 from fleet.store.memory import memory_stores
-from fleet.store.ports import Stores
+from fleet.store.ports import Set, Stores
 
 P = "prod"
 
@@ -391,3 +391,33 @@ def test_coordinator_cached_weights_cost_no_read_on_the_claim_path(
     with stores.counters.measure() as cost:
         assert coord.claim(P, factory("b", ())) is not None
     assert cost == {"query": 1, "write": 1}
+
+
+def test_coordinator_reaper_takes_jobs_back_from_revoked_holders(
+    coord: Coordinator, stores: Stores
+) -> None:
+    job, _ = coord.submit(P, manifest(), "operator:o")
+    coord.register_factory(P, factory("bad", ()), "1.0")
+    claim = coord.claim(P, factory("bad", ()))
+    assert claim is not None
+    stores.documents.patch(P, "factory-bad", [Set("/revoked", True)])
+    report = coord.reap(P)
+    assert report.requeued == [job.id]
+    taken = coord.get_job(P, job.id)
+    assert taken.stage is Stage.QUEUED and taken.epoch == 2 and taken.failedBy == ("bad",)
+    assert "revoked" in (taken.events[-1].reason or "")
+    with pytest.raises(Fenced):
+        coord.renew(P, job.id, "bad", 1)
+    # Re-registering does not undo what the operator decided.
+    assert coord.register_factory(P, factory("bad", ()), "1.1").revoked is True
+
+
+def test_coordinator_take_back_only_at_the_expected_epoch(coord: Coordinator) -> None:
+    job, _ = coord.submit(P, manifest(), "operator:o")
+    claim = coord.claim(P, factory("f", ()))
+    assert claim is not None
+    assert coord.take_back(P, job.id, claim.lease.epoch + 1, "stalled") is None
+    taken = coord.take_back(P, job.id, claim.lease.epoch, "stalled: no progress for 10 min")
+    assert taken is not None and taken.stage is Stage.QUEUED
+    assert taken.events[-1].actor == "healer"
+    assert coord.take_back(P, job.id, claim.lease.epoch, "again") is None
