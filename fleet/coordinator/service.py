@@ -416,8 +416,8 @@ class Coordinator:
         return sorted((Factory.from_doc(r) for r in rows), key=lambda f: f.id)
 
     def factory_views(self, product: str) -> list[FactoryView]:
-        now = self.clock.now()
-        stale = timedelta(seconds=self.config.stale_after_seconds)
+        """The fleet as the scheduler sees it. Liveness is the self-healer's verdict
+        (``status``, kept from heartbeats); revoked and departed factories are not live."""
         return [
             FactoryView(
                 id=f.id.removeprefix("factory-"),
@@ -425,8 +425,8 @@ class Coordinator:
                 seats=f.seats,
                 load=f.load,
                 cost=f.cost,
-                paused=f.paused,
-                live=now - f.lastSeen <= stale,
+                paused=f.paused or f.draining,
+                live=f.status == "live" and not f.revoked and not f.deregistered,
             )
             for f in self.factories(product)
         ]

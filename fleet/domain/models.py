@@ -118,6 +118,7 @@ class Job(Document):
     result: dict[str, Any] | None = None
     failedBy: tuple[str, ...] = ()
     unroutable: bool = False
+    stalled: bool = False  # flagged by the self-healer: holder alive, progress not moving
 
     createdAt: Timestamp
     updatedAt: Timestamp
