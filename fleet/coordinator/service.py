@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from fleet.coordinator.budgets import BudgetBlocked, Budgets, estimate_of, reservation_key
+from fleet.coordinator.channels import ChannelLimits
 from fleet.coordinator.clock import Clock, SystemClock
 from fleet.domain import jobs as J
 from fleet.domain.ids import key_digest, sortable_id
@@ -76,7 +78,10 @@ class CoordinatorConfig:
     stale_after_seconds: int = 90  # a factory silent this long is stale
     event_ttl_seconds: int = 90 * 24 * 3600
     reap_batch: int = 100
-    metrics_scan: int = 1000  # queued jobs the metrics timer checks for routability
+    metrics_scan: int = 1000
+    # A reservation or channel slot untouched this long with no live lease behind it is a
+    # leftover of a crash (a claim takes milliseconds between reserving and writing).
+    quota_quiet_seconds: float = 60.0  # queued jobs the metrics timer checks for routability
     write_retries: int = 8  # re-read-and-retry rounds on a lost CAS before giving up
     weights: Weights = DEFAULT_WEIGHTS  # unless the product's settings say otherwise
     settings_ttl_seconds: float = 30.0  # how long an instance trusts its cached settings
@@ -132,6 +137,8 @@ class Coordinator:
         self._entropy = entropy
         self._known_products: set[str] = set()
         self._weights_cache: dict[str, tuple[datetime, Weights]] = {}
+        self.budgets = Budgets(self.docs, self.clock, self.config.settings_ttl_seconds)
+        self.channels = ChannelLimits(stores.tables, self.clock)
 
     # --- reading ---------------------------------------------------------------------
 
@@ -472,18 +479,48 @@ class Coordinator:
 
     def claim(self, product: str, factory: FactoryView) -> ClaimResult | None:
         """One query for the top-K queued jobs, pure ranking, one conditional replace of the
-        chosen job. On a lost race, the next candidate. ``None``: nothing for this factory."""
+        chosen job. On a lost race, the next candidate. ``None``: nothing for this factory.
+
+        Shared quotas are reserved before the job's compare-and-swap and given back if it
+        is lost: a channel's token and running slot (a channel with limits costs a table
+        read and write), and — in a product with a budget — the job's estimated cost (one
+        conditional patch whose predicate is the budget rule itself)."""
         now = self.clock.now()
         rows = self.docs.query(
             JOBS_IN_STAGE, product, {"stage": "queued", "top": self.config.claim_candidates}
         )
         candidates = rank([Job.from_doc(r) for r in rows], factory, now, self.weights(product))
+        budgeted = bool(candidates) and self.budgets.applies(product)
+        exhausted_channels: set[str] = set()
         for attempt, (job, breakdown) in enumerate(candidates, start=1):
+            if job.channel in exhausted_channels:
+                continue
+            if job.channel:
+                taken, _why = self.channels.take(product, job.channel)
+                if not taken:
+                    exhausted_channels.add(job.channel)
+                    continue
+            epoch = job.epoch + 1
+            if budgeted:
+                try:
+                    self.budgets.reserve(product, job, epoch)
+                except BudgetBlocked:
+                    self._give_back_channel(product, job)
+                    budget = self.budgets.get(product)
+                    if budget is None or budget.blocked:
+                        return None  # paused: nothing in this product may start
+                    continue  # this one does not fit; a cheaper one may
+                except NotFound:
+                    budgeted = False  # the budget was deleted meanwhile
             assigned = J.assign(job, factory.id, now=now, breakdown=breakdown.as_dict())
             try:
                 stored = Job.from_doc(self.docs.replace(assigned.to_doc(), etag=job.etag))
             except (ConcurrencyConflict, NotFound):
-                continue  # another factory won this one (or it changed): try the next
+                # Another factory won this one (or it changed): undo, try the next.
+                if budgeted:
+                    self.budgets.settle(product, job.id, epoch, estimate_of(job), 0.0)
+                self._give_back_channel(product, job)
+                continue
             assert stored.lease is not None
             return ClaimResult(
                 job=stored,
@@ -493,6 +530,26 @@ class Coordinator:
                 attempts=attempt,
             )
         return None
+
+    def _give_back_channel(self, product: str, job: Job) -> None:
+        if job.channel:
+            self.channels.give_back(product, job.channel, token=True)
+
+    def _lease_ended(self, before: Job, after: Job) -> None:
+        """After a write that ended ``before``'s lease: settle its budget reservation with
+        the cost reported for that attempt and return its channel slot. Best effort: the
+        reaper reconciles what a crash here leaves behind."""
+        if before.stage not in LEASED or (after.stage in LEASED and after.epoch == before.epoch):
+            return
+        product, epoch = before.productId, before.epoch
+        try:
+            self.budgets.settle(
+                product, before.id, epoch, estimate_of(before), after.costs.get(str(epoch), 0.0)
+            )
+            if before.channel:
+                self.channels.give_back(product, before.channel, token=False)
+        except FleetError as exc:
+            log.warning("settling %s epoch %d left for the reaper: %s", before.id, epoch, exc)
 
     def cadence(self, job: Job) -> Cadence:
         return Cadence.for_lease(job.leaseSeconds, self.config.stale_after_seconds)
@@ -535,8 +592,14 @@ class Coordinator:
         if result is not None:
             changes["result"] = result
 
+        cost = _reported_cost(result, progress)
+
         def change(job: Job, now: datetime) -> Job:
             J.check_fence(job, factory_id, epoch)
+            if cost is not None:
+                # The attempt's cumulative cost, as the holder reports it: settled against
+                # the budget when the lease ends.
+                changes["costs"] = {**job.costs, str(epoch): cost}
             if stage is None:
                 return job.evolve(**changes, updatedAt=now)
             action = REPORTABLE.get(stage)
@@ -626,6 +689,7 @@ class Coordinator:
                 stored = self._write(expired, job.etag, spill=True)
             except (ConcurrencyConflict, NotFound):
                 continue  # it moved (renewed, reported): not ours to touch any more
+            self._lease_ended(job, stored)
             target = report.requeued if stored.stage is Stage.QUEUED else report.dead_lettered
             target.append(stored.id)
         gone = {
@@ -646,12 +710,36 @@ class Coordinator:
                         report.requeued if taken.stage is Stage.QUEUED else report.dead_lettered
                     )
                     target.append(taken.id)
+        self._reconcile_quotas(product, now)
         unblocked, failed = self._unblock_dependents(product, bump=False)
         report.unblocked.extend(unblocked)
         report.deps_failed.extend(failed)
         if report.requeued or report.unblocked:
             self.bump_gate(product)
         return report
+
+    def _reconcile_quotas(self, product: str, now: datetime) -> None:
+        """Undo what a crash between two writes can leave behind: budget reservations with
+        no live lease behind them (settled with the cost reported for that attempt), and
+        channel running counts that disagree with the jobs actually leased."""
+        rows = self.docs.query(LEASED_JOBS, product, {"top": 10 * self.config.reap_batch})
+        leased = [Job.from_doc(r) for r in rows]
+        live = {reservation_key(j.id, j.epoch) for j in leased}
+        budget = self.budgets.get(product)
+        for key, reservation in (budget.reservations if budget else {}).items():
+            if key in live or not reservation.settled_by(now, self.config.quota_quiet_seconds):
+                continue
+            job_id, _, epoch_text = key.rpartition("-")
+            try:
+                cost = self.get_job(product, job_id).costs.get(epoch_text, 0.0)
+            except JobNotFound:
+                cost = 0.0
+            self.budgets.settle(product, job_id, int(epoch_text), reservation.usd, cost)
+        running: dict[str, int] = {}
+        for job in leased:
+            if job.channel:
+                running[job.channel] = running.get(job.channel, 0) + 1
+        self.channels.reconcile(product, running, self.config.quota_quiet_seconds)
 
     def take_back(
         self, product: str, job_id: str, epoch: int, reason: str, actor: str = "healer"
@@ -757,13 +845,19 @@ class Coordinator:
         now = self.clock.now()
         views = self.factory_views(product)
         verdicts = explain(job, views, now, self.weights(product))
+        blockers = self._quota_blockers(job, now) if job.stage is Stage.QUEUED else []
         summary = _explain_summary(job, verdicts, views)
+        if blockers and summary.startswith("queued"):
+            summary = "queued: " + "; ".join(blockers)
         return {
             "jobId": job.id,
             "stage": job.stage.value,
             "holder": job.lease.holder if job.lease else None,
             "epoch": job.epoch,
+            "failedBy": list(job.failedBy),
+            "stalled": job.stalled,
             "unroutable": not can_ever_run(job, views),
+            "blockers": blockers,
             "summary": summary,
             "factories": [
                 {
@@ -776,6 +870,21 @@ class Coordinator:
                 for v in verdicts
             ],
         }
+
+    def _quota_blockers(self, job: Job, now: datetime) -> list[str]:
+        """What holds a queued job back whatever the factory: its budget, its channel."""
+        blockers = []
+        budget = self.budgets.get(job.productId)
+        if budget is not None:
+            why = budget.why_not(estimate_of(job))
+            if why:
+                blockers.append(why)
+        if job.channel:
+            channel = self.channels.get(job.productId, job.channel)
+            why = channel.why_not(now) if channel else None
+            if why:
+                blockers.append(why)
+        return blockers
 
     def compute_metrics(self, product: str) -> dict[str, Any]:
         """Queue depth per stage, oldest queued age, unroutable count. Stored where
@@ -802,6 +911,10 @@ class Coordinator:
             "oldestQueuedSeconds": oldest_age,
             "unroutable": unroutable,
         }
+        budget = self.budgets.get(product)
+        if budget is not None:
+            metrics["budget"] = budget.view()
+            self.budgets.record_point(product)
         self.docs.upsert(metrics)
         return {k: v for k, v in metrics.items() if k not in ("id", "productId", "type")}
 
@@ -832,9 +945,11 @@ class Coordinator:
             job = self.get_job(product, job_id)
             updated = change(job, self.clock.now())
             try:
-                return self._write(updated, job.etag, spill=spill)
+                stored = self._write(updated, job.etag, spill=spill)
             except ConcurrencyConflict:
                 continue
+            self._lease_ended(job, stored)
+            return stored
         raise ConcurrencyConflict(f"job {job_id} is changing too fast; retry", jobId=job_id)
 
     def _write(self, job: Job, etag: str | None, *, spill: bool) -> Job:
@@ -863,6 +978,14 @@ class Coordinator:
 
 
 # --- helpers -------------------------------------------------------------------------
+
+
+def _reported_cost(*reports: dict[str, Any] | None) -> float | None:
+    for report in reports:
+        value = (report or {}).get("costUsd")
+        if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+            return float(value)
+    return None
 
 
 def weights_as_dict(weights: Weights) -> dict[str, float]:

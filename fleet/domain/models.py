@@ -119,6 +119,7 @@ class Job(Document):
     failedBy: tuple[str, ...] = ()
     unroutable: bool = False
     stalled: bool = False  # flagged by the self-healer: holder alive, progress not moving
+    costs: dict[str, float] = Field(default_factory=dict)  # USD reported per attempt (epoch)
 
     createdAt: Timestamp
     updatedAt: Timestamp

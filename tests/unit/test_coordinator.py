@@ -79,7 +79,9 @@ def test_coordinator_claim_costs_one_query_and_one_write(
     coord: Coordinator, stores: Stores
 ) -> None:
     job, _ = coord.submit(P, manifest(capabilities=("python",)), "operator:o")
-    coord.weights(P)  # the product's settings, read once per instance per TTL
+    # The product's settings and whether it has a budget: read once per instance per TTL.
+    coord.weights(P)
+    coord.budgets.applies(P)
     with stores.counters.measure() as cost:
         result = coord.claim(P, factory())
     assert cost == {"query": 1, "write": 1}
@@ -387,7 +389,7 @@ def test_coordinator_cached_weights_cost_no_read_on_the_claim_path(
 ) -> None:
     coord.submit(P, manifest(), "operator:o")
     coord.submit(P, manifest(), "operator:o")
-    assert coord.claim(P, factory("a", ())) is not None  # first claim loads the settings
+    assert coord.claim(P, factory("a", ())) is not None  # the first claim loads settings
     with stores.counters.measure() as cost:
         assert coord.claim(P, factory("b", ())) is not None
     assert cost == {"query": 1, "write": 1}

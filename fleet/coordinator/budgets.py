@@ -1,0 +1,322 @@
+"""Per-product budgets: a ceiling in USD, spend settled from factories' reports, and
+reservations taken as part of every claim, so concurrent claims can never overspend.
+
+The budget is one document per product (``id = "budget"``). Claiming a job reserves its
+estimated cost with a conditional patch whose filter predicate is the rule itself —
+``not paused and (no ceiling or spent + reserved + estimate <= ceiling)`` — *before* the job's
+compare-and-swap; a lost race releases the reservation. When the lease ends (shipped,
+failed, released, expired, taken back) the reservation is settled against the spend the
+holder reported for that attempt. A crash between the two writes leaves a reservation with
+no live lease behind it: the reaper reconciles those. Reservations are keyed
+``{jobId}-{epoch}``, so settling twice is refused by the store (the key is gone), never
+counted twice.
+
+A budget without a ceiling is valid: it tracks spend, can be paused, never blocks on money
+and never divides by zero.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from fleet.coordinator.clock import Clock
+from fleet.domain.models import Job, format_ts, parse_ts
+from fleet.errors import AlreadyExists, ConcurrencyConflict, NotFound, PreconditionFailed
+from fleet.store.expr import Defined, Expr, F, Not, all_of, any_of
+from fleet.store.ports import DocumentStore, Incr, Remove, Set
+
+BUDGET_ID = "budget"
+BURNDOWN_ID = "budget-burndown"
+MAX_BURNDOWN_POINTS = 1000
+
+
+@dataclass(frozen=True)
+class Reservation:
+    usd: float
+    at: datetime
+
+    def settled_by(self, now: datetime, quiet_seconds: float) -> bool:
+        """Old enough that no claim can still be between reserving and writing its job."""
+        return (now - self.at).total_seconds() >= quiet_seconds
+
+
+@dataclass(frozen=True)
+class Budget:
+    product: str
+    ceilingUsd: float | None
+    spentUsd: float
+    reservedUsd: float
+    paused: bool
+    autoPaused: bool
+    reservations: dict[str, Reservation]
+    updatedAt: str | None
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> Budget:
+        return cls(
+            product=str(doc["productId"]),
+            ceilingUsd=doc.get("ceilingUsd"),
+            spentUsd=float(doc.get("spentUsd", 0)),
+            reservedUsd=float(doc.get("reservedUsd", 0)),
+            paused=bool(doc.get("paused", False)),
+            autoPaused=bool(doc.get("autoPaused", False)),
+            reservations={
+                k: Reservation(usd=float(v["usd"]), at=parse_ts(v["at"]))
+                for k, v in (doc.get("reservations") or {}).items()
+            },
+            updatedAt=doc.get("updatedAt"),
+        )
+
+    @property
+    def remainingUsd(self) -> float | None:
+        if self.ceilingUsd is None:
+            return None
+        return max(0.0, self.ceilingUsd - self.spentUsd - self.reservedUsd)
+
+    @property
+    def blocked(self) -> bool:
+        return self.paused or self.autoPaused
+
+    def view(self) -> dict[str, Any]:
+        used = self.spentUsd + self.reservedUsd
+        return {
+            "product": self.product,
+            "ceilingUsd": self.ceilingUsd,
+            "spentUsd": round(self.spentUsd, 6),
+            "reservedUsd": round(self.reservedUsd, 6),
+            "remainingUsd": self.remainingUsd,
+            # No ceiling: no percentage (and no division by zero).
+            "usedFraction": (used / self.ceilingUsd) if self.ceilingUsd else None,
+            "paused": self.paused,
+            "autoPaused": self.autoPaused,
+            "reservations": len(self.reservations),
+            "updatedAt": self.updatedAt,
+        }
+
+    def why_not(self, estimate: float) -> str | None:
+        """Why a job of this estimate cannot be claimed now, or None if it can."""
+        if self.paused:
+            return "budget is paused by an operator"
+        if self.autoPaused:
+            return "budget auto-paused: spend and reservations reached the ceiling"
+        remaining = self.remainingUsd
+        if remaining is not None and estimate > remaining + 1e-9:
+            return f"budget: estimate ${estimate:.2f} exceeds the ${remaining:.2f} remaining"
+        return None
+
+
+def reservation_key(job_id: str, epoch: int) -> str:
+    return f"{job_id}-{epoch}"
+
+
+def estimate_of(job: Job) -> float:
+    return float(job.budgetUsd or 0.0)
+
+
+def _fits(amount: float) -> Expr:
+    return all_of(
+        Not(F("/paused").eq(True)),
+        Not(F("/autoPaused").eq(True)),
+        any_of(
+            F("/ceilingUsd").eq(None),
+            F("/spentUsd") + F("/reservedUsd") + amount <= F("/ceilingUsd"),
+        ),
+    )
+
+
+class BudgetBlocked(PreconditionFailed):
+    """The budget does not allow this claim now."""
+
+    code = "budget_blocked"
+
+
+class Budgets:
+    def __init__(self, docs: DocumentStore, clock: Clock, cache_seconds: float = 30.0) -> None:
+        self.docs = docs
+        self.clock = clock
+        self.cache_seconds = cache_seconds
+        self._lock = threading.Lock()
+        self._exists: dict[str, tuple[datetime, bool]] = {}
+
+    # --- reading ---------------------------------------------------------------------
+
+    def get(self, product: str) -> Budget | None:
+        try:
+            budget = Budget.from_doc(self.docs.read(product, BUDGET_ID))
+        except NotFound:
+            self._remember(product, False)
+            return None
+        self._remember(product, True)
+        return budget
+
+    def applies(self, product: str) -> bool:
+        """Whether claims in this product go through the budget. Cached per instance (so the
+        claim path pays no read for it); the reservation itself is always authoritative."""
+        now = self.clock.now()
+        with self._lock:
+            known = self._exists.get(product)
+        if known and (now - known[0]).total_seconds() < self.cache_seconds:
+            return known[1]
+        return self.get(product) is not None
+
+    def _remember(self, product: str, exists: bool) -> None:
+        with self._lock:
+            self._exists[product] = (self.clock.now(), exists)
+
+    # --- operator --------------------------------------------------------------------
+
+    def put(self, product: str, ceiling: float | None) -> Budget:
+        """Set (or clear) the ceiling, keeping spend and reservations. Raising the ceiling
+        above what is used lifts an auto-pause."""
+        for _ in range(8):
+            now = format_ts(self.clock.now())
+            try:
+                current = self.docs.read(product, BUDGET_ID)
+            except NotFound:
+                doc: dict[str, Any] = {
+                    "id": BUDGET_ID,
+                    "productId": product,
+                    "type": "budget",
+                    "ceilingUsd": ceiling,
+                    "spentUsd": 0.0,
+                    "reservedUsd": 0.0,
+                    "paused": False,
+                    "autoPaused": False,
+                    "reservations": {},
+                    "updatedAt": now,
+                }
+                try:
+                    created = Budget.from_doc(self.docs.create(doc))
+                except AlreadyExists:
+                    continue
+                self._remember(product, True)
+                return created
+            used = float(current.get("spentUsd", 0)) + float(current.get("reservedUsd", 0))
+            auto = bool(current.get("autoPaused")) and ceiling is not None and used >= ceiling
+            updated = {**current, "ceilingUsd": ceiling, "autoPaused": auto, "updatedAt": now}
+            try:
+                stored = Budget.from_doc(self.docs.replace(updated, etag=current["_etag"]))
+            except ConcurrencyConflict:
+                continue
+            self._remember(product, True)
+            return stored
+        raise ConcurrencyConflict(f"budget of {product} is changing too fast; retry")
+
+    def set_paused(self, product: str, paused: bool) -> Budget:
+        ops: list[Set] = [Set("/paused", paused), Set("/updatedAt", format_ts(self.clock.now()))]
+        if not paused:
+            ops.append(Set("/autoPaused", False))
+        try:
+            patched = self.docs.patch(product, BUDGET_ID, ops)
+        except NotFound:
+            self.put(product, None)
+            patched = self.docs.patch(product, BUDGET_ID, ops)
+        budget = Budget.from_doc(patched)
+        if not paused:
+            self._auto_pause_if_full(product, budget)
+        return self.get(product) or budget
+
+    # --- the claim's reservation -----------------------------------------------------
+
+    def reserve(self, product: str, job: Job, epoch: int) -> Budget:
+        """Reserve the job's estimate for the attempt at ``epoch``; BudgetBlocked if the
+        rule does not hold (paused, or it would cross the ceiling). Nothing changes then."""
+        amount = estimate_of(job)
+        key = reservation_key(job.id, epoch)
+        try:
+            patched = self.docs.patch(
+                product,
+                BUDGET_ID,
+                [
+                    Incr("/reservedUsd", amount),
+                    Set(
+                        f"/reservations/{key}",
+                        {"usd": amount, "at": format_ts(self.clock.now())},
+                    ),
+                ],
+                condition=_fits(amount),
+            )
+        except PreconditionFailed:
+            raise BudgetBlocked(f"budget does not allow job {job.id} now", jobId=job.id) from None
+        except NotFound:
+            self._remember(product, False)
+            raise
+        budget = Budget.from_doc(patched)
+        self._auto_pause_if_full(product, budget)
+        return budget
+
+    def settle(self, product: str, job_id: str, epoch: int, amount: float, cost: float) -> bool:
+        """Release the attempt's reservation and book its reported cost. False when there is
+        nothing to settle (never reserved, or settled already): nothing is counted twice."""
+        key = reservation_key(job_id, epoch)
+        try:
+            patched = self.docs.patch(
+                product,
+                BUDGET_ID,
+                [
+                    Incr("/reservedUsd", -amount),
+                    Incr("/spentUsd", max(0.0, cost)),
+                    Remove(f"/reservations/{key}"),
+                    Set("/updatedAt", format_ts(self.clock.now())),
+                ],
+                condition=Defined(F(f"/reservations/{key}")),
+            )
+        except (PreconditionFailed, NotFound):
+            return False
+        self._auto_pause_if_full(product, Budget.from_doc(patched))
+        return True
+
+    def _auto_pause_if_full(self, product: str, budget: Budget) -> None:
+        if budget.ceilingUsd is None or budget.autoPaused:
+            return
+        if budget.spentUsd + budget.reservedUsd < budget.ceilingUsd - 1e-9:
+            return
+        # Conditional, so a ceiling raised meanwhile is not paused by a stale view.
+        full = F("/spentUsd") + F("/reservedUsd") >= F("/ceilingUsd")
+        with contextlib.suppress(PreconditionFailed, NotFound):
+            self.docs.patch(product, BUDGET_ID, [Set("/autoPaused", True)], condition=full)
+
+    # --- burndown --------------------------------------------------------------------
+
+    def record_point(self, product: str) -> None:
+        """Append one burndown point (called by the metrics timer)."""
+        budget = self.get(product)
+        if budget is None:
+            return
+        point = {
+            "at": format_ts(self.clock.now()),
+            "spentUsd": budget.spentUsd,
+            "reservedUsd": budget.reservedUsd,
+            "ceilingUsd": budget.ceilingUsd,
+        }
+        for _ in range(8):
+            try:
+                current = self.docs.read(product, BURNDOWN_ID)
+            except NotFound:
+                doc = {
+                    "id": BURNDOWN_ID,
+                    "productId": product,
+                    "type": "burndown",
+                    "points": [point],
+                }
+                try:
+                    self.docs.create(doc)
+                    return
+                except AlreadyExists:
+                    continue
+            points = [*current.get("points", []), point][-MAX_BURNDOWN_POINTS:]
+            try:
+                self.docs.replace({**current, "points": points}, etag=current["_etag"])
+                return
+            except ConcurrencyConflict:
+                continue
+
+    def burndown(self, product: str) -> list[dict[str, Any]]:
+        try:
+            return list(self.docs.read(product, BURNDOWN_ID).get("points", []))
+        except NotFound:
+            return []
