@@ -119,7 +119,7 @@ class ReapReport:
     dead_lettered: list[str] = field(default_factory=list)
     unblocked: list[str] = field(default_factory=list)
     deps_failed: list[str] = field(default_factory=list)
-    spilled: int = 0
+    preempted: list[str] = field(default_factory=list)
 
 
 class Coordinator:
@@ -136,7 +136,7 @@ class Coordinator:
         self.config = config or CoordinatorConfig()
         self._entropy = entropy
         self._known_products: set[str] = set()
-        self._weights_cache: dict[str, tuple[datetime, Weights]] = {}
+        self._settings_cache: dict[str, tuple[datetime, ProductSettings]] = {}
         self.budgets = Budgets(self.docs, self.clock, self.config.settings_ttl_seconds)
         self.channels = ChannelLimits(stores.tables, self.clock)
 
@@ -440,40 +440,54 @@ class Coordinator:
 
     # --- per-product settings --------------------------------------------------------
 
-    def weights(self, product: str) -> Weights:
-        """The product's scheduler weights. Cached per instance for ``settings_ttl_seconds``
-        so the claim path stays one query and one write; a change reaches every instance
-        within that time."""
+    def settings(self, product: str) -> ProductSettings:
+        """The product's settings (scheduler weights, preemption). Cached per instance for
+        ``settings_ttl_seconds`` so the claim path stays one query and one write; a change
+        reaches every instance within that time."""
         now = self.clock.now()
-        cached = self._weights_cache.get(product)
+        cached = self._settings_cache.get(product)
         if cached and (now - cached[0]).total_seconds() < self.config.settings_ttl_seconds:
             return cached[1]
-        weights = weights_from(self.product_settings(product).get("weights"), self.config.weights)
-        self._weights_cache[product] = (now, weights)
-        return weights
+        try:
+            doc: dict[str, Any] = self.docs.read(product, SETTINGS_ID)
+        except NotFound:
+            doc = {}
+        settings = ProductSettings.from_doc(doc, self.config.weights)
+        self._settings_cache[product] = (now, settings)
+        return settings
+
+    def weights(self, product: str) -> Weights:
+        return self.settings(product).weights
 
     def product_settings(self, product: str) -> dict[str, Any]:
-        try:
-            doc = self.docs.read(product, SETTINGS_ID)
-        except NotFound:
-            return {"weights": weights_as_dict(self.config.weights)}
-        return {"weights": weights_as_dict(weights_from(doc.get("weights"), self.config.weights))}
+        self._settings_cache.pop(product, None)  # an operator reading them sees them fresh
+        return self.settings(product).as_dict()
 
-    def put_product_settings(self, product: str, weights: dict[str, float]) -> dict[str, Any]:
-        """Replace the product's scheduler weights (missing ones fall back to defaults)."""
+    def put_product_settings(
+        self,
+        product: str,
+        weights: dict[str, float] | None = None,
+        preemption: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Change the product's settings: omitted parts (and omitted weights) are kept."""
         self._register_product(product)
-        merged = weights_from(weights, self.config.weights)
+        self._settings_cache.pop(product, None)
+        current = self.settings(product)
+        updated = ProductSettings(
+            weights=weights_from(weights, current.weights) if weights else current.weights,
+            preemption=current.preemption.merged(preemption or {}),
+        )
         self.docs.upsert(
             {
                 "id": SETTINGS_ID,
                 "productId": product,
                 "type": "settings",
-                "weights": weights_as_dict(merged),
+                **updated.as_dict(),
                 "updatedAt": format_ts(self.clock.now()),
             }
         )
-        self._weights_cache[product] = (self.clock.now(), merged)
-        return {"weights": weights_as_dict(merged)}
+        self._settings_cache[product] = (self.clock.now(), updated)
+        return updated.as_dict()
 
     # --- the claim (hot path) --------------------------------------------------------
 
@@ -711,12 +725,94 @@ class Coordinator:
                     )
                     target.append(taken.id)
         self._reconcile_quotas(product, now)
+        report.preempted.extend(self.preempt(product))
         unblocked, failed = self._unblock_dependents(product, bump=False)
         report.unblocked.extend(unblocked)
         report.deps_failed.extend(failed)
-        if report.requeued or report.unblocked:
+        if report.requeued or report.unblocked or report.preempted:
             self.bump_gate(product)
         return report
+
+    def preempt(self, product: str) -> list[str]:
+        """When the product allows it: for each critical job (priority >= minPriority,
+        waiting >= afterSeconds) that some live factory could run but none has a free seat
+        for, evict the lowest-priority running job it outranks on such a factory — at most
+        one per critical job per pass. Returns the evicted job ids."""
+        rule = self.settings(product).preemption
+        if not rule.enabled:
+            return []
+        now = self.clock.now()
+        queued = [
+            Job.from_doc(r)
+            for r in self.docs.query(
+                JOBS_IN_STAGE, product, {"stage": "queued", "top": self.config.claim_candidates}
+            )
+        ]
+        critical = [
+            j
+            for j in queued
+            if j.priority >= rule.min_priority
+            and (now - j.createdAt).total_seconds() >= rule.after_seconds
+            and not _recently_preempted_for(j, now, rule.after_seconds)
+        ]
+        if not critical:
+            return []
+        views = {v.id: v for v in self.factory_views(product) if v.live}
+        rows = self.docs.query(LEASED_JOBS, product, {"top": 10 * self.config.reap_batch})
+        running = [Job.from_doc(r) for r in rows]
+        # Seats in use, counted from the leases themselves (exact, unlike reported load).
+        held: dict[str, int] = {}
+        for r in running:
+            if r.lease:
+                held[r.lease.holder] = held.get(r.lease.holder, 0) + 1
+        evicted: list[str] = []
+        for job in critical:
+            able = {
+                fid
+                for fid, v in views.items()
+                if set(job.capabilities) <= v.capabilities and not v.paused
+            }
+            if not able or any(held.get(f, 0) < views[f].seats for f in able):
+                continue  # nobody can run it, or someone has a free seat: no eviction
+            victims = sorted(
+                (
+                    r
+                    for r in running
+                    if r.lease
+                    and r.lease.holder in able
+                    and r.priority < job.priority
+                    and r.id not in evicted
+                ),
+                key=lambda r: (r.priority, -r.updatedAt.timestamp(), r.id),
+            )
+            for victim in victims:
+                try:
+                    stored = self._write(
+                        J.preempt(victim, now=now, for_job=job.id), victim.etag, spill=True
+                    )
+                except (ConcurrencyConflict, NotFound):
+                    continue
+                self._lease_ended(victim, stored)
+                self._note_preemption(job, victim.id, now)
+                evicted.append(victim.id)
+                break
+        return evicted
+
+    def _note_preemption(self, job: Job, victim: str, now: datetime) -> None:
+        def change(current: Job, at: datetime) -> Job:
+            return J.record(
+                current,
+                type="preempted_for",
+                actor="preemptor",
+                now=at,
+                reason=f"evicted {victim} to make room",
+                data={"victim": victim},
+            )
+
+        try:
+            self._update(job.productId, job.id, change)
+        except FleetError as exc:
+            log.warning("could not note the preemption on %s: %s", job.id, exc)
 
     def _reconcile_quotas(self, product: str, now: datetime) -> None:
         """Undo what a crash between two writes can leave behind: budget reservations with
@@ -988,6 +1084,47 @@ def _reported_cost(*reports: dict[str, Any] | None) -> float | None:
     return None
 
 
+@dataclass(frozen=True)
+class Preemption:
+    """A critical job with no free seat may evict the lowest-priority running job it
+    outranks. Off unless a product turns it on."""
+
+    enabled: bool = False
+    min_priority: int = 9  # jobs at or above this priority may preempt
+    after_seconds: float = 60.0  # ... once they have waited this long
+
+    def merged(self, raw: dict[str, Any]) -> Preemption:
+        return Preemption(
+            enabled=bool(raw.get("enabled", self.enabled)),
+            min_priority=int(raw.get("minPriority", self.min_priority)),
+            after_seconds=float(raw.get("afterSeconds", self.after_seconds)),
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "enabled": self.enabled,
+            "minPriority": self.min_priority,
+            "afterSeconds": self.after_seconds,
+        }
+
+
+@dataclass(frozen=True)
+class ProductSettings:
+    weights: Weights = DEFAULT_WEIGHTS
+    preemption: Preemption = field(default_factory=Preemption)
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any], default_weights: Weights) -> ProductSettings:
+        raw = doc.get("preemption")
+        return cls(
+            weights=weights_from(doc.get("weights"), default_weights),
+            preemption=Preemption().merged(raw if isinstance(raw, dict) else {}),
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"weights": weights_as_dict(self.weights), "preemption": self.preemption.as_dict()}
+
+
 def weights_as_dict(weights: Weights) -> dict[str, float]:
     return {k: float(v) for k, v in dataclasses.asdict(weights).items()}
 
@@ -1005,6 +1142,12 @@ def weights_from(raw: Any, default: Weights) -> Weights:
 def can_ever_run_caps(capabilities: tuple[str, ...], fleet: list[FactoryView]) -> bool:
     required = set(capabilities)
     return any(required <= f.capabilities for f in fleet)
+
+
+def _recently_preempted_for(job: Job, now: datetime, seconds: float) -> bool:
+    return any(
+        e.type == "preempted_for" and (now - e.at).total_seconds() < seconds for e in job.events
+    )
 
 
 def _deps_verdict(mode: str, stages: list[Stage]) -> str:

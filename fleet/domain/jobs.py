@@ -180,6 +180,24 @@ def expire(job: Job, *, now: datetime, reason: str | None = None, actor: str = "
     )
 
 
+def preempt(job: Job, *, now: datetime, for_job: str) -> Job:
+    """Evict a running job for a critical one: queued again with its checkpoint, its
+    holder fenced by the bumped epoch (its next renew is refused, so it stops the engine).
+    Not the holder's failure: no attempt is counted and the holder is not penalised."""
+    holder = job.lease.holder if job.lease else None
+    return transition(
+        job,
+        Action.PREEMPT,
+        actor="preemptor",
+        now=now,
+        reason=f"preempted for critical job {for_job} (held by {holder})",
+        data={"for": for_job},
+        epoch=job.epoch + 1,
+        attempts=max(0, job.attempts - 1),
+        queueKey=queue_key(job.priority, job.createdAt, job.id),
+    )
+
+
 def holder_report(
     job: Job,
     action: Action,

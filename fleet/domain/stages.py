@@ -27,6 +27,7 @@ class Action(StrEnum):
     ASSIGN = "assign"  # queued -> assigned: a factory's claim won
     EXPIRE = "expire"  # leased -> queued: the reaper found the lease expired
     EXPIRE_FINAL = "expire_final"  # leased -> dead_letter: ... and attempts are exhausted
+    PREEMPT = "preempt"  # leased -> queued: evicted for a critical job (not a failure)
     # by the lease holder
     START = "start"  # assigned -> building
     SUBMIT_REVIEW = "submit_review"  # building/testing -> review (lease ends)
@@ -56,6 +57,7 @@ TRANSITIONS: dict[tuple[Stage, Action], Stage] = {
     (Stage.QUEUED, Action.ASSIGN): Stage.ASSIGNED,
     **{(s, Action.EXPIRE): Stage.QUEUED for s in _L},
     **{(s, Action.EXPIRE_FINAL): Stage.DEAD_LETTER for s in _L},
+    **{(s, Action.PREEMPT): Stage.QUEUED for s in _L},
     (Stage.ASSIGNED, Action.START): Stage.BUILDING,
     (Stage.BUILDING, Action.TEST): Stage.TESTING,
     (Stage.BUILDING, Action.SUBMIT_REVIEW): Stage.REVIEW,

@@ -10,6 +10,7 @@ import pytest
 from fleet.coordinator import Coordinator, CoordinatorConfig
 from fleet.coordinator.budgets import reservation_key
 from fleet.coordinator.clock import ManualClock
+from fleet.domain.jobs import Fenced
 from fleet.domain.manifest import Manifest
 from fleet.domain.scheduler import FactoryView
 from fleet.domain.stages import Action, Stage
@@ -266,3 +267,53 @@ def test_channel_reaper_recounts_after_a_quiet_period(
     clock.advance(61)
     coord.reap(P)
     assert coord.channels.get(P, "gh").running == 0  # type: ignore[union-attr]
+
+
+# --- preemption -------------------------------------------------------------------------
+
+
+def test_preemption_is_off_by_default(coord: Coordinator, clock: ManualClock) -> None:
+    coord.register_factory(P, FactoryView(id="only", capabilities=frozenset(), seats=1), None)
+    submit(coord, priority=1)
+    assert coord.claim(P, factory("only")) is not None
+    submit(coord, priority=9)
+    clock.advance(120)
+    assert coord.reap(P).preempted == []
+
+
+def test_preemption_evicts_the_lowest_priority_job_for_a_critical_one(
+    coord: Coordinator, clock: ManualClock
+) -> None:
+    coord.put_product_settings(P, preemption={"enabled": True, "afterSeconds": 60})
+    coord.register_factory(P, FactoryView(id="only", capabilities=frozenset(), seats=2), None)
+    low = submit(coord, priority=1)
+    mid = submit(coord, priority=4)
+    for _ in range(2):
+        assert coord.claim(P, factory("only")) is not None
+    coord.report(P, low, "only", 1, checkpoint={"branch": "wip/low"})
+    critical = submit(coord, priority=9)
+    clock.advance(30)
+    assert coord.reap(P).preempted == []  # not waiting long enough yet
+    clock.advance(31)
+    assert coord.reap(P).preempted == [low]
+    evicted = coord.get_job(P, low)
+    assert evicted.stage is Stage.QUEUED and evicted.epoch == 2
+    assert evicted.checkpoint == {"branch": "wip/low"}
+    assert evicted.attempts == 0 and evicted.failedBy == ()  # not the holder's failure
+    assert coord.get_job(P, mid).stage is Stage.ASSIGNED
+    assert coord.get_job(P, critical).events[-1].type == "preempted_for"
+    with pytest.raises(Fenced):
+        coord.renew(P, low, "only", 1)  # the holder stops its engine on this
+    assert coord.reap(P).preempted == []  # one eviction per critical job per window
+    claim = coord.claim(P, factory("only"))
+    assert claim is not None and claim.job.id == critical
+
+
+def test_preemption_never_when_a_seat_is_free(coord: Coordinator, clock: ManualClock) -> None:
+    coord.put_product_settings(P, preemption={"enabled": True, "afterSeconds": 0})
+    coord.register_factory(P, FactoryView(id="big", capabilities=frozenset(), seats=3), None)
+    submit(coord, priority=1)
+    assert coord.claim(P, factory("big")) is not None
+    submit(coord, priority=9)
+    clock.advance(1)
+    assert coord.reap(P).preempted == []
