@@ -109,8 +109,15 @@ class Budget:
         return None
 
 
-def reservation_key(job_id: str, epoch: int) -> str:
-    return f"{job_id}-{epoch}"
+def reservation_key(job_id: str, epoch: int, nonce: str) -> str:
+    """Unique per claim attempt: two factories racing for the same job at the same epoch
+    each hold their own reservation, and the loser's release cannot touch the winner's."""
+    return f"{job_id}-{epoch}-{nonce}"
+
+
+def parse_reservation_key(key: str) -> tuple[str, int]:
+    job_id, epoch, _nonce = key.split("-")
+    return job_id, int(epoch)
 
 
 def estimate_of(job: Job) -> float:
@@ -222,11 +229,10 @@ class Budgets:
 
     # --- the claim's reservation -----------------------------------------------------
 
-    def reserve(self, product: str, job: Job, epoch: int) -> Budget:
-        """Reserve the job's estimate for the attempt at ``epoch``; BudgetBlocked if the
-        rule does not hold (paused, or it would cross the ceiling). Nothing changes then."""
+    def reserve(self, product: str, job: Job, key: str) -> Budget:
+        """Reserve the job's estimate under ``key`` (see ``reservation_key``); BudgetBlocked
+        if the rule does not hold (paused, or it would cross the ceiling): nothing changes."""
         amount = estimate_of(job)
-        key = reservation_key(job.id, epoch)
         try:
             patched = self.docs.patch(
                 product,
@@ -249,10 +255,9 @@ class Budgets:
         self._auto_pause_if_full(product, budget)
         return budget
 
-    def settle(self, product: str, job_id: str, epoch: int, amount: float, cost: float) -> bool:
+    def settle(self, product: str, key: str, amount: float, cost: float) -> bool:
         """Release the attempt's reservation and book its reported cost. False when there is
         nothing to settle (never reserved, or settled already): nothing is counted twice."""
-        key = reservation_key(job_id, epoch)
         try:
             patched = self.docs.patch(
                 product,

@@ -17,7 +17,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from fleet.coordinator.budgets import BudgetBlocked, Budgets, estimate_of, reservation_key
+from fleet.coordinator.budgets import (
+    BudgetBlocked,
+    Budgets,
+    estimate_of,
+    parse_reservation_key,
+    reservation_key,
+)
 from fleet.coordinator.channels import ChannelLimits
 from fleet.coordinator.clock import Clock, SystemClock
 from fleet.domain import jobs as J
@@ -515,9 +521,10 @@ class Coordinator:
                     exhausted_channels.add(job.channel)
                     continue
             epoch = job.epoch + 1
-            if budgeted:
+            key = reservation_key(job.id, epoch, self._entropy(4).hex()) if budgeted else None
+            if key is not None:
                 try:
-                    self.budgets.reserve(product, job, epoch)
+                    self.budgets.reserve(product, job, key)
                 except BudgetBlocked:
                     self._give_back_channel(product, job)
                     budget = self.budgets.get(product)
@@ -525,14 +532,15 @@ class Coordinator:
                         return None  # paused: nothing in this product may start
                     continue  # this one does not fit; a cheaper one may
                 except NotFound:
-                    budgeted = False  # the budget was deleted meanwhile
+                    budgeted, key = False, None  # the budget was deleted meanwhile
             assigned = J.assign(job, factory.id, now=now, breakdown=breakdown.as_dict())
+            assigned = assigned.evolve(reservation=key)
             try:
                 stored = Job.from_doc(self.docs.replace(assigned.to_doc(), etag=job.etag))
             except (ConcurrencyConflict, NotFound):
                 # Another factory won this one (or it changed): undo, try the next.
-                if budgeted:
-                    self.budgets.settle(product, job.id, epoch, estimate_of(job), 0.0)
+                if key is not None:
+                    self.budgets.settle(product, key, estimate_of(job), 0.0)
                 self._give_back_channel(product, job)
                 continue
             assert stored.lease is not None
@@ -557,9 +565,9 @@ class Coordinator:
             return
         product, epoch = before.productId, before.epoch
         try:
-            self.budgets.settle(
-                product, before.id, epoch, estimate_of(before), after.costs.get(str(epoch), 0.0)
-            )
+            if before.reservation:
+                cost = after.costs.get(str(epoch), 0.0)
+                self.budgets.settle(product, before.reservation, estimate_of(before), cost)
             if before.channel:
                 self.channels.give_back(product, before.channel, token=False)
         except FleetError as exc:
@@ -820,17 +828,17 @@ class Coordinator:
         channel running counts that disagree with the jobs actually leased."""
         rows = self.docs.query(LEASED_JOBS, product, {"top": 10 * self.config.reap_batch})
         leased = [Job.from_doc(r) for r in rows]
-        live = {reservation_key(j.id, j.epoch) for j in leased}
+        live = {j.reservation for j in leased if j.reservation}
         budget = self.budgets.get(product)
         for key, reservation in (budget.reservations if budget else {}).items():
             if key in live or not reservation.settled_by(now, self.config.quota_quiet_seconds):
                 continue
-            job_id, _, epoch_text = key.rpartition("-")
+            job_id, epoch = parse_reservation_key(key)
             try:
-                cost = self.get_job(product, job_id).costs.get(epoch_text, 0.0)
+                cost = self.get_job(product, job_id).costs.get(str(epoch), 0.0)
             except JobNotFound:
                 cost = 0.0
-            self.budgets.settle(product, job_id, int(epoch_text), reservation.usd, cost)
+            self.budgets.settle(product, key, reservation.usd, cost)
         running: dict[str, int] = {}
         for job in leased:
             if job.channel:

@@ -118,6 +118,7 @@ def transition(
     stage = next_stage(job.stage, action)
     if stage not in LEASED and "lease" not in changes:
         changes["lease"] = None
+        changes.setdefault("reservation", None)  # settled by the coordinator as it leaves
     return record(
         job,
         type=action.value,

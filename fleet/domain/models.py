@@ -120,6 +120,7 @@ class Job(Document):
     unroutable: bool = False
     stalled: bool = False  # flagged by the self-healer: holder alive, progress not moving
     costs: dict[str, float] = Field(default_factory=dict)  # USD reported per attempt (epoch)
+    reservation: str | None = None  # the budget reservation of the current attempt
 
     createdAt: Timestamp
     updatedAt: Timestamp

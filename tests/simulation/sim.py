@@ -169,6 +169,19 @@ class Simulation:
         ]
         self.target_jobs = jobs
         self.steps = steps
+        # Quotas: a budget (sometimes without a ceiling), a capped channel, maybe preemption.
+        self.ceiling = self.rng.choice((None, 4.0, 8.0))
+        self.coord.budgets.put(PRODUCT, self.ceiling)
+        self.channel_cap = self.rng.choice((1, 2))
+        self.coord.channels.put(
+            PRODUCT, "api", rate=self.rng.choice((None, 6.0)), burst=3, max_running=self.channel_cap
+        )
+        if self.rng.random() < 0.5:
+            self.coord.put_product_settings(
+                PRODUCT, preemption={"enabled": True, "minPriority": 8, "afterSeconds": 10}
+            )
+        for f in self.factories:
+            self.coord.register_factory(PRODUCT, f.view(), "sim")
         self.job_ids: list[str] = []
         self.grants: dict[tuple[str, int], str] = {}  # (job, epoch) -> factory
         self.claims = 0
@@ -216,6 +229,8 @@ class Simulation:
             leaseSeconds=self.rng.choice((30, 60, 120)),
             idempotencyKey=key,
             deps=deps or None,
+            budget=self.rng.choice((0.0, 1.0, 2.5)),
+            channel="api" if self.rng.random() < 0.4 else None,
         )
         job, created = self.coord.submit(PRODUCT, manifest, "operator:sim")
         if created:
@@ -264,7 +279,11 @@ class Simulation:
                 what = "renews"
             elif move < 0.45:
                 stage = Stage.BUILDING if before.stage is Stage.ASSIGNED else Stage.SHIPPED
-                self.coord.report(PRODUCT, job_id, factory.name, epoch, stage=stage)
+                # The attempt's cost, within its estimate (spend beyond it is not capped).
+                cost = round(self.rng.uniform(0, before.budgetUsd or 0.0), 2)
+                self.coord.report(
+                    PRODUCT, job_id, factory.name, epoch, stage=stage, progress={"costUsd": cost}
+                )
                 what = f"reports {stage}"
             elif move < 0.6:
                 self.coord.report(
@@ -332,6 +351,23 @@ class Simulation:
     # --- invariants ------------------------------------------------------------------
 
     def check(self) -> None:
+        budget = self.coord.budgets.get(PRODUCT)
+        assert budget is not None
+        if self.ceiling is not None and budget.spentUsd + budget.reservedUsd > self.ceiling + 1e-6:
+            raise InvariantBroken(
+                f"budget overspent: {budget.spentUsd} + {budget.reservedUsd} > {self.ceiling}"
+            )
+        if abs(budget.reservedUsd - sum(r.usd for r in budget.reservations.values())) > 1e-6:
+            raise InvariantBroken("reserved total disagrees with the reservations")
+        in_channel = [
+            j
+            for j in self.job_ids
+            if (doc := self.peek(j)).channel == "api" and doc.stage in LEASED
+        ]
+        if len(in_channel) > self.channel_cap:
+            raise InvariantBroken(
+                f"{len(in_channel)} running in a channel capped at {self.channel_cap}"
+            )
         for job_id in self.job_ids:
             job = self.peek(job_id)
             if job.lease is not None:
@@ -385,6 +421,9 @@ class Simulation:
         """Everyone healthy and honest; time passes; all work must finish."""
         self._lose_bumps = False
         self.racing.interfere = None
+        self.coord.budgets.put(PRODUCT, None)
+        self.coord.budgets.set_paused(PRODUCT, False)
+        self.ceiling = None
         for f in self.factories:
             f.crashed = False
             f.paused = False

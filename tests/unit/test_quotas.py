@@ -67,7 +67,8 @@ def test_budget_reserves_at_claim_and_settles_the_reported_cost(coord: Coordinat
     assert claim is not None
     budget = coord.budgets.get(P)
     assert budget is not None and budget.reservedUsd == 3.0
-    assert reservation_key(job, claim.lease.epoch) in budget.reservations
+    assert list(budget.reservations) == [claim.job.reservation]
+    assert claim.job.reservation is not None and claim.job.reservation.startswith(f"{job}-1-")
     ship(coord, job, "f", claim.lease.epoch, cost=1.25)
     budget = coord.budgets.get(P)
     assert budget is not None
@@ -153,7 +154,7 @@ def test_budget_reaper_reconciles_a_reservation_left_by_a_crash(
     job_id = submit(coord, budget=3.0)
     job = coord.get_job(P, job_id)
     # A claim that crashed after reserving and before writing its job.
-    coord.budgets.reserve(P, job, job.epoch + 1)
+    coord.budgets.reserve(P, job, reservation_key(job.id, job.epoch + 1, "dead"))
     coord.reap(P)
     assert coord.budgets.get(P).reservedUsd == 3.0  # type: ignore[union-attr]  # too fresh
     clock.advance(61)
