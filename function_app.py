@@ -8,9 +8,19 @@ under the local host (`python -m fleet.devhost`) where Core Tools are not instal
 import azure.functions as func
 
 from fleet import timers
-from fleet.http import fleet_ops, health, jobs, openapi, profiles
+from fleet.http import budgets, factories, fleet_ops, health, jobs, openapi, profiles, tokens
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 
-for blueprint in (health.bp, jobs.bp, fleet_ops.bp, profiles.bp, openapi.bp, timers.bp):
+for blueprint in (
+    health.bp,
+    jobs.bp,
+    fleet_ops.bp,
+    factories.bp,
+    profiles.bp,
+    tokens.bp,
+    budgets.bp,
+    openapi.bp,
+    timers.bp,
+):
     app.register_functions(blueprint)

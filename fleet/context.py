@@ -10,6 +10,7 @@ import threading
 from dataclasses import dataclass
 
 from fleet.coordinator import Coordinator
+from fleet.coordinator.tokens import TokenConfig, Tokens
 from fleet.settings import Settings
 from fleet.store.ports import Stores
 
@@ -19,6 +20,7 @@ class AppContext:
     settings: Settings
     stores: Stores
     coordinator: Coordinator
+    tokens: Tokens
 
 
 _lock = threading.Lock()
@@ -26,7 +28,13 @@ _context: AppContext | None = None
 
 
 def context_for(settings: Settings, stores: Stores) -> AppContext:
-    return AppContext(settings=settings, stores=stores, coordinator=Coordinator(stores))
+    coordinator = Coordinator(stores)
+    tokens = Tokens(
+        coordinator,
+        operator_hashes=settings.operator_token_hashes,
+        config=TokenConfig(grace_seconds=settings.token_grace_seconds),
+    )
+    return AppContext(settings=settings, stores=stores, coordinator=coordinator, tokens=tokens)
 
 
 def build_context(settings: Settings) -> AppContext:

@@ -6,7 +6,9 @@ Values (loaded into the environment by the host) and a deployed Function App's s
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
@@ -25,6 +27,10 @@ DEFAULT_SCHEDULES = {
 }
 
 StoreKind = Literal["azure", "memory"]
+
+OPERATOR_TOKEN_PREFIX = "flo_"  # the same prefix as fleet.coordinator.tokens.OPERATOR_PREFIX
+_MIN_TOKEN_SECRET_CHARS = 16
+_SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 
 
 @dataclass(frozen=True)
@@ -55,6 +61,10 @@ class Settings:
     cosmos: CosmosSettings | None
     storage: StorageSettings | None
     schedules: Mapping[str, str]
+    # SHA-256 (hex) of the bootstrap operator tokens (FLEET_OPERATOR_TOKENS): never plaintext.
+    operator_token_hashes: frozenset[str] = frozenset()
+    # How long a rotated-out factory token keeps working (FLEET_TOKEN_GRACE_SECONDS).
+    token_grace_seconds: int = 300
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -63,13 +73,26 @@ class Settings:
         if store not in ("azure", "memory"):
             raise SettingsError("FLEET_STORE", f"must be 'azure' or 'memory', not {store!r}")
         schedules = {name: env.get(name) or default for name, default in DEFAULT_SCHEDULES.items()}
+        tokens = _operator_tokens_from_env(env)
+        grace = _int(env, "FLEET_TOKEN_GRACE_SECONDS", 300)
+        if grace < 0:
+            raise SettingsError("FLEET_TOKEN_GRACE_SECONDS", f"must be >= 0, not {grace}")
         if store == "memory":
-            return cls(store="memory", cosmos=None, storage=None, schedules=schedules)
+            return cls(
+                store="memory",
+                cosmos=None,
+                storage=None,
+                schedules=schedules,
+                operator_token_hashes=tokens,
+                token_grace_seconds=grace,
+            )
         return cls(
             store="azure",
             cosmos=_cosmos_from_env(env),
             storage=_storage_from_env(env),
             schedules=schedules,
+            operator_token_hashes=tokens,
+            token_grace_seconds=grace,
         )
 
 
@@ -81,6 +104,40 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         return int(raw)
     except ValueError:
         raise SettingsError(name, f"must be an integer, not {raw!r}") from None
+
+
+def _operator_tokens_from_env(env: Mapping[str, str]) -> frozenset[str]:
+    """FLEET_OPERATOR_TOKENS: comma-separated; each a plaintext ``flo_...`` token or
+    ``sha256:<64 hex digits>`` (the form to use in a deployed app's settings). A malformed
+    entry fails fast, named by position: its text may be a secret, so it is never echoed."""
+    name = "FLEET_OPERATOR_TOKENS"
+    hashes: set[str] = set()
+    entries = [e.strip() for e in (env.get(name) or "").split(",")]
+    for position, entry in enumerate(entries, start=1):
+        if not entry:
+            continue
+        if entry.lower().startswith("sha256:"):
+            digest = entry[len("sha256:") :].strip().lower()
+            if not _SHA256_HEX.match(digest):
+                raise SettingsError(
+                    name, f"entry {position}: sha256: must be followed by 64 hex digits"
+                )
+            hashes.add(digest)
+        elif entry.startswith(OPERATOR_TOKEN_PREFIX):
+            if len(entry) - len(OPERATOR_TOKEN_PREFIX) < _MIN_TOKEN_SECRET_CHARS:
+                raise SettingsError(
+                    name,
+                    f"entry {position}: too short to be a token (at least "
+                    f"{_MIN_TOKEN_SECRET_CHARS} characters after {OPERATOR_TOKEN_PREFIX})",
+                )
+            hashes.add(hashlib.sha256(entry.encode("utf-8")).hexdigest())
+        else:
+            raise SettingsError(
+                name,
+                f"entry {position}: must be an operator token ({OPERATOR_TOKEN_PREFIX}...) or "
+                "sha256:<hex digest of one>",
+            )
+    return frozenset(hashes)
 
 
 def _parse_connection_string(raw: str, name: str) -> dict[str, str]:

@@ -1,4 +1,5 @@
-"""Timer triggers: the reaper and the metrics writer. Schedules come from app settings."""
+"""Timer triggers: the reaper, the self-healer and the metrics writer. Schedules come from app
+settings."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import logging
 import azure.functions as func
 
 from fleet.context import get_context
+from fleet.coordinator.fleet_health import fleet_health
+from fleet.errors import FleetError
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +34,22 @@ def reaper_timer(timer: func.TimerRequest) -> None:
                 len(report.unblocked),
                 len(report.deps_failed),
             )
+
+
+@bp.timer_trigger(schedule="%HEALER_SCHEDULE%", arg_name="timer", run_on_startup=False)
+def healer_timer(timer: func.TimerRequest) -> None:
+    """Mark silent factories stale then down, flag stalled jobs, release jobs assigned but
+    never started, prune long-gone factories — for every product (``FleetHealth.heal``)."""
+    if timer.past_due:
+        log.info("healer is running late")
+    coord = get_context().coordinator
+    health = fleet_health(coord)
+    for product in coord.products():
+        # One product's trouble (throttling, a bad document) must not starve the others.
+        try:
+            health.heal(product)
+        except FleetError as exc:
+            log.warning("healer pass over %s failed: %s %s", product, exc.code, exc.message)
 
 
 @bp.timer_trigger(schedule="%METRICS_SCHEDULE%", arg_name="timer", run_on_startup=False)

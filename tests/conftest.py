@@ -3,19 +3,25 @@
 Integration tests run against the real local stack: Azurite and the Cosmos emulator started
 by ``fleet.devhost.stack`` on free ports. Set ``FLEET_TEST_STACK=external`` to use an
 already-running stack on the ports named by FLEET_COSMOS_PORT / FLEET_BLOB_PORT /
-FLEET_QUEUE_PORT / FLEET_TABLE_PORT instead.
+FLEET_QUEUE_PORT / FLEET_TABLE_PORT instead (and its operator token in FLEET_OPERATOR_TOKEN).
+
+The stack is started with a known operator token (``RunningStack.operator_token``);
+``RunningStack.enroll`` enrolls a factory over HTTP and returns its token.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+import requests
 
 from fleet.settings import Settings, local_stack_env
 from fleet.store.azure import azure_stores
@@ -35,12 +41,52 @@ def free_port() -> int:
 class RunningStack:
     env: dict[str, str]  # the app settings pointing at it
     api: str  # base URL of the local Functions host, e.g. http://127.0.0.1:7071/api
+    operator_token: str  # the stack's bootstrap operator token
+
+    def operator(self, product: str) -> dict[str, str]:
+        """Headers of an operator call about ``product``."""
+        return {"Authorization": f"Bearer {self.operator_token}", "X-Fleet-Product": product}
+
+    def enrollment_token(self, product: str, **body: Any) -> dict[str, Any]:
+        response = requests.post(
+            f"{self.api}/fleet/enrollment-tokens",
+            json=body,
+            headers=self.operator(product),
+            timeout=30,
+        )
+        assert response.status_code == 201, response.text
+        return response.json()  # type: ignore[no-any-return]
+
+    def enroll(
+        self, product: str, name: str, capabilities: Sequence[str] = ("python",), **body: Any
+    ) -> str:
+        """Enroll a factory in ``product`` (an enrollment token, then the exchange); returns
+        the factory's token."""
+        enrollment = self.enrollment_token(product)["token"]
+        response = requests.post(
+            f"{self.api}/fleet/factories/enroll",
+            json={"name": name, "capabilities": list(capabilities), **body},
+            headers=bearer(enrollment),
+            timeout=30,
+        )
+        assert response.status_code == 201, response.text
+        return str(response.json()["token"])
+
+
+def bearer(token: str, product: str | None = None) -> dict[str, str]:
+    headers = {"Authorization": f"Bearer {token}"}
+    if product is not None:
+        headers["X-Fleet-Product"] = product
+    return headers
 
 
 @pytest.fixture(scope="session")
 def running_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
     """Azurite + the Cosmos emulator + the local Functions host serving function_app.py."""
     if os.environ.get("FLEET_TEST_STACK") == "external":
+        token = os.environ.get("FLEET_OPERATOR_TOKEN")
+        if not token:
+            pytest.fail("FLEET_TEST_STACK=external needs the stack's FLEET_OPERATOR_TOKEN")
         yield RunningStack(
             env=local_stack_env(
                 cosmos_port=int(os.environ.get("FLEET_COSMOS_PORT", "8081")),
@@ -49,6 +95,7 @@ def running_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningS
                 table_port=int(os.environ.get("FLEET_TABLE_PORT", "10002")),
             ),
             api=f"http://127.0.0.1:{os.environ.get('FLEET_HOST_PORT', '7071')}/api",
+            operator_token=token,
         )
         return
     from fleet.devhost.stack import LocalStack, StackConfig
@@ -63,11 +110,12 @@ def running_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningS
         log_dir=tmp_path_factory.mktemp("logs"),
         with_host=True,
         repo_root=REPO,
+        operator_token="flo_" + secrets.token_urlsafe(32),
     )
     stack = LocalStack(config)
     stack.start(timeout=120)
     try:
-        yield RunningStack(env=stack.env(), api=stack.api_url)
+        yield RunningStack(env=stack.env(), api=stack.api_url, operator_token=stack.operator_token)
     finally:
         stack.stop()
 

@@ -1,15 +1,26 @@
 // A read-only view of one product: polls the queue-state gate (one cheap read) and
 // refetches jobs and factories only when it changed or every 15 s. Errors are shown.
+// The operator token is kept in sessionStorage (this tab only, gone when it closes) and
+// sent as a bearer token; it never goes into the URL.
 "use strict";
+const TOKEN_KEY = "fleet.operatorToken";
 const api = (window.FLEET_API_BASE || "") + "/api";
 const $ = (id) => document.getElementById(id);
 let lastVersion = null, lastFull = 0, failures = 0;
 
-function headers() { return { "X-Fleet-Product": $("product").value.trim() || "default" }; }
+function headers() {
+  const out = { "X-Fleet-Product": $("product").value.trim() || "default" };
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  if (token) out.Authorization = `Bearer ${token}`;
+  return out;
+}
 
 async function getJson(path) {
-  const response = await fetch(api + path, { headers: headers() });
+  const response = await fetch(api + path, { headers: headers(), cache: "no-store" });
   const body = await response.json().catch(() => ({}));
+  if (response.status === 401) {
+    throw new Error(`${body.message || "unauthorized"}: enter the operator token the stack printed`);
+  }
   if (!response.ok) throw new Error(`${path}: ${response.status} ${body.message || ""}`);
   return body;
 }
@@ -57,6 +68,13 @@ async function tick() {
   }
 }
 
+$("token").value = sessionStorage.getItem(TOKEN_KEY) || "";
+$("token-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const token = $("token").value.trim();
+  if (token) sessionStorage.setItem(TOKEN_KEY, token); else sessionStorage.removeItem(TOKEN_KEY);
+  lastVersion = null; tick();
+});
 $("product").addEventListener("change", () => { lastVersion = null; tick(); });
 tick();
 setInterval(tick, 2000);

@@ -17,7 +17,6 @@ and never divides by zero.
 
 from __future__ import annotations
 
-import contextlib
 import threading
 from dataclasses import dataclass
 from datetime import datetime
@@ -51,7 +50,6 @@ class Budget:
     spentUsd: float
     reservedUsd: float
     paused: bool
-    autoPaused: bool
     reservations: dict[str, Reservation]
     updatedAt: str | None
 
@@ -63,7 +61,6 @@ class Budget:
             spentUsd=float(doc.get("spentUsd", 0)),
             reservedUsd=float(doc.get("reservedUsd", 0)),
             paused=bool(doc.get("paused", False)),
-            autoPaused=bool(doc.get("autoPaused", False)),
             reservations={
                 k: Reservation(usd=float(v["usd"]), at=parse_ts(v["at"]))
                 for k, v in (doc.get("reservations") or {}).items()
@@ -76,6 +73,16 @@ class Budget:
         if self.ceilingUsd is None:
             return None
         return max(0.0, self.ceilingUsd - self.spentUsd - self.reservedUsd)
+
+    @property
+    def autoPaused(self) -> bool:
+        """Spend and reservations have reached the ceiling: nothing more may start until
+        the ceiling is raised or spend is settled lower. Derived, never stored, so claims
+        racing for the last dollars cannot leave the product paused by reservations that
+        were released a moment later."""
+        if self.ceilingUsd is None:
+            return False
+        return self.spentUsd + self.reservedUsd >= self.ceilingUsd - 1e-9
 
     @property
     def blocked(self) -> bool:
@@ -125,12 +132,13 @@ def estimate_of(job: Job) -> float:
 
 
 def _fits(amount: float) -> Expr:
+    """The budget rule, evaluated by the store at the moment of the reservation."""
+    used = F("/spentUsd") + F("/reservedUsd")
     return all_of(
         Not(F("/paused").eq(True)),
-        Not(F("/autoPaused").eq(True)),
         any_of(
             F("/ceilingUsd").eq(None),
-            F("/spentUsd") + F("/reservedUsd") + amount <= F("/ceilingUsd"),
+            all_of(used < F("/ceilingUsd"), used + amount <= F("/ceilingUsd")),
         ),
     )
 
@@ -178,7 +186,7 @@ class Budgets:
 
     def put(self, product: str, ceiling: float | None) -> Budget:
         """Set (or clear) the ceiling, keeping spend and reservations. Raising the ceiling
-        above what is used lifts an auto-pause."""
+        above what is used lifts the auto-pause."""
         for _ in range(8):
             now = format_ts(self.clock.now())
             try:
@@ -192,7 +200,6 @@ class Budgets:
                     "spentUsd": 0.0,
                     "reservedUsd": 0.0,
                     "paused": False,
-                    "autoPaused": False,
                     "reservations": {},
                     "updatedAt": now,
                 }
@@ -202,9 +209,7 @@ class Budgets:
                     continue
                 self._remember(product, True)
                 return created
-            used = float(current.get("spentUsd", 0)) + float(current.get("reservedUsd", 0))
-            auto = bool(current.get("autoPaused")) and ceiling is not None and used >= ceiling
-            updated = {**current, "ceilingUsd": ceiling, "autoPaused": auto, "updatedAt": now}
+            updated = {**current, "ceilingUsd": ceiling, "updatedAt": now}
             try:
                 stored = Budget.from_doc(self.docs.replace(updated, etag=current["_etag"]))
             except ConcurrencyConflict:
@@ -214,18 +219,13 @@ class Budgets:
         raise ConcurrencyConflict(f"budget of {product} is changing too fast; retry")
 
     def set_paused(self, product: str, paused: bool) -> Budget:
-        ops: list[Set] = [Set("/paused", paused), Set("/updatedAt", format_ts(self.clock.now()))]
-        if not paused:
-            ops.append(Set("/autoPaused", False))
+        ops = [Set("/paused", paused), Set("/updatedAt", format_ts(self.clock.now()))]
         try:
             patched = self.docs.patch(product, BUDGET_ID, ops)
         except NotFound:
             self.put(product, None)
             patched = self.docs.patch(product, BUDGET_ID, ops)
-        budget = Budget.from_doc(patched)
-        if not paused:
-            self._auto_pause_if_full(product, budget)
-        return self.get(product) or budget
+        return Budget.from_doc(patched)
 
     # --- the claim's reservation -----------------------------------------------------
 
@@ -251,15 +251,13 @@ class Budgets:
         except NotFound:
             self._remember(product, False)
             raise
-        budget = Budget.from_doc(patched)
-        self._auto_pause_if_full(product, budget)
-        return budget
+        return Budget.from_doc(patched)
 
     def settle(self, product: str, key: str, amount: float, cost: float) -> bool:
         """Release the attempt's reservation and book its reported cost. False when there is
         nothing to settle (never reserved, or settled already): nothing is counted twice."""
         try:
-            patched = self.docs.patch(
+            self.docs.patch(
                 product,
                 BUDGET_ID,
                 [
@@ -272,18 +270,7 @@ class Budgets:
             )
         except (PreconditionFailed, NotFound):
             return False
-        self._auto_pause_if_full(product, Budget.from_doc(patched))
         return True
-
-    def _auto_pause_if_full(self, product: str, budget: Budget) -> None:
-        if budget.ceilingUsd is None or budget.autoPaused:
-            return
-        if budget.spentUsd + budget.reservedUsd < budget.ceilingUsd - 1e-9:
-            return
-        # Conditional, so a ceiling raised meanwhile is not paused by a stale view.
-        full = F("/spentUsd") + F("/reservedUsd") >= F("/ceilingUsd")
-        with contextlib.suppress(PreconditionFailed, NotFound):
-            self.docs.patch(product, BUDGET_ID, [Set("/autoPaused", True)], condition=full)
 
     # --- burndown --------------------------------------------------------------------
 

@@ -143,6 +143,7 @@ class Coordinator:
         self._entropy = entropy
         self._known_products: set[str] = set()
         self._settings_cache: dict[str, tuple[datetime, ProductSettings]] = {}
+        self._standing_cache: dict[tuple[str, str], tuple[datetime, str | None]] = {}
         self.budgets = Budgets(self.docs, self.clock, self.config.settings_ttl_seconds)
         self.channels = ChannelLimits(stores.tables, self.clock)
 
@@ -506,6 +507,8 @@ class Coordinator:
         read and write), and — in a product with a budget — the job's estimated cost (one
         conditional patch whose predicate is the budget rule itself)."""
         now = self.clock.now()
+        if self.standing(product, factory.id) is not None:
+            return None  # paused, draining, revoked or gone: it gets nothing new
         rows = self.docs.query(
             JOBS_IN_STAGE, product, {"stage": "queued", "top": self.config.claim_candidates}
         )
@@ -552,6 +555,29 @@ class Coordinator:
                 attempts=attempt,
             )
         return None
+
+    def standing(self, product: str, factory_id: str) -> str | None:
+        """Why this factory may not claim (paused, draining, revoked, deregistered), or None.
+        From its document, cached per instance for ``settings_ttl_seconds``: an operator's
+        pause reaches every instance within that time (and the factory itself stops at
+        once, told by its heartbeat). A factory that never registered has no objections."""
+        now = self.clock.now()
+        key = (product, factory_id)
+        cached = self._standing_cache.get(key)
+        if cached and (now - cached[0]).total_seconds() < self.config.settings_ttl_seconds:
+            return cached[1]
+        try:
+            factory: Factory | None = Factory.from_doc(
+                self.docs.read(product, f"factory-{factory_id}")
+            )
+        except NotFound:
+            factory = None
+        why = None
+        if factory is not None:
+            flags = ("revoked", "deregistered", "paused", "draining")
+            why = next((flag for flag in flags if getattr(factory, flag)), None)
+        self._standing_cache[key] = (now, why)
+        return why
 
     def _give_back_channel(self, product: str, job: Job) -> None:
         if job.channel:

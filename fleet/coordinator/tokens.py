@@ -302,6 +302,7 @@ class Tokens:
                 return hit
         doc = self._read(digest)
         if doc is None or doc.kind != "factory" or doc.factoryId is None or not doc.valid_at(now):
+            self._cache.evict([digest])  # refused here: refused on this instance's gate too
             raise Unauthorized(INVALID)
         principal = Principal(
             kind="factory",
@@ -576,6 +577,11 @@ class Tokens:
         count = self._revoke_tokens_of(product, factory_id, actor, self.clock.now())
         log.info("factory %s in %s revoked by %s (%d tokens)", factory_id, product, actor, count)
         return count
+
+    def revoke_tokens(self, product: str, factory_id: str, actor: str) -> int:
+        """Refuse every token of the factory from the next request, without marking the
+        factory revoked (for deregistration: it left cleanly, it may enroll again)."""
+        return self._revoke_tokens_of(product, factory_id, actor, self.clock.now())
 
     def _live_factory(self, product: str, factory_id: str) -> Factory:
         try:

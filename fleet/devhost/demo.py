@@ -1,15 +1,17 @@
 """A demo that shows jobs flowing through a running local stack, over the real HTTP API.
 
-It submits a few sample jobs (one waiting on two others, one nobody can run) and runs two
-demo factories that behave like real ones: register, poll the queue-state gate, claim,
-report building, renew, and ship. Every transition is printed from the job's own events.
+It enrolls two demo factories the way real ones join (the operator token creates an
+enrollment token per factory; each factory exchanges it for its own token), submits a few
+sample jobs (one waiting on two others, one nobody can run) and runs the factories: register,
+poll the queue-state gate, claim, report building, renew, and ship — each with its own token.
 
-    python -m fleet.devhost.demo --api http://127.0.0.1:7071/api [--jobs 6]
+    python -m fleet.devhost.demo --api http://127.0.0.1:7071/api --token flo_... [--jobs 6]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import sys
 import threading
@@ -30,11 +32,40 @@ SAMPLE_JOBS: list[dict[str, Any]] = [
 ]
 
 
-def _headers(factory: str | None = None) -> dict[str, str]:
-    headers = {"X-Fleet-Product": PRODUCT}
-    if factory:
-        headers["X-Fleet-Factory"] = factory
-    return headers
+def _headers(token: str) -> dict[str, str]:
+    return {"X-Fleet-Product": PRODUCT, "Authorization": f"Bearer {token}"}
+
+
+def enroll(
+    session: requests.Session, api: str, operator_token: str, name: str, caps: list[str]
+) -> str:
+    """Enroll a demo factory and return its token. Already enrolled (a re-run on the same
+    stack): the operator rotates its token instead."""
+    operator = _headers(operator_token)
+    issued = session.post(
+        f"{api}/fleet/enrollment-tokens",
+        json={"expiresInSeconds": 600, "capabilities": caps},
+        headers=operator,
+        timeout=30,
+    )
+    issued.raise_for_status()
+    enrollment = issued.json()
+    response = session.post(
+        f"{api}/fleet/factories/enroll",
+        json={"name": name, "capabilities": caps, "seats": 1, "version": "demo"},
+        headers={"Authorization": f"Bearer {enrollment['token']}"},
+        timeout=30,
+    )
+    if response.status_code == 409:
+        # Enrolled by an earlier run: drop the unused enrollment token, rotate the factory's.
+        session.delete(
+            f"{api}/fleet/enrollment-tokens/{enrollment['id']}", headers=operator, timeout=30
+        ).raise_for_status()
+        response = session.post(
+            f"{api}/fleet/factories/{name}/token/rotate", headers=operator, timeout=30
+        )
+    response.raise_for_status()
+    return str(response.json()["token"])
 
 
 class DemoFactory(threading.Thread):
@@ -42,6 +73,7 @@ class DemoFactory(threading.Thread):
         self,
         api: str,
         name: str,
+        token: str,
         caps: list[str],
         stop: threading.Event,
         say: Callable[[str], None],
@@ -49,6 +81,7 @@ class DemoFactory(threading.Thread):
         super().__init__(name=name, daemon=True)
         self.api = api
         self.factory = name
+        self.token = token
         self.caps = caps
         self.stop_event = stop
         self.say = say
@@ -56,7 +89,7 @@ class DemoFactory(threading.Thread):
 
     def _post(self, path: str, body: dict[str, Any], method: str = "POST") -> requests.Response:
         return self.session.request(
-            method, f"{self.api}{path}", json=body, headers=_headers(self.factory), timeout=30
+            method, f"{self.api}{path}", json=body, headers=_headers(self.token), timeout=30
         )
 
     def run(self) -> None:
@@ -65,7 +98,7 @@ class DemoFactory(threading.Thread):
         last_claim = 0.0
         while not self.stop_event.is_set():
             state = self.session.get(
-                f"{self.api}/fleet/queue-state", headers=_headers(self.factory), timeout=30
+                f"{self.api}/fleet/queue-state", headers=_headers(self.token), timeout=30
             ).json()
             due = time.monotonic() - last_claim >= state["maxSkipSeconds"]
             if state["version"] == seen_version and not due:
@@ -100,24 +133,27 @@ class DemoFactory(threading.Thread):
         self.say(f"{self.factory} shipped {job['title']!r}")
 
 
-def run_demo(api: str, *, jobs: int = 5, say: Callable[[str], None] = print) -> threading.Event:
-    """Submit the sample jobs and start two demo factories; returns the event that stops
-    them. Idempotent: re-running reuses the same jobs (idempotency keys)."""
+def run_demo(
+    api: str, operator_token: str, *, jobs: int = 5, say: Callable[[str], None] = print
+) -> threading.Event:
+    """Enroll two demo factories, submit the sample jobs and start the factories; returns
+    the event that stops them. Idempotent: re-running reuses the same jobs (idempotency
+    keys) and rotates the factories' tokens."""
     session = requests.Session()
     stop = threading.Event()
     fleet = [("demo-linux", ["python", "node"]), ("demo-mac", ["python"])]
+    tokens = {}
     for name, caps in fleet:
-        # Registered first, so submit can tell which jobs no factory can ever run.
-        session.post(
-            f"{api}/fleet/factories/register",
-            json={"capabilities": caps, "seats": 1},
-            headers=_headers(name),
-            timeout=30,
-        ).raise_for_status()
+        # Enrolled (and so registered) first, so submit can tell which jobs no factory can
+        # ever run.
+        tokens[name] = enroll(session, api, operator_token, name, caps)
+        say(f"enrolled {name} ({', '.join(caps)})")
     submitted = []
     for n, sample in enumerate(SAMPLE_JOBS[:jobs]):
         body = {**sample, "body": f"Demo job {n}.", "idempotencyKey": f"demo-{n}"}
-        response = session.post(f"{api}/fleet/jobs", json=body, headers=_headers(), timeout=30)
+        response = session.post(
+            f"{api}/fleet/jobs", json=body, headers=_headers(operator_token), timeout=30
+        )
         response.raise_for_status()
         payload = response.json()
         submitted.append(payload["job"]["id"])
@@ -130,23 +166,32 @@ def run_demo(api: str, *, jobs: int = 5, say: Callable[[str], None] = print) -> 
             "deps": submitted[:2],
             "idempotencyKey": "demo-release",
         }
-        response = session.post(f"{api}/fleet/jobs", json=release, headers=_headers(), timeout=30)
+        response = session.post(
+            f"{api}/fleet/jobs", json=release, headers=_headers(operator_token), timeout=30
+        )
         response.raise_for_status()
         say(
             f"submitted 'Release 1.4' (waits for the first two) -> "
             f"{response.json()['job']['stage']}"
         )
     for name, caps in fleet:
-        DemoFactory(api, name, caps, stop, say).start()
+        DemoFactory(api, name, tokens[name], caps, stop, say).start()
     return stop
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--api", default="http://127.0.0.1:7071/api")
+    parser.add_argument(
+        "--token",
+        default=os.environ.get("FLEET_OPERATOR_TOKEN"),
+        help="an operator token (env FLEET_OPERATOR_TOKEN; the stack command prints one)",
+    )
     parser.add_argument("--jobs", type=int, default=len(SAMPLE_JOBS))
     args = parser.parse_args(argv)
-    stop = run_demo(args.api, jobs=args.jobs)
+    if not args.token:
+        parser.error("an operator token is needed: --token or FLEET_OPERATOR_TOKEN")
+    stop = run_demo(args.api, args.token, jobs=args.jobs)
     try:
         while True:
             time.sleep(3600)

@@ -673,6 +673,8 @@ _POLL_INTERVAL = 0.05
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    # The default backlog of 5 resets connections when many factories connect at once.
+    request_queue_size = 128
     devhost: DevHost
 
 

@@ -10,7 +10,11 @@ everything (SIGTERM to each group, SIGKILL after a grace period). Orphans are pr
 three ways: `atexit`, the host child watching its parent pid, and a watchdog process that
 kills the groups if this process dies without stopping them (even on SIGKILL).
 
-From Python (tests): `with LocalStack(StackConfig(...)) as stack: ...`.
+A bootstrap operator token is generated at start (or taken from FLEET_OPERATOR_TOKEN), handed
+to the host as FLEET_OPERATOR_TOKENS (as its hash) and printed in the banner.
+
+From Python (tests): `with LocalStack(StackConfig(...)) as stack: ...`; the token is
+`stack.operator_token`.
 """
 
 from __future__ import annotations
@@ -18,9 +22,11 @@ from __future__ import annotations
 import argparse
 import atexit
 import contextlib
+import hashlib
 import http.client
 import logging
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -36,7 +42,7 @@ from typing import IO
 
 from fleet.devhost.host import read_route_prefix
 from fleet.devhost.watchdog import group_alive, terminate_process_groups
-from fleet.settings import AZURITE_ACCOUNT, local_stack_env
+from fleet.settings import AZURITE_ACCOUNT, OPERATOR_TOKEN_PREFIX, local_stack_env
 
 logger = logging.getLogger("fleet.devhost.stack")
 
@@ -56,6 +62,21 @@ _PORT_OPTIONS: dict[str, tuple[str, str]] = {
 
 class StackError(Exception):
     """The local stack could not be started (the message says why, with log excerpts)."""
+
+
+def bootstrap_operator_token(configured: str | None = None) -> str:
+    """The stack's operator token: the one configured (or FLEET_OPERATOR_TOKEN), else a new
+    high-entropy one. A configured token that is not an operator token is refused."""
+    token = configured or os.environ.get("FLEET_OPERATOR_TOKEN") or None
+    if token is None:
+        return OPERATOR_TOKEN_PREFIX + secrets.token_urlsafe(32)
+    token = token.strip()
+    if not token.startswith(OPERATOR_TOKEN_PREFIX) or len(token) < len(OPERATOR_TOKEN_PREFIX) + 16:
+        raise StackError(
+            f"FLEET_OPERATOR_TOKEN must be an operator token: {OPERATOR_TOKEN_PREFIX} and at "
+            "least 16 more characters"
+        )
+    return token
 
 
 class PortInUse(StackError):
@@ -79,6 +100,9 @@ class StackConfig:
     data_dir: Path | None = None  # Azurite's files; default <repo>/.local/azurite
     log_dir: Path | None = None  # default <repo>/.local/logs
     with_host: bool = True
+    # The bootstrap operator token; None: FLEET_OPERATOR_TOKEN from the environment, or a
+    # fresh one.
+    operator_token: str | None = None
 
     @property
     def azurite_dir(self) -> Path:
@@ -178,6 +202,7 @@ class LocalStack:
         self, config: StackConfig | None = None, *, echo: Callable[[str], None] | None = None
     ) -> None:
         self.config = config or StackConfig()
+        self.operator_token = bootstrap_operator_token(self.config.operator_token)
         self._echo = echo or logger.info
         self._children: list[_Child] = []
         self._watchdog: subprocess.Popen[bytes] | None = None
@@ -223,14 +248,19 @@ class LocalStack:
         return {child.name: child.log_path for child in self._children}
 
     def env(self) -> dict[str, str]:
-        """The app settings that point the app (or `func start`) at this stack."""
-        return local_stack_env(
-            host=self.config.host,
-            cosmos_port=self.config.cosmos_port,
-            blob_port=self.config.blob_port,
-            queue_port=self.config.queue_port,
-            table_port=self.config.table_port,
-        )
+        """The app settings that point the app (or `func start`) at this stack, with the
+        bootstrap operator token (as its hash: the plaintext is ``operator_token``)."""
+        digest = hashlib.sha256(self.operator_token.encode("utf-8")).hexdigest()
+        return {
+            **local_stack_env(
+                host=self.config.host,
+                cosmos_port=self.config.cosmos_port,
+                blob_port=self.config.blob_port,
+                queue_port=self.config.queue_port,
+                table_port=self.config.table_port,
+            ),
+            "FLEET_OPERATOR_TOKENS": f"sha256:{digest}",
+        }
 
     # -- lifecycle
 
@@ -339,12 +369,17 @@ class LocalStack:
         self._wait_ready("host", deadline, healthy, describe)
 
     def _start_watchdog(self) -> None:
-        self._watchdog = subprocess.Popen(
-            [sys.executable, "-m", "fleet.devhost.watchdog"],
-            stdin=subprocess.PIPE,
-            cwd=self.config.repo_root,
-            start_new_session=True,
-        )
+        self.config.logs_dir.mkdir(parents=True, exist_ok=True)
+        with (self.config.logs_dir / "watchdog.log").open("ab") as log:
+            # Its own log, not our stdout: it must outlive whatever reads our output.
+            self._watchdog = subprocess.Popen(
+                [sys.executable, "-m", "fleet.devhost.watchdog"],
+                stdin=subprocess.PIPE,
+                stdout=log,
+                stderr=log,
+                cwd=self.config.repo_root,
+                start_new_session=True,
+            )
         if not self._atexit_registered:
             atexit.register(self.stop)
             self._atexit_registered = True
@@ -537,6 +572,9 @@ def _banner(stack: LocalStack) -> str:
         f"  Blob     {stack.blob_url}",
         f"  Queue    {stack.queue_url}",
         f"  Table    {stack.table_url}",
+        f"Operator token: {stack.operator_token}",
+        "  (send it as `Authorization: Bearer <token>`; paste it into the web UI; set",
+        "  FLEET_OPERATOR_TOKEN to keep the same one across restarts)",
         "Logs:",
         *(f"  {name:<8} {path}" for name, path in stack.log_paths.items()),
     ]
@@ -566,7 +604,11 @@ def main(argv: list[str] | None = None) -> int:
     def say(message: str) -> None:
         print(message, flush=True)
 
-    stack = LocalStack(config, echo=say)
+    try:
+        stack = LocalStack(config, echo=say)
+    except StackError as exc:
+        print(f"stack: {exc}", file=sys.stderr)
+        return 2
     try:
         stack.start(timeout=args.timeout)
     except PortInUse as exc:
@@ -585,7 +627,9 @@ def main(argv: list[str] | None = None) -> int:
             from fleet.devhost.demo import run_demo
 
             say("demo: product 'demo' (send X-Fleet-Product: demo to see it in the API)")
-            demo_stop = run_demo(stack.api_url, say=lambda line: say(f"demo: {line}"))
+            demo_stop = run_demo(
+                stack.api_url, stack.operator_token, say=lambda line: say(f"demo: {line}")
+            )
         failed = stack.wait()
         code = stack.running().get(failed)
         child_log = stack.log_paths[failed]

@@ -83,11 +83,15 @@ def main() -> int:
         elif command == "exit":
             return 0
     if groups:
-        print(
-            f"watchdog: supervisor gone, stopping process groups {sorted(groups)}",
-            file=sys.stderr,
-        )
+        # Stop them first, say so after: whoever reads our output may be gone too, and a
+        # write to a closed pipe must not cost the cleanup.
         terminate_process_groups(groups)
+        with contextlib.suppress(OSError):
+            print(
+                f"watchdog: supervisor gone, stopped process groups {sorted(groups)}",
+                file=sys.stderr,
+                flush=True,
+            )
     return 0
 
 

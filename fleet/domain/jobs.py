@@ -119,6 +119,7 @@ def transition(
     if stage not in LEASED and "lease" not in changes:
         changes["lease"] = None
         changes.setdefault("reservation", None)  # settled by the coordinator as it leaves
+        changes.setdefault("stalled", False)  # a stall belongs to the attempt, not the job
     return record(
         job,
         type=action.value,
@@ -250,10 +251,15 @@ def reprioritize(job: Job, priority: int, operator: str, *, now: datetime) -> Jo
     )
 
 
+# failedBy keeps one entry per failure (the scheduler counts them to penalise, then
+# exclude, a factory), bounded so a job that fails forever stays a small document.
+MAX_FAILURES_KEPT = 50
+
+
 def _with(items: tuple[str, ...], item: str | None) -> tuple[str, ...]:
-    if item is None or item in items:
+    if item is None:
         return items
-    return (*items, item)
+    return (*items, item)[-MAX_FAILURES_KEPT:]
 
 
 # --- replay ------------------------------------------------------------------------

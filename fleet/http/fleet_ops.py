@@ -5,7 +5,12 @@ from __future__ import annotations
 import azure.functions as func
 
 from fleet.context import get_context
-from fleet.coordinator.identity import any_principal, factory_principal, operator_principal
+from fleet.coordinator.identity import (
+    any_principal,
+    factory_principal,
+    gate_principal,
+    operator_principal,
+)
 from fleet.domain.scheduler import FactoryView
 from fleet.http.jobs import job_view
 from fleet.http.parsing import FactorySelf, SettingsBody, body_model, int_param
@@ -28,8 +33,9 @@ def _view(factory_id: str, body: FactorySelf) -> FactoryView:
 @handles_errors
 def claim(req: func.HttpRequest) -> func.HttpResponse:
     """Claim the best queued job for this factory: 200 with job, lease and cadence, or 204."""
-    principal = factory_principal(req.headers)
+    principal = factory_principal(req)
     body = body_model(req, FactorySelf, required=False)
+    principal.check_capabilities(body.capabilities)
     result = get_context().coordinator.claim(principal.product, _view(principal.id, body))
     if result is None:
         return func.HttpResponse(status_code=204)
@@ -47,16 +53,23 @@ def claim(req: func.HttpRequest) -> func.HttpResponse:
 @handles_errors
 def queue_state(req: func.HttpRequest) -> func.HttpResponse:
     """The gate: one point read. Skip the claim while the version is unchanged, but claim
-    at least every maxSkipSeconds anyway (the version is a hint, never a guarantee)."""
-    principal = any_principal(req.headers)
+    at least every maxSkipSeconds anyway (the version is a hint, never a guarantee).
+
+    Authenticated through the per-instance cache of verified tokens (``gate_principal``):
+    a token verified here within the last 30 s costs no read, so the idle poll stays one
+    point read. A revocation therefore reaches this endpoint within that time; every other
+    endpoint reads the token and refuses it on the next request."""
+    principal = gate_principal(req)
     return json_response(get_context().coordinator.queue_state(principal.product))
 
 
 @bp.route(route="fleet/factories/register", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
 @handles_errors
 def register_factory(req: func.HttpRequest) -> func.HttpResponse:
-    principal = factory_principal(req.headers)
+    """The factory named by its token records what it says about itself."""
+    principal = factory_principal(req)
     body = body_model(req, FactorySelf, required=False)
+    principal.check_capabilities(body.capabilities)
     factory = get_context().coordinator.register_factory(
         principal.product, _view(principal.id, body), body.version
     )
@@ -66,7 +79,7 @@ def register_factory(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="fleet/factories", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 @handles_errors
 def list_factories(req: func.HttpRequest) -> func.HttpResponse:
-    principal = any_principal(req.headers)
+    principal = any_principal(req)
     coord = get_context().coordinator
     live = {v.id: v.live for v in coord.factory_views(principal.product)}
     factories = []
@@ -81,8 +94,9 @@ def list_factories(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="fleet/events", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 @handles_errors
 def product_events(req: func.HttpRequest) -> func.HttpResponse:
-    """Every job's events after a cursor, oldest first; pass back ``cursor`` to follow."""
-    principal = any_principal(req.headers)
+    """Every job's events after a cursor, oldest first; pass back ``cursor`` to follow.
+    Operators only: a factory reads the history of the jobs it holds, not everyone's."""
+    principal = operator_principal(req)
     limit = min(500, int_param(req, "limit", 200, minimum=1))
     events, cursor = get_context().coordinator.product_events(
         principal.product, req.params.get("after"), limit
@@ -93,23 +107,26 @@ def product_events(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="fleet/metrics", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 @handles_errors
 def metrics(req: func.HttpRequest) -> func.HttpResponse:
-    principal = any_principal(req.headers)
+    principal = any_principal(req)
     return json_response(get_context().coordinator.metrics(principal.product))
 
 
 @bp.route(route="fleet/settings", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 @handles_errors
 def get_settings(req: func.HttpRequest) -> func.HttpResponse:
-    """The product's scheduler weights."""
-    principal = any_principal(req.headers)
+    """The product's scheduler weights and preemption rule."""
+    principal = any_principal(req)
     return json_response(get_context().coordinator.product_settings(principal.product))
 
 
 @bp.route(route="fleet/settings", methods=["PUT"], auth_level=func.AuthLevel.ANONYMOUS)
 @handles_errors
 def put_settings(req: func.HttpRequest) -> func.HttpResponse:
-    """Set the product's scheduler weights (omitted ones keep their defaults)."""
-    principal = operator_principal(req.headers)
+    """Change the product's scheduler weights and preemption rule (omitted ones are kept)."""
+    principal = operator_principal(req)
     body = body_model(req, SettingsBody)
-    weights = body.weights.model_dump(exclude_none=True)
-    return json_response(get_context().coordinator.put_product_settings(principal.product, weights))
+    weights = body.weights.model_dump(exclude_none=True) if body.weights else None
+    preemption = body.preemption.model_dump(exclude_none=True) if body.preemption else None
+    return json_response(
+        get_context().coordinator.put_product_settings(principal.product, weights, preemption)
+    )

@@ -7,7 +7,13 @@ from typing import Any
 import azure.functions as func
 
 from fleet.context import get_context
-from fleet.coordinator.identity import any_principal, factory_principal, operator_principal
+from fleet.coordinator.identity import (
+    Forbidden,
+    Principal,
+    any_principal,
+    factory_principal,
+    operator_principal,
+)
 from fleet.domain.manifest import Problem, ValidationFailed, parse_json, parse_markdown
 from fleet.domain.models import Job
 from fleet.domain.stages import Action, Stage
@@ -44,11 +50,24 @@ def _job_id(req: func.HttpRequest) -> str:
     return str(req.route_params.get("id", ""))
 
 
+def _holds(principal: Principal, job: Job) -> bool:
+    return job.lease is not None and job.lease.holder == principal.id
+
+
+def _readable_job(principal: Principal, job_id: str) -> Job:
+    """The job, if the caller may read it: operators read every job of their product, a
+    factory only the jobs it holds (one point read)."""
+    job = get_context().coordinator.get_job(principal.product, job_id)
+    if principal.kind == "factory" and not _holds(principal, job):
+        raise Forbidden("factory tokens can only read the jobs they hold", jobId=job_id)
+    return job
+
+
 @bp.route(route="fleet/jobs", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
 @handles_errors
 def submit_job(req: func.HttpRequest) -> func.HttpResponse:
     """Submit a job: the raw markdown manifest, or JSON (fields, or {"manifest": text})."""
-    principal = operator_principal(req.headers)
+    principal = operator_principal(req)
     content_type = (req.headers.get("Content-Type") or "").split(";")[0].strip().lower()
     if content_type in ("text/markdown", "text/plain", "text/x-markdown"):
         try:
@@ -76,7 +95,7 @@ def submit_job(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="fleet/jobs", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 @handles_errors
 def list_jobs(req: func.HttpRequest) -> func.HttpResponse:
-    principal = any_principal(req.headers)
+    principal = any_principal(req)
     stage = req.params.get("stage")
     if stage is not None and stage not in {s.value for s in Stage}:
         raise ValidationFailed(
@@ -84,6 +103,8 @@ def list_jobs(req: func.HttpRequest) -> func.HttpResponse:
             "unknown stage",
         )
     jobs = get_context().coordinator.list_jobs(principal.product)
+    if principal.kind == "factory":
+        jobs = [j for j in jobs if _holds(principal, j)]  # a factory sees only its own
     if stage:
         jobs = [j for j in jobs if j.stage.value == stage]
     views = [job_view(j) for j in jobs]
@@ -96,16 +117,15 @@ def list_jobs(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="fleet/jobs/{id}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 @handles_errors
 def get_job(req: func.HttpRequest) -> func.HttpResponse:
-    principal = any_principal(req.headers)
-    job = get_context().coordinator.get_job(principal.product, _job_id(req))
-    return json_response(job_view(job))
+    principal = any_principal(req)
+    return json_response(job_view(_readable_job(principal, _job_id(req))))
 
 
 @bp.route(route="fleet/jobs/{id}", methods=["PATCH"], auth_level=func.AuthLevel.ANONYMOUS)
 @handles_errors
 def report_job(req: func.HttpRequest) -> func.HttpResponse:
     """The lease holder reports stage, checkpoint, progress or result. Fenced by leaseEpoch."""
-    principal = factory_principal(req.headers)
+    principal = factory_principal(req)
     body = body_model(req, ReportBody)
     job = get_context().coordinator.report(
         principal.product,
@@ -126,7 +146,7 @@ def report_job(req: func.HttpRequest) -> func.HttpResponse:
 @handles_errors
 def lease_op(req: func.HttpRequest) -> func.HttpResponse:
     """renew: extend the lease; release: give the job back. Fenced by leaseEpoch."""
-    principal = factory_principal(req.headers)
+    principal = factory_principal(req)
     op = req.route_params.get("op")
     body = body_model(req, LeaseBody)
     coord = get_context().coordinator
@@ -159,7 +179,7 @@ def lease_op(req: func.HttpRequest) -> func.HttpResponse:
 @handles_errors
 def operator_action(req: func.HttpRequest) -> func.HttpResponse:
     """Operator actions: cancel, requeue, ship, reject, reprioritize."""
-    principal = operator_principal(req.headers)
+    principal = operator_principal(req)
     action = req.route_params.get("action", "")
     coord = get_context().coordinator
     if action == "reprioritize":
@@ -187,8 +207,10 @@ def operator_action(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="fleet/jobs/{id}/events", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 @handles_errors
 def job_events(req: func.HttpRequest) -> func.HttpResponse:
-    principal = any_principal(req.headers)
+    principal = any_principal(req)
     after = int_param(req, "after", 0)
+    if principal.kind == "factory":
+        _readable_job(principal, _job_id(req))
     events = get_context().coordinator.job_events(principal.product, _job_id(req), after)
     items = [e.model_dump(mode="json") for e in events]
     return json_response({"events": items, "last": items[-1]["seq"] if items else after})
@@ -197,5 +219,7 @@ def job_events(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="fleet/jobs/{id}/explain", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 @handles_errors
 def explain_job(req: func.HttpRequest) -> func.HttpResponse:
-    principal = any_principal(req.headers)
+    principal = any_principal(req)
+    if principal.kind == "factory":
+        _readable_job(principal, _job_id(req))
     return json_response(get_context().coordinator.explain(principal.product, _job_id(req)))

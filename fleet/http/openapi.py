@@ -24,7 +24,7 @@ import azure.functions as func
 from pydantic import BaseModel
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaMode, models_json_schema
 
-from fleet.coordinator.identity import DEFAULT_PRODUCT, NAME
+from fleet.coordinator.identity import DEFAULT_PRODUCT, NAME, PRODUCT_HEADER
 from fleet.domain.manifest import (
     CAPABILITY_PATTERN,
     JOB_ID_PATTERN,
@@ -34,8 +34,12 @@ from fleet.domain.manifest import (
     ProfileSpec,
 )
 from fleet.domain.models import Event, Factory, Job, Lease, Profile
+from fleet.http.budgets import BudgetBody, ChannelBody
+from fleet.http.factories import CommandBody, HeartbeatBody
 from fleet.http.parsing import (
     ActionBody,
+    EnrollBody,
+    EnrollmentTokenBody,
     FactorySelf,
     LeaseBody,
     ReportBody,
@@ -51,7 +55,9 @@ API_VERSION = "0.1.0"
 MARKDOWN = "text/markdown"
 
 Schema = dict[str, Any]
-Identity = Literal["factory", "operator", "any"]
+# Which bearer token an operation takes: a factory's, an operator's, either, or (enroll
+# only) an enrollment token.
+Identity = Literal["factory", "operator", "any", "enrollment"]
 
 
 def _ref(name: str, kind: str = "schemas") -> Schema:
@@ -86,7 +92,7 @@ class Operation:
     operation_id: str
     summary: str
     tag: str
-    identity: Identity | None = None  # which identity headers apply; None: no identity
+    identity: Identity | None = None  # which bearer token it takes; None: anonymous
     description: str = ""
     parameters: tuple[Schema, ...] = ()  # path and query parameters
     body: Body | None = None
@@ -94,7 +100,7 @@ class Operation:
     # Error responses (refs to components/responses) besides the ones every identified
     # operation has (401 with identity; 500 and 503 for every fleet operation).
     errors: tuple[Literal[400, 404, 409], ...] = ()
-    conflict: Literal["Fenced", "Conflict"] = "Conflict"
+    conflict: Literal["Fenced", "Conflict", "FactoryConflict"] = "Conflict"
     fleet_errors: bool = True  # runs under handles_errors: 500 and 503 are possible
 
 
@@ -121,7 +127,10 @@ def _query(name: str, description: str, schema: Schema) -> Schema:
     }
 
 
+PRODUCT_ID = _path_param("productId", "The product.", r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+CHANNEL = _path_param("channel", "The channel.", r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 JOB_ID = _path_param("id", "The job id: 'j' and 26 lower-case letters or digits.")
+FACTORY_ID = _path_param("id", "The factory's name.", NAME.pattern)
 LOCATION = {
     "Location": {"description": "The job's URL.", "schema": {"type": "string"}},
 }
@@ -217,6 +226,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "The product's jobs (without body and events)",
         "jobs",
         identity="any",
+        description="A factory token lists only the jobs it holds.",
         parameters=(_query("stage", "Only jobs in this stage.", _ref("Stage")),),
         replies={200: Reply("The jobs, by id.", _ref("JobList"))},
         errors=(400,),
@@ -228,6 +238,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "One job, with its recent events",
         "jobs",
         identity="any",
+        description="A factory token reads only a job it holds (403 otherwise).",
         parameters=(JOB_ID,),
         replies={200: _job_reply("The job.")},
         errors=(404,),
@@ -302,6 +313,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "A job's history after a sequence number",
         "jobs",
         identity="any",
+        description="A factory token reads only a job it holds (403 otherwise).",
         parameters=(
             JOB_ID,
             _query(
@@ -320,6 +332,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "Why a job is (not) running, factory by factory",
         "jobs",
         identity="any",
+        description="A factory token reads only a job it holds (403 otherwise).",
         parameters=(JOB_ID,),
         replies={200: Reply("The scheduler's verdict per factory.", _ref("Explain"))},
         errors=(404,),
@@ -332,6 +345,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "Claim the best queued job for this factory",
         "fleet",
         identity="factory",
+        description="403 when the capabilities exceed the factory's enrollment allowlist.",
         body=_json_body(
             "FactorySelf", required=False, description="What the factory says about itself."
         ),
@@ -350,7 +364,10 @@ OPERATIONS: tuple[Operation, ...] = (
         identity="any",
         description=(
             "Skip the claim while `version` is unchanged, but claim at least every "
-            "`maxSkipSeconds` anyway: the version is a hint, never a guarantee."
+            "`maxSkipSeconds` anyway: the version is a hint, never a guarantee. To keep the "
+            "idle poll one point read, an instance trusts a factory token it verified in the "
+            "last 30 s without reading it again (so a revocation reaches this endpoint within "
+            "30 s; every other endpoint refuses a revoked token on the next request)."
         ),
         replies={200: Reply("The gate.", _ref("QueueState"))},
     ),
@@ -361,6 +378,10 @@ OPERATIONS: tuple[Operation, ...] = (
         "Record what a factory says about itself",
         "fleet",
         identity="factory",
+        description=(
+            "The factory is the one its token names. 403 when the capabilities exceed its "
+            "enrollment allowlist."
+        ),
         body=_json_body("FactorySelf", required=False),
         replies={200: Reply("The factory as recorded.", _ref("Factory"))},
         errors=(400,),
@@ -375,12 +396,77 @@ OPERATIONS: tuple[Operation, ...] = (
         replies={200: Reply("The factories, by id.", _ref("FactoryList"))},
     ),
     Operation(
+        "post",
+        "/api/fleet/factories/heartbeat",
+        "factoryHeartbeat",
+        "The factory is alive: load, seats, progress per held job; acknowledges commands",
+        "fleet",
+        identity="factory",
+        description=(
+            "Table Storage only, normally: no Cosmos write (a factory marked stale or down, "
+            "or whose capabilities, seats, version or cost changed, is re-registered). Keep "
+            "`cadence.heartbeatSeconds`. `commands` are delivered on every reply until their "
+            "ids come back in `ack`. `status` `deregistered` or `revoked`: the beat changed "
+            "nothing (enroll again to re-join). Output lines are stored cut to 500 characters."
+        ),
+        body=_json_body("HeartbeatBody", required=False),
+        replies={
+            200: Reply("The cadence to keep and the pending commands.", _ref("HeartbeatReply"))
+        },
+        errors=(400,),
+    ),
+    Operation(
+        "post",
+        "/api/fleet/factories/{id}/commands",
+        "commandFactory",
+        "Queue a command for the factory (delivered on its heartbeats until acknowledged)",
+        "operator",
+        identity="operator",
+        description=(
+            "`pause`, `drain` and `resume` also set the factory's `paused` / `draining` at "
+            "once (the scheduler and explain read them). `cancel-job` (with `jobId`) cancels "
+            "the job first, fencing its holder, and answers it in `job`; 409 `not_held` when "
+            "the factory does not hold it, 409 `factory_deregistered` for a departed factory."
+        ),
+        parameters=(FACTORY_ID,),
+        body=_json_body("CommandBody"),
+        replies={202: Reply("Queued.", _ref("CommandIssued"))},
+        errors=(400, 404, 409),
+    ),
+    Operation(
+        "get",
+        "/api/fleet/factories/{id}/heartbeat",
+        "factoryLastHeartbeat",
+        "The factory's last heartbeat, progress per held job, and pending commands",
+        "fleet",
+        identity="operator",
+        parameters=(FACTORY_ID,),
+        replies={200: Reply("The last heartbeat.", _ref("FactoryHeartbeat"))},
+        errors=(400, 404),
+    ),
+    Operation(
+        "delete",
+        "/api/fleet/factories/{id}",
+        "deregisterFactory",
+        "The factory leaves the fleet",
+        "fleet",
+        identity="any",
+        description=(
+            "An operator, or the factory itself on a clean shutdown (another factory is 403). "
+            "The reaper then requeues what it still holds (fencing it); its heartbeat and "
+            "pending commands are removed. Idempotent; 404 only for a name never seen."
+        ),
+        parameters=(FACTORY_ID,),
+        replies={200: Reply("Deregistered.", _ref("Deregistration"))},
+        errors=(400, 404),
+    ),
+    Operation(
         "get",
         "/api/fleet/events",
         "productEvents",
         "Every job's events after a cursor, oldest first",
         "fleet",
-        identity="any",
+        identity="operator",
         parameters=(
             _query("after", "The `cursor` of the previous page.", {"type": "string"}),
             _query(
@@ -405,7 +491,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "get",
         "/api/fleet/settings",
         "getSettings",
-        "The product's scheduler weights",
+        "The product's scheduler weights and preemption rule",
         "fleet",
         identity="any",
         replies={200: Reply("The settings in force.", _ref("Settings"))},
@@ -414,13 +500,187 @@ OPERATIONS: tuple[Operation, ...] = (
         "put",
         "/api/fleet/settings",
         "putSettings",
-        "Set the product's scheduler weights (omitted ones keep their defaults)",
+        "Change the product's scheduler weights and preemption rule (omitted ones are kept)",
         "operator",
         identity="operator",
         body=_json_body("SettingsBody"),
         replies={200: Reply("The settings now in force.", _ref("Settings"))},
         errors=(400,),
         description="Instances pick up a change within 30 seconds (they cache settings).",
+    ),
+    # --- budgets and channels
+    Operation(
+        "get",
+        "/api/fleet/budgets/{productId}",
+        "getBudget",
+        "A product's budget: ceiling, spent, reserved, remaining, paused",
+        "budgets",
+        identity="any",
+        parameters=(PRODUCT_ID,),
+        replies={
+            200: Reply("The budget (all zeros and no ceiling when none is set).", _ref("Budget"))
+        },
+        errors=(400,),
+    ),
+    Operation(
+        "put",
+        "/api/fleet/budgets/{productId}",
+        "putBudget",
+        "Set the ceiling in USD (null: no ceiling); spend and reservations are kept",
+        "budgets",
+        identity="operator",
+        parameters=(PRODUCT_ID,),
+        body=_json_body("BudgetBody"),
+        replies={200: Reply("The budget now.", _ref("Budget"))},
+        errors=(400,),
+    ),
+    *(
+        Operation(
+            "post",
+            f"/api/fleet/budgets/{{productId}}/{op}",
+            f"{op}Budget",
+            summary,
+            "budgets",
+            identity="operator",
+            parameters=(PRODUCT_ID,),
+            replies={200: Reply("The budget now.", _ref("Budget"))},
+            errors=(400,),
+        )
+        for op, summary in (
+            ("pause", "Pause the product: no job of it may start"),
+            ("resume", "Lift an operator's pause"),
+        )
+    ),
+    Operation(
+        "get",
+        "/api/fleet/budgets/{productId}/burndown",
+        "budgetBurndown",
+        "Spend and reservations over time (a point per metrics run), oldest first",
+        "budgets",
+        identity="any",
+        parameters=(PRODUCT_ID,),
+        replies={200: Reply("The points.", _ref("Burndown"))},
+        errors=(400,),
+    ),
+    Operation(
+        "get",
+        "/api/fleet/channels",
+        "listChannels",
+        "The product's channel limits, bucket levels and running counts",
+        "budgets",
+        identity="any",
+        replies={200: Reply("The channels.", _ref("Channels"))},
+    ),
+    Operation(
+        "put",
+        "/api/fleet/channels/{channel}",
+        "putChannel",
+        "Set a channel's token bucket and running cap (takes effect on the next claim)",
+        "budgets",
+        identity="operator",
+        parameters=(CHANNEL,),
+        body=_json_body("ChannelBody"),
+        replies={200: Reply("The channel now.", _ref("Channel"))},
+        errors=(400,),
+    ),
+    Operation(
+        "delete",
+        "/api/fleet/channels/{channel}",
+        "deleteChannel",
+        "Remove a channel's limits",
+        "budgets",
+        identity="operator",
+        parameters=(CHANNEL,),
+        replies={204: Reply("Removed.")},
+        errors=(400, 404),
+    ),
+    # --- tokens
+    Operation(
+        "post",
+        "/api/fleet/enrollment-tokens",
+        "createEnrollmentToken",
+        "Create an enrollment token for the product (shown once)",
+        "tokens",
+        identity="operator",
+        description=(
+            "A factory exchanges it, once, for its own token (`POST /api/fleet/factories/"
+            "enroll`). Optional: an expiry, and a capability allowlist the enrolling factory "
+            "must stay within. The token is in this response only; store it now."
+        ),
+        body=_json_body("EnrollmentTokenBody", required=False),
+        replies={201: Reply("The token, once.", _ref("IssuedEnrollmentToken"))},
+        errors=(400,),
+    ),
+    Operation(
+        "get",
+        "/api/fleet/enrollment-tokens",
+        "listEnrollmentTokens",
+        "The product's enrollment tokens (no secrets)",
+        "tokens",
+        identity="operator",
+        replies={200: Reply("Oldest first.", _ref("EnrollmentTokenList"))},
+    ),
+    Operation(
+        "delete",
+        "/api/fleet/enrollment-tokens/{id}",
+        "revokeEnrollmentToken",
+        "Revoke an enrollment token",
+        "tokens",
+        identity="operator",
+        parameters=(_path_param("id", "The token's id from the listing.", "^[0-9a-f]{12}$"),),
+        replies={200: Reply("The token, now revoked.", _ref("EnrollmentToken"))},
+        errors=(404,),
+    ),
+    Operation(
+        "post",
+        "/api/fleet/factories/enroll",
+        "enrollFactory",
+        "Exchange an enrollment token for this factory's token",
+        "tokens",
+        identity="enrollment",
+        description=(
+            "The bearer is the enrollment token; it works once (a second use, also a racing "
+            "one, is 401). 403 when the capabilities exceed the token's allowlist; 409 "
+            "`factory_exists` when a factory of this name is enrolled (and not deregistered) "
+            "— neither uses the token up. The factory token is in this response only."
+        ),
+        body=_json_body("EnrollBody"),
+        replies={201: Reply("Enrolled and registered.", _ref("Enrollment"))},
+        errors=(400, 409),
+        conflict="FactoryConflict",
+    ),
+    Operation(
+        "post",
+        "/api/fleet/factories/{id}/token/rotate",
+        "rotateFactoryToken",
+        "A new token for the factory; the old one works for a grace period",
+        "tokens",
+        identity="any",
+        description=(
+            "The factory itself or an operator. The old tokens keep working until "
+            "`previousValidUntil` (`FLEET_TOKEN_GRACE_SECONDS`, default 300), then are 401."
+        ),
+        parameters=(FACTORY_ID,),
+        replies={200: Reply("The new token, once.", _ref("TokenRotation"))},
+        errors=(404, 409),
+        conflict="FactoryConflict",
+    ),
+    Operation(
+        "post",
+        "/api/fleet/factories/{id}/token/revoke",
+        "revokeFactoryToken",
+        "Revoke every token of a factory",
+        "tokens",
+        identity="operator",
+        description=(
+            "Its next request is 401, and the factory is marked revoked: the reaper requeues "
+            "the jobs it holds (epoch bumped, so it is fenced). The idle gate poll "
+            "(`queue-state`) may accept its token for up to 30 s more on an instance that "
+            "verified it just before (a per-instance cache keeps that poll one read)."
+        ),
+        parameters=(FACTORY_ID,),
+        replies={200: Reply("Revoked.", _ref("FactoryRevocation"))},
+        errors=(404,),
     ),
     # --- profiles
     Operation(
@@ -491,6 +751,12 @@ _MODELS: tuple[tuple[type[BaseModel], JsonSchemaMode], ...] = (
     (ActionBody, "validation"),
     (ReprioritizeBody, "validation"),
     (SettingsBody, "validation"),
+    (BudgetBody, "validation"),
+    (ChannelBody, "validation"),
+    (HeartbeatBody, "validation"),
+    (CommandBody, "validation"),
+    (EnrollmentTokenBody, "validation"),
+    (EnrollBody, "validation"),
     (Job, "serialization"),
     (Event, "serialization"),
     (Lease, "serialization"),
@@ -705,6 +971,61 @@ def _hand_schemas() -> dict[str, Schema]:
         ),
         "QueueState": _obj({"version": _INT, "maxSkipSeconds": _INT}),
         "FactoryList": _obj({"factories": {"type": "array", "items": _ref("FactoryListItem")}}),
+        "Command": _obj(
+            {
+                "id": {"type": "string", "description": "Pass it back in `ack`."},
+                "kind": {
+                    "type": "string",
+                    "enum": ["drain", "pause", "resume", "restart-engine", "cancel-job"],
+                },
+                "jobId": _nullable(_STR),
+                "issuedAt": {"type": "string", "format": "date-time"},
+                "issuedBy": _STR,
+                "reason": _nullable(_STR),
+            }
+        ),
+        "HeartbeatReply": _obj(
+            {
+                "status": {"type": "string", "enum": ["live", "deregistered", "revoked"]},
+                "cadence": _obj({"heartbeatSeconds": _INT}),
+                "commands": {"type": "array", "items": _ref("Command")},
+            }
+        ),
+        "CommandIssued": _obj(
+            {"command": _ref("Command"), "job": _ref("Job")}, required=("command",)
+        ),
+        "FactoryHeartbeat": _obj(
+            {
+                "factory": _STR,
+                "at": _nullable({"type": "string", "format": "date-time"}),
+                "ageSeconds": _nullable({"type": "number"}),
+                "status": _nullable(_STR),
+                "load": _INT,
+                "seats": _INT,
+                "capabilities": {"type": "array", "items": _STR},
+                "version": _nullable(_STR),
+                "jobs": {
+                    "type": "array",
+                    "items": _obj(
+                        {
+                            "jobId": _STR,
+                            "leaseEpoch": _INT,
+                            "tokens": _INT,
+                            "costUsd": {"type": "number"},
+                            "lastActivityAt": _nullable({"type": "string", "format": "date-time"}),
+                            "lastOutputLine": _nullable(_STR),
+                            "progressChangedAt": {"type": "string", "format": "date-time"},
+                            "idleSeconds": {
+                                "type": "number",
+                                "description": "Since the progress last changed.",
+                            },
+                        }
+                    ),
+                },
+                "pendingCommands": {"type": "array", "items": _ref("Command")},
+            }
+        ),
+        "Deregistration": _obj({"factory": _STR, "deregistered": {"type": "boolean"}}),
         "ProductEvent": {"allOf": [_ref("Event"), _obj({"jobId": _STR})]},
         "ProductEvents": _obj(
             {
@@ -716,9 +1037,60 @@ def _hand_schemas() -> dict[str, Schema]:
             }
         ),
         "Settings": _obj(
-            {"weights": {"type": "object", "additionalProperties": {"type": "number"}}},
-            required=("weights",),
+            {
+                "weights": {"type": "object", "additionalProperties": {"type": "number"}},
+                "preemption": _obj(
+                    {
+                        "enabled": {"type": "boolean"},
+                        "minPriority": {"type": "integer"},
+                        "afterSeconds": {"type": "number"},
+                    }
+                ),
+            }
         ),
+        "Budget": _obj(
+            {
+                "product": {"type": "string"},
+                "exists": {"type": "boolean"},
+                "ceilingUsd": {"type": ["number", "null"]},
+                "spentUsd": {"type": "number"},
+                "reservedUsd": {"type": "number"},
+                "remainingUsd": {"type": ["number", "null"]},
+                "usedFraction": {"type": ["number", "null"]},
+                "paused": {"type": "boolean"},
+                "autoPaused": {"type": "boolean"},
+                "reservations": {"type": "integer"},
+                "updatedAt": {"type": ["string", "null"]},
+            }
+        ),
+        "Burndown": _obj(
+            {
+                "product": {"type": "string"},
+                "points": {
+                    "type": "array",
+                    "items": _obj(
+                        {
+                            "at": {"type": "string"},
+                            "spentUsd": {"type": "number"},
+                            "reservedUsd": {"type": "number"},
+                            "ceilingUsd": {"type": ["number", "null"]},
+                        }
+                    ),
+                },
+            }
+        ),
+        "Channel": _obj(
+            {
+                "channel": {"type": "string"},
+                "ratePerMinute": {"type": ["number", "null"]},
+                "burst": {"type": "integer"},
+                "maxRunning": {"type": ["integer", "null"]},
+                "tokens": {"type": "number"},
+                "running": {"type": "integer"},
+                "blocked": {"type": ["string", "null"]},
+            }
+        ),
+        "Channels": _obj({"channels": {"type": "array", "items": _ref("Channel")}}),
         "Metrics": _obj(
             {
                 "at": {"type": "string", "format": "date-time"},
@@ -732,6 +1104,62 @@ def _hand_schemas() -> dict[str, Schema]:
             }
         ),
         "ProfileList": _obj({"profiles": {"type": "array", "items": _ref("Profile")}}),
+        "IssuedEnrollmentToken": _obj(
+            {
+                "token": {
+                    "type": "string",
+                    "pattern": "^fle_",
+                    "description": "The enrollment token: shown this once.",
+                },
+                "id": {"type": "string", "description": "Names it in listings."},
+                "product": _STR,
+                "expiresAt": _nullable({"type": "string", "format": "date-time"}),
+                "capabilities": _nullable({"type": "array", "items": _STR}),
+            }
+        ),
+        "EnrollmentToken": _obj(
+            {
+                "id": _STR,
+                "product": _STR,
+                "status": {"type": "string", "enum": ["active", "used", "expired", "revoked"]},
+                "createdAt": {"type": "string", "format": "date-time"},
+                "createdBy": _STR,
+                "expiresAt": _nullable({"type": "string", "format": "date-time"}),
+                "capabilities": _nullable({"type": "array", "items": _STR}),
+                "usedAt": _nullable({"type": "string", "format": "date-time"}),
+                "usedBy": _nullable(_STR),
+                "revokedAt": _nullable({"type": "string", "format": "date-time"}),
+            }
+        ),
+        "EnrollmentTokenList": _obj(
+            {"tokens": {"type": "array", "items": _ref("EnrollmentToken")}}
+        ),
+        "Enrollment": _obj(
+            {
+                "factoryId": _STR,
+                "product": _STR,
+                "token": {
+                    "type": "string",
+                    "pattern": "^flf_",
+                    "description": "The factory's token: shown this once.",
+                },
+            }
+        ),
+        "TokenRotation": _obj(
+            {
+                "factoryId": _STR,
+                "product": _STR,
+                "token": {"type": "string", "pattern": "^flf_"},
+                "previousValidUntil": {
+                    "type": "string",
+                    "format": "date-time",
+                    "description": "The old tokens are refused from then on.",
+                },
+            }
+        ),
+        "FactoryRevocation": _obj(
+            {"factoryId": _STR, "revoked": {"type": "boolean"}, "revokedTokens": _INT}
+        ),
         "HealthProbe": probe,
         "Health": _obj(
             {
@@ -769,19 +1197,33 @@ def _header(
 
 _PARAMETERS: dict[str, Schema] = {
     "Product": _header(
-        "X-Fleet-Product", "The product (partition) the call is about.", default=DEFAULT_PRODUCT
+        PRODUCT_HEADER,
+        "The product (partition) the call is about. Operator tokens are not product-scoped, "
+        "so operators name it here; a factory token carries its product, and naming "
+        "another one is 403.",
+        default=DEFAULT_PRODUCT,
     ),
-    "Factory": _header("X-Fleet-Factory", "The calling factory's name.", required=True),
-    "FactoryOptional": _header(
-        "X-Fleet-Factory", "The calling factory's name, when a factory is calling."
-    ),
-    "Operator": _header("X-Fleet-Operator", "The calling operator.", default="operator"),
 }
 
-_IDENTITY_PARAMETERS: dict[Identity, tuple[str, ...]] = {
-    "factory": ("Factory", "Product"),
-    "operator": ("Operator", "Product"),
-    "any": ("FactoryOptional", "Operator", "Product"),
+_SECURITY_SCHEMES: dict[str, Schema] = {
+    "bearerAuth": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": (
+            "`Authorization: Bearer <token>`. Operator tokens start `flo_` (locally the stack "
+            "command prints one; deployed, `FLEET_OPERATOR_TOKENS`), factory tokens `flf_` "
+            "(from enrollment), enrollment tokens `fle_` (only for "
+            "`POST /api/fleet/factories/enroll`)."
+        ),
+    }
+}
+
+# Which kind of bearer token each identity takes, said in the operation's description.
+_IDENTITY_NOTE: dict[Identity, str] = {
+    "factory": "Bearer: a factory token.",
+    "operator": "Bearer: an operator token.",
+    "any": "Bearer: an operator or a factory token.",
+    "enrollment": "Bearer: an enrollment token.",
 }
 
 
@@ -810,11 +1252,18 @@ _RESPONSES: dict[str, Schema] = {
         },
     ),
     "Unauthorized": _error(
-        "An identity header is missing or malformed (`unauthorized`).",
+        "No bearer token, or one that is invalid, expired or revoked (`unauthorized`); the "
+        "message never says which.",
+        {"error": "unauthorized", "message": "invalid, expired or revoked token"},
+        headers={"WWW-Authenticate": {"description": "`Bearer`.", "schema": {"type": "string"}}},
+    ),
+    "Forbidden": _error(
+        "The token is valid but may not do this (`forbidden`): the wrong kind of token, "
+        "another product, a job the factory does not hold, or capabilities outside the "
+        "enrollment allowlist.",
         {
-            "error": "unauthorized",
-            "message": "missing X-Fleet-Factory header",
-            "details": {"header": "X-Fleet-Factory"},
+            "error": "forbidden",
+            "message": "factory tokens cannot do this: it needs an operator token",
         },
     ),
     "NotFound": _error("No such job or profile (`job_not_found`, `not_found`)."),
@@ -830,6 +1279,10 @@ _RESPONSES: dict[str, Schema] = {
     "Conflict": _error(
         "The job's stage does not allow this (`illegal_transition`), or a write race was "
         "lost too often (`conflict`): nothing was changed."
+    ),
+    "FactoryConflict": _error(
+        "`factory_exists`: a factory of this name is enrolled (deregister it first); or "
+        "`factory_revoked`: the factory was revoked (enroll it again)."
     ),
     "InternalError": _error("An unexpected error (`internal`); nothing internal is shown."),
     "Unavailable": _error(
@@ -853,7 +1306,10 @@ def _operation(op: Operation) -> Schema:
         out["description"] = op.description
     parameters = list(op.parameters)
     if op.identity is not None:
-        parameters += [_ref(p, "parameters") for p in _IDENTITY_PARAMETERS[op.identity]]
+        out["description"] = " ".join(filter(None, (_IDENTITY_NOTE[op.identity], op.description)))
+        out["security"] = [{"bearerAuth": []}]
+        if op.identity != "enrollment":
+            parameters.append(_ref("Product", "parameters"))
     if parameters:
         out["parameters"] = parameters
     if op.body is not None:
@@ -877,6 +1333,7 @@ def _operation(op: Operation) -> Schema:
         responses[str(status)] = _ref(name, "responses")
     if op.identity is not None:
         responses["401"] = _ref("Unauthorized", "responses")
+        responses["403"] = _ref("Forbidden", "responses")
     if op.fleet_errors:
         responses["500"] = _ref("InternalError", "responses")
         responses["503"] = _ref("Unavailable", "responses")
@@ -902,9 +1359,10 @@ def build_document() -> dict[str, Any]:
             "title": "agent-fleet coordinator",
             "version": API_VERSION,
             "description": (
-                "Jobs, leases, factories and profiles of the agent-fleet coordinator. "
-                "Identity is asserted by headers until enrollment tokens exist. Every error "
-                "answers with an `Error` body: a machine-readable `error` code and a "
+                "Jobs, leases, factories, tokens and profiles of the agent-fleet coordinator. "
+                "Every call but health and this document carries a bearer token (operator, "
+                "factory, or for enrollment an enrollment token); see `bearerAuth`. Every "
+                "error answers with an `Error` body: a machine-readable `error` code and a "
                 "`message`."
             ),
         },
@@ -913,6 +1371,7 @@ def build_document() -> dict[str, Any]:
             {"name": "lease", "description": "The lease holder's fenced writes."},
             {"name": "operator", "description": "Operator actions on a job."},
             {"name": "fleet", "description": "The claim, the gate, factories, events, metrics."},
+            {"name": "tokens", "description": "Enrollment, rotation and revocation."},
             {"name": "profiles", "description": "Persona profiles (immutable versions)."},
             {"name": "meta", "description": "Health and this document."},
         ],
@@ -921,6 +1380,7 @@ def build_document() -> dict[str, Any]:
             "schemas": dict(sorted(schemas.items())),
             "parameters": _PARAMETERS,
             "responses": _RESPONSES,
+            "securitySchemes": _SECURITY_SCHEMES,
         },
     }
     # Operations share parameter and schema objects: give the caller its own copy.

@@ -8,6 +8,7 @@ from typing import Annotated, Any, TypeVar
 import azure.functions as func
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
+from fleet.coordinator.identity import NAME
 from fleet.domain.manifest import Problem, ValidationFailed, problems_from
 from fleet.domain.stages import Stage
 
@@ -95,6 +96,22 @@ class FactorySelf(Body):
     version: str | None = Field(default=None, max_length=64)
 
 
+FactoryName = Annotated[str, StringConstraints(pattern=NAME.pattern)]
+
+
+class EnrollmentTokenBody(Body):
+    """An operator creates an enrollment token: optional expiry and capability allowlist."""
+
+    expiresInSeconds: int | None = Field(default=None, ge=60, le=365 * 24 * 3600)
+    capabilities: tuple[Capability, ...] | None = Field(default=None, max_length=128)
+
+
+class EnrollBody(FactorySelf):
+    """A factory enrolls: the name it asks for and what it says about itself."""
+
+    name: FactoryName
+
+
 class LeaseBody(Body):
     leaseEpoch: int = Field(ge=1)
     checkpoint: Any = None
@@ -135,5 +152,14 @@ class WeightsBody(Body):
     exclude_after_failures: int | None = Field(default=None, ge=1, le=100)
 
 
+class PreemptionBody(Body):
+    """A critical job with no free seat may evict the lowest-priority running job."""
+
+    enabled: bool | None = None
+    minPriority: int | None = Field(default=None, ge=0, le=9)
+    afterSeconds: float | None = Field(default=None, ge=0, le=24 * 3600)
+
+
 class SettingsBody(Body):
-    weights: WeightsBody
+    weights: WeightsBody | None = None
+    preemption: PreemptionBody | None = None

@@ -25,7 +25,7 @@ def profile_view(profile: Profile) -> dict[str, object]:
 @bp.route(route="fleet/profiles/{name}", methods=["PUT"], auth_level=func.AuthLevel.ANONYMOUS)
 @handles_errors
 def put_profile(req: func.HttpRequest) -> func.HttpResponse:
-    principal = operator_principal(req.headers)
+    principal = operator_principal(req)
     name = validate_profile_name(req.route_params.get("name", ""))
     content_type = (req.headers.get("Content-Type") or "").split(";")[0].strip().lower()
     if content_type in ("text/markdown", "text/plain", "text/x-markdown"):
@@ -39,7 +39,7 @@ def put_profile(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="fleet/profiles/{name}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 @handles_errors
 def get_profile(req: func.HttpRequest) -> func.HttpResponse:
-    principal = any_principal(req.headers)
+    principal = any_principal(req)
     name = validate_profile_name(req.route_params.get("name", ""))
     version = int_param(req, "version", 0, minimum=1) if req.params.get("version") else None
     profile = get_context().coordinator.get_profile(principal.product, name, version)
@@ -49,6 +49,6 @@ def get_profile(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="fleet/profiles", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 @handles_errors
 def list_profiles(req: func.HttpRequest) -> func.HttpResponse:
-    principal = any_principal(req.headers)
+    principal = any_principal(req)
     profiles = get_context().coordinator.list_profiles(principal.product)
     return json_response({"profiles": [profile_view(p) for p in profiles]})

@@ -72,6 +72,8 @@ def error_response(error: FleetError) -> func.HttpResponse:
     headers: dict[str, str] = {}
     if isinstance(error, StoreUnavailable) and error.retry_after is not None:
         headers["Retry-After"] = str(max(1, round(error.retry_after)))
+    if isinstance(error, Unauthorized):
+        headers["WWW-Authenticate"] = 'Bearer realm="agent-fleet"'
     if status >= 500:
         log.warning("request failed: %s %s", error.code, error.message)
     return json_response(body, status, headers or None)

@@ -48,7 +48,7 @@ from fleet.store.queries import NamedQuery
 
 log = logging.getLogger(__name__)
 
-TABLES = ("heartbeats", "ratelimits")
+TABLES = ("heartbeats", "ratelimits", "commands")
 
 # The indexing policy the claim query needs: equality on type/stage, order on queueKey.
 # Bulky free-text fields (the manifest body, embedded events) are excluded: they are never

@@ -53,11 +53,23 @@ def lookup(doc: Any, path: str) -> Any:
     return node
 
 
+# SQL precedence, loosest first. Rendering adds parentheses only where precedence needs
+# them: the Cosmos emulator's parser backtracks exponentially on nested parentheses.
+OR, AND, NOT, CMP, ARITH, ATOM = range(6)
+
+
 class Expr:
     """Base of condition expressions. Operators build trees; ``==`` is not overloaded."""
 
+    precedence = ATOM
+
     def to_sql(self) -> str:
         raise NotImplementedError
+
+    def sql_at(self, minimum: int) -> str:
+        """This expression's SQL as an operand of something binding at ``minimum``."""
+        sql = self.to_sql()
+        return f"({sql})" if self.precedence < minimum else sql
 
     def evaluate(self, doc: Any) -> Any:
         raise NotImplementedError
@@ -127,9 +139,11 @@ class Arith(Expr):
     op: str
     left: Expr
     right: Expr
+    precedence = ARITH
 
     def to_sql(self) -> str:
-        return f"({self.left.to_sql()} {self.op} {self.right.to_sql()})"
+        # Left-associative: a - (b + c) keeps its parentheses, (a + b) + c loses them.
+        return f"{self.left.sql_at(ARITH)} {self.op} {self.right.sql_at(ATOM)}"
 
     def evaluate(self, doc: Any) -> Any:
         a, b = self.left.evaluate(doc), self.right.evaluate(doc)
@@ -153,9 +167,10 @@ class Cmp(Expr):
     op: str
     left: Expr
     right: Expr
+    precedence = CMP
 
     def to_sql(self) -> str:
-        return f"({self.left.to_sql()} {self.op} {self.right.to_sql()})"
+        return f"{self.left.sql_at(ARITH)} {self.op} {self.right.sql_at(ARITH)}"
 
     def evaluate(self, doc: Any) -> Any:
         a, b = self.left.evaluate(doc), self.right.evaluate(doc)
@@ -173,9 +188,10 @@ class Cmp(Expr):
 @dataclass(frozen=True, eq=False)
 class And(Expr):
     parts: tuple[Expr, ...]
+    precedence = AND
 
     def to_sql(self) -> str:
-        return "(" + " AND ".join(p.to_sql() for p in self.parts) + ")"
+        return " AND ".join(p.sql_at(NOT) for p in self.parts)
 
     def evaluate(self, doc: Any) -> Any:
         values = [p.evaluate(doc) for p in self.parts]
@@ -187,9 +203,10 @@ class And(Expr):
 @dataclass(frozen=True, eq=False)
 class Or(Expr):
     parts: tuple[Expr, ...]
+    precedence = OR
 
     def to_sql(self) -> str:
-        return "(" + " OR ".join(p.to_sql() for p in self.parts) + ")"
+        return " OR ".join(p.sql_at(AND) for p in self.parts)
 
     def evaluate(self, doc: Any) -> Any:
         values = [p.evaluate(doc) for p in self.parts]
@@ -201,9 +218,10 @@ class Or(Expr):
 @dataclass(frozen=True, eq=False)
 class Not(Expr):
     part: Expr
+    precedence = NOT
 
     def to_sql(self) -> str:
-        return f"(NOT {self.part.to_sql()})"
+        return f"NOT ({self.part.to_sql()})"
 
     def evaluate(self, doc: Any) -> Any:
         value = self.part.evaluate(doc)

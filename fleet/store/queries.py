@@ -179,6 +179,35 @@ PROFILE_VERSIONS = NamedQuery(
     top_param="top",
 )
 
+# Tokens live in the system partition (one point read authenticates a request); these two
+# are for the operator's views and for rotation and revocation, never for authentication.
+TOKENS_OF_PRODUCT = NamedQuery(
+    name="tokens_of_product",
+    sql=(
+        "SELECT * FROM c WHERE c.productId = @partition AND c.type = 'token' "
+        "AND c.product = @product AND c.kind = @kind ORDER BY c.createdAt ASC"
+    ),
+    where=_all(
+        lambda doc, _: doc.get("type") == "token",
+        _field_equals("/product", "product"),
+        _field_equals("/kind", "kind"),
+    ),
+    order_by="/createdAt",
+)
+
+TOKENS_OF_FACTORY = NamedQuery(
+    name="tokens_of_factory",
+    sql=(
+        "SELECT * FROM c WHERE c.productId = @partition AND c.type = 'token' "
+        "AND c.product = @product AND c.factoryId = @factoryId"
+    ),
+    where=_all(
+        lambda doc, _: doc.get("type") == "token",
+        _field_equals("/product", "product"),
+        _field_equals("/factoryId", "factoryId"),
+    ),
+)
+
 ALL_QUERIES = (
     DOCS_OF_TYPE,
     JOBS_IN_STAGE,
@@ -189,4 +218,6 @@ ALL_QUERIES = (
     JOBS_CHANGED_SINCE,
     PROFILE_VERSIONS,
     COUNT_JOBS_IN_STAGE,
+    TOKENS_OF_PRODUCT,
+    TOKENS_OF_FACTORY,
 )

@@ -13,7 +13,7 @@ import requests
 
 from fleet.coordinator import Coordinator
 from fleet.store.ports import Stores
-from tests.conftest import RunningStack
+from tests.conftest import RunningStack, bearer
 
 pytestmark = pytest.mark.integration
 
@@ -35,26 +35,18 @@ def product() -> str:
     return f"p{uuid.uuid4().hex[:10]}"
 
 
-def _h(product: str, factory: str | None = None) -> dict[str, str]:
-    headers = {"X-Fleet-Product": product}
-    if factory:
-        headers["X-Fleet-Factory"] = factory
-    return headers
-
-
-def _submit(api: str, product: str, **fields: Any) -> dict[str, Any]:
+def _submit(stack: RunningStack, product: str, **fields: Any) -> dict[str, Any]:
     body = {"title": "job", "capabilities": ["python"], "body": "do it", **fields}
-    response = requests.post(f"{api}/fleet/jobs", json=body, headers=_h(product), timeout=30)
+    response = requests.post(
+        f"{stack.api}/fleet/jobs", json=body, headers=stack.operator(product), timeout=30
+    )
     assert response.status_code == 201, response.text
     return response.json()["job"]  # type: ignore[no-any-return]
 
 
-def _claim(api: str, product: str, factory: str) -> dict[str, Any]:
+def _claim(api: str, token: str) -> dict[str, Any]:
     response = requests.post(
-        f"{api}/fleet/claim",
-        json={"capabilities": ["python"]},
-        headers=_h(product, factory),
-        timeout=30,
+        f"{api}/fleet/claim", json={"capabilities": ["python"]}, headers=bearer(token), timeout=30
     )
     assert response.status_code == 200, response.text
     return response.json()  # type: ignore[no-any-return]
@@ -71,7 +63,7 @@ def test_http_health_reports_every_dependency_up(running_stack: RunningStack) ->
 def test_http_submit_markdown_is_idempotent(running_stack: RunningStack, product: str) -> None:
     api = running_stack.api
     text = MANIFEST.format(key=f"issue-{product}")
-    headers = {**_h(product), "Content-Type": "text/markdown"}
+    headers = {**running_stack.operator(product), "Content-Type": "text/markdown"}
     first = requests.post(f"{api}/fleet/jobs", data=text.encode(), headers=headers, timeout=30)
     assert first.status_code == 201, first.text
     again = requests.post(f"{api}/fleet/jobs", data=text.encode(), headers=headers, timeout=30)
@@ -79,7 +71,9 @@ def test_http_submit_markdown_is_idempotent(running_stack: RunningStack, product
     job = first.json()["job"]
     assert again.json()["job"]["id"] == job["id"]
     assert job["body"].startswith("# Task\n") and job["priority"] == 7
-    listed = requests.get(f"{api}/fleet/jobs", headers=_h(product), timeout=30).json()
+    listed = requests.get(
+        f"{api}/fleet/jobs", headers=running_stack.operator(product), timeout=30
+    ).json()
     assert [j["id"] for j in listed["jobs"]] == [job["id"]]
 
 
@@ -88,13 +82,17 @@ def test_http_invalid_manifest_is_400_with_field_paths(
 ) -> None:
     api = running_stack.api
     bad = {"title": "", "priority": 12, "capabilities": ["Not A Cap"], "colour": "red"}
-    response = requests.post(f"{api}/fleet/jobs", json=bad, headers=_h(product), timeout=30)
+    response = requests.post(
+        f"{api}/fleet/jobs", json=bad, headers=running_stack.operator(product), timeout=30
+    )
     assert response.status_code == 400, response.text
     body = response.json()
     assert body["error"] == "validation_failed"
     paths = {p["path"] for p in body["details"]["problems"]}
     assert {"title", "priority", "capabilities[0]", "colour"} <= paths
-    listed = requests.get(f"{api}/fleet/jobs", headers=_h(product), timeout=30).json()
+    listed = requests.get(
+        f"{api}/fleet/jobs", headers=running_stack.operator(product), timeout=30
+    ).json()
     assert listed["jobs"] == []
 
 
@@ -102,8 +100,9 @@ def test_http_racing_claimers_assign_every_job_exactly_once(
     running_stack: RunningStack, product: str
 ) -> None:
     api = running_stack.api
-    jobs = {_submit(api, product, title=f"job {n}")["id"] for n in range(40)}
+    jobs = {_submit(running_stack, product, title=f"job {n}")["id"] for n in range(40)}
     claimers = 16
+    tokens = {f"f{i}": running_stack.enroll(product, f"f{i}") for i in range(claimers)}
     grants: list[tuple[str, str, int]] = []
     errors: list[str] = []
     lock = threading.Lock()
@@ -113,12 +112,17 @@ def test_http_racing_claimers_assign_every_job_exactly_once(
         session = requests.Session()
         start.wait()
         while True:
-            response = session.post(
-                f"{api}/fleet/claim",
-                json={"capabilities": ["python"], "seats": 100},
-                headers=_h(product, name),
-                timeout=60,
-            )
+            try:
+                response = session.post(
+                    f"{api}/fleet/claim",
+                    json={"capabilities": ["python"], "seats": 100},
+                    headers=bearer(tokens[name]),
+                    timeout=60,
+                )
+            except requests.RequestException as exc:
+                with lock:
+                    errors.append(f"{name}: {exc!r}")
+                return
             if response.status_code == 204:
                 return
             if response.status_code != 200:
@@ -129,7 +133,7 @@ def test_http_racing_claimers_assign_every_job_exactly_once(
             with lock:
                 grants.append((body["job"]["id"], name, body["lease"]["epoch"]))
 
-    threads = [threading.Thread(target=claimer, args=(f"f{i}",)) for i in range(claimers)]
+    threads = [threading.Thread(target=claimer, args=(name,)) for name in tokens]
     for t in threads:
         t.start()
     for t in threads:
@@ -140,7 +144,9 @@ def test_http_racing_claimers_assign_every_job_exactly_once(
     assert all(n == 1 for n in per_job.values()), per_job.most_common(3)
     # And the store agrees: each job is held by the factory that was granted it.
     for job_id, factory, epoch in grants:
-        job = requests.get(f"{api}/fleet/jobs/{job_id}", headers=_h(product), timeout=30).json()
+        job = requests.get(
+            f"{api}/fleet/jobs/{job_id}", headers=running_stack.operator(product), timeout=30
+        ).json()
         assert (job["holder"], job["epoch"], job["stage"]) == (factory, epoch, "assigned")
 
 
@@ -148,29 +154,31 @@ def test_http_zombie_write_is_fenced_and_changes_nothing(
     running_stack: RunningStack, product: str
 ) -> None:
     api = running_stack.api
-    job = _submit(api, product)
-    claim = _claim(api, product, "old")
+    operator = running_stack.operator(product)
+    old = running_stack.enroll(product, "old")
+    job = _submit(running_stack, product)
+    claim = _claim(api, old)
     epoch = claim["lease"]["epoch"]
     assert claim["cadence"]["renewSeconds"] >= 1
     requeue = requests.post(
         f"{api}/fleet/jobs/{job['id']}/requeue",
         json={"reason": "stuck"},
-        headers=_h(product),
+        headers=operator,
         timeout=30,
     )
     assert requeue.status_code == 200, requeue.text
-    before = requests.get(f"{api}/fleet/jobs/{job['id']}", headers=_h(product), timeout=30).json()
+    before = requests.get(f"{api}/fleet/jobs/{job['id']}", headers=operator, timeout=30).json()
     for method, path, body in (
         ("PATCH", f"/fleet/jobs/{job['id']}", {"leaseEpoch": epoch, "stage": "shipped"}),
         ("POST", f"/fleet/jobs/{job['id']}/lease/renew", {"leaseEpoch": epoch}),
         ("POST", f"/fleet/jobs/{job['id']}/lease/release", {"leaseEpoch": epoch}),
     ):
         response = requests.request(
-            method, f"{api}{path}", json=body, headers=_h(product, "old"), timeout=30
+            method, f"{api}{path}", json=body, headers=bearer(old), timeout=30
         )
         assert response.status_code == 409, response.text
         assert response.json()["error"] == "fenced"
-    after = requests.get(f"{api}/fleet/jobs/{job['id']}", headers=_h(product), timeout=30).json()
+    after = requests.get(f"{api}/fleet/jobs/{job['id']}", headers=operator, timeout=30).json()
     assert after == before
 
 
@@ -178,8 +186,10 @@ def test_http_holder_runs_a_job_to_shipped_with_its_history(
     running_stack: RunningStack, product: str
 ) -> None:
     api = running_stack.api
-    job = _submit(api, product)
-    claim = _claim(api, product, "f1")
+    operator = running_stack.operator(product)
+    f1 = running_stack.enroll(product, "f1")
+    job = _submit(running_stack, product)
+    claim = _claim(api, f1)
     epoch = claim["lease"]["epoch"]
     url = f"{api}/fleet/jobs/{job['id']}"
     for body in (
@@ -187,18 +197,18 @@ def test_http_holder_runs_a_job_to_shipped_with_its_history(
         {"leaseEpoch": epoch, "checkpoint": {"branch": "wip/x"}},
         {"leaseEpoch": epoch, "stage": "shipped", "result": {"exitCode": 0}},
     ):
-        response = requests.patch(url, json=body, headers=_h(product, "f1"), timeout=30)
+        response = requests.patch(url, json=body, headers=bearer(f1), timeout=30)
         assert response.status_code == 200, response.text
-    events = requests.get(f"{url}/events?after=1", headers=_h(product), timeout=30).json()
+    events = requests.get(f"{url}/events?after=1", headers=operator, timeout=30).json()
     assert [e["type"] for e in events["events"]] == ["assign", "start", "complete"]
     assert events["events"][0]["data"]["score"]["total"] > 0
-    final = requests.get(url, headers=_h(product), timeout=30).json()
+    final = requests.get(url, headers=operator, timeout=30).json()
     assert final["stage"] == "shipped" and final["checkpoint"] == {"branch": "wip/x"}
     assert (
         requests.post(
             f"{api}/fleet/claim",
             json={"capabilities": ["python"]},
-            headers=_h(product, "f1"),
+            headers=bearer(f1),
             timeout=30,
         ).status_code
         == 204
@@ -207,21 +217,23 @@ def test_http_holder_runs_a_job_to_shipped_with_its_history(
 
 def test_http_explain_and_queue_state(running_stack: RunningStack, product: str) -> None:
     api = running_stack.api
+    operator = running_stack.operator(product)
     assert (
-        requests.get(f"{api}/fleet/queue-state", headers=_h(product), timeout=30).json()["version"]
+        requests.get(f"{api}/fleet/queue-state", headers=operator, timeout=30).json()["version"]
         == 0
     )
+    cpu_box = running_stack.enroll(product, "cpu-box")
     requests.post(
         f"{api}/fleet/factories/register",
         json={"capabilities": ["python"], "seats": 2},
-        headers=_h(product, "cpu-box"),
+        headers=bearer(cpu_box),
         timeout=30,
     ).raise_for_status()
-    job = _submit(api, product, capabilities=["python", "gpu"])
-    state = requests.get(f"{api}/fleet/queue-state", headers=_h(product), timeout=30).json()
+    job = _submit(running_stack, product, capabilities=["python", "gpu"])
+    state = requests.get(f"{api}/fleet/queue-state", headers=bearer(cpu_box), timeout=30).json()
     assert state["version"] == 1 and state["maxSkipSeconds"] > 0
     explain = requests.get(
-        f"{api}/fleet/jobs/{job['id']}/explain", headers=_h(product), timeout=30
+        f"{api}/fleet/jobs/{job['id']}/explain", headers=operator, timeout=30
     ).json()
     assert explain["unroutable"] is True
     assert explain["factories"][0]["missingCapabilities"] == ["gpu"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import socket
 import textwrap
@@ -86,12 +87,17 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
 
 def test_env_points_the_app_at_the_chosen_ports(stack: LocalStack) -> None:
     config = stack.config
-    assert stack.env() == local_stack_env(
-        cosmos_port=config.cosmos_port,
-        blob_port=config.blob_port,
-        queue_port=config.queue_port,
-        table_port=config.table_port,
-    )
+    digest = hashlib.sha256(stack.operator_token.encode()).hexdigest()
+    assert stack.operator_token.startswith("flo_") and len(stack.operator_token) >= 40
+    assert stack.env() == {
+        **local_stack_env(
+            cosmos_port=config.cosmos_port,
+            blob_port=config.blob_port,
+            queue_port=config.queue_port,
+            table_port=config.table_port,
+        ),
+        "FLEET_OPERATOR_TOKENS": f"sha256:{digest}",
+    }
     assert set(stack.log_paths) == {"azurite", "cosmos"}
     assert all(path.parent == config.logs_dir for path in stack.log_paths.values())
     assert stack.running() == {"azurite": None, "cosmos": None}
@@ -308,6 +314,15 @@ def test_stack_command_killed_leaves_nothing_listening(tmp_path: Path, signal_na
             pytest.fail("the stack never came up:\n" + "".join(output))
         health = requests.get(f"http://127.0.0.1:{config.host_port}/api/health", timeout=10)
         assert health.status_code == 200, health.text
+        # The banner shows the bootstrap operator token, and the host accepts it.
+        (token,) = [
+            line.split(":", 1)[1].strip() for line in output if line.startswith("Operator token:")
+        ]
+        assert token.startswith("flo_")
+        jobs = f"http://127.0.0.1:{config.host_port}/api/fleet/jobs"
+        assert requests.get(jobs, timeout=10).status_code == 401
+        listed = requests.get(jobs, headers={"Authorization": f"Bearer {token}"}, timeout=10)
+        assert listed.status_code == 200, listed.text
         process.send_signal(getattr(signal, signal_name))
         process.wait(timeout=30)
     finally:

@@ -79,9 +79,11 @@ def test_coordinator_claim_costs_one_query_and_one_write(
     coord: Coordinator, stores: Stores
 ) -> None:
     job, _ = coord.submit(P, manifest(capabilities=("python",)), "operator:o")
-    # The product's settings and whether it has a budget: read once per instance per TTL.
+    # The product's settings, whether it has a budget, the factory's standing: each read
+    # once per instance per TTL, not on every claim.
     coord.weights(P)
     coord.budgets.applies(P)
+    coord.standing(P, "f1")
     with stores.counters.measure() as cost:
         result = coord.claim(P, factory())
     assert cost == {"query": 1, "write": 1}
@@ -390,6 +392,7 @@ def test_coordinator_cached_weights_cost_no_read_on_the_claim_path(
     coord.submit(P, manifest(), "operator:o")
     coord.submit(P, manifest(), "operator:o")
     assert coord.claim(P, factory("a", ())) is not None  # the first claim loads settings
+    coord.standing(P, "b")
     with stores.counters.measure() as cost:
         assert coord.claim(P, factory("b", ())) is not None
     assert cost == {"query": 1, "write": 1}
@@ -423,3 +426,11 @@ def test_coordinator_take_back_only_at_the_expected_epoch(coord: Coordinator) ->
     assert taken is not None and taken.stage is Stage.QUEUED
     assert taken.events[-1].actor == "healer"
     assert coord.take_back(P, job.id, claim.lease.epoch, "again") is None
+
+
+def test_coordinator_a_paused_factory_claims_nothing(coord: Coordinator, stores: Stores) -> None:
+    coord.submit(P, manifest(), "operator:o")
+    coord.register_factory(P, factory("p", ()), "1.0")
+    stores.documents.patch(P, "factory-p", [Set("/paused", True)])
+    assert coord.claim(P, factory("p", ())) is None
+    assert coord.claim(P, factory("q", ())) is not None

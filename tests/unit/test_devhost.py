@@ -599,3 +599,34 @@ def test_index_reads_methods_and_auth_level() -> None:
     assert by_name["boom"].allows("PATCH")  # no methods = all methods
     assert by_name["renamed"].route.template == "renamed"
     assert by_name["renamed"].arg_name == "request"
+
+
+def test_stack_generates_a_bootstrap_operator_token_and_passes_its_hash(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import hashlib
+
+    from fleet.devhost.stack import LocalStack, StackConfig
+    from fleet.settings import Settings
+
+    monkeypatch.delenv("FLEET_OPERATOR_TOKEN", raising=False)
+    first, second = LocalStack(StackConfig()), LocalStack(StackConfig())
+    assert first.operator_token.startswith("flo_") and len(first.operator_token) >= 47
+    assert first.operator_token != second.operator_token
+    env = first.env()
+    assert first.operator_token not in env.values()  # the host gets only its hash
+    digest = hashlib.sha256(first.operator_token.encode()).hexdigest()
+    assert Settings.from_env(env).operator_token_hashes == frozenset({digest})
+
+
+def test_stack_takes_the_operator_token_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from fleet.devhost.stack import LocalStack, StackConfig, StackError
+
+    token = "flo_" + "k" * 43
+    monkeypatch.setenv("FLEET_OPERATOR_TOKEN", token)
+    assert LocalStack(StackConfig()).operator_token == token
+    monkeypatch.setenv("FLEET_OPERATOR_TOKEN", "not-a-token")
+    with pytest.raises(StackError, match="FLEET_OPERATOR_TOKEN"):
+        LocalStack(StackConfig())

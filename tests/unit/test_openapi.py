@@ -24,6 +24,7 @@ HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "tra
 # Route parameters that take a fixed set of values: the document has one path per value.
 FIXED_VALUES: dict[str, tuple[str, tuple[str, ...]]] = {
     "fleet/jobs/{id}/lease/{op}": ("op", ("renew", "release")),
+    "fleet/budgets/{productId}/{op}": ("op", ("pause", "resume")),
     "fleet/jobs/{id}/{action}": (
         "action",
         ("cancel", "requeue", "ship", "reject", "reprioritize"),
@@ -139,17 +140,32 @@ def test_fenced_writes_document_409_fenced() -> None:
         assert conflict["content"]["application/json"]["example"]["error"] == "fenced", key
 
 
-def test_submit_and_claim_statuses_and_identity_headers() -> None:
+def test_submit_and_claim_statuses_and_bearer_identity() -> None:
     operations = _documented_operations()
     submit = operations[("post", "/api/fleet/jobs")]
     assert set(submit["requestBody"]["content"]) == {"text/markdown", "application/json"}
-    assert {"200", "201", "400"} <= set(submit["responses"])
+    assert {"200", "201", "400", "401", "403"} <= set(submit["responses"])
     claim = operations[("post", "/api/fleet/claim")]
-    assert {"200", "204"} <= set(claim["responses"])
-    headers = {_resolve(p)["name"]: _resolve(p)["required"] for p in claim["parameters"]}
-    assert headers == {"X-Fleet-Factory": True, "X-Fleet-Product": False}
-    header_names = {_resolve(p)["name"] for p in submit["parameters"]}
-    assert header_names == {"X-Fleet-Operator", "X-Fleet-Product"}
+    assert {"200", "204", "401", "403"} <= set(claim["responses"])
+    for operation in (submit, claim):
+        assert operation["security"] == [{"bearerAuth": []}]
+        headers = {_resolve(p)["name"]: _resolve(p)["required"] for p in operation["parameters"]}
+        assert headers == {"X-Fleet-Product": False}
+    scheme = DOCUMENT["components"]["securitySchemes"]["bearerAuth"]
+    assert (scheme["type"], scheme["scheme"]) == ("http", "bearer")
+    assert "Bearer: an operator token." in submit["description"]
+    assert "Bearer: a factory token." in claim["description"]
+
+
+def test_identity_headers_are_gone_and_anonymous_routes_stay_anonymous() -> None:
+    text = json.dumps(DOCUMENT)
+    assert "X-Fleet-Factory" not in text and "X-Fleet-Operator" not in text
+    operations = _documented_operations()
+    for key in [("get", "/api/health"), ("get", "/api/openapi.json")]:
+        assert "security" not in operations[key] and "401" not in operations[key]["responses"]
+    enroll = operations[("post", "/api/fleet/factories/enroll")]
+    assert enroll["security"] == [{"bearerAuth": []}] and "parameters" not in enroll
+    assert {"201", "401", "403", "409"} <= set(enroll["responses"])
 
 
 def test_the_document_is_served() -> None:

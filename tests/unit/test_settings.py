@@ -65,3 +65,35 @@ def test_settings_fail_fast_naming_the_setting(env: dict[str, str], missing: str
     with pytest.raises(SettingsError) as caught:
         Settings.from_env(env)
     assert caught.value.name == missing and missing in str(caught.value)
+
+
+def test_settings_operator_tokens_are_kept_only_as_hashes() -> None:
+    from fleet.coordinator.tokens import hash_token
+
+    plain = "flo_" + "a" * 43
+    other = hash_token("flo_" + "b" * 43)
+    env = {"FLEET_STORE": "memory", "FLEET_OPERATOR_TOKENS": f" {plain} ,, sha256:{other.upper()}"}
+    settings = Settings.from_env(env)
+    assert settings.operator_token_hashes == frozenset({hash_token(plain), other})
+    assert plain not in repr(settings)
+    assert Settings.from_env({"FLEET_STORE": "memory"}).operator_token_hashes == frozenset()
+
+
+@pytest.mark.parametrize(
+    "entry", ["hunter2-secret", "flo_short", "sha256:abc", "sha256:" + "g" * 64]
+)
+def test_settings_malformed_operator_token_fails_fast_without_echoing_it(entry: str) -> None:
+    env = {"FLEET_STORE": "memory", "FLEET_OPERATOR_TOKENS": f"flo_{'x' * 43},{entry}"}
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env(env)
+    assert caught.value.name == "FLEET_OPERATOR_TOKENS"
+    assert "entry 2" in caught.value.message and entry not in caught.value.message
+
+
+def test_settings_token_grace_seconds() -> None:
+    env = {"FLEET_STORE": "memory", "FLEET_TOKEN_GRACE_SECONDS": "60"}
+    assert Settings.from_env(env).token_grace_seconds == 60
+    assert Settings.from_env({"FLEET_STORE": "memory"}).token_grace_seconds == 300
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({"FLEET_STORE": "memory", "FLEET_TOKEN_GRACE_SECONDS": "-1"})
+    assert caught.value.name == "FLEET_TOKEN_GRACE_SECONDS"

@@ -1,0 +1,167 @@
+"""Factory health over HTTP: heartbeats, operator commands, the last heartbeat, leaving.
+
+Thin: parse and validate, call ``FleetHealth`` (``fleet.coordinator.fleet_health``), respond.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import azure.functions as func
+from pydantic import AwareDatetime, Field, StringConstraints
+
+from fleet.context import get_context
+from fleet.coordinator.fleet_health import (
+    COMMAND_ID_PATTERN,
+    MAX_JOBS_PER_BEAT,
+    Beat,
+    CommandKind,
+    FleetHealth,
+    JobProgress,
+    fleet_health,
+)
+from fleet.coordinator.identity import (
+    NAME,
+    Forbidden,
+    any_principal,
+    factory_principal,
+    operator_principal,
+)
+from fleet.domain.manifest import JOB_ID_PATTERN, Problem, ValidationFailed
+from fleet.http.jobs import job_view
+from fleet.http.parsing import Body, Capability, body_model
+from fleet.http.responses import handles_errors, json_response
+
+bp = func.Blueprint()  # type: ignore[no-untyped-call]
+
+JobId = Annotated[str, StringConstraints(pattern=JOB_ID_PATTERN)]
+CommandId = Annotated[str, StringConstraints(pattern=COMMAND_ID_PATTERN)]
+
+
+class ProgressBody(Body):
+    """A held job's progress. The output line may be long: it is stored cut to 500 chars."""
+
+    jobId: JobId
+    leaseEpoch: int = Field(ge=1)
+    tokens: int = Field(default=0, ge=0)
+    costUsd: float = Field(default=0.0, ge=0)
+    lastActivityAt: AwareDatetime | None = None
+    lastOutputLine: str | None = Field(default=None, max_length=2000)
+
+
+class HeartbeatBody(Body):
+    """What a factory says on each heartbeat."""
+
+    capabilities: tuple[Capability, ...] = Field(default=(), max_length=128)
+    seats: int = Field(default=1, ge=1, le=256)
+    load: int = Field(default=0, ge=0, le=256)
+    cost: float | None = Field(default=None, ge=0, le=1)
+    version: str | None = Field(default=None, max_length=64)
+    jobs: tuple[ProgressBody, ...] = Field(default=(), max_length=MAX_JOBS_PER_BEAT)
+    ack: tuple[CommandId, ...] = Field(default=(), max_length=100)
+
+
+class CommandBody(Body):
+    """An operator command for a factory; ``cancel-job`` needs ``jobId``."""
+
+    command: CommandKind
+    jobId: JobId | None = None
+    reason: str | None = Field(default=None, max_length=2000)
+
+
+def _health() -> FleetHealth:
+    return fleet_health(get_context().coordinator)
+
+
+def _factory_id(req: func.HttpRequest) -> str:
+    factory_id = str(req.route_params.get("id", ""))
+    if not NAME.match(factory_id):
+        raise ValidationFailed(
+            [Problem("id", "invalid_name", "1-64 letters, digits, '.', '_' or '-'")],
+            "not a factory name",
+        )
+    return factory_id
+
+
+def _beat(body: HeartbeatBody) -> Beat:
+    return Beat(
+        capabilities=body.capabilities,
+        seats=body.seats,
+        load=body.load,
+        version=body.version,
+        cost=body.cost,
+        jobs=tuple(
+            JobProgress(
+                job_id=j.jobId,
+                lease_epoch=j.leaseEpoch,
+                tokens=j.tokens,
+                cost_usd=j.costUsd,
+                last_activity_at=j.lastActivityAt,
+                last_output_line=j.lastOutputLine,
+            )
+            for j in body.jobs
+        ),
+        ack=body.ack,
+    )
+
+
+@bp.route(route="fleet/factories/heartbeat", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+@handles_errors
+def factory_heartbeat(req: func.HttpRequest) -> func.HttpResponse:
+    """The factory is alive: load, seats, capabilities, version, progress per held job, and
+    the commands it has acted on. Answers the cadence to keep and the pending commands."""
+    principal = factory_principal(req)
+    body = body_model(req, HeartbeatBody, required=False)
+    # A heartbeat can re-register the factory: it may not advertise past its allowlist.
+    principal.check_capabilities(body.capabilities)
+    reply = _health().heartbeat(principal.product, principal.id, _beat(body))
+    return json_response(reply.as_dict())
+
+
+@bp.route(
+    route="fleet/factories/{id}/commands", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS
+)
+@handles_errors
+def factory_command(req: func.HttpRequest) -> func.HttpResponse:
+    """Queue a command (drain, pause, resume, restart-engine, cancel-job) for the factory's
+    next heartbeats. 202: delivered until the factory acknowledges it."""
+    principal = operator_principal(req)
+    factory_id = _factory_id(req)
+    body = body_model(req, CommandBody)
+    command, job = _health().command(
+        principal.product,
+        factory_id,
+        body.command,
+        by=principal.id,
+        job_id=body.jobId,
+        reason=body.reason,
+    )
+    out: dict[str, object] = {"command": command.as_dict()}
+    if job is not None:
+        out["job"] = job_view(job)
+    return json_response(out, 202)
+
+
+@bp.route(
+    route="fleet/factories/{id}/heartbeat", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS
+)
+@handles_errors
+def factory_last_heartbeat(req: func.HttpRequest) -> func.HttpResponse:
+    """The factory's last heartbeat, its progress per job, and its pending commands."""
+    principal = operator_principal(req)
+    return json_response(_health().last_heartbeat(principal.product, _factory_id(req)))
+
+
+@bp.route(route="fleet/factories/{id}", methods=["DELETE"], auth_level=func.AuthLevel.ANONYMOUS)
+@handles_errors
+def deregister_factory(req: func.HttpRequest) -> func.HttpResponse:
+    """The factory leaves the fleet (an operator's call, or the factory's own on a clean
+    shutdown); the reaper requeues what it still holds. Idempotent."""
+    principal = any_principal(req)
+    factory_id = _factory_id(req)
+    if principal.kind == "factory" and principal.id != factory_id:
+        raise Forbidden("a factory may deregister only itself", factory=factory_id)
+    _health().deregister(principal.product, factory_id)
+    # Its tokens stop working at once (it may enroll again later with a new token).
+    get_context().tokens.revoke_tokens(principal.product, factory_id, principal.actor)
+    return json_response({"factory": factory_id, "deregistered": True})

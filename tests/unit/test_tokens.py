@@ -1,0 +1,708 @@
+"""Tokens on the in-memory twin with an injected clock: enrollment, rotation, revocation,
+authentication; then the same rules through the HTTP handlers (and the gate poll's cost)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import azure.functions as func
+import pytest
+
+from fleet.context import AppContext, set_context
+from fleet.coordinator import Coordinator
+from fleet.coordinator.clock import ManualClock
+from fleet.coordinator.identity import Forbidden, Principal, Unauthorized
+from fleet.coordinator.service import SYSTEM_PARTITION
+from fleet.coordinator.tokens import (
+    INVALID,
+    MISSING,
+    EnrollmentTokenNotFound,
+    FactoryExists,
+    FactoryNotFound,
+    FactoryRevoked,
+    TokenConfig,
+    Tokens,
+    hash_token,
+)
+from fleet.domain.jobs import Fenced
+from fleet.domain.manifest import Manifest
+from fleet.domain.scheduler import FactoryView
+from fleet.domain.stages import Stage
+from fleet.http import fleet_ops, jobs
+from fleet.http import tokens as tokens_http
+from fleet.http.parsing import FactorySelf
+from fleet.settings import Settings
+from fleet.store.memory import MemoryDocumentStore, memory_stores
+from fleet.store.ports import Set, Stores
+
+P = "prod"
+OPERATOR = "flo_" + "o" * 43
+OPERATOR_ACTOR = "operator:test"
+
+
+@pytest.fixture
+def stores() -> Stores:
+    return memory_stores()
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+def coord(stores: Stores, clock: ManualClock) -> Coordinator:
+    return Coordinator(stores, clock=clock)
+
+
+@pytest.fixture
+def tokens(coord: Coordinator, clock: ManualClock) -> Tokens:
+    return Tokens(coord, operator_hashes=[hash_token(OPERATOR)], clock=clock)
+
+
+def me(caps: tuple[str, ...] = ("python",), **fields: Any) -> FactorySelf:
+    return FactorySelf(capabilities=caps, **fields)
+
+
+def enroll(tokens: Tokens, name: str, caps: tuple[str, ...] = ("python",), **kw: Any) -> str:
+    issued = tokens.create_enrollment_token(kw.pop("product", P), OPERATOR_ACTOR, **kw)
+    return tokens.enroll(issued.token, name, me(caps)).token
+
+
+def factory_of(tokens: Tokens, token: str, product: str | None = None) -> Principal:
+    return tokens.authenticate(token, product, want="factory")
+
+
+def refused(call: Callable[[], object]) -> str:
+    """The message of the 401 the call raises."""
+    with pytest.raises(Unauthorized) as caught:
+        call()
+    return caught.value.message
+
+
+def docs(stores: Stores) -> MemoryDocumentStore:
+    assert isinstance(stores.documents, MemoryDocumentStore)
+    return stores.documents
+
+
+# --- issuing and storing -------------------------------------------------------------
+
+
+def test_tokens_are_prefixed_high_entropy_and_stored_only_as_sha256(
+    tokens: Tokens, stores: Stores
+) -> None:
+    issued = tokens.create_enrollment_token(P, OPERATOR_ACTOR)
+    factory = tokens.enroll(issued.token, "f1", me()).token
+    assert issued.token.startswith("fle_") and factory.startswith("flf_")
+    assert len(issued.token) >= 4 + 43 and len(factory) >= 4 + 43
+    stored = json.dumps(docs(stores).all_docs())
+    assert issued.token not in stored and factory not in stored
+    for token, kind in ((issued.token, "enrollment"), (factory, "factory")):
+        doc = docs(stores).peek(SYSTEM_PARTITION, f"tok-{hash_token(token)}")
+        assert doc is not None and doc["kind"] == kind and doc["hash"] == hash_token(token)
+        assert doc["product"] == P and doc["type"] == "token"
+    assert issued.id == hash_token(issued.token)[:12]
+
+
+def test_tokens_two_tokens_never_repeat(tokens: Tokens) -> None:
+    issued = {tokens.create_enrollment_token(P, OPERATOR_ACTOR).token for _ in range(50)}
+    assert len(issued) == 50
+
+
+# --- enrollment ----------------------------------------------------------------------
+
+
+def test_tokens_enrollment_token_works_once(tokens: Tokens, coord: Coordinator) -> None:
+    issued = tokens.create_enrollment_token(P, OPERATOR_ACTOR)
+    enrollment = tokens.enroll(issued.token, "f1", me(("python", "node"), seats=2))
+    assert (enrollment.factory_id, enrollment.product) == ("f1", P)
+    assert factory_of(tokens, enrollment.token) == Principal("factory", "f1", P)
+    (factory,) = coord.factories(P)
+    assert factory.id == "factory-f1" and factory.capabilities == ("node", "python")
+    assert factory.seats == 2
+    assert refused(lambda: tokens.enroll(issued.token, "f2", me())) == INVALID
+    assert [f.id for f in coord.factories(P)] == ["factory-f1"]
+    (listed,) = tokens.list_enrollment_tokens(P)
+    assert listed["status"] == "used" and listed["usedBy"] == "f1"
+
+
+def test_tokens_concurrent_enrollments_with_one_token_exactly_one_wins(
+    tokens: Tokens, coord: Coordinator
+) -> None:
+    issued = tokens.create_enrollment_token(P, OPERATOR_ACTOR)
+    racers = 8
+    start = threading.Barrier(racers)
+    won: list[str] = []
+    lost: list[str] = []
+
+    def race(name: str) -> None:
+        start.wait()
+        try:
+            won.append(tokens.enroll(issued.token, name, me()).factory_id)
+        except Unauthorized as exc:
+            lost.append(exc.message)
+
+    threads = [threading.Thread(target=race, args=(f"f{i}",)) for i in range(racers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(won) == 1 and lost == [INVALID] * (racers - 1)
+    assert [f.id for f in coord.factories(P)] == [f"factory-{won[0]}"]
+
+
+def test_tokens_expired_enrollment_token_is_refused(tokens: Tokens, clock: ManualClock) -> None:
+    issued = tokens.create_enrollment_token(P, OPERATOR_ACTOR, expires_in_seconds=600)
+    assert issued.expiresAt is not None
+    clock.advance(600)
+    assert refused(lambda: tokens.enroll(issued.token, "f1", me())) == INVALID
+    (listed,) = tokens.list_enrollment_tokens(P)
+    assert listed["status"] == "expired"
+
+
+def test_tokens_enrollment_token_before_its_expiry_works(
+    tokens: Tokens, clock: ManualClock
+) -> None:
+    issued = tokens.create_enrollment_token(P, OPERATOR_ACTOR, expires_in_seconds=600)
+    clock.advance(599)
+    assert tokens.enroll(issued.token, "f1", me()).factory_id == "f1"
+
+
+def test_tokens_revoked_enrollment_token_is_refused(tokens: Tokens) -> None:
+    issued = tokens.create_enrollment_token(P, OPERATOR_ACTOR)
+    view = tokens.revoke_enrollment_token(P, issued.id, OPERATOR_ACTOR)
+    assert view["status"] == "revoked" and view["id"] == issued.id
+    assert refused(lambda: tokens.enroll(issued.token, "f1", me())) == INVALID
+
+
+def test_tokens_revoking_an_unknown_enrollment_token_is_not_found(tokens: Tokens) -> None:
+    issued = tokens.create_enrollment_token(P, OPERATOR_ACTOR)
+    with pytest.raises(EnrollmentTokenNotFound):
+        tokens.revoke_enrollment_token(P, "0" * 12, OPERATOR_ACTOR)
+    with pytest.raises(EnrollmentTokenNotFound):
+        tokens.revoke_enrollment_token("other", issued.id, OPERATOR_ACTOR)  # another product
+
+
+def test_tokens_listing_shows_no_secret_and_no_full_hash(tokens: Tokens) -> None:
+    issued = tokens.create_enrollment_token(P, OPERATOR_ACTOR, capabilities=["python"])
+    tokens.create_enrollment_token("other", OPERATOR_ACTOR)
+    (listed,) = tokens.list_enrollment_tokens(P)
+    text = json.dumps(listed)
+    assert issued.token not in text and hash_token(issued.token) not in text
+    assert listed["id"] == issued.id and listed["status"] == "active"
+    assert listed["capabilities"] == ["python"] and listed["createdBy"] == OPERATOR_ACTOR
+
+
+def test_tokens_allowlist_violation_is_forbidden_and_does_not_use_the_token(
+    tokens: Tokens,
+) -> None:
+    issued = tokens.create_enrollment_token(P, OPERATOR_ACTOR, capabilities=["python", "node"])
+    with pytest.raises(Forbidden) as caught:
+        tokens.enroll(issued.token, "f1", me(("python", "gpu", "docker")))
+    assert "docker, gpu" in caught.value.message
+    assert caught.value.details["disallowed"] == ["docker", "gpu"]
+    enrollment = tokens.enroll(issued.token, "f1", me(("python",)))
+    principal = factory_of(tokens, enrollment.token)
+    assert principal.allowed_capabilities == frozenset({"python", "node"})
+    principal.check_capabilities(["node"])
+    with pytest.raises(Forbidden):
+        principal.check_capabilities(["python", "gpu"])
+
+
+def test_tokens_enrolling_a_taken_name_is_409_and_gives_the_token_back(tokens: Tokens) -> None:
+    enroll(tokens, "f1")
+    issued = tokens.create_enrollment_token(P, OPERATOR_ACTOR)
+    with pytest.raises(FactoryExists):
+        tokens.enroll(issued.token, "f1", me())
+    assert tokens.enroll(issued.token, "f2", me()).factory_id == "f2"
+
+
+def test_tokens_a_revoked_name_stays_taken(tokens: Tokens) -> None:
+    enroll(tokens, "f1")
+    tokens.revoke_factory(P, "f1", OPERATOR_ACTOR)
+    issued = tokens.create_enrollment_token(P, OPERATOR_ACTOR)
+    with pytest.raises(FactoryExists):
+        tokens.enroll(issued.token, "f1", me())
+
+
+def test_tokens_deregistered_name_enrolls_again_and_its_old_tokens_die(
+    tokens: Tokens, stores: Stores, coord: Coordinator
+) -> None:
+    old = enroll(tokens, "f1")
+    stores.documents.patch(P, "factory-f1", [Set("/deregistered", True), Set("/paused", True)])
+    new = enroll(tokens, "f1")
+    assert refused(lambda: factory_of(tokens, old)) == INVALID
+    assert factory_of(tokens, new).id == "f1"
+    (factory,) = coord.factories(P)
+    assert not factory.deregistered and not factory.revoked and not factory.paused
+
+
+def test_tokens_invalid_factory_name_is_a_validation_error(tokens: Tokens) -> None:
+    from fleet.domain.manifest import ValidationFailed
+
+    issued = tokens.create_enrollment_token(P, OPERATOR_ACTOR)
+    with pytest.raises(ValidationFailed):
+        tokens.enroll(issued.token, "no spaces/here", me())
+    assert tokens.enroll(issued.token, "ok-name", me()).factory_id == "ok-name"
+
+
+# --- authentication ------------------------------------------------------------------
+
+
+def test_tokens_factory_token_is_scoped_to_its_product(tokens: Tokens) -> None:
+    token = enroll(tokens, "f1")
+    assert factory_of(tokens, token, P).product == P
+    with pytest.raises(Forbidden, match="this token is for another product"):
+        factory_of(tokens, token, "other")
+    with pytest.raises(Forbidden, match="this token is for another product"):
+        tokens.authenticate(token, "other", want="any")
+
+
+def test_tokens_operator_token_names_the_product_with_the_header(tokens: Tokens) -> None:
+    principal = tokens.authenticate(OPERATOR, "anything", want="operator")
+    assert principal.kind == "operator" and principal.product == "anything"
+    assert tokens.authenticate(OPERATOR, None, want="any").product == "default"
+    assert principal.id == "op-" + hash_token(OPERATOR)[:8]
+
+
+def test_tokens_wrong_kind_of_token_is_forbidden(tokens: Tokens) -> None:
+    token = enroll(tokens, "f1")
+    with pytest.raises(Forbidden, match="factory tokens cannot"):
+        tokens.authenticate(token, None, want="operator")
+    with pytest.raises(Forbidden, match="operator tokens cannot"):
+        tokens.authenticate(OPERATOR, P, want="factory")
+
+
+@pytest.mark.parametrize(
+    ("token", "message"),
+    [
+        (None, MISSING),
+        ("garbage", INVALID),
+        ("flf_" + "x" * 43, INVALID),
+        ("flo_" + "x" * 43, INVALID),
+        ("Bearer", INVALID),
+    ],
+)
+def test_tokens_missing_or_garbage_token_is_401(
+    tokens: Tokens, token: str | None, message: str
+) -> None:
+    assert refused(lambda: tokens.authenticate(token, P, want="any")) == message
+
+
+def test_tokens_an_enrollment_token_authenticates_nothing_else(tokens: Tokens) -> None:
+    issued = tokens.create_enrollment_token(P, OPERATOR_ACTOR)
+    assert "only enrolls" in refused(lambda: tokens.authenticate(issued.token, P, want="any"))
+
+
+def test_tokens_refusals_never_say_which_check_failed(
+    tokens: Tokens, clock: ManualClock, stores: Stores
+) -> None:
+    revoked = enroll(tokens, "revoked")
+    tokens.revoke_factory(P, "revoked", OPERATOR_ACTOR)
+    rotated = enroll(tokens, "rotated")
+    tokens.rotate(Principal("factory", "rotated", P), "rotated")
+    expiring = enroll(tokens, "expiring")
+    stores.documents.patch(
+        SYSTEM_PARTITION,
+        f"tok-{hash_token(expiring)}",
+        [Set("/expiresAt", "2026-01-01T00:00:10.000000Z")],
+    )
+    clock.advance(301)
+    messages = {
+        refused(lambda t=t: factory_of(tokens, t))
+        for t in (revoked, rotated, expiring, "flf_" + "u" * 43)
+    }
+    assert messages == {INVALID}
+
+
+# --- rotation ------------------------------------------------------------------------
+
+
+def test_tokens_rotated_token_works_during_the_grace_then_is_refused(
+    tokens: Tokens, clock: ManualClock
+) -> None:
+    old = enroll(tokens, "f1")
+    rotation = tokens.rotate(factory_of(tokens, old), "f1")
+    assert rotation.token != old and rotation.token.startswith("flf_")
+    assert (rotation.previous_valid_until - clock.now()).total_seconds() == 300
+    clock.advance(299)
+    assert factory_of(tokens, old).id == "f1"
+    assert factory_of(tokens, rotation.token).id == "f1"
+    clock.advance(1)
+    assert refused(lambda: factory_of(tokens, old)) == INVALID
+    assert factory_of(tokens, rotation.token).id == "f1"
+
+
+def test_tokens_rotating_twice_does_not_extend_the_first_grace(
+    tokens: Tokens, clock: ManualClock
+) -> None:
+    first = enroll(tokens, "f1")
+    second = tokens.rotate(factory_of(tokens, first), "f1").token
+    clock.advance(200)
+    third = tokens.rotate(factory_of(tokens, second), "f1").token
+    clock.advance(100)
+    assert refused(lambda: factory_of(tokens, first)) == INVALID
+    assert factory_of(tokens, second).id == "f1"  # its own grace runs to 500
+    clock.advance(200)
+    assert refused(lambda: factory_of(tokens, second)) == INVALID
+    assert factory_of(tokens, third).id == "f1"
+
+
+def test_tokens_rotation_keeps_the_enrollment_allowlist(tokens: Tokens) -> None:
+    old = enroll(tokens, "f1", capabilities=["python"])
+    new = tokens.rotate(factory_of(tokens, old), "f1").token
+    assert factory_of(tokens, new).allowed_capabilities == frozenset({"python"})
+
+
+def test_tokens_a_factory_rotates_only_its_own_token(tokens: Tokens) -> None:
+    f1 = enroll(tokens, "f1")
+    enroll(tokens, "f2")
+    with pytest.raises(Forbidden, match="only rotate their own"):
+        tokens.rotate(factory_of(tokens, f1), "f2")
+
+
+def test_tokens_an_operator_rotates_any_factory_of_its_product(
+    tokens: Tokens, clock: ManualClock
+) -> None:
+    old = enroll(tokens, "f1")
+    operator = tokens.authenticate(OPERATOR, P, want="operator")
+    new = tokens.rotate(operator, "f1").token
+    clock.advance(300)
+    assert factory_of(tokens, new).id == "f1"
+    assert refused(lambda: factory_of(tokens, old)) == INVALID
+    elsewhere = tokens.authenticate(OPERATOR, "other", want="operator")
+    with pytest.raises(FactoryNotFound):
+        tokens.rotate(elsewhere, "f1")
+
+
+def test_tokens_a_revoked_factory_cannot_be_rotated(tokens: Tokens) -> None:
+    enroll(tokens, "f1")
+    tokens.revoke_factory(P, "f1", OPERATOR_ACTOR)
+    with pytest.raises(FactoryRevoked):
+        tokens.rotate(tokens.authenticate(OPERATOR, P, want="operator"), "f1")
+
+
+# --- revocation ----------------------------------------------------------------------
+
+
+def test_tokens_revoked_mid_job_is_401_and_the_reaper_requeues_the_job(
+    tokens: Tokens, coord: Coordinator
+) -> None:
+    token = enroll(tokens, "f1")
+    rotated = tokens.rotate(factory_of(tokens, token), "f1").token  # both valid now
+    job, _ = coord.submit(P, Manifest(title="t", body="b", capabilities=("python",)), "op")
+    principal = factory_of(tokens, rotated)
+    claim = coord.claim(P, FactoryView(id=principal.id, capabilities=frozenset({"python"})))
+    assert claim is not None and claim.job.id == job.id
+    assert tokens.revoke_factory(P, "f1", OPERATOR_ACTOR) == 2
+    for t in (token, rotated):
+        assert refused(lambda t=t: factory_of(tokens, t)) == INVALID
+    (factory,) = coord.factories(P)
+    assert factory.revoked
+    report = coord.reap(P)
+    assert report.requeued == [job.id]
+    requeued = coord.get_job(P, job.id)
+    assert requeued.stage is Stage.QUEUED and requeued.epoch == claim.lease.epoch + 1
+    with pytest.raises(Fenced):
+        coord.report(P, job.id, "f1", claim.lease.epoch, stage=Stage.BUILDING)
+
+
+def test_tokens_revoking_an_unknown_factory_is_not_found(tokens: Tokens) -> None:
+    with pytest.raises(FactoryNotFound):
+        tokens.revoke_factory(P, "nobody", OPERATOR_ACTOR)
+
+
+def test_tokens_revoke_tokens_leaves_the_factory_enrollable(
+    tokens: Tokens, coord: Coordinator
+) -> None:
+    token = enroll(tokens, "f1")
+    assert tokens.revoke_tokens(P, "f1", "deregistration") == 1
+    assert refused(lambda: factory_of(tokens, token)) == INVALID
+    assert not coord.factories(P)[0].revoked
+
+
+# --- the gate poll's cache -----------------------------------------------------------
+
+
+def test_tokens_cached_gate_poll_costs_one_point_read(
+    tokens: Tokens, coord: Coordinator, stores: Stores
+) -> None:
+    token = enroll(tokens, "f1")
+    tokens.authenticate(token, None, want="any", cached=True)  # verified: now cached
+    with stores.counters.measure() as cost:
+        principal = tokens.authenticate(token, None, want="any", cached=True)
+        coord.queue_state(principal.product)
+    assert cost == {"read": 1}
+    with stores.counters.measure() as cost:
+        tokens.authenticate(token, None, want="any")  # every other endpoint reads the token
+    assert cost == {"read": 1}
+
+
+def test_tokens_revocation_reaches_the_gate_poll_within_the_cache_ttl(
+    coord: Coordinator, clock: ManualClock
+) -> None:
+    here = Tokens(coord, clock=clock)
+    there, elsewhere = Tokens(coord, clock=clock), Tokens(coord, clock=clock)  # own caches
+    token = enroll(here, "f1")
+    for instance in (here, there, elsewhere):
+        instance.authenticate(token, None, want="any", cached=True)
+    here.revoke_factory(P, "f1", OPERATOR_ACTOR)
+    # The revoking instance refuses at once, even on the gate.
+    assert refused(lambda: here.authenticate(token, None, want="any", cached=True)) == INVALID
+    clock.advance(29)
+    # Another instance's gate poll still trusts its cache, within the TTL...
+    assert there.authenticate(token, None, want="any", cached=True).id == "f1"
+    # ...but any other endpoint reads the token and refuses it, which also clears the cache.
+    assert refused(lambda: there.authenticate(token, None, want="any")) == INVALID
+    assert refused(lambda: there.authenticate(token, None, want="any", cached=True)) == INVALID
+    # And once the TTL has passed, every gate poll reads it again.
+    clock.advance(1)
+    assert refused(lambda: elsewhere.authenticate(token, None, want="any", cached=True)) == INVALID
+
+
+def test_tokens_the_cache_never_outlives_the_grace(coord: Coordinator, clock: ManualClock) -> None:
+    tokens = Tokens(coord, clock=clock, config=TokenConfig(grace_seconds=10))
+    old = enroll(tokens, "f1")
+    tokens.rotate(factory_of(tokens, old), "f1")
+    tokens.authenticate(old, None, want="any", cached=True)
+    clock.advance(10)
+    assert refused(lambda: tokens.authenticate(old, None, want="any", cached=True)) == INVALID
+
+
+def test_tokens_the_cache_is_bounded(
+    coord: Coordinator, clock: ManualClock, stores: Stores
+) -> None:
+    tokens = Tokens(coord, clock=clock, config=TokenConfig(gate_cache_size=2))
+    a, b, c = (enroll(tokens, name) for name in ("a", "b", "c"))
+    for token in (a, b, c):
+        tokens.authenticate(token, None, want="any", cached=True)
+    with stores.counters.measure() as cost:
+        tokens.authenticate(c, None, want="any", cached=True)
+        tokens.authenticate(b, None, want="any", cached=True)
+    assert cost == {}  # the two most recent are remembered
+    with stores.counters.measure() as cost:
+        tokens.authenticate(a, None, want="any", cached=True)
+    assert cost == {"read": 1}  # the oldest was evicted
+
+
+# --- through the HTTP handlers -------------------------------------------------------
+
+
+@pytest.fixture
+def app_context(stores: Stores, coord: Coordinator, tokens: Tokens) -> Iterator[AppContext]:
+    context = AppContext(
+        settings=Settings.from_env({"FLEET_STORE": "memory"}),
+        stores=stores,
+        coordinator=coord,
+        tokens=tokens,
+    )
+    set_context(context)
+    yield context
+    set_context(None)
+
+
+def call(
+    handler: Any,
+    method: str,
+    url: str,
+    token: str | None = None,
+    body: Any = None,
+    product: str | None = None,
+    **route_params: str,
+) -> tuple[int, dict[str, Any], func.HttpResponse]:
+    headers = {"Content-Type": "application/json"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    if product is not None:
+        headers["X-Fleet-Product"] = product
+    request = func.HttpRequest(
+        method,
+        url,
+        headers=headers,
+        body=json.dumps(body).encode() if body is not None else b"",
+        route_params=route_params,
+    )
+    response = handler.build().get_user_function()(request)
+    raw = response.get_body()
+    return response.status_code, (json.loads(raw) if raw else {}), response
+
+
+def test_tokens_http_gate_poll_costs_one_point_read_when_cached(
+    app_context: AppContext, tokens: Tokens, stores: Stores
+) -> None:
+    token = enroll(tokens, "f1")
+    status, _, _ = call(fleet_ops.queue_state, "GET", "/api/fleet/queue-state", token)
+    assert status == 200  # the first poll reads the token too, and caches it
+    with stores.counters.measure() as cost:
+        status, body, _ = call(fleet_ops.queue_state, "GET", "/api/fleet/queue-state", token)
+    assert status == 200 and body["version"] == 0
+    assert cost == {"read": 1}
+
+
+def test_tokens_http_missing_or_garbage_token_is_401_with_a_bearer_challenge(
+    app_context: AppContext,
+) -> None:
+    for token, message in ((None, MISSING), ("flf_nope", INVALID)):
+        status, body, response = call(jobs.list_jobs, "GET", "/api/fleet/jobs", token)
+        assert (status, body["error"], body["message"]) == (401, "unauthorized", message)
+        assert response.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+def test_tokens_http_operator_only_endpoints_refuse_factory_tokens(
+    app_context: AppContext, tokens: Tokens
+) -> None:
+    token = enroll(tokens, "f1")
+    for handler, method, url, params in (
+        (jobs.submit_job, "POST", "/api/fleet/jobs", {}),
+        (tokens_http.create_enrollment_token, "POST", "/api/fleet/enrollment-tokens", {}),
+        (tokens_http.list_enrollment_tokens, "GET", "/api/fleet/enrollment-tokens", {}),
+        (
+            tokens_http.revoke_factory_token,
+            "POST",
+            "/api/fleet/factories/f1/token/revoke",
+            {"id": "f1"},
+        ),
+        (fleet_ops.product_events, "GET", "/api/fleet/events", {}),
+    ):
+        status, body, _ = call(handler, method, url, token, {"title": "x"}, **params)
+        assert (status, body["error"]) == (403, "forbidden"), (url, body)
+        assert "factory tokens cannot" in body["message"]
+
+
+def test_tokens_http_a_factory_reads_only_the_jobs_it_holds(
+    app_context: AppContext, tokens: Tokens, coord: Coordinator
+) -> None:
+    f1, f2 = enroll(tokens, "f1"), enroll(tokens, "f2")
+    first, _ = coord.submit(P, Manifest(title="one", body="b"), "op")
+    second, _ = coord.submit(P, Manifest(title="two", body="b"), "op")
+    status, claim, _ = call(fleet_ops.claim, "POST", "/api/fleet/claim", f1, {})
+    assert status == 200
+    held, other = (first, second) if claim["job"]["id"] == first.id else (second, first)
+    for handler, suffix in (
+        (jobs.get_job, ""),
+        (jobs.job_events, "/events"),
+        (jobs.explain_job, "/explain"),
+    ):
+        url = f"/api/fleet/jobs/{{}}{suffix}"
+        assert call(handler, "GET", url.format(held.id), f1, id=held.id)[0] == 200
+        status, body, _ = call(handler, "GET", url.format(other.id), f1, id=other.id)
+        assert (status, body["error"]) == (403, "forbidden")
+        assert call(handler, "GET", url.format(held.id), f2, id=held.id)[0] == 403
+        assert (
+            call(handler, "GET", url.format(other.id), OPERATOR, product=P, id=other.id)[0] == 200
+        )
+    _, listed, _ = call(jobs.list_jobs, "GET", "/api/fleet/jobs", f1)
+    assert [j["id"] for j in listed["jobs"]] == [held.id]
+    _, listed, _ = call(jobs.list_jobs, "GET", "/api/fleet/jobs", OPERATOR, product=P)
+    assert {j["id"] for j in listed["jobs"]} == {held.id, other.id}
+
+
+def test_tokens_http_a_factory_patching_a_job_it_does_not_hold_is_fenced(
+    app_context: AppContext, tokens: Tokens, coord: Coordinator
+) -> None:
+    f1, f2 = enroll(tokens, "f1"), enroll(tokens, "f2")
+    job, _ = coord.submit(P, Manifest(title="t", body="b"), "op")
+    _, claim, _ = call(fleet_ops.claim, "POST", "/api/fleet/claim", f1, {})
+    epoch = claim["lease"]["epoch"]
+    status, body, _ = call(
+        jobs.report_job,
+        "PATCH",
+        f"/api/fleet/jobs/{job.id}",
+        f2,
+        {"leaseEpoch": epoch, "stage": "shipped"},
+        id=job.id,
+    )
+    assert (status, body["error"]) == (409, "fenced")
+    assert coord.get_job(P, job.id).stage is Stage.ASSIGNED
+
+
+def test_tokens_http_claim_outside_the_allowlist_is_403(
+    app_context: AppContext, tokens: Tokens
+) -> None:
+    token = enroll(tokens, "f1", capabilities=["python"])
+    status, body, _ = call(
+        fleet_ops.claim, "POST", "/api/fleet/claim", token, {"capabilities": ["python", "gpu"]}
+    )
+    assert (status, body["error"], body["details"]["disallowed"]) == (403, "forbidden", ["gpu"])
+
+
+def test_tokens_http_enroll_register_rotate_revoke(
+    app_context: AppContext, tokens: Tokens, coord: Coordinator
+) -> None:
+    status, issued, response = call(
+        tokens_http.create_enrollment_token,
+        "POST",
+        "/api/fleet/enrollment-tokens",
+        OPERATOR,
+        {"expiresInSeconds": 3600, "capabilities": ["python"]},
+        product=P,
+    )
+    assert status == 201 and issued["token"].startswith("fle_") and issued["product"] == P
+    assert response.headers["Cache-Control"] == "no-store"
+    status, enrolled, _ = call(
+        tokens_http.enroll_factory,
+        "POST",
+        "/api/fleet/factories/enroll",
+        issued["token"],
+        {"name": "f1", "capabilities": ["python"], "seats": 2, "version": "1.0"},
+    )
+    assert status == 201 and enrolled["factoryId"] == "f1" and enrolled["product"] == P
+    token = enrolled["token"]
+    status, registered, _ = call(
+        fleet_ops.register_factory,
+        "POST",
+        "/api/fleet/factories/register",
+        token,
+        {"capabilities": ["python"], "seats": 3},
+    )
+    assert status == 200 and registered["id"] == "factory-f1" and registered["seats"] == 3
+    status, rotated, _ = call(
+        tokens_http.rotate_factory_token,
+        "POST",
+        "/api/fleet/factories/f1/token/rotate",
+        token,
+        id="f1",
+    )
+    assert status == 200 and rotated["token"] != token and rotated["previousValidUntil"]
+    status, revoked, _ = call(
+        tokens_http.revoke_factory_token,
+        "POST",
+        "/api/fleet/factories/f1/token/revoke",
+        OPERATOR,
+        product=P,
+        id="f1",
+    )
+    assert (status, revoked) == (200, {"factoryId": "f1", "revoked": True, "revokedTokens": 2})
+    for t in (token, rotated["token"]):
+        assert call(fleet_ops.claim, "POST", "/api/fleet/claim", t, {})[0] == 401
+    _, listed, _ = call(
+        tokens_http.list_enrollment_tokens,
+        "GET",
+        "/api/fleet/enrollment-tokens",
+        OPERATOR,
+        product=P,
+    )
+    assert [t["status"] for t in listed["tokens"]] == ["used"]
+    assert "token" not in listed["tokens"][0]
+
+
+def test_tokens_http_bad_enroll_body_is_400_with_field_paths(
+    app_context: AppContext, tokens: Tokens
+) -> None:
+    issued = tokens.create_enrollment_token(P, OPERATOR_ACTOR)
+    status, body, _ = call(
+        tokens_http.enroll_factory,
+        "POST",
+        "/api/fleet/factories/enroll",
+        issued.token,
+        {"name": "bad name", "seats": 0, "colour": "red"},
+    )
+    assert status == 400
+    assert {"name", "seats", "colour"} <= {p["path"] for p in body["details"]["problems"]}
+    status, body, _ = call(
+        tokens_http.enroll_factory, "POST", "/api/fleet/factories/enroll", None, {"name": "f"}
+    )
+    assert (status, body["message"]) == (401, MISSING)
