@@ -6,38 +6,16 @@ from typing import Any
 
 import pytest
 
-from fleet.coordinator import Coordinator, CoordinatorConfig
+from fleet.coordinator import Coordinator
 from fleet.coordinator.clock import ManualClock
 from fleet.domain.jobs import EMBEDDED_EVENTS, Fenced, agrees, replay
 from fleet.domain.manifest import Manifest, ProfileSpec, ValidationFailed
 from fleet.domain.models import Deps
 from fleet.domain.scheduler import FactoryView
 from fleet.domain.stages import Action, IllegalTransition, Stage
-from fleet.store.memory import memory_stores
 from fleet.store.ports import Set, Stores
 
 P = "prod"
-
-
-@pytest.fixture
-def stores() -> Stores:
-    return memory_stores()
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
-
-
-@pytest.fixture
-def coord(stores: Stores, clock: ManualClock) -> Coordinator:
-    counter = iter(range(1, 1_000_000))
-    return Coordinator(
-        stores,
-        clock=clock,
-        config=CoordinatorConfig(),
-        entropy=lambda n: next(counter).to_bytes(n, "big"),
-    )
 
 
 def manifest(**fields: Any) -> Manifest:

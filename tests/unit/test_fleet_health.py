@@ -15,7 +15,7 @@ import pytest
 
 from fleet import timers
 from fleet.context import AppContext, context_for, get_context, set_context
-from fleet.coordinator import Coordinator, CoordinatorConfig
+from fleet.coordinator import Coordinator
 from fleet.coordinator.clock import ManualClock
 from fleet.coordinator.fleet_health import (
     COMMANDS,
@@ -50,6 +50,7 @@ from fleet.http import factories as factories_http
 from fleet.settings import Settings
 from fleet.store.memory import MemoryTableStore, memory_stores
 from fleet.store.ports import Stores
+from tests.unit.conftest import counting_entropy
 
 P = "prod"
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -57,28 +58,8 @@ COSMOS_KINDS = ("read", "query", "write", "patch")
 
 
 @pytest.fixture
-def stores() -> Stores:
-    return memory_stores()
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock(T0)
-
-
-def _entropy() -> Any:
-    counter = iter(range(1, 1_000_000))
-    return lambda n: next(counter).to_bytes(n, "big")
-
-
-@pytest.fixture
-def coord(stores: Stores, clock: ManualClock) -> Coordinator:
-    return Coordinator(stores, clock=clock, config=CoordinatorConfig(), entropy=_entropy())
-
-
-@pytest.fixture
 def health(coord: Coordinator) -> FleetHealth:
-    return FleetHealth(coord, HealthConfig(), entropy=_entropy())
+    return FleetHealth(coord, HealthConfig(), entropy=counting_entropy())
 
 
 def manifest(**fields: Any) -> Manifest:

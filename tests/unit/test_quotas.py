@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from fleet.coordinator import Coordinator, CoordinatorConfig
+from fleet.coordinator import Coordinator
 from fleet.coordinator.budgets import reservation_key
 from fleet.coordinator.clock import ManualClock
 from fleet.domain.jobs import Fenced
@@ -15,32 +15,10 @@ from fleet.domain.manifest import Manifest
 from fleet.domain.scheduler import FactoryView
 from fleet.domain.stages import Action, Stage
 from fleet.errors import ConcurrencyConflict
-from fleet.store.memory import MemoryDocumentStore, memory_stores
+from fleet.store.memory import MemoryDocumentStore
 from fleet.store.ports import Stores
 
 P = "prod"
-
-
-@pytest.fixture
-def stores() -> Stores:
-    return memory_stores()
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
-
-
-@pytest.fixture
-def coord(stores: Stores, clock: ManualClock) -> Coordinator:
-    counter = iter(range(1, 1_000_000))
-    lock = threading.Lock()
-
-    def entropy(n: int) -> bytes:
-        with lock:
-            return next(counter).to_bytes(n, "big")
-
-    return Coordinator(stores, clock=clock, config=CoordinatorConfig(), entropy=entropy)
 
 
 def submit(coord: Coordinator, **fields: Any) -> str:

@@ -35,27 +35,12 @@ from fleet.http import fleet_ops, jobs
 from fleet.http import tokens as tokens_http
 from fleet.http.parsing import FactorySelf
 from fleet.settings import Settings
-from fleet.store.memory import MemoryDocumentStore, memory_stores
+from fleet.store.memory import MemoryDocumentStore
 from fleet.store.ports import Set, Stores
 
 P = "prod"
 OPERATOR = "flo_" + "o" * 43
 OPERATOR_ACTOR = "operator:test"
-
-
-@pytest.fixture
-def stores() -> Stores:
-    return memory_stores()
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
-
-
-@pytest.fixture
-def coord(stores: Stores, clock: ManualClock) -> Coordinator:
-    return Coordinator(stores, clock=clock)
 
 
 @pytest.fixture
