@@ -52,6 +52,7 @@ from fleet.domain.stages import LEASED, REPORTABLE, TERMINAL, Action, Stage
 from fleet.errors import AlreadyExists, ConcurrencyConflict, FleetError, NotFound
 from fleet.store.ports import Doc, Incr, Stores
 from fleet.store.queries import (
+    AGENT_EVENTS_OF_JOB,
     COUNT_JOBS_IN_STAGE,
     DOCS_OF_TYPE,
     EVENTS_OF_JOB,
@@ -91,6 +92,18 @@ class CoordinatorConfig:
     write_retries: int = 8  # re-read-and-retry rounds on a lost CAS before giving up
     weights: Weights = DEFAULT_WEIGHTS  # unless the product's settings say otherwise
     settings_ttl_seconds: float = 30.0  # how long an instance trusts its cached settings
+
+
+@dataclass(frozen=True)
+class AgentEvent:
+    seq: int  # the sender's own sequence number within its attempt
+    type: str
+    payload: Any
+
+
+def agent_event_key(epoch: int, seq: int) -> str:
+    """Sorts agent events by attempt, then by the sender's sequence."""
+    return f"{epoch:08d}:{seq:010d}"
 
 
 @dataclass(frozen=True)
@@ -189,6 +202,57 @@ class Coordinator:
         out = out[:limit]
         next_cursor = "|".join(map(str, out[-1][0])) if out else cursor
         return [item for _, item in out], next_cursor
+
+    # --- what agents say ------------------------------------------------------------
+
+    def record_agent_events(
+        self,
+        product: str,
+        job_id: str,
+        factory_id: str,
+        epoch: int,
+        events: list[AgentEvent],
+    ) -> int:
+        """Store events an engine wrote while it worked (its decisions, tool calls, notes)
+        beside the job's transition history. Fenced: only the holder at this epoch. They
+        never change the job: stage, lease and epoch are untouched. Each event carries the
+        sender's own sequence number, so a batch sent twice (a retry after a lost reply)
+        is stored once. Returns how many were new."""
+        J.check_fence(self.get_job(product, job_id), factory_id, epoch)
+        now = self.clock.now()
+        stored = 0
+        for event in events:
+            doc = {
+                "id": f"{job_id}:agent:{epoch}:{event.seq}",
+                "productId": product,
+                "type": "agent_event",
+                "jobId": job_id,
+                "epoch": epoch,
+                "seq": event.seq,
+                "key": agent_event_key(epoch, event.seq),
+                "eventType": event.type,
+                "payload": event.payload,
+                "factory": factory_id,
+                "at": format_ts(now),
+                "ttl": self.config.event_ttl_seconds,
+            }
+            try:
+                self.docs.create(doc)
+                stored += 1
+            except AlreadyExists:
+                continue
+        return stored
+
+    def agent_events(
+        self, product: str, job_id: str, after: str | None = None, limit: int = 200
+    ) -> list[dict[str, Any]]:
+        """A job's agent events after a cursor (the ``key`` of the last one seen)."""
+        self.get_job(product, job_id)  # 404 for an unknown job, not an empty list
+        rows = self.docs.query(
+            AGENT_EVENTS_OF_JOB, product, {"jobId": job_id, "after": after or "", "top": limit}
+        )
+        keep = ("key", "epoch", "seq", "eventType", "payload", "factory", "at")
+        return [{k: row.get(k) for k in keep} for row in rows]
 
     # --- the queue-state gate --------------------------------------------------------
 

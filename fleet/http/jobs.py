@@ -14,11 +14,13 @@ from fleet.coordinator.identity import (
     factory_principal,
     operator_principal,
 )
+from fleet.coordinator.service import AgentEvent
 from fleet.domain.manifest import Problem, ValidationFailed, parse_json, parse_markdown
 from fleet.domain.models import Job
 from fleet.domain.stages import Action, Stage
 from fleet.http.parsing import (
     ActionBody,
+    AgentEventsBody,
     LeaseBody,
     ReportBody,
     ReprioritizeBody,
@@ -223,3 +225,35 @@ def explain_job(req: func.HttpRequest) -> func.HttpResponse:
     if principal.kind == "factory":
         _readable_job(principal, _job_id(req))
     return json_response(get_context().coordinator.explain(principal.product, _job_id(req)))
+
+
+@bp.route(route="fleet/jobs/{id}/events", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+@handles_errors
+def post_agent_events(req: func.HttpRequest) -> func.HttpResponse:
+    """The holder forwards what its engine decided and did (JSON lines it wrote), in
+    batches carrying the lease epoch. Fenced; never changes the job's stage."""
+    principal = factory_principal(req)
+    body = body_model(req, AgentEventsBody)
+    stored = get_context().coordinator.record_agent_events(
+        principal.product,
+        _job_id(req),
+        principal.id,
+        body.leaseEpoch,
+        [AgentEvent(seq=e.seq, type=e.type, payload=e.payload) for e in body.events],
+    )
+    return json_response({"stored": stored, "received": len(body.events)}, 201 if stored else 200)
+
+
+@bp.route(
+    route="fleet/jobs/{id}/agent-events", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS
+)
+@handles_errors
+def agent_events(req: func.HttpRequest) -> func.HttpResponse:
+    """The job's agent events after a cursor (pass back ``cursor``), oldest first."""
+    principal = any_principal(req)
+    if principal.kind == "factory":
+        _readable_job(principal, _job_id(req))
+    limit = min(500, int_param(req, "limit", 200, minimum=1))
+    after = req.params.get("after")
+    events = get_context().coordinator.agent_events(principal.product, _job_id(req), after, limit)
+    return json_response({"events": events, "cursor": events[-1]["key"] if events else after})

@@ -38,6 +38,7 @@ from fleet.http.budgets import BudgetBody, ChannelBody
 from fleet.http.factories import CommandBody, HeartbeatBody
 from fleet.http.parsing import (
     ActionBody,
+    AgentEventsBody,
     EnrollBody,
     EnrollmentTokenBody,
     FactorySelf,
@@ -323,6 +324,48 @@ OPERATIONS: tuple[Operation, ...] = (
             ),
         ),
         replies={200: Reply("The events, oldest first.", _ref("JobEvents"))},
+        errors=(400, 404),
+    ),
+    Operation(
+        "post",
+        "/api/fleet/jobs/{id}/events",
+        "postAgentEvents",
+        "The holder forwards its engine's events (decisions, tool calls, notes)",
+        "factory",
+        identity="factory",
+        description=(
+            "Fenced by `leaseEpoch` (409 `fenced`); never changes the job. At most 100 events "
+            "a batch, each payload at most 16 KiB of JSON; `seq` is the sender's own number "
+            "within the attempt, so a batch sent twice is stored once (201 when something "
+            "was new, 200 when all were already stored)."
+        ),
+        parameters=(JOB_ID,),
+        body=_json_body("AgentEventsBody"),
+        replies={
+            201: Reply("Stored.", _ref("AgentEventsStored")),
+            200: Reply("Nothing new (a retried batch).", _ref("AgentEventsStored")),
+        },
+        errors=(400, 404, 409),
+        conflict="Fenced",
+    ),
+    Operation(
+        "get",
+        "/api/fleet/jobs/{id}/agent-events",
+        "agentEvents",
+        "A job's agent events after a cursor, oldest first",
+        "jobs",
+        identity="any",
+        description="A factory token reads only a job it holds (403 otherwise).",
+        parameters=(
+            JOB_ID,
+            _query("after", "The `cursor` of the previous page.", {"type": "string"}),
+            _query(
+                "limit",
+                "At most this many (capped at 500).",
+                {"type": "integer", "minimum": 1, "default": 200},
+            ),
+        ),
+        replies={200: Reply("The events and the cursor to pass back.", _ref("AgentEvents"))},
         errors=(400, 404),
     ),
     Operation(
@@ -751,6 +794,7 @@ _MODELS: tuple[tuple[type[BaseModel], JsonSchemaMode], ...] = (
     (ActionBody, "validation"),
     (ReprioritizeBody, "validation"),
     (SettingsBody, "validation"),
+    (AgentEventsBody, "validation"),
     (BudgetBody, "validation"),
     (ChannelBody, "validation"),
     (HeartbeatBody, "validation"),
@@ -1027,6 +1071,26 @@ def _hand_schemas() -> dict[str, Schema]:
         ),
         "Deregistration": _obj({"factory": _STR, "deregistered": {"type": "boolean"}}),
         "ProductEvent": {"allOf": [_ref("Event"), _obj({"jobId": _STR})]},
+        "AgentEventsStored": _obj({"stored": {"type": "integer"}, "received": {"type": "integer"}}),
+        "AgentEvents": _obj(
+            {
+                "events": {
+                    "type": "array",
+                    "items": _obj(
+                        {
+                            "key": {"type": "string"},
+                            "epoch": {"type": "integer"},
+                            "seq": {"type": "integer"},
+                            "eventType": {"type": "string"},
+                            "payload": {},
+                            "factory": {"type": "string"},
+                            "at": {"type": "string"},
+                        }
+                    ),
+                },
+                "cursor": {"type": ["string", "null"]},
+            }
+        ),
         "ProductEvents": _obj(
             {
                 "events": {"type": "array", "items": _ref("ProductEvent")},

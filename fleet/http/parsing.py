@@ -163,3 +163,26 @@ class PreemptionBody(Body):
 class SettingsBody(Body):
     weights: WeightsBody | None = None
     preemption: PreemptionBody | None = None
+
+
+MAX_AGENT_EVENT_BYTES = 16 * 1024
+
+
+class AgentEventBody(Body):
+    """One line an engine wrote to FLEET_EVENTS_FILE, numbered by the forwarder."""
+
+    seq: int = Field(ge=0, le=10**9)
+    type: Annotated[
+        str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$", max_length=64)
+    ]
+    payload: Any = None
+
+    def model_post_init(self, context: Any) -> None:
+        size = len(json.dumps(self.payload, default=str))
+        if size > MAX_AGENT_EVENT_BYTES:
+            raise ValueError(f"payload is {size} bytes; at most {MAX_AGENT_EVENT_BYTES}")
+
+
+class AgentEventsBody(Body):
+    leaseEpoch: int = Field(ge=1)
+    events: list[AgentEventBody] = Field(min_length=1, max_length=100)

@@ -141,6 +141,22 @@ EVENTS_OF_JOB = NamedQuery(
     order_by="/seq",
 )
 
+# What an agent said while it worked: ordered by (epoch, its own sequence) as ``key``.
+AGENT_EVENTS_OF_JOB = NamedQuery(
+    name="agent_events_of_job",
+    sql=(
+        "SELECT TOP @top * FROM c WHERE c.productId = @partition AND c.type = 'agent_event' "
+        "AND c.jobId = @jobId AND c.key > @after ORDER BY c.key ASC"
+    ),
+    where=_all(
+        lambda doc, _: doc.get("type") == "agent_event",
+        _field_equals("/jobId", "jobId"),
+        _gt("/key", "after"),
+    ),
+    order_by="/key",
+    top_param="top",
+)
+
 # The product-wide live feed: jobs whose history moved at or after a cursor time.
 JOBS_CHANGED_SINCE = NamedQuery(
     name="jobs_changed_since",
@@ -215,6 +231,7 @@ ALL_QUERIES = (
     LEASED_JOBS,
     JOBS_OLDEST_IN_STAGE,
     EVENTS_OF_JOB,
+    AGENT_EVENTS_OF_JOB,
     JOBS_CHANGED_SINCE,
     PROFILE_VERSIONS,
     COUNT_JOBS_IN_STAGE,

@@ -246,3 +246,37 @@ def test_http_idle_gate_poll_is_one_point_read_on_cosmos(
     with azure_backend.counters.measure() as cost:
         coord.queue_state(product)
     assert cost == {"read": 1}
+
+
+def test_http_agent_events_forwarded_by_the_holder_only(
+    running_stack: RunningStack, product: str
+) -> None:
+    api = running_stack.api
+    job = _submit(running_stack, product)
+    token = running_stack.enroll(product, "narrator")
+    factory = bearer(token)
+    claim = _claim(api, token)
+    epoch = claim["lease"]["epoch"]
+    url = f"{api}/fleet/jobs/{job['id']}"
+    batch = {
+        "leaseEpoch": epoch,
+        "events": [{"seq": 1, "type": "decision", "payload": {"chose": "refactor"}}],
+    }
+    first = requests.post(f"{url}/events", json=batch, headers=factory, timeout=30)
+    assert first.status_code == 201 and first.json() == {"stored": 1, "received": 1}
+    again = requests.post(f"{url}/events", json=batch, headers=factory, timeout=30)
+    assert again.status_code == 200 and again.json()["stored"] == 0
+    stale = requests.post(
+        f"{url}/events", json={**batch, "leaseEpoch": epoch + 1}, headers=factory, timeout=30
+    )
+    assert stale.status_code == 409 and stale.json()["error"] == "fenced"
+    too_big = {"leaseEpoch": epoch, "events": [{"seq": 2, "type": "x", "payload": "y" * 20000}]}
+    refused = requests.post(f"{url}/events", json=too_big, headers=factory, timeout=30)
+    assert refused.status_code == 400
+    assert refused.json()["details"]["problems"][0]["path"].startswith("events[0]")
+    listed = requests.get(
+        f"{url}/agent-events", headers=running_stack.operator(product), timeout=30
+    ).json()
+    assert [e["eventType"] for e in listed["events"]] == ["decision"]
+    job_now = requests.get(url, headers=running_stack.operator(product), timeout=30).json()
+    assert job_now["stage"] == "assigned" and job_now["epoch"] == epoch

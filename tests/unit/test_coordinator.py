@@ -8,6 +8,7 @@ import pytest
 
 from fleet.coordinator import Coordinator
 from fleet.coordinator.clock import ManualClock
+from fleet.coordinator.service import AgentEvent
 from fleet.domain.jobs import EMBEDDED_EVENTS, Fenced, agrees, replay
 from fleet.domain.manifest import Manifest, ProfileSpec, ValidationFailed
 from fleet.domain.models import Deps
@@ -412,3 +413,25 @@ def test_coordinator_a_paused_factory_claims_nothing(coord: Coordinator, stores:
     stores.documents.patch(P, "factory-p", [Set("/paused", True)])
     assert coord.claim(P, factory("p", ())) is None
     assert coord.claim(P, factory("q", ())) is not None
+
+
+def test_coordinator_agent_events_are_fenced_idempotent_and_never_move_the_job(
+    coord: Coordinator, clock: ManualClock
+) -> None:
+    job, _ = coord.submit(P, manifest(leaseSeconds=60), "operator:o")
+    claim = coord.claim(P, factory("f", ()))
+    assert claim is not None
+    batch = [AgentEvent(seq=n, type="tool", payload={"call": n}) for n in (1, 2)]
+    before = coord.get_job(P, job.id)
+    assert coord.record_agent_events(P, job.id, "f", 1, batch) == 2
+    assert coord.record_agent_events(P, job.id, "f", 1, batch) == 0  # a retried batch
+    after = coord.get_job(P, job.id)
+    assert (after.stage, after.epoch, after.seq) == (before.stage, before.epoch, before.seq)
+    events = coord.agent_events(P, job.id)
+    assert [(e["seq"], e["payload"]) for e in events] == [(1, {"call": 1}), (2, {"call": 2})]
+    assert coord.agent_events(P, job.id, after=events[0]["key"])[0]["seq"] == 2
+    clock.advance(61)
+    coord.reap(P)
+    with pytest.raises(Fenced):
+        coord.record_agent_events(P, job.id, "f", 1, [AgentEvent(seq=3, type="late", payload=1)])
+    assert len(coord.agent_events(P, job.id)) == 2
