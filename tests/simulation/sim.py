@@ -196,7 +196,8 @@ class Simulation:
         return self.clock.now().timestamp()
 
     def peek(self, job_id: str) -> Job:
-        doc = self.twin.peek(PRODUCT, job_id)
+        # No copy: Job.from_doc builds its own objects and nothing here mutates the doc.
+        doc = self.twin.peek(PRODUCT, job_id, copy=False)
         assert doc is not None
         return Job.from_doc(doc)
 
@@ -379,7 +380,11 @@ class Simulation:
                     )
                 if job.stage not in LEASED:
                     raise InvariantBroken(f"{job_id} has a lease in stage {job.stage}")
-            history = self.coord.job_events(PRODUCT, job_id)
+            history = (
+                list(job.events)
+                if job.spilledThrough == 0
+                else self.coord.job_events(PRODUCT, job_id)
+            )
             if not agrees(job, history):
                 raise InvariantBroken(f"{job_id}: replay of its events disagrees with its state")
 
