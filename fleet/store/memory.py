@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar, cast
 from urllib.parse import quote
 
 from fleet.errors import (
@@ -51,17 +51,24 @@ class _Faults:
             raise error
 
 
-def _clone(value: Any) -> Any:
+T = TypeVar("T")
+
+
+def _clone(value: T) -> T:
     """A deep copy of JSON-shaped data (what documents and entities are), several times
     faster than ``copy.deepcopy``; anything else is deep-copied the general way."""
+    return cast(T, _clone_any(value))
+
+
+def _clone_any(value: Any) -> Any:
     if isinstance(value, dict):
-        return {k: _clone(v) for k, v in value.items()}
+        return {k: _clone_any(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_clone(v) for v in value]
+        return [_clone_any(v) for v in value]
     if isinstance(value, str | int | float | bool) or value is None:
         return value
     if isinstance(value, tuple):
-        return tuple(_clone(v) for v in value)
+        return tuple(_clone_any(v) for v in value)
     return copy.deepcopy(value)
 
 
@@ -345,9 +352,7 @@ class MemoryTableStore:
         self._begin("table_query")
         with self._lock:
             return [
-                _clone(e)
-                for (pk, _), e in sorted(self._table(table).items())
-                if pk == partition
+                _clone(e) for (pk, _), e in sorted(self._table(table).items()) if pk == partition
             ]
 
     def ping(self) -> None:
