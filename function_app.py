@@ -8,7 +8,17 @@ under the local host (`python -m fleet.devhost`) where Core Tools are not instal
 import azure.functions as func
 
 from fleet import timers
-from fleet.http import budgets, factories, fleet_ops, health, jobs, openapi, profiles, tokens
+from fleet.http import (
+    budgets,
+    factories,
+    fleet_ops,
+    health,
+    jobs,
+    openapi,
+    profiles,
+    tokens,
+    work,
+)
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 
@@ -20,6 +30,7 @@ for blueprint in (
     profiles.bp,
     tokens.bp,
     budgets.bp,
+    work.bp,
     openapi.bp,
     timers.bp,
 ):

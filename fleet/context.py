@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
-from fleet.coordinator import Coordinator
+from fleet.coordinator import Coordinator, CoordinatorConfig
 from fleet.coordinator.tokens import TokenConfig, Tokens
 from fleet.settings import Settings
 from fleet.store.ports import Stores
@@ -28,7 +28,8 @@ _context: AppContext | None = None
 
 
 def context_for(settings: Settings, stores: Stores) -> AppContext:
-    coordinator = Coordinator(stores)
+    container = settings.storage.artifacts_container if settings.storage else "artifacts"
+    coordinator = Coordinator(stores, config=CoordinatorConfig(artifacts_container=container))
     tokens = Tokens(
         coordinator,
         operator_hashes=settings.operator_token_hashes,

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from fleet.coordinator.artifacts import Artifacts
 from fleet.coordinator.budgets import (
     BudgetBlocked,
     Budgets,
@@ -85,6 +86,7 @@ class CoordinatorConfig:
     stale_after_seconds: int = 90  # a factory silent this long is stale
     event_ttl_seconds: int = 90 * 24 * 3600
     reap_batch: int = 100
+    artifacts_container: str = "artifacts"
     metrics_scan: int = 1000
     # A reservation or channel slot untouched this long with no live lease behind it is a
     # leftover of a crash (a claim takes milliseconds between reserving and writing).
@@ -159,6 +161,7 @@ class Coordinator:
         self._standing_cache: dict[tuple[str, str], tuple[datetime, str | None]] = {}
         self.budgets = Budgets(self.docs, self.clock, self.config.settings_ttl_seconds)
         self.channels = ChannelLimits(stores.tables, self.clock)
+        self.artifacts = Artifacts(self, self.config.artifacts_container)
 
     # --- reading ---------------------------------------------------------------------
 

@@ -56,7 +56,7 @@ def _holds(principal: Principal, job: Job) -> bool:
     return job.lease is not None and job.lease.holder == principal.id
 
 
-def _readable_job(principal: Principal, job_id: str) -> Job:
+def readable_job(principal: Principal, job_id: str) -> Job:
     """The job, if the caller may read it: operators read every job of their product, a
     factory only the jobs it holds (one point read)."""
     job = get_context().coordinator.get_job(principal.product, job_id)
@@ -120,7 +120,7 @@ def list_jobs(req: func.HttpRequest) -> func.HttpResponse:
 @handles_errors
 def get_job(req: func.HttpRequest) -> func.HttpResponse:
     principal = any_principal(req)
-    return json_response(job_view(_readable_job(principal, _job_id(req))))
+    return json_response(job_view(readable_job(principal, _job_id(req))))
 
 
 @bp.route(route="fleet/jobs/{id}", methods=["PATCH"], auth_level=func.AuthLevel.ANONYMOUS)
@@ -212,7 +212,7 @@ def job_events(req: func.HttpRequest) -> func.HttpResponse:
     principal = any_principal(req)
     after = int_param(req, "after", 0)
     if principal.kind == "factory":
-        _readable_job(principal, _job_id(req))
+        readable_job(principal, _job_id(req))
     events = get_context().coordinator.job_events(principal.product, _job_id(req), after)
     items = [e.model_dump(mode="json") for e in events]
     return json_response({"events": items, "last": items[-1]["seq"] if items else after})
@@ -223,7 +223,7 @@ def job_events(req: func.HttpRequest) -> func.HttpResponse:
 def explain_job(req: func.HttpRequest) -> func.HttpResponse:
     principal = any_principal(req)
     if principal.kind == "factory":
-        _readable_job(principal, _job_id(req))
+        readable_job(principal, _job_id(req))
     return json_response(get_context().coordinator.explain(principal.product, _job_id(req)))
 
 
@@ -252,7 +252,7 @@ def agent_events(req: func.HttpRequest) -> func.HttpResponse:
     """The job's agent events after a cursor (pass back ``cursor``), oldest first."""
     principal = any_principal(req)
     if principal.kind == "factory":
-        _readable_job(principal, _job_id(req))
+        readable_job(principal, _job_id(req))
     limit = min(500, int_param(req, "limit", 200, minimum=1))
     after = req.params.get("after")
     events = get_context().coordinator.agent_events(principal.product, _job_id(req), after, limit)

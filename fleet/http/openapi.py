@@ -48,6 +48,7 @@ from fleet.http.parsing import (
     SettingsBody,
 )
 from fleet.http.responses import JSON
+from fleet.http.work import ArtifactBody
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
 
@@ -128,6 +129,7 @@ def _query(name: str, description: str, schema: Schema) -> Schema:
     }
 
 
+ARTIFACT_ID = _path_param("artifactId", "The artifact's id (from the list).")
 PRODUCT_ID = _path_param("productId", "The product.", r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 CHANNEL = _path_param("channel", "The channel.", r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 JOB_ID = _path_param("id", "The job id: 'j' and 26 lower-case letters or digits.")
@@ -551,6 +553,58 @@ OPERATIONS: tuple[Operation, ...] = (
         errors=(400,),
         description="Instances pick up a change within 30 seconds (they cache settings).",
     ),
+    # --- artifacts
+    Operation(
+        "post",
+        "/api/fleet/jobs/{id}/artifacts",
+        "issueArtifactUpload",
+        "A short-lived write-only SAS URL for one blob of this attempt (holder only)",
+        "factory",
+        identity="factory",
+        description=(
+            "The blob is `{productId}/{jobId}/{epoch}/{name}`; PUT the bytes to `url` with "
+            "`headers` within 15 minutes. A stale `leaseEpoch` is 409 `fenced`: a zombie "
+            "never gets a URL."
+        ),
+        parameters=(JOB_ID,),
+        body=_json_body("ArtifactBody"),
+        replies={201: Reply("Where to upload.", _ref("ArtifactUpload"))},
+        errors=(400, 404, 409),
+        conflict="Fenced",
+    ),
+    Operation(
+        "get",
+        "/api/fleet/jobs/{id}/artifacts",
+        "listArtifacts",
+        "The job's artifacts, every attempt's (size and type once uploaded)",
+        "jobs",
+        identity="any",
+        parameters=(JOB_ID,),
+        replies={200: Reply("The artifacts.", _ref("Artifacts"))},
+        errors=(404,),
+    ),
+    Operation(
+        "get",
+        "/api/fleet/jobs/{id}/artifacts/{artifactId}",
+        "downloadArtifact",
+        "A short-lived read-only SAS URL for one artifact",
+        "jobs",
+        identity="any",
+        parameters=(JOB_ID, ARTIFACT_ID),
+        replies={200: Reply("Where to download it.", _ref("ArtifactDownload"))},
+        errors=(404,),
+    ),
+    Operation(
+        "delete",
+        "/api/fleet/jobs/{id}/artifacts/{artifactId}",
+        "deleteArtifact",
+        "Delete an artifact (the blob and its pointer)",
+        "operator",
+        identity="operator",
+        parameters=(JOB_ID, ARTIFACT_ID),
+        replies={204: Reply("Deleted.")},
+        errors=(404,),
+    ),
     # --- budgets and channels
     Operation(
         "get",
@@ -795,6 +849,7 @@ _MODELS: tuple[tuple[type[BaseModel], JsonSchemaMode], ...] = (
     (ReprioritizeBody, "validation"),
     (SettingsBody, "validation"),
     (AgentEventsBody, "validation"),
+    (ArtifactBody, "validation"),
     (BudgetBody, "validation"),
     (ChannelBody, "validation"),
     (HeartbeatBody, "validation"),
@@ -1071,6 +1126,31 @@ def _hand_schemas() -> dict[str, Schema]:
         ),
         "Deregistration": _obj({"factory": _STR, "deregistered": {"type": "boolean"}}),
         "ProductEvent": {"allOf": [_ref("Event"), _obj({"jobId": _STR})]},
+        "Artifact": _obj(
+            {
+                "id": {"type": "string"},
+                "jobId": {"type": "string"},
+                "epoch": {"type": "integer"},
+                "name": {"type": "string"},
+                "blob": {"type": "string"},
+                "contentType": {"type": ["string", "null"]},
+                "size": {"type": ["integer", "null"]},
+                "uploadedBy": {"type": "string"},
+                "createdAt": {"type": "string"},
+            }
+        ),
+        "Artifacts": _obj({"artifacts": {"type": "array", "items": _ref("Artifact")}}),
+        "ArtifactUpload": _obj(
+            {
+                "artifactId": {"type": "string"},
+                "url": {"type": "string"},
+                "method": {"type": "string"},
+                "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+                "expiresAt": {"type": "string"},
+                "blob": {"type": "string"},
+            }
+        ),
+        "ArtifactDownload": _obj({"url": {"type": "string"}, "expiresAt": {"type": "string"}}),
         "AgentEventsStored": _obj({"stored": {"type": "integer"}, "received": {"type": "integer"}}),
         "AgentEvents": _obj(
             {

@@ -1,0 +1,78 @@
+"""Work structure: artifacts (and, as they land, DAGs, reviews and the tracker bridge)."""
+
+from __future__ import annotations
+
+import azure.functions as func
+from pydantic import Field
+
+from fleet.context import get_context
+from fleet.coordinator.identity import any_principal, factory_principal, operator_principal
+from fleet.http.jobs import readable_job
+from fleet.http.parsing import Body, body_model
+from fleet.http.responses import handles_errors, json_response
+
+bp = func.Blueprint()  # type: ignore[no-untyped-call]
+
+
+class ArtifactBody(Body):
+    leaseEpoch: int = Field(ge=1)
+    name: str = Field(min_length=1, max_length=200)
+    contentType: str | None = Field(default=None, max_length=200)
+
+
+def _job_id(req: func.HttpRequest) -> str:
+    return str(req.route_params.get("id", ""))
+
+
+@bp.route(route="fleet/jobs/{id}/artifacts", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+@handles_errors
+def issue_artifact_upload(req: func.HttpRequest) -> func.HttpResponse:
+    """A short-lived, write-only SAS URL for one blob of this attempt; only for the current
+    lease holder (a stale epoch is 409 fenced: a zombie never gets one)."""
+    principal = factory_principal(req)
+    body = body_model(req, ArtifactBody)
+    issued = get_context().coordinator.artifacts.issue_upload(
+        principal.product, _job_id(req), principal.id, body.leaseEpoch, body.name, body.contentType
+    )
+    return json_response(issued, 201, {"Cache-Control": "no-store"})
+
+
+@bp.route(route="fleet/jobs/{id}/artifacts", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@handles_errors
+def list_artifacts(req: func.HttpRequest) -> func.HttpResponse:
+    principal = any_principal(req)
+    if principal.kind == "factory":
+        readable_job(principal, _job_id(req))
+    artifacts = get_context().coordinator.artifacts.list(principal.product, _job_id(req))
+    return json_response({"artifacts": artifacts})
+
+
+@bp.route(
+    route="fleet/jobs/{id}/artifacts/{artifactId}",
+    methods=["GET"],
+    auth_level=func.AuthLevel.ANONYMOUS,
+)
+@handles_errors
+def download_artifact(req: func.HttpRequest) -> func.HttpResponse:
+    """A short-lived, read-only SAS URL for the artifact."""
+    principal = any_principal(req)
+    if principal.kind == "factory":
+        readable_job(principal, _job_id(req))
+    artifact_id = str(req.route_params.get("artifactId", ""))
+    url = get_context().coordinator.artifacts.download_url(
+        principal.product, _job_id(req), artifact_id
+    )
+    return json_response(url, 200, {"Cache-Control": "no-store"})
+
+
+@bp.route(
+    route="fleet/jobs/{id}/artifacts/{artifactId}",
+    methods=["DELETE"],
+    auth_level=func.AuthLevel.ANONYMOUS,
+)
+@handles_errors
+def delete_artifact(req: func.HttpRequest) -> func.HttpResponse:
+    principal = operator_principal(req)
+    artifact_id = str(req.route_params.get("artifactId", ""))
+    get_context().coordinator.artifacts.delete(principal.product, _job_id(req), artifact_id)
+    return func.HttpResponse(status_code=204)
