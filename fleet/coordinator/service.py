@@ -15,7 +15,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from fleet.coordinator.artifacts import Artifacts
 from fleet.coordinator.budgets import (
@@ -31,6 +31,7 @@ from fleet.domain import jobs as J
 from fleet.domain.ids import key_digest, sortable_id
 from fleet.domain.manifest import Manifest, Problem, ProfileSpec, ValidationFailed
 from fleet.domain.models import (
+    Deps,
     Event,
     EventDoc,
     Factory,
@@ -49,7 +50,14 @@ from fleet.domain.scheduler import (
     explain,
     rank,
 )
-from fleet.domain.stages import LEASED, REPORTABLE, TERMINAL, Action, Stage
+from fleet.domain.stages import (
+    LEASED,
+    REPORTABLE,
+    TERMINAL,
+    Action,
+    IllegalTransition,
+    Stage,
+)
 from fleet.errors import AlreadyExists, ConcurrencyConflict, FleetError, NotFound
 from fleet.store.ports import Doc, Incr, Stores
 from fleet.store.queries import (
@@ -290,7 +298,9 @@ class Coordinator:
 
     # --- submit ----------------------------------------------------------------------
 
-    def submit(self, product: str, manifest: Manifest, actor: str) -> tuple[Job, bool]:
+    def submit(
+        self, product: str, manifest: Manifest, actor: str, *, parent_id: str | None = None
+    ) -> tuple[Job, bool]:
         """Create the job (or return the one already submitted with this idempotency key).
         Returns ``(job, created)``."""
         self._register_product(product)
@@ -304,6 +314,8 @@ class Coordinator:
         now = self.clock.now()
         job_id = job_id or sortable_id("j", now, self._entropy(10))
         job = self._new_job(product, job_id, manifest, actor, now)
+        if parent_id is not None:
+            job = job.evolve(parentId=parent_id)
         try:
             created = Job.from_doc(self.docs.create(job.to_doc()))
         except AlreadyExists:
@@ -405,6 +417,128 @@ class Coordinator:
         if verdict == "ready":
             return Stage.QUEUED, "dependencies already shipped"
         return Stage.BLOCKED, "waiting for dependencies"
+
+    # --- DAGs ------------------------------------------------------------------------
+
+    def add_children(
+        self,
+        product: str,
+        parent_id: str,
+        manifests: list[Manifest],
+        mode: Literal["all", "any"],
+        actor: str,
+    ) -> tuple[Job, list[Job]]:
+        """Decompose a queued (or blocked) job into child jobs it then waits for. Idempotent:
+        each child's idempotency key defaults to ``{parent}:child:{index}``, so the same call
+        twice creates nothing new. A child that would depend on the parent or on anything
+        waiting for it would close a cycle: refused, nothing created."""
+        parent = self.get_job(product, parent_id)
+        if parent.stage not in (Stage.QUEUED, Stage.BLOCKED):
+            raise IllegalTransition(parent.stage, Action.DECOMPOSE)
+        keyed = [
+            m.model_copy(update={"idempotencyKey": m.idempotencyKey or f"{parent_id}:child:{i}"})
+            for i, m in enumerate(manifests)
+        ]
+        waiting = self._dependents(product, parent_id)
+        problems = [
+            Problem(
+                path=f"children[{i}].deps.jobs[{j}]",
+                code="cycle",
+                message=f"{dep} waits for {parent_id}: depending on it would close a cycle",
+            )
+            for i, m in enumerate(keyed)
+            for j, dep in enumerate(m.deps.jobs if m.deps else ())
+            if dep in waiting
+        ]
+        if problems:
+            raise ValidationFailed(problems, "the children would close a cycle")
+        children = []
+        for manifest in keyed:
+            child, _ = self.submit(product, manifest, actor, parent_id=parent_id)
+            children.append(child)
+        ids = tuple(c.id for c in children)
+
+        def change(job: Job, now: datetime) -> Job:
+            deps = tuple(dict.fromkeys((*(job.deps.jobs if job.deps else ()), *ids)))
+            changes: dict[str, Any] = {
+                "deps": Deps(mode=mode, jobs=deps),
+                "children": tuple(dict.fromkeys((*job.children, *ids))),
+            }
+            if job.stage is Stage.QUEUED:
+                return J.transition(
+                    job,
+                    Action.DECOMPOSE,
+                    actor=actor,
+                    now=now,
+                    reason=f"split into {len(ids)} child jobs",
+                    data={"children": list(ids)},
+                    **changes,
+                )
+            if job.stage is not Stage.BLOCKED:
+                raise IllegalTransition(job.stage, Action.DECOMPOSE)
+            if job.children == changes["children"] and job.deps == changes["deps"]:
+                return job  # the same call again: nothing to change
+            return J.record(
+                job,
+                type="children",
+                actor=actor,
+                now=now,
+                data={"children": list(ids)},
+                **changes,
+            )
+
+        updated = self._update(product, parent_id, change)
+        # The children may all be done already (a repeated call): let the parent go.
+        self._unblock_dependents(product)
+        return self.get_job(product, updated.id), children
+
+    def _dependents(self, product: str, job_id: str) -> set[str]:
+        """Every job that waits, directly or not, for ``job_id`` (and the job itself)."""
+        rows = self.docs.query(DOCS_OF_TYPE, product, {"type": "job"})
+        waiters: dict[str, set[str]] = {}
+        for row in rows:
+            for dep in (row.get("deps") or {}).get("jobs") or ():
+                waiters.setdefault(dep, set()).add(str(row["id"]))
+        seen = {job_id}
+        frontier = [job_id]
+        while frontier:
+            for waiter in waiters.get(frontier.pop(), ()):
+                if waiter not in seen:
+                    seen.add(waiter)
+                    frontier.append(waiter)
+        return seen
+
+    def dag(self, product: str, job_id: str, max_nodes: int = 500) -> dict[str, Any]:
+        """The job and, recursively, what it waits for, with stages."""
+        cache: dict[str, Job | None] = {}
+
+        def load(jid: str) -> Job | None:
+            if jid not in cache:
+                try:
+                    cache[jid] = self.get_job(product, jid)
+                except JobNotFound:
+                    cache[jid] = None
+            return cache[jid]
+
+        def node(jid: str, path: frozenset[str]) -> dict[str, Any]:
+            job = load(jid)
+            if job is None:
+                return {"id": jid, "missing": True}
+            out: dict[str, Any] = {
+                "id": job.id,
+                "title": job.title,
+                "stage": job.stage.value,
+                "mode": job.deps.mode if job.deps else None,
+                "holder": job.lease.holder if job.lease else None,
+            }
+            if len(cache) < max_nodes and jid not in path:
+                deps = job.deps.jobs if job.deps else ()
+                out["deps"] = [node(d, path | {jid}) for d in deps]
+            return out
+
+        if load(job_id) is None:
+            raise JobNotFound(f"job {job_id} not found", jobId=job_id)
+        return node(job_id, frozenset())
 
     # --- profiles --------------------------------------------------------------------
 

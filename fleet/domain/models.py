@@ -121,6 +121,8 @@ class Job(Document):
     stalled: bool = False  # flagged by the self-healer: holder alive, progress not moving
     costs: dict[str, float] = Field(default_factory=dict)  # USD reported per attempt (epoch)
     reservation: str | None = None  # the budget reservation of the current attempt
+    parentId: str | None = None  # set on the children of a decomposed job
+    children: tuple[str, ...] = ()  # the jobs this one was decomposed into
 
     createdAt: Timestamp
     updatedAt: Timestamp

@@ -23,6 +23,7 @@ class Stage(StrEnum):
 class Action(StrEnum):
     # by the system
     UNBLOCK = "unblock"  # blocked -> queued: deps satisfied
+    DECOMPOSE = "decompose"  # queued -> blocked: split into child jobs it now waits for
     DEPS_FAILED = "deps_failed"  # blocked -> failed: deps can never be satisfied
     ASSIGN = "assign"  # queued -> assigned: a factory's claim won
     EXPIRE = "expire"  # leased -> queued: the reaper found the lease expired
@@ -53,6 +54,7 @@ _L = tuple(sorted(LEASED))
 
 TRANSITIONS: dict[tuple[Stage, Action], Stage] = {
     (Stage.BLOCKED, Action.UNBLOCK): Stage.QUEUED,
+    (Stage.QUEUED, Action.DECOMPOSE): Stage.BLOCKED,
     (Stage.BLOCKED, Action.DEPS_FAILED): Stage.FAILED,
     (Stage.QUEUED, Action.ASSIGN): Stage.ASSIGNED,
     **{(s, Action.EXPIRE): Stage.QUEUED for s in _L},

@@ -553,6 +553,37 @@ OPERATIONS: tuple[Operation, ...] = (
         errors=(400,),
         description="Instances pick up a change within 30 seconds (they cache settings).",
     ),
+    # --- DAGs
+    Operation(
+        "post",
+        "/api/fleet/jobs/{id}/children",
+        "addChildren",
+        "Split a queued job into child jobs it waits for (idempotent)",
+        "operator",
+        identity="operator",
+        description=(
+            "The parent becomes `blocked` until its children satisfy `mode` (`all` shipped, "
+            "or `any` shipped), then it is queued; a child that can never ship (dead-lettered, "
+            "failed, cancelled) fails an `all` parent. Each child's idempotency key defaults "
+            "to `{parent}:child:{index}`. A child depending on a job that waits for the "
+            "parent is a cycle: 400 `cycle`, nothing created."
+        ),
+        parameters=(JOB_ID,),
+        body=_json_body("ChildrenBody"),
+        replies={201: Reply("The parent and its children.", _ref("Children"))},
+        errors=(400, 404, 409),
+    ),
+    Operation(
+        "get",
+        "/api/fleet/jobs/{id}/dag",
+        "jobDag",
+        "The job and, recursively, the jobs it waits for, with stages",
+        "jobs",
+        identity="any",
+        parameters=(JOB_ID,),
+        replies={200: Reply("The tree.", _ref("DagNode"))},
+        errors=(404,),
+    ),
     # --- artifacts
     Operation(
         "post",
@@ -1126,6 +1157,34 @@ def _hand_schemas() -> dict[str, Schema]:
         ),
         "Deregistration": _obj({"factory": _STR, "deregistered": {"type": "boolean"}}),
         "ProductEvent": {"allOf": [_ref("Event"), _obj({"jobId": _STR})]},
+        "ChildrenBody": _obj(
+            {
+                "mode": {"enum": ["all", "any"], "default": "all"},
+                "children": {
+                    "type": "array",
+                    "minItems": 1,
+                    "maxItems": 100,
+                    "items": _ref("Manifest"),
+                },
+            },
+            required=("children",),
+        ),
+        "Children": _obj(
+            {"parent": _ref("Job"), "children": {"type": "array", "items": _ref("Job")}}
+        ),
+        "DagNode": {
+            "type": "object",
+            "properties": {
+                "id": {"type": "string"},
+                "title": {"type": "string"},
+                "stage": {"type": "string"},
+                "mode": {"type": ["string", "null"]},
+                "holder": {"type": ["string", "null"]},
+                "missing": {"type": "boolean"},
+                "deps": {"type": "array", "items": {"$ref": "#/components/schemas/DagNode"}},
+            },
+            "required": ["id"],
+        },
         "Artifact": _obj(
             {
                 "id": {"type": "string"},

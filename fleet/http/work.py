@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any, Literal
+
 import azure.functions as func
 from pydantic import Field
 
 from fleet.context import get_context
 from fleet.coordinator.identity import any_principal, factory_principal, operator_principal
-from fleet.http.jobs import readable_job
-from fleet.http.parsing import Body, body_model
+from fleet.domain.manifest import Manifest, Problem, ValidationFailed, parse_json
+from fleet.http.jobs import job_view, readable_job
+from fleet.http.parsing import Body, body_model, json_value
 from fleet.http.responses import handles_errors, json_response
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
@@ -76,3 +79,59 @@ def delete_artifact(req: func.HttpRequest) -> func.HttpResponse:
     artifact_id = str(req.route_params.get("artifactId", ""))
     get_context().coordinator.artifacts.delete(principal.product, _job_id(req), artifact_id)
     return func.HttpResponse(status_code=204)
+
+
+# --- DAGs ------------------------------------------------------------------------------
+
+MAX_CHILDREN = 100
+
+
+def _child_manifests(raw: Any) -> tuple[list[Manifest], Literal["all", "any"]]:
+    if not isinstance(raw, dict):
+        raise ValidationFailed.one("", "not_an_object", "expected a JSON object")
+    mode = raw.get("mode", "all")
+    children = raw.get("children")
+    problems: list[Problem] = []
+    if mode not in ("all", "any"):
+        problems.append(Problem("mode", "enum", "one of all, any"))
+    if not isinstance(children, list) or not children:
+        problems.append(Problem("children", "missing", "a non-empty list of manifests"))
+        children = []
+    elif len(children) > MAX_CHILDREN:
+        problems.append(Problem("children", "too_long", f"at most {MAX_CHILDREN}"))
+    manifests: list[Manifest] = []
+    for i, child in enumerate(children):
+        try:
+            manifests.append(parse_json(child))
+        except ValidationFailed as exc:
+            problems.extend(
+                Problem(f"children[{i}]" + (f".{p.path}" if p.path else ""), p.code, p.message)
+                for p in exc.problems
+            )
+    if problems:
+        raise ValidationFailed(problems)
+    return manifests, "any" if mode == "any" else "all"
+
+
+@bp.route(route="fleet/jobs/{id}/children", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+@handles_errors
+def add_children(req: func.HttpRequest) -> func.HttpResponse:
+    """Split a queued job into child jobs it waits for (``all`` or ``any``); idempotent."""
+    principal = operator_principal(req)
+    manifests, mode = _child_manifests(json_value(req))
+    parent, children = get_context().coordinator.add_children(
+        principal.product, _job_id(req), manifests, mode, principal.actor
+    )
+    return json_response(
+        {"parent": job_view(parent), "children": [job_view(c) for c in children]}, 201
+    )
+
+
+@bp.route(route="fleet/jobs/{id}/dag", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@handles_errors
+def job_dag(req: func.HttpRequest) -> func.HttpResponse:
+    """The job and, recursively, the jobs it waits for, with their stages."""
+    principal = any_principal(req)
+    if principal.kind == "factory":
+        readable_job(principal, _job_id(req))
+    return json_response(get_context().coordinator.dag(principal.product, _job_id(req)))
