@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from fleet.coordinator import Coordinator, CoordinatorConfig
 from fleet.coordinator.tokens import TokenConfig, Tokens
+from fleet.coordinator.tracker import Tracker, TrackerConfig
 from fleet.settings import Settings
 from fleet.store.ports import Stores
 
@@ -21,6 +22,7 @@ class AppContext:
     stores: Stores
     coordinator: Coordinator
     tokens: Tokens
+    tracker: Tracker
 
 
 _lock = threading.Lock()
@@ -35,7 +37,17 @@ def context_for(settings: Settings, stores: Stores) -> AppContext:
         operator_hashes=settings.operator_token_hashes,
         config=TokenConfig(grace_seconds=settings.token_grace_seconds),
     )
-    return AppContext(settings=settings, stores=stores, coordinator=coordinator, tokens=tokens)
+    tracker = Tracker(
+        coordinator,
+        TrackerConfig(
+            webhook_secret=settings.tracker_webhook_secret,
+            echo_url=settings.tracker_echo_url,
+            echo_secret=settings.tracker_echo_secret,
+        ),
+    )
+    return AppContext(
+        settings=settings, stores=stores, coordinator=coordinator, tokens=tokens, tracker=tracker
+    )
 
 
 def build_context(settings: Settings) -> AppContext:

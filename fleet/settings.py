@@ -65,6 +65,12 @@ class Settings:
     operator_token_hashes: frozenset[str] = frozenset()
     # How long a rotated-out factory token keeps working (FLEET_TOKEN_GRACE_SECONDS).
     token_grace_seconds: int = 300
+    # The tracker bridge (all optional): TRACKER_WEBHOOK_SECRET authenticates GitHub's
+    # issues webhook; stage changes of tracker jobs are POSTed to TRACKER_ECHO_URL, signed
+    # with TRACKER_ECHO_SECRET.
+    tracker_webhook_secret: str | None = None
+    tracker_echo_url: str | None = None
+    tracker_echo_secret: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -85,6 +91,7 @@ class Settings:
                 schedules=schedules,
                 operator_token_hashes=tokens,
                 token_grace_seconds=grace,
+                **_tracker_from_env(env),
             )
         return cls(
             store="azure",
@@ -93,7 +100,19 @@ class Settings:
             schedules=schedules,
             operator_token_hashes=tokens,
             token_grace_seconds=grace,
+            **_tracker_from_env(env),
         )
+
+
+def _tracker_from_env(env: Mapping[str, str]) -> dict[str, str | None]:
+    url = (env.get("TRACKER_ECHO_URL") or "").strip() or None
+    if url is not None and not url.startswith(("https://", "http://")):
+        raise SettingsError("TRACKER_ECHO_URL", "must be an http(s) URL")
+    return {
+        "tracker_webhook_secret": env.get("TRACKER_WEBHOOK_SECRET") or None,
+        "tracker_echo_url": url,
+        "tracker_echo_secret": env.get("TRACKER_ECHO_SECRET") or None,
+    }
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:

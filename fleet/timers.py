@@ -19,11 +19,18 @@ bp = func.Blueprint()  # type: ignore[no-untyped-call]
 @bp.timer_trigger(schedule="%REAPER_SCHEDULE%", arg_name="timer", run_on_startup=False)
 def reaper_timer(timer: func.TimerRequest) -> None:
     """Requeue expired leases (fencing their holders), dead-letter exhausted jobs, unblock
-    jobs whose dependencies are done, spill long histories — for every product."""
+    jobs whose dependencies are done, reconcile quotas, preempt, and echo tracker jobs'
+    stage changes — for every product."""
     if timer.past_due:
         log.info("reaper is running late")
-    coord = get_context().coordinator
+    context = get_context()
+    coord = context.coordinator
     for product in coord.products():
+        try:
+            # Echo tracker jobs' stage changes (off every transition's path, by design).
+            context.tracker.echo(product)
+        except FleetError as exc:
+            log.warning("tracker echo for %s: %s", product, exc.message)
         report = coord.reap(product)
         if report.requeued or report.dead_lettered or report.unblocked or report.deps_failed:
             log.info(

@@ -299,7 +299,13 @@ class Coordinator:
     # --- submit ----------------------------------------------------------------------
 
     def submit(
-        self, product: str, manifest: Manifest, actor: str, *, parent_id: str | None = None
+        self,
+        product: str,
+        manifest: Manifest,
+        actor: str,
+        *,
+        parent_id: str | None = None,
+        tracker: dict[str, Any] | None = None,
     ) -> tuple[Job, bool]:
         """Create the job (or return the one already submitted with this idempotency key).
         Returns ``(job, created)``."""
@@ -314,8 +320,8 @@ class Coordinator:
         now = self.clock.now()
         job_id = job_id or sortable_id("j", now, self._entropy(10))
         job = self._new_job(product, job_id, manifest, actor, now)
-        if parent_id is not None:
-            job = job.evolve(parentId=parent_id)
+        if parent_id is not None or tracker is not None:
+            job = job.evolve(parentId=parent_id, tracker=tracker)
         try:
             created = Job.from_doc(self.docs.create(job.to_doc()))
         except AlreadyExists:

@@ -123,6 +123,7 @@ class Job(Document):
     reservation: str | None = None  # the budget reservation of the current attempt
     parentId: str | None = None  # set on the children of a decomposed job
     children: tuple[str, ...] = ()  # the jobs this one was decomposed into
+    tracker: dict[str, Any] | None = None  # {source, id, url} when it came from a tracker
 
     createdAt: Timestamp
     updatedAt: Timestamp

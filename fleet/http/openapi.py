@@ -584,6 +584,40 @@ OPERATIONS: tuple[Operation, ...] = (
         replies={200: Reply("The tree.", _ref("DagNode"))},
         errors=(404,),
     ),
+    # --- the tracker bridge
+    Operation(
+        "post",
+        "/api/fleet/tracker/ingest",
+        "trackerIngest",
+        "A tracker item becomes a job, idempotently (generic JSON, or GitHub's issues webhook)",
+        "operator",
+        identity="operator",
+        description=(
+            "Generic: `{source, id, title, body?, url?, ...manifest fields}` with an operator "
+            "token; the job's idempotency key is `tracker:{source}:{id}` (201 new, 200 the "
+            "same item again). GitHub: send the issues webhook here with `?product=`; it is "
+            "authenticated by `X-Hub-Signature-256` instead of a token (401 when it does not "
+            "match); events other than opened/reopened/labeled issues are 202 ignored. Stage "
+            "changes of tracker jobs are POSTed to `TRACKER_ECHO_URL`, signed "
+            "`X-Fleet-Signature-256`, by the reaper's timer, retried with backoff."
+        ),
+        body=Body({JSON: {"type": "object"}}),
+        replies={
+            201: Reply("A new job.", _ref("TrackerJob")),
+            200: Reply("The job already made from this item.", _ref("TrackerJob")),
+            202: Reply("A webhook event that makes no job.", {"type": "object"}),
+        },
+        errors=(400,),
+    ),
+    Operation(
+        "get",
+        "/api/fleet/tracker/echo",
+        "trackerEcho",
+        "Where the echo of stage changes stands",
+        "operator",
+        identity="operator",
+        replies={200: Reply("Cursor, failed attempts, next try, last error.", {"type": "object"})},
+    ),
     # --- artifacts
     Operation(
         "post",
@@ -1169,6 +1203,7 @@ def _hand_schemas() -> dict[str, Schema]:
             },
             required=("children",),
         ),
+        "TrackerJob": _obj({"job": _ref("Job"), "created": {"type": "boolean"}}, required=("job",)),
         "Children": _obj(
             {"parent": _ref("Job"), "children": {"type": "array", "items": _ref("Job")}}
         ),

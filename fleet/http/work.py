@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
 import azure.functions as func
 from pydantic import Field
 
 from fleet.context import get_context
-from fleet.coordinator.identity import any_principal, factory_principal, operator_principal
+from fleet.coordinator.identity import (
+    DEFAULT_PRODUCT,
+    NAME,
+    any_principal,
+    factory_principal,
+    operator_principal,
+)
+from fleet.coordinator.tracker import verify_github_signature
 from fleet.domain.manifest import Manifest, Problem, ValidationFailed, parse_json
 from fleet.http.jobs import job_view, readable_job
-from fleet.http.parsing import Body, body_model, json_value
+from fleet.http.parsing import Body, body_bytes, body_model, json_value
 from fleet.http.responses import handles_errors, json_response
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
@@ -135,3 +143,49 @@ def job_dag(req: func.HttpRequest) -> func.HttpResponse:
     if principal.kind == "factory":
         readable_job(principal, _job_id(req))
     return json_response(get_context().coordinator.dag(principal.product, _job_id(req)))
+
+
+# --- the tracker bridge -----------------------------------------------------------------
+
+
+@bp.route(route="fleet/tracker/ingest", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+@handles_errors
+def tracker_ingest(req: func.HttpRequest) -> func.HttpResponse:
+    """A tracker item becomes a job, idempotently. GitHub's issues webhook (``X-GitHub-Event``)
+    is authenticated by its ``X-Hub-Signature-256`` (product: ``?product=``); anything else
+    is a generic item sent with an operator token."""
+    context = get_context()
+    event = req.headers.get("X-GitHub-Event")
+    if event is not None:
+        raw = body_bytes(req)
+        verify_github_signature(
+            context.settings.tracker_webhook_secret, raw, req.headers.get("X-Hub-Signature-256")
+        )
+        product = req.params.get("product") or DEFAULT_PRODUCT
+        if not NAME.match(product):
+            raise ValidationFailed.one("product", "string_pattern_mismatch", "not a product")
+        try:
+            payload = json.loads(raw) if raw.strip() else {}
+        except ValueError:
+            raise ValidationFailed.one("", "invalid_json", "the body is not JSON") from None
+        if not isinstance(payload, dict):
+            raise ValidationFailed.one("", "not_an_object", "expected a JSON object")
+        job = context.tracker.ingest_github(product, event, payload)
+        if job is None:
+            return json_response({"ignored": True, "event": event}, 202)
+        return json_response({"job": job_view(job)}, 200)
+    principal = operator_principal(req)
+    item = json_value(req)
+    if not isinstance(item, dict):
+        raise ValidationFailed.one("", "not_an_object", "expected a JSON object")
+    job, created = context.tracker.ingest(principal.product, item, principal.actor)
+    return json_response({"job": job_view(job), "created": created}, 201 if created else 200)
+
+
+@bp.route(route="fleet/tracker/echo", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@handles_errors
+def tracker_echo_status(req: func.HttpRequest) -> func.HttpResponse:
+    """Where the echo of stage changes stands: cursor, failed attempts, next try, last error."""
+    principal = operator_principal(req)
+    status = get_context().tracker.status(principal.product)
+    return json_response({**status, "configured": bool(get_context().settings.tracker_echo_url)})

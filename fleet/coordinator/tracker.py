@@ -1,0 +1,213 @@
+"""The tracker bridge: tracker items become jobs, and jobs' stage changes are echoed back.
+
+Ingest is idempotent: an item's job has the idempotency key ``tracker:{source}:{id}``, so
+the same issue delivered twice (webhooks retry) is one job. GitHub's issues webhook is
+authenticated by its ``X-Hub-Signature-256`` HMAC, compared in constant time.
+
+The echo never blocks a transition: it is not done by the writer of the transition at all.
+A dispatcher (run by the reaper's timer) follows the product's event feed from a stored
+cursor and POSTs each stage change of a tracker job to the configured URL, signed with
+``X-Fleet-Signature-256: sha256=<hmac>``. A failing endpoint is retried with capped
+exponential backoff; the cursor only moves past an event once it was delivered, so nothing
+is lost and the order is kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from fleet.coordinator.identity import Unauthorized
+from fleet.domain.manifest import ValidationFailed, parse_json
+from fleet.domain.models import Job, format_ts, parse_ts
+from fleet.errors import AlreadyExists, ConcurrencyConflict, NotFound
+
+if TYPE_CHECKING:
+    from fleet.coordinator.service import Coordinator
+
+log = logging.getLogger(__name__)
+
+CURSOR_ID = "tracker-echo"
+MAX_BACKOFF_SECONDS = 300.0
+
+# (url, body bytes, headers) -> HTTP status; raises on transport errors.
+Poster = Callable[[str, bytes, dict[str, str]], int]
+
+
+def _post_with_requests(url: str, body: bytes, headers: dict[str, str]) -> int:
+    import requests
+
+    return int(requests.post(url, data=body, headers=headers, timeout=10).status_code)
+
+
+@dataclass(frozen=True)
+class TrackerConfig:
+    webhook_secret: str | None = None  # GitHub webhook secret (X-Hub-Signature-256)
+    echo_url: str | None = None  # where stage changes are POSTed
+    echo_secret: str | None = None  # signs what is POSTed there
+    batch: int = 100
+
+
+def sign(secret: str, body: bytes) -> str:
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def verify_github_signature(secret: str | None, body: bytes, header: str | None) -> None:
+    if not secret:
+        raise Unauthorized("GitHub webhooks are not configured (no webhook secret)")
+    if not header or not hmac.compare_digest(sign(secret, body), header.strip()):
+        raise Unauthorized("bad or missing X-Hub-Signature-256")
+
+
+def backoff_seconds(attempts: int) -> float:
+    """Capped exponential: 2, 4, 8, ... seconds, at most five minutes."""
+    return float(min(MAX_BACKOFF_SECONDS, 2.0 ** max(1, attempts)))
+
+
+class Tracker:
+    def __init__(
+        self, coordinator: Coordinator, config: TrackerConfig, poster: Poster | None = None
+    ) -> None:
+        self.coord = coordinator
+        self.config = config
+        self.poster = poster or _post_with_requests
+
+    # --- ingest ----------------------------------------------------------------------
+
+    def ingest(self, product: str, item: Mapping[str, Any], actor: str) -> tuple[Job, bool]:
+        """A generic tracker item: {source, id, title, body?, url?, capabilities?, priority?,
+        ...any manifest field}. Returns (job, created)."""
+        source, external = str(item.get("source") or ""), str(item.get("id") or "")
+        problems = []
+        if not source:
+            problems.append(("source", "missing", "the tracker's name, e.g. 'github'"))
+        if not external:
+            problems.append(("id", "missing", "the item's id in the tracker"))
+        if problems:
+            raise ValidationFailed.one(*problems[0])
+        fields = {k: v for k, v in item.items() if k not in ("source", "id", "url")}
+        fields.setdefault("body", "")
+        fields["idempotencyKey"] = f"tracker:{source}:{external}"[:200]
+        manifest = parse_json(fields)
+        tracker = {"source": source, "id": external, "url": item.get("url")}
+        return self.coord.submit(product, manifest, actor, tracker=tracker)
+
+    def ingest_github(self, product: str, event: str, payload: Mapping[str, Any]) -> Job | None:
+        """GitHub's issues webhook: an opened (or reopened, labeled) issue becomes a job.
+        Other events and actions are acknowledged and ignored (None)."""
+        if event != "issues" or payload.get("action") not in ("opened", "reopened", "labeled"):
+            return None
+        issue = payload.get("issue") or {}
+        repo = (payload.get("repository") or {}).get("full_name") or "github"
+        labels = [
+            str(label.get("name", "")).lower()
+            for label in issue.get("labels") or []
+            if isinstance(label, dict)
+        ]
+        item = {
+            "source": "github",
+            "id": f"{repo}#{issue.get('number')}",
+            "url": issue.get("html_url"),
+            "title": str(issue.get("title") or f"issue {issue.get('number')}")[:200],
+            "body": str(issue.get("body") or ""),
+            # Labels like "cap:python" name required capabilities.
+            "capabilities": [lab[4:] for lab in labels if lab.startswith("cap:")],
+        }
+        job, _ = self.ingest(product, item, f"tracker:github:{repo}")
+        return job
+
+    # --- echo ------------------------------------------------------------------------
+
+    def echo(self, product: str) -> int:
+        """Deliver the stage changes of tracker jobs since the cursor. Returns how many were
+        delivered; stops at the first failure (retried after a backoff)."""
+        if not self.config.echo_url:
+            return 0
+        now = self.coord.clock.now()
+        state = self._cursor(product)
+        due = state.get("nextAttemptAt")
+        if due and now < parse_ts(due):
+            return 0
+        events, _ = self.coord.product_events(product, state.get("cursor"), self.config.batch)
+        delivered = 0
+        for event in events:
+            cursor = "|".join((event["at"], event["jobId"], str(event["seq"])))
+            payload = self._payload(product, event)
+            if payload is not None:
+                body = json.dumps(payload, separators=(",", ":")).encode()
+                headers = {"Content-Type": "application/json"}
+                if self.config.echo_secret:
+                    headers["X-Fleet-Signature-256"] = sign(self.config.echo_secret, body)
+                try:
+                    status = self.poster(self.config.echo_url, body, headers)
+                except Exception as exc:  # any transport failure is a failed delivery
+                    status, error = 0, f"{type(exc).__name__}: {exc}"
+                else:
+                    error = f"HTTP {status}"
+                if not 200 <= status < 300:
+                    attempts = int(state.get("attempts", 0)) + 1
+                    self._save(
+                        product,
+                        state,
+                        attempts=attempts,
+                        nextAttemptAt=format_ts(now + timedelta(seconds=backoff_seconds(attempts))),
+                        lastError=error,
+                    )
+                    log.warning(
+                        "tracker echo for %s failed (%s); retry %d", product, error, attempts
+                    )
+                    return delivered
+                delivered += 1
+            state = self._save(
+                product, state, cursor=cursor, attempts=0, nextAttemptAt=None, lastError=None
+            )
+        return delivered
+
+    def _payload(self, product: str, event: Mapping[str, Any]) -> dict[str, Any] | None:
+        if event.get("fromStage") == event.get("toStage") and event.get("type") != "submit":
+            return None  # not a stage change
+        try:
+            job = self.coord.get_job(product, str(event["jobId"]))
+        except NotFound:
+            return None
+        if job.tracker is None:
+            return None
+        return {
+            "product": product,
+            "jobId": job.id,
+            "tracker": job.tracker,
+            "title": job.title,
+            "from": event.get("fromStage"),
+            "to": event.get("toStage"),
+            "event": event.get("type"),
+            "reason": event.get("reason"),
+            "at": event.get("at"),
+        }
+
+    def _cursor(self, product: str) -> dict[str, Any]:
+        try:
+            return self.coord.docs.read(product, CURSOR_ID)
+        except NotFound:
+            doc = {"id": CURSOR_ID, "productId": product, "type": "tracker_cursor", "cursor": None}
+            try:
+                return self.coord.docs.create(doc)
+            except AlreadyExists:
+                return self.coord.docs.read(product, CURSOR_ID)
+
+    def _save(self, product: str, state: dict[str, Any], **changes: Any) -> dict[str, Any]:
+        updated = {**state, **changes}
+        try:
+            return self.coord.docs.replace(updated, etag=state.get("_etag"))
+        except ConcurrencyConflict:
+            # Another instance's dispatcher moved it: its view wins; ours is re-read next run.
+            return self.coord.docs.read(product, CURSOR_ID)
+
+    def status(self, product: str) -> dict[str, Any]:
+        state = self._cursor(product)
+        return {k: state.get(k) for k in ("cursor", "attempts", "nextAttemptAt", "lastError")}
