@@ -27,6 +27,7 @@ from fleet.coordinator.tokens import (
     Tokens,
     hash_token,
 )
+from fleet.coordinator.tracker import Tracker, TrackerConfig
 from fleet.domain.jobs import Fenced
 from fleet.domain.manifest import Manifest
 from fleet.domain.scheduler import FactoryView
@@ -483,6 +484,7 @@ def app_context(stores: Stores, coord: Coordinator, tokens: Tokens) -> Iterator[
         stores=stores,
         coordinator=coord,
         tokens=tokens,
+        tracker=Tracker(coord, TrackerConfig()),
     )
     set_context(context)
     yield context
