@@ -1,0 +1,95 @@
+// The one storage account: the Functions host's storage (AzureWebJobsStorage), the Flex
+// Consumption deployment package, the `artifacts` blob container and the coordinator's tables.
+// Entra ID only: shared keys are disabled, so no connection string can exist; factories upload
+// artifacts through user-delegation SAS URLs, which Entra ID signs.
+param location string
+param tags object
+param name string
+@description('Blob containers to create (the deployment package container, artifacts).')
+param containerNames array
+@description('Tables the coordinator uses (fleet/store/azure.py TABLES).')
+param tableNames array
+
+resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
+  //checkov:skip=CKV_AZURE_35: no virtual network by design (Flex Consumption without VNet integration, factories on any network): the network rule stays Allow; every request needs Entra ID (shared keys disabled) or a short-lived user-delegation SAS
+  //checkov:skip=CKV_AZURE_59: public network access stays on (no virtual network by design, factories on any network upload artifacts); anonymous blob access is off and shared keys are disabled
+  //checkov:skip=CKV_AZURE_206: locally redundant by choice: the account holds transient coordination state (heartbeats, rate-limit buckets, pending commands) and build artifacts; the system of record is Cosmos DB
+  name: name
+  location: location
+  tags: tags
+  kind: 'StorageV2'
+  sku: {
+    name: 'Standard_LRS'
+  }
+  properties: {
+    minimumTlsVersion: 'TLS1_2'
+    supportsHttpsTrafficOnly: true
+    allowBlobPublicAccess: false
+    allowSharedKeyAccess: false
+    defaultToOAuthAuthentication: true
+    allowCrossTenantReplication: false
+    publicNetworkAccess: 'Enabled'
+    networkAcls: {
+      defaultAction: 'Allow'
+      bypass: 'AzureServices'
+    }
+    encryption: {
+      keySource: 'Microsoft.Storage'
+      requireInfrastructureEncryption: true
+      services: {
+        blob: {
+          enabled: true
+        }
+        table: {
+          enabled: true
+          keyType: 'Account'
+        }
+        queue: {
+          enabled: true
+          keyType: 'Account'
+        }
+      }
+    }
+  }
+}
+
+resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01' = {
+  parent: storage
+  name: 'default'
+  properties: {
+    deleteRetentionPolicy: {
+      enabled: true
+      days: 7
+    }
+    containerDeleteRetentionPolicy: {
+      enabled: true
+      days: 7
+    }
+  }
+}
+
+resource containers 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = [
+  for containerName in containerNames: {
+    parent: blobService
+    name: containerName
+    properties: {
+      publicAccess: 'None'
+    }
+  }
+]
+
+resource tableService 'Microsoft.Storage/storageAccounts/tableServices@2023-05-01' = {
+  parent: storage
+  name: 'default'
+}
+
+resource tables 'Microsoft.Storage/storageAccounts/tableServices/tables@2023-05-01' = [
+  for tableName in tableNames: {
+    parent: tableService
+    name: tableName
+  }
+]
+
+output name string = storage.name
+output blobEndpoint string = storage.properties.primaryEndpoints.blob
+output tableEndpoint string = storage.properties.primaryEndpoints.table

@@ -1,0 +1,238 @@
+// agent-fleet: everything one deployment needs, in one resource group.
+//
+//   azd up                                   (provision + deploy, see azure.yaml)
+//   az deployment sub create -l <region> -f infra/main.bicep -p environmentName=<name> ...
+//
+// Identity, not keys: the Function App's system-assigned identity reaches Cosmos DB, Blob and
+// Table Storage and Application Insights through data-plane role assignments (app/rbac.bicep);
+// Cosmos DB local auth and the storage account's shared keys are disabled.
+targetScope = 'subscription'
+
+@minLength(1)
+@maxLength(64)
+@description('Name of the environment (azd): names the resource group and seeds a unique token for every resource name.')
+param environmentName string
+
+@minLength(1)
+@description('Region for every resource but the Static Web App. It must offer the Flex Consumption plan.')
+@metadata({
+  azd: {
+    type: 'location'
+  }
+})
+param location string
+
+@description('Region of the Static Web App (a global service with a few regions to hold its metadata).')
+@allowed([
+  'centralus'
+  'eastasia'
+  'eastus2'
+  'westeurope'
+  'westus2'
+])
+param staticWebAppLocation string = 'westeurope'
+
+@description('Resource group name; empty: rg-<environmentName>.')
+param resourceGroupName string = ''
+
+@secure()
+@minLength(1)
+@description('FLEET_OPERATOR_TOKENS: comma-separated bootstrap operator tokens, each "sha256:<hex digest of a flo_ token>" (preferred: the plaintext token is then stored nowhere) or a plaintext flo_ token. `python -m scripts.deploy.check token` makes one.')
+param operatorTokens string
+
+@description('Cosmos DB capacity: "serverless" (pay per request, the default) or "provisioned" (autoscale throughput on the container).')
+@allowed([
+  'serverless'
+  'provisioned'
+])
+param cosmosCapacityMode string = 'serverless'
+
+@minValue(1000)
+@description('Provisioned mode only: the container\'s autoscale maximum RU/s (it scales between 10% and 100% of it).')
+param cosmosAutoscaleMaxThroughput int = 1000
+
+@description('REAPER_SCHEDULE: NCRONTAB (six fields, seconds first) of the lease reaper.')
+param reaperSchedule string = '*/15 * * * * *'
+
+@description('HEALER_SCHEDULE: NCRONTAB of the self-healer.')
+param healerSchedule string = '*/30 * * * * *'
+
+@description('METRICS_SCHEDULE: NCRONTAB of the metrics writer.')
+param metricsSchedule string = '0 */5 * * * *'
+
+@description('FLEET_TOKEN_GRACE_SECONDS: how long a rotated-out factory token keeps working; empty: the code\'s default (300).')
+param tokenGraceSeconds string = ''
+
+@description('HEALER_DOWN_AFTER_SECONDS; empty: the code\'s default (600).')
+param healerDownAfterSeconds string = ''
+
+@description('HEALER_STALL_AFTER_SECONDS; empty: the code\'s default (900).')
+param healerStallAfterSeconds string = ''
+
+@description('HEALER_NEVER_STARTED_SECONDS; empty: the code\'s default (300).')
+param healerNeverStartedSeconds string = ''
+
+@description('HEALER_PRUNE_AFTER_SECONDS; empty: the code\'s default (7 days).')
+param healerPruneAfterSeconds string = ''
+
+@description('COSMOS_THROTTLE_RETRIES: SDK retries on 429 before a 503 store_unavailable; empty: the code\'s default (3).')
+param cosmosThrottleRetries string = ''
+
+@description('COSMOS_THROTTLE_MAX_WAIT_SECONDS: the SDK\'s longest back-off; empty: the code\'s default (5).')
+param cosmosThrottleMaxWaitSeconds string = ''
+
+@secure()
+@description('TRACKER_WEBHOOK_SECRET: authenticates the tracker bridge\'s GitHub issues webhook; empty: the bridge is off.')
+param trackerWebhookSecret string = ''
+
+@description('TRACKER_ECHO_URL: where stage changes of tracker jobs are POSTed (http(s) URL); empty: none.')
+param trackerEchoUrl string = ''
+
+@secure()
+@description('TRACKER_ECHO_SECRET: signs those POSTs.')
+param trackerEchoSecret string = ''
+
+@minValue(1)
+@maxValue(1000)
+@description('Flex Consumption: the most instances the app scales out to.')
+param maximumInstanceCount int = 100
+
+@allowed([
+  512
+  2048
+  4096
+])
+@description('Flex Consumption: memory per instance (MB).')
+param instanceMemoryMB int = 2048
+
+var abbrs = loadJsonContent('abbreviations.json')
+// The data layout the coordinator expects (tests/unit/test_infra.py checks it against the code).
+var fleet = loadJsonContent('fleet.json')
+var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
+var tags = {
+  'azd-env-name': environmentName
+}
+var functionAppName = '${abbrs.webSitesFunctions}${resourceToken}'
+// Flex Consumption deploys the app package from this blob container.
+var deploymentContainerName = 'app-package-${take(functionAppName, 32)}'
+
+resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
+  name: !empty(resourceGroupName) ? resourceGroupName : '${abbrs.resourcesResourceGroups}${environmentName}'
+  location: location
+  tags: tags
+}
+
+module monitoring 'app/monitoring.bicep' = {
+  name: 'monitoring'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    logAnalyticsName: '${abbrs.operationalInsightsWorkspaces}${resourceToken}'
+    applicationInsightsName: '${abbrs.insightsComponents}${resourceToken}'
+  }
+}
+
+module storage 'app/storage.bicep' = {
+  name: 'storage'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    name: '${abbrs.storageStorageAccounts}${resourceToken}'
+    containerNames: [
+      deploymentContainerName
+      fleet.storage.artifactsContainer
+    ]
+    tableNames: fleet.storage.tables
+  }
+}
+
+module cosmos 'app/cosmos.bicep' = {
+  name: 'cosmos'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    name: '${abbrs.documentDBDatabaseAccounts}${resourceToken}'
+    databaseName: fleet.cosmos.database
+    containerName: fleet.cosmos.container
+    partitionKeyPath: fleet.cosmos.partitionKey
+    defaultTtl: fleet.cosmos.defaultTtl
+    indexingPolicy: fleet.cosmos.indexingPolicy
+    capacityMode: cosmosCapacityMode
+    autoscaleMaxThroughput: cosmosAutoscaleMaxThroughput
+  }
+}
+
+module webui 'app/webui.bicep' = {
+  name: 'webui'
+  scope: rg
+  params: {
+    location: staticWebAppLocation
+    tags: tags
+    name: '${abbrs.webStaticSites}${resourceToken}'
+  }
+}
+
+module api 'app/api.bicep' = {
+  name: 'api'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    name: functionAppName
+    planName: '${abbrs.webServerFarms}${resourceToken}'
+    storageAccountName: storage.outputs.name
+    deploymentContainerName: deploymentContainerName
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+    cosmosEndpoint: cosmos.outputs.endpoint
+    cosmosDatabase: fleet.cosmos.database
+    cosmosContainer: fleet.cosmos.container
+    artifactsContainer: fleet.storage.artifactsContainer
+    operatorTokens: operatorTokens
+    reaperSchedule: reaperSchedule
+    healerSchedule: healerSchedule
+    metricsSchedule: metricsSchedule
+    tokenGraceSeconds: tokenGraceSeconds
+    healerDownAfterSeconds: healerDownAfterSeconds
+    healerStallAfterSeconds: healerStallAfterSeconds
+    healerNeverStartedSeconds: healerNeverStartedSeconds
+    healerPruneAfterSeconds: healerPruneAfterSeconds
+    cosmosThrottleRetries: cosmosThrottleRetries
+    cosmosThrottleMaxWaitSeconds: cosmosThrottleMaxWaitSeconds
+    trackerWebhookSecret: trackerWebhookSecret
+    trackerEchoUrl: trackerEchoUrl
+    trackerEchoSecret: trackerEchoSecret
+    corsAllowedOrigins: [
+      webui.outputs.url
+    ]
+    maximumInstanceCount: maximumInstanceCount
+    instanceMemoryMB: instanceMemoryMB
+  }
+}
+
+module rbac 'app/rbac.bicep' = {
+  name: 'rbac'
+  scope: rg
+  params: {
+    principalId: api.outputs.principalId
+    storageAccountName: storage.outputs.name
+    cosmosAccountName: cosmos.outputs.name
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+  }
+}
+
+output AZURE_LOCATION string = location
+output AZURE_TENANT_ID string = tenant().tenantId
+output AZURE_RESOURCE_GROUP string = rg.name
+output AZURE_FUNCTION_APP_NAME string = api.outputs.name
+output API_URL string = api.outputs.url
+output AZURE_STATIC_WEB_APP_NAME string = webui.outputs.name
+output WEBUI_URL string = webui.outputs.url
+output COSMOS_ACCOUNT_NAME string = cosmos.outputs.name
+output COSMOS_ENDPOINT string = cosmos.outputs.endpoint
+output COSMOS_DATABASE string = fleet.cosmos.database
+output COSMOS_CONTAINER string = fleet.cosmos.container
+output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
+output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.applicationInsightsName

@@ -1,0 +1,623 @@
+"""The deployment (infra/, azure.yaml, scripts/deploy/) agrees with the code it deploys.
+
+- Every app setting the deployed code reads is set by infra/app/api.bicep (or is a documented
+  local-only alternative), and every setting the template sets is read by the code or the
+  Functions host: both sides are derived (scripts/deploy/inventory.py), not listed by hand.
+- The Cosmos DB container, the tables and the blob container the template creates are the ones
+  the code would create itself (captured from fleet/store/azure.py's own ensure_* functions).
+- Every .bicep file parses with checkov's parser (pycep, in .local/venv-checkov).
+- The pure parts of the deploy scripts: the checkov verdict, the health check, the settings
+  comparison, the web UI build.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from fleet.settings import DEFAULT_SCHEDULES, Settings
+from fleet.store import azure as azure_store
+from scripts.deploy import check, checkov_report, inventory, webui
+
+ROOT = inventory.ROOT
+INFRA = ROOT / "infra"
+MAIN = INFRA / "main.bicep"
+FLEET_JSON = json.loads((INFRA / "fleet.json").read_text(encoding="utf-8"))
+CHECKOV_PYTHON = ROOT / ".local" / "venv-checkov" / "bin" / "python"
+
+
+def _bicep(path: Path) -> str:
+    return path.read_text(encoding="utf-8")
+
+
+def _object(text: str) -> dict[str, str]:
+    text = text.strip()
+    assert text.startswith("{") and text.endswith("}"), text
+    return inventory.object_entries(text[1:-1])
+
+
+# --- app settings: the code and the template agree ----------------------------------------
+
+
+def test_infra_template_sets_every_setting_the_code_reads() -> None:
+    drift = inventory.compare(inventory.code_settings(), inventory.app_settings())
+    assert drift.ok, "\n".join(drift.messages())
+
+
+def test_infra_inventory_finds_settings_through_each_kind_of_read() -> None:
+    code = inventory.code_settings()
+    assert "fleet/settings.py" in code.modules
+    assert "fleet/coordinator/fleet_health.py" in code.modules  # imported inside a function
+    assert "fleet/devhost/host.py" not in code.modules  # local tooling is not deployed
+    assert code.unresolved == []
+    names = code.names
+    assert {"FLEET_STORE", "COSMOS__accountEndpoint", "AzureWebJobsStorage"} <= names
+    assert "FLEET_TOKEN_GRACE_SECONDS" in names  # _int(env, "...", 300)
+    assert "FLEET_OPERATOR_TOKENS" in names  # name = "..."; env.get(name)
+    assert set(DEFAULT_SCHEDULES) <= names  # a loop over a module-level dict
+    assert "HEALER_DOWN_AFTER_SECONDS" in names  # a loop over a dict's values
+    assert "fleet/timers.py" in " ".join(code.where("REAPER_SCHEDULE"))  # "%REAPER_SCHEDULE%"
+
+
+def _app(tmp_path: Path, files: dict[str, str]) -> Path:
+    for name, body in files.items():
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(body), encoding="utf-8")
+    return tmp_path
+
+
+def test_inventory_scanner_resolves_reads_and_reports_the_rest(tmp_path: Path) -> None:
+    root = _app(
+        tmp_path,
+        {
+            "function_app.py": "from fleet import a\n",
+            "fleet/__init__.py": "",
+            "fleet/a.py": """
+                import os
+
+                DEFAULTS = {"LOOP_A": "1", "LOOP_B": "2"}
+                NAMES = {"x": "VALUE_A"}
+                STAMP = "%Y-%m-%dT%H:%M"
+
+                def f(env):
+                    from fleet.b import g
+                    name = "LOCAL_CONST"
+                    env.get(name)
+                    os.environ["SUBSCRIPTED"]
+                    os.getenv("GETENV")
+                    "MEMBER" in os.environ
+                    _int(env, "HELPER", 3)
+                    {k: env.get(k) for k, _ in DEFAULTS.items()}
+                    for _, setting in NAMES.items():
+                        env.get(setting)
+
+                def _int(env, name, default):
+                    return env.get(name) or default
+
+                @decorator(schedule="%BINDING%")
+                def timer():
+                    pass
+            """,
+            "fleet/b.py": """
+                def g(env):
+                    return env.get(compute())
+            """,
+            "fleet/unused.py": "import os\nos.environ.get('NOT_DEPLOYED')\n",
+        },
+    )
+    code = inventory.code_settings(root)
+    assert code.names == {
+        "LOCAL_CONST",
+        "SUBSCRIPTED",
+        "GETENV",
+        "MEMBER",
+        "HELPER",
+        "LOOP_A",
+        "LOOP_B",
+        "VALUE_A",
+        "BINDING",
+    }
+    assert sorted(code.modules) == [
+        "fleet/__init__.py",
+        "fleet/a.py",
+        "fleet/b.py",
+        "function_app.py",
+    ]
+    assert len(code.unresolved) == 1
+    assert code.unresolved[0].startswith("fleet/b.py:3: cannot tell which setting")
+
+
+def test_inventory_compare_names_missing_stale_and_local_only_settings() -> None:
+    code = inventory.CodeSettings(
+        reads=[
+            inventory.Read("NEEDED", "fleet/x.py", 1),
+            inventory.Read("COSMOS_KEY", "fleet/x.py", 2),
+            *(inventory.Read(n, "fleet/x.py", 3) for n in inventory.LOCAL_ONLY),
+        ]
+    )
+    template = {"STALE": "'x'", "COSMOS_KEY": "key", **dict.fromkeys(inventory.PLATFORM, "x")}
+    drift = inventory.compare(code, template)
+    assert drift.missing == ["NEEDED"]
+    assert drift.stale == ["STALE"]
+    assert drift.local_only_set == ["COSMOS_KEY"]
+    assert drift.stale_allowlist == []
+    assert not drift.ok
+    assert any("NEEDED: the code reads it" in m for m in drift.messages())
+
+
+def test_bicep_object_entries_skip_strings_interpolation_and_comments() -> None:
+    body = """
+      // a comment with a { brace
+      plain: 'a } string'
+      'quoted-key': 'https://${x.properties.y}/${take('a}', 1)}' // trailing { comment
+      nested: {
+        inner: [
+          1
+        ]
+      }
+      call: union(a, {
+        b: 'c'
+      })
+      /* block
+         comment */
+      escaped: 'it\\'s'
+    """
+    entries = inventory.object_entries(body)
+    assert entries == {
+        "plain": "'a } string'",
+        "quoted-key": "'https://${x.properties.y}/${take('a}', 1)}'",
+        "nested": "{\n        inner: [\n          1\n        ]\n      }",
+        "call": "union(a, {\n        b: 'c'\n      })",
+        "escaped": "'it\\'s'",
+    }
+    with pytest.raises(inventory.BicepSyntaxError, match="duplicate"):
+        inventory.object_entries("a: 1\na: 2\n")
+    with pytest.raises(inventory.BicepSyntaxError, match="unterminated"):
+        inventory.object_entries("a: 'open\n")
+
+
+def test_infra_app_settings_hold_no_keys() -> None:
+    settings = inventory.app_settings()
+    for name, expression in settings.items():
+        assert not re.search(
+            r"listKeys|AccountKey|primaryMasterKey|connectionString", expression
+        ), name
+    assert settings["FLEET_STORE"] == "'azure'"
+    assert "COSMOS__accountEndpoint" in settings  # managed identity: an endpoint, no key
+    assert not inventory.LOCAL_ONLY.keys() & settings.keys()
+
+
+def test_infra_schedule_defaults_are_the_codes() -> None:
+    defaults = inventory.param_defaults(MAIN)
+    passed = check.module_params(_bicep(MAIN), "api")
+    settings = inventory.app_settings()
+    for name, schedule in DEFAULT_SCHEDULES.items():
+        param = passed[settings[name]]
+        assert inventory.bicep_string(defaults[param]) == schedule, name
+
+
+# --- the data layout: the template creates what the code expects --------------------------
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.calls: dict[str, Any] = {}
+        self.tables: list[str] = []
+        self.containers: list[str] = []
+
+    # Cosmos
+    def create_database_if_not_exists(self, database: str) -> _Recorder:
+        self.calls["database"] = database
+        return self
+
+    def create_container_if_not_exists(self, container: str, **kwargs: Any) -> str:
+        self.calls["container"] = container
+        self.calls.update(kwargs)
+        return "container"
+
+    # Tables / Blobs
+    def create_table_if_not_exists(self, name: str) -> None:
+        self.tables.append(name)
+
+    def create_container(self, name: str) -> None:
+        self.containers.append(name)
+
+
+def _azure_settings() -> Settings:
+    return Settings.from_env(
+        {
+            "FLEET_STORE": "azure",
+            "COSMOS__accountEndpoint": "https://account.documents.azure.com:443/",
+            "AzureWebJobsStorage__accountName": "account",
+        }
+    )
+
+
+def test_infra_cosmos_container_is_the_one_the_code_would_create() -> None:
+    settings = _azure_settings()
+    assert settings.cosmos is not None
+    recorder = _Recorder()
+    azure_store.ensure_cosmos(recorder, settings.cosmos)  # type: ignore[arg-type]
+    cosmos = FLEET_JSON["cosmos"]
+    assert cosmos["database"] == recorder.calls["database"]
+    assert cosmos["container"] == recorder.calls["container"]
+    assert cosmos["partitionKey"] == recorder.calls["partition_key"].path
+    assert cosmos["indexingPolicy"] == recorder.calls["indexing_policy"]
+    assert cosmos["defaultTtl"] == recorder.calls["default_ttl"]
+
+    # ... and cosmos.bicep puts them where Cosmos DB reads them.
+    resources = inventory.resources(_bicep(INFRA / "app" / "cosmos.bicep"))
+    container = _object(inventory.object_entries(resources["container"][1])["properties"])
+    resource = _object(container["resource"])
+    partition_key = _object(resource["partitionKey"])
+    assert partition_key["paths"].split() == ["[", "partitionKeyPath", "]"]
+    assert partition_key["kind"] == f"'{recorder.calls['partition_key'].kind}'"
+    assert partition_key["version"] == str(recorder.calls["partition_key"].version)
+    assert resource["indexingPolicy"] == "indexingPolicy"
+    assert resource["defaultTtl"] == "defaultTtl"
+    passed = check.module_params(_bicep(MAIN), "cosmos")
+    assert passed["partitionKeyPath"] == "fleet.cosmos.partitionKey"
+    assert passed["indexingPolicy"] == "fleet.cosmos.indexingPolicy"
+    assert passed["defaultTtl"] == "fleet.cosmos.defaultTtl"
+
+
+def test_infra_storage_tables_and_containers_are_the_ones_the_code_uses() -> None:
+    settings = _azure_settings()
+    assert settings.storage is not None
+    recorder = _Recorder()
+    azure_store.ensure_tables(recorder)  # type: ignore[arg-type]
+    azure_store.ensure_blobs(recorder, settings.storage.artifacts_container)  # type: ignore[arg-type]
+    assert FLEET_JSON["storage"]["tables"] == recorder.tables
+    assert [FLEET_JSON["storage"]["artifactsContainer"]] == recorder.containers
+    passed = check.module_params(_bicep(MAIN), "storage")
+    assert passed["tableNames"] == "fleet.storage.tables"
+    assert "fleet.storage.artifactsContainer" in passed["containerNames"]
+
+
+def test_infra_security_properties_are_set() -> None:
+    storage = _object(
+        inventory.object_entries(
+            inventory.resources(_bicep(INFRA / "app" / "storage.bicep"))["storage"][1]
+        )["properties"]
+    )
+    assert storage["allowSharedKeyAccess"] == "false"
+    assert storage["allowBlobPublicAccess"] == "false"
+    assert storage["minimumTlsVersion"] == "'TLS1_2'"
+    cosmos = _object(
+        inventory.object_entries(
+            inventory.resources(_bicep(INFRA / "app" / "cosmos.bicep"))["account"][1]
+        )["properties"]
+    )
+    assert cosmos["disableLocalAuth"] == "true"
+    site = inventory.object_entries(
+        inventory.resources(_bicep(INFRA / "app" / "api.bicep"))["functionApp"][1]
+    )
+    assert _object(site["identity"])["type"] == "'SystemAssigned'"
+    assert _object(site["properties"])["httpsOnly"] == "true"
+
+
+def test_infra_role_assignments_are_named_by_scope_principal_and_role() -> None:
+    resources = inventory.resources(_bicep(INFRA / "app" / "rbac.bicep"))
+    assignments = {
+        symbol: inventory.object_entries(body)
+        for symbol, (kind, body) in resources.items()
+        if kind.split("@")[0].endswith(("/roleAssignments", "/sqlRoleAssignments"))
+    }
+    assert len(assignments) == 4
+    for symbol, entries in assignments.items():
+        scope = entries.get("scope") or entries["parent"]
+        name = re.fullmatch(r"guid\((\w+)\.id, principalId, ([\w.]+)\)", entries["name"])
+        assert name, f"{symbol}: name must be guid(scope.id, principalId, role)"
+        assert name.group(1) == scope, symbol
+        properties = _object(entries["properties"])
+        assert properties["principalId"] == "principalId"
+        assert name.group(2) in properties["roleDefinitionId"], symbol
+
+
+# --- the azd layout ------------------------------------------------------------------------
+
+
+def test_infra_outputs_are_upper_snake_and_name_what_a_deployer_needs() -> None:
+    outputs = re.findall(r"^output\s+(\w+)\s", _bicep(MAIN), re.MULTILINE)
+    assert all(re.fullmatch(r"[A-Z][A-Z0-9_]*", o) for o in outputs), outputs
+    for needed in ("AZURE_FUNCTION_APP_NAME", "API_URL", "WEBUI_URL", "COSMOS_ENDPOINT"):
+        assert needed in outputs
+
+
+def test_infra_parameters_file_covers_every_required_parameter() -> None:
+    declared = dict(re.findall(r"^param\s+(\w+)\s+\w+(.*)$", _bicep(MAIN), re.MULTILINE))
+    required = {name for name, rest in declared.items() if "=" not in rest}
+    parameters = json.loads((INFRA / "main.parameters.json").read_text(encoding="utf-8"))
+    given = set(parameters["parameters"])
+    assert given <= declared.keys()
+    assert required <= given, required - given
+
+
+def test_azure_yaml_deploys_the_api_and_the_web_ui() -> None:
+    config = yaml.safe_load((ROOT / "azure.yaml").read_text(encoding="utf-8"))
+    api = config["services"]["api"]
+    assert (api["project"], api["language"], api["host"]) == (".", "python", "function")
+    ui = config["services"]["webui"]
+    assert (ui["project"], ui["host"], ui["dist"]) == ("./webui", "staticwebapp", "dist")
+    assert "scripts/deploy/webui.py build --out dist" in ui["hooks"]["prepackage"]["posix"]["run"]
+    assert config["infra"]["path"] == "infra"
+    # azd finds each service's resource by this tag.
+    assert "'azd-service-name': 'api'" in _bicep(INFRA / "app" / "api.bicep")
+    assert "'azd-service-name': 'webui'" in _bicep(INFRA / "app" / "webui.bicep")
+
+
+# --- every template parses (checkov's parser) ---------------------------------------------
+
+
+def test_infra_every_bicep_file_parses_with_checkovs_parser() -> None:
+    if not CHECKOV_PYTHON.exists():
+        if os.environ.get("CI"):
+            pytest.fail("no .local/venv-checkov in CI: .ci/run must run `make checkov` first")
+        pytest.skip("no .local/venv-checkov: run `make checkov` once to parse the templates here")
+    result = subprocess.run(
+        [str(CHECKOV_PYTHON), "scripts/deploy/bicep_parse.py", "infra"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    parsed = json.loads(result.stdout)
+    files = sorted(p.relative_to(ROOT).as_posix() for p in INFRA.rglob("*.bicep"))
+    assert sorted(parsed) == files
+    assert all(error is None for error in parsed.values()), parsed
+
+
+def test_bicep_parse_reports_a_file_that_does_not_parse(tmp_path: Path) -> None:
+    if not CHECKOV_PYTHON.exists():
+        pytest.skip("no .local/venv-checkov")
+    (tmp_path / "good.bicep").write_text("param a string = 'x'\n", encoding="utf-8")
+    (tmp_path / "bad.bicep").write_text("resource x 'y@1' = {\n", encoding="utf-8")
+    result = subprocess.run(
+        [str(CHECKOV_PYTHON), str(ROOT / "scripts/deploy/bicep_parse.py"), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 1
+    parsed = json.loads(result.stdout)
+    assert parsed[str(tmp_path / "good.bicep")] is None
+    assert parsed[str(tmp_path / "bad.bicep")]
+    assert "bad.bicep: does not parse" in result.stderr
+
+
+# --- the checkov verdict --------------------------------------------------------------------
+
+
+def _check(check_id: str, reason: str | None = None) -> dict[str, Any]:
+    result: dict[str, Any] = {"result": "SKIPPED" if reason is not None else "PASSED"}
+    if reason is not None:
+        result["suppress_comment"] = reason
+    return {
+        "check_id": check_id,
+        "check_name": f"name of {check_id}",
+        "resource": "Microsoft.Storage/storageAccounts.storage",
+        "file_path": "/app/storage.bicep",
+        "file_line_range": [13, 40],
+        "check_result": result,
+    }
+
+
+def _report(**results: list[dict[str, Any]]) -> dict[str, Any]:
+    full = {"passed_checks": [], "failed_checks": [], "skipped_checks": [], "parsing_errors": []}
+    full.update(results)
+    return {
+        "check_type": "bicep",
+        "results": full,
+        "summary": {"parsing_errors": len(full["parsing_errors"])},
+    }
+
+
+def test_checkov_report_passes_with_reasoned_skips() -> None:
+    verdict = checkov_report.evaluate(
+        _report(passed_checks=[_check("CKV_1")], skipped_checks=[_check("CKV_2", "why not")])
+    )
+    assert verdict.ok
+    assert verdict.lines()[0] == "checkov: 1 passed, 0 failed, 1 skipped (waived in the templates)"
+    assert verdict.lines()[1].endswith("(app/storage.bicep:13): why not")
+
+
+@pytest.mark.parametrize(
+    ("report", "problem"),
+    [
+        (_report(failed_checks=[_check("CKV_1")]), "FAILED  CKV_1"),
+        (_report(skipped_checks=[_check("CKV_2", "No comment provided")]), "without a reason"),
+        (_report(passed_checks=[_check("CKV_1")], parsing_errors=["/x.bicep"]), "could not parse"),
+        (_report(), "checked nothing"),
+        (
+            [_report(passed_checks=[_check("CKV_1")]), _report(failed_checks=[_check("CKV_3")])],
+            "CKV_3",
+        ),
+    ],
+)
+def test_checkov_report_fails(report: Any, problem: str) -> None:
+    verdict = checkov_report.evaluate(report)
+    assert not verdict.ok
+    assert problem in "\n".join(verdict.lines())
+
+
+# --- the deploy check script ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "api",
+    [
+        "https://f.azurewebsites.net",
+        "https://f.azurewebsites.net/",
+        "https://f.azurewebsites.net/api/",
+    ],
+)
+def test_check_health_url_accepts_the_api_with_or_without_api(api: str) -> None:
+    assert check.health_url(api) == "https://f.azurewebsites.net/api/health"
+
+
+def test_check_health_url_rejects_what_is_not_a_url() -> None:
+    with pytest.raises(webui.BuildError):
+        check.health_url("func-1")
+
+
+HEALTHY = {
+    "status": "ok",
+    "store": "azure",
+    "dependencies": {
+        "cosmos": {"ok": True, "ms": 3},
+        "tables": {"ok": True},
+        "blobs": {"ok": True},
+    },
+}
+
+
+def test_check_evaluate_health() -> None:
+    assert check.evaluate_health(200, json.dumps(HEALTHY)) == []
+    degraded = {
+        "status": "degraded",
+        "dependencies": {
+            **HEALTHY["dependencies"],
+            "blobs": {"ok": False, "error": "store_error", "message": "403 AuthorizationFailure"},
+        },
+    }
+    problems = check.evaluate_health(503, json.dumps(degraded))
+    assert problems[0].startswith("HTTP 503 (want 200)")
+    assert "blobs is not ok (store_error: 403 AuthorizationFailure)" in problems
+    down = {"status": "down", "error": "settings", "message": "COSMOS_ENDPOINT is required"}
+    assert "COSMOS_ENDPOINT is required" in " ".join(check.evaluate_health(503, json.dumps(down)))
+    assert "not the health JSON" in check.evaluate_health(502, "<html>Bad Gateway</html>")[0]
+    assert check.evaluate_health(200, json.dumps({"status": "ok", "dependencies": {}}))
+
+
+def test_check_wait_healthy_retries_until_healthy() -> None:
+    answers = [(503, "starting"), (200, json.dumps(HEALTHY))]
+    seen: list[str] = []
+    sleeps: list[float] = []
+    problems = check.wait_healthy(
+        "https://f.azurewebsites.net",
+        attempts=3,
+        wait_seconds=7,
+        fetch=lambda url, timeout: (seen.append(url), answers.pop(0))[1],
+        sleep=sleeps.append,
+        log=lambda line: None,
+    )
+    assert problems == []
+    assert seen == ["https://f.azurewebsites.net/api/health"] * 2
+    assert sleeps == [7]
+
+
+def test_check_wait_healthy_gives_the_last_problems_when_it_never_gets_healthy() -> None:
+    def unreachable(url: str, timeout: float) -> tuple[int, str]:
+        raise OSError("connection refused")
+
+    problems = check.wait_healthy(
+        "https://f.azurewebsites.net",
+        attempts=2,
+        wait_seconds=0,
+        fetch=unreachable,
+        sleep=lambda s: None,
+        log=lambda line: None,
+    )
+    assert problems == ["https://f.azurewebsites.net/api/health unreachable: connection refused"]
+
+
+def test_check_deployment_settings_list_every_template_setting() -> None:
+    settings = {s.name: s for s in check.deployment_settings()}
+    assert settings.keys() == inventory.app_settings().keys()
+    assert settings["FLEET_OPERATOR_TOKENS"].required
+    assert settings["FLEET_OPERATOR_TOKENS"].source == "param operatorTokens"
+    assert settings["REAPER_SCHEDULE"].source == "param reaperSchedule = '*/15 * * * * *'"
+    assert not settings["FLEET_TOKEN_GRACE_SECONDS"].required
+    assert settings["APPLICATIONINSIGHTS_CONNECTION_STRING"].readers == ()
+    assert any(r.startswith("fleet/settings.py:") for r in settings["FLEET_STORE"].readers)
+    text = "\n".join(check.format_settings(list(settings.values())))
+    assert "COSMOS_KEY:" in text  # the local-only alternatives are named too
+
+
+def test_check_compare_deployed_settings() -> None:
+    settings = check.deployment_settings()
+    good = [{"name": s.name, "value": "x", "slotSetting": False} for s in settings]
+    assert check.compare_deployed(settings, good) == []
+    assert check.compare_deployed(settings, {s.name: "x" for s in settings}) == []
+    bad = {s.name: "x" for s in settings if s.name != "REAPER_SCHEDULE"}
+    bad["FLEET_OPERATOR_TOKENS"] = ""
+    bad["FLEET_TOKEN_GRACE_SECONDS"] = ""  # optional: empty is fine
+    bad["COSMOS_KEY"] = "a key"
+    problems = check.compare_deployed(settings, bad)
+    assert problems[:2] == [
+        "REAPER_SCHEDULE: missing",
+        "FLEET_OPERATOR_TOKENS: empty, but required",
+    ]
+    assert problems[2].startswith("COSMOS_KEY: set, but a deployment must not use it")
+    assert len(problems) == 3
+    assert "not an app settings list" in check.compare_deployed(settings, "nope")[0]
+
+
+def test_check_new_operator_token_is_accepted_by_the_settings_in_both_forms() -> None:
+    token, hashed = check.new_operator_token()
+    assert token.startswith("flo_")
+    for value in (token, hashed):
+        settings = Settings.from_env({"FLEET_STORE": "memory", "FLEET_OPERATOR_TOKENS": value})
+        assert settings.operator_token_hashes == {hashed.removeprefix("sha256:")}
+
+
+def test_check_param_descriptions_reads_escaped_quotes() -> None:
+    text = (
+        "@secure()\n@description('it\\'s secret')\n@minLength(1)\n"
+        "param token string\nparam plain string\n"
+    )
+    assert check.param_descriptions(text) == {"token": "it's secret"}
+
+
+# --- the web UI build -----------------------------------------------------------------------
+
+
+def test_webui_config_script_names_the_api_origin() -> None:
+    script = webui.config_script("https://f.azurewebsites.net/api/")
+    assert 'window.FLEET_API_BASE = "https://f.azurewebsites.net";' in script
+    assert "</script>" not in webui.config_script("https://f.net/</script>")
+    for bad in ("f.azurewebsites.net", "ftp://f.net", "https://f.net/?x=1"):
+        with pytest.raises(webui.BuildError):
+            webui.normalize_api_base(bad)
+
+
+def test_webui_build_copies_the_site_and_writes_config(tmp_path: Path) -> None:
+    source = _app(
+        tmp_path / "webui",
+        {
+            "index.html": '<script src="config.js"></script><script src="js/app.js"></script>',
+            "config.js": 'window.FLEET_API_BASE = window.FLEET_API_BASE || "";\n',
+            "js/app.js": "// app\n",
+            "dist/old.txt": "an earlier build\n",
+        },
+    )
+    out = webui.build("https://f.azurewebsites.net", source / "dist", source=source)
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == [
+        "config.js",
+        "index.html",
+        "js/app.js",
+    ]
+    assert "https://f.azurewebsites.net" in (out / "config.js").read_text(encoding="utf-8")
+    assert 'FLEET_API_BASE || ""' in (source / "config.js").read_text(encoding="utf-8")
+    with pytest.raises(webui.BuildError, match="holds the source"):
+        webui.build("https://f.net", source, source=source)
+    (source / "index.html").write_text('<script src="js/app.js"></script>', encoding="utf-8")
+    with pytest.raises(webui.BuildError, match=r"does not load config\.js"):
+        webui.build("https://f.net", tmp_path / "out", source=source)
+
+
+def test_webui_the_real_page_loads_the_config_the_build_writes() -> None:
+    index = (ROOT / "webui" / "index.html").read_text(encoding="utf-8")
+    assert f'src="{webui.CONFIG_SCRIPT}"' in index
