@@ -372,9 +372,12 @@ def ensure_tables(service: TableServiceClient) -> None:
 
 
 class AzureBlobStore:
-    def __init__(self, service: BlobServiceClient, counters: StoreCounters) -> None:
+    def __init__(
+        self, service: BlobServiceClient, counters: StoreCounters, probe: str = "artifacts"
+    ) -> None:
         self._service = service
         self.counters = counters
+        self._probe = probe  # the container whose reachability ``ping`` reports
 
     def upload(
         self, container: str, name: str, data: bytes, *, content_type: str | None = None
@@ -430,8 +433,10 @@ class AzureBlobStore:
         return f"{blob.url}?{token}"
 
     def ping(self) -> None:
+        # A container's properties, not the service's: the app's data-plane roles (Storage
+        # Blob Data Owner) cover the former; the latter needs account-level rights.
         with _translated("blob service"):
-            self._service.get_service_properties()
+            self._service.get_container_client(self._probe).get_container_properties()
 
 
 def ensure_blobs(service: BlobServiceClient, container: str) -> None:
@@ -478,6 +483,6 @@ def azure_stores(settings: Settings, *, ensure: bool = True) -> Stores:
     return Stores(
         documents=CosmosDocumentStore(container, counters),
         tables=AzureTableStore(tables, counters),
-        blobs=AzureBlobStore(blobs, counters),
+        blobs=AzureBlobStore(blobs, counters, settings.storage.artifacts_container),
         counters=counters,
     )
