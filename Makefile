@@ -11,6 +11,7 @@ $(STAMP): requirements.txt requirements-dev.txt package.json package-lock.json
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	npm ci --no-audit --no-fund --loglevel=error
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -1,0 +1,85 @@
+// The one place that talks HTTP to the coordinator. Every call carries the operator token
+// (kept in this tab's sessionStorage, never in a URL) and the product header. A failure is an
+// ApiError: the API's own {error, message, details}, or status 0 when it could not be reached.
+const TOKEN_KEY = "fleet.operatorToken";
+const PRODUCT_KEY = "fleet.product";
+export const DEFAULT_PRODUCT = "default";
+
+export function apiBase() {
+  return String(window.FLEET_API_BASE || "").replace(/\/+$/, "") + "/api";
+}
+
+export const session = {
+  token: () => sessionStorage.getItem(TOKEN_KEY) || "",
+  setToken(token) {
+    if (token) sessionStorage.setItem(TOKEN_KEY, token);
+    else sessionStorage.removeItem(TOKEN_KEY);
+  },
+  product: () => sessionStorage.getItem(PRODUCT_KEY) || DEFAULT_PRODUCT,
+  setProduct: (product) => sessionStorage.setItem(PRODUCT_KEY, product || DEFAULT_PRODUCT),
+};
+
+export class ApiError extends Error {
+  constructor(status, code, message, details) {
+    super(message);
+    this.status = status;
+    this.code = code;
+    this.details = details || {};
+  }
+  get problems() {
+    return Array.isArray(this.details.problems) ? this.details.problems : [];
+  }
+  /** One line for people: what failed and why. */
+  describe() {
+    if (this.status === 0) return this.message;
+    if (this.status === 401) return "The operator token was refused (401): sign in again with the token the stack printed.";
+    return `${this.message} (${this.status} ${this.code})`;
+  }
+}
+
+// Server time is the only clock: ages are computed from the offset to the API's Date header.
+let skewMs = 0;
+export const serverNow = () => Date.now() + skewMs;
+
+export async function request(method, path, { json, markdown, signal } = {}) {
+  const headers = { "X-Fleet-Product": session.product() };
+  const token = session.token();
+  if (token) headers.Authorization = `Bearer ${token}`;
+  let body;
+  if (markdown !== undefined) {
+    headers["Content-Type"] = "text/markdown; charset=utf-8";
+    body = markdown;
+  } else if (json !== undefined) {
+    headers["Content-Type"] = "application/json";
+    body = JSON.stringify(json);
+  }
+  let response;
+  try {
+    response = await fetch(apiBase() + path, { method, headers, body, cache: "no-store", signal });
+  } catch (err) {
+    if (err && err.name === "AbortError") throw err;
+    throw new ApiError(0, "unreachable", `Cannot reach the coordinator API at ${apiBase()} (${err.message || err}).`);
+  }
+  const date = Date.parse(response.headers.get("Date") || "");
+  if (!Number.isNaN(date)) skewMs = date + 500 - Date.now(); // Date has whole seconds
+  const text = await response.text();
+  let data = null;
+  if (text) {
+    try { data = JSON.parse(text); } catch { data = null; }
+  }
+  if (!response.ok) {
+    const err = data && typeof data === "object" ? data : {};
+    throw new ApiError(response.status, err.error || `http_${response.status}`,
+      err.message || `${method} ${path} answered ${response.status} ${response.statusText}`, err.details);
+  }
+  if (text && data === null) {
+    throw new ApiError(response.status, "bad_response", `${method} ${path} did not answer JSON: is FLEET_API_BASE right?`);
+  }
+  return data;
+}
+
+export const get = (path, opts) => request("GET", path, opts);
+export const post = (path, json) => request("POST", path, { json: json ?? {} });
+export const put = (path, json) => request("PUT", path, { json });
+export const del = (path) => request("DELETE", path);
+export const enc = encodeURIComponent;

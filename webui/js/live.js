@@ -1,0 +1,199 @@
+// Live state of one product, kept fresh with no manual refresh:
+// - every 2 s, GET /fleet/queue-state (one point read) and GET /fleet/events?after=CURSOR;
+// - the job and factory lists are fetched again when the queue-state version moved, when an
+//   event names a job not seen yet, or every 10 s; other events are applied to the jobs in
+//   place (stage changes other than submit/requeue do not move the version);
+// - the connection state (live / reconnecting / offline / signed out) is always shown.
+import { ApiError, enc, get, session } from "./api.js";
+
+const TICK_MS = 2000;
+const FULL_MS = 10000;
+const HEARTBEAT_MS = 10000;
+
+export const state = {
+  status: "idle", // idle (signed out) | connecting | live | reconnecting | offline | unauthorized
+  error: null, // the last ApiError while not live
+  failures: 0,
+  jobs: new Map(), // id -> job summary
+  jobsLoaded: false,
+  factories: [],
+  factoriesLoaded: false,
+  listError: null, // the error of the last list fetch, kept until one succeeds
+  heartbeats: new Map(), // factory id -> {hb, error, none, fetchedAt}
+  version: null,
+  lastFull: 0,
+  lastOk: 0,
+  cursor: null,
+  rev: 0, // bumped whenever jobs or factories changed
+};
+
+const listeners = new Set();
+/** fn(kind, detail): kind "status" | "data" | "events" | "heartbeats" | "reset". */
+export function subscribe(fn) {
+  listeners.add(fn);
+  return () => listeners.delete(fn);
+}
+function emit(kind, detail) {
+  for (const fn of [...listeners]) {
+    try { fn(kind, detail); } catch (err) { console.error(err); }
+  }
+}
+
+let timer = 0;
+let running = false;
+let generation = 0; // a product switch or sign-out drops answers to older requests
+
+export function reset() {
+  generation += 1;
+  Object.assign(state, {
+    status: session.token() ? "connecting" : "idle", error: null, failures: 0, jobs: new Map(),
+    jobsLoaded: false, factories: [], factoriesLoaded: false, listError: null,
+    heartbeats: new Map(), version: null, lastFull: 0, lastOk: 0, cursor: null,
+  });
+  state.rev += 1;
+  emit("reset");
+  emit("status");
+  clearTimeout(timer);
+  timer = setTimeout(tick, 0);
+}
+
+/** Fetch the lists at the next tick, now (after an operator action, for instance). */
+export function refreshSoon() {
+  state.lastFull = 0;
+  clearTimeout(timer);
+  timer = setTimeout(tick, 50);
+}
+
+export function jobList() {
+  return [...state.jobs.values()];
+}
+
+async function fetchLists(gen) {
+  try {
+    const [jobs, factories] = await Promise.all([get("/fleet/jobs"), get("/fleet/factories")]);
+    if (gen !== generation) return;
+    state.jobs = new Map(jobs.jobs.map((j) => [j.id, j]));
+    state.factories = factories.factories;
+    state.jobsLoaded = state.factoriesLoaded = true;
+    state.listError = null;
+    state.lastFull = Date.now();
+    if (state.cursor === null) {
+      // Follow the event feed from the newest event the list shows (server time), not from
+      // the beginning of history. Events at that very instant come again: applied by seq.
+      let newest = "";
+      for (const j of state.jobs.values()) if (j.lastEventAt > newest) newest = j.lastEventAt;
+      state.cursor = newest ? `${newest}||0` : "";
+    }
+    state.rev += 1;
+    emit("data");
+  } catch (err) {
+    if (gen === generation) state.listError = err;
+    throw err;
+  }
+}
+
+function applyEvents(events) {
+  let unknown = false;
+  let changed = false;
+  for (const ev of events) {
+    const job = state.jobs.get(ev.jobId);
+    if (!job) { unknown = true; continue; }
+    if (ev.seq <= (job.seq || 0)) continue;
+    Object.assign(job, {
+      seq: ev.seq, stage: ev.toStage, epoch: ev.epoch, holder: ev.holder ?? null,
+      lastEventAt: ev.at, updatedAt: ev.at,
+    }); // attempts, lease and costs come with the next full fetch (at most 10 s)
+    changed = true;
+  }
+  if (changed) state.rev += 1;
+  return unknown;
+}
+
+async function tick() {
+  clearTimeout(timer);
+  if (running) return;
+  if (!session.token()) {
+    state.status = "idle";
+    emit("status");
+    return;
+  }
+  running = true;
+  const gen = generation;
+  let delay = TICK_MS;
+  try {
+    const gate = await get("/fleet/queue-state");
+    if (gen !== generation) return;
+    let full = gate.version !== state.version || Date.now() - state.lastFull > FULL_MS || !state.jobsLoaded;
+    if (state.cursor !== null) {
+      const feed = await get(`/fleet/events?limit=500${state.cursor ? `&after=${enc(state.cursor)}` : ""}`);
+      if (gen !== generation) return;
+      state.cursor = feed.cursor || state.cursor;
+      if (feed.events.length) {
+        if (applyEvents(feed.events)) full = true;
+        emit("events", feed.events);
+        if (feed.events.length >= 500) delay = 50; // more waiting: catch up
+      }
+    }
+    if (full) await fetchLists(gen);
+    if (gen !== generation) return;
+    state.version = gate.version;
+    state.failures = 0;
+    state.error = null;
+    state.lastOk = Date.now();
+    state.status = "live";
+    emit("data");
+  } catch (err) {
+    if (gen !== generation) return;
+    state.failures += 1;
+    state.error = err instanceof ApiError ? err : new ApiError(0, "client", String(err && err.message ? err.message : err));
+    if (err.status === 401 || err.status === 403) state.status = "unauthorized";
+    else state.status = state.failures >= 3 ? "offline" : "reconnecting";
+    delay = Math.min(TICK_MS * state.failures, 10000);
+    emit("data");
+  } finally {
+    running = false;
+    emit("status");
+    if (gen === generation && session.token()) timer = setTimeout(tick, delay);
+  }
+}
+
+// --- heartbeats: one GET per factory, only while the fleet map is on screen --------------
+let hbRunning = false;
+let hbForceAgain = false;
+export async function refreshHeartbeats(force = false) {
+  if (hbRunning) { hbForceAgain = hbForceAgain || force; return; }
+  if (!session.token() || !state.factoriesLoaded) return;
+  hbRunning = true;
+  const gen = generation;
+  const now = Date.now();
+  const due = state.factories.filter((f) => {
+    if (f.deregistered) return false;
+    const known = state.heartbeats.get(f.id);
+    return force || !known || now - known.fetchedAt > HEARTBEAT_MS;
+  });
+  const queue = [...due];
+  async function worker() {
+    while (queue.length) {
+      const f = queue.shift();
+      let entry;
+      try {
+        entry = { hb: await get(`/fleet/factories/${enc(f.id)}/heartbeat`), fetchedAt: Date.now() };
+      } catch (err) {
+        entry = err.status === 404 ? { none: true, fetchedAt: Date.now() } : { error: err, fetchedAt: Date.now() };
+      }
+      if (gen !== generation) return;
+      state.heartbeats.set(f.id, entry);
+    }
+  }
+  try {
+    await Promise.all(Array.from({ length: Math.min(6, due.length) }, worker));
+  } finally {
+    hbRunning = false;
+  }
+  if (gen === generation && due.length) emit("heartbeats");
+  if (hbForceAgain) { hbForceAgain = false; refreshHeartbeats(true); }
+}
+
+export function start() {
+  reset();
+}

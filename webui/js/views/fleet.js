@@ -1,0 +1,191 @@
+// The fleet map: every factory with its health, load and seats, capabilities, version, the
+// jobs it holds and its last heartbeat's age; drain / pause / resume / restart engine /
+// revoke / deregister, each confirmed first.
+import { del, enc, post, session } from "../api.js";
+import { LEASED, ago, confirmAction, emptyBox, errorBox, fill, h, loadingBox, markPainted, notify, secondsSince, stageBadge } from "../dom.js";
+import { jobList, refreshHeartbeats, refreshSoon, state } from "../live.js";
+
+export function health(f) {
+  if (f.deregistered) return "deregistered";
+  if (f.revoked) return "revoked";
+  return f.status || "live";
+}
+
+const COMMANDS = {
+  drain: { label: "Drain", title: "Drain", text: "It finishes what it holds and takes nothing new." },
+  pause: { label: "Pause", title: "Pause", text: "It takes no new job until resumed." },
+  resume: { label: "Resume", title: "Resume", text: "It takes jobs again." },
+  "restart-engine": { label: "Restart engine", title: "Restart the engine of", text: "Its agent engine is restarted on its next heartbeat." },
+};
+
+async function command(f, kind) {
+  const spec = COMMANDS[kind];
+  const ok = await confirmAction({
+    title: `${spec.title} ${f.id}?`, body: [spec.text, "The command waits in its queue until the factory acknowledges it on a heartbeat."],
+    confirmLabel: spec.label,
+  });
+  if (!ok) return;
+  try {
+    await post(`/fleet/factories/${enc(f.id)}/commands`, { command: kind, reason: ok.reason });
+    notify(`${spec.label} sent to ${f.id}: pending until its next heartbeat.`);
+  } catch (err) {
+    notify(`${spec.label} ${f.id} failed: ${err.describe()}`, "error");
+  }
+  refreshSoon();
+  refreshHeartbeats(true);
+}
+
+async function revoke(f) {
+  const ok = await confirmAction({
+    title: `Revoke ${f.id}?`, danger: true, confirmLabel: "Revoke every token",
+    body: ["Every token of this factory is refused from its next request; the jobs it holds are requeued at a new epoch.", "It can only come back by enrolling again."],
+  });
+  if (!ok) return;
+  try {
+    const out = await post(`/fleet/factories/${enc(f.id)}/token/revoke`, { reason: ok.reason });
+    notify(`${f.id} revoked (${out.revokedTokens} token${out.revokedTokens === 1 ? "" : "s"}).`);
+  } catch (err) {
+    notify(`Revoking ${f.id} failed: ${err.describe()}`, "error");
+  }
+  refreshSoon();
+}
+
+async function deregister(f) {
+  const ok = await confirmAction({
+    title: `Deregister ${f.id}?`, danger: true, confirmLabel: "Deregister", reason: false,
+    body: ["It leaves the fleet: its tokens stop working, its heartbeat and pending commands are removed, and the reaper requeues what it held."],
+  });
+  if (!ok) return;
+  try {
+    await del(`/fleet/factories/${enc(f.id)}`);
+    notify(`${f.id} deregistered.`);
+  } catch (err) {
+    notify(`Deregistering ${f.id} failed: ${err.describe()}`, "error");
+  }
+  refreshSoon();
+}
+
+function heartbeatAge(f) {
+  const entry = state.heartbeats.get(f.id);
+  if (!entry) return { text: "…", title: "fetching the last heartbeat" };
+  if (entry.none) return { text: "never", title: "no heartbeat recorded" };
+  if (entry.error) return { text: "unknown", title: entry.error.describe() };
+  const hb = entry.hb;
+  if (hb.ageSeconds === null || hb.ageSeconds === undefined) return { text: "never", title: "" };
+  return { text: ago(hb.ageSeconds + (Date.now() - entry.fetchedAt) / 1000), title: hb.at };
+}
+
+function card(f, held) {
+  const hstate = health(f);
+  const entry = state.heartbeats.get(f.id);
+  const hb = entry && entry.hb;
+  const load = hb ? hb.load : f.load;
+  const seats = hb ? hb.seats : f.seats;
+  const pct = seats ? Math.min(100, Math.round((100 * load) / seats)) : 0;
+  const pending = hb ? hb.pendingCommands || [] : [];
+  const age = heartbeatAge(f);
+  const gone = f.revoked || f.deregistered;
+  const nameId = `f-${f.id}`;
+  return h("article", { class: `factory h-${hstate}`, "aria-labelledby": nameId, "data-factory": f.id },
+    h("header", null,
+      h("h2", { id: nameId }, f.id),
+      h("span", { class: `health h-${hstate}`, "data-health": hstate }, hstate),
+      f.paused ? h("span", { class: "flag" }, "paused") : null,
+      f.draining ? h("span", { class: "flag" }, "draining") : null),
+    h("dl", { class: "facts" },
+      h("div", null, h("dt", null, "Load"), h("dd", null,
+        h("meter", { min: 0, max: seats || 1, value: load, "aria-label": `load ${load} of ${seats} seats` }),
+        ` ${load}/${seats} (${pct}%)`)),
+      h("div", null, h("dt", null, "Heartbeat"), h("dd", { title: age.title, class: "hb-age" }, age.text)),
+      h("div", null, h("dt", null, "Version"), h("dd", null, (hb && hb.version) || f.version || "—")),
+      h("div", null, h("dt", null, "Capabilities"), h("dd", null,
+        f.capabilities.length ? f.capabilities.map((c) => h("span", { class: "chip" }, c)) : h("span", { class: "muted" }, "none"))),
+      h("div", { class: "wide" }, h("dt", null, "Holds"), h("dd", { class: "held" },
+        held.length
+          ? held.map((j) => h("a", { href: `#/jobs/${j.id}`, title: j.title }, stageBadge(j.stage), " ", j.title))
+          : h("span", { class: "muted" }, "no job"))),
+      pending.length
+        ? h("div", { class: "wide" }, h("dt", null, "Pending"), h("dd", { class: "pending" },
+          pending.map((c) => h("span", { class: "chip pending", title: `issued ${c.issuedAt} by ${c.issuedBy}` }, `${c.kind} pending`))))
+        : null),
+    gone ? null : h("div", { class: "actions", role: "group", "aria-label": `Actions for ${f.id}` },
+      h("button", { type: "button", onclick: () => command(f, "drain"), disabled: f.draining }, "Drain"),
+      f.paused || f.draining
+        ? h("button", { type: "button", onclick: () => command(f, "resume") }, "Resume")
+        : h("button", { type: "button", onclick: () => command(f, "pause") }, "Pause"),
+      h("button", { type: "button", onclick: () => command(f, "restart-engine") }, "Restart engine"),
+      h("button", { type: "button", class: "danger", onclick: () => revoke(f) }, "Revoke"),
+      h("button", { type: "button", class: "danger", onclick: () => deregister(f) }, "Deregister")));
+}
+
+export function mount(root) {
+  const summary = h("p", { class: "summary", "aria-live": "polite" });
+  const body = h("div");
+  root.append(h("div", { class: "title-row" }, h("h1", null, "Fleet"), summary), body);
+  let lastRev = -1;
+
+  function render() {
+    if (!state.factoriesLoaded) {
+      fill(body, (state.listError || state.error) ? errorBox("the factories", state.listError || state.error) : loadingBox("the fleet"));
+      summary.textContent = "";
+      return;
+    }
+    const held = new Map();
+    for (const j of jobList()) {
+      if (j.holder && LEASED.has(j.stage)) {
+        if (!held.has(j.holder)) held.set(j.holder, []);
+        held.get(j.holder).push(j);
+      }
+    }
+    const present = state.factories.filter((f) => !f.deregistered);
+    const gone = state.factories.filter((f) => f.deregistered);
+    const counts = {};
+    let seats = 0, load = 0;
+    for (const f of present) {
+      counts[health(f)] = (counts[health(f)] || 0) + 1;
+      if (!f.revoked && f.status === "live") {
+        const hb = state.heartbeats.get(f.id)?.hb;
+        seats += hb ? hb.seats : f.seats;
+        load += hb ? hb.load : f.load;
+      }
+    }
+    summary.textContent = present.length
+      ? `${present.length} factories: ${["live", "stale", "down", "revoked"].filter((k) => counts[k]).map((k) => `${counts[k]} ${k}`).join(", ")} · ${load}/${seats} live seats busy · product ${session.product()}`
+      : "";
+    if (!state.factories.length) {
+      fill(body, emptyBox(
+        h("p", null, h("strong", null, `No factory has joined product “${session.product()}” yet.`)),
+        h("p", null, "Create an enrollment token (POST /api/fleet/enrollment-tokens with this product) and run ",
+          h("code", null, "fleet-factory enroll"), " on a worker machine; it shows up here on its first heartbeat.")));
+      return;
+    }
+    const grid = h("div", { class: "grid" }, present.map((f) => card(f, held.get(f.id) || [])));
+    const parts = [grid];
+    if (!present.length) parts.unshift(emptyBox("Every factory of this product has left the fleet."));
+    if (gone.length) {
+      parts.push(h("details", { class: "departed" }, h("summary", null, `${gone.length} deregistered`),
+        h("ul", null, gone.map((f) => h("li", null, `${f.id} — last seen ${ago(secondsSince(f.lastSeen))}`)))));
+    }
+    fill(body, ...parts);
+    markPainted("fleet");
+  }
+
+  render();
+  refreshHeartbeats();
+  return {
+    update(kind) {
+      if (kind === "data" || kind === "reset") {
+        if (state.rev !== lastRev || kind === "reset") { lastRev = state.rev; render(); }
+        else for (const el of body.querySelectorAll("[data-factory]")) {
+          const f = state.factories.find((x) => x.id === el.dataset.factory);
+          const age = f && heartbeatAge(f);
+          const dd = el.querySelector(".hb-age");
+          if (age && dd) { dd.textContent = age.text; dd.title = age.title; }
+        }
+        refreshHeartbeats();
+      } else if (kind === "heartbeats") {
+        render();
+      }
+    },
+  };
+}
