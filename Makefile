@@ -38,5 +38,11 @@ checkov:
 unit: install
 	$(PY) -m pytest -m "not integration"
 
+# What an idle fleet costs, on a fresh local stack (stopped after): prints a table, writes
+# benchmarks/results/idle_cost.json. Options: .venv/bin/python -m benchmarks.idle_cost --help
+.PHONY: bench
+bench: install
+	$(PY) -m benchmarks.idle_cost
+
 clean:
 	rm -rf $(VENV) node_modules .local .pytest_cache .mypy_cache .ruff_cache

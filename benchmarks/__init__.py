@@ -1,0 +1,1 @@
+"""Benchmarks: measured on the real local stack, compared between runs (benchmarks/README.md)."""
