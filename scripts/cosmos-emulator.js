@@ -54,6 +54,32 @@ function patchHandler(modulePath) {
 
 const PREDICATE = /^\s*from\s+([A-Za-z_][A-Za-z0-9_]*)\s+where\s+([\s\S]+)$/i;
 
+function partitionScope(collection, alias, header) {
+  const definition = collection.read() || {};
+  const paths = (definition.partitionKey && definition.partitionKey.paths) || [];
+  if (paths.length !== 1 || header === undefined || header === null) {
+    return "";
+  }
+  let value;
+  try {
+    value = JSON.parse(header);
+  } catch (err) {
+    return "";
+  }
+  if (Array.isArray(value)) {
+    value = value[0];
+  }
+  if (typeof value !== "string" && typeof value !== "number" && typeof value !== "boolean") {
+    return "";
+  }
+  const field = paths[0]
+    .split("/")
+    .filter(Boolean)
+    .map((part) => `[${JSON.stringify(part)}]`)
+    .join("");
+  return ` AND ${alias}${field} = ${JSON.stringify(value)}`;
+}
+
 function patchConditionalPatch() {
   const ops = require("@vercel/cosmosdb-server/lib/handler/_patch-operations");
   const original = ops.patchOperation;
@@ -66,8 +92,13 @@ function patchConditionalPatch() {
       return original(collection, input);
     }
     const [, alias, clause] = match;
+    // Third bug: the server checks the condition with a query over the whole container
+    // filtered by id only, so a document with the same id in *another* partition can
+    // satisfy it (every product's budget document is "budget"). Scope it to this
+    // document's partition, as Cosmos DB does.
+    const scope = partitionScope(collection, alias, input.partitionKey);
     // Contains "select", so the original takes it as a full query and keeps its case.
-    const condition = `SELECT * FROM ${alias} WHERE ${alias}.id = @id AND (${clause})`;
+    const condition = `SELECT * FROM ${alias} WHERE ${alias}.id = @id${scope} AND (${clause})`;
     return original(collection, { ...input, condition });
   };
   wrapped.__fleetPatched = true;

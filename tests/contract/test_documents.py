@@ -282,3 +282,16 @@ def test_documents_calls_are_counted_by_kind(stores: Stores, partition: str) -> 
         stores.documents.patch(partition, "a", [Incr("/n", 1)])
         stores.documents.query(DOCS_OF_TYPE, partition, {"type": "thing"})
     assert cost == {"write": 1, "read": 1, "patch": 1, "query": 1}
+
+
+def test_documents_patch_condition_is_judged_in_its_own_partition(
+    stores: Stores, partition: str
+) -> None:
+    other = partition + "-other"
+    stores.documents.create(_doc(partition, "budget", ceiling=1))
+    stores.documents.create(_doc(other, "budget", ceiling=None))  # would satisfy the condition
+    with pytest.raises(PreconditionFailed):
+        stores.documents.patch(
+            partition, "budget", [Set("/hit", True)], condition=F("/ceiling").eq(None)
+        )
+    assert "hit" not in stores.documents.read(partition, "budget")
