@@ -1,0 +1,433 @@
+"""The coordinator's HTTP API, as the factory CLI sees it: one client, one error tree.
+
+``FleetClient`` is the only code in the CLI that speaks HTTP. Every call returns decoded JSON
+(or ``None`` for ``204``) and raises an ``ApiError`` for anything else:
+
+- ``Fenced`` — ``409 {"error": "fenced"}``: the lease epoch is not current; the job is no
+  longer ours. The caller stops the engine and reports nothing more for that job.
+- ``Unauthorized`` — ``401``: the token is unknown, expired or revoked. Not retryable.
+- ``Forbidden`` — ``403`` (``details.disallowed`` names refused capabilities, if that is why).
+- ``NotFound`` — ``404``; ``Conflict`` — any other ``409``; ``Rejected`` — any other ``4xx``.
+- ``Unavailable`` — ``5xx``, ``429``, timeouts and connection errors: retry with backoff
+  (``retry_after`` carries the server's ``Retry-After`` when it sent one).
+
+A factory client carries the factory token (its product is the token's); an operator
+client carries an operator token and names the product with ``X-Fleet-Product``. The
+methods mirror the routes of ``GET /api/openapi.json``; ``request`` reaches any other.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import requests
+
+# Connect fast, read a little longer: a slow coordinator must not stall the run loop.
+DEFAULT_TIMEOUT = (5.0, 20.0)
+PRODUCT_HEADER = "X-Fleet-Product"
+
+
+class ApiError(Exception):
+    """The coordinator refused the request or could not be reached."""
+
+    retryable = False
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        status: int | None = None,
+        code: str | None = None,
+        details: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.message = message or (self.__doc__ or "").strip()
+        self.status = status
+        self.code = code
+        self.details: dict[str, Any] = dict(details or {})
+        super().__init__(self.message)
+
+
+class Unavailable(ApiError):
+    """The coordinator is unreachable, overloaded or failing; retry later."""
+
+    retryable = True
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        status: int | None = None,
+        code: str | None = None,
+        details: Mapping[str, Any] | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, status=status, code=code, details=details)
+        self.retry_after = retry_after
+
+
+class Unauthorized(ApiError):
+    """The token is missing, unknown, expired or revoked."""
+
+
+class Forbidden(ApiError):
+    """The token may not do this."""
+
+    @property
+    def disallowed(self) -> list[str]:
+        """Capabilities the token's enrollment allowlist refuses (empty: another reason)."""
+        value = self.details.get("disallowed")
+        return [str(v) for v in value] if isinstance(value, list) else []
+
+
+class NotFound(ApiError):
+    """No such thing."""
+
+
+class Fenced(ApiError):
+    """The lease epoch is not current: the job was taken back or given to another factory."""
+
+
+class Conflict(ApiError):
+    """The request conflicts with the current state (not a fence)."""
+
+
+class Rejected(ApiError):
+    """The request is invalid."""
+
+
+def _error_for(response: requests.Response) -> ApiError:
+    status = response.status_code
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    code = message = None
+    details: dict[str, Any] = {}
+    if isinstance(body, dict):
+        code = body.get("error") if isinstance(body.get("error"), str) else None
+        message = body.get("message") if isinstance(body.get("message"), str) else None
+        if isinstance(body.get("details"), dict):
+            details = body["details"]
+    text = message or (response.text or "").strip()[:300] or response.reason or ""
+    message = f"HTTP {status}" + (f": {text}" if text else "")
+    kw: dict[str, Any] = {"status": status, "code": code, "details": details}
+    if status >= 500 or status == 429:
+        return Unavailable(message, retry_after=_retry_after(response), **kw)
+    if status == 401:
+        return Unauthorized(message, **kw)
+    if status == 403:
+        return Forbidden(message, **kw)
+    if status == 404:
+        return NotFound(message, **kw)
+    if status == 409:
+        return (Fenced if code == "fenced" else Conflict)(message, **kw)
+    return Rejected(message, **kw)
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    raw = response.headers.get("Retry-After")
+    if raw is None:
+        return None
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        return None  # an HTTP date: rare enough to ignore; the backoff still applies
+
+
+class FleetClient:
+    """A thin, typed wrapper of the coordinator's API.
+
+    ``api`` is the base URL including ``/api`` (``http://127.0.0.1:7071/api``). ``product``
+    is sent as ``X-Fleet-Product`` when given (operators need it; a factory may omit it).
+    Not thread-safe by itself (a ``requests.Session``): give each thread its own client.
+    """
+
+    def __init__(
+        self,
+        api: str,
+        token: str | None,
+        *,
+        product: str | None = None,
+        timeout: float | tuple[float, float] = DEFAULT_TIMEOUT,
+        user_agent: str | None = None,
+        session: requests.Session | None = None,
+    ) -> None:
+        self.api = api.rstrip("/")
+        self.token = token
+        self.product = product
+        self.timeout = timeout
+        self.session = session or requests.Session()
+        if user_agent:
+            self.session.headers["User-Agent"] = user_agent
+
+    # --- plumbing ----------------------------------------------------------------------
+
+    def headers(self, token: str | None = None) -> dict[str, str]:
+        out: dict[str, str] = {}
+        bearer = token if token is not None else self.token
+        if bearer:
+            out["Authorization"] = f"Bearer {bearer}"
+        if self.product:
+            out[PRODUCT_HEADER] = self.product
+        return out
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        data: bytes | str | None = None,
+        content_type: str | None = None,
+        params: Mapping[str, str] | None = None,
+        token: str | None = None,
+    ) -> Any:
+        """One call: the decoded JSON body, ``None`` for 204 (or an empty body), or an
+        ``ApiError``. ``path`` starts after the base URL (``/fleet/jobs``)."""
+        headers = self.headers(token)
+        body: bytes | str | None = data
+        if json_body is not None:
+            body = json.dumps(json_body, separators=(",", ":"))
+            headers["Content-Type"] = "application/json"
+        elif content_type:
+            headers["Content-Type"] = content_type
+        try:
+            response = self.session.request(
+                method,
+                self.api + path,
+                data=body,
+                params=dict(params) if params else None,
+                headers=headers,
+                timeout=self.timeout,
+            )
+        except requests.RequestException as exc:
+            raise Unavailable(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
+        if response.status_code >= 400:
+            error = _error_for(response)
+            error.message = f"{method} {path}: {error.message}"
+            error.args = (error.message,)
+            raise error
+        if response.status_code == 204 or not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise Unavailable(
+                f"{method} {path}: HTTP {response.status_code} with a body that is not JSON",
+                status=response.status_code,
+            ) from exc
+
+    def close(self) -> None:
+        self.session.close()
+
+    # --- enrollment and the factory's own calls -----------------------------------------
+
+    def enroll(
+        self,
+        enrollment_token: str,
+        *,
+        name: str,
+        capabilities: Sequence[str],
+        seats: int,
+        version: str,
+        cost: float | None = None,
+    ) -> dict[str, Any]:
+        """``POST /fleet/factories/enroll`` with the enrollment token as the bearer:
+        ``{factoryId, token, product}`` (the factory's own token, shown once)."""
+        body: dict[str, Any] = {
+            "name": name,
+            "capabilities": list(capabilities),
+            "seats": seats,
+            "version": version,
+        }
+        if cost is not None:
+            body["cost"] = cost
+        result = self.request(
+            "POST", "/fleet/factories/enroll", json_body=body, token=enrollment_token
+        )
+        return _object(result)
+
+    def queue_state(self) -> dict[str, Any]:
+        """``GET /fleet/queue-state``: ``{version, maxSkipSeconds}`` (one point read)."""
+        return _object(self.request("GET", "/fleet/queue-state"))
+
+    def claim(
+        self,
+        *,
+        capabilities: Sequence[str],
+        seats: int,
+        load: int,
+        cost: float,
+        version: str | None = None,
+    ) -> dict[str, Any] | None:
+        """``POST /fleet/claim``: ``{job, lease, cadence, score}``, or ``None`` (204)."""
+        body: dict[str, Any] = {
+            "capabilities": list(capabilities),
+            "seats": seats,
+            "load": load,
+            "cost": cost,
+        }
+        if version is not None:
+            body["version"] = version
+        result = self.request("POST", "/fleet/claim", json_body=body)
+        return None if result is None else _object(result)
+
+    def report(self, job_id: str, lease_epoch: int, **fields: Any) -> dict[str, Any]:
+        """``PATCH /fleet/jobs/{id}``: ``stage``, ``retryable``, ``reason``, ``checkpoint``,
+        ``progress``, ``result`` (``None`` values are left out). Fenced."""
+        body = {"leaseEpoch": lease_epoch, **{k: v for k, v in fields.items() if v is not None}}
+        return _object(self.request("PATCH", f"/fleet/jobs/{job_id}", json_body=body))
+
+    def renew(self, job_id: str, lease_epoch: int) -> dict[str, Any]:
+        """``POST /fleet/jobs/{id}/lease/renew``: ``{lease, cadence}``. Fenced."""
+        return _object(
+            self.request(
+                "POST", f"/fleet/jobs/{job_id}/lease/renew", json_body={"leaseEpoch": lease_epoch}
+            )
+        )
+
+    def release(
+        self,
+        job_id: str,
+        lease_epoch: int,
+        *,
+        checkpoint: Any = None,
+        reason: str | None = None,
+    ) -> dict[str, Any]:
+        """``POST /fleet/jobs/{id}/lease/release``: queued again, checkpoint kept. Fenced."""
+        body: dict[str, Any] = {"leaseEpoch": lease_epoch}
+        if checkpoint is not None:
+            body["checkpoint"] = checkpoint
+        if reason is not None:
+            body["reason"] = reason
+        return _object(self.request("POST", f"/fleet/jobs/{job_id}/lease/release", json_body=body))
+
+    def heartbeat(self, beat: Mapping[str, Any]) -> dict[str, Any]:
+        """``POST /fleet/factories/heartbeat``: ``{status, cadence, commands}``."""
+        return _object(self.request("POST", "/fleet/factories/heartbeat", json_body=dict(beat)))
+
+    def post_events(
+        self, job_id: str, lease_epoch: int, events: Sequence[Mapping[str, Any]]
+    ) -> dict[str, Any]:
+        """``POST /fleet/jobs/{id}/events``: ``{stored, received}``. Fenced; idempotent per
+        ``seq`` within the attempt."""
+        body = {"leaseEpoch": lease_epoch, "events": [dict(e) for e in events]}
+        return _object(self.request("POST", f"/fleet/jobs/{job_id}/events", json_body=body))
+
+    def deregister(self, factory_id: str) -> dict[str, Any]:
+        """``DELETE /fleet/factories/{id}``: leave the fleet (the token stops working)."""
+        return _object(self.request("DELETE", f"/fleet/factories/{factory_id}"))
+
+    # --- operators (and reads open to any token) ------------------------------------------
+
+    def submit_markdown(self, text: str) -> dict[str, Any]:
+        """``POST /fleet/jobs`` with a markdown manifest: ``{job, created, warning?}``."""
+        return _object(
+            self.request(
+                "POST",
+                "/fleet/jobs",
+                data=text.encode("utf-8"),
+                content_type="text/markdown; charset=utf-8",
+            )
+        )
+
+    def submit_json(self, fields: Mapping[str, Any]) -> dict[str, Any]:
+        """``POST /fleet/jobs`` with JSON fields: ``{job, created, warning?}``."""
+        return _object(self.request("POST", "/fleet/jobs", json_body=dict(fields)))
+
+    def list_jobs(self, stage: str | None = None) -> list[dict[str, Any]]:
+        """``GET /fleet/jobs[?stage=]``: jobs without body and events."""
+        result = _object(
+            self.request("GET", "/fleet/jobs", params={"stage": stage} if stage else None)
+        )
+        return [j for j in result.get("jobs", []) if isinstance(j, dict)]
+
+    def get_job(self, job_id: str) -> dict[str, Any]:
+        """``GET /fleet/jobs/{id}``: the job with its recent events."""
+        return _object(self.request("GET", f"/fleet/jobs/{job_id}"))
+
+    def job_events(self, job_id: str, after: int = 0) -> list[dict[str, Any]]:
+        """``GET /fleet/jobs/{id}/events?after=SEQ``: the transition history."""
+        result = _object(
+            self.request("GET", f"/fleet/jobs/{job_id}/events", params={"after": str(after)})
+        )
+        return [e for e in result.get("events", []) if isinstance(e, dict)]
+
+    def agent_events(
+        self, job_id: str, after: str | None = None, limit: int = 200
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """``GET /fleet/jobs/{id}/agent-events``: what the engines wrote, and the cursor."""
+        params = {"limit": str(limit)}
+        if after:
+            params["after"] = after
+        result = _object(self.request("GET", f"/fleet/jobs/{job_id}/agent-events", params=params))
+        events = [e for e in result.get("events", []) if isinstance(e, dict)]
+        cursor = result.get("cursor")
+        return events, cursor if isinstance(cursor, str) else None
+
+    def explain(self, job_id: str) -> dict[str, Any]:
+        """``GET /fleet/jobs/{id}/explain``: why it is (not) running, factory by factory."""
+        return _object(self.request("GET", f"/fleet/jobs/{job_id}/explain"))
+
+    def job_action(self, job_id: str, action: str, reason: str | None = None) -> dict[str, Any]:
+        """``POST /fleet/jobs/{id}/{action}`` — ``cancel``, ``requeue``, ``ship``, ``reject``."""
+        body = {"reason": reason} if reason else {}
+        return _object(self.request("POST", f"/fleet/jobs/{job_id}/{action}", json_body=body))
+
+    def list_factories(self) -> list[dict[str, Any]]:
+        """``GET /fleet/factories``: every factory of the product, with ``live``."""
+        result = _object(self.request("GET", "/fleet/factories"))
+        return [f for f in result.get("factories", []) if isinstance(f, dict)]
+
+    def factory_heartbeat(self, factory_id: str) -> dict[str, Any]:
+        """``GET /fleet/factories/{id}/heartbeat``: its last beat and pending commands."""
+        return _object(self.request("GET", f"/fleet/factories/{factory_id}/heartbeat"))
+
+    def command(
+        self,
+        factory_id: str,
+        command: str,
+        *,
+        job_id: str | None = None,
+        reason: str | None = None,
+    ) -> dict[str, Any]:
+        """``POST /fleet/factories/{id}/commands``: drain, pause, resume, restart-engine,
+        cancel-job (with ``job_id``)."""
+        body: dict[str, Any] = {"command": command}
+        if job_id:
+            body["jobId"] = job_id
+        if reason:
+            body["reason"] = reason
+        return _object(
+            self.request("POST", f"/fleet/factories/{factory_id}/commands", json_body=body)
+        )
+
+    def revoke_factory(self, factory_id: str) -> dict[str, Any]:
+        """``POST /fleet/factories/{id}/token/revoke`` (operators)."""
+        return _object(self.request("POST", f"/fleet/factories/{factory_id}/token/revoke"))
+
+    def product_events(
+        self, after: str | None = None, limit: int = 200
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """``GET /fleet/events``: every job's events after a cursor (operators)."""
+        params = {"limit": str(limit)}
+        if after:
+            params["after"] = after
+        result = _object(self.request("GET", "/fleet/events", params=params))
+        events = [e for e in result.get("events", []) if isinstance(e, dict)]
+        cursor = result.get("cursor")
+        return events, cursor if isinstance(cursor, str) else after
+
+    def metrics(self) -> dict[str, Any]:
+        """``GET /fleet/metrics``: stage counts and the product's numbers."""
+        return _object(self.request("GET", "/fleet/metrics"))
+
+
+def _object(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise Unavailable(
+            f"expected a JSON object from the coordinator, got {type(value).__name__}"
+        )
+    return value

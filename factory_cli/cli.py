@@ -1,0 +1,678 @@
+"""The ``fleet-factory`` command line: enroll, run, status, submit, jobs, top, config."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import platform
+import re
+import signal
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+from factory_cli import __version__
+from factory_cli.api import (
+    ApiError,
+    Conflict,
+    FleetClient,
+    Forbidden,
+    Unauthorized,
+)
+from factory_cli.capabilities import detect, invalid
+from factory_cli.clock import SystemClock
+from factory_cli.config import (
+    ConfigError,
+    Settings,
+    env_help,
+    load,
+    load_file,
+    loose_permissions,
+    mask,
+    save_file,
+)
+from factory_cli.console import Console, setup_logging
+from factory_cli.engines import PRESETS, EngineError, choose
+from factory_cli.runner import EXIT_REFUSED, RunConfig, Runner
+from factory_cli.state import pid_alive, read_state
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+USER_AGENT = f"fleet-factory/{__version__}"
+STAGES = (
+    "queued",
+    "blocked",
+    "assigned",
+    "building",
+    "review",
+    "testing",
+    "shipped",
+    "failed",
+    "dead_letter",
+    "cancelled",
+)
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+class CliError(Exception):
+    """A problem to tell the user, with the exit code to leave with."""
+
+    def __init__(self, message: str, code: int = EXIT_ERROR) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# --- the parser ----------------------------------------------------------------------------
+
+
+def _seconds(raw: str) -> float:
+    value = float(raw)
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be positive")
+    return value
+
+
+def _count(raw: str) -> int:
+    value = int(raw)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    # Accepted before or after the command; SUPPRESS so that a subcommand's absent flag
+    # does not overwrite one given before it.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--api",
+        default=argparse.SUPPRESS,
+        help="coordinator base URL ending in /api (FLEET_API)",
+    )
+    common.add_argument(
+        "--config-dir",
+        default=argparse.SUPPRESS,
+        help="one directory for config, run state and work dirs (FLEET_CONFIG_DIR)",
+    )
+    common.add_argument(
+        "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug output"
+    )
+    json_flag = argparse.ArgumentParser(add_help=False)
+    json_flag.add_argument("--json", action="store_true", help="machine-readable output")
+    operator = argparse.ArgumentParser(add_help=False)
+    operator.add_argument(
+        "--token", dest="operator_token", help="an operator token (FLEET_OPERATOR_TOKEN)"
+    )
+    operator.add_argument("--product", help="the product (FLEET_PRODUCT; default: default)")
+
+    parser = argparse.ArgumentParser(
+        prog="fleet-factory",
+        description="Join this machine to an agent-fleet coordinator and run coding-agent jobs.",
+        epilog=env_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[common],
+    )
+    parser.add_argument("--version", action="version", version=f"fleet-factory {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def add(name: str, help_text: str, *parents: argparse.ArgumentParser) -> Any:
+        return sub.add_parser(
+            name,
+            help=help_text,
+            description=help_text,
+            parents=[common, *parents],
+            epilog=env_help(),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+
+    enroll = add("enroll", "exchange an enrollment token for this factory's own token", json_flag)
+    enroll.add_argument(
+        "--token", dest="enrollment_token", help="the enrollment token (FLEET_ENROLLMENT_TOKEN)"
+    )
+    enroll.add_argument("--product", help="the product the token is for (checked)")
+    enroll.add_argument(
+        "--name", dest="factory_id", help="this factory's name (default: the host name)"
+    )
+    enroll.add_argument("--cap", dest="caps", action="append", help="an extra capability")
+    enroll.add_argument("--seats", type=_count, help="jobs run at once (FLEET_SEATS)")
+    enroll.add_argument("--cost", type=float, help="relative cost 0..1 (FLEET_COST)")
+    enroll.add_argument("--engine", choices=sorted(PRESETS), help="engine preset to save")
+    enroll.add_argument("--engine-cmd", help="engine command template to save")
+    enroll.add_argument("--force", action="store_true", help="replace an existing enrollment")
+
+    run = add("run", "claim jobs and run them with the engine until stopped")
+    run.add_argument("--once", action="store_true", help="fill the seats once, run, exit")
+    run.add_argument("--seats", type=_count, help="jobs run at once (FLEET_SEATS)")
+    engine = run.add_mutually_exclusive_group()
+    engine.add_argument("--engine", help=f"engine preset: {', '.join(PRESETS)} (FLEET_ENGINE)")
+    engine.add_argument(
+        "--engine-cmd",
+        help="engine command template with {prompt_file} {workdir} {job_id} (FLEET_ENGINE_CMD)",
+    )
+    run.add_argument("--cap", dest="caps", action="append", help="an extra capability")
+    run.add_argument("--cost", type=float, help="relative cost 0..1 (FLEET_COST)")
+    run.add_argument("--work-dir", help="where job work dirs go (FLEET_WORK_DIR)")
+    run.add_argument(
+        "--poll", dest="poll_seconds", type=_seconds, help="gate poll seconds (FLEET_POLL_SECONDS)"
+    )
+    run.add_argument(
+        "--grace",
+        dest="grace_seconds",
+        type=_seconds,
+        help="seconds jobs get to finish on SIGINT/SIGTERM (FLEET_GRACE_SECONDS)",
+    )
+    run.add_argument(
+        "--deregister-on-exit",
+        action="store_true",
+        default=None,
+        help="leave the fleet on a clean exit (FLEET_DEREGISTER_ON_EXIT)",
+    )
+    run.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+
+    add("status", "this factory: seats, held jobs, last heartbeat, gate hits/misses", json_flag)
+
+    submit = add("submit", "submit a job manifest (markdown; .json for JSON fields)", operator)
+    submit.add_argument("file", help="the manifest file, or - for stdin")
+    submit.add_argument("--json", action="store_true", help="machine-readable output")
+
+    jobs = add("jobs", "list the product's jobs", operator, json_flag)
+    jobs.add_argument("--stage", choices=STAGES, help="only jobs in this stage")
+
+    top = add("top", "the terminal control plane: a live board of the product", json_flag)
+    top.add_argument("--token", dest="operator_token", help="an operator token")
+    top.add_argument("--product", help="the product (FLEET_PRODUCT; default: default)")
+    top.add_argument("--interval", type=_seconds, default=2.0, help="refresh every SECONDS")
+
+    add("config", "where the config is and what each setting resolves to", json_flag)
+    return parser
+
+
+# --- entry ---------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None, *, env: Mapping[str, str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    environ = dict(os.environ if env is None else env)
+    if getattr(args, "config_dir", None):
+        environ["FLEET_CONFIG_DIR"] = args.config_dir
+    commands: dict[str, Callable[[argparse.Namespace, dict[str, str]], int]] = {
+        "enroll": cmd_enroll,
+        "run": cmd_run,
+        "status": cmd_status,
+        "submit": cmd_submit,
+        "jobs": cmd_jobs,
+        "top": cmd_top,
+        "config": cmd_config,
+    }
+    try:
+        return commands[args.command](args, environ)
+    except CliError as exc:
+        print(f"fleet-factory: {exc}", file=sys.stderr)
+        return exc.code
+    except ConfigError as exc:
+        print(f"fleet-factory: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except EngineError as exc:
+        print(f"fleet-factory: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except Unauthorized as exc:
+        print(f"fleet-factory: the coordinator refused the token: {exc.message}", file=sys.stderr)
+        return EXIT_REFUSED
+    except ApiError as exc:
+        print(f"fleet-factory: {exc.message}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+def _flags(args: argparse.Namespace, *names: str) -> dict[str, Any]:
+    return {n: getattr(args, n, None) for n in names}
+
+
+def _settings(args: argparse.Namespace, env: Mapping[str, str], *names: str) -> Settings:
+    settings = load(_flags(args, *names), env)
+    if loose_permissions(settings.config_path):
+        print(
+            f"fleet-factory: warning: {settings.config_path} is readable by others "
+            "(it holds a token): chmod 600 it",
+            file=sys.stderr,
+        )
+    return settings
+
+
+def _out(data: Any, stream: TextIO | None = None) -> None:
+    print(json.dumps(data, indent=2, sort_keys=True, default=str), file=stream or sys.stdout)
+
+
+def _capabilities(settings: Settings, engine_name: str | None, env: Mapping[str, str]) -> list[str]:
+    caps = detect(path=env.get("PATH", ""), extra=settings.caps)
+    if engine_name == "demo":
+        caps = sorted({*caps, "engine:demo"})
+    bad = invalid(caps)
+    if bad:
+        raise ConfigError("invalid capabilities (lower case, name or kind:name): " + ", ".join(bad))
+    return caps
+
+
+def default_name() -> str:
+    host = platform.node().split(".")[0] or "factory"
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", host).strip("-._") or "factory"
+    return name[:64]
+
+
+# --- enroll --------------------------------------------------------------------------------
+
+
+def cmd_enroll(args: argparse.Namespace, env: dict[str, str]) -> int:
+    settings = _settings(
+        args,
+        env,
+        "api",
+        "enrollment_token",
+        "factory_id",
+        "caps",
+        "seats",
+        "cost",
+        "engine",
+        "engine_cmd",
+    )
+    settings.require("api", "enrollment_token")
+    assert settings.api is not None and settings.enrollment_token is not None
+    stored = load_file(settings.config_path)
+    if stored.get("token") and not args.force:
+        raise CliError(
+            f"already enrolled as {stored.get('factoryId')} in product {stored.get('product')} "
+            f"({settings.config_path}); pass --force to enroll again, or use another "
+            "--config-dir",
+            EXIT_USAGE,
+        )
+    name = args.factory_id or default_name()
+    if not NAME.match(name):
+        raise CliError(f"invalid name {name!r}: 1-64 letters, digits, '.', '_' or '-'", EXIT_USAGE)
+    engine_name = settings.engine if not settings.engine_cmd else None
+    caps = _capabilities(settings, engine_name, env)
+    client = FleetClient(settings.api, None, user_agent=USER_AGENT)
+    explicit = set(settings.caps)
+
+    def attempt(capabilities: list[str]) -> dict[str, Any]:
+        return client.enroll(
+            settings.enrollment_token or "",
+            name=name,
+            capabilities=capabilities,
+            seats=settings.seats,
+            version=USER_AGENT,
+            cost=settings.cost,
+        )
+
+    try:
+        try:
+            answer = attempt(caps)
+        except Forbidden as exc:
+            refused = set(exc.disallowed)
+            if not refused or refused & explicit:
+                raise
+            # The token's allowlist refuses some detected capabilities: enroll without them.
+            print(
+                "fleet-factory: the enrollment token does not allow "
+                + ", ".join(sorted(refused))
+                + ": enrolling without them",
+                file=sys.stderr,
+            )
+            caps = [c for c in caps if c not in refused]
+            answer = attempt(caps)
+    except Unauthorized as exc:
+        raise CliError(
+            f"the enrollment token is invalid, expired or already used ({exc.message})",
+            EXIT_REFUSED,
+        ) from None
+    except Conflict as exc:
+        raise CliError(
+            f"a factory named {name!r} is already enrolled in this product: pick another "
+            f"--name ({exc.message})"
+        ) from None
+    product = str(answer.get("product", ""))
+    if args.product and args.product != product:
+        print(
+            f"fleet-factory: warning: the token is for product {product!r}, not {args.product!r}",
+            file=sys.stderr,
+        )
+    data = {
+        **stored,
+        "api": settings.api,
+        "product": product,
+        "factoryId": str(answer["factoryId"]),
+        "token": str(answer["token"]),
+        "enrolledAt": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    for key, name_ in (
+        ("seats", "seats"),
+        ("cost", "cost"),
+        ("engine", "engine"),
+        ("engineCmd", "engine_cmd"),
+    ):
+        if getattr(args, name_, None) is not None:
+            data[key] = getattr(args, name_)
+    if args.caps:
+        data["caps"] = list(settings.caps)
+    save_file(settings.config_path, data)
+    if args.json:
+        _out(
+            {
+                "factoryId": data["factoryId"],
+                "product": product,
+                "capabilities": caps,
+                "config": str(settings.config_path),
+            }
+        )
+    else:
+        print(f"enrolled as {data['factoryId']} in product {product}")
+        print(f"capabilities: {', '.join(caps) or 'none'}")
+        print(f"token saved to {settings.config_path} (mode 0600)")
+        print("next: fleet-factory run")
+    return 0
+
+
+# --- run -----------------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace, env: dict[str, str]) -> int:
+    settings = _settings(
+        args,
+        env,
+        "api",
+        "seats",
+        "engine",
+        "engine_cmd",
+        "caps",
+        "cost",
+        "work_dir",
+        "poll_seconds",
+        "grace_seconds",
+        "deregister_on_exit",
+    )
+    settings.require("api", "token", "factory_id")
+    assert settings.api and settings.token and settings.factory_id
+    engine_name, template = choose(settings.engine, settings.engine_cmd, env.get("PATH", ""))
+    caps = _capabilities(settings, engine_name, env)
+    previous = read_state(settings.state_path)
+    if previous and previous.get("status") not in (None, "stopped"):
+        pid = previous.get("pid")
+        if isinstance(pid, int) and pid != os.getpid() and pid_alive(pid):
+            raise CliError(
+                f"another fleet-factory run (pid {pid}) uses {settings.state_path}; stop it "
+                "or use another --config-dir",
+                EXIT_USAGE,
+            )
+    console = Console(sys.stderr, live=sys.stderr.isatty() and not args.quiet)
+    setup_logging(console, verbose=getattr(args, "verbose", False), quiet=args.quiet)
+    client = FleetClient(settings.api, settings.token, user_agent=USER_AGENT)
+    config = RunConfig(
+        factory_id=settings.factory_id,
+        capabilities=tuple(caps),
+        template=template,
+        engine_name=engine_name,
+        work_root=settings.work_root,
+        seats=settings.seats,
+        cost=settings.cost,
+        poll_seconds=settings.poll_seconds,
+        grace_seconds=settings.grace_seconds,
+        deregister_on_exit=settings.deregister_on_exit,
+        once=args.once,
+    )
+    runner = Runner(
+        client,
+        config,
+        clock=SystemClock(),
+        state_path=settings.state_path,
+        base_env=env,
+        on_status=console.status if console.live else None,
+    )
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        runner.request_stop()
+
+    signals = [signal.SIGINT, signal.SIGTERM]
+    if hasattr(signal, "SIGBREAK"):
+        signals.append(signal.SIGBREAK)
+    previous_handlers = {sig: signal.signal(sig, on_signal) for sig in signals}
+    try:
+        return runner.run()
+    finally:
+        for sig, handler in previous_handlers.items():
+            signal.signal(sig, handler)
+        console.clear()
+        client.close()
+
+
+# --- status --------------------------------------------------------------------------------
+
+
+def _ago(stamp: Any) -> str:
+    if not isinstance(stamp, str):
+        return "never"
+    try:
+        then = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
+        return stamp
+    seconds = (datetime.now(UTC) - then).total_seconds()
+    return f"{_duration(seconds)} ago"
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
+
+
+def cmd_status(args: argparse.Namespace, env: dict[str, str]) -> int:
+    settings = _settings(args, env, "api")
+    state = read_state(settings.state_path)
+    stored = load_file(settings.config_path)
+    if state is None:
+        if args.json:
+            _out({"running": False, "state": None, "factoryId": stored.get("factoryId")})
+            return 0
+        who = stored.get("factoryId") or "(not enrolled)"
+        print(f"factory  {who}")
+        print(f"no run state at {settings.state_path}: `fleet-factory run` has not run here")
+        return 0
+    pid = state.get("pid")
+    alive = pid_alive(pid) if isinstance(pid, int) else None
+    running = state.get("status") != "stopped" and alive is not False
+    if args.json:
+        _out({**state, "running": running, "stateFile": str(settings.state_path)})
+        return 0
+    gate = state.get("gate") or {}
+    beat = state.get("lastHeartbeat") or {}
+    jobs = state.get("jobs") or []
+    if running:
+        process = f"{state.get('status')}, pid {pid}, up {_duration(state.get('uptimeSeconds', 0))}"
+    elif state.get("status") == "stopped":
+        process = f"stopped (exit {state.get('exitCode')}), {_ago(state.get('updatedAt'))}"
+    else:
+        process = f"not running: pid {pid} is gone without a clean stop"
+    print(f"factory    {state.get('factoryId')} at {state.get('api')}")
+    print(f"process    {process}")
+    print(f"engine     {state.get('engine')}")
+    print(f"seats      {len(jobs)}/{state.get('seats')} busy")
+    print(f"heartbeat  {_ago(beat.get('at'))}" + (f" ({beat['status']})" if beat else ""))
+    print(
+        f"gate       {gate.get('polls', 0)} polls: {gate.get('hits', 0)} hits (claim skipped), "
+        f"{gate.get('misses', 0)} misses (claimed); {gate.get('found', 0)} job(s) claimed; "
+        f"version {gate.get('version')}"
+    )
+    outcomes = state.get("outcomes") or {}
+    if outcomes:
+        print("done       " + ", ".join(f"{k} {v}" for k, v in sorted(outcomes.items())))
+    if state.get("lastError"):
+        print(f"last error {state['lastError']}")
+    if jobs:
+        print("jobs")
+        rows = [
+            [
+                j.get("jobId", ""),
+                str(j.get("epoch", "")),
+                j.get("stage", ""),
+                _duration(j.get("runningSeconds", 0)),
+                str(j.get("tokens", 0)),
+                f"${j.get('costUsd', 0):.2f}",
+                (j.get("lastOutputLine") or "")[:60],
+            ]
+            for j in jobs
+        ]
+        _table(["JOB", "EPOCH", "STAGE", "TIME", "TOKENS", "COST", "LAST LINE"], rows, indent=2)
+    return 0
+
+
+# --- operators -----------------------------------------------------------------------------
+
+
+def _operator_client(
+    args: argparse.Namespace, env: Mapping[str, str], *, allow_factory: bool = False
+) -> tuple[FleetClient, Settings]:
+    settings = _settings(args, env, "api", "operator_token", "product")
+    settings.require("api")
+    assert settings.api is not None
+    token = settings.operator_token
+    if not token and allow_factory and settings.token:
+        token = settings.token  # a factory token: sees only the jobs it holds
+    if not token:
+        raise ConfigError("an operator token is needed: --token or FLEET_OPERATOR_TOKEN")
+    product = settings.product if settings.operator_token else None
+    client = FleetClient(
+        settings.api,
+        token,
+        product=product or ("default" if settings.operator_token else None),
+        user_agent=USER_AGENT,
+    )
+    return client, settings
+
+
+def cmd_submit(args: argparse.Namespace, env: dict[str, str]) -> int:
+    client, _ = _operator_client(args, env)
+    if args.file == "-":
+        text = sys.stdin.read()
+        is_json = text.lstrip().startswith("{")
+    else:
+        path = Path(args.file)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise CliError(f"cannot read {path}: {exc}", EXIT_USAGE) from None
+        is_json = path.suffix.lower() == ".json"
+    if is_json:
+        try:
+            fields = json.loads(text)
+        except ValueError as exc:
+            raise CliError(f"not valid JSON: {exc}", EXIT_USAGE) from None
+        answer = client.submit_json(fields)
+    else:
+        answer = client.submit_markdown(text)
+    if args.json:
+        _out(answer)
+        return 0
+    job = answer.get("job") or {}
+    verb = "submitted" if answer.get("created") else "already submitted (same idempotency key)"
+    print(f"{verb}: {job.get('id')} {job.get('title')!r} -> {job.get('stage')}")
+    if answer.get("warning"):
+        print(f"warning: {answer['warning']}", file=sys.stderr)
+    return 0
+
+
+def cmd_jobs(args: argparse.Namespace, env: dict[str, str]) -> int:
+    client, settings = _operator_client(args, env, allow_factory=True)
+    jobs = client.list_jobs(args.stage)
+    if args.json:
+        _out({"jobs": jobs, "count": len(jobs)})
+        return 0
+    if not jobs:
+        print("no jobs" + (f" in stage {args.stage}" if args.stage else ""))
+        return 0
+    rows = [
+        [
+            str(j.get("id", "")),
+            str(j.get("stage", "")),
+            str(j.get("priority", "")),
+            f"{j.get('attempts', 0)}/{j.get('maxAttempts', '')}",
+            str(j.get("holder") or "-"),
+            _ago(j.get("updatedAt")),
+            str(j.get("title", ""))[:60],
+        ]
+        for j in jobs
+    ]
+    _table(["ID", "STAGE", "PRI", "TRIES", "HOLDER", "UPDATED", "TITLE"], rows)
+    if not settings.operator_token:
+        print("(a factory token lists only the jobs it holds)", file=sys.stderr)
+    return 0
+
+
+def cmd_top(args: argparse.Namespace, env: dict[str, str]) -> int:
+    client, _ = _operator_client(args, env)
+    try:
+        module = importlib.import_module("factory_cli.top")
+    except ModuleNotFoundError as exc:
+        if exc.name != "factory_cli.top":
+            raise
+        raise CliError("`top` is not part of this build", EXIT_USAGE) from None
+    run_top: Callable[[FleetClient, argparse.Namespace], int] = module.run_top
+    args.product = client.product  # the effective one (flag, FLEET_PRODUCT or default)
+    try:
+        return run_top(client, args)
+    finally:
+        client.close()
+
+
+def cmd_config(args: argparse.Namespace, env: dict[str, str]) -> int:
+    settings = _settings(args, env, "api")
+    try:
+        engine: str | None = choose(settings.engine, settings.engine_cmd, env.get("PATH", ""))[0]
+    except EngineError:
+        engine = None
+    caps = _capabilities(settings, engine, env)
+    values: dict[str, Any] = {}
+    for name, source in settings.sources.items():
+        value = getattr(settings, name)
+        if name.endswith("token"):
+            value = mask(value)
+        values[name] = {"value": list(value) if isinstance(value, tuple) else value, "from": source}
+    report = {
+        "configFile": str(settings.config_path),
+        "stateFile": str(settings.state_path),
+        "workRoot": str(settings.work_root),
+        "settings": values,
+        "engine": engine,
+        "capabilities": caps,
+    }
+    if args.json:
+        _out(report)
+        return 0
+    print(f"config file  {settings.config_path}")
+    print(f"state file   {settings.state_path}")
+    print(f"work dirs    {settings.work_root}")
+    print(f"engine       {engine or 'none found (pass --engine or --engine-cmd)'}")
+    print(f"capabilities {', '.join(caps)}")
+    print("settings")
+    rows = [
+        [name, "" if v["value"] is None else str(v["value"]), v["from"]]
+        for name, v in values.items()
+    ]
+    _table(["NAME", "VALUE", "FROM"], rows, indent=2)
+    return 0
+
+
+def _table(headers: list[str], rows: list[list[str]], *, indent: int = 0) -> None:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    pad = " " * indent
+    print(pad + "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
+    for row in rows:
+        print(pad + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())

@@ -1,0 +1,525 @@
+"""The factory's run loop: heartbeat, the gate, claims, the held jobs, commands, drain.
+
+One loop, ticking: each tick does what is due and never blocks on an engine (engines are
+subprocesses that ``JobRun`` polls), so the factory's seats run concurrently while one
+thread supervises them deterministically. Time comes from an injected ``Clock``; the loop
+sleeps only through ``Clock.wait``, which a signal cuts short. Tests drive ``tick`` with a
+fake clock and never sleep.
+
+Rules:
+
+- A heartbeat first (it registers the factory and fetches pending commands), then one every
+  ``cadence.heartbeatSeconds`` (the shortest the coordinator dictated for the factory or a
+  held job), carrying each held job's progress and the ids of the commands acted upon.
+- With a free seat, and not paused, draining or stopping: poll the gate every
+  ``pollSeconds`` (jittered) and claim when ``Gate`` says so.
+- The coordinator unreachable (5xx, 429, timeouts, refused connections): each kind of call
+  backs off on its own (``backoff_delay``); engines keep running while their leases allow;
+  the loop never crashes (an unexpected error is logged and the next tick goes on).
+- The factory's token refused (401), or a heartbeat answered ``revoked`` or
+  ``deregistered``: every engine is stopped and the loop exits with ``EXIT_REFUSED``; the
+  coordinator requeues what it held.
+- ``request_stop`` (SIGINT/SIGTERM): claim nothing more, let the held jobs finish within the
+  grace period, then ask their engines to stop (they may checkpoint) and release the leases
+  with the checkpoint; deregister if configured; exit 0. A second ``request_stop`` aborts:
+  engines killed, leases released at once, exit 130.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import sys
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from factory_cli import __version__
+from factory_cli.api import ApiError, FleetClient, Forbidden, Unauthorized, Unavailable
+from factory_cli.artifacts import ArtifactSink, NoArtifacts
+from factory_cli.backoff import Backoff
+from factory_cli.clock import Clock, iso
+from factory_cli.engines import Spawner, spawn_shell
+from factory_cli.gate import Gate
+from factory_cli.jobrun import JobRun, Outcome
+from factory_cli.state import write_state
+from factory_cli.workdir import prepare
+
+log = logging.getLogger("factory_cli.run")
+
+EXIT_OK = 0
+EXIT_JOB_FAILED = 1  # --once: a job did not ship
+EXIT_REFUSED = 3  # the coordinator refused the factory (token revoked, deregistered)
+EXIT_ABORTED = 130
+DEFAULT_HEARTBEAT_SECONDS = 30.0
+MAX_SEEN_COMMANDS = 1000
+
+
+class FactoryRefused(Exception):
+    """The coordinator no longer accepts this factory."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    factory_id: str
+    capabilities: tuple[str, ...]
+    template: str  # the engine command template
+    work_root: Path
+    engine_name: str = "custom"
+    seats: int = 1
+    cost: float = 0.5
+    poll_seconds: float = 5.0
+    grace_seconds: float = 30.0
+    deregister_on_exit: bool = False
+    once: bool = False
+    tick_seconds: float = 0.5  # how often held jobs are looked at
+    version: str = f"fleet-factory/{__version__}"
+    python: str = sys.executable or "python3"
+
+
+class Runner:
+    def __init__(
+        self,
+        client: FleetClient,
+        config: RunConfig,
+        *,
+        clock: Clock,
+        spawner: Spawner = spawn_shell,
+        rand: Callable[[], float] = random.random,
+        sink: ArtifactSink | None = None,
+        state_path: Path | None = None,
+        base_env: Mapping[str, str] | None = None,
+        on_status: Callable[[str], None] | None = None,
+    ) -> None:
+        self.client = client
+        self.config = config
+        self.clock = clock
+        self.spawner = spawner
+        self.rand = rand
+        self.sink = sink or NoArtifacts()
+        self.state_path = state_path
+        self.base_env = dict(os.environ if base_env is None else base_env)
+        self.on_status = on_status
+        self.capabilities = list(config.capabilities)
+        self.runs: dict[str, JobRun] = {}
+        self.gate = Gate()
+        self.max_skip = 30.0
+        self.paused = False
+        self.draining = False  # the operator's drain: finish, take nothing new, leave
+        self.stop_requested = False
+        self.abort_requested = False
+        self.stop_deadline: float | None = None
+        self.exit_code: int | None = None
+        self.heartbeat_every = DEFAULT_HEARTBEAT_SECONDS
+        self.next_heartbeat_at = 0.0
+        self.next_poll_at = 0.0
+        self.heartbeat_backoff = Backoff(rand)
+        self.poll_backoff = Backoff(rand)
+        self.acks: list[str] = []
+        self.seen_commands: dict[str, None] = {}
+        self.last_heartbeat: dict[str, Any] | None = None
+        self.outcomes: Counter[str] = Counter()
+        self.once_done = False
+        self.started_wall = iso(clock.wall())
+        self.started = clock.monotonic()
+        self.last_state_write = -1e9
+        self.last_error: str | None = None
+
+    # --- control -----------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """SIGINT/SIGTERM: the first drains, the second aborts."""
+        if self.stop_requested:
+            self.abort_requested = True
+        self.stop_requested = True
+        self.clock.wake()
+
+    def run(self) -> int:
+        """Tick until an exit condition; returns the exit code."""
+        log.info(
+            "factory %s: %d seat(s), engine %s, capabilities %s",
+            self.config.factory_id,
+            self.config.seats,
+            self.config.engine_name,
+            ", ".join(self.capabilities) or "none",
+        )
+        while self.exit_code is None:
+            self.tick(self.clock.monotonic())
+            if self.exit_code is None:
+                self.clock.wait(self.sleep_for(self.clock.monotonic()))
+        self._write_state(self.clock.monotonic(), force=True)
+        return self.exit_code
+
+    def tick(self, now: float) -> None:
+        """One pass of everything due at ``now``. Never raises."""
+        try:
+            self._tick(now)
+        except Unauthorized as exc:
+            self._refused(f"the coordinator refused this factory's token ({exc})", now)
+        except FactoryRefused as exc:
+            self._refused(f"the coordinator refused this factory: {exc}", now)
+        except Exception as exc:  # the loop must survive anything
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            log.exception("unexpected error in the run loop (carrying on)")
+        try:
+            self._write_state(now)
+        except OSError as exc:
+            log.warning("cannot write the state file: %s", exc)
+        if self.on_status is not None:
+            self.on_status(self.status_line(now))
+
+    def _tick(self, now: float) -> None:
+        if self.abort_requested:
+            self._abort(now)
+            return
+        if self.stop_requested and self.stop_deadline is None:
+            self.stop_deadline = now + self.config.grace_seconds
+            log.info(
+                "stopping: claiming nothing more; %d job(s) get %.0fs to finish",
+                len(self.runs),
+                self.config.grace_seconds,
+            )
+        self._heartbeat(now)
+        for run in list(self.runs.values()):
+            try:
+                run.tick(now)
+            except (Unauthorized, FactoryRefused):
+                raise
+            except Exception as exc:
+                self.last_error = f"job {run.id}: {type(exc).__name__}: {exc}"
+                log.exception("job %s: unexpected error (carrying on)", run.id)
+        self._collect_finished()
+        if self.stop_deadline is not None and now >= self.stop_deadline:
+            for run in self.runs.values():
+                run.release("factory shutting down", now)
+        if self._may_claim():
+            self._poll_and_claim(now)
+        if self._should_leave():
+            self._leave()
+
+    def sleep_for(self, now: float) -> float:
+        """How long the loop may sleep: short while jobs run (engines are polled), else
+        until the next heartbeat or poll is due."""
+        if self.runs:
+            return self.config.tick_seconds
+        wake = max(self.next_heartbeat_at, self.heartbeat_backoff.not_before)
+        if self._may_claim():
+            wake = min(wake, max(self.next_poll_at, self.poll_backoff.not_before))
+        return min(max(0.05, wake - now), 60.0)
+
+    # --- heartbeat and commands ---------------------------------------------------------
+
+    def _heartbeat_due(self, now: float) -> bool:
+        return now >= self.next_heartbeat_at
+
+    def _beat_interval(self) -> float:
+        every = min([self.heartbeat_every, *(r.heartbeat_every for r in self.runs.values())])
+        return max(1.0, every) * (0.9 + 0.1 * self.rand())
+
+    def _heartbeat(self, now: float) -> None:
+        if not self._heartbeat_due(now) or not self.heartbeat_backoff.ready(now):
+            return
+        acks = self.acks[:100]
+        beat: dict[str, Any] = {
+            "capabilities": self.capabilities,
+            "seats": self.config.seats,
+            "load": len(self.runs),
+            "cost": self.config.cost,
+            "version": self.config.version,
+            "jobs": [r.heartbeat_entry() for r in self.runs.values() if not r.done][:256],
+            "ack": acks,
+        }
+        try:
+            reply = self.client.heartbeat(beat)
+        except Unavailable as exc:
+            delay = self.heartbeat_backoff.failed(now, exc.retry_after, cap=self.heartbeat_every)
+            self.last_error = exc.message
+            log.warning("heartbeat failed (%s); retry in %.1fs", exc.message, delay)
+            return
+        except Forbidden as exc:
+            if self._drop_disallowed(exc):
+                self.next_heartbeat_at = now
+                return
+            raise
+        except Unauthorized:
+            raise
+        except ApiError as exc:
+            log.warning("heartbeat refused: %s", exc.message)
+            self.next_heartbeat_at = now + self._beat_interval()
+            return
+        self.heartbeat_backoff.succeeded()
+        self.acks = [a for a in self.acks if a not in acks]
+        status = str(reply.get("status", "live"))
+        self.last_heartbeat = {"at": iso(self.clock.wall()), "status": status}
+        if status != "live":
+            raise FactoryRefused(f"the coordinator says this factory is {status}")
+        cadence = reply.get("cadence") or {}
+        if cadence.get("heartbeatSeconds"):
+            self.heartbeat_every = float(cadence["heartbeatSeconds"])
+        for command in reply.get("commands") or []:
+            if isinstance(command, dict):
+                self._execute(command, now)
+        self.next_heartbeat_at = now if self.acks else now + self._beat_interval()
+
+    def _execute(self, command: Mapping[str, Any], now: float) -> None:
+        """Act on an operator command once (they come back until acknowledged)."""
+        command_id = str(command.get("id", ""))
+        kind = str(command.get("kind", ""))
+        if command_id and command_id not in self.acks:
+            self.acks.append(command_id)
+        if command_id in self.seen_commands:
+            return
+        self.seen_commands[command_id] = None
+        if len(self.seen_commands) > MAX_SEEN_COMMANDS:
+            del self.seen_commands[next(iter(self.seen_commands))]
+        job_id = command.get("jobId")
+        by = command.get("issuedBy") or "an operator"
+        if kind == "drain":
+            self.draining = True
+            log.info("drain (by %s): finishing %d job(s), then leaving", by, len(self.runs))
+        elif kind == "pause":
+            self.paused = True
+            log.info("paused by %s: claiming nothing new", by)
+        elif kind == "resume":
+            self.paused = self.draining = False
+            self.next_poll_at = now
+            log.info("resumed by %s", by)
+        elif kind == "restart-engine":
+            targets = [r for r in self.runs.values() if job_id in (None, r.id)]
+            for target in targets:
+                target.restart_engine(now)
+            log.info("restart-engine (by %s): %d engine(s)", by, len(targets))
+        elif kind == "cancel-job":
+            held = self.runs.get(str(job_id))
+            if held is not None:
+                held.cancel(now)
+            else:
+                log.info("cancel-job %s: not held here", job_id)
+        else:
+            log.warning("unknown command %r ignored (acknowledged)", kind)
+
+    # --- the gate and the claim -----------------------------------------------------------
+
+    def _may_claim(self) -> bool:
+        return (
+            not self.stop_requested
+            and not self.draining
+            and not self.paused
+            and not (self.config.once and self.once_done)
+            and len(self.runs) < self.config.seats
+        )
+
+    def _poll_interval(self) -> float:
+        return self.config.poll_seconds * (0.8 + 0.4 * self.rand())
+
+    def _poll_and_claim(self, now: float) -> None:
+        if now < self.next_poll_at or not self.poll_backoff.ready(now):
+            return
+        version: int | None = None
+        try:
+            if not self.config.once:
+                state = self.client.queue_state()
+                version = int(state.get("version", 0))
+                self.max_skip = float(state.get("maxSkipSeconds", self.max_skip))
+                if not self.gate.should_claim(version, now):
+                    self.poll_backoff.succeeded()
+                    self.next_poll_at = now + self._poll_interval()
+                    return
+            claim = self.client.claim(
+                capabilities=self.capabilities,
+                seats=self.config.seats,
+                load=len(self.runs),
+                cost=self.config.cost,
+                version=self.config.version,
+            )
+        except Unavailable as exc:
+            delay = self.poll_backoff.failed(now, exc.retry_after)
+            self.last_error = exc.message
+            log.warning("coordinator unreachable (%s); retry in %.1fs", exc.message, delay)
+            return
+        except Forbidden as exc:
+            if self._drop_disallowed(exc):
+                return
+            self.poll_backoff.failed(now)
+            log.warning("claim refused: %s", exc.message)
+            return
+        except Unauthorized:
+            raise
+        except ApiError as exc:
+            delay = self.poll_backoff.failed(now)
+            log.warning("claim refused: %s; retry in %.1fs", exc.message, delay)
+            return
+        self.poll_backoff.succeeded()
+        self.gate.claimed(
+            found=claim is not None, version=version, now=now, max_skip=self.max_skip, u=self.rand()
+        )
+        if claim is None:
+            if self.config.once:
+                self.once_done = True
+                if not self.runs:
+                    log.info("nothing to claim")
+            self.next_poll_at = now + self._poll_interval()
+            return
+        self._start(claim, now)
+        if self.config.once and len(self.runs) >= self.config.seats:
+            self.once_done = True
+        self.next_poll_at = now  # a seat may still be free: claim again on the next tick
+
+    def _start(self, claim: Mapping[str, Any], now: float) -> None:
+        job = claim["job"]
+        epoch = int(claim["lease"]["epoch"])
+        score = (claim.get("score") or {}).get("total")
+        log.info(
+            "claimed %s %r (epoch %d%s)",
+            job["id"],
+            job.get("title", ""),
+            epoch,
+            f", score {score}" if score is not None else "",
+        )
+        try:
+            paths = prepare(self.config.work_root, job, epoch)
+        except OSError as exc:
+            log.error("job %s: cannot prepare its work dir (%s): giving it back", job["id"], exc)
+            try:
+                self.client.release(job["id"], epoch, reason=f"work dir: {exc}"[:1900])
+            except Unauthorized:
+                raise
+            except ApiError as release_error:
+                log.warning("job %s: release failed: %s", job["id"], release_error.message)
+            return
+        run = JobRun(
+            claim=claim,
+            paths=paths,
+            client=self.client,
+            clock=self.clock,
+            spawner=self.spawner,
+            template=self.config.template,
+            python=self.config.python,
+            factory_id=self.config.factory_id,
+            base_env=self.base_env,
+            rand=self.rand,
+            sink=self.sink,
+            now=now,
+        )
+        self.runs[run.id] = run
+        run.start(now)
+        self.next_heartbeat_at = min(self.next_heartbeat_at, now + run.heartbeat_every)
+
+    def _drop_disallowed(self, exc: Forbidden) -> bool:
+        """The enrollment allowlist refuses some capabilities: stop advertising them."""
+        refused = set(exc.disallowed) & set(self.capabilities)
+        if not refused:
+            return False
+        self.capabilities = [c for c in self.capabilities if c not in refused]
+        log.warning(
+            "the coordinator refuses capabilities %s for this factory: no longer advertised",
+            ", ".join(sorted(refused)),
+        )
+        return True
+
+    # --- endings ----------------------------------------------------------------------------
+
+    def _collect_finished(self) -> None:
+        for job_id in [j for j, r in self.runs.items() if r.done]:
+            run = self.runs.pop(job_id)
+            outcome = run.outcome or Outcome.ABANDONED
+            self.outcomes[outcome.value] += 1
+            self.next_poll_at = min(self.next_poll_at, self.clock.monotonic())
+
+    def _should_leave(self) -> bool:
+        if self.runs:
+            return False
+        if self.stop_requested or self.draining:
+            return True
+        return self.config.once and self.once_done
+
+    def _leave(self) -> None:
+        if self.config.deregister_on_exit:
+            try:
+                self.client.deregister(self.config.factory_id)
+                log.info("deregistered %s", self.config.factory_id)
+            except ApiError as exc:
+                log.warning("deregistration failed: %s", exc.message)
+        bad = {Outcome.FAILED, Outcome.RETRY, Outcome.FENCED, Outcome.LOST}
+        failed = any(self.outcomes[o.value] for o in bad)
+        self.exit_code = EXIT_JOB_FAILED if self.config.once and failed else EXIT_OK
+        log.info("factory %s stopped", self.config.factory_id)
+
+    def _refused(self, reason: str, now: float) -> None:
+        log.error(
+            "%s: stopping every engine and exiting; the coordinator requeues the held jobs",
+            reason,
+        )
+        for run in self.runs.values():
+            run.abandon()
+        self._collect_finished()
+        self.exit_code = EXIT_REFUSED
+
+    def _abort(self, now: float) -> None:
+        """The second interrupt: kill the engines, release the leases once, leave."""
+        log.warning("aborting: engines killed, leases released")
+        for run in self.runs.values():
+            run.abandon()
+            try:
+                self.client.release(
+                    run.id, run.epoch, checkpoint=run.checkpoint, reason="factory aborted"
+                )
+            except ApiError as exc:
+                log.warning("job %s: release failed (%s)", run.id, exc.message)
+        self._collect_finished()
+        self.exit_code = EXIT_ABORTED
+
+    # --- what `status` shows ------------------------------------------------------------------
+
+    def mode(self) -> str:
+        if self.exit_code is not None:
+            return "stopped"
+        if self.stop_requested:
+            return "stopping"
+        if self.draining:
+            return "draining"
+        if self.paused:
+            return "paused"
+        return "running"
+
+    def snapshot(self, now: float) -> dict[str, Any]:
+        return {
+            "pid": os.getpid(),
+            "factoryId": self.config.factory_id,
+            "api": self.client.api,
+            "version": self.config.version,
+            "engine": self.config.engine_name,
+            "capabilities": self.capabilities,
+            "seats": self.config.seats,
+            "status": self.mode(),
+            "exitCode": self.exit_code,
+            "startedAt": self.started_wall,
+            "updatedAt": iso(self.clock.wall()),
+            "uptimeSeconds": round(now - self.started, 1),
+            "jobs": [r.view(now) for r in self.runs.values()],
+            "lastHeartbeat": self.last_heartbeat,
+            "gate": self.gate.as_dict(),
+            "outcomes": dict(self.outcomes),
+            "lastError": self.last_error,
+            "workRoot": str(self.config.work_root),
+        }
+
+    def _write_state(self, now: float, *, force: bool = False) -> None:
+        if self.state_path is None or (not force and now - self.last_state_write < 1.0):
+            return
+        self.last_state_write = now
+        write_state(self.state_path, self.snapshot(now))
+
+    def status_line(self, now: float) -> str:
+        jobs = ", ".join(
+            f"{r.id[-8:]} {r.stage} {int(now - r.started_at)}s" for r in self.runs.values()
+        )
+        gate = self.gate
+        return (
+            f"{self.mode()} · {len(self.runs)}/{self.config.seats} seats · "
+            f"gate v{gate.version} {gate.hits} skipped/{gate.misses} claimed"
+            + (f" · {jobs}" if jobs else "")
+        )
