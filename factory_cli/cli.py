@@ -39,22 +39,11 @@ from factory_cli.console import Console, setup_logging
 from factory_cli.engines import PRESETS, EngineError, choose
 from factory_cli.runner import EXIT_REFUSED, RunConfig, Runner
 from factory_cli.state import pid_alive, read_state
+from factory_cli.top import STAGES
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 USER_AGENT = f"fleet-factory/{__version__}"
-STAGES = (
-    "queued",
-    "blocked",
-    "assigned",
-    "building",
-    "review",
-    "testing",
-    "shipped",
-    "failed",
-    "dead_letter",
-    "cancelled",
-)
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
