@@ -47,6 +47,7 @@ from fleet.domain.scheduler import (
     Verdict,
     Weights,
     can_ever_run,
+    capabilities_offered,
     explain,
     rank,
 )
@@ -59,7 +60,7 @@ from fleet.domain.stages import (
     Stage,
 )
 from fleet.errors import AlreadyExists, ConcurrencyConflict, FleetError, NotFound
-from fleet.store.ports import Doc, Incr, Stores
+from fleet.store.ports import Incr, Stores
 from fleet.store.queries import (
     AGENT_EVENTS_OF_JOB,
     COUNT_JOBS_IN_STAGE,
@@ -365,7 +366,7 @@ class Coordinator:
         if manifest.deps and manifest.deps.jobs:
             stage, reason = self._deps_stage(product, manifest)
         fleet = self.factory_views(product)
-        unroutable = not can_ever_run_caps(capabilities, fleet)
+        unroutable = not capabilities_offered(capabilities, fleet)
         base = Job(
             id=job_id,
             productId=product,
@@ -1380,11 +1381,6 @@ def weights_from(raw: Any, default: Weights) -> Weights:
     return dataclasses.replace(default, **values)  # type: ignore[arg-type]
 
 
-def can_ever_run_caps(capabilities: tuple[str, ...], fleet: list[FactoryView]) -> bool:
-    required = set(capabilities)
-    return any(required <= f.capabilities for f in fleet)
-
-
 def _recently_preempted_for(job: Job, now: datetime, seconds: float) -> bool:
     return any(
         e.type == "preempted_for" and (now - e.at).total_seconds() < seconds for e in job.events
@@ -1432,7 +1428,3 @@ def _explain_summary(job: Job, verdicts: list[Verdict], views: list[FactoryView]
     if not eligible:
         return "queued: every capable factory is busy, paused, stale or excluded"
     return f"queued: {len(eligible)} factories can take it; best is {eligible[0].factory}"
-
-
-def doc_without_system(doc: Doc) -> Doc:
-    return {k: v for k, v in doc.items() if not k.startswith("_")}

@@ -195,5 +195,10 @@ def explain(
 
 def can_ever_run(job: Job, factories: Iterable[FactoryView]) -> bool:
     """False when no known factory advertises every capability the job requires."""
-    required = set(job.capabilities)
-    return any(required <= f.capabilities for f in factories)
+    return capabilities_offered(job.capabilities, factories)
+
+
+def capabilities_offered(required: Iterable[str], factories: Iterable[FactoryView]) -> bool:
+    """Whether some known factory advertises every one of ``required``."""
+    needed = set(required)
+    return any(needed <= f.capabilities for f in factories)
