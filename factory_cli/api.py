@@ -376,6 +376,24 @@ class FleetClient:
         body = {"reason": reason} if reason else {}
         return _object(self.request("POST", f"/fleet/jobs/{job_id}/{action}", json_body=body))
 
+    def review(
+        self, job_id: str, verdict: str, comments: str = "", kind: str | None = None
+    ) -> dict[str, Any]:
+        """``POST /fleet/jobs/{id}/review``: approve or reject; the job as it is now."""
+        body: dict[str, Any] = {"verdict": verdict, "comments": comments}
+        if kind:
+            body["kind"] = kind
+        return _object(self.request("POST", f"/fleet/jobs/{job_id}/review", json_body=body))
+
+    def request_review(
+        self, job_id: str, reviewers: Sequence[str] = (), note: str | None = None
+    ) -> dict[str, Any]:
+        """``POST /fleet/jobs/{id}/review/request``: ask for reviewers (recorded)."""
+        body: dict[str, Any] = {"reviewers": list(reviewers)}
+        if note:
+            body["note"] = note
+        return _object(self.request("POST", f"/fleet/jobs/{job_id}/review/request", json_body=body))
+
     def list_factories(self) -> list[dict[str, Any]]:
         """``GET /fleet/factories``: every factory of the product, with ``live``."""
         result = _object(self.request("GET", "/fleet/factories"))

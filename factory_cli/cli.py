@@ -170,6 +170,25 @@ def build_parser() -> argparse.ArgumentParser:
     jobs = add("jobs", "list the product's jobs", operator, json_flag)
     jobs.add_argument("--stage", choices=STAGES, help="only jobs in this stage")
 
+    review = add(
+        "review",
+        "vote on a job in review (operator token, else this factory's), or ask for reviewers",
+        operator,
+        json_flag,
+    )
+    review.add_argument("job", help="the job's id")
+    verdict = review.add_mutually_exclusive_group(required=True)
+    verdict.add_argument("--approve", dest="verdict", action="store_const", const="approve")
+    verdict.add_argument("--reject", dest="verdict", action="store_const", const="reject")
+    verdict.add_argument(
+        "--request", dest="verdict", action="store_const", const="request", help="ask for reviewers"
+    )
+    review.add_argument("-m", "--comments", default="", help="the comments (or the request's note)")
+    review.add_argument("--kind", help="what an operator reviews as (default: human)")
+    review.add_argument(
+        "--reviewer", dest="reviewers", action="append", default=[], help="whom --request asks"
+    )
+
     top = add("top", "the terminal control plane: a live board of the product", json_flag)
     top.add_argument("--token", dest="operator_token", help="an operator token")
     top.add_argument("--product", help="the product (FLEET_PRODUCT; default: default)")
@@ -197,6 +216,7 @@ def main(argv: Sequence[str] | None = None, *, env: Mapping[str, str] | None = N
         "status": cmd_status,
         "submit": cmd_submit,
         "jobs": cmd_jobs,
+        "review": cmd_review,
         "top": cmd_top,
         "config": cmd_config,
     }
@@ -601,7 +621,27 @@ def cmd_jobs(args: argparse.Namespace, env: dict[str, str]) -> int:
     ]
     _table(["ID", "STAGE", "PRI", "TRIES", "HOLDER", "UPDATED", "TITLE"], rows)
     if not settings.operator_token:
-        print("(a factory token lists only the jobs it holds)", file=sys.stderr)
+        print("(a factory token lists only the jobs it holds or in review)", file=sys.stderr)
+    return 0
+
+
+def cmd_review(args: argparse.Namespace, env: dict[str, str]) -> int:
+    client, _ = _operator_client(args, env, allow_factory=True)
+    if args.verdict == "request":
+        job = client.request_review(args.job, args.reviewers, args.comments or None)
+    else:
+        job = client.review(args.job, args.verdict, args.comments, args.kind)
+    if args.json:
+        _out(job)
+        return 0
+    state = job.get("reviewState") or {}
+    votes = state.get("votes") or []
+    approvals = sum(1 for v in votes if v.get("verdict") == "approve")
+    needed = (job.get("review") or {}).get("approvals", 1)
+    print(
+        f"{job.get('id')}: {job.get('stage')} (round {state.get('round')}, "
+        f"{approvals}/{needed} approvals)"
+    )
     return 0
 
 

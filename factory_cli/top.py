@@ -411,8 +411,9 @@ class Feed:
 
     def _full(self, snap: Snapshot, problems: list[str]) -> Snapshot:
         # Counts come from the job list (fresh) when it is the whole product: an operator's.
-        # A factory token lists only the jobs it holds (its events were refused): then from
-        # the metrics document (written by the metrics timer, up to its period old).
+        # A factory token lists only the jobs it holds and jobs in review (its events were
+        # refused): then from the metrics document (written by the metrics timer, up to its
+        # period old).
         counts_from_list = False
         try:
             listed = self._get(JOBS) or {}
@@ -511,6 +512,10 @@ def _fit(text: str, width: int) -> str:
 def event_line(event: Mapping[str, Any]) -> str:
     at = parse_ts(event.get("at"))
     clock = at.strftime("%H:%M:%S") if at else "--:--:--"
+    if event.get("alert"):  # an alert raised or cleared (no job)
+        kind = str(event.get("kind") or event.get("type") or "alert").removeprefix("alert_")
+        what = f"{event.get('severity', '')} {event.get('key', '?')}: {event.get('message', '')}"
+        return f"{clock} ALERT {kind} {what}"
     move_ = f"{event.get('fromStage') or 'new'}>{event.get('toStage') or '?'}"
     reason = event.get("reason")
     tail = f"  {reason}" if reason else ""

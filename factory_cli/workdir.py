@@ -10,6 +10,9 @@ in ``.fleet/`` inside it:
 - ``checkpoint.json`` — the previous attempt's checkpoint, if any
   (``FLEET_CHECKPOINT_FILE``): the engine overwrites it with its own, the factory forwards
   each new content to the coordinator;
+- ``review.md`` (``FLEET_REVIEW_FILE``) — when reviewers rejected the previous attempt,
+  their comments (also under ``review`` in the checkpoint, and summed up in the prompt);
+  absent otherwise;
 - ``progress.json`` (``FLEET_PROGRESS_FILE``) — the engine writes
   ``{"tokens": N, "costUsd": X, "lastOutputLine": "...", "outputs": ["path", ...]}``;
 - ``events.jsonl`` (``FLEET_EVENTS_FILE``) — the engine appends JSON lines
@@ -55,6 +58,10 @@ class WorkPaths:
         return self.control / "checkpoint.json"
 
     @property
+    def review(self) -> Path:
+        return self.control / "review.md"
+
+    @property
     def progress(self) -> Path:
         return self.control / "progress.json"
 
@@ -91,6 +98,7 @@ class WorkPaths:
             "FLEET_MANIFEST_FILE": str(self.manifest),
             "FLEET_PROMPT_FILE": str(self.prompt),
             "FLEET_CHECKPOINT_FILE": str(self.checkpoint),
+            "FLEET_REVIEW_FILE": str(self.review),
             "FLEET_PROGRESS_FILE": str(self.progress),
             "FLEET_EVENTS_FILE": str(self.events),
         }
@@ -98,6 +106,25 @@ class WorkPaths:
 
 def job_dir(root: Path, job_id: str) -> Path:
     return root / (_SAFE.sub("_", job_id).strip("._") or "job")
+
+
+def review_comments(job: Mapping[str, Any]) -> str | None:
+    """The reviewers' comments on the previous attempt (the coordinator puts them under
+    ``review`` in the checkpoint when it queues a rejected job again), as markdown."""
+    checkpoint = job.get("checkpoint")
+    review = checkpoint.get("review") if isinstance(checkpoint, dict) else None
+    if not isinstance(review, dict) or not isinstance(review.get("comments"), list):
+        return None
+    lines = [
+        f"Reviewers rejected the previous attempt (review round {review.get('round')} "
+        f"of {review.get('maxRounds')}). Address their comments:"
+    ]
+    for vote in review["comments"]:
+        if isinstance(vote, dict):
+            text = str(vote.get("comments") or "").strip() or "(no comment)"
+            who = f"{vote.get('reviewer')} ({vote.get('kind')}, {vote.get('verdict')})"
+            lines.append(f"- {who}: " + text.replace("\n", "\n  "))
+    return "\n".join(lines) + "\n"
 
 
 def build_prompt(job: Mapping[str, Any]) -> str:
@@ -117,6 +144,9 @@ def build_prompt(job: Mapping[str, Any]) -> str:
             "A previous attempt left this checkpoint (resume from it rather than starting "
             "over): " + json.dumps(job["checkpoint"], sort_keys=True)
         )
+    comments = review_comments(job)
+    if comments:
+        parts.append(comments.strip())
     if job.get("verify"):
         notes.append(f"Your work is verified with: `{job['verify']}`")
     if notes:
@@ -138,6 +168,11 @@ def prepare(root: Path, job: Mapping[str, Any], epoch: int) -> WorkPaths:
         paths.checkpoint.write_text(json.dumps(job["checkpoint"], sort_keys=True), encoding="utf-8")
     else:
         paths.checkpoint.unlink(missing_ok=True)
+    comments = review_comments(job)
+    if comments:
+        paths.review.write_text(comments, encoding="utf-8")
+    else:
+        paths.review.unlink(missing_ok=True)
     paths.progress.unlink(missing_ok=True)
     paths.events.write_bytes(b"")
     with paths.log.open("a", encoding="utf-8") as log:

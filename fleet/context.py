@@ -10,8 +10,10 @@ import threading
 from dataclasses import dataclass
 
 from fleet.coordinator import Coordinator, CoordinatorConfig
+from fleet.coordinator.metrics import Monitor
 from fleet.coordinator.tokens import TokenConfig, Tokens
 from fleet.coordinator.tracker import Tracker, TrackerConfig
+from fleet.coordinator.webhooks import Endpoint
 from fleet.settings import Settings
 from fleet.store.ports import Stores
 
@@ -23,6 +25,7 @@ class AppContext:
     coordinator: Coordinator
     tokens: Tokens
     tracker: Tracker
+    monitor: Monitor
 
 
 _lock = threading.Lock()
@@ -45,8 +48,16 @@ def context_for(settings: Settings, stores: Stores) -> AppContext:
             echo_secret=settings.tracker_echo_secret,
         ),
     )
+    monitor = Monitor(
+        coordinator, Endpoint(settings.alert_webhook_url, settings.alert_webhook_secret)
+    )
     return AppContext(
-        settings=settings, stores=stores, coordinator=coordinator, tokens=tokens, tracker=tracker
+        settings=settings,
+        stores=stores,
+        coordinator=coordinator,
+        tokens=tokens,
+        tracker=tracker,
+        monitor=monitor,
     )
 
 

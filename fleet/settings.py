@@ -71,6 +71,10 @@ class Settings:
     tracker_webhook_secret: str | None = None
     tracker_echo_url: str | None = None
     tracker_echo_secret: str | None = None
+    # The alert webhook (optional): alert events are POSTed to ALERT_WEBHOOK_URL, signed
+    # with ALERT_WEBHOOK_SECRET, by the metrics timer.
+    alert_webhook_url: str | None = None
+    alert_webhook_secret: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -92,6 +96,7 @@ class Settings:
                 operator_token_hashes=tokens,
                 token_grace_seconds=grace,
                 **_tracker_from_env(env),
+                **_alert_webhook_from_env(env),
             )
         return cls(
             store="azure",
@@ -101,17 +106,29 @@ class Settings:
             operator_token_hashes=tokens,
             token_grace_seconds=grace,
             **_tracker_from_env(env),
+            **_alert_webhook_from_env(env),
         )
 
 
-def _tracker_from_env(env: Mapping[str, str]) -> dict[str, str | None]:
-    url = (env.get("TRACKER_ECHO_URL") or "").strip() or None
+def _url(env: Mapping[str, str], name: str) -> str | None:
+    url = (env.get(name) or "").strip() or None
     if url is not None and not url.startswith(("https://", "http://")):
-        raise SettingsError("TRACKER_ECHO_URL", "must be an http(s) URL")
+        raise SettingsError(name, "must be an http(s) URL")
+    return url
+
+
+def _tracker_from_env(env: Mapping[str, str]) -> dict[str, str | None]:
     return {
         "tracker_webhook_secret": env.get("TRACKER_WEBHOOK_SECRET") or None,
-        "tracker_echo_url": url,
+        "tracker_echo_url": _url(env, "TRACKER_ECHO_URL"),
         "tracker_echo_secret": env.get("TRACKER_ECHO_SECRET") or None,
+    }
+
+
+def _alert_webhook_from_env(env: Mapping[str, str]) -> dict[str, str | None]:
+    return {
+        "alert_webhook_url": _url(env, "ALERT_WEBHOOK_URL"),
+        "alert_webhook_secret": env.get("ALERT_WEBHOOK_SECRET") or None,
     }
 
 

@@ -31,7 +31,12 @@ def reaper_timer(timer: func.TimerRequest) -> None:
             context.tracker.echo(product)
         except FleetError as exc:
             log.warning("tracker echo for %s: %s", product, exc.message)
-        report = coord.reap(product)
+        # One product's trouble (throttling, a lost response) must not starve the others.
+        try:
+            report = coord.reap(product)
+        except FleetError as exc:
+            log.warning("reaper pass over %s failed: %s %s", product, exc.code, exc.message)
+            continue
         if report.requeued or report.dead_lettered or report.unblocked or report.deps_failed:
             log.info(
                 "reaper %s: requeued=%d dead_lettered=%d unblocked=%d deps_failed=%d",
@@ -61,9 +66,15 @@ def healer_timer(timer: func.TimerRequest) -> None:
 
 @bp.timer_trigger(schedule="%METRICS_SCHEDULE%", arg_name="timer", run_on_startup=False)
 def metrics_timer(timer: func.TimerRequest) -> None:
-    """Queue depth per stage, oldest queued age, unroutable jobs: stored for the UI."""
+    """Metrics (utilization, queue depth, starvation, stale factories, stalled and unroutable
+    jobs, spend), then alerts raised or cleared, then the alert webhook — for every product
+    (``fleet.coordinator.metrics.Monitor.run``)."""
     if timer.past_due:
         log.info("metrics timer is running late")
-    coord = get_context().coordinator
-    for product in coord.products():
-        coord.compute_metrics(product)
+    context = get_context()
+    for product in context.coordinator.products():
+        # One product's trouble (throttling, a bad document) must not starve the others.
+        try:
+            context.monitor.run(product)
+        except FleetError as exc:
+            log.warning("metrics pass over %s failed: %s %s", product, exc.code, exc.message)

@@ -92,6 +92,13 @@ param trackerEchoUrl string = ''
 @description('TRACKER_ECHO_SECRET: signs those POSTs.')
 param trackerEchoSecret string = ''
 
+@description('ALERT_WEBHOOK_URL: where alert events (raised, cleared) are POSTed (http(s) URL); empty: none.')
+param alertWebhookUrl string = ''
+
+@secure()
+@description('ALERT_WEBHOOK_SECRET: signs those POSTs (X-Fleet-Signature-256).')
+param alertWebhookSecret string = ''
+
 @minValue(1)
 @maxValue(1000)
 @description('Flex Consumption: the most instances the app scales out to.')
@@ -204,6 +211,8 @@ module api 'app/api.bicep' = {
     trackerWebhookSecret: trackerWebhookSecret
     trackerEchoUrl: trackerEchoUrl
     trackerEchoSecret: trackerEchoSecret
+    alertWebhookUrl: alertWebhookUrl
+    alertWebhookSecret: alertWebhookSecret
     corsAllowedOrigins: [
       webui.outputs.url
     ]

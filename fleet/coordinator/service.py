@@ -27,7 +27,11 @@ from fleet.coordinator.budgets import (
 )
 from fleet.coordinator.channels import ChannelLimits
 from fleet.coordinator.clock import Clock, SystemClock
+from fleet.coordinator.metrics import alert_feed, compute_metrics, read_metrics
+from fleet.coordinator.review import Reviews
 from fleet.domain import jobs as J
+from fleet.domain import review as R
+from fleet.domain.alerts import AlertRules
 from fleet.domain.ids import key_digest, sortable_id
 from fleet.domain.manifest import Manifest, Problem, ProfileSpec, ValidationFailed
 from fleet.domain.models import (
@@ -59,11 +63,16 @@ from fleet.domain.stages import (
     IllegalTransition,
     Stage,
 )
-from fleet.errors import AlreadyExists, ConcurrencyConflict, FleetError, NotFound
+from fleet.errors import (
+    AlreadyExists,
+    ConcurrencyConflict,
+    FleetError,
+    NotFound,
+    StoreUnavailable,
+)
 from fleet.store.ports import Incr, Stores
 from fleet.store.queries import (
     AGENT_EVENTS_OF_JOB,
-    COUNT_JOBS_IN_STAGE,
     DOCS_OF_TYPE,
     EVENTS_OF_JOB,
     EXPIRED_LEASES,
@@ -79,7 +88,6 @@ log = logging.getLogger(__name__)
 SETTINGS_ID = "settings"
 SYSTEM_PARTITION = "_system"  # registry of products, so timers can visit every partition
 QUEUE_STATE_ID = "queue-state"
-METRICS_ID = "metrics"
 
 
 class JobNotFound(NotFound):
@@ -96,10 +104,10 @@ class CoordinatorConfig:
     event_ttl_seconds: int = 90 * 24 * 3600
     reap_batch: int = 100
     artifacts_container: str = "artifacts"
-    metrics_scan: int = 1000
+    metrics_scan: int = 1000  # queued jobs the metrics timer checks for routability
     # A reservation or channel slot untouched this long with no live lease behind it is a
     # leftover of a crash (a claim takes milliseconds between reserving and writing).
-    quota_quiet_seconds: float = 60.0  # queued jobs the metrics timer checks for routability
+    quota_quiet_seconds: float = 60.0
     write_retries: int = 8  # re-read-and-retry rounds on a lost CAS before giving up
     weights: Weights = DEFAULT_WEIGHTS  # unless the product's settings say otherwise
     settings_ttl_seconds: float = 30.0  # how long an instance trusts its cached settings
@@ -171,14 +179,18 @@ class Coordinator:
         self.budgets = Budgets(self.docs, self.clock, self.config.settings_ttl_seconds)
         self.channels = ChannelLimits(stores.tables, self.clock)
         self.artifacts = Artifacts(self, self.config.artifacts_container)
+        self.reviews = Reviews(self)
 
     # --- reading ---------------------------------------------------------------------
 
     def get_job(self, product: str, job_id: str) -> Job:
         try:
-            return Job.from_doc(self.docs.read(product, job_id))
+            doc = self.docs.read(product, job_id)
         except NotFound:
             raise JobNotFound(f"job {job_id} not found", jobId=job_id) from None
+        if doc.get("type") != "job":  # a caller's id may name any document ("settings")
+            raise JobNotFound(f"job {job_id} not found", jobId=job_id)
+        return Job.from_doc(doc)
 
     def list_jobs(self, product: str) -> list[Job]:
         rows = self.docs.query(DOCS_OF_TYPE, product, {"type": "job"})
@@ -196,10 +208,11 @@ class Coordinator:
         return sorted(events, key=lambda e: e.seq)
 
     def product_events(
-        self, product: str, cursor: str | None, limit: int = 200
+        self, product: str, cursor: str | None, limit: int = 200, *, alerts: bool = True
     ) -> tuple[list[dict[str, Any]], str | None]:
         """Events of every job after ``cursor`` (``at|jobId|seq``), oldest first, for live
-        views. Returns the events and the next cursor."""
+        views, with the product's alert events (``jobId`` null; one more point read) unless
+        ``alerts`` is False. Returns the events and the next cursor."""
         since, after_key = _parse_cursor(cursor)
         rows = self.docs.query(JOBS_CHANGED_SINCE, product, {"since": since, "top": limit})
         out: list[tuple[tuple[str, str, int], dict[str, Any]]] = []
@@ -210,6 +223,8 @@ class Coordinator:
                 if key > after_key:
                     item = {"jobId": job.id, **event.model_dump(mode="json")}
                     out.append((key, item))
+        if alerts:
+            out.extend(alert_feed(self.docs, product, after_key))
         out.sort(key=lambda pair: pair[0])
         out = out[:limit]
         next_cursor = "|".join(map(str, out[-1][0])) if out else cursor
@@ -382,6 +397,7 @@ class Coordinator:
             maxAttempts=manifest.maxAttempts,
             leaseSeconds=manifest.leaseSeconds,
             verify=manifest.verify,
+            review=manifest.review,
             body=manifest.body,
             stage=stage,
             unroutable=unroutable,
@@ -637,9 +653,12 @@ class Coordinator:
         rows = self.docs.query(DOCS_OF_TYPE, product, {"type": "factory"})
         return sorted((Factory.from_doc(r) for r in rows), key=lambda f: f.id)
 
-    def factory_views(self, product: str) -> list[FactoryView]:
-        """The fleet as the scheduler sees it. Liveness is the self-healer's verdict
-        (``status``, kept from heartbeats); revoked and departed factories are not live."""
+    def factory_views(
+        self, product: str, factories: list[Factory] | None = None
+    ) -> list[FactoryView]:
+        """The fleet as the scheduler sees it (from ``factories`` when already read).
+        Liveness is the self-healer's verdict (``status``, kept from heartbeats); revoked
+        and departed factories are not live."""
         return [
             FactoryView(
                 id=f.id.removeprefix("factory-"),
@@ -650,7 +669,7 @@ class Coordinator:
                 paused=f.paused or f.draining,
                 live=f.status == "live" and not f.revoked and not f.deregistered,
             )
-            for f in self.factories(product)
+            for f in (self.factories(product) if factories is None else factories)
         ]
 
     # --- per-product settings --------------------------------------------------------
@@ -683,6 +702,7 @@ class Coordinator:
         product: str,
         weights: dict[str, float] | None = None,
         preemption: dict[str, Any] | None = None,
+        alerts: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Change the product's settings: omitted parts (and omitted weights) are kept."""
         self._register_product(product)
@@ -691,6 +711,7 @@ class Coordinator:
         updated = ProductSettings(
             weights=weights_from(weights, current.weights) if weights else current.weights,
             preemption=current.preemption.merged(preemption or {}),
+            alerts=current.alerts.merged(alerts or {}),
         )
         self.docs.upsert(
             {
@@ -754,6 +775,10 @@ class Coordinator:
                     self.budgets.settle(product, key, estimate_of(job), 0.0)
                 self._give_back_channel(product, job)
                 continue
+            except StoreUnavailable as exc:
+                # Its answer may be all that was lost: then the job is this factory's (else
+                # it would sit leased to a factory that never knew, and spend an attempt).
+                stored = self._landed(assigned, exc)
             assert stored.lease is not None
             return ClaimResult(
                 job=stored,
@@ -863,14 +888,17 @@ class Coordinator:
                 raise J.IllegalReport(stage)
             if action is Action.FAIL and retryable:
                 action = Action.RETRY
+            if R.goes_to_review(job, action):
+                # The manifest wants a review quorum: not shipped yet (fleet.domain.review).
+                return self.reviews.submit(job, factory_id, now=now, reason=reason, **changes)
             moved = J.holder_report(job, action, factory_id, now=now, reason=reason, **changes)
             if moved.stage is Stage.QUEUED:
                 moved = moved.evolve(queueKey=queue_key(job.priority, job.createdAt, job.id))
             return moved
 
         job = self._update(product, job_id, change)
-        if job.stage is Stage.QUEUED:
-            self.bump_gate(product)
+        if job.stage in (Stage.QUEUED, Stage.REVIEW):
+            self.bump_gate(product)  # work to claim, or to review
         if job.stage is Stage.SHIPPED:
             self._unblock_dependents(product)
         return job
@@ -1225,47 +1253,12 @@ class Coordinator:
         return blockers
 
     def compute_metrics(self, product: str) -> dict[str, Any]:
-        """Queue depth per stage, oldest queued age, unroutable count. Stored where
-        ``GET /api/fleet/metrics`` reads it (one point read)."""
-        now = self.clock.now()
-        depth = {
-            stage.value: self.docs.count(COUNT_JOBS_IN_STAGE, product, {"stage": stage.value})
-            for stage in Stage
-        }
-        oldest = self.docs.query(JOBS_OLDEST_IN_STAGE, product, {"stage": "queued", "top": 1})
-        oldest_age = (now - Job.from_doc(oldest[0]).createdAt).total_seconds() if oldest else None
-        # Unroutable is judged against the fleet as it is now, not as it was at submit.
-        views = self.factory_views(product)
-        queued = self.docs.query(
-            JOBS_IN_STAGE, product, {"stage": "queued", "top": self.config.metrics_scan}
-        )
-        unroutable = sum(1 for row in queued if not can_ever_run(Job.from_doc(row), views))
-        metrics = {
-            "id": METRICS_ID,
-            "productId": product,
-            "type": "metrics",
-            "at": format_ts(now),
-            "queueDepth": depth,
-            "oldestQueuedSeconds": oldest_age,
-            "unroutable": unroutable,
-        }
-        budget = self.budgets.get(product)
-        if budget is not None:
-            metrics["budget"] = budget.view()
-            self.budgets.record_point(product)
-        self.docs.upsert(metrics)
-        return {k: v for k, v in metrics.items() if k not in ("id", "productId", "type")}
+        """Compute and store the product's metrics (``fleet.coordinator.metrics``)."""
+        return compute_metrics(self, product)
 
     def metrics(self, product: str) -> dict[str, Any]:
-        try:
-            doc = self.docs.read(product, METRICS_ID)
-        except NotFound:
-            return self.compute_metrics(product)
-        return {
-            k: v
-            for k, v in doc.items()
-            if not k.startswith("_") and k not in ("id", "productId", "type")
-        }
+        """The stored metrics: one point read."""
+        return read_metrics(self, product)
 
     # --- the one write path ----------------------------------------------------------
 
@@ -1286,9 +1279,31 @@ class Coordinator:
                 stored = self._write(updated, job.etag, spill=spill)
             except ConcurrencyConflict:
                 continue
+            except StoreUnavailable as exc:
+                stored = self._landed(updated, exc)
             self._lease_ended(job, stored)
             return stored
         raise ConcurrencyConflict(f"job {job_id} is changing too fast; retry", jobId=job_id)
+
+    def _landed(self, expected: Job, error: StoreUnavailable) -> Job:
+        """After a job write failed with ``StoreUnavailable``: the write may have happened
+        with only its answer lost (a dropped connection, a timeout, a 503 after the commit).
+        One point read tells: the stored job if it is what was written, else ``error`` again
+        (nothing happened, or the store cannot tell yet: the caller retries, and re-decides
+        against the fresh state). Without this, a retried report of a transition that did
+        happen is refused as fenced, and a claim whose answer was lost leaves the job leased
+        to a factory that never knew."""
+
+        def written(job: Job) -> dict[str, Any]:
+            return {k: v for k, v in job.to_doc().items() if k not in ("events", "spilledThrough")}
+
+        try:
+            current = self.get_job(expected.productId, expected.id)
+        except JobNotFound:
+            raise error from None
+        if written(current) != written(expected):
+            raise error
+        return current
 
     def _write(self, job: Job, etag: str | None, *, spill: bool) -> Job:
         if spill and len(job.events) > J.EMBEDDED_EVENTS:
@@ -1354,17 +1369,24 @@ class Preemption:
 class ProductSettings:
     weights: Weights = DEFAULT_WEIGHTS
     preemption: Preemption = field(default_factory=Preemption)
+    alerts: AlertRules = field(default_factory=AlertRules)  # the metrics timer's alert rules
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any], default_weights: Weights) -> ProductSettings:
         raw = doc.get("preemption")
+        rules = doc.get("alerts")
         return cls(
             weights=weights_from(doc.get("weights"), default_weights),
             preemption=Preemption().merged(raw if isinstance(raw, dict) else {}),
+            alerts=AlertRules().merged(rules if isinstance(rules, dict) else {}),
         )
 
     def as_dict(self) -> dict[str, Any]:
-        return {"weights": weights_as_dict(self.weights), "preemption": self.preemption.as_dict()}
+        return {
+            "weights": weights_as_dict(self.weights),
+            "preemption": self.preemption.as_dict(),
+            "alerts": self.alerts.as_dict(),
+        }
 
 
 def weights_as_dict(weights: Weights) -> dict[str, float]:

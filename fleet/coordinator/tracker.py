@@ -5,28 +5,26 @@ the same issue delivered twice (webhooks retry) is one job. GitHub's issues webh
 authenticated by its ``X-Hub-Signature-256`` HMAC, compared in constant time.
 
 The echo never blocks a transition: it is not done by the writer of the transition at all.
-A dispatcher (run by the reaper's timer) follows the product's event feed from a stored
-cursor and POSTs each stage change of a tracker job to the configured URL, signed with
-``X-Fleet-Signature-256: sha256=<hmac>``. A failing endpoint is retried with capped
-exponential backoff; the cursor only moves past an event once it was delivered, so nothing
-is lost and the order is kept.
+A dispatcher (``fleet.coordinator.webhooks``, run by the reaper's timer) follows the
+product's job event feed from a stored cursor and POSTs each stage change of a tracker job
+to the configured URL, signed with ``X-Fleet-Signature-256: sha256=<hmac>``. A failing
+endpoint is retried with capped exponential backoff; the cursor only moves past an event
+once it was delivered, so nothing is lost and the order is kept.
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
-import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from fleet.coordinator.identity import Unauthorized
+from fleet.coordinator.webhooks import Dispatcher, Endpoint, Item, Poster, backoff_seconds, sign
 from fleet.domain.manifest import ValidationFailed, parse_json
-from fleet.domain.models import Job, format_ts, parse_ts
-from fleet.errors import AlreadyExists, ConcurrencyConflict, NotFound
+from fleet.domain.models import Job
+from fleet.errors import NotFound
 
 if TYPE_CHECKING:
     from fleet.coordinator.service import Coordinator
@@ -34,16 +32,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CURSOR_ID = "tracker-echo"
-MAX_BACKOFF_SECONDS = 300.0
-
-# (url, body bytes, headers) -> HTTP status; raises on transport errors.
-Poster = Callable[[str, bytes, dict[str, str]], int]
-
-
-def _post_with_requests(url: str, body: bytes, headers: dict[str, str]) -> int:
-    import requests
-
-    return int(requests.post(url, data=body, headers=headers, timeout=10).status_code)
+__all__ = ["CURSOR_ID", "Tracker", "TrackerConfig", "backoff_seconds", "sign"]
 
 
 @dataclass(frozen=True)
@@ -54,20 +43,11 @@ class TrackerConfig:
     batch: int = 100
 
 
-def sign(secret: str, body: bytes) -> str:
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-
-
 def verify_github_signature(secret: str | None, body: bytes, header: str | None) -> None:
     if not secret:
         raise Unauthorized("GitHub webhooks are not configured (no webhook secret)")
     if not header or not hmac.compare_digest(sign(secret, body), header.strip()):
         raise Unauthorized("bad or missing X-Hub-Signature-256")
-
-
-def backoff_seconds(attempts: int) -> float:
-    """Capped exponential: 2, 4, 8, ... seconds, at most five minutes."""
-    return float(min(MAX_BACKOFF_SECONDS, 2.0 ** max(1, attempts)))
 
 
 class Tracker:
@@ -76,7 +56,15 @@ class Tracker:
     ) -> None:
         self.coord = coordinator
         self.config = config
-        self.poster = poster or _post_with_requests
+        self.dispatcher = Dispatcher(
+            coordinator.docs,
+            coordinator.clock,
+            Endpoint(config.echo_url, config.echo_secret),
+            doc_id=CURSOR_ID,
+            doc_type="tracker_cursor",
+            what="tracker echo",
+            poster=poster,
+        )
 
     # --- ingest ----------------------------------------------------------------------
 
@@ -127,47 +115,13 @@ class Tracker:
     def echo(self, product: str) -> int:
         """Deliver the stage changes of tracker jobs since the cursor. Returns how many were
         delivered; stops at the first failure (retried after a backoff)."""
-        if not self.config.echo_url:
-            return 0
-        now = self.coord.clock.now()
-        state = self._cursor(product)
-        due = state.get("nextAttemptAt")
-        if due and now < parse_ts(due):
-            return 0
-        events, _ = self.coord.product_events(product, state.get("cursor"), self.config.batch)
-        delivered = 0
+        return self.dispatcher.dispatch(product, lambda cursor: self._items(product, cursor))
+
+    def _items(self, product: str, cursor: str | None) -> Iterator[Item]:
+        events, _ = self.coord.product_events(product, cursor, self.config.batch, alerts=False)
         for event in events:
-            cursor = "|".join((event["at"], event["jobId"], str(event["seq"])))
-            payload = self._payload(product, event)
-            if payload is not None:
-                body = json.dumps(payload, separators=(",", ":")).encode()
-                headers = {"Content-Type": "application/json"}
-                if self.config.echo_secret:
-                    headers["X-Fleet-Signature-256"] = sign(self.config.echo_secret, body)
-                try:
-                    status = self.poster(self.config.echo_url, body, headers)
-                except Exception as exc:  # any transport failure is a failed delivery
-                    status, error = 0, f"{type(exc).__name__}: {exc}"
-                else:
-                    error = f"HTTP {status}"
-                if not 200 <= status < 300:
-                    attempts = int(state.get("attempts", 0)) + 1
-                    self._save(
-                        product,
-                        state,
-                        attempts=attempts,
-                        nextAttemptAt=format_ts(now + timedelta(seconds=backoff_seconds(attempts))),
-                        lastError=error,
-                    )
-                    log.warning(
-                        "tracker echo for %s failed (%s); retry %d", product, error, attempts
-                    )
-                    return delivered
-                delivered += 1
-            state = self._save(
-                product, state, cursor=cursor, attempts=0, nextAttemptAt=None, lastError=None
-            )
-        return delivered
+            position = "|".join((event["at"], event["jobId"], str(event["seq"])))
+            yield position, self._payload(product, event)
 
     def _payload(self, product: str, event: Mapping[str, Any]) -> dict[str, Any] | None:
         if event.get("fromStage") == event.get("toStage") and event.get("type") != "submit":
@@ -190,24 +144,5 @@ class Tracker:
             "at": event.get("at"),
         }
 
-    def _cursor(self, product: str) -> dict[str, Any]:
-        try:
-            return self.coord.docs.read(product, CURSOR_ID)
-        except NotFound:
-            doc = {"id": CURSOR_ID, "productId": product, "type": "tracker_cursor", "cursor": None}
-            try:
-                return self.coord.docs.create(doc)
-            except AlreadyExists:
-                return self.coord.docs.read(product, CURSOR_ID)
-
-    def _save(self, product: str, state: dict[str, Any], **changes: Any) -> dict[str, Any]:
-        updated = {**state, **changes}
-        try:
-            return self.coord.docs.replace(updated, etag=state.get("_etag"))
-        except ConcurrencyConflict:
-            # Another instance's dispatcher moved it: its view wins; ours is re-read next run.
-            return self.coord.docs.read(product, CURSOR_ID)
-
     def status(self, product: str) -> dict[str, Any]:
-        state = self._cursor(product)
-        return {k: state.get(k) for k in ("cursor", "attempts", "nextAttemptAt", "lastError")}
+        return self.dispatcher.status(product)

@@ -38,7 +38,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from fleet.domain.models import Deps
+from fleet.domain.models import Deps, ReviewSpec
 from fleet.errors import FleetError
 
 __all__ = [
@@ -73,6 +73,8 @@ MAX_DEPS = 100
 MAX_KEY_CHARS = 200
 MAX_VERIFY_CHARS = 2000
 MAX_BODY_BYTES = 256 * 1024
+MAX_REVIEW_APPROVALS = 5
+MAX_REVIEW_ROUNDS = 10
 MAX_PREAMBLE_BYTES = 64 * 1024
 MAX_DESCRIPTION_CHARS = 1000
 # Read before any YAML is parsed: a cheap bound on the work one document can cause.
@@ -255,7 +257,20 @@ class _DepsSpec(_Strict):
     jobs: JobIds
 
 
+class _ReviewSpec(_Strict):
+    """The mapping form of ``review``."""
+
+    approvals: Annotated[int, Field(strict=True, ge=1, le=MAX_REVIEW_APPROVALS)] = 1
+    distinctKind: Annotated[bool, Field(strict=True)] = Field(
+        default=False, validation_alias=_aliases("distinctKind", "distinct_kind")
+    )
+    maxRounds: Annotated[int, Field(strict=True, ge=1, le=MAX_REVIEW_ROUNDS)] = Field(
+        default=3, validation_alias=_aliases("maxRounds", "max_rounds")
+    )
+
+
 _BUDGET_SPEC = TypeAdapter(_BudgetSpec)
+_REVIEW_SPEC = TypeAdapter(_ReviewSpec)
 _DEPS_SPEC = TypeAdapter(_DepsSpec)
 _JOB_IDS = TypeAdapter(JobIds)
 
@@ -300,6 +315,26 @@ def _deps(value: Any) -> Deps | None:
     return Deps(mode=mode, jobs=jobs) if jobs else None
 
 
+def _review(value: Any) -> ReviewSpec | None:
+    """``review: 2`` (two approvals) or ``review: {approvals, distinctKind, maxRounds}``."""
+    if value is None:
+        return None
+    if isinstance(value, ReviewSpec):
+        return value
+    if isinstance(value, Mapping):
+        spec = _REVIEW_SPEC.validate_python(dict(value))
+    elif isinstance(value, int) and not isinstance(value, bool):
+        spec = _REVIEW_SPEC.validate_python({"approvals": value})
+    else:
+        raise _error(
+            "review_type",
+            "should be a number of approvals, or {approvals, distinctKind, maxRounds}",
+        )
+    return ReviewSpec(
+        approvals=spec.approvals, distinctKind=spec.distinctKind, maxRounds=spec.maxRounds
+    )
+
+
 # --- the manifest ---------------------------------------------------------------------
 
 
@@ -327,6 +362,7 @@ class Manifest(_Strict):
         default=300, validation_alias=_aliases("leaseSeconds", "lease_seconds")
     )
     verify: Verify | None = None
+    review: Annotated[ReviewSpec | None, BeforeValidator(_review)] = None
     body: Body = ""
 
 
@@ -547,6 +583,10 @@ def render_markdown(manifest: Manifest) -> str:
         value = getattr(manifest, name)
         if value != Manifest.model_fields[name].default:
             meta[name] = value
+    if manifest.review is not None:
+        review = manifest.review
+        shorthand = review == ReviewSpec(approvals=review.approvals)
+        meta["review"] = review.approvals if shorthand else review.model_dump(mode="json")
     return _render(meta, manifest.body)
 
 
@@ -636,6 +676,7 @@ _CONTEXTS: dict[type[BaseModel], dict[tuple[str, ...], dict[str, str]]] = {
         ("budgetUsd",): _spellings(_BudgetSpec),
         ("budget_usd",): _spellings(_BudgetSpec),
         ("deps",): _spellings(_DepsSpec),
+        ("review",): _spellings(_ReviewSpec),
     },
     ProfileSpec: {(): _spellings(ProfileSpec)},
 }

@@ -85,6 +85,54 @@ class Deps(Model):
     jobs: tuple[str, ...] = ()
 
 
+class ReviewSpec(Model):
+    """What a job's review needs: ``approvals`` from as many distinct reviewers in one
+    round; with ``distinctKind``, reviewers whose kind differs from the author's; at most
+    ``maxRounds`` rounds (a rejection in the last one fails the job)."""
+
+    approvals: int = 1
+    distinctKind: bool = False
+    maxRounds: int = 3
+
+
+class ReviewVote(Model):
+    reviewer: str  # the actor: "operator:alice", "factory:f2"
+    kind: str  # what the reviewer counts as: "human", an engine, "claude+codex"
+    verdict: Literal["approve", "reject"]
+    comments: str = ""
+    at: Timestamp
+
+
+class ReviewRequest(Model):
+    by: str
+    reviewers: tuple[str, ...] = ()
+    note: str | None = None
+    at: Timestamp
+
+
+class ReviewRound(Model):
+    """A closed round, kept in the job's review history."""
+
+    round: int
+    outcome: str  # approved, rejected, exhausted, withdrawn (left review otherwise)
+    author: str | None = None
+    authorKind: str = "unknown"
+    votes: tuple[ReviewVote, ...] = ()
+
+
+class ReviewState(Model):
+    """The job's review: the current (or last) round and the rounds before it."""
+
+    round: int  # 1 on the first entry into review, +1 on each entry after
+    outcome: Literal["open", "approved", "rejected", "exhausted"] = "open"
+    author: str | None = None  # the factory whose attempt is under review
+    authorKind: str = "unknown"
+    votes: tuple[ReviewVote, ...] = ()
+    requests: tuple[ReviewRequest, ...] = ()
+    openedAt: Timestamp
+    history: tuple[ReviewRound, ...] = ()
+
+
 class ProfileSnapshot(Model):
     name: str
     version: int
@@ -124,6 +172,8 @@ class Job(Document):
     parentId: str | None = None  # set on the children of a decomposed job
     children: tuple[str, ...] = ()  # the jobs this one was decomposed into
     tracker: dict[str, Any] | None = None  # {source, id, url} when it came from a tracker
+    review: ReviewSpec | None = None  # the manifest's review quorum, if it asks for one
+    reviewState: ReviewState | None = None  # set when the job first enters review
 
     createdAt: Timestamp
     updatedAt: Timestamp

@@ -38,6 +38,10 @@ class Action(StrEnum):
     RETRY = "retry"  # leased -> queued (retryable failure, attempt counted)
     RETRY_FINAL = "retry_final"  # leased -> dead_letter (retryable, attempts exhausted)
     RELEASE = "release"  # leased -> queued (given back, e.g. drain; not a failure)
+    # by reviewers (fleet.domain.review)
+    APPROVE_QUORUM = "approve_quorum"  # review -> shipped: the round has its approvals
+    REVIEW_REJECT = "review_reject"  # review -> queued: rejected, the next attempt sees why
+    REVIEW_EXHAUSTED = "review_exhausted"  # review -> failed: rejected in the last round
     # by an operator
     CANCEL = "cancel"
     REQUEUE = "requeue"
@@ -65,6 +69,9 @@ TRANSITIONS: dict[tuple[Stage, Action], Stage] = {
     (Stage.BUILDING, Action.SUBMIT_REVIEW): Stage.REVIEW,
     (Stage.TESTING, Action.SUBMIT_REVIEW): Stage.REVIEW,
     (Stage.BUILDING, Action.COMPLETE): Stage.SHIPPED,
+    (Stage.REVIEW, Action.APPROVE_QUORUM): Stage.SHIPPED,
+    (Stage.REVIEW, Action.REVIEW_REJECT): Stage.QUEUED,
+    (Stage.REVIEW, Action.REVIEW_EXHAUSTED): Stage.FAILED,
     (Stage.TESTING, Action.COMPLETE): Stage.SHIPPED,
     **{(s, Action.FAIL): Stage.FAILED for s in _L},
     **{(s, Action.RETRY): Stage.QUEUED for s in _L},

@@ -1,4 +1,4 @@
-"""The claim, the queue-state gate, factories, the product-wide event feed, metrics."""
+"""The claim, the queue-state gate, factories, the product-wide event feed, metrics, alerts."""
 
 from __future__ import annotations
 
@@ -107,14 +107,24 @@ def product_events(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="fleet/metrics", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 @handles_errors
 def metrics(req: func.HttpRequest) -> func.HttpResponse:
+    """The metrics the metrics timer stored: one point read."""
     principal = any_principal(req)
     return json_response(get_context().coordinator.metrics(principal.product))
+
+
+@bp.route(route="fleet/alerts", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@handles_errors
+def alerts(req: func.HttpRequest) -> func.HttpResponse:
+    """Active alerts and the recent raise/clear events, and where the alert webhook stands."""
+    principal = any_principal(req)
+    history = min(100, int_param(req, "history", 50, minimum=0))
+    return json_response(get_context().monitor.alerts(principal.product, history))
 
 
 @bp.route(route="fleet/settings", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 @handles_errors
 def get_settings(req: func.HttpRequest) -> func.HttpResponse:
-    """The product's scheduler weights and preemption rule."""
+    """The product's scheduler weights, preemption rule and alert rules."""
     principal = any_principal(req)
     return json_response(get_context().coordinator.product_settings(principal.product))
 
@@ -122,11 +132,15 @@ def get_settings(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="fleet/settings", methods=["PUT"], auth_level=func.AuthLevel.ANONYMOUS)
 @handles_errors
 def put_settings(req: func.HttpRequest) -> func.HttpResponse:
-    """Change the product's scheduler weights and preemption rule (omitted ones are kept)."""
+    """Change the product's scheduler weights, preemption and alert rules (omitted ones are
+    kept)."""
     principal = operator_principal(req)
     body = body_model(req, SettingsBody)
     weights = body.weights.model_dump(exclude_none=True) if body.weights else None
     preemption = body.preemption.model_dump(exclude_none=True) if body.preemption else None
+    alerts = body.alerts.model_dump(exclude_none=True) if body.alerts else None
     return json_response(
-        get_context().coordinator.put_product_settings(principal.product, weights, preemption)
+        get_context().coordinator.put_product_settings(
+            principal.product, weights, preemption, alerts
+        )
     )

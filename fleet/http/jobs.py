@@ -56,12 +56,19 @@ def _holds(principal: Principal, job: Job) -> bool:
     return job.lease is not None and job.lease.holder == principal.id
 
 
+def _readable_by_factory(principal: Principal, job: Job) -> bool:
+    """A factory reads the jobs it holds, and the jobs in review (it may be a reviewer)."""
+    return _holds(principal, job) or job.stage is Stage.REVIEW
+
+
 def readable_job(principal: Principal, job_id: str) -> Job:
     """The job, if the caller may read it: operators read every job of their product, a
-    factory only the jobs it holds (one point read)."""
+    factory only the jobs it holds or that await review (one point read)."""
     job = get_context().coordinator.get_job(principal.product, job_id)
-    if principal.kind == "factory" and not _holds(principal, job):
-        raise Forbidden("factory tokens can only read the jobs they hold", jobId=job_id)
+    if principal.kind == "factory" and not _readable_by_factory(principal, job):
+        raise Forbidden(
+            "factory tokens can only read the jobs they hold or that are in review", jobId=job_id
+        )
     return job
 
 
@@ -106,7 +113,8 @@ def list_jobs(req: func.HttpRequest) -> func.HttpResponse:
         )
     jobs = get_context().coordinator.list_jobs(principal.product)
     if principal.kind == "factory":
-        jobs = [j for j in jobs if _holds(principal, j)]  # a factory sees only its own
+        # A factory sees its own, and what awaits review.
+        jobs = [j for j in jobs if _readable_by_factory(principal, j)]
     if stage:
         jobs = [j for j in jobs if j.stage.value == stage]
     views = [job_view(j) for j in jobs]

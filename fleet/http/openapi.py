@@ -48,7 +48,7 @@ from fleet.http.parsing import (
     SettingsBody,
 )
 from fleet.http.responses import JSON
-from fleet.http.work import ArtifactBody
+from fleet.http.work import ArtifactBody, ReviewBody, ReviewRequestBody
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
 
@@ -527,16 +527,40 @@ OPERATIONS: tuple[Operation, ...] = (
         "get",
         "/api/fleet/metrics",
         "metrics",
-        "Queue depth per stage, oldest queued age, unroutable count",
+        "Utilization, queue depth, starvation, stale factories, stalled and unroutable jobs, "
+        "spend vs ceiling",
         "fleet",
         identity="any",
+        description="Written by the metrics timer (`METRICS_SCHEDULE`); this is one point read.",
         replies={200: Reply("The metrics.", _ref("Metrics"))},
+    ),
+    Operation(
+        "get",
+        "/api/fleet/alerts",
+        "alerts",
+        "Active alerts and the recent raise/clear events",
+        "fleet",
+        identity="any",
+        description=(
+            "Alerts are evaluated by the metrics timer against the product's rules "
+            "(`alerts` in `/api/fleet/settings`); each raise and clear is also an event in "
+            "`/api/fleet/events` and, if `ALERT_WEBHOOK_URL` is set, POSTed there signed."
+        ),
+        parameters=(
+            _query(
+                "history",
+                "At most this many recent events, newest first (at most 100).",
+                {"type": "integer", "minimum": 0, "default": 50},
+            ),
+        ),
+        replies={200: Reply("The alerts.", _ref("Alerts"))},
+        errors=(400,),
     ),
     Operation(
         "get",
         "/api/fleet/settings",
         "getSettings",
-        "The product's scheduler weights and preemption rule",
+        "The product's scheduler weights, preemption rule and alert rules",
         "fleet",
         identity="any",
         replies={200: Reply("The settings in force.", _ref("Settings"))},
@@ -545,7 +569,8 @@ OPERATIONS: tuple[Operation, ...] = (
         "put",
         "/api/fleet/settings",
         "putSettings",
-        "Change the product's scheduler weights and preemption rule (omitted ones are kept)",
+        "Change the product's scheduler weights, preemption and alert rules (omitted ones "
+        "are kept)",
         "operator",
         identity="operator",
         body=_json_body("SettingsBody"),
@@ -617,6 +642,44 @@ OPERATIONS: tuple[Operation, ...] = (
         "operator",
         identity="operator",
         replies={200: Reply("Cursor, failed attempts, next try, last error.", {"type": "object"})},
+    ),
+    # --- the review quorum
+    Operation(
+        "post",
+        "/api/fleet/jobs/{id}/review/request",
+        "requestReview",
+        "Ask for reviewers of a job in review (recorded; wakes gated factories)",
+        "review",
+        identity="any",
+        description=(
+            "An operator, or the factory whose attempt is under review (another factory: 403 "
+            "`not_author`). Recorded in `reviewState.requests` and as a `review_request` "
+            "event; the queue-state gate is bumped. 409 `not_in_review` outside review."
+        ),
+        parameters=(JOB_ID,),
+        body=_json_body("ReviewRequestBody", required=False),
+        replies={200: _job_reply()},
+        errors=(400, 404, 409),
+    ),
+    Operation(
+        "post",
+        "/api/fleet/jobs/{id}/review",
+        "reviewJob",
+        "Approve or reject the attempt under review",
+        "review",
+        identity="any",
+        description=(
+            "Operators (`kind` as given, default `human`) and factories (their kind is their "
+            "`kind:NAME`, else `engine:NAME` capabilities). The manifest's `review.approvals` "
+            "approvals from distinct reviewers in one round ship the job; one rejection "
+            "queues it again with every vote's comments under `checkpoint.review`, or fails "
+            "it in round `maxRounds`. 403 `self_review` (the author), `same_kind` (with "
+            "`distinctKind`), `review_refused`; 409 `already_voted`, `not_in_review`."
+        ),
+        parameters=(JOB_ID,),
+        body=_json_body("ReviewBody"),
+        replies={200: _job_reply()},
+        errors=(400, 404, 409),
     ),
     # --- artifacts
     Operation(
@@ -915,6 +978,8 @@ _MODELS: tuple[tuple[type[BaseModel], JsonSchemaMode], ...] = (
     (SettingsBody, "validation"),
     (AgentEventsBody, "validation"),
     (ArtifactBody, "validation"),
+    (ReviewBody, "validation"),
+    (ReviewRequestBody, "validation"),
     (BudgetBody, "validation"),
     (ChannelBody, "validation"),
     (HeartbeatBody, "validation"),
@@ -928,7 +993,15 @@ _MODELS: tuple[tuple[type[BaseModel], JsonSchemaMode], ...] = (
     (Profile, "serialization"),
 )
 
-_TIMESTAMPS = {"at", "expiresAt", "createdAt", "updatedAt", "lastEventAt", "lastSeen"}
+_TIMESTAMPS = {
+    "at",
+    "expiresAt",
+    "createdAt",
+    "updatedAt",
+    "lastEventAt",
+    "lastSeen",
+    "openedAt",
+}
 
 
 def _model_schemas() -> dict[str, Schema]:
@@ -1190,7 +1263,54 @@ def _hand_schemas() -> dict[str, Schema]:
             }
         ),
         "Deregistration": _obj({"factory": _STR, "deregistered": {"type": "boolean"}}),
-        "ProductEvent": {"allOf": [_ref("Event"), _obj({"jobId": _STR})]},
+        "ProductEvent": {
+            "anyOf": [{"allOf": [_ref("Event"), _obj({"jobId": _STR})]}, _ref("AlertEvent")]
+        },
+        "AlertEvent": _obj(
+            {
+                "seq": {**_INT, "description": "Per product, over alert events."},
+                "type": {"enum": ["alert_raised", "alert_cleared"]},
+                "kind": {"enum": ["raised", "cleared"]},
+                "key": {
+                    "type": "string",
+                    "description": "Stable: no_live_factories, starvation, stale_factories, "
+                    "stalled_jobs, unroutable_jobs, budget.",
+                },
+                "severity": {"enum": ["info", "warning", "critical"]},
+                "message": _STR,
+                "details": {"type": "object"},
+                "at": {"type": "string", "format": "date-time"},
+                "jobId": {"type": "null", "description": "In the event feed: not a job's."},
+                "alert": {"const": True, "description": "In the event feed."},
+            },
+            required=("seq", "type", "kind", "key", "severity", "message", "details", "at"),
+        ),
+        "ActiveAlert": _obj(
+            {
+                "key": _STR,
+                "severity": {"enum": ["info", "warning", "critical"]},
+                "message": _STR,
+                "details": {"type": "object"},
+                "since": {"type": "string", "format": "date-time"},
+                "updatedAt": {"type": "string", "format": "date-time"},
+            }
+        ),
+        "Alerts": _obj(
+            {
+                "active": {"type": "array", "items": _ref("ActiveAlert")},
+                "history": {"type": "array", "items": _ref("AlertEvent")},
+                "evaluatedAt": _nullable({"type": "string", "format": "date-time"}),
+                "webhook": _obj(
+                    {
+                        "configured": {"type": "boolean"},
+                        "cursor": _nullable(_STR),
+                        "attempts": _nullable(_INT),
+                        "nextAttemptAt": _nullable(_STR),
+                        "lastError": _nullable(_STR),
+                    }
+                ),
+            }
+        ),
         "ChildrenBody": _obj(
             {
                 "mode": {"enum": ["all", "any"], "default": "all"},
@@ -1284,6 +1404,17 @@ def _hand_schemas() -> dict[str, Schema]:
                         "afterSeconds": {"type": "number"},
                     }
                 ),
+                "alerts": _obj(
+                    {
+                        "enabled": {"type": "boolean"},
+                        "starvationSeconds": {"type": "number"},
+                        "staleFactories": _INT,
+                        "stalledJobs": _INT,
+                        "unroutableJobs": _INT,
+                        "budgetFraction": {"type": "number"},
+                        "noLiveFactories": {"type": "boolean"},
+                    }
+                ),
             }
         ),
         "Budget": _obj(
@@ -1338,8 +1469,62 @@ def _hand_schemas() -> dict[str, Schema]:
                     "additionalProperties": _INT,
                 },
                 "oldestQueuedSeconds": _nullable({"type": "number"}),
+                "utilization": _obj(
+                    {
+                        "held": {**_INT, "description": "Jobs assigned, building or testing."},
+                        "seats": {**_INT, "description": "Seats of the live factories."},
+                        "fraction": _nullable({"type": "number"}),
+                    }
+                ),
+                "factories": _obj(
+                    {
+                        "total": _INT,
+                        "live": _INT,
+                        "stale": {"type": "array", "items": _STR},
+                        "down": {"type": "array", "items": _STR},
+                    }
+                ),
+                "starvation": _obj(
+                    {
+                        "thresholdSeconds": {"type": "number"},
+                        "count": _INT,
+                        "jobs": {
+                            "type": "array",
+                            "items": _obj({"jobId": _STR, "waitingSeconds": {"type": "number"}}),
+                        },
+                    }
+                ),
+                "stalled": _obj({"count": _INT, "jobs": {"type": "array", "items": _STR}}),
                 "unroutable": _INT,
-            }
+                "unroutableJobs": {"type": "array", "items": _STR},
+                "scanned": {**_INT, "description": "Oldest queued jobs looked at."},
+                "truncated": {"type": "boolean"},
+                "spend": _nullable(
+                    _obj(
+                        {
+                            "spentUsd": {"type": "number"},
+                            "reservedUsd": {"type": "number"},
+                            "ceilingUsd": _nullable({"type": "number"}),
+                            "fraction": _nullable({"type": "number"}),
+                        }
+                    )
+                ),
+                "budget": _ref("Budget"),
+            },
+            required=(
+                "at",
+                "queueDepth",
+                "oldestQueuedSeconds",
+                "utilization",
+                "factories",
+                "starvation",
+                "stalled",
+                "unroutable",
+                "unroutableJobs",
+                "scanned",
+                "truncated",
+                "spend",
+            ),
         ),
         "ProfileList": _obj({"profiles": {"type": "array", "items": _ref("Profile")}}),
         "IssuedEnrollmentToken": _obj(
@@ -1515,12 +1700,20 @@ _RESPONSES: dict[str, Schema] = {
         },
     ),
     "Conflict": _error(
-        "The job's stage does not allow this (`illegal_transition`), or a write race was "
-        "lost too often (`conflict`): nothing was changed."
+        "The job's stage does not allow this (`illegal_transition`, `not_in_review`), a "
+        "reviewer voted twice in a round (`already_voted`), or a write race was lost too "
+        "often (`conflict`): nothing was changed."
     ),
     "FactoryConflict": _error(
         "`factory_exists`: a factory of this name is enrolled (deregister it first); or "
         "`factory_revoked`: the factory was revoked (enroll it again)."
+    ),
+    "TooLarge": _error(
+        "The request body is over 512 KiB (`too_large`); nothing was read or changed.",
+        {
+            "error": "too_large",
+            "message": "request body too large: 600000 bytes, at most 524288 bytes",
+        },
     ),
     "InternalError": _error("An unexpected error (`internal`); nothing internal is shown."),
     "Unavailable": _error(
@@ -1569,6 +1762,8 @@ def _operation(op: Operation) -> Schema:
     for status in op.errors:
         name = op.conflict if status == 409 else _ERROR_RESPONSES[status]
         responses[str(status)] = _ref(name, "responses")
+    if op.body is not None:
+        responses["413"] = _ref("TooLarge", "responses")
     if op.identity is not None:
         responses["401"] = _ref("Unauthorized", "responses")
         responses["403"] = _ref("Forbidden", "responses")
@@ -1608,6 +1803,7 @@ def build_document() -> dict[str, Any]:
             {"name": "jobs", "description": "Submit and read jobs."},
             {"name": "lease", "description": "The lease holder's fenced writes."},
             {"name": "operator", "description": "Operator actions on a job."},
+            {"name": "review", "description": "The review quorum: requests and votes."},
             {"name": "fleet", "description": "The claim, the gate, factories, events, metrics."},
             {"name": "tokens", "description": "Enrollment, rotation and revocation."},
             {"name": "profiles", "description": "Persona profiles (immutable versions)."},

@@ -17,12 +17,18 @@ M = TypeVar("M", bound=BaseModel)
 MAX_BODY_BYTES = 512 * 1024
 
 
+class PayloadTooLarge(ValidationFailed):
+    """The request body is too large."""
+
+    code = "too_large"
+
+
 def body_bytes(req: func.HttpRequest) -> bytes:
     body = req.get_body() or b""
     if len(body) > MAX_BODY_BYTES:
-        raise ValidationFailed(
+        raise PayloadTooLarge(
             [Problem(path="", code="too_large", message=f"at most {MAX_BODY_BYTES} bytes")],
-            "request body too large",
+            f"request body too large: {len(body)} bytes, at most {MAX_BODY_BYTES} bytes",
         )
     return body
 
@@ -160,9 +166,22 @@ class PreemptionBody(Body):
     afterSeconds: float | None = Field(default=None, ge=0, le=24 * 3600)
 
 
+class AlertsBody(Body):
+    """The metrics timer's alert rules; omitted ones are kept, 0 turns a threshold off."""
+
+    enabled: bool | None = None
+    starvationSeconds: float | None = Field(default=None, ge=0, le=7 * 24 * 3600)
+    staleFactories: int | None = Field(default=None, ge=0, le=10_000)
+    stalledJobs: int | None = Field(default=None, ge=0, le=10_000)
+    unroutableJobs: int | None = Field(default=None, ge=0, le=10_000)
+    budgetFraction: float | None = Field(default=None, ge=0, le=10)
+    noLiveFactories: bool | None = None
+
+
 class SettingsBody(Body):
     weights: WeightsBody | None = None
     preemption: PreemptionBody | None = None
+    alerts: AlertsBody | None = None
 
 
 MAX_AGENT_EVENT_BYTES = 16 * 1024

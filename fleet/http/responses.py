@@ -13,6 +13,7 @@ import azure.functions as func
 from fleet.coordinator.identity import Forbidden, Unauthorized
 from fleet.domain.jobs import Fenced, IllegalReport, IllegalReprioritize
 from fleet.domain.manifest import ValidationFailed
+from fleet.domain.review import AlreadyVoted, NotInReview, ReviewRefused
 from fleet.domain.stages import IllegalTransition
 from fleet.errors import (
     AlreadyExists,
@@ -22,20 +23,25 @@ from fleet.errors import (
     SettingsError,
     StoreUnavailable,
 )
+from fleet.http.parsing import PayloadTooLarge
 
 log = logging.getLogger(__name__)
 
 JSON = "application/json"
 
 _STATUS: tuple[tuple[type[FleetError], int], ...] = (
+    (PayloadTooLarge, 413),
     (ValidationFailed, 400),
     (IllegalReport, 400),
     (Unauthorized, 401),
     (Forbidden, 403),
+    (ReviewRefused, 403),
     (NotFound, 404),
     (Fenced, 409),
     (IllegalTransition, 409),
     (IllegalReprioritize, 409),
+    (NotInReview, 409),
+    (AlreadyVoted, 409),
     (AlreadyExists, 409),
     (ConditionFailed, 409),
     (StoreUnavailable, 503),

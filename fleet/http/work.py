@@ -1,12 +1,12 @@
-"""Work structure: artifacts (and, as they land, DAGs, reviews and the tracker bridge)."""
+"""Work structure: artifacts, DAGs, the review quorum and the tracker bridge."""
 
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import azure.functions as func
-from pydantic import Field
+from pydantic import Field, StringConstraints
 
 from fleet.context import get_context
 from fleet.coordinator.identity import (
@@ -16,10 +16,12 @@ from fleet.coordinator.identity import (
     factory_principal,
     operator_principal,
 )
+from fleet.coordinator.review import Reviewer
 from fleet.coordinator.tracker import verify_github_signature
+from fleet.domain import review as R
 from fleet.domain.manifest import Manifest, Problem, ValidationFailed, parse_json
 from fleet.http.jobs import job_view, readable_job
-from fleet.http.parsing import Body, body_bytes, body_model, json_value
+from fleet.http.parsing import Body, body_bytes, body_model, json_value, parse_model
 from fleet.http.responses import handles_errors, json_response
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
@@ -29,6 +31,28 @@ class ArtifactBody(Body):
     leaseEpoch: int = Field(ge=1)
     name: str = Field(min_length=1, max_length=200)
     contentType: str | None = Field(default=None, max_length=200)
+
+
+ReviewKind = Annotated[str, StringConstraints(pattern=R.KIND_PATTERN)]
+
+
+class ReviewBody(Body):
+    """A vote. ``kind``: what an operator reviews as (default ``human``); a factory's kind
+    is what it advertises (``kind:NAME``, else ``engine:NAME`` capabilities) and it may only
+    name one of those."""
+
+    verdict: Literal["approve", "reject"]
+    comments: str = Field(default="", max_length=R.MAX_COMMENTS_CHARS)
+    kind: ReviewKind | None = None
+
+
+class ReviewRequestBody(Body):
+    """Whom to ask (factory names, operators, or kinds: free text, recorded) and why."""
+
+    reviewers: tuple[Annotated[str, StringConstraints(min_length=1, max_length=100)], ...] = Field(
+        default=(), max_length=20
+    )
+    note: str | None = Field(default=None, max_length=R.MAX_NOTE_CHARS)
 
 
 def _job_id(req: func.HttpRequest) -> str:
@@ -143,6 +167,47 @@ def job_dag(req: func.HttpRequest) -> func.HttpResponse:
     if principal.kind == "factory":
         readable_job(principal, _job_id(req))
     return json_response(get_context().coordinator.dag(principal.product, _job_id(req)))
+
+
+# --- the review quorum ------------------------------------------------------------------
+
+
+@bp.route(
+    route="fleet/jobs/{id}/review/request", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS
+)
+@handles_errors
+def request_review(req: func.HttpRequest) -> func.HttpResponse:
+    """Ask for reviewers of a job in review (an operator, or the attempt's author): recorded
+    as an event, and the gate is bumped so that polling reviewer factories look."""
+    principal = any_principal(req)
+    body = parse_model(ReviewRequestBody, json_value(req, required=False))
+    job = get_context().coordinator.reviews.request(
+        principal.product,
+        _job_id(req),
+        Reviewer(principal.kind, principal.id),
+        body.reviewers,
+        body.note,
+    )
+    return json_response(job_view(job))
+
+
+@bp.route(route="fleet/jobs/{id}/review", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+@handles_errors
+def review_job(req: func.HttpRequest) -> func.HttpResponse:
+    """Approve or reject the attempt under review (operators, or factories other than the
+    author). The quorum ships it; a rejection queues it again with the comments in its
+    checkpoint, or fails it after the last round."""
+    principal = any_principal(req)
+    body = body_model(req, ReviewBody)
+    job = get_context().coordinator.reviews.vote(
+        principal.product,
+        _job_id(req),
+        Reviewer(principal.kind, principal.id),
+        body.verdict,
+        body.comments,
+        body.kind,
+    )
+    return json_response(job_view(job))
 
 
 # --- the tracker bridge -----------------------------------------------------------------

@@ -116,6 +116,22 @@ LEASED_JOBS = NamedQuery(
     top_param="top",
 )
 
+# Leased jobs the self-healer flagged stalled (the metrics timer's count; normally none).
+STALLED_JOBS = NamedQuery(
+    name="stalled_jobs",
+    sql=(
+        "SELECT TOP @top * FROM c WHERE c.productId = @partition AND c.type = 'job' "
+        "AND c.stalled = true AND c.stage IN ('assigned', 'building', 'testing') "
+        "ORDER BY c.queueKey ASC"
+    ),
+    where=_all(
+        _is_job,
+        lambda doc, _: doc.get("stalled") is True and doc.get("stage") in LEASED_STAGES,
+    ),
+    order_by="/queueKey",
+    top_param="top",
+)
+
 JOBS_OLDEST_IN_STAGE = NamedQuery(
     name="jobs_oldest_in_stage",
     sql=(
@@ -229,6 +245,7 @@ ALL_QUERIES = (
     JOBS_IN_STAGE,
     EXPIRED_LEASES,
     LEASED_JOBS,
+    STALLED_JOBS,
     JOBS_OLDEST_IN_STAGE,
     EVENTS_OF_JOB,
     AGENT_EVENTS_OF_JOB,

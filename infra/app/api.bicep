@@ -31,6 +31,9 @@ param trackerWebhookSecret string
 param trackerEchoUrl string
 @secure()
 param trackerEchoSecret string
+param alertWebhookUrl string
+@secure()
+param alertWebhookSecret string
 @description('Origins allowed to call the API from a browser (the web UI).')
 param corsAllowedOrigins array
 param maximumInstanceCount int
@@ -147,6 +150,9 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     TRACKER_WEBHOOK_SECRET: trackerWebhookSecret
     TRACKER_ECHO_URL: trackerEchoUrl
     TRACKER_ECHO_SECRET: trackerEchoSecret
+    // The alert webhook (optional; empty: off).
+    ALERT_WEBHOOK_URL: alertWebhookUrl
+    ALERT_WEBHOOK_SECRET: alertWebhookSecret
     // Read by the Functions host: telemetry, sent with the identity (local auth is off).
     APPLICATIONINSIGHTS_CONNECTION_STRING: applicationInsights.properties.ConnectionString
     APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'Authorization=AAD'

@@ -12,6 +12,7 @@ from fleet.store.queries import (
     JOBS_CHANGED_SINCE,
     JOBS_OLDEST_IN_STAGE,
     PROFILE_VERSIONS,
+    STALLED_JOBS,
 )
 
 
@@ -55,6 +56,17 @@ def test_queries_oldest_in_stage_and_counts(stores: Stores, partition: str) -> N
     ]
     assert docs.count(COUNT_JOBS_IN_STAGE, partition, {"stage": "queued"}) == 2
     assert docs.count(COUNT_JOBS_IN_STAGE, partition, {"stage": "failed"}) == 0
+
+
+def test_queries_stalled_jobs_only_leased_and_flagged(stores: Stores, partition: str) -> None:
+    docs = stores.documents
+    docs.create(_job(partition, 1, stage="building", stalled=True, queueKey="5:b"))
+    docs.create(_job(partition, 2, stage="testing", stalled=True, queueKey="5:a"))
+    docs.create(_job(partition, 3, stage="building", stalled=False, queueKey="5:c"))
+    docs.create(_job(partition, 4, stage="queued", stalled=True, queueKey="5:d"))
+    docs.create(_job(partition, 5, stage="assigned", queueKey="5:e"))
+    assert _ids(docs.query(STALLED_JOBS, partition, {"top": 10})) == ["j2", "j1"]
+    assert _ids(docs.query(STALLED_JOBS, partition, {"top": 1})) == ["j2"]
 
 
 def test_queries_events_of_job_after_a_sequence_in_order(stores: Stores, partition: str) -> None:

@@ -327,3 +327,33 @@ def test_first_paint_with_500_jobs_and_50_factories(
         f"500 jobs: {figures['jobs']:.0f} ms; 50 factories: {figures['fleet']:.0f} ms"
     )
     page.close()
+
+
+def test_review_quorum_in_the_job_view(
+    page: Page, ui_url: str, running_stack: RunningStack, product: str
+) -> None:
+    api = Api(running_stack, product)
+    author = Factory(running_stack, product, "author", ("python", "engine:claude"))
+    reviewer = Factory(running_stack, product, "reviewer", ("python", "engine:codex"))
+    job = api.submit(title="Parser rewrite", capabilities=["python"], review=2)
+    epoch = author.claim()["lease"]["epoch"]
+    author.report(job["id"], epoch, stage="building")
+    assert author.report(job["id"], epoch, stage="shipped")["stage"] == "review"
+
+    sign_in(page, ui_url, running_stack.operator_token, product)
+    page.goto(f"{ui_url}#/jobs/{job['id']}")
+    card = page.locator(".review-card")
+    expect(card).to_contain_text("Round 1 of 3 · 0 of 2 approvals · author author (claude)")
+    page.get_by_label("Comments").fill("The error paths need tests.")
+    card.get_by_role("button", name="Approve").click()
+    expect(page.locator("#notice")).to_contain_text("Vote recorded: the job is review")
+    expect(card.locator('.vote[data-reviewer^="operator:"]')).to_contain_text(
+        "The error paths need tests."
+    )
+    card.get_by_role("button", name="Request changes").click()  # a second vote: refused
+    expect(page.locator("#notice")).to_contain_text("already voted")
+    shot(page, "review")
+    reviewer.ok("POST", f"/fleet/jobs/{job['id']}/review", {"verdict": "approve"})
+    summary = page.locator("section.review-summary")
+    expect(summary).to_contain_text("last round approved")
+    expect(page.locator(".job-status .stage")).to_have_text("shipped")

@@ -11,16 +11,12 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
 
 import pytest
 import requests
@@ -28,136 +24,9 @@ import requests
 from fleet.coordinator import Coordinator
 from fleet.store.ports import Stores
 from tests.conftest import REPO, RunningStack
+from tests.support.factories import Fleet, alive, reap_when_expired, wait_for
 
 pytestmark = pytest.mark.integration
-
-T = TypeVar("T")
-
-
-def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 60.0) -> T:
-    """Poll ``probe`` until it returns something truthy."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
-
-
-class Factory:
-    """One `fleet-factory` factory: its config dir, its `run` process and its log."""
-
-    def __init__(self, stack: RunningStack, product: str, name: str, root: Path) -> None:
-        self.stack = stack
-        self.name = name
-        self.home = root / name
-        self.env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("FLEET_")},
-            "FLEET_CONFIG_DIR": str(self.home),
-            "FLEET_DEMO_STEPS": "2",
-            "FLEET_DEMO_STEP_SECONDS": "0.3",
-            "PYTHONUNBUFFERED": "1",
-        }
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log = root / f"{name}.log"
-        enrollment = stack.enrollment_token(product)["token"]
-        self.cli("enroll", "--api", stack.api, "--token", enrollment, "--name", name)
-
-    def cli(self, *args: str) -> str:
-        done = subprocess.run(
-            [sys.executable, "-m", "factory_cli", *args],
-            cwd=REPO,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        assert done.returncode == 0, done.stderr
-        return done.stdout
-
-    def start(self, *args: str) -> None:
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "factory_cli",
-                    "run",
-                    "--engine",
-                    "demo",
-                    "--poll",
-                    "0.5",
-                    *args,
-                ],
-                cwd=REPO,
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-
-    def state(self) -> dict[str, Any]:
-        try:
-            return json.loads((self.home / "state.json").read_text())  # type: ignore[no-any-return]
-        except (OSError, ValueError):
-            return {}
-
-    def stop(self) -> int | None:
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
-
-
-class Fleet:
-    def __init__(self, stack: RunningStack, product: str, root: Path) -> None:
-        self.stack = stack
-        self.product = product
-        self.root = root
-        self.factories: list[Factory] = []
-
-    def factory(self, name: str) -> Factory:
-        factory = Factory(self.stack, self.product, name, self.root)
-        self.factories.append(factory)
-        return factory
-
-    def submit(self, **fields: Any) -> str:
-        body = {"capabilities": [], "leaseSeconds": 30, **fields}
-        response = requests.post(
-            f"{self.stack.api}/fleet/jobs",
-            json=body,
-            headers=self.stack.operator(self.product),
-            timeout=30,
-        )
-        assert response.status_code == 201, response.text
-        return str(response.json()["job"]["id"])
-
-    def get(self, path: str) -> Any:
-        response = requests.get(
-            f"{self.stack.api}{path}", headers=self.stack.operator(self.product), timeout=30
-        )
-        assert response.status_code == 200, response.text
-        return response.json()
-
-    def job(self, job_id: str) -> dict[str, Any]:
-        return self.get(f"/fleet/jobs/{job_id}")  # type: ignore[no-any-return]
-
-    def events(self, job_id: str) -> list[dict[str, Any]]:
-        return self.get(f"/fleet/jobs/{job_id}/events")["events"]  # type: ignore[no-any-return]
-
-    def agent_events(self, job_id: str) -> list[dict[str, Any]]:
-        return self.get(f"/fleet/jobs/{job_id}/agent-events?limit=500")["events"]  # type: ignore[no-any-return]
 
 
 @pytest.fixture
@@ -166,24 +35,7 @@ def fleet(running_stack: RunningStack, tmp_path: Path) -> Iterator[Fleet]:
     try:
         yield fleet
     finally:
-        for factory in fleet.factories:
-            factory.stop()
-        for factory in fleet.factories:
-            if factory.proc is not None and factory.proc.returncode not in (0, None, -9, 3):
-                print(f"--- {factory.name} ---\n{factory.output()}")
-
-
-def reap_when_expired(fleet: Fleet, backend: Stores, job_id: str) -> dict[str, Any] | None:
-    """Once the job's lease has expired by the server's clock, run the reaper (the host's
-    timer would within 15 s); the job once it is back in the queue (or beyond)."""
-    job = fleet.job(job_id)
-    if job["stage"] not in ("assigned", "building", "testing"):
-        return job
-    lease = job.get("lease") or {}
-    expires = datetime.fromisoformat(str(lease.get("expiresAt")).replace("Z", "+00:00"))
-    if datetime.now(UTC) > expires:
-        Coordinator(backend).reap(fleet.product)
-    return None
+        fleet.stop_all()
 
 
 def test_cli_two_factories_run_every_job_exactly_once(fleet: Fleet) -> None:
@@ -254,7 +106,7 @@ def test_cli_killed_factory_job_resumes_elsewhere_from_its_checkpoint(
     fa.proc.kill()  # kill -9: no drain, no release
     fa.proc.wait()
     # The demo engine notices its factory is gone and stops by itself.
-    wait_for("the orphaned engine to stop", lambda: not _alive(engine_pid), timeout=15)
+    wait_for("the orphaned engine to stop", lambda: not alive(engine_pid), timeout=15)
     requeued = wait_for(
         "the lease to expire and the reaper to requeue",
         lambda: reap_when_expired(fleet, azure_backend, job_id),
@@ -315,7 +167,7 @@ def test_cli_revoked_factory_stops_and_its_job_returns_to_the_queue(
     code = wait_for("fa to exit", lambda: fa.proc.poll() if fa.proc else None, timeout=30)
     assert code == 3, fa.output()
     assert "refused" in fa.output()
-    assert not _alive(engine_pid)  # its engine was stopped with it
+    assert not alive(engine_pid)  # its engine was stopped with it
 
     def back_in_queue() -> bool:
         Coordinator(azure_backend).reap(fleet.product)  # takes jobs back from revoked holders
@@ -399,15 +251,3 @@ def test_cli_pip_install_gives_a_working_command(tmp_path: Path) -> None:
         check=False,
     )
     assert no_fleet.returncode != 0  # the coordinator is not part of the package
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        return True
-    return state not in ("Z", "X")

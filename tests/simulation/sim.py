@@ -14,14 +14,23 @@ may run first and make the writer's etag stale. After every step the invariants 
 - no job is lost: after a final drain (everyone healthy, leases expired, reaper run, gated
   factories claiming), every job has reached a terminal stage.
 
-Replay one seed with ``python -m tests.simulation.sim SEED [-v]``.
+With ``faults`` (a rate per store call), a ``FaultyDocuments`` layer at the store seam also
+answers calls with the errors a real store gives — 429 with a retry-after, 503, timeouts —
+and loses the responses of writes that succeeded (the caller sees ``StoreUnavailable``; the
+write happened). Callers see only the project's errors and retry later, as a factory would.
+Then also: no transition lost (every transition a caller was told about stays in the job's
+history) or doubled (replay checks the chain), and one job per idempotency key.
+
+Replay one seed with ``python -m tests.simulation.sim SEED [-v] [--faults RATE]``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import random
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,11 +41,12 @@ from fleet.domain.manifest import Manifest
 from fleet.domain.models import Job
 from fleet.domain.scheduler import FactoryView
 from fleet.domain.stages import LEASED, TERMINAL, Action, IllegalTransition, Stage
-from fleet.errors import ConcurrencyConflict, FleetError
+from fleet.errors import ConcurrencyConflict, FleetError, StoreUnavailable
 from fleet.store.expr import Expr
 from fleet.store.memory import MemoryDocumentStore, memory_stores
 from fleet.store.ports import Doc, PatchOp
 from fleet.store.queries import NamedQuery
+from tests.support.storefaults import FaultyDocuments
 
 PRODUCT = "sim"
 CAPS = ("python", "node", "gpu")
@@ -132,10 +142,19 @@ class SimResult:
     fenced: int
     races: int
     log: list[str]
+    faults: dict[str, int] = field(default_factory=dict)  # injected, by kind
 
 
 class Simulation:
-    def __init__(self, seed: int, *, factories: int = 4, jobs: int = 6, steps: int = 80) -> None:
+    def __init__(
+        self,
+        seed: int,
+        *,
+        factories: int = 4,
+        jobs: int = 6,
+        steps: int = 80,
+        faults: float = 0.0,
+    ) -> None:
         self.seed = seed
         self.rng = random.Random(seed)
         self.clock = ManualClock()
@@ -144,6 +163,13 @@ class Simulation:
         self.twin = stores.documents
         self.racing = RacingDocuments(self.twin, self.rng)
         stores.documents = self.racing
+        # Off during set-up; the run turns it on, the final drain off again.
+        self.faulty: FaultyDocuments | None = None
+        if faults > 0:
+            self.faulty = FaultyDocuments(self.racing, self.rng, faults)
+            stores.documents = self.faulty
+        # Transitions a caller was told about: (job, seq, event type).
+        self.acked: list[tuple[str, int, str]] = []
         self.coord = Coordinator(
             stores,
             clock=self.clock,
@@ -201,6 +227,38 @@ class Simulation:
         assert doc is not None
         return Job.from_doc(doc)
 
+    @contextlib.contextmanager
+    def no_faults(self) -> Iterator[None]:
+        """The checker's own reads see the truth, never an injected fault."""
+        was = self.faulty is not None and self.faulty.enabled
+        if self.faulty is not None:
+            self.faulty.enabled = False
+        try:
+            yield
+        finally:
+            if self.faulty is not None:
+                self.faulty.enabled = was
+
+    def _adopt_orphans(self) -> None:
+        """A submit whose answer was lost may still have created its job: it is a real job,
+        so it must finish like the others."""
+        for doc in self.twin.all_docs():
+            if doc.get("type") == "job" and doc["id"] not in self.job_ids:
+                self.job_ids.append(str(doc["id"]))
+                self.log.append(f"  (job {doc['id']} created by a submit that saw an error)")
+
+    def _adopt_grants(self, factory: SimFactory) -> None:
+        """A claim whose answer was lost may still have assigned a job to the factory, which
+        does not know it holds it: a real grant, left for the reaper once the lease expires."""
+        for job_id in self.job_ids:
+            job = self.peek(job_id)
+            if job.lease is None or job.lease.holder != factory.name:
+                continue
+            key = (job_id, job.lease.epoch)
+            if key not in self.grants:
+                self.grants[key] = factory.name
+                self.log.append(f"  ({factory.name} was granted {job_id} epoch {key[1]} unaware)")
+
     def _interfere(self) -> None:
         self.races += 1
         choice = self.rng.random()
@@ -209,7 +267,7 @@ class Simulation:
             self.claim(self.rng.choice(self.factories), forced=True)
         elif choice < 0.8:
             self.log.append("  race: the reaper runs first")
-            self.coord.reap(PRODUCT)
+            self.reap()
         else:
             self.log.append("  race: an operator acts first")
             self.operator_step()
@@ -233,7 +291,12 @@ class Simulation:
             budget=self.rng.choice((0.0, 1.0, 2.5)),
             channel="api" if self.rng.random() < 0.4 else None,
         )
-        job, created = self.coord.submit(PRODUCT, manifest, "operator:sim")
+        try:
+            job, created = self.coord.submit(PRODUCT, manifest, "operator:sim")
+        except StoreUnavailable as exc:
+            self.log.append(f"submit failed: {exc.message}")
+            self._adopt_orphans()
+            return
         if created:
             self.job_ids.append(job.id)
         self.log.append(f"submit {job.id} created={created} stage={job.stage}")
@@ -241,6 +304,13 @@ class Simulation:
     def claim(self, factory: SimFactory, *, forced: bool = False) -> None:
         if factory.crashed or factory.paused:
             return
+        try:
+            self._claim(factory, forced)
+        except StoreUnavailable as exc:
+            self.log.append(f"{factory.name} claim failed: {exc.message}")
+            self._adopt_grants(factory)
+
+    def _claim(self, factory: SimFactory, forced: bool) -> None:
         if not forced:
             state = self.coord.queue_state(PRODUCT)
             overdue = self.now_s() - factory.last_claim_at >= state["maxSkipSeconds"]
@@ -276,18 +346,18 @@ class Simulation:
         races_before = self.races
         try:
             if move < 0.25:
-                self.coord.renew(PRODUCT, job_id, factory.name, epoch)
+                done = self.coord.renew(PRODUCT, job_id, factory.name, epoch)
                 what = "renews"
             elif move < 0.45:
                 stage = Stage.BUILDING if before.stage is Stage.ASSIGNED else Stage.SHIPPED
                 # The attempt's cost, within its estimate (spend beyond it is not capped).
                 cost = round(self.rng.uniform(0, before.budgetUsd or 0.0), 2)
-                self.coord.report(
+                done = self.coord.report(
                     PRODUCT, job_id, factory.name, epoch, stage=stage, progress={"costUsd": cost}
                 )
                 what = f"reports {stage}"
             elif move < 0.6:
-                self.coord.report(
+                done = self.coord.report(
                     PRODUCT,
                     job_id,
                     factory.name,
@@ -298,12 +368,12 @@ class Simulation:
             elif move < 0.75:
                 stage = Stage.FAILED
                 retryable = self.rng.random() < 0.8
-                self.coord.report(
+                done = self.coord.report(
                     PRODUCT, job_id, factory.name, epoch, stage=stage, retryable=retryable
                 )
                 what = f"fails (retryable={retryable})"
             else:
-                self.coord.release(PRODUCT, job_id, factory.name, epoch)
+                done = self.coord.release(PRODUCT, job_id, factory.name, epoch)
                 what = "releases"
         except Fenced:
             self.fenced += 1
@@ -327,6 +397,12 @@ class Simulation:
         except ConcurrencyConflict:
             self.log.append(f"{factory.name} gave up on {job_id} after repeated races")
             return
+        except StoreUnavailable as exc:
+            # It may or may not have happened; the factory keeps its belief and finds out
+            # on its next write (done, or fenced).
+            self.log.append(f"{factory.name} write on {job_id} failed: {exc.message}")
+            return
+        self._ack(done)
         # The write succeeded, so the writer must have been the holder: races only ever make
         # a factory's epoch staler, never current again.
         if not current:
@@ -338,20 +414,36 @@ class Simulation:
         if after.lease is None or after.lease.holder != factory.name:
             factory.held.pop(job_id, None)
 
+    def _ack(self, job: Job) -> None:
+        if self.faulty is not None and job.events:
+            self.acked.append((job.id, job.events[-1].seq, job.events[-1].type))
+
+    def reap(self) -> None:
+        try:
+            report = self.coord.reap(PRODUCT)
+        except StoreUnavailable as exc:
+            self.log.append(f"reaper failed: {exc.message}")
+            return
+        self.log.append(f"reaper requeued={report.requeued} dead={report.dead_lettered}")
+
     def operator_step(self) -> None:
         if not self.job_ids:
             return
         job_id = self.rng.choice(self.job_ids)
         action = self.rng.choice((Action.CANCEL, Action.REQUEUE, Action.SHIP))
         try:
-            self.coord.operator(PRODUCT, job_id, action, "sim")
+            self._ack(self.coord.operator(PRODUCT, job_id, action, "sim"))
             self.log.append(f"operator {action} {job_id}")
-        except (IllegalTransition, ConcurrencyConflict) as exc:
+        except (IllegalTransition, ConcurrencyConflict, StoreUnavailable) as exc:
             self.log.append(f"operator {action} {job_id} refused: {exc.message}")
 
     # --- invariants ------------------------------------------------------------------
 
     def check(self) -> None:
+        with self.no_faults():
+            self._check()
+
+    def _check(self) -> None:
         budget = self.coord.budgets.get(PRODUCT)
         assert budget is not None
         if self.ceiling is not None and budget.spentUsd + budget.reservedUsd > self.ceiling + 1e-6:
@@ -403,8 +495,7 @@ class Simulation:
             self.clock.advance(self.rng.choice((1, 5, 20, 70, 130)))
             self.log.append(f"clock +, now {self.clock.now().isoformat()}")
         elif r < 0.78:
-            report = self.coord.reap(PRODUCT)
-            self.log.append(f"reaper requeued={report.requeued} dead={report.dead_lettered}")
+            self.reap()
         elif r < 0.82:
             factory.crashed = True
             factory.held.clear()  # a crash forgets everything; its leases must expire
@@ -426,6 +517,8 @@ class Simulation:
         """Everyone healthy and honest; time passes; all work must finish."""
         self._lose_bumps = False
         self.racing.interfere = None
+        if self.faulty is not None:
+            self.faulty.enabled = False  # the storm has passed
         self.coord.budgets.put(PRODUCT, None)
         self.coord.budgets.set_paused(PRODUCT, False)
         self.ceiling = None
@@ -456,8 +549,26 @@ class Simulation:
         }
         raise InvariantBroken(f"jobs never finished: {stuck}")
 
+    def check_nothing_lost_or_doubled(self) -> None:
+        """Every transition a caller was told about is in its job's history, with the type
+        it was told; one job per idempotency key (a retried submit found the first)."""
+        with self.no_faults():
+            histories = {j: self.coord.job_events(PRODUCT, j) for j in self.job_ids}
+        for job_id, seq, kind in self.acked:
+            found = [e.type for e in histories[job_id] if e.seq == seq]
+            if found != [kind]:
+                raise InvariantBroken(f"{job_id}: acknowledged {kind} #{seq} is {found}")
+        keys = Counter(
+            self.peek(j).idempotencyKey for j in self.job_ids if self.peek(j).idempotencyKey
+        )
+        doubled = [k for k, n in keys.items() if n > 1]
+        if doubled:
+            raise InvariantBroken(f"idempotency keys with several jobs: {doubled}")
+
     def run(self) -> SimResult:
         self.submit()
+        if self.faulty is not None:
+            self.faulty.enabled = True
         for n in range(self.steps):
             self.step()
             try:
@@ -465,6 +576,8 @@ class Simulation:
             except InvariantBroken as exc:
                 raise InvariantBroken(f"after step {n}: {exc}") from None
         self.drain()
+        if self.faulty is not None:
+            self.check_nothing_lost_or_doubled()
         return SimResult(
             seed=self.seed,
             steps=self.steps,
@@ -473,6 +586,7 @@ class Simulation:
             fenced=self.fenced,
             races=self.races,
             log=self.log,
+            faults=dict(self.faulty.injected) if self.faulty is not None else {},
         )
 
 
@@ -482,10 +596,11 @@ def run_seed(seed: int, **kwargs: Any) -> SimResult:
 
 def main(argv: list[str]) -> int:
     if not argv:
-        print("usage: python -m tests.simulation.sim SEED [-v]")
+        print("usage: python -m tests.simulation.sim SEED [-v] [--faults RATE]")
         return 2
     seed = int(argv[0])
-    sim = Simulation(seed)
+    rate = float(argv[argv.index("--faults") + 1]) if "--faults" in argv else 0.0
+    sim = Simulation(seed, faults=rate)
     try:
         result = sim.run()
     except (InvariantBroken, FleetError) as exc:
@@ -496,7 +611,7 @@ def main(argv: list[str]) -> int:
         print("\n".join(result.log))
     print(
         f"seed {seed} ok: {result.jobs} jobs, {result.claims} claims, "
-        f"{result.fenced} fenced writes, {result.races} races"
+        f"{result.fenced} fenced writes, {result.races} races, faults {result.faults}"
     )
     return 0
 

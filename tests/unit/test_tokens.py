@@ -15,6 +15,7 @@ from fleet.context import AppContext, set_context
 from fleet.coordinator import Coordinator
 from fleet.coordinator.clock import ManualClock
 from fleet.coordinator.identity import Forbidden, Principal, Unauthorized
+from fleet.coordinator.metrics import Monitor
 from fleet.coordinator.service import SYSTEM_PARTITION
 from fleet.coordinator.tokens import (
     INVALID,
@@ -485,6 +486,7 @@ def app_context(stores: Stores, coord: Coordinator, tokens: Tokens) -> Iterator[
         coordinator=coord,
         tokens=tokens,
         tracker=Tracker(coord, TrackerConfig()),
+        monitor=Monitor(coord),
     )
     set_context(context)
     yield context

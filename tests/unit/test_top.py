@@ -591,3 +591,23 @@ def test_top_runs_over_a_client_with_only_a_request_method(
 def test_top_client_refuses_an_object_it_cannot_call() -> None:
     with pytest.raises(TypeError):
         top.top_client(object())  # type: ignore[arg-type]
+
+
+def test_event_line_names_an_alert_event_without_a_job() -> None:
+    line = top.event_line(
+        {
+            "jobId": None,
+            "alert": True,
+            "type": "alert_raised",
+            "kind": "raised",
+            "key": "stale_factories",
+            "severity": "warning",
+            "message": "1 factory stale",
+            "at": "2026-11-23T10:00:00.000000Z",
+        }
+    )
+    assert line == "10:00:00 ALERT raised warning stale_factories: 1 factory stale"
+    job = top.event_line(
+        {"jobId": "j1", "fromStage": "queued", "toStage": "assigned", "actor": "f1", "at": None}
+    )
+    assert job == "--:--:-- j1 queued>assigned f1"

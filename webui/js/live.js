@@ -96,6 +96,7 @@ function applyEvents(events) {
   let unknown = false;
   let changed = false;
   for (const ev of events) {
+    if (ev.alert) continue; // an alert raised or cleared (the alerts panel follows these)
     const job = state.jobs.get(ev.jobId);
     if (!job) { unknown = true; continue; }
     if (ev.seq <= (job.seq || 0)) continue;

@@ -4,6 +4,7 @@
 import { del, enc, post, session } from "../api.js";
 import { LEASED, ago, confirmAction, emptyBox, errorBox, fill, h, loadingBox, markPainted, notify, secondsSince, stageBadge } from "../dom.js";
 import { jobList, refreshHeartbeats, refreshSoon, state } from "../live.js";
+import { mountAlerts } from "../alerts.js";
 
 export function health(f) {
   if (f.deregistered) return "deregistered";
@@ -121,7 +122,9 @@ function card(f, held) {
 export function mount(root) {
   const summary = h("p", { class: "summary", "aria-live": "polite" });
   const body = h("div");
-  root.append(h("div", { class: "title-row" }, h("h1", null, "Fleet"), summary), body);
+  const alertsBox = h("section", { class: "ap", "aria-label": "Alerts and metrics", "aria-live": "polite" });
+  root.append(h("div", { class: "title-row" }, h("h1", null, "Fleet"), summary), alertsBox, body);
+  const leaveAlerts = mountAlerts(alertsBox);
   let lastRev = -1;
 
   function render() {
@@ -173,6 +176,7 @@ export function mount(root) {
   render();
   refreshHeartbeats();
   return {
+    unmount: leaveAlerts,
     update(kind) {
       if (kind === "data" || kind === "reset") {
         if (state.rev !== lastRev || kind === "reset") { lastRev = state.rev; render(); }

@@ -1,13 +1,13 @@
 // One job: manifest and body, stage, lease holder and epoch, checkpoint, attempts, the live
 // timeline (the job's transitions merged with its agent's events), cost per attempt, the
 // explain panel, its dependencies and children, and the operator's actions.
-import { enc, get } from "../api.js";
-import { LEASED, TERMINAL, allows, errorBox, fill, h, json, loadingBox, markPainted, stageBadge, time, timeEl, usd } from "../dom.js";
+import { enc, get, post } from "../api.js";
+import { LEASED, TERMINAL, allows, errorBox, fill, h, json, loadingBox, markPainted, notify, stageBadge, time, timeEl, usd } from "../dom.js";
 import { state } from "../live.js";
 import { act } from "./jobs.js";
 
 const MANIFEST_FIELDS = ["title", "persona", "capabilities", "priority", "budgetUsd", "channel", "deps",
-  "idempotencyKey", "maxAttempts", "leaseSeconds", "verify"];
+  "idempotencyKey", "maxAttempts", "leaseSeconds", "verify", "review"];
 
 function frontMatter(job) {
   const lines = ["---"];
@@ -251,12 +251,71 @@ export function mount(root, id) {
       h("span", { class: "inline" }, h("label", { for: "job-priority" }, "Priority"), prio, button("reprioritize", "Set")));
   }
 
+  function voteItem(v) {
+    return h("li", { class: `vote ${v.verdict}`, "data-reviewer": v.reviewer },
+      h("strong", null, v.verdict === "approve" ? "✓ approved" : "✗ rejected"), " ",
+      h("span", { class: "muted" }, `${v.reviewer} (${v.kind}) · `, timeEl(v.at)),
+      v.comments ? h("pre", { class: "comments" }, v.comments) : null);
+  }
+
+  const reviewKind = h("input", { id: "review-kind", value: "human", class: "narrow", "aria-describedby": "review-kind-help" });
+  const reviewComments = h("textarea", { id: "review-comments", rows: 3, placeholder: "What is right, what must change" });
+
+  async function vote(verdict) {
+    try {
+      const out = await post(`/fleet/jobs/${enc(job.id)}/review`,
+        { verdict, comments: reviewComments.value, kind: reviewKind.value.trim() || "human" });
+      reviewComments.value = "";
+      notify(`Vote recorded: the job is ${out.stage}.`);
+      dirty = true;
+      refresh();
+    } catch (err) {
+      notify(`Vote refused: ${err.describe ? err.describe() : err.message}`, "error");
+    }
+  }
+
   function renderReview() {
-    if (job.stage !== "review") { fill(review); return; }
+    const st = job.reviewState;
+    if (job.stage !== "review" && !st) { fill(review); return; }
+    const spec = job.review || { approvals: 1, distinctKind: false, maxRounds: 3 };
+    const votes = st ? st.votes : [];
+    const approvals = votes.filter((v) => v.verdict === "approve").length;
+    const rule = `${spec.approvals} approval${spec.approvals === 1 ? "" : "s"}${spec.distinctKind ? " from another kind than the author's" : ""}, at most ${spec.maxRounds} rounds`;
+    const summary = st
+      ? `Round ${st.round} of ${spec.maxRounds} · ${approvals} of ${spec.approvals} approvals · author ${st.author || "unknown"} (${st.authorKind})`
+      : `Needs ${rule}.`;
+    const history = st && st.history.length
+      ? h("details", null, h("summary", null, `Earlier rounds (${st.history.length})`),
+        h("ul", { class: "votes" }, st.history.map((r) => h("li", null,
+          h("strong", null, `Round ${r.round}: ${r.outcome}`), h("span", { class: "muted" }, ` · author ${r.author || "unknown"}`),
+          h("ul", { class: "votes" }, r.votes.map(voteItem))))))
+      : null;
+    if (job.stage !== "review") {
+      fill(review, h("section", { class: "review-summary", "aria-labelledby": "s-review" },
+        h("h2", { id: "s-review" }, "Review"),
+        h("p", null, `${summary} · last round ${st.outcome}.`),
+        votes.length ? h("ul", { class: "votes" }, votes.map(voteItem)) : null, history));
+      return;
+    }
+    const asked = st && st.requests.length
+      ? h("p", { class: "muted small" }, "Asked: ", st.requests.map((r) => `${r.by}${r.reviewers.length ? ` → ${r.reviewers.join(", ")}` : ""}${r.note ? ` (“${r.note}”)` : ""}`).join("; "))
+      : null;
     fill(review, h("section", { class: "review-card", "aria-labelledby": "s-review" },
       h("h2", { id: "s-review" }, "Waiting for review"),
-      h("p", null, "The factory handed this job over for review. Read its result and timeline, then ship it or reject it (it fails)."),
-      h("div", { class: "actions" }, button("ship", "Ship"), button("reject", "Reject", { danger: true }))));
+      h("p", { class: "review-summary" }, summary),
+      h("p", { class: "muted small" }, `Rule: ${rule}. One rejection sends it back to the queue with every comment in its checkpoint.`),
+      votes.length ? h("ul", { class: "votes" }, votes.map(voteItem)) : h("p", { class: "muted" }, "No vote yet in this round."),
+      asked,
+      h("div", { class: "review-form" },
+        h("label", { for: "review-comments" }, "Comments"), reviewComments,
+        h("span", { class: "inline" }, h("label", { for: "review-kind" }, "Review as"), reviewKind,
+          h("span", { id: "review-kind-help", class: "muted small" }, "your kind: human, or a model family")),
+        h("div", { class: "actions" },
+          h("button", { type: "button", "data-action": "approve-review", onclick: () => vote("approve") }, "Approve"),
+          h("button", { type: "button", "data-action": "reject-review", class: "danger", onclick: () => vote("reject") }, "Request changes"))),
+      history,
+      h("p", { class: "muted small" }, "Override the quorum: ",
+        button("ship", "Ship now"), " ", button("reject", "Fail it", { danger: true }))));
   }
 
   function renderCosts() {

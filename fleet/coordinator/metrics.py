@@ -1,0 +1,303 @@
+"""Metrics and alerts: what the metrics timer computes, stores and tells.
+
+One pass over one product (``Monitor.run``, from the metrics timer):
+
+1. **Metrics**, from bounded reads only: a ``COUNT`` per stage, the fleet (one query over the
+   factory documents), the oldest ``scan`` queued jobs (one ``TOP`` query: oldest age,
+   starvation, unroutable), the stalled jobs (one ``TOP`` query), the budget (one point read).
+   Never a full scan of a big queue: starvation and unroutable are judged over the oldest
+   ``scan`` queued jobs (``scanned``/``truncated`` say so), and starving jobs are the oldest
+   ones by definition. Stored in the ``metrics`` document, which ``GET /api/fleet/metrics``
+   reads with one point read.
+2. **Alerts**: the product's rules (``ProductSettings.alerts``) over those metrics
+   (``fleet.domain.alerts``, pure). The ``alerts`` document keeps the active alerts, a
+   per-product event ``seq`` and the recent alert events; it is written with ``If-Match`` and
+   a lost race re-applies the same evaluation to the fresh document, so an alert is raised
+   (and cleared) once per change however many instances run the timer. Alert events join the
+   product-wide event feed (``Coordinator.product_events``) for live views.
+3. **The alert webhook** (optional): each alert event is POSTed, signed, from a cursor, with
+   backoff (``fleet.coordinator.webhooks``). A failing endpoint is logged and retried on a
+   later pass; it never fails or delays the metrics and the alerts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from fleet.coordinator.webhooks import Dispatcher, Endpoint, Item, Poster
+from fleet.domain import alerts as A
+from fleet.domain.models import Job, format_ts
+from fleet.domain.scheduler import FactoryView, capabilities_offered
+from fleet.domain.stages import LEASED, Stage
+from fleet.errors import AlreadyExists, ConcurrencyConflict, FleetError, NotFound
+from fleet.store.ports import DocumentStore
+from fleet.store.queries import COUNT_JOBS_IN_STAGE, JOBS_OLDEST_IN_STAGE, STALLED_JOBS
+
+if TYPE_CHECKING:
+    from fleet.coordinator.service import Coordinator
+
+log = logging.getLogger(__name__)
+
+METRICS_ID = "metrics"
+ALERTS_ID = "alerts"
+WEBHOOK_CURSOR_ID = "alert-webhook"
+ALERT_FEED_ID = "alert"  # stands for the job id in the feed's cursor of an alert event
+LISTED = 10  # job and factory ids named per metric
+STALLED_SCAN = 100
+_INTERNAL = ("id", "productId", "type")
+
+
+def _public(doc: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in doc.items() if not k.startswith("_") and k not in _INTERNAL}
+
+
+def queued_since(job: Job) -> datetime:
+    """When the job last entered ``queued`` (a requeued job starts waiting again): its
+    latest entry event, else its submit time."""
+    for event in reversed(job.events):
+        if event.toStage is Stage.QUEUED and event.fromStage is not Stage.QUEUED:
+            return event.at
+    return job.createdAt
+
+
+def compute_metrics(coord: Coordinator, product: str) -> dict[str, Any]:
+    """Compute the product's metrics and store them (the ``metrics`` document)."""
+    now = coord.clock.now()
+    docs = coord.docs
+    depth = {
+        stage.value: docs.count(COUNT_JOBS_IN_STAGE, product, {"stage": stage.value})
+        for stage in Stage
+    }
+    factories = coord.factories(product)
+    views = coord.factory_views(product, factories)
+    live = [v for v in views if v.live]
+    listed = [f for f in factories if not f.revoked and not f.deregistered]
+    stale = [f.id.removeprefix("factory-") for f in listed if f.status == "stale"]
+    down = [f.id.removeprefix("factory-") for f in listed if f.status == "down"]
+    held = sum(depth[s.value] for s in LEASED)
+    seats = sum(v.seats for v in live)
+
+    scan = coord.config.metrics_scan
+    rows = docs.query(JOBS_OLDEST_IN_STAGE, product, {"stage": "queued", "top": scan})
+    queued = [Job.from_doc(r) for r in rows]
+    threshold = coord.settings(product).alerts.starvationSeconds
+    starving: list[tuple[float, str]] = []
+    unroutable: list[str] = []
+    for job in queued:
+        # Unroutable is judged against the fleet as it is now, not as it was at submit.
+        if not capabilities_offered(job.capabilities, views):
+            unroutable.append(job.id)
+            continue
+        waited = (now - queued_since(job)).total_seconds()
+        if threshold > 0 and waited >= threshold and _routable(job, live):
+            starving.append((waited, job.id))
+    starving.sort(reverse=True)
+    stalled_rows = docs.query(STALLED_JOBS, product, {"top": STALLED_SCAN})
+
+    metrics: dict[str, Any] = {
+        "id": METRICS_ID,
+        "productId": product,
+        "type": "metrics",
+        "at": format_ts(now),
+        "queueDepth": depth,
+        "oldestQueuedSeconds": (now - queued[0].createdAt).total_seconds() if queued else None,
+        "utilization": {
+            "held": held,
+            "seats": seats,
+            "fraction": round(held / seats, 4) if seats else None,
+        },
+        "factories": {
+            "total": len(listed),
+            "live": len(live),
+            "stale": stale,
+            "down": down,
+        },
+        "starvation": {
+            "thresholdSeconds": threshold,
+            "count": len(starving),
+            "jobs": [{"jobId": j, "waitingSeconds": round(w, 1)} for w, j in starving[:LISTED]],
+        },
+        "stalled": {
+            "count": len(stalled_rows),
+            "jobs": [str(r["id"]) for r in stalled_rows[:LISTED]],
+        },
+        "unroutable": len(unroutable),
+        "unroutableJobs": unroutable[:LISTED],
+        "scanned": len(queued),
+        "truncated": len(queued) >= scan,
+        "spend": None,
+    }
+    budget = coord.budgets.get(product)
+    if budget is not None:
+        view = budget.view()
+        used = view["usedFraction"]
+        metrics["budget"] = view
+        metrics["spend"] = {
+            "spentUsd": view["spentUsd"],
+            "reservedUsd": view["reservedUsd"],
+            "ceilingUsd": view["ceilingUsd"],
+            "fraction": round(used, 4) if used is not None else None,
+        }
+        coord.budgets.record_point(product)
+    docs.upsert(metrics)
+    return _public(metrics)
+
+
+def _routable(job: Job, live: list[FactoryView]) -> bool:
+    """Some live factory advertises every capability the job needs (busy or not)."""
+    return capabilities_offered(job.capabilities, live)
+
+
+def read_metrics(coord: Coordinator, product: str) -> dict[str, Any]:
+    """The stored metrics: one point read (computed on the spot the very first time)."""
+    try:
+        return _public(coord.docs.read(product, METRICS_ID))
+    except NotFound:
+        return compute_metrics(coord, product)
+
+
+# --- alerts -----------------------------------------------------------------------------
+
+
+def alert_feed(
+    docs: DocumentStore, product: str, after: tuple[str, str, int]
+) -> list[tuple[tuple[str, str, int], dict[str, Any]]]:
+    """Alert events after a product-feed cursor position, keyed like job events
+    (``at|alert|seq``), shaped for the feed (``jobId`` null, ``alert`` true)."""
+    try:
+        doc = docs.read(product, ALERTS_ID)
+    except NotFound:
+        return []
+    out = []
+    for event in doc.get("history") or []:
+        key = (str(event["at"]), ALERT_FEED_ID, int(event["seq"]))
+        if key > after:
+            item = {
+                **event,
+                "jobId": None,
+                "alert": True,
+                "actor": "alerts",
+                "reason": f"{event['kind']} {event['key']}: {event['message']}",
+            }
+            out.append((key, item))
+    return out
+
+
+@dataclass
+class PassReport:
+    product: str
+    metrics: dict[str, Any] = field(default_factory=dict)
+    events: list[dict[str, Any]] = field(default_factory=list)  # alert events appended
+    delivered: int = 0  # alert events the webhook took
+
+
+class Monitor:
+    """Metrics, alerts and the alert webhook over the coordinator's stores and clock."""
+
+    def __init__(
+        self,
+        coordinator: Coordinator,
+        webhook: Endpoint | None = None,
+        poster: Poster | None = None,
+    ) -> None:
+        self.coord = coordinator
+        self.docs = coordinator.docs
+        self.webhook = Dispatcher(
+            coordinator.docs,
+            coordinator.clock,
+            webhook or Endpoint(None),
+            doc_id=WEBHOOK_CURSOR_ID,
+            doc_type="alert_webhook_cursor",
+            what="alert webhook",
+            poster=poster,
+        )
+
+    def run(self, product: str) -> PassReport:
+        """One metrics pass: metrics, then alerts, then the webhook (whose failures are only
+        logged: they are retried by a later pass)."""
+        report = PassReport(product)
+        report.metrics = compute_metrics(self.coord, product)
+        report.events = self.evaluate(product, report.metrics)
+        try:
+            report.delivered = self.deliver(product)
+        except FleetError as exc:  # the cursor's store trouble: next pass
+            log.warning("alert webhook for %s: %s", product, exc.message)
+        return report
+
+    def evaluate(self, product: str, metrics: dict[str, Any]) -> list[dict[str, Any]]:
+        """Apply the product's rules to ``metrics``; store the transitions. Returns the alert
+        events appended (raised / cleared), none when nothing changed."""
+        rules = self.coord.settings(product).alerts
+        now_alerts = A.evaluate(metrics, rules)
+        for _ in range(self.coord.config.write_retries):
+            current = self._alerts_doc(product)
+            updated, events = A.apply(current, now_alerts, self.coord.clock.now())
+            try:
+                self.docs.replace(updated, etag=current.get("_etag"))
+            except ConcurrencyConflict:
+                continue  # another pass wrote: re-apply to what it wrote
+            for event in events:
+                line = "ALERT %s %s/%s (%s): %s"
+                log.log(
+                    logging.WARNING if event["kind"] == "raised" else logging.INFO,
+                    line,
+                    event["kind"],
+                    product,
+                    event["key"],
+                    event["severity"],
+                    event["message"],
+                )
+            return events
+        log.warning("alerts of %s changing too fast; left to the next pass", product)
+        return []
+
+    def _alerts_doc(self, product: str) -> dict[str, Any]:
+        try:
+            return self.docs.read(product, ALERTS_ID)
+        except NotFound:
+            doc = {"id": ALERTS_ID, "productId": product, "type": "alerts", "seq": 0}
+            with contextlib.suppress(AlreadyExists):
+                return self.docs.create({**doc, "active": {}, "history": []})
+            return self.docs.read(product, ALERTS_ID)
+
+    def alerts(self, product: str, history: int = 50) -> dict[str, Any]:
+        """Active alerts (oldest first) and the recent raise/clear events (newest first)."""
+        try:
+            doc = self.docs.read(product, ALERTS_ID)
+        except NotFound:
+            doc = {}
+        active = sorted((doc.get("active") or {}).values(), key=lambda a: (a["since"], a["key"]))
+        recent = list(reversed(doc.get("history") or []))[:history]
+        return {
+            "active": active,
+            "history": recent,
+            "evaluatedAt": doc.get("evaluatedAt"),
+            "webhook": self.webhook_status(product),
+        }
+
+    # --- the webhook ------------------------------------------------------------------
+
+    def deliver(self, product: str) -> int:
+        """POST the alert events after the webhook's cursor (a ``seq``), in order."""
+        return self.webhook.dispatch(product, lambda cursor: self._items(product, cursor))
+
+    def _items(self, product: str, cursor: str | None) -> Iterator[Item]:
+        try:
+            doc = self.docs.read(product, ALERTS_ID)
+        except NotFound:
+            return
+        after = int(cursor) if cursor and cursor.isdigit() else 0
+        for event in doc.get("history") or []:
+            if int(event["seq"]) > after:
+                yield str(event["seq"]), {"product": product, **event}
+
+    def webhook_status(self, product: str) -> dict[str, Any]:
+        return {
+            "configured": bool(self.webhook.endpoint.url),
+            **self.webhook.status(product),
+        }
