@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
+import responses
 
 from fleet.coordinator import Coordinator, CoordinatorConfig
 from fleet.coordinator.clock import ManualClock
@@ -40,3 +42,16 @@ def counting_entropy() -> Callable[[int], bytes]:
 @pytest.fixture
 def coord(stores: Stores, clock: ManualClock) -> Coordinator:
     return Coordinator(stores, clock=clock, config=CoordinatorConfig(), entropy=counting_entropy())
+
+
+@pytest.fixture
+def rsps() -> Iterator[responses.RequestsMock]:
+    """The factory CLI's HTTP calls, answered by ``responses`` (every one must be used)."""
+    with responses.RequestsMock() as mock:
+        yield mock
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    """A clean environment: its own config dir, an empty PATH (no engines, no tools)."""
+    return {"FLEET_CONFIG_DIR": str(tmp_path / "cfg"), "PATH": "", "HOME": str(tmp_path)}

@@ -9,7 +9,6 @@ import stat
 import subprocess
 import sys
 import types
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,30 +18,9 @@ import responses
 from factory_cli import __version__
 from factory_cli.cli import main
 from factory_cli.state import write_state
+from tests.support.cli import API, enrolled
 
-API = "http://fleet.test/api"
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def rsps() -> Iterator[responses.RequestsMock]:
-    with responses.RequestsMock() as mock:
-        yield mock
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
-    """A clean environment: its own config dir, an empty PATH (no engines, no tools)."""
-    return {"FLEET_CONFIG_DIR": str(tmp_path / "cfg"), "PATH": "", "HOME": str(tmp_path)}
-
-
-def enrolled(env: dict[str, str], **extra: Any) -> Path:
-    path = Path(env["FLEET_CONFIG_DIR"]) / "config.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = {"api": API, "product": "p", "factoryId": "fa", "token": "flf_tok", **extra}
-    path.write_text(json.dumps(data))
-    path.chmod(0o600)
-    return path
 
 
 def test_cli_version_and_help(capsys: pytest.CaptureFixture[str]) -> None:

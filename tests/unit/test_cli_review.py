@@ -4,7 +4,6 @@ comments reach the next attempt's engine (the prompt, ``FLEET_REVIEW_FILE``)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,28 +12,9 @@ import responses
 
 from factory_cli.cli import main
 from factory_cli.workdir import build_prompt, prepare, review_comments
+from tests.support.cli import API, enrolled
 
-API = "http://fleet.test/api"
 JOB = "j01jc0m9ayqj0f3a4q1x5e6n7z8"
-
-
-@pytest.fixture
-def rsps() -> Iterator[responses.RequestsMock]:
-    with responses.RequestsMock() as mock:
-        yield mock
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
-    return {"FLEET_CONFIG_DIR": str(tmp_path / "cfg"), "PATH": "", "HOME": str(tmp_path)}
-
-
-def enrolled(env: dict[str, str]) -> None:
-    path = Path(env["FLEET_CONFIG_DIR"]) / "config.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = {"api": API, "product": "p", "factoryId": "fa", "token": "flf_tok"}
-    path.write_text(json.dumps(data))
-    path.chmod(0o600)
 
 
 def reviewed(stage: str, votes: list[dict[str, Any]]) -> dict[str, Any]:
