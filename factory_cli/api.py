@@ -27,6 +27,7 @@ import requests
 # Connect fast, read a little longer: a slow coordinator must not stall the run loop.
 DEFAULT_TIMEOUT = (5.0, 20.0)
 PRODUCT_HEADER = "X-Fleet-Product"
+JOBS_PAGE_MAX = 1000  # the largest page of ``GET /fleet/jobs``
 
 
 class ApiError(Exception):
@@ -337,12 +338,32 @@ class FleetClient:
         """``POST /fleet/jobs`` with JSON fields: ``{job, created, warning?}``."""
         return _object(self.request("POST", "/fleet/jobs", json_body=dict(fields)))
 
-    def list_jobs(self, stage: str | None = None) -> list[dict[str, Any]]:
-        """``GET /fleet/jobs[?stage=]``: jobs without body and events."""
-        result = _object(
-            self.request("GET", "/fleet/jobs", params={"stage": stage} if stage else None)
-        )
-        return [j for j in result.get("jobs", []) if isinstance(j, dict)]
+    def jobs_page(
+        self, stage: str | None = None, limit: int = JOBS_PAGE_MAX, cursor: str | None = None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """``GET /fleet/jobs[?stage=&limit=&cursor=]``: one page of jobs (without body and
+        events) by id, and the cursor of the next page (None: the last)."""
+        params = {"limit": str(limit)}
+        if stage:
+            params["stage"] = stage
+        if cursor:
+            params["cursor"] = cursor
+        result = _object(self.request("GET", "/fleet/jobs", params=params))
+        jobs = [j for j in result.get("jobs", []) if isinstance(j, dict)]
+        after = result.get("next")
+        return jobs, after if isinstance(after, str) and after else None
+
+    def list_jobs(self, stage: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+        """Every job (or the newest ``limit``), newest first, following the pages' ``next``."""
+        jobs: list[dict[str, Any]] = []
+        cursor: str | None = None
+        while limit is None or len(jobs) < limit:
+            size = JOBS_PAGE_MAX if limit is None else min(JOBS_PAGE_MAX, limit - len(jobs))
+            page, cursor = self.jobs_page(stage, size, cursor)
+            jobs.extend(page)
+            if cursor is None:
+                break
+        return jobs if limit is None else jobs[:limit]
 
     def get_job(self, job_id: str) -> dict[str, Any]:
         """``GET /fleet/jobs/{id}``: the job with its recent events."""

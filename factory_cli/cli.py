@@ -169,6 +169,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     jobs = add("jobs", "list the product's jobs", operator, json_flag)
     jobs.add_argument("--stage", choices=STAGES, help="only jobs in this stage")
+    jobs.add_argument(
+        "--limit",
+        type=_count,
+        help="at most this many jobs, newest first (default: every job, fetched 1000 a page)",
+    )
 
     review = add(
         "review",
@@ -600,7 +605,7 @@ def cmd_submit(args: argparse.Namespace, env: dict[str, str]) -> int:
 
 def cmd_jobs(args: argparse.Namespace, env: dict[str, str]) -> int:
     client, settings = _operator_client(args, env, allow_factory=True)
-    jobs = client.list_jobs(args.stage)
+    jobs = client.list_jobs(args.stage, args.limit)
     if args.json:
         _out({"jobs": jobs, "count": len(jobs)})
         return 0

@@ -63,6 +63,8 @@ EVENTS_KEPT = 50  # recent events kept for the board
 EVENT_PAGES = 5  # event pages fetched per refresh at most (catching up on a busy product)
 EVENT_CATCHUP_PAGES = 50  # on the first poll (the feed starts at the oldest event)
 EVENT_PAGE = 200
+JOB_PAGE = 1000  # jobs a page (the largest the coordinator serves)
+JOB_PAGES = 5  # job pages fetched per refresh at most: a bigger product is listed in part
 REASON = "operator via fleet-factory top"
 SECTIONS = ("FACTORIES", "JOBS", "ALERTS", "EVENTS")  # the board's section headings
 
@@ -410,16 +412,28 @@ class Feed:
         return new
 
     def _full(self, snap: Snapshot, problems: list[str]) -> Snapshot:
-        # Counts come from the job list (fresh) when it is the whole product: an operator's.
-        # A factory token lists only the jobs it holds and jobs in review (its events were
-        # refused): then from the metrics document (written by the metrics timer, up to its
+        # Counts come from the job list (fresh) when it is the whole product: an operator's,
+        # every page of it. A factory token lists only the jobs it holds and jobs in review
+        # (its events were refused), and a product past JOB_PAGES pages is listed only in
+        # part: then from the metrics document (written by the metrics timer, up to its
         # period old).
         counts_from_list = False
         try:
-            listed = self._get(JOBS) or {}
-            jobs = tuple(job_row(j) for j in listed.get("jobs") or [] if isinstance(j, Mapping))
+            rows: list[JobRow] = []
+            cursor: str | None = None
+            for _ in range(JOB_PAGES):
+                params = {"limit": str(JOB_PAGE)} | ({"cursor": cursor} if cursor else {})
+                listed = self._get(JOBS, params) or {}
+                rows += [job_row(j) for j in listed.get("jobs") or [] if isinstance(j, Mapping)]
+                after = listed.get("next")
+                cursor = after if isinstance(after, str) and after else None
+                if cursor is None:
+                    break
+            else:
+                problems.append(f"jobs: more than {len(rows)}; the board shows the newest")
+            jobs = tuple(rows)
             snap = replace(snap, jobs=jobs)
-            if self.events_allowed:
+            if self.events_allowed and cursor is None:
                 snap = replace(snap, stages=stage_counts(jobs))
                 counts_from_list = True
         except Exception as exc:

@@ -740,6 +740,53 @@ class FleetHealth:
         view["pendingCommands"] = [c.as_dict() for c in pending]
         return view
 
+    def heartbeat_summaries(self, product: str) -> dict[str, dict[str, Any]]:
+        """Every factory's last heartbeat in brief, for the fleet list: factory id ->
+        ``{at, ageSeconds, load, seats, jobs: [{jobId, leaseEpoch, idleSeconds}],
+        pendingCount, pendingKinds}`` (``at`` null: commands wait, no heartbeat yet).
+
+        Cost: two table queries whatever the fleet's size — the product's heartbeats (one
+        partition) and every pending command of the product (one range query over the
+        ``{product}:`` partitions) — instead of two calls per factory."""
+        now = self.coord.clock.now()
+        out: dict[str, dict[str, Any]] = {}
+        for entity in self._tables.list_partition(HEARTBEATS, product):
+            record = HeartbeatRecord.from_entity(entity)
+            out[record.factory] = {
+                "at": format_ts(record.at) if record.at else None,
+                "ageSeconds": round((now - record.at).total_seconds(), 3) if record.at else None,
+                "load": record.load,
+                "seats": record.seats,
+                "jobs": [
+                    {
+                        "jobId": t.job_id,
+                        "leaseEpoch": t.lease_epoch,
+                        "idleSeconds": round((now - t.changed_at).total_seconds(), 3),
+                    }
+                    for t in sorted(record.jobs.values(), key=lambda t: t.job_id)
+                ],
+                "pendingCount": 0,
+                "pendingKinds": [],
+            }
+        prefix = commands_partition(product, "")
+        for entity in self._tables.list_partitions(COMMANDS, prefix):
+            factory_id = str(entity["PartitionKey"]).removeprefix(prefix)
+            summary = out.setdefault(
+                factory_id,
+                {
+                    "at": None,
+                    "ageSeconds": None,
+                    "load": None,
+                    "seats": None,
+                    "jobs": [],
+                    "pendingCount": 0,
+                    "pendingKinds": [],
+                },
+            )
+            summary["pendingCount"] += 1
+            summary["pendingKinds"].append(str(entity.get("kind")))  # by id: issue order
+        return out
+
     # --- the control channel -----------------------------------------------------------
 
     def command(

@@ -78,7 +78,9 @@ from fleet.store.queries import (
     EXPIRED_LEASES,
     JOBS_CHANGED_SINCE,
     JOBS_IN_STAGE,
+    JOBS_OF_HOLDER_PAGE,
     JOBS_OLDEST_IN_STAGE,
+    JOBS_PAGE,
     LEASED_JOBS,
     PROFILE_VERSIONS,
 )
@@ -88,6 +90,7 @@ log = logging.getLogger(__name__)
 SETTINGS_ID = "settings"
 SYSTEM_PARTITION = "_system"  # registry of products, so timers can visit every partition
 QUEUE_STATE_ID = "queue-state"
+_AFTER_EVERY_ID = "~"  # sorts after every job id (lower-case letters and digits)
 
 
 class JobNotFound(NotFound):
@@ -195,6 +198,36 @@ class Coordinator:
     def list_jobs(self, product: str) -> list[Job]:
         rows = self.docs.query(DOCS_OF_TYPE, product, {"type": "job"})
         return sorted((Job.from_doc(r) for r in rows), key=lambda j: j.id)
+
+    def jobs_page(
+        self,
+        product: str,
+        limit: int,
+        before: str | None = None,
+        stage: Stage | None = None,
+        reader: str | None = None,
+    ) -> tuple[list[Job], bool]:
+        """One page of the product's jobs, newest first (by id: ids sort by creation time),
+        older than the job id ``before``: at most ``limit`` jobs, and whether more follow.
+        ``stage`` filters; ``reader`` (a factory) narrows to the jobs it holds and the jobs
+        in review.
+
+        Cost: one bounded query; two for a factory without a stage filter (the jobs it
+        holds, the jobs in review: merged by id, so the page stays flat and bounded)."""
+        every = [s.value for s in Stage]
+        wanted = [stage.value] if stage else every
+        base = {"before": before or _AFTER_EVERY_ID, "top": limit + 1}
+        if reader is None or stage is Stage.REVIEW:
+            rows = self.docs.query(JOBS_PAGE, product, {**base, "stages": wanted})
+        else:
+            held = {**base, "stages": wanted, "holder": reader}
+            rows = self.docs.query(JOBS_OF_HOLDER_PAGE, product, held)
+            if stage is None:
+                review = {**base, "stages": [Stage.REVIEW.value]}
+                rows += self.docs.query(JOBS_PAGE, product, review)
+        by_id = {str(r["id"]): r for r in rows}
+        ids = sorted(by_id, reverse=True)
+        return [Job.from_doc(by_id[i]) for i in ids[:limit]], len(ids) > limit
 
     def job_events(self, product: str, job_id: str, after: int = 0) -> list[Event]:
         """The job's history after ``after``: spilled event documents, then embedded ones."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import azure.functions as func
 
 from fleet.context import get_context
+from fleet.coordinator.fleet_health import fleet_health
 from fleet.coordinator.identity import (
     any_principal,
     factory_principal,
@@ -79,14 +80,25 @@ def register_factory(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="fleet/factories", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 @handles_errors
 def list_factories(req: func.HttpRequest) -> func.HttpResponse:
+    """The product's factories. An operator also gets each one's last heartbeat in brief
+    (``heartbeat``, null when none): one query and two table queries for the whole fleet,
+    however large (the per-factory heartbeat endpoint stays for the full detail)."""
     principal = any_principal(req)
     coord = get_context().coordinator
-    live = {v.id: v.live for v in coord.factory_views(principal.product)}
+    known = coord.factories(principal.product)
+    live = {v.id: v.live for v in coord.factory_views(principal.product, known)}
+    beats = (
+        fleet_health(coord).heartbeat_summaries(principal.product)
+        if principal.kind == "operator"
+        else None
+    )
     factories = []
-    for f in coord.factories(principal.product):
+    for f in known:
         view = f.model_dump(mode="json", exclude={"etag", "type"})
         view["id"] = f.id.removeprefix("factory-")
         view["live"] = live.get(view["id"], False)
+        if beats is not None:
+            view["heartbeat"] = beats.get(view["id"])
         factories.append(view)
     return json_response({"factories": factories})
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
+import re
 from typing import Any
 
 import azure.functions as func
@@ -15,7 +19,13 @@ from fleet.coordinator.identity import (
     operator_principal,
 )
 from fleet.coordinator.service import AgentEvent
-from fleet.domain.manifest import Problem, ValidationFailed, parse_json, parse_markdown
+from fleet.domain.manifest import (
+    JOB_ID_PATTERN,
+    Problem,
+    ValidationFailed,
+    parse_json,
+    parse_markdown,
+)
 from fleet.domain.models import Job
 from fleet.domain.stages import Action, Stage
 from fleet.http.parsing import (
@@ -33,6 +43,8 @@ from fleet.http.parsing import (
 from fleet.http.responses import handles_errors, json_response
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
+
+_JOB_ID = re.compile(JOB_ID_PATTERN)
 
 OPERATOR_ACTIONS = {
     "cancel": Action.CANCEL,
@@ -101,27 +113,62 @@ def submit_job(req: func.HttpRequest) -> func.HttpResponse:
     return json_response(body, 201 if created else 200, {"Location": f"/api/fleet/jobs/{job.id}"})
 
 
+JOBS_PAGE_DEFAULT = 200
+JOBS_PAGE_MAX = 1000
+
+
+def encode_cursor(before: str) -> str:
+    """The opaque ``next`` of a jobs page: where the next page starts (older than this job
+    id)."""
+    raw = json.dumps({"before": before}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> str:
+    """The job id a ``cursor`` continues before (older jobs follow); 400 (path ``cursor``)
+    for anything else."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        before = json.loads(raw)["before"]
+        if not isinstance(before, str) or not _JOB_ID.match(before):
+            raise ValueError(before)
+        return before
+    except (ValueError, TypeError, KeyError, binascii.Error):
+        raise ValidationFailed(
+            [Problem(path="cursor", code="invalid_cursor", message="pass back a reply's `next`")],
+            "query parameter cursor is not a cursor this API gave",
+        ) from None
+
+
 @bp.route(route="fleet/jobs", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 @handles_errors
 def list_jobs(req: func.HttpRequest) -> func.HttpResponse:
+    """One page of jobs, newest first (``limit``, default 200, at most 1000); ``next`` continues it
+    (pass it back as ``cursor``), null on the last page. A factory sees the jobs it holds and
+    the jobs in review."""
     principal = any_principal(req)
-    stage = req.params.get("stage")
+    stage = req.params.get("stage") or None
     if stage is not None and stage not in {s.value for s in Stage}:
         raise ValidationFailed(
             [Problem(path="stage", code="enum", message=f"one of {[s.value for s in Stage]}")],
             "unknown stage",
         )
-    jobs = get_context().coordinator.list_jobs(principal.product)
-    if principal.kind == "factory":
-        # A factory sees its own, and what awaits review.
-        jobs = [j for j in jobs if _readable_by_factory(principal, j)]
-    if stage:
-        jobs = [j for j in jobs if j.stage.value == stage]
+    limit = int_param(req, "limit", JOBS_PAGE_DEFAULT, minimum=1, maximum=JOBS_PAGE_MAX)
+    cursor = req.params.get("cursor") or None
+    before = decode_cursor(cursor) if cursor is not None else None
+    jobs, more = get_context().coordinator.jobs_page(
+        principal.product,
+        limit,
+        before=before,
+        stage=Stage(stage) if stage else None,
+        reader=principal.id if principal.kind == "factory" else None,
+    )
     views = [job_view(j) for j in jobs]
     for view in views:
         view.pop("body", None)
         view.pop("events", None)
-    return json_response({"jobs": views, "count": len(views)})
+    next_cursor = encode_cursor(jobs[-1].id) if more and jobs else None
+    return json_response({"jobs": views, "count": len(views), "next": next_cursor})
 
 
 @bp.route(route="fleet/jobs/{id}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)

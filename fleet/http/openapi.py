@@ -229,9 +229,28 @@ OPERATIONS: tuple[Operation, ...] = (
         "The product's jobs (without body and events)",
         "jobs",
         identity="any",
-        description="A factory token lists only the jobs it holds.",
-        parameters=(_query("stage", "Only jobs in this stage.", _ref("Stage")),),
-        replies={200: Reply("The jobs, by id.", _ref("JobList"))},
+        description=(
+            "One page, ordered by job id (ids never change, so following `next` neither "
+            "skips nor repeats a job while jobs change stage; ids sort by submit time). "
+            "Pass the reply's `next` back as `cursor` for the following page; `next` is "
+            "null on the last page. The `stage` filter applies to every page. A factory "
+            "token lists only the jobs it holds and the jobs in review. One bounded query "
+            "a page (two for a factory token without a stage filter)."
+        ),
+        parameters=(
+            _query("stage", "Only jobs in this stage.", _ref("Stage")),
+            _query(
+                "limit",
+                "At most this many jobs in the page (more is 400).",
+                {"type": "integer", "minimum": 1, "maximum": 1000, "default": 200},
+            ),
+            _query(
+                "cursor",
+                "Opaque: the `next` of the previous page (anything else is 400).",
+                {"type": "string"},
+            ),
+        ),
+        replies={200: Reply("A page of jobs, by id.", _ref("JobList"))},
         errors=(400,),
     ),
     Operation(
@@ -438,6 +457,12 @@ OPERATIONS: tuple[Operation, ...] = (
         "The product's factories",
         "fleet",
         identity="any",
+        description=(
+            "With an operator token each factory carries `heartbeat`: its last heartbeat in "
+            "brief (age, load, seats, held jobs with their idle seconds, pending commands), "
+            "or null. The whole list costs one query and two table queries, whatever the "
+            "fleet's size; `GET /api/fleet/factories/{id}/heartbeat` has the full record."
+        ),
         replies={200: Reply("The factories, by id.", _ref("FactoryList"))},
     ),
     Operation(
@@ -1094,6 +1119,10 @@ def _views(schemas: dict[str, Schema]) -> None:
         "description": "Seen within the stale threshold.",
     }
     listed["required"] = [*listed["required"], "live"]
+    listed["properties"]["heartbeat"] = {
+        "anyOf": [_ref("HeartbeatSummary"), {"type": "null"}],
+        "description": "Operators only: the last heartbeat in brief; null when none.",
+    }
     schemas["FactoryListItem"] = listed
 
     profile = schemas["Profile"]
@@ -1167,7 +1196,15 @@ def _hand_schemas() -> dict[str, Schema]:
             },
             required=("job", "created"),
         ),
-        "JobList": _obj({"jobs": {"type": "array", "items": _ref("JobSummary")}, "count": _INT}),
+        "JobList": _obj(
+            {
+                "jobs": {"type": "array", "items": _ref("JobSummary")},
+                "count": {**_INT, "description": "Jobs in this page."},
+                "next": _nullable(
+                    {"type": "string", "description": "Pass back as `cursor`; null: last page."}
+                ),
+            }
+        ),
         "JobEvents": _obj(
             {
                 "events": {"type": "array", "items": _ref("Event")},
@@ -1261,6 +1298,30 @@ def _hand_schemas() -> dict[str, Schema]:
                 },
                 "pendingCommands": {"type": "array", "items": _ref("Command")},
             }
+        ),
+        "HeartbeatSummary": _obj(
+            {
+                "at": _nullable({"type": "string", "format": "date-time"}),
+                "ageSeconds": _nullable({"type": "number"}),
+                "load": _nullable(_INT),
+                "seats": _nullable(_INT),
+                "jobs": {
+                    "type": "array",
+                    "items": _obj(
+                        {
+                            "jobId": _STR,
+                            "leaseEpoch": _INT,
+                            "idleSeconds": {
+                                "type": "number",
+                                "description": "Since the progress last changed.",
+                            },
+                        }
+                    ),
+                },
+                "pendingCount": {**_INT, "description": "Commands not yet acknowledged."},
+                "pendingKinds": {"type": "array", "items": _STR},
+            },
+            description="`at` null: commands wait for a factory that has not beaten yet.",
         ),
         "Deregistration": _obj({"factory": _STR, "deregistered": {"type": "boolean"}}),
         "ProductEvent": {

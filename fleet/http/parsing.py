@@ -66,7 +66,9 @@ def body_model(req: func.HttpRequest, model: type[M], *, required: bool = True) 
     return parse_model(model, json_value(req, required=required))
 
 
-def int_param(req: func.HttpRequest, name: str, default: int, *, minimum: int = 0) -> int:
+def int_param(
+    req: func.HttpRequest, name: str, default: int, *, minimum: int = 0, maximum: int | None = None
+) -> int:
     raw = req.params.get(name)
     if raw is None or raw == "":
         return default
@@ -74,10 +76,11 @@ def int_param(req: func.HttpRequest, name: str, default: int, *, minimum: int = 
         value = int(raw)
     except ValueError:
         value = minimum - 1
-    if value < minimum:
+    if value < minimum or (maximum is not None and value > maximum):
+        bounds = f">= {minimum}" if maximum is None else f"from {minimum} to {maximum}"
         raise ValidationFailed(
             [Problem(path=name, code="invalid_integer", message=f"got {raw!r}")],
-            f"query parameter {name} must be an integer >= {minimum}",
+            f"query parameter {name} must be an integer {bounds}",
         )
     return value
 

@@ -357,6 +357,23 @@ class AzureTableStore:
             )
             return sorted((_entity_out(e) for e in rows), key=lambda e: str(e["RowKey"]))
 
+    def list_partitions(self, table: str, prefix: str) -> list[Entity]:
+        if not prefix:
+            raise InvalidStoreRequest("a partition prefix must not be empty")
+        self.counters.add("table_query")
+        # Keys compare as strings: [prefix, prefix with its last character bumped) holds
+        # exactly the keys that start with the prefix.
+        upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+        with _translated(f"table {table}"):
+            rows = self._table(table).query_entities(
+                "PartitionKey ge @lo and PartitionKey lt @hi",
+                parameters={"lo": prefix, "hi": upper},
+            )
+            return sorted(
+                (_entity_out(e) for e in rows),
+                key=lambda e: (str(e["PartitionKey"]), str(e["RowKey"])),
+            )
+
     def ping(self) -> None:
         with _translated("table service"):
             next(iter(self._service.list_tables(results_per_page=1)), None)

@@ -355,6 +355,17 @@ class MemoryTableStore:
                 _clone(e) for (pk, _), e in sorted(self._table(table).items()) if pk == partition
             ]
 
+    def list_partitions(self, table: str, prefix: str) -> list[Entity]:
+        if not prefix:
+            raise InvalidStoreRequest("a partition prefix must not be empty")
+        self._begin("table_query")
+        with self._lock:
+            return [
+                _clone(e)
+                for (pk, _), e in sorted(self._table(table).items())
+                if pk.startswith(prefix)
+            ]
+
     def ping(self) -> None:
         self.faults.check("table_read")
 

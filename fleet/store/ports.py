@@ -123,6 +123,11 @@ class TableStore(Protocol):
 
     def list_partition(self, table: str, partition: str) -> list[Entity]: ...
 
+    def list_partitions(self, table: str, prefix: str) -> list[Entity]:
+        """Every entity whose PartitionKey starts with ``prefix`` (not empty), by
+        (PartitionKey, RowKey): one range query, for tables keyed ``{product}:{...}``."""
+        ...
+
     def ping(self) -> None: ...
 
 

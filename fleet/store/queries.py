@@ -190,6 +190,42 @@ JOBS_CHANGED_SINCE = NamedQuery(
     top_param="top",
 )
 
+
+def _stage_in(doc: Mapping[str, Any], params: Mapping[str, Any]) -> bool:
+    return doc.get("stage") in params["stages"]
+
+
+# ``GET /fleet/jobs``, one page: jobs in some stages before a job id, newest first (ids sort by
+# creation time and never change, so a walk by id neither skips nor repeats a job while jobs
+# move between stages; jobs submitted during the walk are on the first page, not later ones). Flat
+# predicates, no parentheses: ``ARRAY_CONTAINS`` is the stage filter (every stage, or one).
+# ``@top`` is the page size plus one: a row past the page says there is a next page.
+JOBS_PAGE = NamedQuery(
+    name="jobs_page",
+    sql=(
+        "SELECT TOP @top * FROM c WHERE c.productId = @partition AND c.type = 'job' "
+        "AND ARRAY_CONTAINS(@stages, c.stage) AND c.id < @before ORDER BY c.id DESC"
+    ),
+    where=_all(_is_job, _stage_in, _lt("/id", "before")),
+    order_by="/id",
+    descending=True,
+    top_param="top",
+)
+
+# The same page, of the jobs one factory holds or held (``lease.holder``): a factory's view.
+JOBS_OF_HOLDER_PAGE = NamedQuery(
+    name="jobs_of_holder_page",
+    sql=(
+        "SELECT TOP @top * FROM c WHERE c.productId = @partition AND c.type = 'job' "
+        "AND c.lease.holder = @holder AND ARRAY_CONTAINS(@stages, c.stage) AND c.id < @before "
+        "ORDER BY c.id DESC"
+    ),
+    where=_all(_is_job, _field_equals("/lease/holder", "holder"), _stage_in, _lt("/id", "before")),
+    order_by="/id",
+    descending=True,
+    top_param="top",
+)
+
 COUNT_JOBS_IN_STAGE = NamedQuery(
     name="count_jobs_in_stage",
     sql=(
@@ -250,6 +286,8 @@ ALL_QUERIES = (
     EVENTS_OF_JOB,
     AGENT_EVENTS_OF_JOB,
     JOBS_CHANGED_SINCE,
+    JOBS_PAGE,
+    JOBS_OF_HOLDER_PAGE,
     PROFILE_VERSIONS,
     COUNT_JOBS_IN_STAGE,
     TOKENS_OF_PRODUCT,

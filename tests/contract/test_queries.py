@@ -10,7 +10,9 @@ from fleet.store.queries import (
     EVENTS_OF_JOB,
     EXPIRED_LEASES,
     JOBS_CHANGED_SINCE,
+    JOBS_OF_HOLDER_PAGE,
     JOBS_OLDEST_IN_STAGE,
+    JOBS_PAGE,
     PROFILE_VERSIONS,
     STALLED_JOBS,
 )
@@ -105,3 +107,34 @@ def test_queries_profile_versions_newest_first(stores: Stores, partition: str) -
         )
     rows = docs.query(PROFILE_VERSIONS, partition, {"name": "dev", "top": 2})
     assert [r["version"] for r in rows] == [3, 2]
+
+
+def test_queries_jobs_page_newest_first_before_a_cursor_in_some_stages(
+    stores: Stores, partition: str
+) -> None:
+    docs = stores.documents
+    stages = ["queued", "building", "review", "shipped", "queued", "failed"]
+    for n, stage in enumerate(stages):
+        docs.create(_job(partition, 9 - n, stage=stage))  # created out of id order
+    docs.create({"id": "j0", "productId": partition, "type": "factory", "stage": "queued"})
+    every = ["queued", "blocked", "building", "review", "shipped", "failed"]
+    page = {"stages": every, "before": "~", "top": 4}
+    assert _ids(docs.query(JOBS_PAGE, partition, page)) == ["j9", "j8", "j7", "j6"]
+    assert _ids(docs.query(JOBS_PAGE, partition, {**page, "before": "j6"})) == ["j5", "j4"]
+    assert _ids(docs.query(JOBS_PAGE, partition, {**page, "before": "j4"})) == []
+    queued = {"stages": ["queued"], "before": "j9", "top": 10}
+    assert _ids(docs.query(JOBS_PAGE, partition, queued)) == ["j5"]
+
+
+def test_queries_jobs_of_holder_page(stores: Stores, partition: str) -> None:
+    docs = stores.documents
+    docs.create(_job(partition, 1, stage="building", lease={"holder": "f1", "epoch": 1}))
+    docs.create(_job(partition, 2, stage="review", lease={"holder": "f2", "epoch": 1}))
+    docs.create(_job(partition, 3, stage="shipped", lease={"holder": "f1", "epoch": 2}))
+    docs.create(_job(partition, 4, stage="queued", lease=None))
+    docs.create(_job(partition, 5, stage="testing", lease={"holder": "f1", "epoch": 1}))
+    mine = {"holder": "f1", "stages": ["building", "shipped", "testing"], "before": "~", "top": 2}
+    assert _ids(docs.query(JOBS_OF_HOLDER_PAGE, partition, mine)) == ["j5", "j3"]
+    assert _ids(docs.query(JOBS_OF_HOLDER_PAGE, partition, {**mine, "before": "j3"})) == ["j1"]
+    shipped = {**mine, "stages": ["shipped"], "top": 10}
+    assert _ids(docs.query(JOBS_OF_HOLDER_PAGE, partition, shipped)) == ["j3"]

@@ -56,6 +56,26 @@ def test_tables_list_partition_and_delete(stores: Stores, partition: str) -> Non
         stores.tables.delete(TABLE, partition, "b")
 
 
+def test_tables_list_partitions_by_prefix_is_one_query(stores: Stores, partition: str) -> None:
+    # The commands table's layout: PartitionKey "{product}:{factory}".
+    for pk, row in ((":f2", "c2"), (":f1", "c3"), (":f1", "c1"), (":f10", "c4")):
+        stores.tables.upsert("commands", {"PartitionKey": partition + pk, "RowKey": row, "n": 1})
+    # Neighbours that share a prefix of the prefix, or sort right after it, are left out.
+    stores.tables.upsert("commands", {"PartitionKey": partition + "x:f1", "RowKey": "z", "n": 1})
+    stores.tables.upsert("commands", {"PartitionKey": partition + ";", "RowKey": "z", "n": 1})
+    stores.tables.upsert("commands", {"PartitionKey": partition, "RowKey": "z", "n": 1})
+    with stores.counters.measure() as cost:
+        rows = stores.tables.list_partitions("commands", partition + ":")
+    assert [(e["PartitionKey"].removeprefix(partition), e["RowKey"]) for e in rows] == [
+        (":f1", "c1"),
+        (":f1", "c3"),
+        (":f10", "c4"),
+        (":f2", "c2"),
+    ]
+    assert cost == {"table_query": 1}
+    assert stores.tables.list_partitions("commands", partition + "-none:") == []
+
+
 def test_tables_delete_with_stale_etag_is_rejected(stores: Stores, partition: str) -> None:
     created = stores.tables.create(TABLE, {"PartitionKey": partition, "RowKey": "r", "n": 1})
     stores.tables.upsert(TABLE, {"PartitionKey": partition, "RowKey": "r", "n": 2})

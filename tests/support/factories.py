@@ -195,7 +195,15 @@ class Fleet:
         return self.get(f"/fleet/jobs/{job_id}")  # type: ignore[no-any-return]
 
     def jobs(self) -> list[dict[str, Any]]:
-        return self.get("/fleet/jobs")["jobs"]  # type: ignore[no-any-return]
+        """Every job of the product: the list's pages, following ``next``."""
+        jobs: list[dict[str, Any]] = []
+        cursor = ""
+        while True:
+            page = self.get(f"/fleet/jobs?limit=1000{f'&cursor={cursor}' if cursor else ''}")
+            jobs += page["jobs"]
+            if page["next"] is None:
+                return jobs
+            cursor = page["next"]
 
     def events(self, job_id: str) -> list[dict[str, Any]]:
         return self.get(f"/fleet/jobs/{job_id}/events")["events"]  # type: ignore[no-any-return]

@@ -105,11 +105,34 @@ def test_api_operator_calls_name_the_product(rsps: responses.RequestsMock) -> No
     assert request.headers["Content-Type"].startswith("text/markdown")
     assert request.body == b"---\ntitle: x\n---\nbody"
     assert client.list_jobs("queued") == [{"id": "j1"}]
-    assert rsps.calls[-1].request.url == f"{API}/fleet/jobs?stage=queued"
+    assert rsps.calls[-1].request.url == f"{API}/fleet/jobs?limit=1000&stage=queued"
     client.job_action("j1", "ship", reason="looks good")
     assert sent(rsps)[1] == {"reason": "looks good"}
     client.command("fa", "cancel-job", job_id="j1")
     assert sent(rsps)[1] == {"command": "cancel-job", "jobId": "j1"}
+
+
+def test_api_list_jobs_follows_next_and_stops_at_a_limit(rsps: responses.RequestsMock) -> None:
+    client = FleetClient(API, "flo_op", product="demo")
+    pages = {
+        None: ([{"id": "j1"}, {"id": "j2"}], "c2"),
+        "c2": ([{"id": "j3"}, {"id": "j4"}], "c4"),
+        "c4": ([{"id": "j5"}], None),
+    }
+
+    def page(request: Any) -> tuple[int, dict[str, str], str]:
+        jobs, after = pages[request.params.get("cursor")]
+        return 200, {}, json.dumps({"jobs": jobs, "count": len(jobs), "next": after})
+
+    rsps.add_callback(responses.GET, f"{API}/fleet/jobs", callback=page)
+    assert [j["id"] for j in client.list_jobs()] == ["j1", "j2", "j3", "j4", "j5"]
+    assert [c.request.params.get("cursor") for c in rsps.calls] == [None, "c2", "c4"]
+    assert {c.request.params["limit"] for c in rsps.calls} == {"1000"}
+    # A limit asks for no more than it needs, and stops following ``next`` once it has it.
+    calls = len(rsps.calls)
+    assert [j["id"] for j in client.list_jobs(limit=3)] == ["j1", "j2", "j3"]
+    asked = [(c.request.params["limit"], c.request.params.get("cursor")) for c in rsps.calls]
+    assert asked[calls:] == [("3", None), ("1", "c2")]
 
 
 ERRORS: list[tuple[int, dict[str, Any], type[ApiError]]] = [

@@ -354,7 +354,7 @@ def test_cli_jobs_table_json_and_stage_filter(
     out = capsys.readouterr().out.splitlines()
     assert out[0].split() == ["ID", "STAGE", "PRI", "TRIES", "HOLDER", "UPDATED", "TITLE"]
     assert out[1].split()[:5] == ["j1", "building", "7", "1/3", "fa"]
-    assert rsps.calls[0].request.url.endswith("?stage=building")
+    assert rsps.calls[0].request.url.endswith("?limit=1000&stage=building")
     assert rsps.calls[0].request.headers["X-Fleet-Product"] == "default"
     assert main(["jobs", "--api", API, "--json"], env=env) == 0
     assert json.loads(capsys.readouterr().out)["count"] == 2

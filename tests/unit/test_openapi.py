@@ -178,3 +178,33 @@ def test_the_document_is_served() -> None:
     served = json.loads(response.get_body())
     assert "openapi" in served and "paths" in served
     assert served == DOCUMENT
+
+
+def test_the_job_list_documents_its_paging() -> None:
+    operation = _documented_operations()[("get", "/api/fleet/jobs")]
+    params = {_resolve(p)["name"]: _resolve(p)["schema"] for p in operation["parameters"]}
+    assert params["limit"] == {
+        "type": "integer",
+        "minimum": 1,
+        "maximum": jobs.JOBS_PAGE_MAX,
+        "default": jobs.JOBS_PAGE_DEFAULT,
+    }
+    assert params["cursor"] == {"type": "string"} and "stage" in params
+    assert "400" in operation["responses"]
+    listed = DOCUMENT["components"]["schemas"]["JobList"]
+    assert listed["required"] == ["jobs", "count", "next"]
+
+
+def test_the_fleet_list_documents_the_heartbeat_summary() -> None:
+    item = DOCUMENT["components"]["schemas"]["FactoryListItem"]
+    assert "heartbeat" in item["properties"] and "heartbeat" not in item["required"]
+    summary = DOCUMENT["components"]["schemas"]["HeartbeatSummary"]
+    assert set(summary["required"]) == {
+        "at",
+        "ageSeconds",
+        "load",
+        "seats",
+        "jobs",
+        "pendingCount",
+        "pendingKinds",
+    }

@@ -281,6 +281,39 @@ def test_top_feed_with_a_factory_token_counts_stages_from_the_metrics(
     assert [j.id for j in top.running(snap)] == ["mine"]
 
 
+def test_top_feed_follows_the_job_pages(feed: Feed, client: FakeClient) -> None:
+    pages = {
+        None: ([job("j1", "building", holder="f1", epoch=1)], "c1"),
+        "c1": ([job("j2", "queued"), job("j3", "queued")], None),
+    }
+
+    def jobs(params: dict[str, str]) -> dict[str, Any]:
+        rows, after = pages[params.get("cursor")]
+        return {"jobs": rows, "count": len(rows), "next": after}
+
+    client.routes[top.JOBS] = jobs
+    snap = feed.poll()
+    asked = [params for path, params in client.gets if path == top.JOBS]
+    assert asked == [{"limit": "1000"}, {"limit": "1000", "cursor": "c1"}]
+    assert [j.id for j in snap.jobs] == ["j1", "j2", "j3"]
+    assert snap.stages["queued"] == 2 and snap.problems == ()
+
+
+def test_top_feed_lists_a_huge_product_in_part_and_counts_from_the_metrics(
+    feed: Feed, client: FakeClient
+) -> None:
+    def jobs(params: dict[str, str]) -> dict[str, Any]:
+        n = int(params.get("cursor", "0"))
+        return {"jobs": [job(f"j{n}", "shipped")], "count": 1, "next": str(n + 1)}
+
+    client.routes[top.JOBS] = jobs
+    client.routes[top.METRICS] = {"queueDepth": {"shipped": 9000}, "unroutable": 0}
+    snap = feed.poll()
+    assert len(snap.jobs) == top.JOB_PAGES
+    assert snap.stages == {"shipped": 9000}  # a partial list would misstate the product
+    assert any(p.startswith("jobs: more than") for p in snap.problems)
+
+
 def test_top_feed_keeps_going_when_one_source_fails(
     feed: Feed, client: FakeClient, clock: Clock
 ) -> None:

@@ -4,11 +4,14 @@
 //   event names a job not seen yet, or every 10 s; other events are applied to the jobs in
 //   place (stage changes other than submit/requeue do not move the version);
 // - the connection state (live / reconnecting / offline / signed out) is always shown.
+// The job list comes in pages newest first (GET /fleet/jobs?limit=&cursor=): the first JOB_PAGE jobs,
+// and a page more each time the operator asks (loadMoreJobs). The fleet list carries each
+// factory's last heartbeat (one call for the whole fleet, never one per factory).
 import { ApiError, enc, get, session } from "./api.js";
 
 const TICK_MS = 2000;
 const FULL_MS = 10000;
-const HEARTBEAT_MS = 10000;
+export const JOB_PAGE = 200; // jobs a page (the API's default; at most 1000)
 
 export const state = {
   status: "idle", // idle (signed out) | connecting | live | reconnecting | offline | unauthorized
@@ -16,10 +19,12 @@ export const state = {
   failures: 0,
   jobs: new Map(), // id -> job summary
   jobsLoaded: false,
+  jobsWanted: JOB_PAGE, // how many jobs the list holds (a page more per "load more")
+  jobsMore: false, // the product has more jobs than the list holds
   factories: [],
   factoriesLoaded: false,
   listError: null, // the error of the last list fetch, kept until one succeeds
-  heartbeats: new Map(), // factory id -> {hb, error, none, fetchedAt}
+  heartbeats: new Map(), // factory id -> {hb, none, fetchedAt}: from the fleet list
   version: null,
   lastFull: 0,
   lastOk: 0,
@@ -28,7 +33,7 @@ export const state = {
 };
 
 const listeners = new Set();
-/** fn(kind, detail): kind "status" | "data" | "events" | "heartbeats" | "reset". */
+/** fn(kind, detail): kind "status" | "data" | "events" | "reset". */
 export function subscribe(fn) {
   listeners.add(fn);
   return () => listeners.delete(fn);
@@ -47,7 +52,7 @@ export function reset() {
   generation += 1;
   Object.assign(state, {
     status: session.token() ? "connecting" : "idle", error: null, failures: 0, jobs: new Map(),
-    jobsLoaded: false, factories: [], factoriesLoaded: false, listError: null,
+    jobsLoaded: false, jobsWanted: JOB_PAGE, jobsMore: false, factories: [], factoriesLoaded: false, listError: null,
     heartbeats: new Map(), version: null, lastFull: 0, lastOk: 0, cursor: null,
   });
   state.rev += 1;
@@ -68,12 +73,34 @@ export function jobList() {
   return [...state.jobs.values()];
 }
 
+/** Hold a page more of jobs from now on (fetched at once). */
+export function loadMoreJobs() {
+  state.jobsWanted = state.jobs.size + JOB_PAGE;
+  refreshSoon();
+}
+
+/** The newest `wanted` jobs, following the pages' `next`. */
+async function fetchJobs(wanted) {
+  const jobs = [];
+  let cursor = null;
+  do {
+    const limit = Math.min(1000, wanted - jobs.length);
+    const page = await get(`/fleet/jobs?limit=${limit}${cursor ? `&cursor=${enc(cursor)}` : ""}`);
+    jobs.push(...page.jobs);
+    cursor = page.next;
+  } while (cursor && jobs.length < wanted);
+  return { jobs, more: Boolean(cursor) };
+}
+
 async function fetchLists(gen) {
   try {
-    const [jobs, factories] = await Promise.all([get("/fleet/jobs"), get("/fleet/factories")]);
+    const [jobs, factories] = await Promise.all([fetchJobs(state.jobsWanted), get("/fleet/factories")]);
     if (gen !== generation) return;
     state.jobs = new Map(jobs.jobs.map((j) => [j.id, j]));
+    state.jobsMore = jobs.more;
     state.factories = factories.factories;
+    const now = Date.now();
+    state.heartbeats = new Map(factories.factories.map((f) => [f.id, f.heartbeat ? { hb: f.heartbeat, fetchedAt: now } : { none: true, fetchedAt: now }]));
     state.jobsLoaded = state.factoriesLoaded = true;
     state.listError = null;
     state.lastFull = Date.now();
@@ -130,7 +157,9 @@ async function tick() {
       if (gen !== generation) return;
       state.cursor = feed.cursor || state.cursor;
       if (feed.events.length) {
-        if (applyEvents(feed.events)) full = true;
+        // A job not in the list is new, unless the list holds only the first pages: then
+        // most jobs are not in it, and the gate and the 10 s refresh bring the changes.
+        if (applyEvents(feed.events) && !state.jobsMore) full = true;
         emit("events", feed.events);
         if (feed.events.length >= 500) delay = 50; // more waiting: catch up
       }
@@ -156,43 +185,6 @@ async function tick() {
     emit("status");
     if (gen === generation && session.token()) timer = setTimeout(tick, delay);
   }
-}
-
-// --- heartbeats: one GET per factory, only while the fleet map is on screen --------------
-let hbRunning = false;
-let hbForceAgain = false;
-export async function refreshHeartbeats(force = false) {
-  if (hbRunning) { hbForceAgain = hbForceAgain || force; return; }
-  if (!session.token() || !state.factoriesLoaded) return;
-  hbRunning = true;
-  const gen = generation;
-  const now = Date.now();
-  const due = state.factories.filter((f) => {
-    if (f.deregistered) return false;
-    const known = state.heartbeats.get(f.id);
-    return force || !known || now - known.fetchedAt > HEARTBEAT_MS;
-  });
-  const queue = [...due];
-  async function worker() {
-    while (queue.length) {
-      const f = queue.shift();
-      let entry;
-      try {
-        entry = { hb: await get(`/fleet/factories/${enc(f.id)}/heartbeat`), fetchedAt: Date.now() };
-      } catch (err) {
-        entry = err.status === 404 ? { none: true, fetchedAt: Date.now() } : { error: err, fetchedAt: Date.now() };
-      }
-      if (gen !== generation) return;
-      state.heartbeats.set(f.id, entry);
-    }
-  }
-  try {
-    await Promise.all(Array.from({ length: Math.min(6, due.length) }, worker));
-  } finally {
-    hbRunning = false;
-  }
-  if (gen === generation && due.length) emit("heartbeats");
-  if (hbForceAgain) { hbForceAgain = false; refreshHeartbeats(true); }
 }
 
 export function start() {

@@ -3,7 +3,7 @@
 // revoke / deregister, each confirmed first.
 import { del, enc, post, session } from "../api.js";
 import { LEASED, ago, confirmAction, emptyBox, errorBox, fill, h, loadingBox, markPainted, notify, secondsSince, stageBadge } from "../dom.js";
-import { jobList, refreshHeartbeats, refreshSoon, state } from "../live.js";
+import { jobList, refreshSoon, state } from "../live.js";
 import { mountAlerts } from "../alerts.js";
 
 export function health(f) {
@@ -33,7 +33,6 @@ async function command(f, kind) {
     notify(`${spec.label} ${f.id} failed: ${err.describe()}`, "error");
   }
   refreshSoon();
-  refreshHeartbeats(true);
 }
 
 async function revoke(f) {
@@ -66,24 +65,34 @@ async function deregister(f) {
   refreshSoon();
 }
 
+// Each factory's last heartbeat comes with the fleet list (`heartbeat`: age, load, seats,
+// held jobs with their idle seconds, pending commands); ages move on between fetches here.
 function heartbeatAge(f) {
   const entry = state.heartbeats.get(f.id);
   if (!entry) return { text: "…", title: "fetching the last heartbeat" };
   if (entry.none) return { text: "never", title: "no heartbeat recorded" };
-  if (entry.error) return { text: "unknown", title: entry.error.describe() };
   const hb = entry.hb;
-  if (hb.ageSeconds === null || hb.ageSeconds === undefined) return { text: "never", title: "" };
+  if (hb.ageSeconds === null || hb.ageSeconds === undefined) return { text: "never", title: "no heartbeat recorded" };
   return { text: ago(hb.ageSeconds + (Date.now() - entry.fetchedAt) / 1000), title: hb.at };
+}
+
+function idleText(f, jobId) {
+  const entry = state.heartbeats.get(f.id);
+  const p = entry && entry.hb && entry.hb.jobs.find((j) => j.jobId === jobId);
+  return p ? `idle ${ago(p.idleSeconds + (Date.now() - entry.fetchedAt) / 1000)}` : null;
 }
 
 function card(f, held) {
   const hstate = health(f);
   const entry = state.heartbeats.get(f.id);
-  const hb = entry && entry.hb;
+  const hb = entry && entry.hb && entry.hb.at ? entry.hb : null;
   const load = hb ? hb.load : f.load;
   const seats = hb ? hb.seats : f.seats;
   const pct = seats ? Math.min(100, Math.round((100 * load) / seats)) : 0;
-  const pending = hb ? hb.pendingCommands || [] : [];
+  const pending = (entry && entry.hb && entry.hb.pendingKinds) || [];
+  // Jobs its heartbeat reports that the loaded job pages do not show: by id.
+  const listed = new Set(held.map((j) => j.id));
+  const unlisted = hb ? hb.jobs.filter((j) => !listed.has(j.jobId)) : [];
   const age = heartbeatAge(f);
   const gone = f.revoked || f.deregistered;
   const nameId = `f-${f.id}`;
@@ -98,16 +107,19 @@ function card(f, held) {
         h("meter", { min: 0, max: seats || 1, value: load, "aria-label": `load ${load} of ${seats} seats` }),
         ` ${load}/${seats} (${pct}%)`)),
       h("div", null, h("dt", null, "Heartbeat"), h("dd", { title: age.title, class: "hb-age" }, age.text)),
-      h("div", null, h("dt", null, "Version"), h("dd", null, (hb && hb.version) || f.version || "—")),
+      h("div", null, h("dt", null, "Version"), h("dd", null, f.version || "—")),
       h("div", null, h("dt", null, "Capabilities"), h("dd", null,
         f.capabilities.length ? f.capabilities.map((c) => h("span", { class: "chip" }, c)) : h("span", { class: "muted" }, "none"))),
       h("div", { class: "wide" }, h("dt", null, "Holds"), h("dd", { class: "held" },
-        held.length
-          ? held.map((j) => h("a", { href: `#/jobs/${j.id}`, title: j.title }, stageBadge(j.stage), " ", j.title))
+        held.length || unlisted.length
+          ? [
+            ...held.map((j) => h("a", { href: `#/jobs/${j.id}`, title: [j.title, idleText(f, j.id)].filter(Boolean).join(" · ") }, stageBadge(j.stage), " ", j.title)),
+            ...unlisted.map((j) => h("a", { href: `#/jobs/${j.jobId}`, title: idleText(f, j.jobId) }, j.jobId)),
+          ]
           : h("span", { class: "muted" }, "no job"))),
       pending.length
         ? h("div", { class: "wide" }, h("dt", null, "Pending"), h("dd", { class: "pending" },
-          pending.map((c) => h("span", { class: "chip pending", title: `issued ${c.issuedAt} by ${c.issuedBy}` }, `${c.kind} pending`))))
+          pending.map((kind) => h("span", { class: "chip pending", title: "waiting for the factory's acknowledgement" }, `${kind} pending`))))
         : null),
     gone ? null : h("div", { class: "actions", role: "group", "aria-label": `Actions for ${f.id}` },
       h("button", { type: "button", onclick: () => command(f, "drain"), disabled: f.draining }, "Drain"),
@@ -147,7 +159,8 @@ export function mount(root) {
     for (const f of present) {
       counts[health(f)] = (counts[health(f)] || 0) + 1;
       if (!f.revoked && f.status === "live") {
-        const hb = state.heartbeats.get(f.id)?.hb;
+        const beat = state.heartbeats.get(f.id)?.hb;
+        const hb = beat && beat.at ? beat : null;
         seats += hb ? hb.seats : f.seats;
         load += hb ? hb.load : f.load;
       }
@@ -174,7 +187,6 @@ export function mount(root) {
   }
 
   render();
-  refreshHeartbeats();
   return {
     unmount: leaveAlerts,
     update(kind) {
@@ -186,9 +198,6 @@ export function mount(root) {
           const dd = el.querySelector(".hb-age");
           if (age && dd) { dd.textContent = age.text; dd.title = age.title; }
         }
-        refreshHeartbeats();
-      } else if (kind === "heartbeats") {
-        render();
       }
     },
   };

@@ -1,9 +1,11 @@
 // Jobs: counts per stage, filters (stage, channel, capability, text), a sortable table,
 // and the operator's actions on the selected jobs (cancel, requeue, ship, reject,
-// reprioritize), each confirmed and reported job by job.
+// reprioritize), each confirmed and reported job by job. The list holds the first pages of
+// the product's jobs newest first; "Load more" adds a page of older ones. Counts, filters and sorting
+// are of the jobs loaded, and say so while more remain.
 import { enc, post, session } from "../api.js";
 import { STAGES, agoIso, allows, confirmAction, emptyBox, errorBox, fill, h, loadingBox, markPainted, notify, stageBadge, stageLabel } from "../dom.js";
-import { jobList, refreshSoon, state } from "../live.js";
+import { JOB_PAGE, jobList, loadMoreJobs, refreshSoon, state } from "../live.js";
 
 const view = { stage: "", channel: "", capability: "", text: "", sort: "updatedAt", dir: -1 };
 const selected = new Set();
@@ -96,6 +98,7 @@ export function mount(root) {
   const capSel = h("select", { id: "f-cap" });
   const text = h("input", { id: "f-text", type: "search", placeholder: "title, id or factory", value: view.text });
   const shown = h("p", { class: "muted", "aria-live": "polite" });
+  const more = h("button", { type: "button", class: "load-more", onclick: () => { more.disabled = true; loadMoreJobs(); } }, `Load ${JOB_PAGE} more jobs`);
   const selCount = h("span", { class: "sel-count" });
   const prio = h("input", { id: "bulk-priority", type: "number", min: 0, max: 9, value: 5, class: "narrow" });
   const bulkButtons = ["cancel", "requeue", "ship", "reject"].map((a) =>
@@ -115,7 +118,7 @@ export function mount(root) {
       h("label", { for: "f-text" }, "Search"), text,
       h("label", { for: "f-channel" }, "Channel"), channelSel,
       h("label", { for: "f-cap" }, "Capability"), capSel),
-    bulkBar, shown, body);
+    bulkBar, shown, body, more);
 
   text.addEventListener("input", () => { view.text = text.value.trim(); renderRows(); });
   channelSel.addEventListener("change", () => { view.channel = channelSel.value; renderRows(); });
@@ -211,6 +214,7 @@ export function mount(root) {
   function renderRows() {
     if (!state.jobsLoaded) {
       table.hidden = true;
+      more.hidden = true;
       fill(body, (state.listError || state.error) ? errorBox("the jobs", state.listError || state.error) : loadingBox("jobs"));
       shown.textContent = "";
       updateBulk();
@@ -225,11 +229,15 @@ export function mount(root) {
       fill(body, emptyBox(h("strong", null, `No jobs in product “${session.product()}” yet.`), " ",
         h("a", { href: "#/new" }, "Submit one"), " — it appears here as soon as it is queued."));
     } else if (!rows.length) {
-      fill(body, emptyBox(`No job matches these filters (${all.length} jobs in the product).`));
+      fill(body, emptyBox(`No job matches these filters (${all.length} jobs ${state.jobsMore ? "loaded" : "in the product"}).`));
     } else {
       fill(body, table);
     }
-    shown.textContent = all.length ? `Showing ${rows.length} of ${all.length} jobs.` : "";
+    shown.textContent = !all.length ? ""
+      : state.jobsMore ? `Showing ${rows.length} of the newest ${all.length} jobs; the product has older ones — counts and filters cover the jobs loaded.`
+      : `Showing ${rows.length} of ${all.length} jobs.`;
+    more.hidden = !state.jobsMore;
+    more.disabled = false;
     updateBulk();
     if (all.length) markPainted("jobs");
   }
@@ -239,6 +247,7 @@ export function mount(root) {
     lastRev = state.rev;
     // Counts of a list that never loaded would say "0": hide them instead.
     counts.hidden = !state.jobsLoaded;
+    counts.setAttribute("aria-label", state.jobsMore ? "Filter by stage (counts of the jobs loaded)" : "Filter by stage (counts per stage)");
     bulkBar.hidden = !state.jobsLoaded;
     renderControls(jobList());
     const focused = tbody.contains(document.activeElement) ? document.activeElement.closest("tr")?.dataset.id : null;
