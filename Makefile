@@ -38,11 +38,12 @@ checkov:
 unit: install
 	$(PY) -m pytest -m "not integration"
 
-# What an idle fleet costs, on a fresh local stack (stopped after): prints a table, writes
-# benchmarks/results/idle_cost.json. Options: .venv/bin/python -m benchmarks.idle_cost --help
+# Claim storm, dispatch latency, idle cost and scale curve on one fresh local stack (stopped
+# after): prints one combined table, writes benchmarks/results/*.json (~10 min on 2 cores).
+# Options (one part, --quick sizes): .venv/bin/python -m benchmarks --help
 .PHONY: bench
 bench: install
-	$(PY) -m benchmarks.idle_cost
+	$(PY) -m benchmarks
 
 clean:
 	rm -rf $(VENV) node_modules .local .pytest_cache .mypy_cache .ruff_cache

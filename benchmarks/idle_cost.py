@@ -36,19 +36,10 @@ from __future__ import annotations
 import argparse
 import copy
 import functools
-import hashlib
 import heapq
 import json
 import math
-import os
-import platform
 import random
-import secrets
-import signal
-import socket
-import subprocess
-import sys
-import tempfile
 import time
 import uuid
 from collections import Counter
@@ -56,31 +47,41 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
-from pathlib import Path
-from types import FrameType
 from typing import Any, Protocol
 
 import azure.functions as func
 import requests
 
+from benchmarks.common import (
+    RESULTS,
+    SELF,
+    Api,
+    BenchError,
+    HttpApi,
+    Latency,
+    Target,
+    add_common_arguments,
+    enroll,
+    fmt_calls,
+    fmt_ratio,
+    headers_for,
+    ok,
+    positive_sizes,
+    ratio,
+    run_standalone,
+    submit,
+    table,
+)
 from fleet.context import AppContext, context_for, set_context
 from fleet.coordinator.clock import ManualClock, SystemClock
 from fleet.coordinator.fleet_health import fleet_health
 from fleet.devhost.host import AppIndex, HttpFunction, TimerRunner, index_app
 from fleet.errors import NotFound
 from fleet.settings import Settings, local_stack_env
-from fleet.store.counters import KINDS
 from fleet.store.memory import memory_stores
 from fleet.store.ports import Stores
 
-REPO = Path(__file__).resolve().parent.parent
-DEFAULT_OUT = REPO / "benchmarks" / "results" / "idle_cost.json"
-CAPABILITIES = ("python",)
-SELF = {"capabilities": list(CAPABILITIES), "seats": 1, "load": 0, "version": "bench"}
-
-
-class BenchError(Exception):
-    """The benchmark could not measure what it set out to (the message says what failed)."""
+DEFAULT_OUT = RESULTS / "idle_cost.json"
 
 
 # --------------------------------------------------------------------------- cost model
@@ -195,59 +196,6 @@ def new_gate() -> GateRule:
     return make() if make is not None else PlainGate()
 
 
-# --------------------------------------------------------------------------- the API, twice
-
-
-class Api(Protocol):
-    """One way to make an API call: over HTTP to the host, or in-process."""
-
-    def call(
-        self,
-        method: str,
-        path: str,
-        *,
-        token: str,
-        body: Any = None,
-        product: str | None = None,
-    ) -> tuple[int, Any]: ...
-
-
-def _headers(token: str, product: str | None) -> dict[str, str]:
-    headers = {"authorization": f"Bearer {token}", "content-type": "application/json"}
-    if product is not None:
-        headers["x-fleet-product"] = product
-    return headers
-
-
-class HttpApi:
-    """The real HTTP path: the local host serving function_app.py. Keeps one connection."""
-
-    def __init__(self, api: str) -> None:
-        self.api = api.rstrip("/")
-        self.session = requests.Session()
-
-    def call(
-        self,
-        method: str,
-        path: str,
-        *,
-        token: str,
-        body: Any = None,
-        product: str | None = None,
-    ) -> tuple[int, Any]:
-        response = self.session.request(
-            method,
-            f"{self.api}/{path.lstrip('/')}",
-            json=body,
-            headers=_headers(token, product),
-            timeout=30,
-        )
-        return response.status_code, (response.json() if response.content else None)
-
-    def close(self) -> None:
-        self.session.close()
-
-
 @dataclass(frozen=True)
 class Call:
     status: int
@@ -295,7 +243,7 @@ class InProcess:
         request = func.HttpRequest(
             method,
             f"http://127.0.0.1/api/{path.lstrip('/')}",
-            headers=_headers(token, product),
+            headers=headers_for(token, product),
             params={},
             route_params=route_values,
             body=json.dumps(body).encode() if body is not None else b"",
@@ -338,39 +286,14 @@ def _index(environ: tuple[tuple[str, str], ...]) -> AppIndex:
     return index_app(view, dict(environ))
 
 
-def _ok(status: int, body: Any, expected: int, what: str) -> Any:
-    if status != expected:
-        raise BenchError(f"{what}: expected {expected}, got {status}: {body}")
-    return body
-
-
-def enroll(api: Api, operator_token: str, product: str, name: str) -> str:
-    """An enrollment token from the operator, exchanged for the factory's own token."""
-    status, body = api.call(
-        "POST", "fleet/enrollment-tokens", token=operator_token, body={}, product=product
-    )
-    enrollment = _ok(status, body, 201, "create an enrollment token")["token"]
-    status, body = api.call(
-        "POST", "fleet/factories/enroll", token=enrollment, body={"name": name, **SELF}
-    )
-    return str(_ok(status, body, 201, f"enroll {name}")["token"])
-
-
 def prepare_product(api: Api, operator_token: str, product: str, factories: int) -> list[str]:
     """A product that has had work (one job, submitted then cancelled, so its queue-state
     document exists and its queue is empty) and ``factories`` enrolled factories."""
-    status, body = api.call(
-        "POST",
-        "fleet/jobs",
-        token=operator_token,
-        product=product,
-        body={"title": "bench warm-up", "capabilities": list(CAPABILITIES), "body": "nothing"},
-    )
-    job = _ok(status, body, 201, "submit a job")["job"]
+    job = submit(api, operator_token, product, "bench warm-up")
     status, body = api.call(
         "POST", f"fleet/jobs/{job['id']}/cancel", token=operator_token, product=product, body={}
     )
-    _ok(status, body, 200, "cancel the job")
+    ok(status, body, 200, "cancel the job")
     return [enroll(api, operator_token, product, f"idle-{i:04d}") for i in range(factories)]
 
 
@@ -399,10 +322,10 @@ def gate_costs(context: AppContext, token: str, polls: int) -> GateCosts:
     30 s) that every later poll is warm."""
     probe = InProcess(context)
     cold = probe.request("GET", "fleet/queue-state", token=token)
-    _ok(cold.status, cold.body, 200, "gate poll")
+    ok(cold.status, cold.body, 200, "gate poll")
     warm = [probe.request("GET", "fleet/queue-state", token=token) for _ in range(polls)]
     for done in warm:
-        _ok(done.status, done.body, 200, "gate poll")
+        ok(done.status, done.body, 200, "gate poll")
     return GateCosts(
         cold=cold.cost,
         warm=[w.cost for w in warm],
@@ -418,7 +341,7 @@ def request_costs(context: AppContext, token: str) -> dict[str, dict[str, int]]:
 
     def run(name: str, method: str, path: str, body: Any, expected: int) -> None:
         done = probe.request(method, path, token=token, body=body)
-        _ok(done.status, done.body, expected, name)
+        ok(done.status, done.body, expected, name)
         out[name] = done.cost
 
     claim = {k: v for k, v in SELF.items() if k != "version"}
@@ -636,13 +559,13 @@ def simulate_fleet(
         token = tokens[who]
         if kind == "beat":
             done = probe.request("POST", "fleet/factories/heartbeat", token=token, body=SELF)
-            reply = _ok(done.status, done.body, 200, "heartbeat")
+            reply = ok(done.status, done.body, 200, "heartbeat")
             if counted:
                 count("heartbeat", done.cost)
             push(due_ms + int(reply["cadence"]["heartbeatSeconds"]) * 1000, "beat", who)
             continue
         done = probe.request("GET", "fleet/queue-state", token=token)
-        gate = _ok(done.status, done.body, 200, "gate poll")
+        gate = ok(done.status, done.body, 200, "gate poll")
         if counted:
             count("gate", done.cost)
             key = json.dumps(done.cost, sort_keys=True)
@@ -653,7 +576,7 @@ def simulate_fleet(
         if gates[who].should_claim(int(gate["version"]), now):
             claim = {k: v for k, v in SELF.items() if k != "version"}
             done = probe.request("POST", "fleet/claim", token=token, body=claim)
-            _ok(done.status, done.body, 204, "idle claim (nothing queued)")
+            ok(done.status, done.body, 204, "idle claim (nothing queued)")
             gates[who].claimed(
                 found=False,
                 version=int(gate["version"]),
@@ -672,37 +595,6 @@ def simulate_fleet(
 
 def settings_env(settings: Settings) -> dict[str, str]:
     return dict(settings.schedules)
-
-
-# --------------------------------------------------------------------------- HTTP latency
-
-
-@dataclass(frozen=True)
-class Latency:
-    samples: int
-    p50_ms: float
-    p99_ms: float
-    mean_ms: float
-    max_ms: float
-
-    @classmethod
-    def of(cls, seconds: Sequence[float]) -> Latency:
-        if not seconds:
-            raise BenchError("no latency samples")
-        ordered = sorted(seconds)
-        return cls(
-            samples=len(ordered),
-            p50_ms=percentile(ordered, 50) * 1000,
-            p99_ms=percentile(ordered, 99) * 1000,
-            mean_ms=sum(ordered) / len(ordered) * 1000,
-            max_ms=ordered[-1] * 1000,
-        )
-
-
-def percentile(ordered: Sequence[float], p: float) -> float:
-    """Nearest-rank percentile of sorted samples."""
-    rank = max(1, math.ceil(p / 100 * len(ordered)))
-    return ordered[rank - 1]
 
 
 def http_gate_latency(api: str, cold_tokens: Sequence[str], polls: int) -> dict[str, Latency]:
@@ -898,129 +790,6 @@ def fleet_costs(result: BackendResult, fleets: Sequence[int], model: CostModel) 
             )
         )
     return out
-
-
-# --------------------------------------------------------------------------- the stack
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass(frozen=True)
-class Target:
-    env: dict[str, str]
-    api: str
-    operator_token: str
-
-
-@contextmanager
-def stack_target(external: bool, say: Callable[[str], None]) -> Iterator[Target]:
-    """A fresh local stack on free ports (stopped on exit, whatever happens), or the
-    already-running one named by the FLEET_* variables."""
-    if external:
-        token = os.environ.get("FLEET_OPERATOR_TOKEN")
-        if not token:
-            raise BenchError("--external needs the stack's operator token in FLEET_OPERATOR_TOKEN")
-        env = local_stack_env(
-            cosmos_port=int(os.environ.get("FLEET_COSMOS_PORT", "8081")),
-            blob_port=int(os.environ.get("FLEET_BLOB_PORT", "10000")),
-            queue_port=int(os.environ.get("FLEET_QUEUE_PORT", "10001")),
-            table_port=int(os.environ.get("FLEET_TABLE_PORT", "10002")),
-        )
-        digest = hashlib.sha256(token.encode()).hexdigest()
-        env["FLEET_OPERATOR_TOKENS"] = f"sha256:{digest}"
-        api = f"http://127.0.0.1:{os.environ.get('FLEET_HOST_PORT', '7071')}/api"
-        yield Target(env=env, api=api, operator_token=token)
-        return
-    from fleet.devhost.stack import LocalStack, StackConfig
-
-    with tempfile.TemporaryDirectory(prefix="fleet-bench-") as scratch:
-        config = StackConfig(
-            cosmos_port=free_port(),
-            blob_port=free_port(),
-            queue_port=free_port(),
-            table_port=free_port(),
-            host_port=free_port(),
-            data_dir=Path(scratch) / "azurite",
-            log_dir=Path(scratch) / "logs",
-            with_host=True,
-            repo_root=REPO,
-            operator_token="flo_" + secrets.token_urlsafe(32),
-        )
-        stack = LocalStack(config, echo=lambda line: say(f"  stack: {line}"))
-        say("starting a local stack on free ports")
-        stack.start(timeout=120)
-        try:
-            yield Target(env=stack.env(), api=stack.api_url, operator_token=stack.operator_token)
-        finally:
-            say("stopping the local stack")
-            stack.stop()
-
-
-# --------------------------------------------------------------------------- report
-
-
-def machine() -> dict[str, Any]:
-    commit = "unknown"
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain"], cwd=REPO, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        commit += "+dirty" if dirty else ""
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    return {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "nproc": len(os.sched_getaffinity(0)),
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "commit": commit,
-    }
-
-
-def fmt_calls(calls: Mapping[str, float]) -> str:
-    parts = []
-    for kind in KINDS:
-        value = calls.get(kind, 0)
-        if value:
-            text = f"{value:.0f}" if float(value).is_integer() else f"{value:.2f}"
-            parts.append(f"{kind} {text}")
-    return ", ".join(parts) or "none"
-
-
-def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """A plain text table: numbers right-aligned, text left-aligned."""
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-
-    def numeric(cell: str) -> bool:
-        return cell.replace(",", "").replace(".", "").rstrip("x").isdigit()
-
-    def line(cells: Sequence[str]) -> str:
-        out = [c.rjust(w) if numeric(c) else c.ljust(w) for c, w in zip(cells, widths, strict=True)]
-        return "  ".join(out).rstrip()
-
-    rule = "  ".join("-" * w for w in widths)
-    return "\n".join([line(headers), rule, *(line(r) for r in rows)])
-
-
-def ratio(a: float, b: float) -> float | None:
-    return a / b if b else None
-
-
-def fmt_ratio(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.2f}x"
 
 
 def report(
@@ -1243,16 +1012,6 @@ def to_json(
 # --------------------------------------------------------------------------- main
 
 
-def _sizes(text: str) -> list[int]:
-    try:
-        sizes = sorted({int(x) for x in text.split(",") if x.strip()})
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a list of numbers: {text!r}") from None
-    if not sizes or sizes[0] < 1:
-        raise argparse.ArgumentTypeError("fleet sizes must be positive")
-    return sizes
-
-
 def parser() -> argparse.ArgumentParser:
     poll = cli_defaults().poll_seconds
     p = argparse.ArgumentParser(
@@ -1263,102 +1022,99 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--http-polls", type=int, default=300, help="warm HTTP gate polls (300)")
     p.add_argument(
         "--sim-fleets",
-        type=_sizes,
+        type=positive_sizes,
         default=[1, 10, 100],
         help="idle fleet sizes run on the virtual clock (1,10,100)",
     )
-    p.add_argument("--fleets", type=_sizes, default=[10, 100, 1000], help="fleets priced")
+    p.add_argument("--fleets", type=positive_sizes, default=[10, 100, 1000], help="fleets priced")
     p.add_argument("--poll-seconds", type=float, default=poll, help=f"gate poll ({poll:g})")
     p.add_argument("--warmup", type=float, default=120, help="virtual warm-up seconds (120)")
     p.add_argument("--window", type=float, default=600, help="virtual measured seconds (600)")
-    p.add_argument(
-        "--external",
-        action="store_true",
-        help="measure the running stack named by FLEET_*_PORT and FLEET_OPERATOR_TOKEN",
-    )
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON ({DEFAULT_OUT})")
+    add_common_arguments(p, DEFAULT_OUT)
     return p
 
 
-def say(line: str) -> None:
-    """Progress goes to stderr; the table and the JSON path to stdout."""
-    print(line, file=sys.stderr, flush=True)
+# Smaller sizes for `python -m benchmarks --quick`.
+QUICK = ["--polls", "50", "--http-polls", "50", "--sim-fleets", "1,10", "--window", "300"]
 
 
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
+@dataclass
+class IdleResult:
+    """Everything the idle-cost run measured (``PartResult``)."""
+
+    results: dict[str, BackendResult]
+    http: dict[str, Latency]
+    costs: dict[str, list[FleetCost]]
+    model: CostModel
+    loop: IdleLoop
+    args: argparse.Namespace
+    name: str = "idle_cost"
+
+    def report(self, info: Mapping[str, Any]) -> str:
+        return report(self.results, self.http, self.costs, self.model, self.loop, info)
+
+    def payload(self, info: Mapping[str, Any]) -> dict[str, Any]:
+        return to_json(self.results, self.http, self.costs, self.model, self.loop, info, self.args)
+
+    def summary(self) -> list[tuple[str, str]]:
+        azure = self.results["azure"]
+        warm = azure.gate.warm
+        ones = sum(1 for c in warm if c == {"read": 1})
+        big = max(azure.runs, key=lambda r: r.fleet)
+        per_hour = big.per_factory_hour()
+        rows = [
+            ("idle gate poll, warm: store calls", f"read 1 in {ones} of {len(warm)} polls"),
+            (
+                "idle gate poll over HTTP (keep-alive), p50 / p99",
+                f"{self.http['warm'].p50_ms:.1f} / {self.http['warm'].p99_ms:.1f} ms",
+            ),
+            (
+                f"RU per idle factory-hour (fleet of {big.fleet})",
+                f"{self.model.ru(per_hour):,.0f}",
+            ),
+        ]
+        for cost in self.costs["azure"]:
+            rows.append((f"idle fleet of {cost.fleet}: USD/month", f"${cost.usd_per_month:,.2f}"))
+        return rows
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    # Ctrl-C or SIGTERM unwinds through stack_target, which stops every process it started.
-    signal.signal(signal.SIGINT, _interrupt)
-    signal.signal(signal.SIGTERM, _interrupt)
+def measure(target: Target, args: argparse.Namespace, say: Callable[[str], None]) -> IdleResult:
     loop = cli_defaults()
     if args.poll_seconds != loop.poll_seconds:
         loop = replace(loop, poll_seconds=args.poll_seconds, poll_source="--poll-seconds")
     model = CostModel()
     tag = uuid.uuid4().hex[:6]
     sim = sorted(set(args.sim_fleets) | {10})  # >= 10 tokens for the cold HTTP samples
-    began = time.perf_counter()
-    try:
-        with stack_target(args.external, say) as target:
-            settings = Settings.from_env(target.env)
-            from fleet.store.azure import azure_stores
+    settings = Settings.from_env(target.env)
+    from fleet.store.azure import azure_stores
 
-            http_setup = HttpApi(target.api)
-            try:
-                azure, latency_tokens = measure_backend(
-                    "azure",
-                    settings,
-                    azure_stores(settings),
-                    http_setup,
-                    target.operator_token,
-                    fleets=sim,
-                    polls=args.polls,
-                    loop=loop,
-                    warmup_seconds=args.warmup,
-                    window_seconds=args.window,
-                    tag=tag,
-                    say=say,
-                )
-            finally:
-                http_setup.close()
-            say(f"  http: gate poll against the host, cold x{len(latency_tokens) - 1} + warm")
-            http = http_gate_latency(target.api, latency_tokens, args.http_polls)
-            memory_settings = Settings.from_env({**target.env, "FLEET_STORE": "memory"})
-            twin = memory_stores()
-            memory, _ = measure_backend(
-                "memory",
-                memory_settings,
-                twin,
-                InProcess(context_for(memory_settings, twin)),
-                target.operator_token,
-                fleets=sim,
-                polls=args.polls,
-                loop=loop,
-                warmup_seconds=args.warmup,
-                window_seconds=args.window,
-                tag=tag,
-                say=say,
-            )
-    except KeyboardInterrupt:
-        say("interrupted: the stack was stopped")
-        return 130
-    except BenchError as exc:
-        say(f"bench failed: {exc}")
-        return 1
+    measure_on = functools.partial(
+        measure_backend,
+        fleets=sim,
+        polls=args.polls,
+        loop=loop,
+        warmup_seconds=args.warmup,
+        window_seconds=args.window,
+        tag=tag,
+        say=say,
+    )
+    with HttpApi(target.api) as http_setup:
+        azure, latency_tokens = measure_on(
+            "azure", settings, azure_stores(settings), http_setup, target.operator_token
+        )
+    say(f"  http: gate poll against the host, cold x{len(latency_tokens) - 1} + warm")
+    http = http_gate_latency(target.api, latency_tokens, args.http_polls)
+    memory_settings = Settings.from_env({**target.env, "FLEET_STORE": "memory"})
+    twin = memory_stores()
+    setup = InProcess(context_for(memory_settings, twin))
+    memory, _ = measure_on("memory", memory_settings, twin, setup, target.operator_token)
     results = {"azure": azure, "memory": memory}
     costs = {name: fleet_costs(result, args.fleets, model) for name, result in results.items()}
-    info = machine()
-    info["wall_seconds"] = round(time.perf_counter() - began, 1)
-    print(report(results, http, costs, model, loop, info))
-    out: Path = args.out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    payload = to_json(results, http, costs, model, loop, info, args)
-    out.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    print(f"JSON: {out} (wall time {info['wall_seconds']} s)")
-    return 0
+    return IdleResult(results, http, costs, model, loop, args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_standalone(parser().parse_args(argv), measure)
 
 
 if __name__ == "__main__":

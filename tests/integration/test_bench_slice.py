@@ -1,22 +1,60 @@
-"""A slice of the idle-cost benchmark (``benchmarks/idle_cost.py``) kept in the suite.
+"""Slices of the benchmarks (``benchmarks/``) kept in the suite: the same measurements, small,
+on the real local stack. Counts only: timing is the benchmarks' business, never a test's.
 
-The same in-process measurement the benchmark makes, once, on the real local stack: a
-factory enrolled over HTTP, then the real ``GET /api/fleet/queue-state`` handler of
-``function_app.app`` called with its bearer token over the Azure adapters, counting store
-calls. Counts only: timing is the benchmark's business, not a test's.
+- idle cost: the real ``GET /api/fleet/queue-state`` handler called in-process with a
+  factory's bearer token over the Azure adapters: a warm idle poll is one point read;
+- claim storm: 4 factories race for 20 jobs over HTTP against the benchmarks' counting host
+  (``benchmarks.counting_app``: the real app, plus the host's store counters): every job
+  assigned once, and what each claim costs the store;
+- scale curve: a claim's store calls and the documents its query returns do not grow
+  between 50 and 500 queued jobs;
+- dispatch latency: the benchmark's factories (the CLI's poll loop) take every job exactly
+  once with the gate on and off, and with it off never read the gate.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+
 import pytest
 
+from benchmarks.claim_storm import check_assigned_once, storm
+from benchmarks.common import (
+    CLAIM_BODY,
+    CountingHost,
+    HttpApi,
+    Target,
+    enroll,
+    host_calls,
+    host_measure,
+    list_jobs,
+    seed_jobs,
+)
+from benchmarks.dispatch_latency import run_mode
 from benchmarks.idle_cost import gate_costs
+from benchmarks.scale_curve import measure_sizes
 from fleet.context import context_for
+from fleet.coordinator.service import CoordinatorConfig
 from fleet.settings import Settings
 from fleet.store.ports import Stores
 from tests.conftest import RunningStack
 
 pytestmark = pytest.mark.integration
+
+ONE_CLAIM = {"read": 1, "query": 1, "write": 1}  # the token, the top-K query, the CAS
+
+
+@pytest.fixture(scope="module")
+def bench_target(
+    running_stack: RunningStack, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Target]:
+    """The benchmarks' counting host, in front of the session's emulators."""
+    logs: Path = tmp_path_factory.mktemp("bench-host")
+    with CountingHost(running_stack.env, logs) as host:
+        yield Target(
+            env=running_stack.env, api=host.api, operator_token=running_stack.operator_token
+        )
 
 
 def test_bench_slice_warm_idle_gate_poll_is_one_point_read(
@@ -28,3 +66,74 @@ def test_bench_slice_warm_idle_gate_poll_is_one_point_read(
     # The first poll also reads the token (then trusted for 30 s by this instance's cache).
     assert costs.cold == {"read": 2}
     assert costs.warm == [{"read": 1}] * 20
+
+
+def test_bench_slice_storm_assigns_every_job_once_at_one_query_and_one_write_a_claim(
+    bench_target: Target, azure_settings: Settings, partition: str
+) -> None:
+    jobs = seed_jobs(azure_settings, partition, 20, threads=4)
+    factories = 4
+    with HttpApi(bench_target.api) as api:
+        tokens = [
+            enroll(api, bench_target.operator_token, partition, f"s{i}") for i in range(factories)
+        ]
+    with host_measure(bench_target.api) as measured:
+        claimed, _ = storm(bench_target.api, tokens)
+    assert claimed.errors == []
+    with HttpApi(bench_target.api) as api:
+        stored = list_jobs(api, bench_target.operator_token, partition)
+    assert check_assigned_once(jobs, claimed.grants, stored) == []
+    assert (len(claimed.grants), claimed.empty) == (20, factories)
+    spent = measured[0]
+    requests = len(claimed.grants) + claimed.empty
+    refused = spent.conflicts.get("replace", 0)
+    # One top-K query per claim request, one conditional replace per grant plus one per
+    # candidate lost to a racing factory (412), nothing else written.
+    assert spent.calls.get("query") == requests
+    assert spent.calls.get("write") == len(claimed.grants) + refused
+    assert set(spent.conflicts) <= {"replace"}
+    assert {k for k in spent.calls if k not in ("read", "query", "write")} == set()
+    # Reads: the token of every request, plus this instance's cold caches (each factory's
+    # standing; the product's settings and budget, which racing first claims may all miss).
+    assert requests + factories + 2 <= spent.calls["read"] <= requests + 3 * factories
+    # Warm, a claim is exactly one token read, one query and one write.
+    seed_jobs(azure_settings, partition, 1, threads=1)
+    before = host_calls(bench_target.api)
+    with HttpApi(bench_target.api) as api:
+        status, body = api.call("POST", "fleet/claim", token=tokens[0], body=CLAIM_BODY)
+    assert status == 200, body
+    assert host_calls(bench_target.api).minus(before).calls == ONE_CLAIM
+
+
+def test_bench_slice_scale_claim_cost_does_not_grow_with_the_queue(bench_target: Target) -> None:
+    runs = measure_sizes(
+        bench_target, [50, 500], claims=3, before_claims=0, seed_threads=4, say=lambda _: None
+    )
+    top = CoordinatorConfig().claim_candidates
+    for run in runs:
+        assert run.calls == [ONE_CLAIM] * 3, run.queued
+        assert run.rows == [top] * 3, run.queued  # top-K, never the queue
+    small, large = runs
+    assert small.calls_per_claim() == large.calls_per_claim()
+
+
+@pytest.mark.parametrize("gate_on", [True, False], ids=["gate-on", "gate-off"])
+def test_bench_slice_dispatch_factories_take_every_job_once(
+    bench_target: Target, gate_on: bool
+) -> None:
+    run = run_mode(
+        bench_target,
+        gate_on=gate_on,
+        factories=2,
+        jobs=3,
+        poll_seconds=0.3,
+        gaps=(0.2, 0.4),
+        seed=1,
+        say=lambda _: None,
+    )
+    assert (run.unclaimed, run.claimed_twice) == (0, [])
+    assert len(run.latencies) == 3
+    if gate_on:
+        assert run.stats.claims <= run.stats.gate_polls  # every claim follows a gate read
+    else:
+        assert run.stats.gate_polls == 0

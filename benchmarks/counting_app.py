@@ -1,0 +1,142 @@
+"""The app the benchmarks' host serves: ``function_app.app`` unchanged, plus what the host
+process needs to report its store calls (``python -m fleet.devhost --app
+benchmarks.counting_app:app``; started by ``benchmarks.common.CountingHost``).
+
+- The process's context is the production wiring (``context_for(settings,
+  azure_stores(settings))``) with one decorator at the store seam: ``ConflictCounting`` passes
+  every document call through and counts the conditional writes the store refused (412: a
+  stale ``If-Match``, or a false filter predicate) and the documents queries returned. Every
+  call is already counted by kind by the adapters' ``StoreCounters``.
+- ``GET /api/bench/store-calls`` (anonymous, no store call of its own) answers both totals.
+  It exists only in this module: the deployed app and ``make up`` never serve it.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+import azure.functions as func
+
+from fleet.context import context_for, get_context, set_context
+from fleet.errors import ConcurrencyConflict, PreconditionFailed
+from fleet.settings import Settings
+from fleet.store.azure import azure_stores
+from fleet.store.counters import StoreCounters
+from fleet.store.expr import Expr
+from fleet.store.ports import Doc, DocumentStore, PatchOp
+from fleet.store.queries import NamedQuery
+from function_app import app
+
+__all__ = ["ConflictCounting", "app"]
+
+
+class ConflictCounting:
+    """A ``DocumentStore`` that delegates every call and counts refused conditional writes."""
+
+    def __init__(self, inner: DocumentStore) -> None:
+        self.inner = inner
+        self.counters: StoreCounters = inner.counters
+        self._lock = threading.Lock()
+        self._conflicts: Counter[str] = Counter()
+        self._rows = 0
+
+    def conflicts(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._conflicts)
+
+    def _refused(self, kind: str) -> None:
+        with self._lock:
+            self._conflicts[kind] += 1
+
+    def read(self, partition: str, doc_id: str) -> Doc:
+        return self.inner.read(partition, doc_id)
+
+    def create(self, doc: Doc) -> Doc:
+        return self.inner.create(doc)
+
+    def replace(self, doc: Doc, *, etag: str | None) -> Doc:
+        try:
+            return self.inner.replace(doc, etag=etag)
+        except ConcurrencyConflict:
+            self._refused("replace")
+            raise
+
+    def upsert(self, doc: Doc) -> Doc:
+        return self.inner.upsert(doc)
+
+    def patch(
+        self,
+        partition: str,
+        doc_id: str,
+        ops: Sequence[PatchOp],
+        *,
+        etag: str | None = None,
+        condition: Expr | None = None,
+    ) -> Doc:
+        try:
+            return self.inner.patch(partition, doc_id, ops, etag=etag, condition=condition)
+        except (ConcurrencyConflict, PreconditionFailed):
+            self._refused("patch")
+            raise
+
+    def delete(self, partition: str, doc_id: str, *, etag: str | None = None) -> None:
+        self.inner.delete(partition, doc_id, etag=etag)
+
+    def query(
+        self, query: NamedQuery, partition: str, params: Mapping[str, Any] | None = None
+    ) -> list[Doc]:
+        rows = self.inner.query(query, partition, params)
+        with self._lock:
+            self._rows += len(rows)
+        return rows
+
+    def rows(self) -> int:
+        """Documents returned by queries so far (what a query page's cost grows with)."""
+        with self._lock:
+            return self._rows
+
+    def count(
+        self, query: NamedQuery, partition: str, params: Mapping[str, Any] | None = None
+    ) -> int:
+        return self.inner.count(query, partition, params)
+
+    def ping(self) -> None:
+        self.inner.ping()
+
+
+_documents: ConflictCounting | None = None
+
+
+def _install() -> ConflictCounting:
+    """Build the process's context once, with the counting decorator at the seam."""
+    global _documents
+    if _documents is None:
+        settings = Settings.from_env()
+        stores = azure_stores(settings)
+        _documents = ConflictCounting(stores.documents)
+        set_context(context_for(settings, replace(stores, documents=_documents)))
+    return _documents
+
+
+_install()
+bp = func.Blueprint()  # type: ignore[no-untyped-call]
+
+
+@bp.route(route="bench/store-calls", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+def store_calls(req: func.HttpRequest) -> func.HttpResponse:
+    """This host process's store calls by kind, refused conditional writes and documents
+    returned by queries, so far."""
+    body = {
+        "calls": get_context().stores.counters.snapshot(),
+        "conflicts": _install().conflicts(),
+        "query_rows": _install().rows(),
+    }
+    return func.HttpResponse(json.dumps(body), mimetype="application/json")
+
+
+app.register_functions(bp)
