@@ -150,11 +150,19 @@ def rank(
         for job in jobs
         if _eligible_for_claim(job, factory, weights)
     ]
-    band = weights.tie_band if weights.tie_band > 0 else 1e-9
+    if not scored:
+        return []
+    # Near-ties are measured from the best score, not cut into fixed bands: with fixed bands
+    # a queue of like jobs submitted over a few seconds straddles a band edge, the top band
+    # holds one or two jobs, and every racing factory goes for them (measured: 1.5 lost
+    # compare-and-swaps per claim with 32 factories).
+    best = max(breakdown.total for _, breakdown in scored)
 
-    def order(item: tuple[Job, Breakdown]) -> tuple[int, int, str]:
+    def order(item: tuple[Job, Breakdown]) -> tuple[int, float, int, str]:
         job, breakdown = item
-        return (-int(breakdown.total // band), _spread(factory.id, job.id), job.id)
+        if best - breakdown.total <= weights.tie_band:
+            return (0, 0.0, _spread(factory.id, job.id), job.id)
+        return (1, -breakdown.total, _spread(factory.id, job.id), job.id)
 
     return sorted(scored, key=order)
 

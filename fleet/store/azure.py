@@ -52,7 +52,10 @@ TABLES = ("heartbeats", "ratelimits", "commands")
 
 # The indexing policy the claim query needs: equality on type/stage, order on queueKey.
 # Bulky free-text fields (the manifest body, embedded events) are excluded: they are never
-# filtered on and indexing them would add RU to every job write.
+# filtered on and indexing them would add RU to every job write. The composite indexes serve
+# the hot ordered queries (the claim's top-K by queueKey, the oldest queued by createdAt)
+# from the index, so a product with a long history of finished jobs does not make Cosmos
+# read past them (range indexes alone serve the filter or the order, not both).
 INDEXING_POLICY: dict[str, Any] = {
     "indexingMode": "consistent",
     "automatic": True,
@@ -62,6 +65,18 @@ INDEXING_POLICY: dict[str, Any] = {
         {"path": "/events/*"},
         {"path": "/manifest/*"},
         {"path": '/"_etag"/?'},
+    ],
+    "compositeIndexes": [
+        [
+            {"path": "/type", "order": "ascending"},
+            {"path": "/stage", "order": "ascending"},
+            {"path": "/queueKey", "order": "ascending"},
+        ],
+        [
+            {"path": "/type", "order": "ascending"},
+            {"path": "/stage", "order": "ascending"},
+            {"path": "/createdAt", "order": "ascending"},
+        ],
     ],
 }
 

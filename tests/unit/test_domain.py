@@ -216,6 +216,21 @@ def test_scheduler_ties_spread_racing_factories_deterministically() -> None:
     assert rank(jobs, fv("f1"), T0) == rank(list(reversed(jobs)), fv("f1"), T0)
 
 
+def test_scheduler_near_ties_are_measured_from_the_best_score() -> None:
+    # Like jobs submitted a second apart: their scores differ by a hair each, straddling
+    # any fixed band edge. Every one within tie_band of the best is a tie.
+    jobs = [job(n, createdAt=T0 - timedelta(seconds=3 * n)) for n in range(1, 17)]
+    totals = [score(j, fv("f0"), T0).total for j in jobs]
+    assert max(totals) - min(totals) < DEFAULT_WEIGHTS.tie_band
+    # Racing factories' first picks cover the whole tie, not just the jobs above a band edge
+    # (with fixed 0.05 bands these 16 split 8 and 8: the first picks were 8 jobs at most).
+    firsts = {rank(jobs, fv(f"f{i}"), T0)[0][0].id for i in range(64)}
+    assert len(firsts) >= 12
+    # Past the band, the better score still comes first, whatever the hash says.
+    urgent = job(99, priority=9)
+    assert rank([*jobs, urgent], fv("f3"), T0)[0][0].id == urgent.id
+
+
 def test_scheduler_weights_are_configurable() -> None:
     j = job()
     no_cost = Weights(cost=0.0)
