@@ -19,6 +19,7 @@ methods mirror the routes of ``GET /api/openapi.json``; ``request`` reaches any 
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -262,8 +263,16 @@ class FleetClient:
         load: int,
         cost: float,
         version: str | None = None,
+        request_id: str | None = None,
+        retry: bool = False,
     ) -> dict[str, Any] | None:
-        """``POST /fleet/claim``: ``{job, lease, cadence, score}``, or ``None`` (204)."""
+        """``POST /fleet/claim``: ``{job, lease, cadence, score}``, or ``None`` (204).
+
+        ``request_id`` names this claim (see ``new_request_id``). After an ``Unavailable``
+        other than a 429 the reply may be all that was lost (``reply_may_be_lost``): send the same
+        ``request_id`` again with ``retry=True`` and the coordinator answers with the job
+        that claim won, if any, instead of assigning another (this client never retries by
+        itself: the run loop does, with its backoff)."""
         body: dict[str, Any] = {
             "capabilities": list(capabilities),
             "seats": seats,
@@ -272,6 +281,10 @@ class FleetClient:
         }
         if version is not None:
             body["version"] = version
+        if request_id is not None:
+            body["requestId"] = request_id
+            if retry:
+                body["retry"] = True
         result = self.request("POST", "/fleet/claim", json_body=body)
         return None if result is None else _object(result)
 
@@ -462,6 +475,18 @@ class FleetClient:
     def metrics(self) -> dict[str, Any]:
         """``GET /fleet/metrics``: stage counts and the product's numbers."""
         return _object(self.request("GET", "/fleet/metrics"))
+
+
+def new_request_id() -> str:
+    """A fresh id for one claim: 16 url-safe characters (96 random bits)."""
+    return secrets.token_urlsafe(12)
+
+
+def reply_may_be_lost(error: Unavailable) -> bool:
+    """Whether the coordinator may have acted on a request whose reply did not reach us:
+    a transport failure (timeout, dropped connection), a 5xx, a reply that is not JSON.
+    Only a 429 says for sure that it was turned away before anything happened."""
+    return error.status != 429
 
 
 def _object(value: Any) -> dict[str, Any]:

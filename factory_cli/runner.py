@@ -12,7 +12,10 @@ Rules:
   ``cadence.heartbeatSeconds`` (the shortest the coordinator dictated for the factory or a
   held job), carrying each held job's progress and the ids of the commands acted upon.
 - With a free seat, and not paused, draining or stopping: poll the gate every
-  ``pollSeconds`` (jittered) and claim when ``Gate`` says so.
+  ``pollSeconds`` (jittered) and claim when ``Gate`` says so. Each claim carries a fresh
+  ``requestId``; when its reply may have been lost (a transport error, a 5xx) the next try,
+  after the backoff and without a gate poll, re-sends that id with ``retry``, so a job the
+  lost reply carried is handed over again instead of stranded.
 - The coordinator unreachable (5xx, 429, timeouts, refused connections): each kind of call
   backs off on its own (``backoff_delay``); engines keep running while their leases allow;
   the loop never crashes (an unexpected error is logged and the next tick goes on).
@@ -38,7 +41,15 @@ from pathlib import Path
 from typing import Any
 
 from factory_cli import __version__
-from factory_cli.api import ApiError, FleetClient, Forbidden, Unauthorized, Unavailable
+from factory_cli.api import (
+    ApiError,
+    FleetClient,
+    Forbidden,
+    Unauthorized,
+    Unavailable,
+    new_request_id,
+    reply_may_be_lost,
+)
 from factory_cli.artifacts import ArtifactSink, NoArtifacts
 from factory_cli.backoff import Backoff
 from factory_cli.clock import Clock, iso
@@ -118,6 +129,7 @@ class Runner:
         self.next_poll_at = 0.0
         self.heartbeat_backoff = Backoff(rand)
         self.poll_backoff = Backoff(rand)
+        self.lost_claim: str | None = None  # the id of a claim whose reply may be lost
         self.acks: list[str] = []
         self.seen_commands: dict[str, None] = {}
         self.last_heartbeat: dict[str, Any] | None = None
@@ -319,8 +331,13 @@ class Runner:
         if now < self.next_poll_at or not self.poll_backoff.ready(now):
             return
         version: int | None = None
+        # A claim whose reply may have been lost is re-sent with its id (``retry``) before
+        # anything else, gate or not: the coordinator may have given it a job already.
+        retrying = self.lost_claim is not None
+        request_id = self.lost_claim or new_request_id()
+        self.lost_claim = None
         try:
-            if not self.config.once:
+            if not self.config.once and not retrying:
                 state = self.client.queue_state()
                 version = int(state.get("version", 0))
                 self.max_skip = float(state.get("maxSkipSeconds", self.max_skip))
@@ -328,13 +345,20 @@ class Runner:
                     self.poll_backoff.succeeded()
                     self.next_poll_at = now + self._poll_interval()
                     return
-            claim = self.client.claim(
-                capabilities=self.capabilities,
-                seats=self.config.seats,
-                load=len(self.runs),
-                cost=self.config.cost,
-                version=self.config.version,
-            )
+            try:
+                claim = self.client.claim(
+                    capabilities=self.capabilities,
+                    seats=self.config.seats,
+                    load=len(self.runs),
+                    cost=self.config.cost,
+                    version=self.config.version,
+                    request_id=request_id,
+                    retry=retrying,
+                )
+            except Unavailable as exc:
+                if reply_may_be_lost(exc):
+                    self.lost_claim = request_id
+                raise
         except Unavailable as exc:
             delay = self.poll_backoff.failed(now, exc.retry_after)
             self.last_error = exc.message

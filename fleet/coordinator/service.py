@@ -73,6 +73,7 @@ from fleet.errors import (
 from fleet.store.ports import Incr, Stores
 from fleet.store.queries import (
     AGENT_EVENTS_OF_JOB,
+    CLAIM_OF_REQUEST,
     DOCS_OF_TYPE,
     EVENTS_OF_JOB,
     EXPIRED_LEASES,
@@ -151,7 +152,8 @@ class ClaimResult:
     lease: Lease
     cadence: Cadence
     breakdown: dict[str, object]
-    attempts: int  # CAS attempts it took (1 = no lost race)
+    attempts: int  # CAS attempts it took (1 = no lost race; 0 = replayed)
+    replayed: bool = False  # a retried claim answered with the job it had already won
 
 
 @dataclass(frozen=True)
@@ -179,6 +181,7 @@ class Coordinator:
         self._known_products: set[str] = set()
         self._settings_cache: dict[str, tuple[datetime, ProductSettings]] = {}
         self._standing_cache: dict[tuple[str, str], tuple[datetime, str | None]] = {}
+        self._fleet_cache: dict[str, tuple[datetime, list[FactoryView]]] = {}
         self.budgets = Budgets(self.docs, self.clock, self.config.settings_ttl_seconds)
         self.channels = ChannelLimits(stores.tables, self.clock)
         self.artifacts = Artifacts(self, self.config.artifacts_container)
@@ -413,8 +416,10 @@ class Coordinator:
         reason = None
         if manifest.deps and manifest.deps.jobs:
             stage, reason = self._deps_stage(product, manifest)
-        fleet = self.factory_views(product)
-        unroutable = not capabilities_offered(capabilities, fleet)
+        unroutable = not capabilities_offered(capabilities, self._known_fleet(product, now))
+        if unroutable:  # only a fresh look at the fleet may say so
+            fresh = self._known_fleet(product, now, fresh=True)
+            unroutable = not capabilities_offered(capabilities, fresh)
         base = Job(
             id=job_id,
             productId=product,
@@ -455,6 +460,21 @@ class Coordinator:
             data=data,
         )
         return base.evolve(seq=1, events=(event,))
+
+    def _known_fleet(
+        self, product: str, now: datetime, *, fresh: bool = False
+    ) -> list[FactoryView]:
+        """The fleet as submit's routability check sees it: cached per instance for
+        ``settings_ttl_seconds`` (a burst of submits would otherwise read every factory
+        document once per job). A cached fleet may only say *routable*; "unroutable" is
+        always confirmed fresh, so a factory enrolled a moment ago is never missed."""
+        cached = self._fleet_cache.get(product)
+        age = (now - cached[0]).total_seconds() if cached else None
+        if cached is None or fresh or age is None or age >= self.config.settings_ttl_seconds:
+            views = self.factory_views(product)
+            self._fleet_cache[product] = (now, views)
+            return views
+        return cached[1]
 
     def _deps_stage(self, product: str, manifest: Manifest) -> tuple[Stage, str | None]:
         assert manifest.deps is not None
@@ -760,17 +780,37 @@ class Coordinator:
 
     # --- the claim (hot path) --------------------------------------------------------
 
-    def claim(self, product: str, factory: FactoryView) -> ClaimResult | None:
+    def claim(
+        self,
+        product: str,
+        factory: FactoryView,
+        request_id: str | None = None,
+        *,
+        retry: bool = False,
+    ) -> ClaimResult | None:
         """One query for the top-K queued jobs, pure ranking, one conditional replace of the
         chosen job. On a lost race, the next candidate. ``None``: nothing for this factory.
 
         Shared quotas are reserved before the job's compare-and-swap and given back if it
         is lost: a channel's token and running slot (a channel with limits costs a table
         read and write), and — in a product with a budget — the job's estimated cost (one
-        conditional patch whose predicate is the budget rule itself)."""
+        conditional patch whose predicate is the budget rule itself).
+
+        ``request_id`` (the factory's own id for this claim) is stored in the lease it
+        writes, at no extra cost. With ``retry`` — the factory re-sends the claim after its
+        reply was lost — the job this factory already won with that id, if it is still
+        ``assigned`` under a current lease, is answered again (no write, no new event, the
+        same epoch); else a normal claim follows."""
         now = self.clock.now()
-        if self.standing(product, factory.id) is not None:
-            return None  # paused, draining, revoked or gone: it gets nothing new
+        standing = self.standing(product, factory.id)
+        if standing in ("revoked", "deregistered"):
+            return None  # gone: what it holds is the reaper's to take back
+        if retry and request_id is not None:
+            won = self._claimed_by_request(product, factory.id, request_id, now)
+            if won is not None:
+                return won  # not new work: a paused or draining factory keeps it
+        if standing is not None:
+            return None  # paused or draining: it gets nothing new
         rows = self.docs.query(
             JOBS_IN_STAGE, product, {"stage": "queued", "top": self.config.claim_candidates}
         )
@@ -798,7 +838,9 @@ class Coordinator:
                     continue  # this one does not fit; a cheaper one may
                 except NotFound:
                     budgeted, key = False, None  # the budget was deleted meanwhile
-            assigned = J.assign(job, factory.id, now=now, breakdown=breakdown.as_dict())
+            assigned = J.assign(
+                job, factory.id, now=now, breakdown=breakdown.as_dict(), request_id=request_id
+            )
             assigned = assigned.evolve(reservation=key)
             try:
                 stored = Job.from_doc(self.docs.replace(assigned.to_doc(), etag=job.etag))
@@ -819,6 +861,40 @@ class Coordinator:
                 cadence=self.cadence(stored),
                 breakdown=breakdown.as_dict(),
                 attempts=attempt,
+            )
+        return None
+
+    def _claimed_by_request(
+        self, product: str, factory_id: str, request_id: str, now: datetime
+    ) -> ClaimResult | None:
+        """The claim this factory already won with ``request_id``, answered again as it was
+        first answered (job, lease, cadence, score): one bounded query, no write. ``None``
+        when there is none, or its lease is no longer current (the reaper's to take back)."""
+        rows = self.docs.query(
+            CLAIM_OF_REQUEST,
+            product,
+            {"holder": factory_id, "requestId": request_id, "top": 2},
+        )
+        for row in rows:
+            job = Job.from_doc(row)
+            lease = job.lease
+            if lease is None or lease.epoch != job.epoch or lease.expiresAt <= now:
+                continue
+            score = next(
+                (
+                    e.data.get("score")
+                    for e in reversed(job.events)
+                    if e.type == "assign" and e.epoch == job.epoch
+                ),
+                None,
+            )
+            return ClaimResult(
+                job=job,
+                lease=lease,
+                cadence=self.cadence(job),
+                breakdown=score if isinstance(score, dict) else {},
+                attempts=0,
+                replayed=True,
             )
         return None
 

@@ -145,11 +145,19 @@ def check_fence(job: Job, factory_id: str, epoch: int) -> None:
 
 
 def assign(
-    job: Job, factory_id: str, *, now: datetime, breakdown: dict[str, Any] | None = None
+    job: Job,
+    factory_id: str,
+    *,
+    now: datetime,
+    breakdown: dict[str, Any] | None = None,
+    request_id: str | None = None,
 ) -> Job:
     epoch = job.epoch + 1
     lease = Lease(
-        holder=factory_id, epoch=epoch, expiresAt=now + timedelta(seconds=job.leaseSeconds)
+        holder=factory_id,
+        epoch=epoch,
+        expiresAt=now + timedelta(seconds=job.leaseSeconds),
+        requestId=request_id,
     )
     return transition(
         job,

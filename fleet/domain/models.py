@@ -65,6 +65,9 @@ class Lease(Model):
     holder: str
     epoch: int
     expiresAt: Timestamp
+    # The claim request that won this lease (the factory's own id): a claim retried after
+    # its reply was lost finds the lease it already holds by it instead of taking another.
+    requestId: str | None = None
 
 
 class Event(Model):

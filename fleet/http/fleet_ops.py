@@ -12,9 +12,10 @@ from fleet.coordinator.identity import (
     gate_principal,
     operator_principal,
 )
+from fleet.domain.manifest import Problem, ValidationFailed
 from fleet.domain.scheduler import FactoryView
 from fleet.http.jobs import job_view
-from fleet.http.parsing import FactorySelf, SettingsBody, body_model, int_param
+from fleet.http.parsing import ClaimBody, FactorySelf, SettingsBody, body_model, int_param
 from fleet.http.responses import handles_errors, json_response
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
@@ -33,11 +34,20 @@ def _view(factory_id: str, body: FactorySelf) -> FactoryView:
 @bp.route(route="fleet/claim", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
 @handles_errors
 def claim(req: func.HttpRequest) -> func.HttpResponse:
-    """Claim the best queued job for this factory: 200 with job, lease and cadence, or 204."""
+    """Claim the best queued job for this factory: 200 with job, lease and cadence, or 204.
+    A retry (``retry`` with the lost claim's ``requestId``) answers again with the job that
+    claim won, if it is still assigned to this factory under a current lease."""
     principal = factory_principal(req)
-    body = body_model(req, FactorySelf, required=False)
+    body = body_model(req, ClaimBody, required=False)
+    if body.retry and body.requestId is None:
+        raise ValidationFailed(
+            [Problem(path="requestId", code="missing", message="required when retry is true")],
+            "a retried claim names the requestId of the claim it retries",
+        )
     principal.check_capabilities(body.capabilities)
-    result = get_context().coordinator.claim(principal.product, _view(principal.id, body))
+    result = get_context().coordinator.claim(
+        principal.product, _view(principal.id, body), body.requestId, retry=body.retry
+    )
     if result is None:
         return func.HttpResponse(status_code=204)
     return json_response(

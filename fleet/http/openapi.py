@@ -39,6 +39,7 @@ from fleet.http.factories import CommandBody, HeartbeatBody
 from fleet.http.parsing import (
     ActionBody,
     AgentEventsBody,
+    ClaimBody,
     EnrollBody,
     EnrollmentTokenBody,
     FactorySelf,
@@ -409,9 +410,19 @@ OPERATIONS: tuple[Operation, ...] = (
         "Claim the best queued job for this factory",
         "fleet",
         identity="factory",
-        description="403 when the capabilities exceed the factory's enrollment allowlist.",
+        description=(
+            "403 when the capabilities exceed the factory's enrollment allowlist. "
+            "`requestId` (the factory's own id for this claim, 8-64 of `A-Za-z0-9_-`) is "
+            "stored in the lease. A factory whose claim reply was lost (a timeout, a dropped "
+            "connection) re-sends the same `requestId` with `retry: true`: if that claim won "
+            "a job that is still `assigned` to it under a current lease, the reply is that "
+            "claim's again (same job, lease and epoch; no new event); otherwise a normal "
+            "claim. `retry` without `requestId` is 400."
+        ),
         body=_json_body(
-            "FactorySelf", required=False, description="What the factory says about itself."
+            "ClaimBody",
+            required=False,
+            description="What the factory says about itself, and its id for this claim.",
         ),
         replies={
             200: Reply("The job is assigned to the caller.", _ref("Claim")),
@@ -996,6 +1007,7 @@ _MODELS: tuple[tuple[type[BaseModel], JsonSchemaMode], ...] = (
     (Manifest, "validation"),
     (ProfileSpec, "validation"),
     (FactorySelf, "validation"),
+    (ClaimBody, "validation"),
     (LeaseBody, "validation"),
     (ReportBody, "validation"),
     (ActionBody, "validation"),

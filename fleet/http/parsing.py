@@ -105,6 +105,21 @@ class FactorySelf(Body):
     version: str | None = Field(default=None, max_length=64)
 
 
+CLAIM_REQUEST_ID = r"^[A-Za-z0-9_-]{8,64}$"
+
+
+class ClaimBody(FactorySelf):
+    """A claim: what the factory says about itself, and its own id for this claim.
+
+    ``requestId`` is stored in the lease the claim writes. A factory whose claim reply was
+    lost (a timeout, a dropped connection) re-sends the same ``requestId`` with ``retry``:
+    the coordinator then answers with the job it already won by it, if any, instead of
+    assigning another."""
+
+    requestId: str | None = Field(default=None, pattern=CLAIM_REQUEST_ID)
+    retry: bool = False
+
+
 FactoryName = Annotated[str, StringConstraints(pattern=NAME.pattern)]
 
 

@@ -226,6 +226,26 @@ JOBS_OF_HOLDER_PAGE = NamedQuery(
     top_param="top",
 )
 
+# A claim retried after its reply was lost: the job this factory already won with this
+# request id (``lease.requestId``), if it still sits in ``assigned``. Flat predicates, no
+# parentheses. Normally one row at most; ``@top`` bounds a client that reused an id.
+CLAIM_OF_REQUEST = NamedQuery(
+    name="claim_of_request",
+    sql=(
+        "SELECT TOP @top * FROM c WHERE c.productId = @partition AND c.type = 'job' "
+        "AND c.stage = 'assigned' AND c.lease.holder = @holder "
+        "AND c.lease.requestId = @requestId ORDER BY c.queueKey ASC"
+    ),
+    where=_all(
+        _is_job,
+        lambda doc, _: doc.get("stage") == "assigned",
+        _field_equals("/lease/holder", "holder"),
+        _field_equals("/lease/requestId", "requestId"),
+    ),
+    order_by="/queueKey",
+    top_param="top",
+)
+
 COUNT_JOBS_IN_STAGE = NamedQuery(
     name="count_jobs_in_stage",
     sql=(
@@ -288,6 +308,7 @@ ALL_QUERIES = (
     JOBS_CHANGED_SINCE,
     JOBS_PAGE,
     JOBS_OF_HOLDER_PAGE,
+    CLAIM_OF_REQUEST,
     PROFILE_VERSIONS,
     COUNT_JOBS_IN_STAGE,
     TOKENS_OF_PRODUCT,

@@ -6,6 +6,7 @@ from typing import Any
 
 from fleet.store.ports import Stores
 from fleet.store.queries import (
+    CLAIM_OF_REQUEST,
     COUNT_JOBS_IN_STAGE,
     EVENTS_OF_JOB,
     EXPIRED_LEASES,
@@ -138,3 +139,40 @@ def test_queries_jobs_of_holder_page(stores: Stores, partition: str) -> None:
     assert _ids(docs.query(JOBS_OF_HOLDER_PAGE, partition, {**mine, "before": "j3"})) == ["j1"]
     shipped = {**mine, "stages": ["shipped"], "top": 10}
     assert _ids(docs.query(JOBS_OF_HOLDER_PAGE, partition, shipped)) == ["j3"]
+
+
+def test_queries_claim_of_request_only_assigned_to_that_holder_with_that_id(
+    stores: Stores, partition: str
+) -> None:
+    docs = stores.documents
+
+    def lease(holder: str, request_id: str | None) -> dict[str, Any]:
+        return {
+            "holder": holder,
+            "epoch": 1,
+            "expiresAt": "2026-01-01T00:05:00.000000Z",
+            "requestId": request_id,
+        }
+
+    docs.create(_job(partition, 1, stage="assigned", queueKey="4:b", lease=lease("f1", "r-1")))
+    docs.create(_job(partition, 2, stage="assigned", queueKey="4:a", lease=lease("f2", "r-1")))
+    docs.create(_job(partition, 3, stage="building", queueKey="4:c", lease=lease("f1", "r-1")))
+    docs.create(_job(partition, 4, stage="assigned", queueKey="4:d", lease=lease("f1", "r-2")))
+    docs.create(_job(partition, 5, stage="assigned", queueKey="4:e", lease=lease("f1", None)))
+    docs.create(_job(partition, 6, stage="queued", queueKey="4:f", lease=None))
+    docs.create(
+        {
+            "id": "x",
+            "productId": partition,
+            "type": "factory",
+            "stage": "assigned",
+            "queueKey": "0",
+            "lease": lease("f1", "r-1"),
+        }
+    )
+    ask = {"holder": "f1", "requestId": "r-1", "top": 2}
+    assert _ids(docs.query(CLAIM_OF_REQUEST, partition, ask)) == ["j1"]
+    assert _ids(docs.query(CLAIM_OF_REQUEST, partition, {**ask, "holder": "f2"})) == ["j2"]
+    assert _ids(docs.query(CLAIM_OF_REQUEST, partition, {**ask, "requestId": "r-2"})) == ["j4"]
+    assert _ids(docs.query(CLAIM_OF_REQUEST, partition, {**ask, "requestId": "r-3"})) == []
+    assert _ids(docs.query(CLAIM_OF_REQUEST, partition, {**ask, "holder": "f3"})) == []

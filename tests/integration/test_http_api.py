@@ -12,6 +12,8 @@ import pytest
 import requests
 
 from fleet.coordinator import Coordinator
+from fleet.domain.manifest import Manifest
+from fleet.domain.scheduler import FactoryView
 from fleet.store.ports import Stores
 from tests.conftest import RunningStack, bearer
 
@@ -180,6 +182,63 @@ def test_http_zombie_write_is_fenced_and_changes_nothing(
         assert response.json()["error"] == "fenced"
     after = requests.get(f"{api}/fleet/jobs/{job['id']}", headers=operator, timeout=30).json()
     assert after == before
+
+
+def test_http_a_claim_whose_reply_was_lost_is_answered_again_by_its_request_id(
+    running_stack: RunningStack, product: str
+) -> None:
+    api = running_stack.api
+    operator = running_stack.operator(product)
+    fa = running_stack.enroll(product, "fa")
+    jobs = {_submit(running_stack, product)["id"] for _ in range(2)}
+    body = {"capabilities": ["python"], "requestId": f"claim-{uuid.uuid4().hex[:12]}"}
+    lost = requests.post(f"{api}/fleet/claim", json=body, headers=bearer(fa), timeout=30)
+    assert lost.status_code == 200, lost.text  # and then dropped: the factory never reads it
+    retried = requests.post(
+        f"{api}/fleet/claim", json={**body, "retry": True}, headers=bearer(fa), timeout=30
+    )
+    assert retried.status_code == 200, retried.text
+    first, again = lost.json(), retried.json()
+    assert again["job"]["id"] == first["job"]["id"] and again["lease"] == first["lease"]
+    assert again["lease"]["requestId"] == body["requestId"] and again["score"] == first["score"]
+    job_id = first["job"]["id"]
+    events = requests.get(
+        f"{api}/fleet/jobs/{job_id}/events?after=0", headers=operator, timeout=30
+    ).json()["events"]
+    assert [e["type"] for e in events] == ["submit", "assign"]
+    (other,) = jobs - {job_id}
+    left = requests.get(f"{api}/fleet/jobs/{other}", headers=operator, timeout=30).json()
+    assert left["stage"] == "queued"  # the retry assigned nothing more
+    # Another factory re-sending that id is a claim of its own: it gets the other job.
+    fb = running_stack.enroll(product, "fb")
+    theirs = requests.post(
+        f"{api}/fleet/claim", json={**body, "retry": True}, headers=bearer(fb), timeout=30
+    )
+    assert theirs.status_code == 200 and theirs.json()["job"]["id"] == other
+
+
+def test_http_claim_costs_on_cosmos_with_and_without_a_retry(
+    azure_backend: Stores, product: str
+) -> None:
+    coord = Coordinator(azure_backend)
+    factory = FactoryView(id="fa", capabilities=frozenset({"python"}))
+    for _ in range(2):
+        coord.submit(product, Manifest(title="job", body="x", capabilities=("python",)), "op")
+    coord.weights(product)
+    coord.budgets.applies(product)
+    coord.standing(product, "fa")
+    with azure_backend.counters.measure() as normal:
+        won = coord.claim(product, factory, "req-cosmos-1")
+    with azure_backend.counters.measure() as replay:
+        again = coord.claim(product, factory, "req-cosmos-1", retry=True)
+    with azure_backend.counters.measure() as fresh:
+        other = coord.claim(product, factory, "req-cosmos-2", retry=True)
+    assert normal == {"query": 1, "write": 1}
+    assert replay == {"query": 1}
+    assert fresh == {"query": 2, "write": 1}
+    assert won is not None and again is not None and other is not None
+    assert again.job.id == won.job.id and again.lease == won.lease
+    assert other.job.id != won.job.id
 
 
 def test_http_holder_runs_a_job_to_shipped_with_its_history(

@@ -2,11 +2,15 @@
 
 Each seed drives N factories racing for jobs, with crashes, pauses past lease expiry (so a
 paused factory wakes up as a zombie holding a stale epoch), operator actions, lost
-queue-state bumps, and store-level interleavings: before a conditional write, another actor
-may run first and make the writer's etag stale. After every step the invariants are checked:
+queue-state bumps, lost claim replies (the factory re-sends the claim with the same request id
+and ``retry``, as ``fleet-factory run`` does), and store-level interleavings: before a
+conditional write, another actor may run first and make the writer's etag stale. After every
+step the invariants are checked:
 
 - no job is held by two factories: every (job, epoch) is granted to exactly one factory,
   and the store's lease always names the factory that was granted the current epoch;
+- a retried claim hands back only what that factory's lost claim won, with no new
+  assignment (one ``assign`` event per epoch), or claims afresh;
 - every zombie write is fenced: a write by a factory whose epoch is not current raises
   ``Fenced`` and leaves the job document exactly as it was;
 - the audit trail agrees with the state: replaying each job's events (spilled + embedded)
@@ -50,6 +54,7 @@ from tests.support.storefaults import FaultyDocuments
 
 PRODUCT = "sim"
 CAPS = ("python", "node", "gpu")
+LOST_REPLIES = 0.1  # the share of claim replies that never reach the factory
 
 
 class InvariantBroken(AssertionError):
@@ -128,6 +133,8 @@ class SimFactory:
     paused: bool = False
     gate_version: int = -1
     last_claim_at: float = -1e9
+    lost_claim: str | None = None  # the request id of a claim whose reply never came
+    requests: int = 0
 
     def view(self) -> FactoryView:
         return FactoryView(id=self.name, capabilities=self.caps, seats=3, load=len(self.held))
@@ -143,6 +150,7 @@ class SimResult:
     races: int
     log: list[str]
     faults: dict[str, int] = field(default_factory=dict)  # injected, by kind
+    replays: int = 0  # retried claims answered with the job their lost reply carried
 
 
 class Simulation:
@@ -157,6 +165,9 @@ class Simulation:
     ) -> None:
         self.seed = seed
         self.rng = random.Random(seed)
+        # Its own stream, so that losing replies does not reshuffle everything else.
+        self.reply_rng = random.Random(f"replies-{seed}")
+        self.lost_replies = LOST_REPLIES
         self.clock = ManualClock()
         stores = memory_stores()
         assert isinstance(stores.documents, MemoryDocumentStore)
@@ -211,6 +222,7 @@ class Simulation:
         self.job_ids: list[str] = []
         self.grants: dict[tuple[str, int], str] = {}  # (job, epoch) -> factory
         self.claims = 0
+        self.replays = 0
         self.fenced = 0
         self.races = 0
         self.log: list[str] = []
@@ -311,23 +323,65 @@ class Simulation:
             self._adopt_grants(factory)
 
     def _claim(self, factory: SimFactory, forced: bool) -> None:
-        if not forced:
+        # A claim whose reply was lost is re-sent with its request id, gate or not.
+        request_id, retry = factory.lost_claim, factory.lost_claim is not None
+        if not forced and not retry:
             state = self.coord.queue_state(PRODUCT)
             overdue = self.now_s() - factory.last_claim_at >= state["maxSkipSeconds"]
             if state["version"] == factory.gate_version and not overdue:
                 return  # gated: nothing new since the last look
             factory.gate_version = state["version"]
+        if request_id is None:
+            factory.requests += 1
+            request_id = f"{factory.name}-claim-{factory.requests}"
+        factory.lost_claim = None  # a race may run this factory's next claim meanwhile
         factory.last_claim_at = self.now_s()
-        result = self.coord.claim(PRODUCT, factory.view())
+        try:
+            result = self.coord.claim(PRODUCT, factory.view(), request_id, retry=retry)
+        except StoreUnavailable:
+            factory.lost_claim = request_id  # it may have landed: ask again by its id
+            raise
+        lost = self.reply_rng.random() < self.lost_replies
+        if lost:
+            factory.lost_claim = request_id
         if result is None:
+            if lost:
+                self.log.append(f"{factory.name} claim {request_id}: nothing, reply lost")
             return
         key = (result.job.id, result.lease.epoch)
-        if key in self.grants:
-            raise InvariantBroken(f"{key} granted twice: {self.grants[key]} and {factory.name}")
-        self.grants[key] = factory.name
+        if result.replayed:
+            if not retry or self.grants.get(key) != factory.name:
+                raise InvariantBroken(
+                    f"{factory.name} handed {key} back (retry={retry}), granted to "
+                    f"{self.grants.get(key)}"
+                )
+            if result.lease.requestId != request_id:
+                raise InvariantBroken(f"{key} handed back for another request id")
+            self.replays += 1
+            verb = "is handed back"
+        else:
+            if key in self.grants:
+                raise InvariantBroken(f"{key} granted twice: {self.grants[key]} and {factory.name}")
+            self.grants[key] = factory.name
+            self.claims += 1
+            verb = "claims"
+        assigns = [
+            e for e in self._history(result.job.id) if e.type == "assign" and e.epoch == key[1]
+        ]
+        if len(assigns) != 1:
+            raise InvariantBroken(f"{key} has {len(assigns)} assign events")
+        if lost:
+            self.log.append(f"{factory.name} {verb} {key[0]} epoch {key[1]}, reply lost")
+            return  # it does not know; its retry (or the reaper) settles it
         factory.held[result.job.id] = result.lease.epoch
-        self.claims += 1
-        self.log.append(f"{factory.name} claims {result.job.id} epoch {result.lease.epoch}")
+        self.log.append(f"{factory.name} {verb} {result.job.id} epoch {result.lease.epoch}")
+
+    def _history(self, job_id: str) -> list[Any]:
+        with self.no_faults():
+            job = self.peek(job_id)
+            if job.spilledThrough == 0:
+                return list(job.events)
+            return list(self.coord.job_events(PRODUCT, job_id))
 
     def work(self, factory: SimFactory) -> None:
         """The factory acts on one job it believes it holds (possibly as a zombie)."""
@@ -499,6 +553,7 @@ class Simulation:
         elif r < 0.82:
             factory.crashed = True
             factory.held.clear()  # a crash forgets everything; its leases must expire
+            factory.lost_claim = None
             self.log.append(f"{factory.name} crashes")
         elif r < 0.86:
             factory.paused = not factory.paused  # SIGSTOP / SIGCONT: it keeps its beliefs
@@ -516,6 +571,7 @@ class Simulation:
     def drain(self) -> None:
         """Everyone healthy and honest; time passes; all work must finish."""
         self._lose_bumps = False
+        self.lost_replies = 0.0
         self.racing.interfere = None
         if self.faulty is not None:
             self.faulty.enabled = False  # the storm has passed
@@ -587,6 +643,7 @@ class Simulation:
             races=self.races,
             log=self.log,
             faults=dict(self.faulty.injected) if self.faulty is not None else {},
+            replays=self.replays,
         )
 
 
@@ -610,8 +667,9 @@ def main(argv: list[str]) -> int:
     if "-v" in argv:
         print("\n".join(result.log))
     print(
-        f"seed {seed} ok: {result.jobs} jobs, {result.claims} claims, "
-        f"{result.fenced} fenced writes, {result.races} races, faults {result.faults}"
+        f"seed {seed} ok: {result.jobs} jobs, {result.claims} claims "
+        f"({result.replays} handed back after a lost reply), {result.fenced} fenced writes, "
+        f"{result.races} races, faults {result.faults}"
     )
     return 0
 

@@ -11,7 +11,7 @@ SEEDS = int(os.environ.get("FLEET_SIM_SEEDS", "1000"))
 
 def test_simulation_invariants_hold_for_every_seed() -> None:
     failures: list[str] = []
-    totals = {"claims": 0, "fenced": 0, "races": 0}
+    totals = {"claims": 0, "fenced": 0, "races": 0, "replays": 0}
     for seed in range(SEEDS):
         try:
             result = run_seed(seed)
@@ -23,8 +23,10 @@ def test_simulation_invariants_hold_for_every_seed() -> None:
         totals["claims"] += result.claims
         totals["fenced"] += result.fenced
         totals["races"] += result.races
+        totals["replays"] += result.replays
     assert not failures, "\n".join(failures[:20])
     # The runs must actually exercise the dangerous paths, or they prove nothing.
     assert totals["fenced"] > SEEDS // 4, totals
     assert totals["races"] > SEEDS, totals
     assert totals["claims"] > SEEDS * 3, totals
+    assert totals["replays"] > SEEDS // 10, totals  # lost claim replies handed back

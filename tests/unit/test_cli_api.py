@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -20,7 +21,10 @@ from factory_cli.api import (
     Rejected,
     Unauthorized,
     Unavailable,
+    new_request_id,
+    reply_may_be_lost,
 )
+from fleet.http.parsing import CLAIM_REQUEST_ID
 
 API = "http://fleet.test/api"
 
@@ -226,3 +230,50 @@ def test_api_reads_for_operators(rsps: responses.RequestsMock) -> None:
     assert client.agent_events("j1") == ([{"key": "k"}], "k")
     rsps.get(f"{API}/fleet/events", json={"events": [], "cursor": None})
     assert client.product_events("c0") == ([], "c0")
+
+
+def test_api_claim_sends_its_request_id_and_retry_only_on_a_retry(
+    rsps: responses.RequestsMock,
+) -> None:
+    client = FleetClient(API, "flf_t")
+    rsps.post(f"{API}/fleet/claim", status=204)
+    rsps.post(f"{API}/fleet/claim", status=204)
+    rsps.post(f"{API}/fleet/claim", status=204)
+    base = {"capabilities": [], "seats": 1, "load": 0, "cost": 0.5}
+    assert client.claim(capabilities=[], seats=1, load=0, cost=0.5, request_id="r-000001") is None
+    assert sent(rsps)[1] == {**base, "requestId": "r-000001"}
+    client.claim(capabilities=[], seats=1, load=0, cost=0.5, request_id="r-000001", retry=True)
+    assert sent(rsps)[1] == {**base, "requestId": "r-000001", "retry": True}
+    client.claim(capabilities=[], seats=1, load=0, cost=0.5, retry=True)  # no id: no retry
+    assert sent(rsps)[1] == base
+
+
+def test_api_new_request_ids_are_short_url_safe_and_distinct() -> None:
+    ids = {new_request_id() for _ in range(100)}
+    assert len(ids) == 100
+    assert all(re.fullmatch(CLAIM_REQUEST_ID, i) for i in ids)  # the server's pattern
+
+
+@pytest.mark.parametrize(
+    ("answer", "lost"),
+    [
+        (requests.ReadTimeout("read timed out"), True),
+        (requests.ConnectionError("connection reset by peer"), True),
+        ((500, {"error": "internal"}), True),
+        ((503, {"error": "store_unavailable"}), True),
+        ((429, {"error": "throttled"}), False),
+        ((200, "not json"), True),
+    ],
+)
+def test_api_reply_may_be_lost_after_anything_but_a_429(
+    rsps: responses.RequestsMock, answer: Any, lost: bool
+) -> None:
+    if isinstance(answer, Exception):
+        rsps.post(f"{API}/fleet/claim", body=answer)
+    elif isinstance(answer[1], str):
+        rsps.post(f"{API}/fleet/claim", status=answer[0], body=answer[1])
+    else:
+        rsps.post(f"{API}/fleet/claim", status=answer[0], json=answer[1])
+    with pytest.raises(Unavailable) as error:
+        FleetClient(API, "flf_t").claim(capabilities=[], seats=1, load=0, cost=0.5)
+    assert reply_may_be_lost(error.value) is lost

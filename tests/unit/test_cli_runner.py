@@ -465,6 +465,64 @@ def test_runner_survives_an_unexpected_error(
     assert runner.exit_code is None and "disk on fire" in (runner.last_error or "")
 
 
+# --- a claim whose reply was lost ---------------------------------------------------------------
+
+
+def test_runner_retries_a_claim_whose_reply_was_lost_with_the_same_request_id(
+    make: Callable[..., Runner], server: FakeCoordinator, clock: FakeClock
+) -> None:
+    server.fail["claim"] = [requests.ReadTimeout("read timed out")]
+    server.to_claim += [grant(job("j1")), grant(job("j2"))]
+    runner = make(seats=2)
+    until(runner, clock, lambda: "j1" in runner.runs, step=0.1, limit=1000)
+    lost, again = server.bodies("claim")
+    assert "retry" not in lost and lost["requestId"]
+    assert again["requestId"] == lost["requestId"] and again["retry"] is True
+    after_lost = server.called()[server.called().index("claim") + 1 :]
+    assert after_lost[: after_lost.index("claim")].count("queue-state") == 0  # no gate poll
+    until(runner, clock, lambda: "j2" in runner.runs, step=0.1, limit=1000)
+    fresh = server.bodies("claim")[-1]
+    assert "retry" not in fresh and fresh["requestId"] != lost["requestId"]
+
+
+@pytest.mark.parametrize(
+    ("failure", "reused"),
+    [
+        (requests.ConnectionError("connection reset by peer"), True),
+        (502, True),
+        (503, True),
+        (429, False),
+        (400, False),
+        ((409, {"error": "conflict"}), False),
+    ],
+)
+def test_runner_reuses_the_request_id_only_when_the_reply_may_be_lost(
+    make: Callable[..., Runner],
+    server: FakeCoordinator,
+    clock: FakeClock,
+    failure: Failure,
+    reused: bool,
+) -> None:
+    server.fail["claim"] = [failure]
+    runner = make()
+    until(runner, clock, lambda: server.called().count("claim") == 2, step=0.1, limit=10_000)
+    first, second = server.bodies("claim")
+    assert (second["requestId"] == first["requestId"]) is reused
+    assert second.get("retry", False) is reused
+
+
+def test_runner_takes_a_fresh_request_id_after_a_204(
+    make: Callable[..., Runner], server: FakeCoordinator, clock: FakeClock
+) -> None:
+    runner = make()
+    runner.tick(clock.t)  # heartbeat, poll, claim (204)
+    server.version = 2  # something claimable appeared
+    server.to_claim.append(grant(job("j1")))
+    until(runner, clock, lambda: "j1" in runner.runs)
+    first, second = server.bodies("claim")
+    assert second["requestId"] != first["requestId"] and "retry" not in second
+
+
 # --- the gate ----------------------------------------------------------------------------------
 
 

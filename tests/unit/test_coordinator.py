@@ -74,6 +74,31 @@ def test_coordinator_claim_costs_one_query_and_one_write(
     assert assign.type == "assign" and assign.data["score"]["total"] == result.breakdown["total"]
 
 
+def test_coordinator_a_burst_of_submits_reads_the_fleet_once(
+    coord: Coordinator, stores: Stores
+) -> None:
+    coord.register_factory(P, factory("f1", ("python",)), "1.0")
+    coord.submit(P, manifest(capabilities=("python",)), "operator:o")  # fills the cache
+    with stores.counters.measure() as first:
+        coord.submit(P, manifest(capabilities=("python",)), "operator:o")
+    with stores.counters.measure() as burst:
+        for _ in range(10):
+            coord.submit(P, manifest(capabilities=("python",)), "operator:o")
+    assert burst == {k: 10 * n for k, n in first.items()}  # no query grows with the burst
+    assert "query" not in first  # the fleet came from the cache
+
+
+def test_coordinator_unroutable_at_submit_is_judged_on_a_fresh_fleet(coord: Coordinator) -> None:
+    coord.register_factory(P, factory("f1", ("python",)), "1.0")
+    coord.submit(P, manifest(capabilities=("python",)), "operator:o")  # the fleet is cached
+    lone, _ = coord.submit(P, manifest(capabilities=("rust",)), "operator:o")
+    assert lone.unroutable
+    # A factory enrolled a moment ago, after the cache was filled, is seen at once.
+    coord.register_factory(P, factory("f2", ("rust",)), "1.0")
+    routed, _ = coord.submit(P, manifest(capabilities=("rust",)), "operator:o")
+    assert not routed.unroutable
+
+
 def test_coordinator_claim_filters_on_capabilities(coord: Coordinator) -> None:
     coord.submit(P, manifest(capabilities=("python", "gpu")), "operator:o")
     assert coord.claim(P, factory(caps=("python",))) is None
@@ -435,3 +460,134 @@ def test_coordinator_agent_events_are_fenced_idempotent_and_never_move_the_job(
     with pytest.raises(Fenced):
         coord.record_agent_events(P, job.id, "f", 1, [AgentEvent(seq=3, type="late", payload=1)])
     assert len(coord.agent_events(P, job.id)) == 2
+
+
+# --- a claim retried after its reply was lost ------------------------------------------
+
+
+def warm(coord: Coordinator, *names: str) -> None:
+    """Load what the claim path caches (settings, budget, standing): the counts that follow
+    are the claim's own."""
+    coord.weights(P)
+    coord.budgets.applies(P)
+    for name in names:
+        coord.standing(P, name)
+
+
+def assign_events(coord: Coordinator, job_id: str) -> list[Any]:
+    return [e for e in full_history(coord, job_id) if e.type == "assign"]
+
+
+def test_coordinator_claim_stores_its_request_id_in_the_lease_at_no_cost(
+    coord: Coordinator, stores: Stores
+) -> None:
+    job, _ = coord.submit(P, manifest(), "operator:o")
+    warm(coord, "f1")
+    with stores.counters.measure() as cost:
+        won = coord.claim(P, factory(caps=()), "req-0001")
+    assert cost == {"query": 1, "write": 1}
+    assert won is not None and won.job.id == job.id and not won.replayed
+    assert won.lease.requestId == "req-0001"
+    stored = coord.get_job(P, job.id).lease
+    assert stored is not None and stored.requestId == "req-0001"
+    renewed = coord.renew(P, job.id, "f1", won.lease.epoch).lease
+    assert renewed is not None and renewed.requestId == "req-0001"
+
+
+def test_coordinator_a_lost_claim_retried_with_its_request_id_returns_the_same_job(
+    coord: Coordinator, stores: Stores, clock: ManualClock
+) -> None:
+    ids = {coord.submit(P, manifest(), "operator:o")[0].id for _ in range(2)}
+    warm(coord, "f1")
+    lost = coord.claim(P, factory(caps=()), "req-0001")  # its reply never reaches f1
+    assert lost is not None
+    (other,) = ids - {lost.job.id}
+    clock.advance(5)
+    with stores.counters.measure() as cost:
+        again = coord.claim(P, factory(caps=()), "req-0001", retry=True)
+    assert cost == {"query": 1}  # found: no write
+    assert again is not None and again.replayed
+    assert again.job.id == lost.job.id and again.job.epoch == lost.job.epoch == 1
+    assert again.lease == lost.lease and again.cadence == lost.cadence
+    assert again.breakdown == lost.breakdown and again.job.seq == lost.job.seq
+    assert coord.get_job(P, other).stage is Stage.QUEUED  # no second job assigned
+    assert len(assign_events(coord, lost.job.id)) == 1
+    assert assign_events(coord, other) == []
+
+
+def test_coordinator_a_retry_that_finds_nothing_is_a_normal_claim(
+    coord: Coordinator, stores: Stores
+) -> None:
+    job, _ = coord.submit(P, manifest(), "operator:o")
+    warm(coord, "f1")
+    # The lost request never reached the coordinator: the retry claims for the first time.
+    with stores.counters.measure() as cost:
+        won = coord.claim(P, factory(caps=()), "req-0001", retry=True)
+    assert cost == {"query": 2, "write": 1}
+    assert won is not None and won.job.id == job.id and not won.replayed
+    assert won.lease.requestId == "req-0001"
+
+
+def test_coordinator_a_retry_after_the_job_was_taken_back_gets_a_fresh_claim(
+    coord: Coordinator, clock: ManualClock
+) -> None:
+    job, _ = coord.submit(P, manifest(leaseSeconds=60), "operator:o")
+    lost = coord.claim(P, factory(caps=()), "req-0001")
+    assert lost is not None
+    clock.advance(61)  # expired, not reaped yet: not current, so not handed back
+    fresh = coord.claim(P, factory(caps=()), "req-0001", retry=True)
+    assert fresh is None  # the only job is still assigned (expired) until the reaper runs
+    assert coord.reap(P).requeued == [job.id]
+    fresh = coord.claim(P, factory(caps=()), "req-0001", retry=True)
+    assert fresh is not None and not fresh.replayed
+    assert fresh.job.id == job.id and fresh.lease.epoch == 3  # assign 1, reap 2, assign 3
+    assert len(assign_events(coord, job.id)) == 2
+
+
+def test_coordinator_a_retry_after_the_job_went_to_another_factory_gets_another_job(
+    coord: Coordinator, clock: ManualClock
+) -> None:
+    job, _ = coord.submit(P, manifest(leaseSeconds=60), "operator:o")
+    assert coord.claim(P, factory("a", ()), "req-0001") is not None
+    clock.advance(61)
+    coord.reap(P)
+    taken = coord.claim(P, factory("b", ()), "req-0002")
+    assert taken is not None and taken.job.id == job.id
+    other, _ = coord.submit(P, manifest(), "operator:o")
+    again = coord.claim(P, factory("a", ()), "req-0001", retry=True)
+    assert again is not None and again.job.id == other.id and not again.replayed
+    held = coord.get_job(P, job.id)
+    assert held.lease is not None and held.lease.holder == "b"
+
+
+def test_coordinator_another_factorys_request_id_never_matches(coord: Coordinator) -> None:
+    mine, _ = coord.submit(P, manifest(), "operator:o")
+    won = coord.claim(P, factory("a", ()), "req-shared")
+    assert won is not None and won.job.id == mine.id
+    assert coord.claim(P, factory("b", ()), "req-shared", retry=True) is None
+    theirs, _ = coord.submit(P, manifest(), "operator:o")
+    other = coord.claim(P, factory("b", ()), "req-shared", retry=True)
+    assert other is not None and other.job.id == theirs.id and not other.replayed
+    held = coord.get_job(P, mine.id).lease
+    assert held is not None and held.holder == "a"
+    assert len(assign_events(coord, mine.id)) == 1
+
+
+def test_coordinator_a_claim_without_retry_never_replays(coord: Coordinator) -> None:
+    coord.submit(P, manifest(), "operator:o")
+    assert coord.claim(P, factory(caps=()), "req-0001") is not None
+    assert coord.claim(P, factory(caps=()), "req-0001") is None  # a normal claim: nothing left
+
+
+def test_coordinator_a_paused_factory_still_gets_the_job_its_lost_claim_won(
+    coord: Coordinator, stores: Stores, clock: ManualClock
+) -> None:
+    job, _ = coord.submit(P, manifest(), "operator:o")
+    coord.submit(P, manifest(), "operator:o")
+    coord.register_factory(P, factory("p", ()), "1.0")
+    assert coord.claim(P, factory("p", ()), "req-0001") is not None
+    stores.documents.patch(P, "factory-p", [Set("/paused", True)])
+    clock.advance(coord.config.settings_ttl_seconds + 1)  # the cached standing expires
+    again = coord.claim(P, factory("p", ()), "req-0001", retry=True)
+    assert again is not None and again.job.id == job.id and again.replayed  # not new work
+    assert coord.claim(P, factory("p", ()), "req-0002", retry=True) is None  # new work: no

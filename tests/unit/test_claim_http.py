@@ -1,0 +1,105 @@
+"""``POST /fleet/claim`` on the in-memory twin: the claim's ``requestId`` and its retry."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import azure.functions as func
+import jsonschema
+import pytest
+
+from fleet.context import AppContext, set_context
+from fleet.coordinator import Coordinator
+from fleet.coordinator.clock import ManualClock
+from fleet.coordinator.metrics import Monitor
+from fleet.coordinator.tokens import Tokens, hash_token
+from fleet.coordinator.tracker import Tracker, TrackerConfig
+from fleet.domain.manifest import Manifest
+from fleet.http import fleet_ops
+from fleet.http.openapi import build_document
+from fleet.http.parsing import FactorySelf
+from fleet.settings import Settings
+from fleet.store.ports import Stores
+
+P = "prod"
+OPERATOR = "flo_" + "o" * 43
+COMPONENTS = build_document()["components"]
+
+
+def documented(value: Any, schema: str) -> None:
+    jsonschema.validate(value, {"$ref": f"#/components/schemas/{schema}", "components": COMPONENTS})
+
+
+@pytest.fixture
+def tokens(coord: Coordinator, clock: ManualClock) -> Tokens:
+    return Tokens(coord, operator_hashes=[hash_token(OPERATOR)], clock=clock)
+
+
+@pytest.fixture
+def app_context(stores: Stores, coord: Coordinator, tokens: Tokens) -> Iterator[AppContext]:
+    context = AppContext(
+        settings=Settings.from_env({"FLEET_STORE": "memory"}),
+        stores=stores,
+        coordinator=coord,
+        tokens=tokens,
+        tracker=Tracker(coord, TrackerConfig()),
+        monitor=Monitor(coord),
+    )
+    set_context(context)
+    yield context
+    set_context(None)
+
+
+def enroll(tokens: Tokens, name: str) -> str:
+    issued = tokens.create_enrollment_token(P, "operator:test")
+    return tokens.enroll(issued.token, name, FactorySelf(capabilities=("python",))).token
+
+
+def claim(token: str, body: dict[str, Any]) -> tuple[int, Any]:
+    request = func.HttpRequest(
+        "POST",
+        "/api/fleet/claim",
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        params={},
+        body=json.dumps(body).encode(),
+    )
+    response = fleet_ops.claim.build().get_user_function()(request)
+    raw = response.get_body()
+    return response.status_code, json.loads(raw) if raw else None
+
+
+def test_claim_http_retry_with_the_same_request_id_answers_the_same_claim(
+    app_context: AppContext, coord: Coordinator, tokens: Tokens
+) -> None:
+    for i in range(2):
+        coord.submit(P, Manifest(title=f"job {i}", body="x"), "operator:o")
+    token = enroll(tokens, "fa")
+    body = {"capabilities": ["python"], "requestId": "c1aim-Req_01"}
+    documented(body, "ClaimBody")
+    status, first = claim(token, body)  # the reply is "lost": the factory never reads it
+    assert status == 200 and first["lease"]["requestId"] == "c1aim-Req_01"
+    documented(first, "Claim")
+    status, again = claim(token, {**body, "retry": True})
+    assert status == 200 and again == first
+    queued = [j for j in coord.list_jobs(P) if j.stage.value == "queued"]
+    assert len(queued) == 1  # no second job assigned
+
+
+@pytest.mark.parametrize(
+    ("body", "path"),
+    [
+        ({"retry": True}, "requestId"),
+        ({"requestId": "short"}, "requestId"),
+        ({"requestId": "has space in it"}, "requestId"),
+        ({"requestId": "x" * 65}, "requestId"),
+        ({"requestId": "req-0001", "retry": "maybe"}, "retry"),
+    ],
+)
+def test_claim_http_rejects_a_bad_request_id(
+    app_context: AppContext, tokens: Tokens, body: dict[str, Any], path: str
+) -> None:
+    status, error = claim(enroll(tokens, "fa"), body)
+    assert status == 400 and error["error"] == "validation_failed"
+    assert [p["path"] for p in error["details"]["problems"]] == [path]
