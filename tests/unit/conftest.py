@@ -9,10 +9,16 @@ from pathlib import Path
 import pytest
 import responses
 
+from fleet.context import AppContext, set_context
 from fleet.coordinator import Coordinator, CoordinatorConfig
 from fleet.coordinator.clock import ManualClock
+from fleet.coordinator.metrics import Monitor
+from fleet.coordinator.tokens import Tokens, hash_token
+from fleet.coordinator.tracker import Tracker, TrackerConfig
+from fleet.settings import Settings
 from fleet.store.memory import memory_stores
 from fleet.store.ports import Stores
+from tests.support.handlers import OPERATOR
 
 
 @pytest.fixture
@@ -55,3 +61,26 @@ def rsps() -> Iterator[responses.RequestsMock]:
 def env(tmp_path: Path) -> dict[str, str]:
     """A clean environment: its own config dir, an empty PATH (no engines, no tools)."""
     return {"FLEET_CONFIG_DIR": str(tmp_path / "cfg"), "PATH": "", "HOME": str(tmp_path)}
+
+
+@pytest.fixture
+def tokens(coord: Coordinator, clock: ManualClock) -> Tokens:
+    """Tokens over the coordinator; ``OPERATOR`` (tests.support.handlers) is a bootstrap
+    operator token."""
+    return Tokens(coord, operator_hashes=[hash_token(OPERATOR)], clock=clock)
+
+
+@pytest.fixture
+def app_context(stores: Stores, coord: Coordinator, tokens: Tokens) -> Iterator[AppContext]:
+    """The app's context on the in-memory twin, for calling HTTP handlers directly."""
+    context = AppContext(
+        settings=Settings.from_env({"FLEET_STORE": "memory"}),
+        stores=stores,
+        coordinator=coord,
+        tokens=tokens,
+        tracker=Tracker(coord, TrackerConfig()),
+        monitor=Monitor(coord),
+    )
+    set_context(context)
+    yield context
+    set_context(None)

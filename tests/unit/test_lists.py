@@ -4,58 +4,26 @@ last heartbeat at a fixed cost whatever the fleet's size, and the job list pages
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import azure.functions as func
-import jsonschema
 import pytest
 
-from fleet.context import AppContext, set_context
+from fleet.context import AppContext
 from fleet.coordinator import Coordinator
 from fleet.coordinator.clock import ManualClock
 from fleet.coordinator.fleet_health import Beat, FleetHealth, HealthConfig, JobProgress
-from fleet.coordinator.metrics import Monitor
-from fleet.coordinator.tokens import Tokens, hash_token
-from fleet.coordinator.tracker import Tracker, TrackerConfig
+from fleet.coordinator.tokens import Tokens
 from fleet.domain.manifest import Manifest
 from fleet.domain.scheduler import FactoryView
 from fleet.domain.stages import Action, Stage
 from fleet.http import fleet_ops, jobs
-from fleet.http.openapi import build_document
 from fleet.http.parsing import FactorySelf
-from fleet.settings import Settings
 from fleet.store.ports import Stores
+from tests.support.handlers import OPERATOR, documented
 from tests.unit.conftest import counting_entropy
 
 P = "prod"
-OPERATOR = "flo_" + "o" * 43
-COMPONENTS = build_document()["components"]
-
-
-def documented(reply: Any, schema: str) -> None:
-    """The reply is what the OpenAPI document says it is."""
-    jsonschema.validate(reply, {"$ref": f"#/components/schemas/{schema}", "components": COMPONENTS})
-
-
-@pytest.fixture
-def tokens(coord: Coordinator, clock: ManualClock) -> Tokens:
-    return Tokens(coord, operator_hashes=[hash_token(OPERATOR)], clock=clock)
-
-
-@pytest.fixture
-def app_context(stores: Stores, coord: Coordinator, tokens: Tokens) -> Iterator[AppContext]:
-    context = AppContext(
-        settings=Settings.from_env({"FLEET_STORE": "memory"}),
-        stores=stores,
-        coordinator=coord,
-        tokens=tokens,
-        tracker=Tracker(coord, TrackerConfig()),
-        monitor=Monitor(coord),
-    )
-    set_context(context)
-    yield context
-    set_context(None)
 
 
 @pytest.fixture

@@ -5,17 +5,16 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import azure.functions as func
 import pytest
 
-from fleet.context import AppContext, set_context
+from fleet.context import AppContext
 from fleet.coordinator import Coordinator
 from fleet.coordinator.clock import ManualClock
 from fleet.coordinator.identity import Forbidden, Principal, Unauthorized
-from fleet.coordinator.metrics import Monitor
 from fleet.coordinator.service import SYSTEM_PARTITION
 from fleet.coordinator.tokens import (
     INVALID,
@@ -28,7 +27,6 @@ from fleet.coordinator.tokens import (
     Tokens,
     hash_token,
 )
-from fleet.coordinator.tracker import Tracker, TrackerConfig
 from fleet.domain.jobs import Fenced
 from fleet.domain.manifest import Manifest
 from fleet.domain.scheduler import FactoryView
@@ -36,18 +34,12 @@ from fleet.domain.stages import Stage
 from fleet.http import fleet_ops, jobs
 from fleet.http import tokens as tokens_http
 from fleet.http.parsing import FactorySelf
-from fleet.settings import Settings
 from fleet.store.memory import MemoryDocumentStore
 from fleet.store.ports import Set, Stores
+from tests.support.handlers import OPERATOR
 
 P = "prod"
-OPERATOR = "flo_" + "o" * 43
 OPERATOR_ACTOR = "operator:test"
-
-
-@pytest.fixture
-def tokens(coord: Coordinator, clock: ManualClock) -> Tokens:
-    return Tokens(coord, operator_hashes=[hash_token(OPERATOR)], clock=clock)
 
 
 def me(caps: tuple[str, ...] = ("python",), **fields: Any) -> FactorySelf:
@@ -476,21 +468,6 @@ def test_tokens_the_cache_is_bounded(
 
 
 # --- through the HTTP handlers -------------------------------------------------------
-
-
-@pytest.fixture
-def app_context(stores: Stores, coord: Coordinator, tokens: Tokens) -> Iterator[AppContext]:
-    context = AppContext(
-        settings=Settings.from_env({"FLEET_STORE": "memory"}),
-        stores=stores,
-        coordinator=coord,
-        tokens=tokens,
-        tracker=Tracker(coord, TrackerConfig()),
-        monitor=Monitor(coord),
-    )
-    set_context(context)
-    yield context
-    set_context(None)
 
 
 def call(
