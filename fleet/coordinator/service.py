@@ -91,6 +91,7 @@ log = logging.getLogger(__name__)
 SETTINGS_ID = "settings"
 SYSTEM_PARTITION = "_system"  # registry of products, so timers can visit every partition
 QUEUE_STATE_ID = "queue-state"
+FEED_SCAN_FACTOR = 20  # the event feed reads at most this many times its limit in jobs
 _AFTER_EVERY_ID = "~"  # sorts after every job id (lower-case letters and digits)
 
 
@@ -244,19 +245,50 @@ class Coordinator:
         return sorted(events, key=lambda e: e.seq)
 
     def product_events(
-        self, product: str, cursor: str | None, limit: int = 200, *, alerts: bool = True
+        self,
+        product: str,
+        cursor: str | None,
+        limit: int = 200,
+        *,
+        alerts: bool = True,
+        settle_seconds: float = 0.0,
     ) -> tuple[list[dict[str, Any]], str | None]:
         """Events of every job after ``cursor`` (``at|jobId|seq``), oldest first, for live
         views, with the product's alert events (``jobId`` null; one more point read) unless
-        ``alerts`` is False. Returns the events and the next cursor."""
+        ``alerts`` is False. Returns the events and the next cursor.
+
+        Jobs are found by ``lastEventAt``, so a job changed again since hides its earlier
+        events behind its latest time: when more jobs changed than the query's ``TOP``, the
+        query is widened (4x at a time, up to ``FEED_SCAN_FACTOR`` x ``limit`` jobs) rather
+        than moving the cursor past a job it did not read. ``settle_seconds`` holds back
+        events younger than that (an event is stamped just before its write lands): a
+        consumer that must see every event (the tracker echo) uses it."""
         since, after_key = _parse_cursor(cursor)
-        rows = self.docs.query(JOBS_CHANGED_SINCE, product, {"since": since, "top": limit})
+        top = limit
+        while True:
+            rows = self.docs.query(JOBS_CHANGED_SINCE, product, {"since": since, "top": top})
+            if len(rows) < top or top >= limit * FEED_SCAN_FACTOR:
+                break
+            top *= 4
+        if len(rows) >= top and rows:
+            log.warning(
+                "event feed of %s: more than %d jobs changed since %s; some events may be "
+                "skipped (poll more often)",
+                product,
+                top,
+                since or "the start",
+            )
+        until = (
+            format_ts(self.clock.now() - timedelta(seconds=settle_seconds))
+            if settle_seconds > 0
+            else None
+        )
         out: list[tuple[tuple[str, str, int], dict[str, Any]]] = []
         for row in rows:
             job = Job.from_doc(row)
             for event in job.events:
                 key = (format_ts(event.at), job.id, event.seq)
-                if key > after_key:
+                if key > after_key and (until is None or key[0] <= until):
                     item = {"jobId": job.id, **event.model_dump(mode="json")}
                     out.append((key, item))
         if alerts:

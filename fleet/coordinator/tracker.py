@@ -41,6 +41,10 @@ class TrackerConfig:
     echo_url: str | None = None  # where stage changes are POSTed
     echo_secret: str | None = None  # signs what is POSTed there
     batch: int = 100
+    # Events younger than this are echoed on a later pass: an event is stamped just before
+    # its write lands, so a younger one may still be landing behind the cursor (a throttled
+    # write is retried for up to COSMOS_THROTTLE_MAX_WAIT_SECONDS).
+    settle_seconds: float = 10.0
 
 
 def verify_github_signature(secret: str | None, body: bytes, header: str | None) -> None:
@@ -118,7 +122,13 @@ class Tracker:
         return self.dispatcher.dispatch(product, lambda cursor: self._items(product, cursor))
 
     def _items(self, product: str, cursor: str | None) -> Iterator[Item]:
-        events, _ = self.coord.product_events(product, cursor, self.config.batch, alerts=False)
+        events, _ = self.coord.product_events(
+            product,
+            cursor,
+            self.config.batch,
+            alerts=False,
+            settle_seconds=self.config.settle_seconds,
+        )
         for event in events:
             position = "|".join((event["at"], event["jobId"], str(event["seq"])))
             yield position, self._payload(product, event)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -178,7 +178,8 @@ def test_tracker_http_failing_echo_is_retried_and_never_blocks_the_job(
     factory = bearer(stack.enroll(product, "f1", ("python",)))
 
     # The echo endpoint is down: every delivery fails with a 500.
-    clock = ManualClock(datetime.now(UTC))
+    # Ahead of the host's clock by the settle window: its events are old enough to echo.
+    clock = ManualClock(datetime.now(UTC) + timedelta(seconds=TrackerConfig().settle_seconds))
     tracker = Tracker(
         Coordinator(azure_backend, clock=clock),
         TrackerConfig(echo_url=echo_endpoint.url, echo_secret=ECHO_SECRET),

@@ -591,3 +591,26 @@ def test_coordinator_a_paused_factory_still_gets_the_job_its_lost_claim_won(
     again = coord.claim(P, factory("p", ()), "req-0001", retry=True)
     assert again is not None and again.job.id == job.id and again.replayed  # not new work
     assert coord.claim(P, factory("p", ()), "req-0002", retry=True) is None  # new work: no
+
+
+def test_coordinator_event_feed_never_skips_a_job_changed_again_behind_its_cursor(
+    coord: Coordinator, clock: ManualClock
+) -> None:
+    # X's submit is the oldest event, but X changed last: found by its latest time, it sits
+    # past the first TOP of changed jobs. The feed widens its read rather than moving the
+    # cursor past X's submit.
+    x, _ = coord.submit(P, manifest(title="x"), "operator:o")
+    others = []
+    for n in range(4):
+        clock.advance(1)
+        others.append(coord.submit(P, manifest(title=f"o{n}"), "operator:o")[0].id)
+    clock.advance(1)
+    coord.operator(P, x.id, Action.CANCEL, "o", "not needed")
+    seen: list[tuple[str, int]] = []
+    cursor = None
+    for _ in range(10):
+        events, cursor = coord.product_events(P, cursor, limit=3, alerts=False)
+        if not events:
+            break
+        seen.extend((e["jobId"], e["seq"]) for e in events)
+    assert seen == [(x.id, 1), *((o, 1) for o in others), (x.id, 2)]

@@ -11,7 +11,7 @@ from fleet.coordinator.clock import ManualClock
 from fleet.coordinator.identity import Unauthorized
 from fleet.coordinator.tracker import Tracker, TrackerConfig, sign, verify_github_signature
 from fleet.domain.scheduler import FactoryView
-from fleet.domain.stages import Stage
+from fleet.domain.stages import Action, Stage
 
 P = "prod"
 
@@ -72,9 +72,10 @@ def test_tracker_failing_echo_is_retried_with_backoff_and_never_blocks(
     coord: Coordinator, clock: ManualClock
 ) -> None:
     endpoint = FlakyEndpoint(failures=2)
-    tracker = Tracker(
-        coord, TrackerConfig(echo_url="https://hooks.example/fleet", echo_secret="k"), endpoint
+    config = TrackerConfig(
+        echo_url="https://hooks.example/fleet", echo_secret="k", settle_seconds=0
     )
+    tracker = Tracker(coord, config, endpoint)
     job, _ = tracker.ingest(P, {"source": "gh", "id": "1", "title": "t"}, "operator:o")
     claim = coord.claim(P, FactoryView(id="f", capabilities=frozenset()))
     assert claim is not None
@@ -92,3 +93,23 @@ def test_tracker_failing_echo_is_retried_with_backoff_and_never_blocks(
     assert endpoint.signatures[0] == sign("k", body)
     assert tracker.status(P)["attempts"] == 0
     assert tracker.echo(P) == 0  # nothing new
+
+
+def test_tracker_echo_waits_until_events_have_settled(
+    coord: Coordinator, clock: ManualClock
+) -> None:
+    # An event is stamped just before its write lands: one younger than the settle window
+    # may still be landing behind the cursor, so it waits for a later pass.
+    endpoint = FlakyEndpoint(failures=0)
+    config = TrackerConfig(echo_url="https://hooks.example/fleet", echo_secret="k")
+    tracker = Tracker(coord, config, endpoint)
+    job, _ = tracker.ingest(P, {"source": "gh", "id": "1", "title": "t"}, "operator:o")
+    assert tracker.echo(P) == 0 and endpoint.received == []
+    clock.advance(TrackerConfig().settle_seconds - 1)
+    coord.operator(P, job.id, Action.CANCEL, "o", "not needed")
+    assert tracker.echo(P) == 0
+    clock.advance(1)
+    assert tracker.echo(P) == 1  # the submit has settled, the cancel not yet
+    clock.advance(TrackerConfig().settle_seconds)
+    assert tracker.echo(P) == 1
+    assert [e["to"] for e in endpoint.received] == ["queued", "cancelled"]
