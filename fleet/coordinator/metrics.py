@@ -49,6 +49,7 @@ WEBHOOK_CURSOR_ID = "alert-webhook"
 ALERT_FEED_ID = "alert"  # stands for the job id in the feed's cursor of an alert event
 LISTED = 10  # job and factory ids named per metric
 STALLED_SCAN = 100
+REVIEW_SCAN = 100  # jobs in review looked at, oldest first
 _INTERNAL = ("id", "productId", "type")
 
 
@@ -98,6 +99,7 @@ def compute_metrics(coord: Coordinator, product: str) -> dict[str, Any]:
             starving.append((waited, job.id))
     starving.sort(reverse=True)
     stalled_rows = docs.query(STALLED_JOBS, product, {"top": STALLED_SCAN})
+    review = _review_waiting(coord, product, now, coord.settings(product).alerts)
 
     metrics: dict[str, Any] = {
         "id": METRICS_ID,
@@ -128,6 +130,7 @@ def compute_metrics(coord: Coordinator, product: str) -> dict[str, Any]:
         },
         "unroutable": len(unroutable),
         "unroutableJobs": unroutable[:LISTED],
+        "review": review,
         "scanned": len(queued),
         "truncated": len(queued) >= scan,
         "spend": None,
@@ -146,6 +149,30 @@ def compute_metrics(coord: Coordinator, product: str) -> dict[str, Any]:
         coord.budgets.record_point(product)
     docs.upsert(metrics)
     return _public(metrics)
+
+
+def _review_waiting(
+    coord: Coordinator, product: str, now: datetime, rules: A.AlertRules
+) -> dict[str, Any]:
+    """Jobs waiting in review: the oldest's wait, and those past ``reviewWaitingSeconds``
+    (over the ``REVIEW_SCAN`` oldest by submit time; a round's wait counts from its
+    opening)."""
+    rows = coord.docs.query(
+        JOBS_OLDEST_IN_STAGE, product, {"stage": Stage.REVIEW.value, "top": REVIEW_SCAN}
+    )
+    waits: list[tuple[float, str]] = []
+    for job in (Job.from_doc(r) for r in rows):
+        opened = job.reviewState.openedAt if job.reviewState else job.lastEventAt
+        waits.append(((now - opened).total_seconds(), job.id))
+    waits.sort(reverse=True)
+    threshold = rules.reviewWaitingSeconds
+    overdue = [(w, j) for w, j in waits if threshold > 0 and w >= threshold]
+    return {
+        "thresholdSeconds": threshold,
+        "oldestSeconds": round(waits[0][0], 1) if waits else None,
+        "overdue": len(overdue),
+        "waiting": [{"jobId": j, "waitingSeconds": round(w, 1)} for w, j in overdue[:LISTED]],
+    }
 
 
 def _routable(job: Job, live: list[FactoryView]) -> bool:

@@ -1,11 +1,11 @@
 """Alerts: rules over a metrics snapshot, and the transitions between two evaluations. Pure.
 
 Each rule yields at most one alert with a stable key (``starvation``, ``stale_factories``,
-``stalled_jobs``, ``unroutable_jobs``, ``budget``, ``no_live_factories``). An alert is *raised*
-when its key becomes active and *cleared* when it stops being active; while it stays active
-its message and details follow the metrics without any new event, so a condition that
-persists over many evaluations is one raise and, when it ends, one clear — never a flap per
-evaluation. A threshold of 0 turns its rule off.
+``stalled_jobs``, ``unroutable_jobs``, ``review_waiting``, ``budget``, ``no_live_factories``).
+An alert is *raised* when its key becomes active and *cleared* when it stops being active;
+while it stays active its message and details follow the metrics without any new event, so
+a condition that persists over many evaluations is one raise and, when it ends, one clear —
+never a flap per evaluation. A threshold of 0 turns its rule off.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ KEYS = (
     "stale_factories",
     "stalled_jobs",
     "unroutable_jobs",
+    "review_waiting",
     "budget",
 )
 MAX_HISTORY = 100  # alert events kept in the alerts document (the feed and the webhook)
@@ -37,6 +38,7 @@ class AlertRules:
     staleFactories: int = 1  # this many stale or down factories
     stalledJobs: int = 1  # this many jobs flagged stalled by the self-healer
     unroutableJobs: int = 1  # this many queued jobs no known factory can run
+    reviewWaitingSeconds: float = 3600.0  # a job in review this long without a decision
     budgetFraction: float = 0.9  # spend + reservations reach this share of the ceiling
     noLiveFactories: bool = True  # queued work and not one live factory
 
@@ -125,6 +127,22 @@ def evaluate(metrics: dict[str, Any], rules: AlertRules) -> list[Alert]:
                 f"{stalled_count} job(s) stalled: their holders heartbeat, their progress does "
                 "not move",
                 {"count": stalled_count, "jobs": jobs},
+            )
+        )
+    review = metrics.get("review") or {}
+    waiting = review.get("waiting") or []
+    if rules.reviewWaitingSeconds > 0 and waiting:
+        longest = max(float(j.get("waitingSeconds", 0)) for j in waiting)
+        alerts.append(
+            Alert(
+                "review_waiting",
+                "warning",
+                f"{int(review.get('overdue', len(waiting)))} job(s) in review for over "
+                f"{int(rules.reviewWaitingSeconds)}s without a decision (longest {int(longest)}s)",
+                {
+                    "count": int(review.get("overdue", len(waiting))),
+                    "jobs": [j.get("jobId") for j in waiting],
+                },
             )
         )
     unroutable = int(metrics.get("unroutable", 0))

@@ -1347,7 +1347,7 @@ def _hand_schemas() -> dict[str, Schema]:
                 "key": {
                     "type": "string",
                     "description": "Stable: no_live_factories, starvation, stale_factories, "
-                    "stalled_jobs, unroutable_jobs, budget.",
+                    "stalled_jobs, unroutable_jobs, review_waiting, budget.",
                 },
                 "severity": {"enum": ["info", "warning", "critical"]},
                 "message": _STR,
@@ -1484,6 +1484,7 @@ def _hand_schemas() -> dict[str, Schema]:
                         "staleFactories": _INT,
                         "stalledJobs": _INT,
                         "unroutableJobs": _INT,
+                        "reviewWaitingSeconds": {"type": "number"},
                         "budgetFraction": {"type": "number"},
                         "noLiveFactories": {"type": "boolean"},
                     }
@@ -1570,6 +1571,17 @@ def _hand_schemas() -> dict[str, Schema]:
                 "stalled": _obj({"count": _INT, "jobs": {"type": "array", "items": _STR}}),
                 "unroutable": _INT,
                 "unroutableJobs": {"type": "array", "items": _STR},
+                "review": _obj(
+                    {
+                        "thresholdSeconds": {"type": "number"},
+                        "oldestSeconds": _nullable({"type": "number"}),
+                        "overdue": _INT,
+                        "waiting": {
+                            "type": "array",
+                            "items": _obj({"jobId": _STR, "waitingSeconds": {"type": "number"}}),
+                        },
+                    }
+                ),
                 "scanned": {**_INT, "description": "Oldest queued jobs looked at."},
                 "truncated": {"type": "boolean"},
                 "spend": _nullable(

@@ -192,6 +192,7 @@ class AlertsBody(Body):
     staleFactories: int | None = Field(default=None, ge=0, le=10_000)
     stalledJobs: int | None = Field(default=None, ge=0, le=10_000)
     unroutableJobs: int | None = Field(default=None, ge=0, le=10_000)
+    reviewWaitingSeconds: float | None = Field(default=None, ge=0, le=30 * 24 * 3600)
     budgetFraction: float | None = Field(default=None, ge=0, le=10)
     noLiveFactories: bool | None = None
 

@@ -150,6 +150,7 @@ def test_metrics_http_alert_rules_are_product_settings(
         "staleFactories": 1,
         "stalledJobs": 1,
         "unroutableJobs": 1,
+        "reviewWaitingSeconds": 3600.0,
         "budgetFraction": 0.9,
         "noLiveFactories": True,
     }

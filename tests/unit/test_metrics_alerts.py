@@ -16,11 +16,12 @@ from fleet.coordinator.clock import ManualClock
 from fleet.coordinator.fleet_health import Beat, FleetHealth, HealthConfig, JobProgress
 from fleet.coordinator.identity import Principal
 from fleet.coordinator.metrics import Monitor, queued_since
+from fleet.coordinator.review import Reviewer
 from fleet.coordinator.tracker import Tracker, TrackerConfig
 from fleet.coordinator.webhooks import Endpoint, backoff_seconds, sign
 from fleet.domain import alerts as A
 from fleet.domain.manifest import Manifest
-from fleet.domain.models import Job
+from fleet.domain.models import Job, ReviewSpec
 from fleet.domain.scheduler import FactoryView
 from fleet.domain.stages import Action, Stage
 from fleet.http import fleet_ops
@@ -161,6 +162,26 @@ def _stalled_job(coord: Coordinator, clock: ManualClock) -> tuple[FleetHealth, J
     return health, job
 
 
+def test_metrics_review_waits_count_from_the_rounds_opening(
+    coord: Coordinator, clock: ManualClock
+) -> None:
+    assert coord.compute_metrics(P)["review"] == {
+        "thresholdSeconds": 3600.0,
+        "oldestSeconds": None,
+        "overdue": 0,
+        "waiting": [],
+    }
+    clock.advance(5000)  # long after submit: the wait starts when review does
+    job = _in_review(coord)
+    clock.advance(600)
+    review = coord.compute_metrics(P)["review"]
+    assert review["oldestSeconds"] == 600.0 and review["overdue"] == 0
+    clock.advance(3000)
+    review = coord.compute_metrics(P)["review"]
+    assert review["overdue"] == 1
+    assert review["waiting"] == [{"jobId": job.id, "waitingSeconds": 3600.0}]
+
+
 def test_metrics_stalled_jobs_are_the_healers_flags(coord: Coordinator, clock: ManualClock) -> None:
     _, job = _stalled_job(coord, clock)
     assert coord.compute_metrics(P)["stalled"] == {"count": 1, "jobs": [job.id]}
@@ -198,9 +219,9 @@ def test_metrics_pass_costs_the_same_bounded_queries_whatever_the_queue(
             metrics = coord.compute_metrics(P)
         costs.append(cost)
         assert metrics["scanned"] == min(jobs, 5) and metrics["truncated"] == (jobs >= 5)
-    # A COUNT per stage, the factories, the oldest `scan` queued jobs, the stalled jobs; the
-    # budget's point read; one write. The same with 3 jobs or 30.
-    assert costs[0] == costs[1] == {"query": len(Stage) + 3, "read": 1, "write": 1}
+    # A COUNT per stage, the factories, the oldest `scan` queued jobs, the stalled jobs, the
+    # oldest jobs in review; the budget's point read; one write. The same with 3 jobs or 30.
+    assert costs[0] == costs[1] == {"query": len(Stage) + 4, "read": 1, "write": 1}
     with stores.counters.measure() as cost:
         coord.metrics(P)
     assert cost == {"read": 1}  # GET /api/fleet/metrics: one point read
@@ -233,6 +254,11 @@ def test_metrics_pass_costs_the_same_bounded_queries_whatever_the_queue(
         ({"spend": {"fraction": 0.5, "ceilingUsd": 10}}, A.AlertRules(), []),
         ({"spend": {"fraction": None, "ceilingUsd": None}}, A.AlertRules(), []),
         ({"unroutable": 3, "stalled": {"count": 1}}, A.AlertRules(enabled=False), []),
+        ({"review": {"overdue": 1, "waiting": [{"jobId": "j1", "waitingSeconds": 4000}]}},
+         A.AlertRules(), ["review_waiting"]),
+        ({"review": {"overdue": 1, "waiting": [{"jobId": "j1", "waitingSeconds": 4000}]}},
+         A.AlertRules(reviewWaitingSeconds=0), []),
+        ({"review": {"overdue": 0, "waiting": []}}, A.AlertRules(), []),
     ],
 )  # fmt: skip
 def test_alerts_rules_table(metrics: dict[str, Any], rules: A.AlertRules, keys: list[str]) -> None:
@@ -303,6 +329,25 @@ def _make_unroutable(coord: Coordinator, clock: ManualClock, stores: Stores) -> 
     return lambda: coord.operator(P, job.id, Action.CANCEL, "o", "nobody can run it")
 
 
+def _in_review(coord: Coordinator) -> Job:
+    """A job whose holder reported it shipped: in review, one approval needed."""
+    job = submit(coord, review=ReviewSpec(approvals=1))
+    claim = coord.claim(P, view("py"))
+    assert claim is not None and claim.job.id == job.id
+    coord.report(P, job.id, "py", claim.lease.epoch, stage=Stage.BUILDING)
+    moved = coord.report(P, job.id, "py", claim.lease.epoch, stage=Stage.SHIPPED)
+    assert moved.stage is Stage.REVIEW
+    return moved
+
+
+def _make_review_waiting(
+    coord: Coordinator, clock: ManualClock, stores: Stores
+) -> Callable[[], Any]:
+    job = _in_review(coord)
+    clock.advance(3601)
+    return lambda: coord.reviews.vote(P, job.id, Reviewer("operator", "alice"), "approve", "ok")
+
+
 def _make_budget(coord: Coordinator, clock: ManualClock, stores: Stores) -> Callable[[], Any]:
     coord.budgets.put(P, 2.0)
     submit(coord, budget=1.9)
@@ -324,6 +369,7 @@ def _make_no_live(coord: Coordinator, clock: ManualClock, stores: Stores) -> Cal
         ("unroutable_jobs", _make_unroutable),
         ("budget", _make_budget),
         ("no_live_factories", _make_no_live),
+        ("review_waiting", _make_review_waiting),
     ],
 )
 def test_alerts_each_is_raised_once_and_cleared_once(

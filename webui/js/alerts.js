@@ -34,6 +34,7 @@ function strip() {
     ["Queued", String(depth.queued ?? 0), "queued"],
     ["Running", String((depth.assigned ?? 0) + (depth.building ?? 0) + (depth.testing ?? 0)), "running"],
     ["Oldest queued", duration(metrics.oldestQueuedSeconds), "oldest"],
+    ["In review", `${depth.review ?? 0}${metrics.review && metrics.review.oldestSeconds != null ? ` (oldest ${duration(metrics.review.oldestSeconds)})` : ""}`, "review"],
     ["Spend", spend ? `${usd(spend.spentUsd)} + ${usd(spend.reservedUsd)} reserved of ${spend.ceilingUsd === null ? "no ceiling" : usd(spend.ceilingUsd)}${spend.fraction === null ? "" : ` (${pct(spend.fraction)})`}` : "no budget", "spend"],
   ];
   return h("dl", { class: "ap-strip", title: `metrics of ${metrics.at}` },
