@@ -224,17 +224,18 @@ class MemoryDocumentStore:
         args = dict(params or {})
         with self._lock:
             rows = [
-                _clone(doc)
+                doc
                 for (pk, _), doc in self._docs.items()
                 if pk == partition and query.where(doc, args)
             ]
-        if query.order_by is not None:
-            path = query.order_by
-            rows = [r for r in rows if lookup(r, path) is not UNDEFINED]
-            rows.sort(key=lambda r: lookup(r, path), reverse=query.descending)
-        if query.top_param is not None:
-            rows = rows[: int(args[query.top_param])]
-        return rows
+            if query.order_by is not None:
+                path = query.order_by
+                rows = [r for r in rows if lookup(r, path) is not UNDEFINED]
+                rows.sort(key=lambda r: lookup(r, path), reverse=query.descending)
+            if query.top_param is not None:
+                rows = rows[: int(args[query.top_param])]
+            # Only what is returned is copied (a TOP over a long queue copies K documents).
+            return [_clone(doc) for doc in rows]
 
     def count(
         self, query: NamedQuery, partition: str, params: Mapping[str, Any] | None = None
