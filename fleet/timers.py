@@ -37,14 +37,13 @@ def reaper_timer(timer: func.TimerRequest) -> None:
         except FleetError as exc:
             log.warning("reaper pass over %s failed: %s %s", product, exc.code, exc.message)
             continue
-        if report.requeued or report.dead_lettered or report.unblocked or report.deps_failed:
+        moved = (report.requeued, report.dead_lettered, report.unblocked, report.deps_failed)
+        if any(moved) or report.deferred:
             log.info(
-                "reaper %s: requeued=%d dead_lettered=%d unblocked=%d deps_failed=%d",
+                "reaper %s: requeued=%d dead_lettered=%d unblocked=%d deps_failed=%d deferred=%d",
                 product,
-                len(report.requeued),
-                len(report.dead_lettered),
-                len(report.unblocked),
-                len(report.deps_failed),
+                *(len(ids) for ids in moved),
+                len(report.deferred),
             )
 
 

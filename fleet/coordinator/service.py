@@ -164,6 +164,7 @@ class ReapReport:
     unblocked: list[str] = field(default_factory=list)
     deps_failed: list[str] = field(default_factory=list)
     preempted: list[str] = field(default_factory=list)
+    deferred: list[str] = field(default_factory=list)  # the store failed: the next pass
 
 
 class Coordinator:
@@ -1114,6 +1115,15 @@ class Coordinator:
                 stored = self._write(expired, job.etag, spill=True)
             except (ConcurrencyConflict, NotFound):
                 continue  # it moved (renewed, reported): not ours to touch any more
+            except StoreUnavailable as exc:
+                try:  # only the answer may have been lost: then it is done, settle it
+                    stored = self._landed(expired, exc)
+                except StoreUnavailable:
+                    # Not done (or cannot tell yet): the next pass finds it still expired.
+                    # The other expired jobs are not held up by this one.
+                    log.warning("reaper %s: job %s deferred: %s", product, job.id, exc.message)
+                    report.deferred.append(job.id)
+                    continue
             self._lease_ended(job, stored)
             target = report.requeued if stored.stage is Stage.QUEUED else report.dead_lettered
             target.append(stored.id)

@@ -136,12 +136,30 @@ def test_faults_lost_expire_is_not_reaped_twice() -> None:
     assert coord.claim(P, _factory("fa")) is not None
     clock.advance(job.leaseSeconds + 1)
     faulty.force("replace", "lost")
-    with pytest.raises(StoreUnavailable):
-        coord.reap(P)
+    assert coord.reap(P).requeued == [job.id]  # its answer was lost, the write was not
     assert coord.reap(P).requeued == []  # the first one did it
     assert coord.get_job(P, job.id).stage is Stage.QUEUED
     assert _history(coord, P, job) == ["submit", "assign", "expire"]
     count("lost responses")
+
+
+@pytest.mark.parametrize("kind", ["throttled", "unavailable", "timeout"])
+def test_faults_a_refused_expire_defers_that_job_and_reaps_the_others(kind: str) -> None:
+    clock = ManualClock()
+    coord, faulty = _faulty(clock)
+    first, _ = coord.submit(P, Manifest(title="a"), "operator:t")
+    second, _ = coord.submit(P, Manifest(title="b"), "operator:t")
+    assert coord.claim(P, _factory("fa")) is not None
+    assert coord.claim(P, _factory("fb")) is not None
+    clock.advance(first.leaseSeconds + 1)
+    faulty.force("replace", kind)  # the first expire write is refused
+    report = coord.reap(P)
+    assert len(report.deferred) == 1 and len(report.requeued) == 1
+    assert set(report.deferred + report.requeued) == {first.id, second.id}
+    assert coord.reap(P).requeued == report.deferred  # the next pass does it, once
+    for job in (first, second):
+        assert _history(coord, P, job) == ["submit", "assign", "expire"]
+    count("faults injected")
 
 
 def test_faults_lost_submit_with_an_idempotency_key_is_one_job() -> None:
