@@ -2,8 +2,10 @@
 
 It enrolls two demo factories the way real ones join (the operator token creates an
 enrollment token per factory; each factory exchanges it for its own token), submits a few
-sample jobs (one waiting on two others, one nobody can run) and runs the factories: register,
-poll the queue-state gate, claim, report building, renew, and ship — each with its own token.
+sample jobs (one waiting on two others, one nobody can run, one that needs a review) and runs
+the factories: register, poll the queue-state gate, claim, report building, renew, and ship —
+each with its own token; an idle factory reviews the jobs waiting in review that it did not
+build.
 
     python -m fleet.devhost.demo --api http://127.0.0.1:7071/api --token flo_... [--jobs 6]
 """
@@ -26,7 +28,12 @@ PRODUCT = "demo"
 SAMPLE_JOBS: list[dict[str, Any]] = [
     {"title": "Add retries to the HTTP client", "capabilities": ["python"], "priority": 6},
     {"title": "Write the changelog for 1.4", "capabilities": [], "priority": 3},
-    {"title": "Fix flaky test_upload", "capabilities": ["python"], "priority": 8},
+    {
+        "title": "Fix flaky test_upload",
+        "capabilities": ["python"],
+        "priority": 8,
+        "review": {"approvals": 1},
+    },
     {"title": "Port the build script to node 20", "capabilities": ["node"], "priority": 5},
     {"title": "Train the ranking model", "capabilities": ["gpu"], "priority": 4},
 ]
@@ -108,9 +115,27 @@ class DemoFactory(threading.Thread):
             last_claim = time.monotonic()
             claim = self._post("/fleet/claim", {"capabilities": self.caps, "seats": 1})
             if claim.status_code == 204:
+                self._review_waiting()
                 continue
             claim.raise_for_status()
             self._work(claim.json())
+
+    def _review_waiting(self) -> None:
+        """Nothing to build: review what waits for a review and was built elsewhere."""
+        listed = self.session.get(
+            f"{self.api}/fleet/jobs",
+            params={"stage": "review", "limit": 20},
+            headers=_headers(self.token),
+            timeout=30,
+        )
+        listed.raise_for_status()
+        for job in listed.json()["jobs"]:
+            if (job.get("reviewState") or {}).get("author") == self.factory:
+                continue  # its own work: another factory reviews it
+            verdict = {"verdict": "approve", "comments": f"Reviewed by {self.factory}: fine."}
+            voted = self._post(f"/fleet/jobs/{job['id']}/review", verdict)
+            if voted.status_code == 200:
+                self.say(f"{self.factory} approved {job['title']!r} -> {voted.json()['stage']}")
 
     def _work(self, claim: dict[str, Any]) -> None:
         job, epoch = claim["job"], claim["lease"]["epoch"]
@@ -130,7 +155,10 @@ class DemoFactory(threading.Thread):
             path, {"leaseEpoch": epoch, "stage": "shipped", "result": {"exitCode": 0}}, "PATCH"
         )
         done.raise_for_status()
-        self.say(f"{self.factory} shipped {job['title']!r}")
+        if done.json()["stage"] == "review":
+            self.say(f"{self.factory} finished {job['title']!r}: waiting for a review")
+        else:
+            self.say(f"{self.factory} shipped {job['title']!r}")
 
 
 def run_demo(
