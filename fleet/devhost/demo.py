@@ -124,7 +124,7 @@ class DemoFactory(threading.Thread):
         """Nothing to build: review what waits for a review and was built elsewhere."""
         listed = self.session.get(
             f"{self.api}/fleet/jobs",
-            params={"stage": "review", "limit": 20},
+            params={"stage": "review", "limit": "20"},
             headers=_headers(self.token),
             timeout=30,
         )
