@@ -159,6 +159,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="leave the fleet on a clean exit (FLEET_DEREGISTER_ON_EXIT)",
     )
+    run.add_argument(
+        "--review",
+        action="store_true",
+        default=None,
+        help="when idle, review other factories' jobs in review with the engine and vote "
+        "(exit 0 approves, 75 abstains, other codes reject) (FLEET_REVIEW)",
+    )
     run.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
 
     add("status", "this factory: seats, held jobs, last heartbeat, gate hits/misses", json_flag)
@@ -410,6 +417,7 @@ def cmd_run(args: argparse.Namespace, env: dict[str, str]) -> int:
         "poll_seconds",
         "grace_seconds",
         "deregister_on_exit",
+        "review",
     )
     settings.require("api", "token", "factory_id")
     assert settings.api and settings.token and settings.factory_id
@@ -439,6 +447,7 @@ def cmd_run(args: argparse.Namespace, env: dict[str, str]) -> int:
         grace_seconds=settings.grace_seconds,
         deregister_on_exit=settings.deregister_on_exit,
         once=args.once,
+        review=settings.review,
     )
     runner = Runner(
         client,

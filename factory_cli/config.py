@@ -219,6 +219,14 @@ SETTINGS: tuple[Setting, ...] = (
         "leave the fleet on a clean exit",
     ),
     Setting(
+        "review",
+        "FLEET_REVIEW",
+        "review",
+        _bool,
+        False,
+        "when idle, review other factories' jobs in review (run --review)",
+    ),
+    Setting(
         "enrollment_token",
         "FLEET_ENROLLMENT_TOKEN",
         None,
@@ -253,6 +261,7 @@ class Settings:
     poll_seconds: float = 5.0
     grace_seconds: float = 30.0
     deregister_on_exit: bool = False
+    review: bool = False
     enrollment_token: str | None = None
     state_file: str | None = None
     config_path: Path = Path(CONFIG_FILE)

@@ -21,6 +21,12 @@ Switches, from the environment or a line of the job body:
 - ``demo: hang-once`` — hang unless resuming from a checkpoint (the next attempt finishes).
 
 It stops by itself if the factory that started it (``FLEET_FACTORY_PID``) is gone.
+
+Review mode: when the factory runs it to review a job (``run --review``), it is given
+``FLEET_REVIEW_VERDICT_FILE``. It then touches no repository: it writes a short review of
+the author's checkpoint (branch, commit) to that file and exits 0 (approve) — or 1 (reject)
+when the job body contains ``[demo: reject]``, or ``[demo: reject-once]`` in review round 1
+(``FLEET_REVIEW_ROUND``), so the rebuilt attempt is approved.
 """
 
 from __future__ import annotations
@@ -44,6 +50,8 @@ GIT_ENV = {
     "GIT_TERMINAL_PROMPT": "0",
 }
 MARKER = re.compile(r"^\s*demo:\s*([a-z-]+)\s*$", re.MULTILINE | re.IGNORECASE)
+REJECT = "[demo: reject]"
+REJECT_ONCE = "[demo: reject-once]"
 REPO = re.compile(r"^\s*repo:\s*(\S+)\s*$", re.MULTILINE | re.IGNORECASE)
 TOKENS_PER_STEP = 1200
 USD_PER_TOKEN = 3e-6
@@ -285,6 +293,32 @@ class Engine:
         return 0
 
 
+def review(env: dict[str, str]) -> int:
+    """Review mode: a deterministic verdict, written to ``FLEET_REVIEW_VERDICT_FILE``."""
+    verdict_file = Path(env["FLEET_REVIEW_VERDICT_FILE"])
+    manifest = read_json(_path(env.get("FLEET_MANIFEST_FILE"))) or {}
+    body = str(manifest.get("body") or "")
+    job_id = str(manifest.get("id") or env.get("FLEET_JOB_ID") or "job")
+    checkpoint = manifest.get("checkpoint")
+    checkpoint = checkpoint if isinstance(checkpoint, dict) else {}
+    round_ = int(env.get("FLEET_REVIEW_ROUND") or 1)
+    where = f"branch {checkpoint.get('branch') or '(none)'}"
+    if checkpoint.get("commit"):
+        where += f" at {str(checkpoint['commit'])[:12]}"
+    reject = REJECT in body or (REJECT_ONCE in body and round_ <= 1)
+    if reject:
+        text = (
+            f"Changes requested on {job_id} ({where}), round {round_}: the demo reviewer "
+            "was asked to reject this work. Please address it and try again."
+        )
+    else:
+        text = f"Approved {job_id} ({where}), round {round_}: the demo reviewer found it fine."
+    verdict_file.parent.mkdir(parents=True, exist_ok=True)
+    verdict_file.write_text(text + "\n", encoding="utf-8")
+    print(f"review of {job_id}: {'reject' if reject else 'approve'}", flush=True)
+    return 1 if reject else 0
+
+
 def _path(value: str | None) -> Path | None:
     return Path(value) if value else None
 
@@ -297,8 +331,11 @@ def _terminated(signum: int, _frame: Any) -> None:
 
 def main() -> int:
     signal.signal(signal.SIGTERM, _terminated)
+    env = dict(os.environ)
+    if env.get("FLEET_REVIEW_VERDICT_FILE"):
+        return review(env)
     try:
-        return Engine(dict(os.environ)).run()
+        return Engine(env).run()
     except DemoError as exc:
         print(f"demo engine: {exc}", file=sys.stderr, flush=True)
         return 2

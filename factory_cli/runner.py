@@ -26,6 +26,13 @@ Rules:
   grace period, then ask their engines to stop (they may checkpoint) and release the leases
   with the checkpoint; deregister if configured; exit 0. A second ``request_stop`` aborts:
   engines killed, leases released at once, exit 130.
+- ``review`` (``--review``): when a claim found nothing (or the gate skipped it), list the
+  jobs in review — one ``GET`` when the gate version moved since the last listing, after a
+  review ended, or every ``maxSkipSeconds`` — and review one that this factory may review
+  (not its own attempt, not voted on this round) with the engine (``ReviewRun``), then vote.
+  One review at a time; it takes no seat (claims come first) and stops, without a vote,
+  on a stop, a drain or a refused token. A job refused or reviewed is not tried again in
+  that round.
 """
 
 from __future__ import annotations
@@ -54,8 +61,9 @@ from factory_cli.artifacts import ArtifactSink, NoArtifacts
 from factory_cli.backoff import Backoff
 from factory_cli.clock import Clock, iso
 from factory_cli.engines import Spawner, spawn_shell
-from factory_cli.gate import Gate
+from factory_cli.gate import Gate, forced_interval
 from factory_cli.jobrun import JobRun, Outcome
+from factory_cli.review import ReviewOutcome, ReviewRun, factory_kind, round_of, why_not
 from factory_cli.state import write_state
 from factory_cli.workdir import prepare
 
@@ -67,6 +75,8 @@ EXIT_REFUSED = 3  # the coordinator refused the factory (token revoked, deregist
 EXIT_ABORTED = 130
 DEFAULT_HEARTBEAT_SECONDS = 30.0
 MAX_SEEN_COMMANDS = 1000
+MAX_REVIEW_SKIPS = 1000
+REVIEW_PAGE = 100  # jobs in review looked at per listing (one GET)
 
 
 class FactoryRefused(Exception):
@@ -86,6 +96,7 @@ class RunConfig:
     grace_seconds: float = 30.0
     deregister_on_exit: bool = False
     once: bool = False
+    review: bool = False  # also review other factories' jobs when idle (not with once)
     tick_seconds: float = 0.5  # how often held jobs are looked at
     version: str = f"fleet-factory/{__version__}"
     python: str = sys.executable or "python3"
@@ -139,6 +150,12 @@ class Runner:
         self.started = clock.monotonic()
         self.last_state_write = -1e9
         self.last_error: str | None = None
+        self.review: ReviewRun | None = None
+        self.review_skip: dict[str, int] = {}  # job id -> the round not to try again
+        self.review_listed_version: int | None = None
+        self.review_forced_at = 0.0
+        self.review_backoff = Backoff(rand)
+        self.reviews: Counter[str] = Counter()
 
     # --- control -----------------------------------------------------------------------
 
@@ -158,6 +175,8 @@ class Runner:
             self.config.engine_name,
             ", ".join(self.capabilities) or "none",
         )
+        if self.config.review and not self.config.once:
+            log.info("reviewer mode: when idle, reviews jobs in review (as %s)", self._kind())
         while self.exit_code is None:
             self.tick(self.clock.monotonic())
             if self.exit_code is None:
@@ -204,6 +223,7 @@ class Runner:
                 self.last_error = f"job {run.id}: {type(exc).__name__}: {exc}"
                 log.exception("job %s: unexpected error (carrying on)", run.id)
         self._collect_finished()
+        self._tick_review(now)
         if self.stop_deadline is not None and now >= self.stop_deadline:
             for run in self.runs.values():
                 run.release("factory shutting down", now)
@@ -215,7 +235,7 @@ class Runner:
     def sleep_for(self, now: float) -> float:
         """How long the loop may sleep: short while jobs run (engines are polled), else
         until the next heartbeat or poll is due."""
-        if self.runs:
+        if self.runs or self.review is not None:
             return self.config.tick_seconds
         wake = max(self.next_heartbeat_at, self.heartbeat_backoff.not_before)
         if self._may_claim():
@@ -344,6 +364,7 @@ class Runner:
                 if not self.gate.should_claim(version, now):
                     self.poll_backoff.succeeded()
                     self.next_poll_at = now + self._poll_interval()
+                    self._maybe_review(version, now)
                     return
             try:
                 claim = self.client.claim(
@@ -386,6 +407,8 @@ class Runner:
                 if not self.runs:
                     log.info("nothing to claim")
             self.next_poll_at = now + self._poll_interval()
+            if version is not None:
+                self._maybe_review(version, now)
             return
         self._start(claim, now)
         if self.config.once and len(self.runs) >= self.config.seats:
@@ -444,6 +467,113 @@ class Runner:
         )
         return True
 
+    # --- reviews ----------------------------------------------------------------------------
+
+    def _maybe_review(self, version: int, now: float) -> None:
+        """Nothing to claim at ``version``: list the jobs in review (when due) and start
+        reviewing one this factory may review."""
+        if not self.config.review or self.config.once or self.review is not None:
+            return
+        if version == self.review_listed_version and now < self.review_forced_at:
+            return
+        if not self.review_backoff.ready(now):
+            return
+        try:
+            listed, _ = self.client.jobs_page("review", REVIEW_PAGE)
+        except Unavailable as exc:
+            delay = self.review_backoff.failed(now, exc.retry_after)
+            log.warning("jobs in review not listed (%s); retry in %.1fs", exc.message, delay)
+            return
+        except Unauthorized:
+            raise
+        except ApiError as exc:
+            delay = self.review_backoff.failed(now)
+            log.warning("jobs in review not listed: %s; retry in %.1fs", exc.message, delay)
+            return
+        self.review_backoff.succeeded()
+        self.review_listed_version = version
+        self.review_forced_at = now + forced_interval(self.max_skip, self.rand())
+        kind = self._kind()
+        # The page is newest first: the job waiting longest is reviewed first.
+        for listed_job in reversed(listed):
+            job_id = str(listed_job.get("id", ""))
+            if not job_id or self.review_skip.get(job_id) == round_of(listed_job):
+                continue
+            if why_not(listed_job, self.config.factory_id, kind) is None:
+                self._start_review(job_id, round_of(listed_job), kind, now)
+                return
+
+    def _kind(self) -> str:
+        return factory_kind(self.capabilities)
+
+    def _start_review(self, job_id: str, listed_round: int, kind: str, now: float) -> None:
+        try:
+            job = self.client.get_job(job_id)  # the listing leaves the body out
+        except Unavailable as exc:
+            delay = self.review_backoff.failed(now, exc.retry_after)
+            log.warning(
+                "job %s not read for review (%s); retry in %.1fs", job_id, exc.message, delay
+            )
+            self.review_listed_version = None  # list again once the backoff allows
+            return
+        except Unauthorized:
+            raise
+        except ApiError as exc:
+            log.info("job %s not reviewed: %s", job_id, exc.message)
+            self._skip_review(job_id, listed_round)
+            return
+        reason = why_not(job, self.config.factory_id, kind)
+        if reason is not None:
+            log.info("job %s not reviewed: %s", job_id, reason)
+            self._skip_review(job_id, round_of(job))
+            return
+        self.review = ReviewRun(
+            job=job,
+            client=self.client,
+            spawner=self.spawner,
+            template=self.config.template,
+            python=self.config.python,
+            factory_id=self.config.factory_id,
+            work_root=self.config.work_root,
+            base_env=self.base_env,
+            rand=self.rand,
+            now=now,
+        )
+        self.review.start(now)
+
+    def _tick_review(self, now: float) -> None:
+        review = self.review
+        if review is None:
+            return
+        if self.stop_requested or self.draining:
+            review.stop("the factory is stopping" if self.stop_requested else "draining")
+        else:
+            try:
+                review.tick(now)
+            except (Unauthorized, FactoryRefused):
+                raise
+            except Exception as exc:
+                self.last_error = f"review {review.id}: {type(exc).__name__}: {exc}"
+                log.exception("review of %s: unexpected error (no vote)", review.id)
+                review.stop("unexpected error")
+        self._collect_review()
+
+    def _collect_review(self) -> None:
+        review = self.review
+        if review is None or not review.done:
+            return
+        self.review = None
+        outcome = review.outcome or ReviewOutcome.STOPPED
+        self.reviews[outcome.value] += 1
+        self._skip_review(review.id, review.round)
+        self.review_listed_version = None  # more may wait: list again on the next empty poll
+
+    def _skip_review(self, job_id: str, round_: int) -> None:
+        self.review_skip.pop(job_id, None)
+        self.review_skip[job_id] = round_
+        while len(self.review_skip) > MAX_REVIEW_SKIPS:
+            del self.review_skip[next(iter(self.review_skip))]
+
     # --- endings ----------------------------------------------------------------------------
 
     def _collect_finished(self) -> None:
@@ -454,7 +584,7 @@ class Runner:
             self.next_poll_at = min(self.next_poll_at, self.clock.monotonic())
 
     def _should_leave(self) -> bool:
-        if self.runs:
+        if self.runs or self.review is not None:
             return False
         if self.stop_requested or self.draining:
             return True
@@ -480,6 +610,9 @@ class Runner:
         for run in self.runs.values():
             run.abandon()
         self._collect_finished()
+        if self.review is not None:
+            self.review.stop("the coordinator refused this factory")
+            self._collect_review()
         self.exit_code = EXIT_REFUSED
 
     def _abort(self, now: float) -> None:
@@ -494,6 +627,9 @@ class Runner:
             except ApiError as exc:
                 log.warning("job %s: release failed (%s)", run.id, exc.message)
         self._collect_finished()
+        if self.review is not None:
+            self.review.stop("aborted")
+            self._collect_review()
         self.exit_code = EXIT_ABORTED
 
     # --- what `status` shows ------------------------------------------------------------------
@@ -527,6 +663,8 @@ class Runner:
             "lastHeartbeat": self.last_heartbeat,
             "gate": self.gate.as_dict(),
             "outcomes": dict(self.outcomes),
+            "review": self.review.view(now) if self.review is not None else None,
+            "reviews": dict(self.reviews),
             "lastError": self.last_error,
             "workRoot": str(self.config.work_root),
         }
@@ -542,8 +680,14 @@ class Runner:
             f"{r.id[-8:]} {r.stage} {int(now - r.started_at)}s" for r in self.runs.values()
         )
         gate = self.gate
+        review = self.review
         return (
             f"{self.mode()} · {len(self.runs)}/{self.config.seats} seats · "
             f"gate v{gate.version} {gate.hits} skipped/{gate.misses} claimed"
             + (f" · {jobs}" if jobs else "")
+            + (
+                f" · reviewing {review.id[-8:]} {int(now - review.started_at)}s"
+                if review is not None
+                else ""
+            )
         )

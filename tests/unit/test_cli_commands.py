@@ -35,7 +35,7 @@ def test_cli_version_and_help(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["run", "--help"])
     out = capsys.readouterr().out
-    for word in ("--once", "--seats", "--engine", "--engine-cmd", "FLEET_ENGINE_CMD"):
+    for word in ("--once", "--seats", "--engine", "--engine-cmd", "FLEET_ENGINE_CMD", "--review"):
         assert word in out
 
 

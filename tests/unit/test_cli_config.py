@@ -119,6 +119,7 @@ def test_config_every_setting_has_an_env_var_named_in_help() -> None:
         ({"FLEET_SEATS": "many"}, "seats"),
         ({"FLEET_COST": "2"}, "cost"),
         ({"FLEET_DEREGISTER_ON_EXIT": "perhaps"}, "deregister_on_exit"),
+        ({"FLEET_REVIEW": "sometimes"}, "review"),
         ({"FLEET_POLL_SECONDS": "-1"}, "poll_seconds"),
     ],
 )
@@ -314,3 +315,12 @@ def test_engine_shell_process_runs_in_its_dir_and_logs(tmp_path: Path) -> None:
         os.sched_yield()
     assert proc.poll() == 3
     assert (tmp_path / "engine.log").read_text().split("\n")[:2] == ["hello from j9", str(tmp_path)]
+
+
+def test_config_review_mode_from_flag_env_or_file(tmp_path: Path) -> None:
+    env = {"FLEET_CONFIG_DIR": str(tmp_path)}
+    assert load({}, env).review is False
+    save_file(tmp_path / "config.json", {"review": True})
+    assert load({}, env).review is True
+    assert load({}, {**env, "FLEET_REVIEW": "0"}).review is False
+    assert load({"review": True}, {**env, "FLEET_REVIEW": "0"}).review is True

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from factory_cli.engines import PRESETS, render
+from factory_cli.review import comments_of, prepare_review, verdict_for, verdict_path
 from factory_cli.workdir import WorkPaths, prepare
 
 pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="the demo engine needs git")
@@ -138,3 +139,41 @@ def test_demo_engine_starts_over_when_the_checkpoint_branch_is_gone(tmp_path: Pa
     done, paths = run_demo(tmp_path, job, FLEET_DEMO_STEPS="1")
     assert done.returncode == 0 and "not found: starting over" in done.stdout
     assert events(paths)[0]["payload"]["found"] is False
+
+
+@pytest.mark.parametrize(
+    ("body", "round_", "verdict"),
+    [
+        ("Fix it.", "1", "approve"),
+        ("Fix it.\n[demo: reject]", "2", "reject"),
+        ("Fix it. [demo: reject-once]", "1", "reject"),
+        ("Fix it. [demo: reject-once]", "2", "approve"),
+    ],
+)
+def test_demo_engine_review_mode_writes_a_verdict(
+    tmp_path: Path, body: str, round_: str, verdict: str
+) -> None:
+    job = {
+        "id": "j9",
+        "title": "t",
+        "body": body,
+        "stage": "review",
+        "checkpoint": {"branch": "fleet/j9", "commit": "0123456789abcdef", "step": 2},
+    }
+    paths = prepare_review(tmp_path, job)
+    command = render(PRESETS["demo"], paths.placeholders("j9", sys.executable))
+    env = {
+        **os.environ,
+        "FLEET_JOB_ID": "j9",
+        "FLEET_MANIFEST_FILE": str(paths.manifest),
+        "FLEET_REVIEW_VERDICT_FILE": str(verdict_path(paths)),
+        "FLEET_REVIEW_ROUND": round_,
+    }
+    done = subprocess.run(
+        command, shell=True, cwd=paths.workdir, env=env, capture_output=True, text=True, check=False
+    )
+    assert verdict_for(done.returncode) == verdict, done.stderr
+    assert not (paths.workdir / ".git").exists()  # a review touches no repository
+    comments = comments_of(paths)
+    assert "fleet/j9 at 0123456789ab" in comments and f"round {round_}" in comments
+    assert comments.startswith("Approved" if verdict == "approve" else "Changes requested")

@@ -119,3 +119,23 @@ def test_cli_review_comments_reach_the_next_attempt(tmp_path: Path) -> None:
     prepare(tmp_path, {**job, "checkpoint": {"branch": "wip/parser"}}, 3)
     assert not paths.review.exists()
     assert review_comments({"checkpoint": "sha"}) is None
+
+
+@pytest.mark.parametrize(
+    "caps",
+    [
+        (),
+        ("python",),
+        ("engine:claude",),
+        ("engine:codex", "engine:claude", "python"),
+        ("kind:gpt", "engine:claude"),
+        ("kind:Bad Kind!", "engine:aider"),
+    ],
+)
+def test_cli_reviewer_kind_is_the_coordinators(caps: tuple[str, ...]) -> None:
+    # The CLI ships without the coordinator's code, so it keeps its own copy of the rule
+    # (to skip a same-kind review before running an engine): the two must agree.
+    from factory_cli.review import factory_kind as cli_kind
+    from fleet.domain.review import factory_kind as server_kind
+
+    assert cli_kind(caps) == server_kind(caps)

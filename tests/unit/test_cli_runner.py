@@ -61,6 +61,7 @@ class FakeCoordinator:
         self.fail: dict[str, list[Failure]] = {}
         self.commands: list[dict[str, Any]] = []
         self.heartbeat_status = "live"
+        self.in_review: list[dict[str, Any]] = []  # full jobs (the listing drops the body)
         routes: list[tuple[str, str, str]] = [
             ("GET", r"/fleet/queue-state$", "queue-state"),
             ("POST", r"/fleet/claim$", "claim"),
@@ -70,6 +71,9 @@ class FakeCoordinator:
             ("POST", r"/fleet/jobs/[^/]+/events$", "events"),
             ("PATCH", r"/fleet/jobs/[^/]+$", "patch"),
             ("DELETE", r"/fleet/factories/[^/]+$", "deregister"),
+            ("GET", r"/fleet/jobs(\?.*)?$", "list"),
+            ("GET", r"/fleet/jobs/[^/?]+$", "get"),
+            ("POST", r"/fleet/jobs/[^/]+/review$", "review"),
         ]
         for method, pattern, key in routes:
             rsps.add_callback(
@@ -128,6 +132,18 @@ class FakeCoordinator:
 
     def _deregister(self, body: Any) -> tuple[int, Any]:
         return 200, {"deregistered": True}
+
+    def _list(self, body: Any) -> tuple[int, Any]:
+        jobs = [{k: v for k, v in j.items() if k != "body"} for j in self.in_review]
+        return 200, {"jobs": jobs, "count": len(jobs), "next": None}
+
+    def _get(self, body: Any) -> tuple[int, Any]:
+        path = self.calls[-1][2]
+        found = [j for j in self.in_review if path.endswith("/" + j["id"])]
+        return (200, found[0]) if found else (404, {"error": "not_found"})
+
+    def _review(self, body: Any) -> tuple[int, Any]:
+        return 200, {"stage": "shipped" if body["verdict"] == "approve" else "queued"}
 
     # --- assertions helpers ----------------------------------------------------------
 
@@ -810,3 +826,236 @@ def test_runner_outcome_values_are_stable() -> None:
         "lost",
         "abandoned",
     ]
+
+
+# --- reviewer mode (run --review) ----------------------------------------------------------
+
+
+def in_review(
+    job_id: str = "r1",
+    *,
+    author: str = "fb",
+    round_: int = 1,
+    votes: tuple[str, ...] = (),
+    **fields: Any,
+) -> dict[str, Any]:
+    """A job built by ``author`` and waiting in review (as ``GET /fleet/jobs/{id}`` has it)."""
+    fields.setdefault("review", {"approvals": 1, "distinctKind": False, "maxRounds": 3})
+    return job(
+        job_id,
+        stage="review",
+        checkpoint={"branch": f"fleet/{job_id}", "commit": "c0ffee1234567"},
+        result={"exitCode": 0, "factory": author},
+        reviewState={
+            "round": round_,
+            "outcome": "open",
+            "author": author,
+            "authorKind": "claude",
+            "votes": [
+                {"reviewer": who, "kind": "x", "verdict": "approve", "comments": "ok"}
+                for who in votes
+            ],
+            "history": [
+                {
+                    "round": 1,
+                    "outcome": "rejected",
+                    "votes": [
+                        {
+                            "reviewer": "operator:ann",
+                            "kind": "human",
+                            "verdict": "reject",
+                            "comments": "add tests for the empty case",
+                        }
+                    ],
+                }
+            ]
+            if round_ > 1
+            else [],
+        },
+        **fields,
+    )
+
+
+def test_reviewer_idle_factory_reviews_a_job_and_votes_with_the_engines_comments(
+    make: Callable[..., Runner], server: FakeCoordinator, spawner: FakeSpawner, clock: FakeClock
+) -> None:
+    server.in_review.append(in_review("r1", round_=2))
+    runner = make(review=True)
+    runner.tick(clock.t)
+    assert server.called() == ["heartbeat", "queue-state", "claim", "list", "get"]
+    assert runner.review is not None and not runner.runs  # a review takes no seat
+    proc = spawner.last
+    workdir = runner.config.work_root / "_reviews" / "r1"
+    assert proc.cwd == workdir
+    verdict_file = Path(proc.env["FLEET_REVIEW_VERDICT_FILE"])
+    assert verdict_file == workdir / ".fleet" / "review-verdict.md"
+    assert proc.env["FLEET_REVIEW_ROUND"] == "2" and proc.env["FLEET_JOB_ID"] == "r1"
+    assert "FLEET_TOKEN" not in proc.env and "FLEET_LEASE_EPOCH" not in proc.env
+    prompt = Path(proc.env["FLEET_PROMPT_FILE"]).read_text()
+    for text in ("# Review: title of r1", "body of r1", "fleet/r1", "add tests for the empty case"):
+        assert text in prompt
+    assert str(verdict_file) in prompt and "exit with code 0 to approve" in prompt
+    verdict_file.write_text("Looks right; the branch has the fix.\n")
+    proc.exit(0)
+    ticks(runner, clock, 1)
+    assert server.bodies("review") == [
+        {"verdict": "approve", "comments": "Looks right; the branch has the fix."}
+    ]
+    assert server.about("r1")[-1] == "review" and runner.review is None
+    assert runner.reviews == {"approved": 1}
+    assert runner.snapshot(clock.t)["reviews"] == {"approved": 1}
+
+
+@pytest.mark.parametrize(
+    ("code", "verdict"), [(0, "approve"), (1, "reject"), (2, "reject"), (75, None), (-9, None)]
+)
+def test_reviewer_maps_the_exit_code_to_the_verdict_comments_from_the_output(
+    make: Callable[..., Runner],
+    server: FakeCoordinator,
+    spawner: FakeSpawner,
+    clock: FakeClock,
+    code: int,
+    verdict: str | None,
+) -> None:
+    server.in_review.append(in_review("r1"))
+    runner = make(review=True)
+    runner.tick(clock.t)
+    proc = spawner.last
+    proc.log.write_text(
+        "".join(f"line {n}\n" for n in range(100)) + "\x1b[31mverdict: meh\x1b[0m\n"
+    )
+    proc.exit(code)
+    ticks(runner, clock, 2)
+    assert runner.review is None
+    if verdict is None:
+        assert server.bodies("review") == [] and runner.reviews == {"abstained": 1}
+        return
+    [vote] = server.bodies("review")
+    assert vote["verdict"] == verdict
+    # No verdict file: the tail of the engine's output, colours stripped.
+    assert vote["comments"].endswith("line 99\nverdict: meh")
+    assert "line 60" not in vote["comments"]
+
+
+def test_reviewer_skips_its_own_attempt_and_jobs_it_voted_on(
+    make: Callable[..., Runner], server: FakeCoordinator, spawner: FakeSpawner, clock: FakeClock
+) -> None:
+    server.in_review += [
+        in_review("mine", author="fa"),
+        in_review("voted", votes=("factory:fa",)),
+        in_review("kind", review={"approvals": 1, "distinctKind": True, "maxRounds": 3}),
+    ]
+    runner = make(review=True, capabilities=("os:linux", "engine:claude"))
+    runner.tick(clock.t)
+    assert server.called() == ["heartbeat", "queue-state", "claim", "list"]
+    assert spawner.processes == [] and runner.review is None
+
+
+def test_reviewer_does_not_review_when_a_claim_found_a_job(
+    make: Callable[..., Runner], server: FakeCoordinator, spawner: FakeSpawner, clock: FakeClock
+) -> None:
+    server.in_review.append(in_review("r1"))
+    server.to_claim.append(grant(job("j1")))
+    runner = make(review=True)
+    ticks(runner, clock, 20)
+    assert "list" not in server.called()  # the seat is busy: no poll, no listing
+    assert [p.env["FLEET_JOB_ID"] for p in spawner.processes] == ["j1"]
+    assert runner.review is None and list(runner.runs) == ["j1"]
+
+
+def test_reviewer_claims_come_first_while_a_review_runs(
+    make: Callable[..., Runner], server: FakeCoordinator, spawner: FakeSpawner, clock: FakeClock
+) -> None:
+    server.in_review.append(in_review("r1"))
+    runner = make(review=True)
+    runner.tick(clock.t)
+    assert runner.review is not None
+    server.to_claim.append(grant(job("j1")))
+    server.version += 1
+    ticks(runner, clock, 20)
+    assert list(runner.runs) == ["j1"] and runner.review is not None  # both run
+    assert server.called().count("list") == 1
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        (409, {"error": "already_voted"}),
+        (409, {"error": "not_in_review"}),
+        (403, {"error": "self_review"}),
+        (403, {"error": "same_kind"}),
+    ],
+)
+def test_reviewer_refusals_are_normal_and_the_job_is_not_retried_that_round(
+    make: Callable[..., Runner],
+    server: FakeCoordinator,
+    spawner: FakeSpawner,
+    clock: FakeClock,
+    refusal: tuple[int, dict[str, Any]],
+) -> None:
+    server.in_review.append(in_review("r1"))
+    server.fail["review"] = [refusal]
+    runner = make(review=True)
+    runner.tick(clock.t)
+    spawner.last.exit(0)
+    ticks(runner, clock, 2)
+    assert runner.reviews == {"refused": 1} and runner.exit_code is None
+    assert runner.last_error is None
+    server.version += 1  # the gate moves: the claim finds nothing, the listing is repeated
+    ticks(runner, clock, 20)
+    assert server.called().count("list") >= 2 and server.called().count("get") == 1
+    assert len(spawner.processes) == 1  # not reviewed again in round 1
+    server.in_review[0] = in_review("r1", round_=2)  # rebuilt: a new round
+    server.version += 1
+    ticks(runner, clock, 20)
+    assert len(spawner.processes) == 2 and runner.review is not None
+
+
+def test_reviewer_lists_only_when_the_gate_moved_or_max_skip_passed(
+    make: Callable[..., Runner], server: FakeCoordinator, clock: FakeClock
+) -> None:
+    runner = make(review=True, poll_seconds=1.0)
+    ticks(runner, clock, 20)  # 10 s of idle polls at one version
+    assert server.called().count("queue-state") >= 8
+    assert server.called().count("list") == 1
+    server.version += 1
+    ticks(runner, clock, 4)
+    assert server.called().count("claim") == 2 and server.called().count("list") == 2
+    ticks(runner, clock, 2 * int(server.max_skip))  # past maxSkipSeconds
+    assert server.called().count("list") == 3
+
+
+def test_reviewer_mode_is_off_by_default(
+    make: Callable[..., Runner], server: FakeCoordinator, spawner: FakeSpawner, clock: FakeClock
+) -> None:
+    server.in_review.append(in_review("r1"))
+    runner = make()
+    server.version += 1
+    ticks(runner, clock, 20)
+    assert "list" not in server.called() and spawner.processes == []
+
+
+def test_reviewer_stop_ends_a_review_without_a_vote(
+    make: Callable[..., Runner], server: FakeCoordinator, spawner: FakeSpawner, clock: FakeClock
+) -> None:
+    server.in_review.append(in_review("r1"))
+    runner = make(review=True)
+    runner.tick(clock.t)
+    proc = spawner.last
+    runner.request_stop()
+    runner.tick(clock.t)
+    assert proc.killed and runner.exit_code == EXIT_OK
+    assert server.bodies("review") == [] and runner.reviews == {"stopped": 1}
+
+
+def test_reviewer_vote_is_retried_while_the_coordinator_is_unreachable(
+    make: Callable[..., Runner], server: FakeCoordinator, spawner: FakeSpawner, clock: FakeClock
+) -> None:
+    server.in_review.append(in_review("r1"))
+    server.fail["review"] = [503, requests.ConnectionError("down")]
+    runner = make(review=True)
+    runner.tick(clock.t)
+    spawner.last.exit(1)
+    until(runner, clock, lambda: runner.review is None)
+    assert [b["verdict"] for b in server.bodies("review")] == ["reject"] * 3
+    assert runner.reviews == {"rejected": 1}
