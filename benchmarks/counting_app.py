@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import threading
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -26,21 +26,19 @@ from fleet.context import context_for, get_context, set_context
 from fleet.errors import ConcurrencyConflict, PreconditionFailed
 from fleet.settings import Settings
 from fleet.store.azure import azure_stores
-from fleet.store.counters import StoreCounters
-from fleet.store.expr import Expr
-from fleet.store.ports import Doc, DocumentStore, PatchOp
+from fleet.store.decorator import DocumentsDecorator, T
+from fleet.store.ports import Doc, DocumentStore
 from fleet.store.queries import NamedQuery
 from function_app import app
 
 __all__ = ["ConflictCounting", "app"]
 
 
-class ConflictCounting:
+class ConflictCounting(DocumentsDecorator):
     """A ``DocumentStore`` that delegates every call and counts refused conditional writes."""
 
     def __init__(self, inner: DocumentStore) -> None:
-        self.inner = inner
-        self.counters: StoreCounters = inner.counters
+        super().__init__(inner)
         self._lock = threading.Lock()
         self._conflicts: Counter[str] = Counter()
         self._rows = 0
@@ -49,43 +47,14 @@ class ConflictCounting:
         with self._lock:
             return dict(self._conflicts)
 
-    def _refused(self, kind: str) -> None:
-        with self._lock:
-            self._conflicts[kind] += 1
-
-    def read(self, partition: str, doc_id: str) -> Doc:
-        return self.inner.read(partition, doc_id)
-
-    def create(self, doc: Doc) -> Doc:
-        return self.inner.create(doc)
-
-    def replace(self, doc: Doc, *, etag: str | None) -> Doc:
+    def _call(self, operation: str, op: Callable[[], T]) -> T:
         try:
-            return self.inner.replace(doc, etag=etag)
-        except ConcurrencyConflict:
-            self._refused("replace")
-            raise
-
-    def upsert(self, doc: Doc) -> Doc:
-        return self.inner.upsert(doc)
-
-    def patch(
-        self,
-        partition: str,
-        doc_id: str,
-        ops: Sequence[PatchOp],
-        *,
-        etag: str | None = None,
-        condition: Expr | None = None,
-    ) -> Doc:
-        try:
-            return self.inner.patch(partition, doc_id, ops, etag=etag, condition=condition)
+            return op()
         except (ConcurrencyConflict, PreconditionFailed):
-            self._refused("patch")
+            if operation in ("replace", "patch"):
+                with self._lock:
+                    self._conflicts[operation] += 1
             raise
-
-    def delete(self, partition: str, doc_id: str, *, etag: str | None = None) -> None:
-        self.inner.delete(partition, doc_id, etag=etag)
 
     def query(
         self, query: NamedQuery, partition: str, params: Mapping[str, Any] | None = None
@@ -99,14 +68,6 @@ class ConflictCounting:
         """Documents returned by queries so far (what a query page's cost grows with)."""
         with self._lock:
             return self._rows
-
-    def count(
-        self, query: NamedQuery, partition: str, params: Mapping[str, Any] | None = None
-    ) -> int:
-        return self.inner.count(query, partition, params)
-
-    def ping(self) -> None:
-        self.inner.ping()
 
 
 _documents: ConflictCounting | None = None

@@ -34,7 +34,7 @@ import contextlib
 import random
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,10 +46,9 @@ from fleet.domain.models import Job
 from fleet.domain.scheduler import FactoryView
 from fleet.domain.stages import LEASED, TERMINAL, Action, IllegalTransition, Stage
 from fleet.errors import ConcurrencyConflict, FleetError, StoreUnavailable
-from fleet.store.expr import Expr
+from fleet.store.decorator import DocumentsDecorator
 from fleet.store.memory import MemoryDocumentStore, memory_stores
-from fleet.store.ports import Doc, PatchOp
-from fleet.store.queries import NamedQuery
+from fleet.store.ports import Doc
 from tests.support.storefaults import FaultyDocuments
 
 PRODUCT = "sim"
@@ -61,13 +60,12 @@ class InvariantBroken(AssertionError):
     pass
 
 
-class RacingDocuments:
+class RacingDocuments(DocumentsDecorator):
     """The twin, with a hook that may run another actor just before a conditional write,
     so the writer's etag goes stale exactly as when two instances race in Azure."""
 
     def __init__(self, inner: MemoryDocumentStore, rng: random.Random) -> None:
-        self.inner = inner
-        self.counters = inner.counters
+        super().__init__(inner)
         self.rng = rng
         self.interfere: Callable[[], None] | None = None
         self.race_probability = 0.15
@@ -82,46 +80,10 @@ class RacingDocuments:
         finally:
             self._depth -= 1
 
-    def read(self, partition: str, doc_id: str) -> Doc:
-        return self.inner.read(partition, doc_id)
-
-    def create(self, doc: Doc) -> Doc:
-        return self.inner.create(doc)
-
     def replace(self, doc: Doc, *, etag: str | None) -> Doc:
         if etag is not None:
             self._maybe_race()
         return self.inner.replace(doc, etag=etag)
-
-    def upsert(self, doc: Doc) -> Doc:
-        return self.inner.upsert(doc)
-
-    def patch(
-        self,
-        partition: str,
-        doc_id: str,
-        ops: Sequence[PatchOp],
-        *,
-        etag: str | None = None,
-        condition: Expr | None = None,
-    ) -> Doc:
-        return self.inner.patch(partition, doc_id, ops, etag=etag, condition=condition)
-
-    def delete(self, partition: str, doc_id: str, *, etag: str | None = None) -> None:
-        self.inner.delete(partition, doc_id, etag=etag)
-
-    def query(
-        self, query: NamedQuery, partition: str, params: Mapping[str, Any] | None = None
-    ) -> list[Doc]:
-        return self.inner.query(query, partition, params)
-
-    def count(
-        self, query: NamedQuery, partition: str, params: Mapping[str, Any] | None = None
-    ) -> int:
-        return self.inner.count(query, partition, params)
-
-    def ping(self) -> None:
-        self.inner.ping()
 
 
 @dataclass

@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable
 
 from fleet.errors import StoreUnavailable
-from fleet.store.expr import Expr
-from fleet.store.ports import Doc, DocumentStore, PatchOp
-from fleet.store.queries import NamedQuery
+from fleet.store.decorator import DocumentsDecorator, T
+from fleet.store.ports import DocumentStore
 
 
-class FaultyDocuments:
+class FaultyDocuments(DocumentsDecorator):
     """The store seam with faults: each call fails, at ``rate``, the way a real store fails —
     throttled (429, with a retry-after), unavailable (503), timed out — before it reaches the
     store; or, for a write, after it succeeded (the response is lost). Every fault is the
@@ -23,8 +21,7 @@ class FaultyDocuments:
     KINDS = ("throttled", "unavailable", "timeout", "lost")
 
     def __init__(self, inner: DocumentStore, rng: random.Random, rate: float) -> None:
-        self.inner = inner
-        self.counters = inner.counters
+        super().__init__(inner)
         self.rng = rng
         self.rate = rate
         self.enabled = False
@@ -59,7 +56,7 @@ class FaultyDocuments:
             return StoreUnavailable("store unavailable (ServiceResponseError): timed out")
         return StoreUnavailable("store unavailable (ServiceResponseError): connection reset")
 
-    def _call(self, operation: str, op: Callable[[], Any]) -> Any:
+    def _call(self, operation: str, op: Callable[[], T]) -> T:
         kind = self._fault(operation, operation not in ("read", "query", "count"))
         if kind is not None and kind != "lost":
             raise self._error(kind)
@@ -67,45 +64,3 @@ class FaultyDocuments:
         if kind == "lost":
             raise self._error(kind)  # it happened; the caller will never know
         return result
-
-    def read(self, partition: str, doc_id: str) -> Doc:
-        return self._call("read", lambda: self.inner.read(partition, doc_id))  # type: ignore[no-any-return]
-
-    def create(self, doc: Doc) -> Doc:
-        return self._call("create", lambda: self.inner.create(doc))  # type: ignore[no-any-return]
-
-    def replace(self, doc: Doc, *, etag: str | None) -> Doc:
-        return self._call("replace", lambda: self.inner.replace(doc, etag=etag))  # type: ignore[no-any-return]
-
-    def upsert(self, doc: Doc) -> Doc:
-        return self._call("upsert", lambda: self.inner.upsert(doc))  # type: ignore[no-any-return]
-
-    def patch(
-        self,
-        partition: str,
-        doc_id: str,
-        ops: Sequence[PatchOp],
-        *,
-        etag: str | None = None,
-        condition: Expr | None = None,
-    ) -> Doc:
-        return self._call(  # type: ignore[no-any-return]
-            "patch",
-            lambda: self.inner.patch(partition, doc_id, ops, etag=etag, condition=condition),
-        )
-
-    def delete(self, partition: str, doc_id: str, *, etag: str | None = None) -> None:
-        self._call("delete", lambda: self.inner.delete(partition, doc_id, etag=etag))
-
-    def query(
-        self, query: NamedQuery, partition: str, params: Mapping[str, Any] | None = None
-    ) -> list[Doc]:
-        return self._call("query", lambda: self.inner.query(query, partition, params))  # type: ignore[no-any-return]
-
-    def count(
-        self, query: NamedQuery, partition: str, params: Mapping[str, Any] | None = None
-    ) -> int:
-        return self._call("count", lambda: self.inner.count(query, partition, params))  # type: ignore[no-any-return]
-
-    def ping(self) -> None:
-        self.inner.ping()
