@@ -36,6 +36,7 @@ from urllib.parse import quote
 import requests
 
 from fleet.coordinator.service import Coordinator
+from fleet.devhost.stack import host_command
 from fleet.domain.models import Factory
 from fleet.domain.scheduler import FactoryView
 from fleet.settings import local_stack_env
@@ -337,25 +338,17 @@ class CountingHost:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "fleet.devhost",
+            host_command(
+                "127.0.0.1",
+                self.port,
+                REPO,
                 "--app",
                 "benchmarks.counting_app:app",
                 "--no-timers",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--root",
-                str(REPO),
-                "--parent-pid",
-                str(os.getpid()),
                 # One log line per request costs the host CPU the benchmark is measuring.
                 "--log-level",
                 "WARNING",
-            ],
+            ),
             cwd=REPO,
             env={**os.environ, **self.env, "PYTHONUNBUFFERED": "1"},
             stdin=subprocess.DEVNULL,

@@ -134,6 +134,26 @@ _SERVICE_OPTION = {
 }
 
 
+def host_command(host: str, port: int, root: Path, *extra: str) -> list[str]:
+    """The command line of a local Functions host (``python -m fleet.devhost``) serving
+    ``root`` on ``host:port``, stopped with this process (``--parent-pid``); ``extra``: more
+    of its options (``--app``, ``--no-timers``, ``--log-level`` ...)."""
+    return [
+        sys.executable,
+        "-m",
+        "fleet.devhost",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--root",
+        str(root),
+        "--parent-pid",
+        str(os.getpid()),
+        *extra,
+    ]
+
+
 def port_is_free(host: str, port: int) -> bool:
     """Whether a server could bind `host:port` now (TIME_WAIT leftovers do not count)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
@@ -337,23 +357,7 @@ class LocalStack:
     def _start_host(self, deadline: float) -> None:
         config = self.config
         env = {**os.environ, **self.env(), "PYTHONUNBUFFERED": "1"}
-        self._spawn(
-            "host",
-            [
-                sys.executable,
-                "-m",
-                "fleet.devhost",
-                "--host",
-                config.host,
-                "--port",
-                str(config.host_port),
-                "--root",
-                str(config.repo_root),
-                "--parent-pid",
-                str(os.getpid()),
-            ],
-            env=env,
-        )
+        self._spawn("host", host_command(config.host, config.host_port, config.repo_root), env=env)
         health_path = self.health_url.removeprefix(self.host_url)
         last: list[tuple[int, str] | None] = [None]
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 
 import requests
 
+from fleet.devhost.stack import host_command
 from tests.conftest import REPO, RunningStack, free_port
 
 
@@ -48,19 +48,7 @@ class PrivateHost:
     def start(self, timeout: float = 60) -> PrivateHost:
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "fleet.devhost",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(self.port),
-                    "--root",
-                    str(REPO),
-                    "--parent-pid",
-                    str(os.getpid()),
-                ],
+                host_command("127.0.0.1", self.port, REPO),
                 cwd=REPO,
                 env=self.env,
                 stdout=log,
