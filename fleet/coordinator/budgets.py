@@ -17,11 +17,11 @@ and never divides by zero.
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from fleet.coordinator.cache import TtlCache
 from fleet.coordinator.clock import Clock
 from fleet.domain.models import Job, format_ts, parse_ts
 from fleet.errors import AlreadyExists, ConcurrencyConflict, NotFound, PreconditionFailed
@@ -153,9 +153,7 @@ class Budgets:
     def __init__(self, docs: DocumentStore, clock: Clock, cache_seconds: float = 30.0) -> None:
         self.docs = docs
         self.clock = clock
-        self.cache_seconds = cache_seconds
-        self._lock = threading.Lock()
-        self._exists: dict[str, tuple[datetime, bool]] = {}
+        self._exists: TtlCache[str, bool] = TtlCache(clock, cache_seconds)
 
     # --- reading ---------------------------------------------------------------------
 
@@ -171,16 +169,10 @@ class Budgets:
     def applies(self, product: str) -> bool:
         """Whether claims in this product go through the budget. Cached per instance (so the
         claim path pays no read for it); the reservation itself is always authoritative."""
-        now = self.clock.now()
-        with self._lock:
-            known = self._exists.get(product)
-        if known and (now - known[0]).total_seconds() < self.cache_seconds:
-            return known[1]
-        return self.get(product) is not None
+        return self._exists.get(product, lambda: self.get(product) is not None)
 
     def _remember(self, product: str, exists: bool) -> None:
-        with self._lock:
-            self._exists[product] = (self.clock.now(), exists)
+        self._exists.put(product, exists)
 
     # --- operator --------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ from fleet.coordinator.budgets import (
     parse_reservation_key,
     reservation_key,
 )
+from fleet.coordinator.cache import TtlCache
 from fleet.coordinator.channels import ChannelLimits
 from fleet.coordinator.clock import Clock, SystemClock
 from fleet.coordinator.metrics import alert_feed, compute_metrics, read_metrics
@@ -181,9 +182,10 @@ class Coordinator:
         self.config = config or CoordinatorConfig()
         self._entropy = entropy
         self._known_products: set[str] = set()
-        self._settings_cache: dict[str, tuple[datetime, ProductSettings]] = {}
-        self._standing_cache: dict[tuple[str, str], tuple[datetime, str | None]] = {}
-        self._fleet_cache: dict[str, tuple[datetime, list[FactoryView]]] = {}
+        ttl = self.config.settings_ttl_seconds
+        self._settings_cache: TtlCache[str, ProductSettings] = TtlCache(self.clock, ttl)
+        self._standing_cache: TtlCache[tuple[str, str], str | None] = TtlCache(self.clock, ttl)
+        self._fleet_cache: TtlCache[str, list[FactoryView]] = TtlCache(self.clock, ttl)
         self.budgets = Budgets(self.docs, self.clock, self.config.settings_ttl_seconds)
         self.channels = ChannelLimits(stores.tables, self.clock)
         self.artifacts = Artifacts(self, self.config.artifacts_container)
@@ -449,9 +451,9 @@ class Coordinator:
         reason = None
         if manifest.deps and manifest.deps.jobs:
             stage, reason = self._deps_stage(product, manifest)
-        unroutable = not capabilities_offered(capabilities, self._known_fleet(product, now))
+        unroutable = not capabilities_offered(capabilities, self._known_fleet(product))
         if unroutable:  # only a fresh look at the fleet may say so
-            fresh = self._known_fleet(product, now, fresh=True)
+            fresh = self._known_fleet(product, fresh=True)
             unroutable = not capabilities_offered(capabilities, fresh)
         base = Job(
             id=job_id,
@@ -494,20 +496,12 @@ class Coordinator:
         )
         return base.evolve(seq=1, events=(event,))
 
-    def _known_fleet(
-        self, product: str, now: datetime, *, fresh: bool = False
-    ) -> list[FactoryView]:
+    def _known_fleet(self, product: str, *, fresh: bool = False) -> list[FactoryView]:
         """The fleet as submit's routability check sees it: cached per instance for
         ``settings_ttl_seconds`` (a burst of submits would otherwise read every factory
         document once per job). A cached fleet may only say *routable*; "unroutable" is
         always confirmed fresh, so a factory enrolled a moment ago is never missed."""
-        cached = self._fleet_cache.get(product)
-        age = (now - cached[0]).total_seconds() if cached else None
-        if cached is None or fresh or age is None or age >= self.config.settings_ttl_seconds:
-            views = self.factory_views(product)
-            self._fleet_cache[product] = (now, views)
-            return views
-        return cached[1]
+        return self._fleet_cache.get(product, lambda: self.factory_views(product), fresh=fresh)
 
     def _deps_stage(self, product: str, manifest: Manifest) -> tuple[Stage, str | None]:
         assert manifest.deps is not None
@@ -764,23 +758,21 @@ class Coordinator:
         """The product's settings (scheduler weights, preemption). Cached per instance for
         ``settings_ttl_seconds`` so the claim path stays one query and one write; a change
         reaches every instance within that time."""
-        now = self.clock.now()
-        cached = self._settings_cache.get(product)
-        if cached and (now - cached[0]).total_seconds() < self.config.settings_ttl_seconds:
-            return cached[1]
-        try:
-            doc: dict[str, Any] = self.docs.read(product, SETTINGS_ID)
-        except NotFound:
-            doc = {}
-        settings = ProductSettings.from_doc(doc, self.config.weights)
-        self._settings_cache[product] = (now, settings)
-        return settings
+
+        def load() -> ProductSettings:
+            try:
+                doc: dict[str, Any] = self.docs.read(product, SETTINGS_ID)
+            except NotFound:
+                doc = {}
+            return ProductSettings.from_doc(doc, self.config.weights)
+
+        return self._settings_cache.get(product, load)
 
     def weights(self, product: str) -> Weights:
         return self.settings(product).weights
 
     def product_settings(self, product: str) -> dict[str, Any]:
-        self._settings_cache.pop(product, None)  # an operator reading them sees them fresh
+        self._settings_cache.forget(product)  # an operator reading them sees them fresh
         return self.settings(product).as_dict()
 
     def put_product_settings(
@@ -792,7 +784,7 @@ class Coordinator:
     ) -> dict[str, Any]:
         """Change the product's settings: omitted parts (and omitted weights) are kept."""
         self._register_product(product)
-        self._settings_cache.pop(product, None)
+        self._settings_cache.forget(product)
         current = self.settings(product)
         updated = ProductSettings(
             weights=weights_from(weights, current.weights) if weights else current.weights,
@@ -808,7 +800,7 @@ class Coordinator:
                 "updatedAt": format_ts(self.clock.now()),
             }
         )
-        self._settings_cache[product] = (self.clock.now(), updated)
+        self._settings_cache.put(product, updated)
         return updated.as_dict()
 
     # --- the claim (hot path) --------------------------------------------------------
@@ -936,23 +928,16 @@ class Coordinator:
         From its document, cached per instance for ``settings_ttl_seconds``: an operator's
         pause reaches every instance within that time (and the factory itself stops at
         once, told by its heartbeat). A factory that never registered has no objections."""
-        now = self.clock.now()
-        key = (product, factory_id)
-        cached = self._standing_cache.get(key)
-        if cached and (now - cached[0]).total_seconds() < self.config.settings_ttl_seconds:
-            return cached[1]
-        try:
-            factory: Factory | None = Factory.from_doc(
-                self.docs.read(product, f"factory-{factory_id}")
-            )
-        except NotFound:
-            factory = None
-        why = None
-        if factory is not None:
+
+        def load() -> str | None:
+            try:
+                factory = Factory.from_doc(self.docs.read(product, f"factory-{factory_id}"))
+            except NotFound:
+                return None
             flags = ("revoked", "deregistered", "paused", "draining")
-            why = next((flag for flag in flags if getattr(factory, flag)), None)
-        self._standing_cache[key] = (now, why)
-        return why
+            return next((flag for flag in flags if getattr(factory, flag)), None)
+
+        return self._standing_cache.get((product, factory_id), load)
 
     def _give_back_channel(self, product: str, job: Job) -> None:
         if job.channel:

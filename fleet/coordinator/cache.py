@@ -1,0 +1,45 @@
+"""Per-instance values trusted for a while: what keeps the claim path at one query and one
+write (product settings, whether a budget exists, a factory's standing) and a burst of
+submits from reading the fleet once per job."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Hashable
+from datetime import datetime
+from typing import Generic, TypeVar
+
+from fleet.coordinator.clock import Clock
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class TtlCache(Generic[K, V]):
+    """Values remembered for ``ttl`` seconds of ``clock`` time, then loaded again."""
+
+    def __init__(self, clock: Clock, ttl: float) -> None:
+        self.clock = clock
+        self.ttl = ttl
+        self._lock = threading.Lock()
+        self._values: dict[K, tuple[datetime, V]] = {}
+
+    def get(self, key: K, load: Callable[[], V], *, fresh: bool = False) -> V:
+        """The remembered value, or ``load()``'s (remembered from now) when there is none,
+        it is ``ttl`` old, or ``fresh`` is asked for."""
+        now = self.clock.now()
+        with self._lock:
+            known = self._values.get(key)
+        if not fresh and known is not None and (now - known[0]).total_seconds() < self.ttl:
+            return known[1]
+        value = load()
+        self.put(key, value)
+        return value
+
+    def put(self, key: K, value: V) -> None:
+        with self._lock:
+            self._values[key] = (self.clock.now(), value)
+
+    def forget(self, key: K) -> None:
+        with self._lock:
+            self._values.pop(key, None)
