@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import requests
@@ -100,6 +101,13 @@ class DemoFactory(threading.Thread):
         )
 
     def run(self) -> None:
+        try:
+            self._loop()
+        except requests.RequestException as exc:
+            if not self.stop_event.is_set():  # stopping: the stack may already be going
+                self.say(f"{self.factory} lost the coordinator ({exc}); it stops")
+
+    def _loop(self) -> None:
         self._post("/fleet/factories/register", {"capabilities": self.caps, "seats": 1})
         seen_version = -1
         last_claim = 0.0
@@ -161,12 +169,28 @@ class DemoFactory(threading.Thread):
             self.say(f"{self.factory} shipped {job['title']!r}")
 
 
+@dataclass
+class DemoRun:
+    """The running demo factories."""
+
+    stop_event: threading.Event
+    factories: list[DemoFactory]
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the factories and wait for them (a job in hand is released first), so the
+        stack is not stopped under them."""
+        self.stop_event.set()
+        deadline = time.monotonic() + timeout
+        for factory in self.factories:
+            factory.join(max(0.0, deadline - time.monotonic()))
+
+
 def run_demo(
     api: str, operator_token: str, *, jobs: int = 5, say: Callable[[str], None] = print
-) -> threading.Event:
+) -> DemoRun:
     """Enroll two demo factories, submit the sample jobs and start the factories; returns
-    the event that stops them. Idempotent: re-running reuses the same jobs (idempotency
-    keys) and rotates the factories' tokens."""
+    what stops them. Idempotent: re-running reuses the same jobs (idempotency keys) and
+    rotates the factories' tokens."""
     session = requests.Session()
     stop = threading.Event()
     fleet = [("demo-linux", ["python", "node"]), ("demo-mac", ["python"])]
@@ -202,9 +226,10 @@ def run_demo(
             f"submitted 'Release 1.4' (waits for the first two) -> "
             f"{response.json()['job']['stage']}"
         )
-    for name, caps in fleet:
-        DemoFactory(api, name, tokens[name], caps, stop, say).start()
-    return stop
+    factories = [DemoFactory(api, name, tokens[name], caps, stop, say) for name, caps in fleet]
+    for factory in factories:
+        factory.start()
+    return DemoRun(stop, factories)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -219,12 +244,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.token:
         parser.error("an operator token is needed: --token or FLEET_OPERATOR_TOKEN")
-    stop = run_demo(args.api, args.token, jobs=args.jobs)
+    demo = run_demo(args.api, args.token, jobs=args.jobs)
     try:
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
-        stop.set()
+        demo.stop()
     return 0
 
 

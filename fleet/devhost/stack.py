@@ -32,16 +32,18 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from fleet.devhost.host import read_route_prefix
 from fleet.devhost.watchdog import group_alive, terminate_process_groups
+
+if TYPE_CHECKING:
+    from fleet.devhost.demo import DemoRun
 from fleet.settings import AZURITE_ACCOUNT, OPERATOR_TOKEN_PREFIX, local_stack_env
 
 logger = logging.getLogger("fleet.devhost.stack")
@@ -624,14 +626,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         # start() has already stopped whatever it had started.
         return 130
-    demo_stop: threading.Event | None = None
+    demo: DemoRun | None = None
     try:
         say(_banner(stack))
         if args.demo and config.with_host:
             from fleet.devhost.demo import run_demo
 
             say("demo: product 'demo' (send X-Fleet-Product: demo to see it in the API)")
-            demo_stop = run_demo(
+            demo = run_demo(
                 stack.api_url, stack.operator_token, say=lambda line: say(f"demo: {line}")
             )
         failed = stack.wait()
@@ -647,8 +649,8 @@ def main(argv: list[str] | None = None) -> int:
         say("stopping...")
         return 0
     finally:
-        if demo_stop is not None:
-            demo_stop.set()
+        if demo is not None:
+            demo.stop()
         # A second Ctrl-C must not cut the cleanup short and leave orphans behind.
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(signum, signal.SIG_IGN)

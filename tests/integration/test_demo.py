@@ -27,7 +27,7 @@ def _jobs(stack: RunningStack) -> dict[str, dict[str, Any]]:
 
 def test_demo_jobs_flow_to_shipped_with_a_review_on_the_way(running_stack: RunningStack) -> None:
     said: list[str] = []
-    stop = demo.run_demo(running_stack.api, running_stack.operator_token, say=said.append)
+    run = demo.run_demo(running_stack.api, running_stack.operator_token, say=said.append)
     runnable = [j["title"] for j in demo.SAMPLE_JOBS if "gpu" not in j["capabilities"]]
     try:
 
@@ -38,7 +38,7 @@ def test_demo_jobs_flow_to_shipped_with_a_review_on_the_way(running_stack: Runni
 
         jobs = wait_for("the demo's jobs to ship", all_shipped, timeout=120)
     finally:
-        stop.set()
+        run.stop()
     gpu = jobs["Train the ranking model"]
     assert gpu["stage"] == "queued" and gpu["unroutable"] is True
     reviewed = jobs["Fix flaky test_upload"]["reviewState"]
