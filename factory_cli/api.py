@@ -21,12 +21,15 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import requests
 
 # Connect fast, read a little longer: a slow coordinator must not stall the run loop.
 DEFAULT_TIMEOUT = (5.0, 20.0)
+# An artifact upload may be large: connect fast, allow each read/write a minute.
+UPLOAD_TIMEOUT = (5.0, 60.0)
 PRODUCT_HEADER = "X-Fleet-Product"
 JOBS_PAGE_MAX = 1000  # the largest page of ``GET /fleet/jobs``
 
@@ -99,6 +102,11 @@ class Rejected(ApiError):
     """The request is invalid."""
 
 
+# The attempt is no longer ours: reassigned (fenced), or ended by the coordinator because it
+# passed its time or cost limit. Either way: stop the engine, report nothing more.
+FENCING_CODES = frozenset({"fenced", "timeout", "budget_exceeded"})
+
+
 def _error_for(response: requests.Response) -> ApiError:
     status = response.status_code
     try:
@@ -124,7 +132,7 @@ def _error_for(response: requests.Response) -> ApiError:
     if status == 404:
         return NotFound(message, **kw)
     if status == 409:
-        return (Fenced if code == "fenced" else Conflict)(message, **kw)
+        return (Fenced if code in FENCING_CODES else Conflict)(message, **kw)
     return Rejected(message, **kw)
 
 
@@ -330,6 +338,35 @@ class FleetClient:
         body = {"leaseEpoch": lease_epoch, "events": [dict(e) for e in events]}
         return _object(self.request("POST", f"/fleet/jobs/{job_id}/events", json_body=body))
 
+    def artifact_upload_url(
+        self, job_id: str, lease_epoch: int, name: str, content_type: str | None = None
+    ) -> dict[str, Any]:
+        """``POST /fleet/jobs/{id}/artifacts``: a short-lived, write-only URL for the blob
+        ``name`` of this attempt: ``{artifactId, url, method, headers, expiresAt, blob}``.
+        Fenced. The ``url`` carries a SAS token: a secret, never logged or shown."""
+        body: dict[str, Any] = {"leaseEpoch": lease_epoch, "name": name}
+        if content_type:
+            body["contentType"] = content_type
+        return _object(self.request("POST", f"/fleet/jobs/{job_id}/artifacts", json_body=body))
+
+    def put_artifact(
+        self,
+        upload: Mapping[str, Any],
+        path: Path,
+        *,
+        timeout: float | tuple[float, float] = UPLOAD_TIMEOUT,
+    ) -> None:
+        """PUT the file at ``path`` to an ``artifact_upload_url`` answer (its ``url`` with its
+        ``headers``), streamed from the file. See ``put_file``."""
+        headers = upload.get("headers")
+        put_file(
+            str(upload.get("url") or ""),
+            headers if isinstance(headers, Mapping) else {},
+            path,
+            method=str(upload.get("method") or "PUT"),
+            timeout=timeout,
+        )
+
     def deregister(self, factory_id: str) -> dict[str, Any]:
         """``DELETE /fleet/factories/{id}``: leave the fleet (the token stops working)."""
         return _object(self.request("DELETE", f"/fleet/factories/{factory_id}"))
@@ -405,6 +442,17 @@ class FleetClient:
         """``GET /fleet/jobs/{id}/explain``: why it is (not) running, factory by factory."""
         return _object(self.request("GET", f"/fleet/jobs/{job_id}/explain"))
 
+    def job_runs(self, job_id: str) -> list[dict[str, Any]]:
+        """``GET /fleet/jobs/{id}/runs``: every attempt's run record, oldest first."""
+        result = _object(self.request("GET", f"/fleet/jobs/{job_id}/runs"))
+        return [r for r in result.get("runs", []) if isinstance(r, dict)]
+
+    def list_artifacts(self, job_id: str) -> list[dict[str, Any]]:
+        """``GET /fleet/jobs/{id}/artifacts``: the job's artifacts, every attempt's (by epoch,
+        then name), without download URLs (``GET .../artifacts/{artifactId}`` issues one)."""
+        result = _object(self.request("GET", f"/fleet/jobs/{job_id}/artifacts"))
+        return [a for a in result.get("artifacts", []) if isinstance(a, dict)]
+
     def job_action(self, job_id: str, action: str, reason: str | None = None) -> dict[str, Any]:
         """``POST /fleet/jobs/{id}/{action}`` — ``cancel``, ``requeue``, ``ship``, ``reject``."""
         body = {"reason": reason} if reason else {}
@@ -475,6 +523,47 @@ class FleetClient:
     def metrics(self) -> dict[str, Any]:
         """``GET /fleet/metrics``: stage counts and the product's numbers."""
         return _object(self.request("GET", "/fleet/metrics"))
+
+
+def put_file(
+    url: str,
+    headers: Mapping[str, Any],
+    path: Path,
+    *,
+    method: str = "PUT",
+    timeout: float | tuple[float, float] = UPLOAD_TIMEOUT,
+) -> None:
+    """Send the file at ``path`` to a storage URL (a SAS URL: the coordinator's bearer token is
+    never sent there), streamed from the file with an explicit length.
+
+    Raises ``Unavailable`` for a 5xx, a 429 or a transport failure (retry), another
+    ``ApiError`` for any other status (see ``_error_for``). The URL carries a secret: no error
+    message names it, nor the storage's error text (which may quote the signature); only the
+    status and the storage's error code (``x-ms-error-code``)."""
+    size = path.stat().st_size
+    sent = {str(k): str(v) for k, v in headers.items()}
+    sent["Content-Length"] = str(size)
+    try:
+        with path.open("rb") as handle:
+            # An empty file is sent as b"": requests would otherwise chunk an empty stream.
+            response = requests.request(
+                method,
+                url,
+                data=handle if size else b"",
+                headers=sent,
+                timeout=timeout,
+            )
+    except requests.RequestException as exc:
+        raise Unavailable(f"{method} artifact: {type(exc).__name__}") from None
+    status = response.status_code
+    if status < 400:
+        return
+    code = response.headers.get("x-ms-error-code")
+    message = f"{method} artifact: HTTP {status}" + (f" {code}" if code else "")
+    if status >= 500 or status == 429:
+        raise Unavailable(message, status=status, code=code, retry_after=_retry_after(response))
+    kind = {401: Unauthorized, 403: Forbidden, 404: NotFound}.get(status, Rejected)
+    raise kind(message, status=status, code=code)
 
 
 def new_request_id() -> str:

@@ -211,6 +211,14 @@ SETTINGS: tuple[Setting, ...] = (
         "drain grace on SIGINT/SIGTERM",
     ),
     Setting(
+        "checkpoint_seconds",
+        "FLEET_CHECKPOINT_SECONDS",
+        "checkpointSeconds",
+        _positive_float,
+        300.0,
+        "commit and push a repository job's work this often",
+    ),
+    Setting(
         "deregister_on_exit",
         "FLEET_DEREGISTER_ON_EXIT",
         "deregisterOnExit",
@@ -235,6 +243,22 @@ SETTINGS: tuple[Setting, ...] = (
         "enrollment token (fle_...) for enroll",
     ),
     Setting("state_file", "FLEET_STATE_FILE", None, _text, None, "the run state file"),
+    Setting(
+        "engine_user",
+        "FLEET_ENGINE_USER",
+        "engineUser",
+        _text,
+        None,
+        "OS user engines run as (root factory, or passwordless sudo)",
+    ),
+    Setting(
+        "allow_root_engine",
+        "FLEET_ALLOW_ROOT_ENGINE",
+        "allowRootEngine",
+        _bool,
+        False,
+        "let a root factory run engines as root",
+    ),
 )
 
 BY_NAME = {s.name: s for s in SETTINGS}
@@ -260,10 +284,13 @@ class Settings:
     work_dir: str | None = None
     poll_seconds: float = 5.0
     grace_seconds: float = 30.0
+    checkpoint_seconds: float = 300.0
     deregister_on_exit: bool = False
     review: bool = False
     enrollment_token: str | None = None
     state_file: str | None = None
+    engine_user: str | None = None
+    allow_root_engine: bool = False
     config_path: Path = Path(CONFIG_FILE)
     data_dir: Path = Path(".")
     sources: dict[str, str] = field(default_factory=dict)  # name -> flag|env|file|default

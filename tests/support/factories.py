@@ -69,6 +69,7 @@ class Factory:
         self.env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("FLEET_")},
             "FLEET_CONFIG_DIR": str(self.home),
+            "FLEET_ALLOW_ROOT_ENGINE": "1",  # the tests run as root in CI
             "FLEET_DEMO_STEPS": "2",
             "FLEET_DEMO_STEP_SECONDS": "0.3",
             "PYTHONUNBUFFERED": "1",

@@ -59,8 +59,14 @@ def rsps() -> Iterator[responses.RequestsMock]:
 
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
-    """A clean environment: its own config dir, an empty PATH (no engines, no tools)."""
-    return {"FLEET_CONFIG_DIR": str(tmp_path / "cfg"), "PATH": "", "HOME": str(tmp_path)}
+    """A clean environment: its own config dir, an empty PATH (no engines, no tools); engines
+    may run as root (the tests run as root in CI)."""
+    return {
+        "FLEET_CONFIG_DIR": str(tmp_path / "cfg"),
+        "PATH": "",
+        "HOME": str(tmp_path),
+        "FLEET_ALLOW_ROOT_ENGINE": "1",
+    }
 
 
 @pytest.fixture
