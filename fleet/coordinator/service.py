@@ -15,6 +15,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from enum import Enum
 from typing import Any, Literal
 
 from fleet.coordinator.artifacts import Artifacts
@@ -32,17 +33,21 @@ from fleet.coordinator.metrics import alert_feed, compute_metrics, read_metrics
 from fleet.coordinator.review import Reviews
 from fleet.domain import jobs as J
 from fleet.domain import review as R
+from fleet.domain import runs as RU
 from fleet.domain.alerts import AlertRules
 from fleet.domain.ids import key_digest, sortable_id
 from fleet.domain.manifest import Manifest, Problem, ProfileSpec, ValidationFailed
 from fleet.domain.models import (
     Deps,
+    Document,
     Event,
     EventDoc,
     Factory,
     Job,
     Lease,
     Profile,
+    Run,
+    RunDoc,
     format_ts,
     queue_key,
 )
@@ -85,6 +90,7 @@ from fleet.store.queries import (
     JOBS_PAGE,
     LEASED_JOBS,
     PROFILE_VERSIONS,
+    RUNS_OF_JOB,
 )
 
 log = logging.getLogger(__name__)
@@ -94,6 +100,15 @@ SYSTEM_PARTITION = "_system"  # registry of products, so timers can visit every 
 QUEUE_STATE_ID = "queue-state"
 FEED_SCAN_FACTOR = 20  # the event feed reads at most this many times its limit in jobs
 _AFTER_EVERY_ID = "~"  # sorts after every job id (lower-case letters and digits)
+
+
+class Keep(Enum):
+    """A setting left as it is (distinct from None, which removes it)."""
+
+    KEEP = "keep"
+
+
+KEEP = Keep.KEEP
 
 
 class JobNotFound(NotFound):
@@ -156,6 +171,11 @@ class ClaimResult:
     breakdown: dict[str, object]
     attempts: int  # CAS attempts it took (1 = no lost race; 0 = replayed)
     replayed: bool = False  # a retried claim answered with the job it had already won
+
+    @property
+    def limits(self) -> dict[str, Any]:
+        """The effective limits of this attempt, as its run holds them."""
+        return RU.limits(RU.run_at(self.job.runs, self.lease.epoch))
 
 
 @dataclass(frozen=True)
@@ -246,6 +266,16 @@ class Coordinator:
         seen = {e.seq for e in events}
         events.extend(e for e in job.events if e.seq > after and e.seq not in seen)
         return sorted(events, key=lambda e: e.seq)
+
+    def job_runs(self, product: str, job_id: str) -> list[Run]:
+        """Every run of the job, oldest first: spilled run documents, then embedded ones."""
+        job = self.get_job(product, job_id)
+        runs: dict[int, Run] = {}
+        if job.runsSpilledThrough > 0:
+            rows = self.docs.query(RUNS_OF_JOB, product, {"jobId": job_id})
+            runs.update((r.epoch, r.run) for r in map(RunDoc.from_doc, rows))
+        runs.update((r.epoch, r) for r in job.runs)  # the embedded copy is the newest
+        return [runs[epoch] for epoch in sorted(runs)]
 
     def product_events(
         self,
@@ -472,6 +502,11 @@ class Coordinator:
             verify=manifest.verify,
             review=manifest.review,
             body=manifest.body,
+            repo=manifest.repo,
+            base=manifest.base,
+            pr=manifest.pr,
+            timeoutSeconds=manifest.timeoutSeconds,
+            maxCostUsd=manifest.maxCostUsd,
             stage=stage,
             unroutable=unroutable,
             createdAt=now,
@@ -781,8 +816,10 @@ class Coordinator:
         weights: dict[str, float] | None = None,
         preemption: dict[str, Any] | None = None,
         alerts: dict[str, Any] | None = None,
+        timeout_seconds: int | Keep | None = KEEP,
     ) -> dict[str, Any]:
-        """Change the product's settings: omitted parts (and omitted weights) are kept."""
+        """Change the product's settings: omitted parts (and omitted weights) are kept;
+        ``timeout_seconds`` None removes the default attempt timeout."""
         self._register_product(product)
         self._settings_cache.forget(product)
         current = self.settings(product)
@@ -790,6 +827,9 @@ class Coordinator:
             weights=weights_from(weights, current.weights) if weights else current.weights,
             preemption=current.preemption.merged(preemption or {}),
             alerts=current.alerts.merged(alerts or {}),
+            timeout_seconds=(
+                current.timeout_seconds if isinstance(timeout_seconds, Keep) else timeout_seconds
+            ),
         )
         self.docs.upsert(
             {
@@ -839,7 +879,8 @@ class Coordinator:
         rows = self.docs.query(
             JOBS_IN_STAGE, product, {"stage": "queued", "top": self.config.claim_candidates}
         )
-        candidates = rank([Job.from_doc(r) for r in rows], factory, now, self.weights(product))
+        settings = self.settings(product)
+        candidates = rank([Job.from_doc(r) for r in rows], factory, now, settings.weights)
         budgeted = bool(candidates) and self.budgets.applies(product)
         exhausted_channels: set[str] = set()
         for attempt, (job, breakdown) in enumerate(candidates, start=1):
@@ -864,11 +905,16 @@ class Coordinator:
                 except NotFound:
                     budgeted, key = False, None  # the budget was deleted meanwhile
             assigned = J.assign(
-                job, factory.id, now=now, breakdown=breakdown.as_dict(), request_id=request_id
+                job,
+                factory.id,
+                now=now,
+                breakdown=breakdown.as_dict(),
+                request_id=request_id,
+                timeout_seconds=RU.effective_timeout(job.timeoutSeconds, settings.timeout_seconds),
             )
             assigned = assigned.evolve(reservation=key)
             try:
-                stored = Job.from_doc(self.docs.replace(assigned.to_doc(), etag=job.etag))
+                stored = self._write(assigned, job.etag, spill=False)
             except (ConcurrencyConflict, NotFound):
                 # Another factory won this one (or it changed): undo, try the next.
                 if key is not None:
@@ -965,17 +1011,32 @@ class Coordinator:
     # --- the lease holder's writes (fenced) ------------------------------------------
 
     def renew(self, product: str, job_id: str, factory_id: str, epoch: int) -> Job:
-        """Extend the lease. Fenced: only the holder at this epoch, in a leased stage."""
+        """Extend the lease. Fenced: only the holder at this epoch, in a leased stage.
+
+        Past the attempt's deadline the lease is not extended: the attempt is ended
+        (``timeout``, retried following maxAttempts) and, once that write has landed, the
+        holder is answered ``TimedOut`` (409 ``timeout``)."""
 
         def change(job: Job, now: datetime) -> Job:
             J.check_fence(job, factory_id, epoch)
             assert job.lease is not None
+            run = RU.run_at(job.runs, epoch)
+            if run is not None and run.deadlineAt is not None and RU.deadline_passed(run, now):
+                return J.end_at_limit(
+                    job,
+                    "timeout",
+                    now=now,
+                    reason=f"attempt {epoch} passed its deadline {format_ts(run.deadlineAt)}",
+                )
             return job.evolve(
                 lease=job.lease.evolve(expiresAt=now + timedelta(seconds=job.leaseSeconds)),
                 updatedAt=now,
             )
 
-        return self._update(product, job_id, change, spill=False)
+        job = self._update(product, job_id, change, spill=False)
+        if job.epoch != epoch:  # the lease was current: this call ended the attempt
+            self._ended_at_limit(job, factory_id, epoch)
+        return job
 
     def report(
         self,
@@ -1001,34 +1062,74 @@ class Coordinator:
             changes["result"] = result
 
         cost = _reported_cost(result, progress)
+        said = RU.HolderReport(progress=progress, result=result)
+        ended_at_limit = False
 
         def change(job: Job, now: datetime) -> Job:
+            nonlocal ended_at_limit
+            ended_at_limit = False  # decided again on each fresh read
             J.check_fence(job, factory_id, epoch)
             if cost is not None:
                 # The attempt's cumulative cost, as the holder reports it: settled against
                 # the budget when the lease ends.
                 changes["costs"] = {**job.costs, str(epoch): cost}
-            if stage is None:
-                return job.evolve(**changes, updatedAt=now)
-            action = REPORTABLE.get(stage)
-            if action is None:
+            action = REPORTABLE.get(stage) if stage is not None else None
+            if stage is not None and action is None:
                 raise J.IllegalReport(stage)
+            run = RU.run_at(job.runs, epoch)
+            over = RU.over_cap(run, cost)
+            if over and action is not Action.FAIL:
+                assert run is not None and run.maxCostUsd is not None and cost is not None
+                ended_at_limit = True
+                # Recorded (the budget settles with it), then ended: the holder's own
+                # report cannot carry an attempt past its cap, shipped or not.
+                return J.end_at_limit(
+                    job,
+                    "budget_exceeded",
+                    now=now,
+                    reason=(
+                        f"attempt {epoch} reported ${cost:.4f}, over its cap ${run.maxCostUsd:.4f}"
+                    ),
+                    report=said,
+                    **changes,
+                )
+            if action is None:
+                return J.merge_report(job.evolve(**changes, updatedAt=now), said)
             if action is Action.FAIL and retryable:
                 action = Action.RETRY
+            report = said
+            if over and RU.limit_outcome(result) is None:
+                # The holder failed the attempt itself; its cost says why.
+                report = RU.HolderReport(progress, {**(result or {}), "outcome": "budget_exceeded"})
             if R.goes_to_review(job, action):
                 # The manifest wants a review quorum: not shipped yet (fleet.domain.review).
-                return self.reviews.submit(job, factory_id, now=now, reason=reason, **changes)
-            moved = J.holder_report(job, action, factory_id, now=now, reason=reason, **changes)
+                return self.reviews.submit(
+                    job, factory_id, now=now, reason=reason, report=report, **changes
+                )
+            moved = J.holder_report(
+                job, action, factory_id, now=now, reason=reason, report=report, **changes
+            )
             if moved.stage is Stage.QUEUED:
                 moved = moved.evolve(queueKey=queue_key(job.priority, job.createdAt, job.id))
             return moved
 
         job = self._update(product, job_id, change)
+        if ended_at_limit:
+            self._ended_at_limit(job, factory_id, epoch)
         if job.stage in (Stage.QUEUED, Stage.REVIEW):
             self.bump_gate(product)  # work to claim, or to review
         if job.stage is Stage.SHIPPED:
             self._unblock_dependents(product)
         return job
+
+    def _ended_at_limit(self, job: Job, factory_id: str, epoch: int) -> None:
+        """After the write that ended the holder's attempt at a limit has landed: wake
+        claimers, then tell the holder why it must stop (409 ``timeout`` or
+        ``budget_exceeded``, from the closed run). The error comes after the write: the
+        write is the attempt's end, and a reply lost now changes nothing."""
+        if job.stage is Stage.QUEUED:
+            self.bump_gate(job.productId)
+        J.check_fence(job, factory_id, epoch)
 
     def release(
         self,
@@ -1431,7 +1532,9 @@ class Coordinator:
         to a factory that never knew."""
 
         def written(job: Job) -> dict[str, Any]:
-            return {k: v for k, v in job.to_doc().items() if k not in ("events", "spilledThrough")}
+            # The write may have spilled (moved older events and runs to documents of their
+            # own): compare what a spill leaves alone.
+            return {k: v for k, v in job.to_doc().items() if k not in _SPILLED_FIELDS}
 
         try:
             current = self.get_job(expected.productId, expected.id)
@@ -1442,28 +1545,79 @@ class Coordinator:
         return current
 
     def _write(self, job: Job, etag: str | None, *, spill: bool) -> Job:
-        if spill and len(job.events) > J.EMBEDDED_EVENTS:
-            job = self._spill(job)
+        """Write ``job`` if its etag is still ``etag``. Runs are kept bounded on every write
+        (the claim adds one); events only with ``spill`` (a renew never spills)."""
+        for policy in _SPILLS if spill else (_RUN_SPILL,):
+            job = self._spill(job, policy)
         return Job.from_doc(self.docs.replace(job.to_doc(), etag=etag))
 
-    def _spill(self, job: Job) -> Job:
-        """Move the older half of the embedded history to event documents. The creates are
-        idempotent (deterministic ids), so a write that then loses its race leaves only
-        copies of history that already happened."""
-        keep = J.EMBEDDED_EVENTS // 2
-        old, recent = job.events[:-keep], job.events[-keep:]
-        for event in old:
-            doc = EventDoc(
-                id=f"{job.id}:{event.seq}",
-                productId=job.productId,
-                jobId=job.id,
-                seq=event.seq,
-                event=event,
-                ttl=self.config.event_ttl_seconds,
-            )
+    def _spill(self, job: Job, policy: _Spill) -> Job:
+        """Move the older part of one of the job's bounded lists to documents of their own.
+        The creates are idempotent (deterministic ids), so a write that then loses its race
+        leaves only copies of history that already happened."""
+        items: tuple[Any, ...] = getattr(job, policy.field)
+        if len(items) <= policy.limit:
+            return job
+        old, recent = items[: -policy.keep], items[-policy.keep :]
+        for item in old:
             with contextlib.suppress(AlreadyExists):
-                self.docs.create(doc.to_doc())
-        return job.evolve(events=recent, spilledThrough=old[-1].seq)
+                self.docs.create(policy.document(job, item, self.config).to_doc())
+        return job.evolve(**{policy.field: recent, policy.through: policy.key(old[-1])})
+
+
+# --- spilling --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Spill:
+    """One of a job's bounded lists: past ``limit`` items, all but the newest ``keep`` move
+    to documents (``document``); ``through`` records the key of the newest one moved."""
+
+    field: str
+    through: str
+    limit: int
+    keep: int
+    key: Callable[[Any], int]
+    document: Callable[[Job, Any, CoordinatorConfig], Document]
+
+
+def _event_doc(job: Job, event: Event, config: CoordinatorConfig) -> Document:
+    return EventDoc(
+        id=f"{job.id}:{event.seq}",
+        productId=job.productId,
+        jobId=job.id,
+        seq=event.seq,
+        event=event,
+        ttl=config.event_ttl_seconds,
+    )
+
+
+def _run_doc(job: Job, run: Run, config: CoordinatorConfig) -> Document:
+    # No TTL: a run is the record of what an attempt cost and produced, one per attempt.
+    return RunDoc(
+        id=f"run:{job.id}:{run.epoch}",
+        productId=job.productId,
+        jobId=job.id,
+        epoch=run.epoch,
+        run=run,
+    )
+
+
+# Events are spilled by halves (a spill is a burst of creates: not on every write); runs
+# one at a time past EMBEDDED_RUNS (a job gains one run per attempt).
+_EVENT_SPILL = _Spill(
+    "events",
+    "spilledThrough",
+    J.EMBEDDED_EVENTS,
+    J.EMBEDDED_EVENTS // 2,
+    lambda e: e.seq,
+    _event_doc,
+)
+_RUN_SPILL = _Spill(
+    "runs", "runsSpilledThrough", RU.EMBEDDED_RUNS, RU.EMBEDDED_RUNS, lambda r: r.epoch, _run_doc
+)
+_SPILLS = (_EVENT_SPILL, _RUN_SPILL)
+_SPILLED_FIELDS = frozenset(f for p in _SPILLS for f in (p.field, p.through))
 
 
 # --- helpers -------------------------------------------------------------------------
@@ -1506,15 +1660,20 @@ class ProductSettings:
     weights: Weights = DEFAULT_WEIGHTS
     preemption: Preemption = field(default_factory=Preemption)
     alerts: AlertRules = field(default_factory=AlertRules)  # the metrics timer's alert rules
+    timeout_seconds: int | None = None  # an attempt's timeout when its manifest names none
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any], default_weights: Weights) -> ProductSettings:
         raw = doc.get("preemption")
         rules = doc.get("alerts")
+        timeout = doc.get("timeoutSeconds")
         return cls(
             weights=weights_from(doc.get("weights"), default_weights),
             preemption=Preemption().merged(raw if isinstance(raw, dict) else {}),
             alerts=AlertRules().merged(rules if isinstance(rules, dict) else {}),
+            timeout_seconds=(
+                timeout if isinstance(timeout, int) and not isinstance(timeout, bool) else None
+            ),
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -1522,6 +1681,7 @@ class ProductSettings:
             "weights": weights_as_dict(self.weights),
             "preemption": self.preemption.as_dict(),
             "alerts": self.alerts.as_dict(),
+            "timeoutSeconds": self.timeout_seconds,
         }
 
 

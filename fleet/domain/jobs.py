@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from fleet.domain.models import Event, Job, Lease, queue_key
+from fleet.domain import runs as R
+from fleet.domain.models import Event, Job, Lease, Run, RunOutcome, format_ts, queue_key
 from fleet.domain.stages import LEASED, Action, Stage, next_stage
 from fleet.errors import FleetError
 
@@ -23,6 +24,35 @@ class Fenced(FleetError):
     """The lease epoch is stale: this job was reassigned. Nothing was changed."""
 
     code = "fenced"
+
+
+class LimitReached(Fenced):
+    """The attempt was ended at one of its limits: stop working on it. Nothing was changed
+    by this call (the attempt's end was written before, or by the write this call caused)."""
+
+    def __init__(self, job: Job, run: Run) -> None:
+        limit = {"timeout": "its deadline passed", "budget_exceeded": "its cost passed its cap"}
+        super().__init__(
+            f"attempt {run.epoch} on job {job.id} was ended: {limit.get(str(run.outcome), '')}",
+            jobId=job.id,
+            epoch=run.epoch,
+            currentEpoch=job.epoch,
+            deadlineAt=format_ts(run.deadlineAt) if run.deadlineAt else None,
+            maxCostUsd=run.maxCostUsd,
+            costUsd=run.costUsd,
+        )
+
+
+class TimedOut(LimitReached):
+    """The attempt's deadline passed: it was ended."""
+
+    code = "timeout"
+
+
+class BudgetExceeded(LimitReached):
+    """The attempt's reported cost passed its cap: it was ended."""
+
+    code = "budget_exceeded"
 
 
 class IllegalReport(FleetError):
@@ -111,15 +141,30 @@ def transition(
     now: datetime,
     reason: str | None = None,
     data: dict[str, Any] | None = None,
+    outcome: RunOutcome | None = None,
+    report: R.HolderReport | None = None,
     **changes: Any,
 ) -> Job:
     """Move the job by ``action`` (checked against the table). Leaving the leased stages
-    ends the lease; the caller sets a new one only on assignment."""
+    ends the lease; the caller sets a new one only on assignment.
+
+    Every leased attempt ends here (leaving the leased stages, or an epoch bump), so its
+    run is closed here, in the same document: with ``outcome`` if the caller names one (a
+    limit), else the action's (``fleet.domain.runs.OUTCOME_OF``). ``report`` is what the
+    holder said about the attempt in this same call, merged into its run first."""
     stage = next_stage(job.stage, action)
     if stage not in LEASED and "lease" not in changes:
         changes["lease"] = None
         changes.setdefault("reservation", None)  # settled by the coordinator as it leaves
         changes.setdefault("stalled", False)  # a stall belongs to the attempt, not the job
+    run = R.run_at(job.runs, job.epoch) if job.stage in LEASED else None
+    if run is not None:
+        if report is not None:
+            run = R.merged(run, progress=report.progress, result=report.result)
+        if stage not in LEASED or changes.get("epoch", job.epoch) != job.epoch:
+            ended = outcome or R.OUTCOME_OF.get(action, "fenced")
+            run = R.closed(run, ended, now=now, reason=reason)
+        changes["runs"] = R.replaced(job.runs, run)
     return record(
         job,
         type=action.value,
@@ -132,10 +177,29 @@ def transition(
     )
 
 
+def merge_report(job: Job, report: R.HolderReport) -> Job:
+    """What the holder says about its attempt, merged into the run of the current epoch (a
+    report that moves nothing: ``transition`` merges it for the ones that do)."""
+    run = R.run_at(job.runs, job.epoch)
+    if run is None or run.outcome is not None:
+        return job
+    return job.evolve(
+        runs=R.replaced(job.runs, R.merged(run, progress=report.progress, result=report.result))
+    )
+
+
 def check_fence(job: Job, factory_id: str, epoch: int) -> None:
-    """A factory may mutate a job only while it holds the lease at exactly this epoch."""
+    """A factory may mutate a job only while it holds the lease at exactly this epoch. An
+    attempt ended at one of its limits says so (``timeout``, ``budget_exceeded``) rather
+    than a plain ``fenced``: the holder learns why it must stop."""
     lease = job.lease
     if lease is None or lease.holder != factory_id or lease.epoch != epoch or job.epoch != epoch:
+        run = R.run_at(job.runs, epoch)
+        if run is not None and run.factory == factory_id:
+            if run.outcome == "timeout":
+                raise TimedOut(job, run)
+            if run.outcome == "budget_exceeded":
+                raise BudgetExceeded(job, run)
         raise Fenced(
             f"lease epoch {epoch} on job {job.id} is not current",
             jobId=job.id,
@@ -151,13 +215,19 @@ def assign(
     now: datetime,
     breakdown: dict[str, Any] | None = None,
     request_id: str | None = None,
+    timeout_seconds: int | None = None,
 ) -> Job:
+    """The claim's move: a new lease at the next epoch, and that attempt's run opened with
+    its limits (``timeout_seconds``: the effective one, the manifest's or the product's)."""
     epoch = job.epoch + 1
     lease = Lease(
         holder=factory_id,
         epoch=epoch,
         expiresAt=now + timedelta(seconds=job.leaseSeconds),
         requestId=request_id,
+    )
+    run = R.open_run(
+        factory_id, epoch, now=now, timeout_seconds=timeout_seconds, max_cost_usd=job.maxCostUsd
     )
     return transition(
         job,
@@ -168,6 +238,7 @@ def assign(
         epoch=epoch,
         lease=lease,
         attempts=job.attempts + 1,
+        runs=(*job.runs, run),
     )
 
 
@@ -215,10 +286,18 @@ def holder_report(
     *,
     now: datetime,
     reason: str | None = None,
+    report: R.HolderReport | None = None,
     **changes: Any,
 ) -> Job:
     """A move reported by the lease holder (start, test, review, complete, fail, retry,
-    release). A retryable failure on the last attempt dead-letters."""
+    release). A retryable failure on the last attempt dead-letters. A failure the holder
+    says was one of the attempt's limits (``result.outcome``) closes the run with that
+    outcome and is retried following maxAttempts, as when the coordinator ends it."""
+    outcome = None
+    if action in (Action.FAIL, Action.RETRY) and report is not None:
+        outcome = R.limit_outcome(report.result)
+        if outcome is not None:
+            action = Action.RETRY
     if action is Action.RETRY and job.attempts >= job.maxAttempts:
         action = Action.RETRY_FINAL
     if action in (Action.RETRY, Action.RETRY_FINAL, Action.FAIL):
@@ -226,7 +305,46 @@ def holder_report(
     if action is Action.RELEASE:
         # Given back cleanly (drain, shutdown): not a failed attempt.
         changes.setdefault("attempts", max(0, job.attempts - 1))
-    return transition(job, action, actor=f"factory:{factory_id}", now=now, reason=reason, **changes)
+    return transition(
+        job,
+        action,
+        actor=f"factory:{factory_id}",
+        now=now,
+        reason=reason,
+        outcome=outcome,
+        report=report,
+        **changes,
+    )
+
+
+def end_at_limit(
+    job: Job,
+    outcome: RunOutcome,
+    *,
+    now: datetime,
+    reason: str,
+    report: R.HolderReport | None = None,
+    **changes: Any,
+) -> Job:
+    """The coordinator ends a leased attempt at one of its limits (deadline passed, cost
+    over its cap): requeued, or dead-lettered when attempts are exhausted, as a retryable
+    failure of its holder; the epoch is bumped so the holder is fenced (and told why)."""
+    holder = job.lease.holder if job.lease else None
+    exhausted = job.attempts >= job.maxAttempts
+    return transition(
+        job,
+        Action.RETRY_FINAL if exhausted else Action.RETRY,
+        actor="coordinator",
+        now=now,
+        reason=reason + (", attempts exhausted" if exhausted else ""),
+        data={"limit": outcome},
+        outcome=outcome,
+        report=report,
+        epoch=job.epoch + 1,
+        failedBy=_with(job.failedBy, holder),
+        queueKey=queue_key(job.priority, job.createdAt, job.id),
+        **changes,
+    )
 
 
 def operator_action(

@@ -77,6 +77,10 @@ MAX_REVIEW_APPROVALS = 5
 MAX_REVIEW_ROUNDS = 10
 MAX_PREAMBLE_BYTES = 64 * 1024
 MAX_DESCRIPTION_CHARS = 1000
+MAX_REPO_CHARS = 2048
+MAX_BRANCH_CHARS = 255
+MIN_TIMEOUT_SECONDS = 10
+MAX_TIMEOUT_SECONDS = 86_400
 # Read before any YAML is parsed: a cheap bound on the work one document can cause.
 MAX_DOCUMENT_CHARS = 1024 * 1024
 MAX_FRONT_MATTER_CHARS = 64 * 1024
@@ -208,6 +212,64 @@ def _max_bytes(limit: int) -> Callable[[str], str]:
     return check
 
 
+_SCP_LIKE = re.compile(r"^[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:(?!//).+$")
+_URL = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<authority>[^/?#]*)(?P<rest>.*)$")
+_REPO_SCHEMES = ("https", "ssh", "file")
+
+
+def _repo(value: str) -> str:
+    """A git URL the factory can clone with the machine's own credentials: https, ssh,
+    scp-like ``git@host:path`` or ``file://``. Never one carrying a credential: the
+    coordinator stores and hands out manifests, it must not hold git secrets."""
+    if len(value) > MAX_REPO_CHARS:
+        raise _error("string_too_long", f"a repository URL has at most {MAX_REPO_CHARS} characters")
+    if not value or any(c.isspace() or not c.isprintable() for c in value):
+        raise _error("invalid", "a repository URL has no whitespace or control characters")
+    url = _URL.match(value)
+    if url is None:
+        if _SCP_LIKE.match(value):
+            return value
+        raise _error(
+            "invalid",
+            f"{_show(value)} is not a git URL (https://, ssh://, git@host:path or file://)",
+        )
+    scheme, authority = url["scheme"].lower(), url["authority"]
+    if scheme not in _REPO_SCHEMES:
+        raise _error(
+            "invalid",
+            f"scheme {scheme!r} is not supported: use https://, ssh://, git@host:path or file://",
+        )
+    userinfo = authority.rpartition("@")[0] if "@" in authority else None
+    # https user names are tokens in practice; an ssh user name alone (git@) is no secret.
+    if userinfo is not None and (scheme == "https" or ":" in userinfo):
+        raise _error(
+            "invalid",
+            "a repository URL must not carry credentials: the factory uses its machine's own "
+            "(credential helper, SSH agent)",
+        )
+    if scheme != "file" and not authority.rpartition("@")[2]:
+        raise _error("invalid", f"{_show(value)} names no host")
+    return value
+
+
+_BAD_REF = re.compile(r"(\.\.|@\{|//|[\x00-\x20\x7f~^:?*\[\\])")
+
+
+def _branch(value: str) -> str:
+    """A valid git branch name (the rules of ``git check-ref-format --branch``)."""
+    if (
+        not value
+        or _BAD_REF.search(value)
+        or value == "@"
+        or value.startswith(("-", "/", "."))
+        or value.endswith(("/", ".", ".lock"))
+        or "/." in value
+        or ".lock/" in value
+    ):
+        raise _error("invalid", f"{_show(value)} is not a valid git branch name")
+    return value
+
+
 def _str(*, min_length: int | None = None, max_length: int | None = None) -> Any:
     return StringConstraints(strict=True, min_length=min_length, max_length=max_length)
 
@@ -234,6 +296,12 @@ IdempotencyKey = Annotated[
 ]
 Verify = Annotated[str, _str(min_length=1, max_length=MAX_VERIFY_CHARS), AfterValidator(_unicode)]
 Body = Annotated[str, _str(), AfterValidator(_unicode), AfterValidator(_max_bytes(MAX_BODY_BYTES))]
+Repo = Annotated[str, _str(), AfterValidator(_repo)]
+Branch = Annotated[
+    str, _str(max_length=MAX_BRANCH_CHARS), AfterValidator(_unicode), AfterValidator(_branch)
+]
+TimeoutSeconds = Annotated[int, Field(strict=True, ge=MIN_TIMEOUT_SECONDS, le=MAX_TIMEOUT_SECONDS)]
+MaxCostUsd = Annotated[float, Field(strict=True, gt=0, le=MAX_BUDGET_USD, allow_inf_nan=False)]
 
 
 def _aliases(*names: str) -> AliasChoices:
@@ -363,6 +431,15 @@ class Manifest(_Strict):
     )
     verify: Verify | None = None
     review: Annotated[ReviewSpec | None, BeforeValidator(_review)] = None
+    repo: Repo | None = None
+    base: Branch | None = None
+    pr: Annotated[bool, Field(strict=True)] = False
+    timeoutSeconds: TimeoutSeconds | None = Field(
+        default=None, validation_alias=_aliases("timeoutSeconds", "timeout_seconds")
+    )
+    maxCostUsd: MaxCostUsd | None = Field(
+        default=None, validation_alias=_aliases("maxCostUsd", "max_cost_usd")
+    )
     body: Body = ""
 
 
@@ -579,7 +656,17 @@ def render_markdown(manifest: Manifest) -> str:
     if manifest.deps is not None:
         jobs = list(manifest.deps.jobs)
         meta["deps"] = jobs if manifest.deps.mode == "all" else {"mode": "any", "jobs": jobs}
-    for name in ("idempotencyKey", "maxAttempts", "leaseSeconds", "verify"):
+    for name in (
+        "idempotencyKey",
+        "maxAttempts",
+        "leaseSeconds",
+        "verify",
+        "repo",
+        "base",
+        "pr",
+        "timeoutSeconds",
+        "maxCostUsd",
+    ):
         value = getattr(manifest, name)
         if value != Manifest.model_fields[name].default:
             meta[name] = value

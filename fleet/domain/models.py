@@ -144,6 +144,51 @@ class ProfileSnapshot(Model):
     capabilities: tuple[str, ...] = ()
 
 
+class Tokens(Model):
+    input: int = 0
+    output: int = 0
+    cacheRead: int = 0
+    cacheWrite: int = 0
+
+
+class DiffStat(Model):
+    files: int = 0
+    insertions: int = 0
+    deletions: int = 0
+
+
+RunOutcome = Literal[
+    "shipped", "failed", "retry", "timeout", "budget_exceeded", "fenced", "released", "taken_back"
+]
+
+
+class Run(Model):
+    """One attempt (one epoch): opened by the claim, closed (``outcome``, ``endedAt``) in the
+    same write as whatever ended the attempt. See ``fleet.domain.runs``."""
+
+    epoch: int
+    factory: str
+    engine: str | None = None
+    engineVersion: str | None = None
+    startedAt: Timestamp
+    endedAt: Timestamp | None = None
+    deadlineAt: Timestamp | None = None
+    maxCostUsd: float | None = None
+    outcome: RunOutcome | None = None
+    reason: str | None = None
+    exitCode: int | None = None
+    tokens: Tokens = Field(default_factory=Tokens)
+    costUsd: float | None = None  # None: unknown (never reported as 0 when unknown)
+    diff: DiffStat | None = None
+    branch: str | None = None
+    commit: str | None = None
+    prUrl: str | None = None
+    prNote: str | None = None
+    artifacts: tuple[str, ...] = ()
+    artifactErrors: tuple[str, ...] = ()
+    durationSeconds: float | None = None
+
+
 class Job(Document):
     type: Literal["job"] = "job"
     title: str
@@ -159,6 +204,11 @@ class Job(Document):
     leaseSeconds: int = 300
     verify: str | None = None
     body: str = ""
+    repo: str | None = None  # git URL the factory checks out (never with credentials)
+    base: str | None = None  # branch to start from; None: the remote's default branch
+    pr: bool = False  # open a pull request for the shipped branch
+    timeoutSeconds: int | None = None  # per attempt; None: the product's default, if any
+    maxCostUsd: float | None = None  # per attempt
 
     stage: Stage
     epoch: int = 0
@@ -185,6 +235,8 @@ class Job(Document):
     seq: int = 0
     events: tuple[Event, ...] = ()
     spilledThrough: int = 0  # events with seq <= this live in event documents
+    runs: tuple[Run, ...] = ()  # the newest attempts, oldest first (fleet.domain.runs)
+    runsSpilledThrough: int = 0  # runs with epoch <= this live in run documents
 
 
 class EventDoc(Document):
@@ -195,6 +247,15 @@ class EventDoc(Document):
     seq: int
     event: Event
     ttl: int | None = None
+
+
+class RunDoc(Document):
+    """A spilled run: ``id`` is ``run:{jobId}:{epoch}``, so spilling twice creates nothing new."""
+
+    type: Literal["run"] = "run"
+    jobId: str
+    epoch: int
+    run: Run
 
 
 class Factory(Document):

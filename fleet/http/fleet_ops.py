@@ -12,6 +12,7 @@ from fleet.coordinator.identity import (
     gate_principal,
     operator_principal,
 )
+from fleet.coordinator.service import KEEP
 from fleet.domain.manifest import Problem, ValidationFailed
 from fleet.domain.scheduler import FactoryView
 from fleet.http.jobs import job_view
@@ -56,6 +57,7 @@ def claim(req: func.HttpRequest) -> func.HttpResponse:
             "lease": result.lease.model_dump(mode="json"),
             "cadence": result.cadence.as_dict(),
             "score": result.breakdown,
+            "limits": result.limits,
         }
     )
 
@@ -146,7 +148,8 @@ def alerts(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="fleet/settings", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 @handles_errors
 def get_settings(req: func.HttpRequest) -> func.HttpResponse:
-    """The product's scheduler weights, preemption rule and alert rules."""
+    """The product's scheduler weights, preemption rule, alert rules and default attempt
+    timeout."""
     principal = any_principal(req)
     return json_response(get_context().coordinator.product_settings(principal.product))
 
@@ -154,15 +157,17 @@ def get_settings(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="fleet/settings", methods=["PUT"], auth_level=func.AuthLevel.ANONYMOUS)
 @handles_errors
 def put_settings(req: func.HttpRequest) -> func.HttpResponse:
-    """Change the product's scheduler weights, preemption and alert rules (omitted ones are
-    kept)."""
+    """Change the product's scheduler weights, preemption and alert rules and default attempt
+    timeout (omitted ones are kept)."""
     principal = operator_principal(req)
     body = body_model(req, SettingsBody)
     weights = body.weights.model_dump(exclude_none=True) if body.weights else None
     preemption = body.preemption.model_dump(exclude_none=True) if body.preemption else None
     alerts = body.alerts.model_dump(exclude_none=True) if body.alerts else None
+    # Omitted: kept; null: the product has no default attempt timeout.
+    timeout = body.timeoutSeconds if "timeoutSeconds" in body.model_fields_set else KEEP
     return json_response(
         get_context().coordinator.put_product_settings(
-            principal.product, weights, preemption, alerts
+            principal.product, weights, preemption, alerts, timeout
         )
     )

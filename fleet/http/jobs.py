@@ -273,6 +273,18 @@ def job_events(req: func.HttpRequest) -> func.HttpResponse:
     return json_response({"events": items, "last": items[-1]["seq"] if items else after})
 
 
+@bp.route(route="fleet/jobs/{id}/runs", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@handles_errors
+def job_runs(req: func.HttpRequest) -> func.HttpResponse:
+    """Every attempt's run record, oldest first (spilled and embedded): who may read the
+    job may read its runs."""
+    principal = any_principal(req)
+    if principal.kind == "factory":
+        readable_job(principal, _job_id(req))
+    runs = get_context().coordinator.job_runs(principal.product, _job_id(req))
+    return json_response({"runs": [r.model_dump(mode="json") for r in runs]})
+
+
 @bp.route(route="fleet/jobs/{id}/explain", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 @handles_errors
 def explain_job(req: func.HttpRequest) -> func.HttpResponse:

@@ -33,7 +33,7 @@ from fleet.domain.manifest import (
     Manifest,
     ProfileSpec,
 )
-from fleet.domain.models import Event, Factory, Job, Lease, Profile
+from fleet.domain.models import Event, Factory, Job, Lease, Profile, Run
 from fleet.http.budgets import BudgetBody, ChannelBody
 from fleet.http.factories import CommandBody, HeartbeatBody
 from fleet.http.parsing import (
@@ -276,7 +276,16 @@ OPERATIONS: tuple[Operation, ...] = (
         description=(
             "Fenced by `leaseEpoch`: 409 `fenced` when the caller no longer holds the lease "
             "at that epoch. A factory may report building, testing, review, shipped or "
-            "failed (400 `illegal_report` otherwise); `retryable` turns a failure into a retry."
+            "failed (400 `illegal_report` otherwise); `retryable` turns a failure into a retry. "
+            "`progress` and `result` are merged into the attempt's run (`usage` as `tokens`, "
+            "`costUsd`, `engine`, `engineVersion`, `diff`, `branch`, `commit`, `prUrl`, "
+            "`prNote`, `artifacts`, `artifactErrors`, `exitCode`, `durationSeconds`; strings "
+            "truncated, lists capped at 50). A failed report whose `result.outcome` is "
+            "`timeout` or `budget_exceeded` closes the run with that outcome and is retried "
+            "following `maxAttempts`. A reported cost (`result.costUsd`, else "
+            "`progress.costUsd`) over the attempt's `maxCostUsd` is recorded (the budget "
+            "settles with it), the attempt is ended (`budget_exceeded`, retried following "
+            "`maxAttempts`, epoch bumped) and the reply is 409 `budget_exceeded`."
         ),
         parameters=(JOB_ID,),
         body=_json_body("ReportBody"),
@@ -291,7 +300,12 @@ OPERATIONS: tuple[Operation, ...] = (
         "Extend the lease",
         "lease",
         identity="factory",
-        description="Fenced by `leaseEpoch`: 409 `fenced` when the lease is not the caller's.",
+        description=(
+            "Fenced by `leaseEpoch`: 409 `fenced` when the lease is not the caller's. Past the "
+            "attempt's `deadlineAt` (its `timeoutSeconds`) the lease is not extended: the "
+            "attempt is ended (run outcome `timeout`, retried following `maxAttempts`, epoch "
+            "bumped) and the reply is 409 `timeout`."
+        ),
         parameters=(JOB_ID,),
         body=_json_body("LeaseBody"),
         replies={200: Reply("The renewed lease and the cadence to keep.", _ref("LeaseRenewal"))},
@@ -389,6 +403,24 @@ OPERATIONS: tuple[Operation, ...] = (
         ),
         replies={200: Reply("The events and the cursor to pass back.", _ref("AgentEvents"))},
         errors=(400, 404),
+    ),
+    Operation(
+        "get",
+        "/api/fleet/jobs/{id}/runs",
+        "jobRuns",
+        "Every attempt's run record, oldest first",
+        "jobs",
+        identity="any",
+        description=(
+            "One run per attempt (epoch): opened by the claim, closed by whatever ended the "
+            "attempt (the holder's report, release, the reaper, the healer, preemption, an "
+            "operator, a limit). The newest 20 live in the job (`runs`), older ones in run "
+            "documents: this answers all of them. A factory token reads only a job it holds "
+            "(403 otherwise)."
+        ),
+        parameters=(JOB_ID,),
+        replies={200: Reply("The runs, oldest first.", _ref("JobRuns"))},
+        errors=(404,),
     ),
     Operation(
         "get",
@@ -1024,6 +1056,7 @@ _MODELS: tuple[tuple[type[BaseModel], JsonSchemaMode], ...] = (
     (EnrollmentTokenBody, "validation"),
     (EnrollBody, "validation"),
     (Job, "serialization"),
+    (Run, "serialization"),
     (Event, "serialization"),
     (Lease, "serialization"),
     (Factory, "serialization"),
@@ -1038,6 +1071,9 @@ _TIMESTAMPS = {
     "lastEventAt",
     "lastSeen",
     "openedAt",
+    "startedAt",
+    "endedAt",
+    "deadlineAt",
 }
 
 
@@ -1067,6 +1103,11 @@ def _fix(schema: Any) -> None:
         for name, prop in schema.get("properties", {}).items():
             if name in _TIMESTAMPS and prop == {"type": "string"}:
                 prop["format"] = "date-time"
+            if name in _TIMESTAMPS and {"type": "string"} in prop.get("anyOf", []):
+                prop["anyOf"] = [
+                    {"type": "string", "format": "date-time"} if s == {"type": "string"} else s
+                    for s in prop["anyOf"]
+                ]
         for value in schema.values():
             _fix(value)
     elif isinstance(schema, list):
@@ -1095,6 +1136,19 @@ def _refine_requests(schemas: dict[str, Schema]) -> None:
             "description": "Shorthand for {mode: all, jobs: [...]}.",
         }
         deps.insert(0, shorthand)
+    described = {
+        "repo": "A git URL: https://, ssh://, scp-like git@host:path or file:// (at most "
+        "2048 characters). Never with credentials (400 `invalid`): the factory uses its "
+        "machine's own.",
+        "base": "The branch to start from (a valid git branch name); default: the remote's "
+        "default branch.",
+        "pr": "Open (or reuse) a pull request for the shipped branch.",
+        "timeoutSeconds": "Per attempt; default: the product's `timeoutSeconds`, else none.",
+        "maxCostUsd": "Per attempt: a reported cost over it ends the attempt.",
+    }
+    for name, text in described.items():
+        if name in manifest:
+            manifest[name]["description"] = text
     budget = manifest.get("budgetUsd", {}).get("anyOf")
     if budget and budget[0].get("type") == "number" and len(budget) == 2:
         mapping = {
@@ -1231,8 +1285,32 @@ def _hand_schemas() -> dict[str, Schema]:
                 "lease": _ref("Lease"),
                 "cadence": _ref("Cadence"),
                 "score": _BREAKDOWN,
+                "limits": _ref("Limits"),
             }
         ),
+        "Limits": _obj(
+            {
+                "timeoutSeconds": _nullable(
+                    {**_INT, "description": "The manifest's, else the product's default."}
+                ),
+                "deadlineAt": _nullable(
+                    {
+                        "type": "string",
+                        "format": "date-time",
+                        "description": "Renewals after this are refused (409 `timeout`).",
+                    }
+                ),
+                "maxCostUsd": _nullable(
+                    {
+                        "type": "number",
+                        "description": "A reported cost over this ends the attempt "
+                        "(409 `budget_exceeded`).",
+                    }
+                ),
+            },
+            description="The effective limits of this attempt.",
+        ),
+        "JobRuns": _obj({"runs": {"type": "array", "items": _ref("Run")}}),
         "Explain": _obj(
             {
                 "jobId": _STR,
@@ -1488,6 +1566,9 @@ def _hand_schemas() -> dict[str, Schema]:
                         "budgetFraction": {"type": "number"},
                         "noLiveFactories": {"type": "boolean"},
                     }
+                ),
+                "timeoutSeconds": _nullable(
+                    {**_INT, "description": "An attempt's timeout when its manifest names none."}
                 ),
             }
         ),
@@ -1777,7 +1858,9 @@ _RESPONSES: dict[str, Schema] = {
     "NotFound": _error("No such job or profile (`job_not_found`, `not_found`)."),
     "Fenced": _error(
         "`fenced`: the lease epoch is stale, the job was reassigned and nothing was changed "
-        "(stop working on it); or `illegal_transition`, or `conflict` on a write race.",
+        "(stop working on it); `timeout` or `budget_exceeded`: the attempt was ended at its "
+        "deadline or cost cap (by this call, or before it: stop working on it, report nothing "
+        "more for it); or `illegal_transition`, or `conflict` on a write race.",
         {
             "error": "fenced",
             "message": "lease epoch 3 on job j01jc0m9ayqj0f3a4q1x5e6n7z8 is not current",

@@ -9,7 +9,13 @@ import azure.functions as func
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from fleet.coordinator.identity import NAME
-from fleet.domain.manifest import Problem, ValidationFailed, problems_from
+from fleet.domain.manifest import (
+    MAX_TIMEOUT_SECONDS,
+    MIN_TIMEOUT_SECONDS,
+    Problem,
+    ValidationFailed,
+    problems_from,
+)
 from fleet.domain.stages import Stage
 
 M = TypeVar("M", bound=BaseModel)
@@ -201,6 +207,10 @@ class SettingsBody(Body):
     weights: WeightsBody | None = None
     preemption: PreemptionBody | None = None
     alerts: AlertsBody | None = None
+    # An attempt's timeout when its manifest names none; null removes it, omitted keeps it.
+    timeoutSeconds: int | None = Field(
+        default=None, ge=MIN_TIMEOUT_SECONDS, le=MAX_TIMEOUT_SECONDS, strict=True
+    )
 
 
 MAX_AGENT_EVENT_BYTES = 16 * 1024

@@ -157,6 +157,17 @@ EVENTS_OF_JOB = NamedQuery(
     order_by="/seq",
 )
 
+# A job's spilled runs (one document per attempt), oldest first.
+RUNS_OF_JOB = NamedQuery(
+    name="runs_of_job",
+    sql=(
+        "SELECT * FROM c WHERE c.productId = @partition AND c.type = 'run' "
+        "AND c.jobId = @jobId ORDER BY c.epoch ASC"
+    ),
+    where=_all(lambda doc, _: doc.get("type") == "run", _field_equals("/jobId", "jobId")),
+    order_by="/epoch",
+)
+
 # What an agent said while it worked: ordered by (epoch, its own sequence) as ``key``.
 AGENT_EVENTS_OF_JOB = NamedQuery(
     name="agent_events_of_job",
@@ -304,6 +315,7 @@ ALL_QUERIES = (
     STALLED_JOBS,
     JOBS_OLDEST_IN_STAGE,
     EVENTS_OF_JOB,
+    RUNS_OF_JOB,
     AGENT_EVENTS_OF_JOB,
     JOBS_CHANGED_SINCE,
     JOBS_PAGE,

@@ -15,6 +15,8 @@ step the invariants are checked:
   ``Fenced`` and leaves the job document exactly as it was;
 - the audit trail agrees with the state: replaying each job's events (spilled + embedded)
   reproduces its stage, epoch and holder;
+- every attempt has its run record: at most one run is open, the current epoch's while the
+  job is leased, and every ended attempt's run is closed;
 - no job is lost: after a final drain (everyone healthy, leases expired, reaper run, gated
   factories claiming), every job has reached a terminal stage.
 
@@ -495,6 +497,22 @@ class Simulation:
             )
             if not agrees(job, history):
                 raise InvariantBroken(f"{job_id}: replay of its events disagrees with its state")
+            self._check_runs(job, history)
+
+    def _check_runs(self, job: Job, history: list[Any]) -> None:
+        """At most one open run, the current epoch's while the job is leased (none when it
+        is not); every attempt (assign event) has its run, closed once the attempt ended."""
+        open_epochs = [r.epoch for r in job.runs if r.outcome is None]
+        expected = [job.epoch] if job.stage in LEASED else []
+        if open_epochs != expected:
+            raise InvariantBroken(
+                f"{job.id} in {job.stage} at epoch {job.epoch} has open runs {open_epochs}"
+            )
+        epochs = {r.epoch for r in job.runs}
+        for event in history:
+            spilled = event.epoch <= job.runsSpilledThrough
+            if event.type == "assign" and not spilled and event.epoch not in epochs:
+                raise InvariantBroken(f"{job.id}: attempt {event.epoch} has no run")
 
     # --- the run ---------------------------------------------------------------------
 

@@ -706,3 +706,63 @@ def test_manifest_problems_from_names_manifest_keys_in_camel_case() -> None:
         ("budgetUsd.estimateUsd", "greater_than_equal"),
         ("maxAttempts", "greater_than_equal"),
     ]
+
+
+# --- repository and per-attempt limits ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "repo",
+    [
+        "https://github.com/acme/app.git",
+        "ssh://git@github.com/acme/app.git",
+        "git@github.com:acme/app.git",
+        "file:///srv/git/app.git",
+    ],
+)
+def test_manifest_repo_accepts_git_urls_and_round_trips(repo: str) -> None:
+    fields = {"title": "t", "repo": repo, "base": "release/1.x", "pr": True}
+    m = parse_json({**fields, "timeoutSeconds": 10, "maxCostUsd": 2})
+    assert (m.repo, m.base, m.pr, m.timeoutSeconds, m.maxCostUsd) == (
+        repo,
+        "release/1.x",
+        True,
+        10,
+        2.0,
+    )
+    assert parse_markdown(render_markdown(m)) == m
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ({"repo": "https://user:token@github.com/a/b.git"}, [("repo", "invalid")]),
+        ({"repo": "https://token@github.com/a/b.git"}, [("repo", "invalid")]),
+        ({"repo": "ssh://git:secret@host/a.git"}, [("repo", "invalid")]),
+        ({"repo": "http://github.com/a/b.git"}, [("repo", "invalid")]),
+        ({"repo": "https://github.com/a b"}, [("repo", "invalid")]),
+        ({"repo": "https://" + "a" * 2050}, [("repo", "string_too_long")]),
+        ({"repo": "not a url"}, [("repo", "invalid")]),
+        ({"base": "a..b"}, [("base", "invalid")]),
+        ({"base": "-rf"}, [("base", "invalid")]),
+        ({"base": "x.lock"}, [("base", "invalid")]),
+        ({"base": "b" * 256}, [("base", "string_too_long")]),
+        ({"pr": "yes"}, [("pr", "bool_type")]),
+        ({"timeoutSeconds": 9}, [("timeoutSeconds", "greater_than_equal")]),
+        ({"timeoutSeconds": 86_401}, [("timeoutSeconds", "less_than_equal")]),
+        ({"timeoutSeconds": 10.5}, [("timeoutSeconds", "int_type")]),
+        ({"maxCostUsd": 0}, [("maxCostUsd", "greater_than")]),
+        ({"maxCostUsd": 100_001}, [("maxCostUsd", "less_than_equal")]),
+        ({"max_cost_usd": 1, "maxCostUsd": 1}, [("maxCostUsd", "duplicate_field")]),
+    ],
+)
+def test_manifest_repo_and_limits_errors(
+    fields: dict[str, Any], expected: list[tuple[str, str]]
+) -> None:
+    assert problems(parse_json, {"title": "t", **fields}) == expected
+
+
+def test_manifest_repo_credentials_are_never_echoed() -> None:
+    with pytest.raises(ValidationFailed) as info:
+        parse_json({"title": "t", "repo": "https://user:s3cret@example.com/r.git"})
+    assert "s3cret" not in info.value.message
