@@ -1,9 +1,10 @@
 """``fleet-factory top``: the terminal control plane.
 
-A live board of one product: job counts per stage, the factories and their health, the running
-jobs (holder, lease epoch, time in stage), alerts (stalled jobs, unroutable work, silent
-factories) and the recent events. Keys: up/down (or k/j) select a job, ``s`` ship, ``r``
-requeue, ``x`` reject (each asks for confirmation), ``q`` quit.
+A live board of one product: job counts per stage, the factories and their health, the jobs
+(holder, lease epoch, time in stage, and their latest run: outcome, cost, tokens, diff stat),
+alerts (stalled jobs, unroutable work, silent factories) and the recent events. Keys: up/down
+(or k/j) select a job, ``s`` ship, ``r`` requeue, ``x`` reject (each asks for confirmation),
+``q`` quit.
 
 It refreshes through the queue-state gate, like a factory: every ``--interval`` seconds it
 polls ``GET /fleet/queue-state`` (one point read) and the product-wide event feed by its
@@ -32,6 +33,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+from factory_cli.runs import latest_run, run_summary
 
 if TYPE_CHECKING:
     import curses
@@ -66,6 +69,7 @@ EVENT_PAGE = 200
 JOB_PAGE = 1000  # jobs a page (the largest the coordinator serves)
 JOB_PAGES = 5  # job pages fetched per refresh at most: a bigger product is listed in part
 REASON = "operator via fleet-factory top"
+RUN_WIDTH = 34  # the board's "last run" column at most (``shipped $12.34 1.2M tok +1234-56``)
 SECTIONS = ("FACTORIES", "JOBS", "ALERTS", "EVENTS")  # the board's section headings
 
 Action = Literal["ship", "requeue", "reject"]
@@ -154,6 +158,8 @@ class JobRow:
     since: datetime | None  # when it entered its stage (its last event)
     stalled: bool
     unroutable: bool
+    # The newest of the job's embedded run records (None: it lists none).
+    last_run: Mapping[str, Any] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -221,6 +227,7 @@ def job_row(raw: Mapping[str, Any]) -> JobRow:
         since=parse_ts(raw.get("lastEventAt")) or parse_ts(raw.get("updatedAt")),
         stalled=bool(raw.get("stalled")),
         unroutable=bool(raw.get("unroutable")),
+        last_run=latest_run(raw),
     )
 
 
@@ -592,8 +599,13 @@ def render(
         f"JOBS (running {len(running(snapshot))}; up/down select, s ship, r requeue, x reject)",
     ]
     idw = min(30, max([len("id"), *(len(j.id) for j in jobs)]))
-    lines.append(f"    {'id':<{idw}} {'stage':<11} {'holder':<16} {'epoch':>5} {'age':>5}  title")
     start, end = window(len(jobs), selected or 0, len(jobs) if max_jobs is None else max_jobs)
+    runs = {j.id: _fit(run_summary(j.last_run), RUN_WIDTH) for j in jobs[start:end]}
+    runw = max([len("last run"), *(len(r) for r in runs.values())])
+    lines.append(
+        f"    {'id':<{idw}} {'stage':<11} {'holder':<16} {'epoch':>5} {'age':>5}  "
+        f"{'last run':<{runw}}  title"
+    )
     if start:
         lines.append(f"    ... {start} above")
     for i, j in list(enumerate(jobs))[start:end]:
@@ -601,7 +613,7 @@ def render(
         flag = " STALLED" if j.stalled else ""
         lines.append(
             f"  {mark} {j.id:<{idw}} {j.stage:<11} {(j.holder or '-'):<16} {j.epoch:>5} "
-            f"{ago(j.since, now):>5}  {j.title}{flag}"
+            f"{ago(j.since, now):>5}  {runs[j.id]:<{runw}}  {j.title}{flag}"
         )
     if end < len(jobs):
         lines.append(f"    ... {len(jobs) - end} below")
@@ -652,6 +664,8 @@ def snapshot_json(snapshot: Snapshot) -> dict[str, Any]:
                 "epoch": j.epoch,
                 "ageSeconds": int((now - j.since).total_seconds()) if j.since else None,
                 "stalled": j.stalled,
+                "lastRun": dict(j.last_run) if j.last_run is not None else None,
+                "lastRunSummary": run_summary(j.last_run),
             }
             for j in running(snapshot)
         ],

@@ -352,12 +352,52 @@ def test_cli_jobs_table_json_and_stage_filter(
     rsps.get(f"{API}/fleet/jobs", json={"jobs": jobs, "count": 2})
     assert main(["--api", API, "jobs", "--stage", "building"], env=env) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].split() == ["ID", "STAGE", "PRI", "TRIES", "HOLDER", "UPDATED", "TITLE"]
+    header = ["ID", "STAGE", "PRI", "TRIES", "HOLDER", "UPDATED", "LAST", "RUN", "TITLE"]
+    assert out[0].split() == header
     assert out[1].split()[:5] == ["j1", "building", "7", "1/3", "fa"]
     assert rsps.calls[0].request.url.endswith("?limit=1000&stage=building")
     assert rsps.calls[0].request.headers["X-Fleet-Product"] == "default"
     assert main(["jobs", "--api", API, "--json"], env=env) == 0
     assert json.loads(capsys.readouterr().out)["count"] == 2
+
+
+def test_cli_jobs_show_each_jobs_latest_run(
+    rsps: responses.RequestsMock, env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    env |= {"FLEET_OPERATOR_TOKEN": "flo_op"}
+    tokens = {"input": 9000, "output": 2500, "cacheRead": 500, "cacheWrite": 0}
+    shipped = {
+        "epoch": 2,
+        "outcome": "shipped",
+        "tokens": tokens,
+        "costUsd": 0.42,
+        "diff": {"files": 3, "insertions": 10, "deletions": 2},
+    }
+    unknown = {"epoch": 1, "outcome": "failed", "tokens": tokens, "costUsd": None, "diff": None}
+    jobs = [
+        {"id": "j1", "stage": "shipped", "title": "One", "runs": [{"epoch": 1}, shipped]},
+        {"id": "j2", "stage": "failed", "title": "Two", "runs": [unknown]},
+        {"id": "j3", "stage": "queued", "title": "Three"},  # a list reply without runs
+    ]
+    rsps.get(f"{API}/fleet/jobs", json={"jobs": jobs, "count": 3})
+    assert main(["--api", API, "jobs"], env=env) == 0
+    out = capsys.readouterr().out.splitlines()
+    title_at = out[0].index("TITLE")
+    assert out[0].index("LAST RUN") < title_at
+    rows = {line.split()[0]: line for line in out[1:]}
+    assert "shipped $0.42 12k tok +10-2" in rows["j1"]
+    assert "failed $? 12k tok" in rows["j2"] and "$0.00" not in rows["j2"]
+    assert rows["j3"][out[0].index("LAST RUN") :].split()[0] == "-"
+    assert {line.index(t) for line, t in zip(out[1:], ("One", "Two", "Three"), strict=True)} == {
+        title_at
+    }
+
+    rsps.get(f"{API}/fleet/jobs", json={"jobs": jobs, "count": 3})
+    assert main(["--api", API, "jobs", "--json"], env=env) == 0
+    listed = {j["id"]: j for j in json.loads(capsys.readouterr().out)["jobs"]}
+    assert listed["j1"]["latestRun"] == shipped
+    assert listed["j2"]["latestRun"]["costUsd"] is None
+    assert listed["j3"]["latestRun"] is None
 
 
 def test_cli_jobs_with_only_a_factory_token(

@@ -505,6 +505,72 @@ def test_top_render_truncates_to_the_width(feed: Feed) -> None:
     assert all(len(line) <= 40 for line in top.render(feed.poll(), width=40))
 
 
+def shipped_run(epoch: int, **fields: Any) -> dict[str, Any]:
+    return {
+        "epoch": epoch,
+        "factory": "f1",
+        "outcome": "shipped",
+        "tokens": {"input": 9000, "output": 2500, "cacheRead": 500, "cacheWrite": 0},
+        "costUsd": 0.42,
+        "diff": {"files": 3, "insertions": 10, "deletions": 2},
+        **fields,
+    }
+
+
+def test_top_render_shows_each_jobs_latest_run() -> None:
+    rows = (
+        top.job_row(
+            job(
+                "j-done",
+                "failed",
+                age=50,
+                runs=[shipped_run(1, outcome="retry"), shipped_run(2, outcome="failed")],
+            )
+        ),
+        top.job_row(
+            job(
+                "j-open",
+                "building",
+                holder="f1",
+                epoch=3,
+                age=40,
+                runs=[shipped_run(3, outcome=None, costUsd=None, diff=None)],
+            )
+        ),
+        top.job_row(job("j-new", "queued", age=30)),  # no runs listed: degrades to "-"
+    )
+    lines = top.render(Snapshot(at=T0, jobs=rows), width=160)
+    header = next(line for line in lines if line.lstrip().startswith("id "))
+    assert "last run" in header
+    by_id = {line.split()[0]: line for line in lines if line.startswith("    j-")}
+    assert "failed $0.42 12k tok +10-2" in by_id["j-done"]
+    assert "running $? 12k tok" in by_id["j-open"]  # unknown cost: never $0.00
+    assert "$0.00" not in "\n".join(lines)
+    assert " -  " in by_id["j-new"]
+    # the title column stays aligned whatever the summaries' lengths
+    starts = {line.index("title of") for line in by_id.values()}
+    assert len(starts) == 1
+
+
+def test_top_json_carries_the_latest_run_of_running_jobs(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    opened = shipped_run(2, outcome=None, costUsd=None)
+    client = FakeClient(
+        {
+            top.QUEUE_STATE: {"version": 1},
+            top.EVENTS: {"events": [], "cursor": None},
+            top.JOBS: {"jobs": [job("j1", "building", holder="f1", epoch=2, runs=[opened])]},
+            top.FACTORIES: {"factories": []},
+            top.METRICS: {},
+        }
+    )
+    assert top.run_top(client, argparse.Namespace(interval=2.0, product="p", json=True)) == 0
+    (running,) = json.loads(capsys.readouterr().out)["running"]
+    assert running["lastRun"] == opened
+    assert running["lastRunSummary"] == "running $? 12k tok +10-2"
+
+
 def test_top_render_of_an_empty_product() -> None:
     lines = top.render(Snapshot(at=T0))
     assert lines[1] == "stages: -"

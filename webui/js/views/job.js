@@ -1,13 +1,16 @@
-// One job: manifest and body, stage, lease holder and epoch, checkpoint, attempts, the live
-// timeline (the job's transitions merged with its agent's events), cost per attempt, the
-// explain panel, its dependencies and children, and the operator's actions.
+// One job: manifest and body, stage, lease holder and epoch, checkpoint, attempts, its runs
+// (one record per attempt) and artifacts, the live timeline (the job's transitions merged
+// with its agent's events), cost per attempt, the explain panel, its dependencies and
+// children, and the operator's actions.
 import { enc, get, post } from "../api.js";
-import { LEASED, TERMINAL, allows, errorBox, fill, h, json, loadingBox, markPainted, notify, stageBadge, time, timeEl, usd } from "../dom.js";
+import { LEASED, TERMINAL, allows, emptyBox, errorBox, fill, h, json, loadingBox, markPainted, notify, stageBadge, time, timeEl, usd } from "../dom.js";
 import { state } from "../live.js";
+import { artifactsTable, branchUrl, githubRepo, httpUrl, runsTable } from "../runs.js";
 import { act } from "./jobs.js";
 
 const MANIFEST_FIELDS = ["title", "persona", "capabilities", "priority", "budgetUsd", "channel", "deps",
-  "idempotencyKey", "maxAttempts", "leaseSeconds", "verify", "review"];
+  "idempotencyKey", "maxAttempts", "leaseSeconds", "verify", "review", "repo", "base", "pr",
+  "timeoutSeconds", "maxCostUsd"];
 
 function frontMatter(job) {
   const lines = ["---"];
@@ -23,6 +26,21 @@ function frontMatter(job) {
 
 function fact(label, ...value) {
   return h("div", null, h("dt", null, label), h("dd", null, ...value));
+}
+
+const isSet = (v) => v !== null && v !== undefined && v !== "";
+
+/** The repository facts of a job that has them: repo (linked when on GitHub), base, pr, limits. */
+function repoFacts(job) {
+  const gh = githubRepo(job.repo);
+  return [
+    isSet(job.repo) ? h("div", { class: "wide" }, h("dt", null, "Repository"), h("dd", { class: "repo" },
+      gh ? h("a", { href: httpUrl(job.repo), target: "_blank", rel: "noopener noreferrer" }, job.repo) : h("code", null, job.repo))) : null,
+    isSet(job.base) ? fact("Base", gh ? h("a", { href: branchUrl(gh, job.base), target: "_blank", rel: "noopener noreferrer" }, h("code", null, job.base)) : h("code", null, job.base)) : null,
+    job.pr ? fact("Pull request", "opened when shipped") : null,
+    isSet(job.timeoutSeconds) ? fact("Timeout per attempt", `${job.timeoutSeconds} s`) : null,
+    isSet(job.maxCostUsd) ? fact("Max cost per attempt", `$${Number(job.maxCostUsd).toFixed(2)}`) : null,
+  ];
 }
 
 function describeData(data) {
@@ -100,6 +118,8 @@ export function mount(root, id) {
   const review = h("div");
   const explain = h("div");
   const costs = h("div");
+  const runsEl = h("div");
+  const artifactsEl = h("div");
   const deps = h("div");
   const progress = h("div");
   const manifest = h("div");
@@ -109,6 +129,9 @@ export function mount(root, id) {
   root.append(
     h("p", { class: "crumbs" }, h("a", { href: "#/jobs" }, "← Jobs")),
     heading, status, errorEl,
+    h("section", { "aria-labelledby": "s-runs", class: "runs-panel" },
+      h("h2", { id: "s-runs" }, "Runs ", h("span", { class: "muted small" }, "one per attempt, oldest first")), runsEl),
+    h("section", { "aria-labelledby": "s-art", class: "artifacts-panel" }, h("h2", { id: "s-art" }, "Artifacts"), artifactsEl),
     h("div", { class: "detail" },
       h("div", { class: "col" },
         h("section", { "aria-labelledby": "s-over" }, h("h2", { id: "s-over" }, "Overview"), overview),
@@ -118,11 +141,13 @@ export function mount(root, id) {
       h("div", { class: "col side" },
         h("section", { "aria-labelledby": "s-act" }, h("h2", { id: "s-act" }, "Actions"), actions),
         h("section", { "aria-labelledby": "s-ex", class: "explain-panel" }, h("h2", { id: "s-ex" }, "Explain"), explain),
-        h("section", { "aria-labelledby": "s-cost" }, h("h2", { id: "s-cost" }, "Runs and cost"), costs),
+        h("section", { "aria-labelledby": "s-cost" }, h("h2", { id: "s-cost" }, "Cost per attempt"), costs),
         progress,
         deps)));
 
   let job = null;
+  let runs = null; // the run records, oldest first, or {error}
+  let artifacts = null; // the artifact list, or {error}
   let lastSeq = 0;
   let agentCursor = null;
   const transitions = new Map(); // seq -> event
@@ -136,6 +161,46 @@ export function mount(root, id) {
     job = await get(`/fleet/jobs/${enc(id)}`);
     lastJobFetch = Date.now();
     if (state.jobs.has(id)) Object.assign(state.jobs.get(id), job, { body: undefined, events: undefined });
+  }
+
+  async function loadRuns() {
+    try {
+      runs = (await get(`/fleet/jobs/${enc(id)}/runs`)).runs || [];
+    } catch (err) {
+      // A coordinator without the runs route: the newest runs are embedded in the job.
+      if (err.status === 404 && err.code !== "job_not_found") runs = Array.isArray(job.runs) ? job.runs : [];
+      else runs = { error: err }; // shown in its section; the rest of the page still paints
+    }
+  }
+
+  async function loadArtifacts() {
+    try {
+      artifacts = (await get(`/fleet/jobs/${enc(id)}/artifacts`)).artifacts || [];
+    } catch (err) {
+      artifacts = { error: err }; // shown in its section; the rest of the page still paints
+    }
+  }
+
+  // The download URL is a short-lived SAS URL: asked for on the click, never kept in the page.
+  async function openArtifact(artifact) {
+    // Opened now, while the click still counts as the user's: a tab opened after the await
+    // could be blocked as a pop-up.
+    const tab = window.open("", "_blank");
+    try {
+      const out = await get(`/fleet/jobs/${enc(id)}/artifacts/${enc(artifact.id)}`);
+      const url = httpUrl(out.url);
+      if (!url) throw new Error("the coordinator answered no download URL");
+      if (tab) {
+        tab.opener = null;
+        tab.location.replace(url);
+      } else {
+        window.open(url, "_blank", "noopener");
+      }
+      notify(`Opened ${artifact.name} in a new tab.`);
+    } catch (err) {
+      if (tab) tab.close();
+      notify(`Could not download ${artifact.name}: ${err.describe ? err.describe() : err.message}`, "error");
+    }
   }
 
   async function loadEvents() {
@@ -155,7 +220,10 @@ export function mount(root, id) {
     busy = true;
     try {
       const needJob = dirty || Date.now() - lastJobFetch > 10000 || !job;
-      if (needJob) await loadJob();
+      if (needJob) {
+        await loadJob();
+        await Promise.all([loadRuns(), loadArtifacts()]);
+      }
       await loadEvents();
       let ex = null;
       if (needJob) ex = await get(`/fleet/jobs/${enc(id)}/explain`).catch((err) => ({ error: err }));
@@ -201,6 +269,7 @@ export function mount(root, id) {
         fact("Created", timeEl(job.createdAt)),
         fact("Updated", timeEl(job.updatedAt)),
         fact("Failed on", job.failedBy.length ? job.failedBy.join(", ") : "—"),
+        ...repoFacts(job),
         h("div", { class: "wide" }, h("dt", null, "Checkpoint"), h("dd", null,
           job.checkpoint === null || job.checkpoint === undefined ? "none" : h("pre", null, json(job.checkpoint)))),
         job.result ? h("div", { class: "wide" }, h("dt", null, "Result"), h("dd", null, h("pre", null, json(job.result)))) : null);
@@ -209,6 +278,7 @@ export function mount(root, id) {
       renderActions();
       renderReview();
       renderCosts();
+      renderRuns();
       renderDeps();
       if (ex) fill(explain, ...(ex.error ? [errorBox("the explanation", ex.error)] : explainPanel(ex)));
     }
@@ -329,6 +399,16 @@ export function mount(root, id) {
           h("tbody", null, entries.map(([epoch, v]) => h("tr", null, h("td", null, epoch), h("td", { class: "num" }, usd(v))))),
           h("tfoot", null, h("tr", null, h("th", null, "Total"), h("td", { class: "num" }, usd(total)))))
         : h("p", { class: "muted" }, "No cost reported yet (factories report costUsd as they work)."));
+  }
+
+  function renderRuns() {
+    const listed = Array.isArray(artifacts) ? artifacts : [];
+    if (runs && runs.error) fill(runsEl, errorBox("the runs", runs.error));
+    else if (runs && runs.length) fill(runsEl, runsTable(runs, job, listed, openArtifact));
+    else fill(runsEl, emptyBox("No attempt yet: a run is recorded when a factory claims the job."));
+    if (artifacts && artifacts.error) fill(artifactsEl, errorBox("the artifacts", artifacts.error));
+    else if (listed.length) fill(artifactsEl, artifactsTable(listed, openArtifact));
+    else fill(artifactsEl, h("p", { class: "muted" }, "No artifact yet (factories upload logs, the diff and declared outputs at each attempt's end)."));
   }
 
   function depItem(depId) {
