@@ -12,6 +12,7 @@ import signal
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -23,6 +24,7 @@ from factory_cli.api import (
     Forbidden,
     Unauthorized,
 )
+from factory_cli.artifacts import HttpArtifacts
 from factory_cli.capabilities import detect, invalid
 from factory_cli.clock import SystemClock
 from factory_cli.config import (
@@ -36,8 +38,10 @@ from factory_cli.config import (
     save_file,
 )
 from factory_cli.console import Console, setup_logging
-from factory_cli.engines import PRESETS, EngineError, choose
+from factory_cli.engine_user import check_engine_user, prepare_for_user
+from factory_cli.engines import PRESETS, EngineError, choose, spawn_shell_as
 from factory_cli.runner import EXIT_REFUSED, RunConfig, Runner
+from factory_cli.runs import latest_run, latest_summary
 from factory_cli.state import pid_alive, read_state
 from factory_cli.top import STAGES
 
@@ -154,6 +158,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds jobs get to finish on SIGINT/SIGTERM (FLEET_GRACE_SECONDS)",
     )
     run.add_argument(
+        "--checkpoint-every",
+        dest="checkpoint_seconds",
+        type=_seconds,
+        help="for a job with a repository: commit and push what the engine left this often, "
+        "and at once when it writes a checkpoint (FLEET_CHECKPOINT_SECONDS, default 300)",
+    )
+    run.add_argument(
         "--deregister-on-exit",
         action="store_true",
         default=None,
@@ -165,6 +176,21 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="when idle, review other factories' jobs in review with the engine and vote "
         "(exit 0 approves, 75 abstains, other codes reject) (FLEET_REVIEW)",
+    )
+    run.add_argument(
+        "--engine-user",
+        metavar="USER",
+        help="run engines and verify commands as this OS user, so they cannot read this "
+        "factory's config or token; a factory that is not root needs passwordless sudo to "
+        "USER keeping the environment (sudoers: `ME ALL=(USER) NOPASSWD:SETENV: ALL`) and "
+        "setfacl (FLEET_ENGINE_USER)",
+    )
+    run.add_argument(
+        "--allow-root-engine",
+        action="store_true",
+        default=None,
+        help="let a factory running as root run engines as root, without --engine-user "
+        "(FLEET_ALLOW_ROOT_ENGINE)",
     )
     run.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
 
@@ -416,12 +442,23 @@ def cmd_run(args: argparse.Namespace, env: dict[str, str]) -> int:
         "work_dir",
         "poll_seconds",
         "grace_seconds",
+        "checkpoint_seconds",
         "deregister_on_exit",
         "review",
+        "engine_user",
+        "allow_root_engine",
     )
     settings.require("api", "token", "factory_id")
     assert settings.api and settings.token and settings.factory_id
     engine_name, template = choose(settings.engine, settings.engine_cmd, env.get("PATH", ""))
+    engine_user, warning = check_engine_user(
+        settings.engine_user,
+        allow_root=settings.allow_root_engine,
+        config_path=settings.config_path,
+        work_root=settings.work_root,
+    )
+    if warning:
+        print(f"fleet-factory: {warning}", file=sys.stderr)
     caps = _capabilities(settings, engine_name, env)
     previous = read_state(settings.state_path)
     if previous and previous.get("status") not in (None, "stopped"):
@@ -445,6 +482,7 @@ def cmd_run(args: argparse.Namespace, env: dict[str, str]) -> int:
         cost=settings.cost,
         poll_seconds=settings.poll_seconds,
         grace_seconds=settings.grace_seconds,
+        git_checkpoint_seconds=settings.checkpoint_seconds,
         deregister_on_exit=settings.deregister_on_exit,
         once=args.once,
         review=settings.review,
@@ -456,6 +494,9 @@ def cmd_run(args: argparse.Namespace, env: dict[str, str]) -> int:
         state_path=settings.state_path,
         base_env=env,
         on_status=console.status if console.live else None,
+        spawner=spawn_shell_as(engine_user),
+        sink=HttpArtifacts(client),
+        reown=None if engine_user is None else partial(prepare_for_user, user=engine_user),
     )
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -616,7 +657,9 @@ def cmd_jobs(args: argparse.Namespace, env: dict[str, str]) -> int:
     client, settings = _operator_client(args, env, allow_factory=True)
     jobs = client.list_jobs(args.stage, args.limit)
     if args.json:
-        _out({"jobs": jobs, "count": len(jobs)})
+        # latestRun: the newest of the job's embedded runs (null when it lists none)
+        listed = [{**j, "latestRun": latest_run(j)} for j in jobs]
+        _out({"jobs": listed, "count": len(listed)})
         return 0
     if not jobs:
         print("no jobs" + (f" in stage {args.stage}" if args.stage else ""))
@@ -629,11 +672,12 @@ def cmd_jobs(args: argparse.Namespace, env: dict[str, str]) -> int:
             f"{j.get('attempts', 0)}/{j.get('maxAttempts', '')}",
             str(j.get("holder") or "-"),
             _ago(j.get("updatedAt")),
+            latest_summary(j),
             str(j.get("title", ""))[:60],
         ]
         for j in jobs
     ]
-    _table(["ID", "STAGE", "PRI", "TRIES", "HOLDER", "UPDATED", "TITLE"], rows)
+    _table(["ID", "STAGE", "PRI", "TRIES", "HOLDER", "UPDATED", "LAST RUN", "TITLE"], rows)
     if not settings.operator_token:
         print("(a factory token lists only the jobs it holds or in review)", file=sys.stderr)
     return 0

@@ -55,6 +55,7 @@ class EventsReader:
         self.next_seq = 0
         self.pending: list[dict[str, Any]] = []
         self.sent_count = 0
+        self.dropped = 0
 
     def read(self) -> int:
         """Read what the engine appended since the last read; returns how many new events.
@@ -81,6 +82,17 @@ class EventsReader:
             self.next_seq += 1
             added += 1
         return added
+
+    def push(self, kind: str, payload: Any) -> None:
+        """An event read from the engine's output by its adapter (not from the file),
+        numbered in the same sequence as the file's lines. Past ``MAX_PENDING`` waiting it is
+        counted in ``dropped`` instead (the engine's log keeps the whole output)."""
+        if len(self.pending) >= MAX_PENDING:
+            self.dropped += 1
+            return
+        line = json.dumps({"type": kind, "payload": payload}, default=str)
+        self.pending.append(to_event(line, self.next_seq))
+        self.next_seq += 1
 
     def batch(self) -> list[dict[str, Any]]:
         """The next events to send: at most ``MAX_BATCH``, within ``MAX_BATCH_BYTES``."""

@@ -62,10 +62,11 @@ from factory_cli.backoff import Backoff
 from factory_cli.clock import Clock, iso
 from factory_cli.engines import Spawner, spawn_shell
 from factory_cli.gate import Gate, forced_interval
-from factory_cli.jobrun import JobRun, Outcome
+from factory_cli.jobrun import GIT_CHECKPOINT_SECONDS, Executor, JobRun, Outcome
 from factory_cli.review import ReviewOutcome, ReviewRun, factory_kind, round_of, why_not
 from factory_cli.state import write_state
-from factory_cli.workdir import prepare
+from factory_cli.workdir import WorkPaths, job_dir
+from factory_cli.workspace import Workspaces
 
 log = logging.getLogger("factory_cli.run")
 
@@ -100,6 +101,12 @@ class RunConfig:
     tick_seconds: float = 0.5  # how often held jobs are looked at
     version: str = f"fleet-factory/{__version__}"
     python: str = sys.executable or "python3"
+    git_checkpoint_seconds: float = GIT_CHECKPOINT_SECONDS  # commit + push a repo job's work
+
+    @property
+    def repo_cache(self) -> Path:
+        """Where the cached clones live (job dirs never start with a dot: no clash)."""
+        return self.work_root / ".repos"
 
 
 class Runner:
@@ -112,6 +119,9 @@ class Runner:
         spawner: Spawner = spawn_shell,
         rand: Callable[[], float] = random.random,
         sink: ArtifactSink | None = None,
+        executor: Executor | None = None,
+        workspaces: Workspaces | None = None,
+        reown: Callable[[Path], None] | None = None,
         state_path: Path | None = None,
         base_env: Mapping[str, str] | None = None,
         on_status: Callable[[str], None] | None = None,
@@ -122,6 +132,9 @@ class Runner:
         self.spawner = spawner
         self.rand = rand
         self.sink = sink or NoArtifacts()
+        self.executor = executor
+        self.workspaces = workspaces or Workspaces(config.repo_cache)
+        self.reown = reown
         self.state_path = state_path
         self.base_env = dict(os.environ if base_env is None else base_env)
         self.on_status = on_status
@@ -426,20 +439,9 @@ class Runner:
             epoch,
             f", score {score}" if score is not None else "",
         )
-        try:
-            paths = prepare(self.config.work_root, job, epoch)
-        except OSError as exc:
-            log.error("job %s: cannot prepare its work dir (%s): giving it back", job["id"], exc)
-            try:
-                self.client.release(job["id"], epoch, reason=f"work dir: {exc}"[:1900])
-            except Unauthorized:
-                raise
-            except ApiError as release_error:
-                log.warning("job %s: release failed: %s", job["id"], release_error.message)
-            return
         run = JobRun(
             claim=claim,
-            paths=paths,
+            paths=WorkPaths(job_dir(self.config.work_root, str(job["id"]))),
             client=self.client,
             clock=self.clock,
             spawner=self.spawner,
@@ -450,6 +452,11 @@ class Runner:
             rand=self.rand,
             sink=self.sink,
             now=now,
+            engine_name=self.config.engine_name,
+            workspaces=self.workspaces,
+            executor=self.executor,
+            reown=self.reown,
+            git_checkpoint_seconds=self.config.git_checkpoint_seconds,
         )
         self.runs[run.id] = run
         run.start(now)

@@ -4,10 +4,14 @@ processes that exit when told. Shipped with the package so that anyone driving a
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 class FakeClock:
@@ -99,3 +103,16 @@ class FakeSpawner:
     @property
     def last(self) -> FakeProcess:
         return self.processes[-1]
+
+
+class InlineExecutor:
+    """Runs each background task at once, in the caller's thread: the run loop's slow steps
+    (checkout, push, uploads) finish within the tick that started them."""
+
+    def submit(self, fn: Callable[[], T]) -> Future[T]:
+        future: Future[T] = Future()
+        try:
+            future.set_result(fn())
+        except Exception as exc:
+            future.set_exception(exc)
+        return future

@@ -77,6 +77,11 @@ class WorkPaths:
     def verify_log(self) -> Path:
         return self.control / "verify.log"
 
+    @property
+    def diff_patch(self) -> Path:
+        """The attempt's diff against its base, written by the factory (an artifact)."""
+        return self.control / "diff.patch"
+
     def placeholders(self, job_id: str, python: str) -> dict[str, str]:
         """The values of the engine template's placeholders."""
         return {
@@ -155,10 +160,17 @@ def build_prompt(job: Mapping[str, Any]) -> str:
 
 
 def prepare(root: Path, job: Mapping[str, Any], epoch: int) -> WorkPaths:
-    """Create (or reuse) the job's work directory and write this attempt's files: the
-    manifest, the body, the prompt, the previous checkpoint; empty the progress and
-    events files (their contents belong to one attempt)."""
+    """Create (or reuse) the job's work directory and write this attempt's files."""
     paths = WorkPaths(job_dir(root, str(job["id"])))
+    write_attempt_files(paths, job, epoch)
+    return paths
+
+
+def write_attempt_files(paths: WorkPaths, job: Mapping[str, Any], epoch: int) -> None:
+    """Write this attempt's files into the work dir (created if absent; for a job with a
+    repository, the checkout already is the work dir): the manifest, the body, the prompt,
+    the previous checkpoint; empty the progress and events files and remove the previous
+    attempt's diff (their contents belong to one attempt)."""
     paths.control.mkdir(parents=True, exist_ok=True)
     manifest = {**job, "leaseEpoch": epoch}
     paths.manifest.write_text(json.dumps(manifest, indent=2, sort_keys=True), encoding="utf-8")
@@ -174,10 +186,10 @@ def prepare(root: Path, job: Mapping[str, Any], epoch: int) -> WorkPaths:
     else:
         paths.review.unlink(missing_ok=True)
     paths.progress.unlink(missing_ok=True)
+    paths.diff_patch.unlink(missing_ok=True)
     paths.events.write_bytes(b"")
     with paths.log.open("a", encoding="utf-8") as log:
         log.write(f"--- attempt at epoch {epoch} ---\n")
-    return paths
 
 
 def read_text(path: Path, limit: int = 1024 * 1024) -> str | None:

@@ -20,7 +20,7 @@ from factory_cli.backoff import backoff_delay
 from factory_cli.gate import forced_interval
 from factory_cli.jobrun import Outcome
 from factory_cli.runner import EXIT_JOB_FAILED, EXIT_OK, EXIT_REFUSED, RunConfig, Runner
-from factory_cli.testing import FakeClock, FakeSpawner
+from factory_cli.testing import FakeClock, FakeSpawner, InlineExecutor
 
 API = "http://fleet.test/api"
 Failure = int | Exception | tuple[int, dict[str, Any]] | tuple[int, dict[str, Any], dict[str, str]]
@@ -201,6 +201,7 @@ def make(tmp_path: Path, clock: FakeClock, spawner: FakeSpawner) -> Callable[...
             clock=clock,
             spawner=spawner,
             rand=lambda: 0.5,
+            executor=InlineExecutor(),
             state_path=tmp_path / "state.json",
             base_env={"PATH": "/usr/bin", "FLEET_TOKEN": "flf_secret", "HOME": str(tmp_path)},
         )
