@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import json
 import re
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -190,9 +191,9 @@ def make(tmp_path: Path, clock: FakeClock, spawner: FakeSpawner) -> Callable[...
         cfg = RunConfig(
             factory_id="fa",
             capabilities=tuple(config.pop("capabilities", ("os:linux", "has:git"))),
-            template="agent --prompt {prompt_file} --job {job_id}",
+            template=config.pop("template", "agent --prompt {prompt_file} --job {job_id}"),
             work_root=tmp_path / "work",
-            engine_name="fake",
+            engine_name=config.pop("engine_name", "fake"),
             **config,
         )
         return Runner(
@@ -420,6 +421,160 @@ def test_runner_fenced_kills_the_engine_and_reports_nothing_more(
     later = server.calls[fenced_at:]
     assert not [c for c in later if "/jobs/j1" in c[2]]
     assert all(b["jobs"] == [] for _, k, _, b in later if k == "heartbeat")
+
+
+# --- limits, agent output, repositories --------------------------------------------------------
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "engines"
+
+
+def test_runner_stops_the_engine_before_its_time_limit_and_reports_timeout(
+    make: Callable[..., Runner], server: FakeCoordinator, spawner: FakeSpawner, clock: FakeClock
+) -> None:
+    claim = grant(job("j1"))
+    claim["limits"] = {"timeoutSeconds": 20, "deadlineAt": None, "maxCostUsd": None}
+    server.to_claim.append(claim)
+    runner = make()
+    ticks(runner, clock, 2)
+    proc, started = spawner.last, clock.t - 1.0
+    until(runner, clock, lambda: proc.terminated)
+    # A tenth of the limit is kept to commit, push and report within it.
+    assert 18.0 <= clock.t - started < 19.0
+    until(runner, clock, lambda: not runner.runs)
+    final = server.bodies("patch")[-1]
+    assert final["stage"] == "failed" and final["retryable"] is True
+    assert final["result"]["outcome"] == "timeout" and "time limit" in final["reason"]
+    assert runner.outcomes == {"retry": 1}
+
+
+def test_runner_stops_a_runaway_cost_at_max_cost(
+    make: Callable[..., Runner], server: FakeCoordinator, spawner: FakeSpawner, clock: FakeClock
+) -> None:
+    server.to_claim.append(grant(job("j1", maxCostUsd=1.0)))
+    runner = make()
+    ticks(runner, clock, 2)
+    proc = spawner.last
+    proc.write("FLEET_PROGRESS_FILE", json.dumps({"tokens": 10, "costUsd": 0.5}))
+    ticks(runner, clock, 2)
+    assert not proc.terminated
+    proc.write("FLEET_PROGRESS_FILE", json.dumps({"tokens": 20, "costUsd": 1.25}))
+    until(runner, clock, lambda: not runner.runs)
+    assert proc.terminated
+    final = server.bodies("patch")[-1]
+    assert final["result"]["outcome"] == "budget_exceeded" and final["result"]["costUsd"] == 1.25
+    assert final["stage"] == "failed" and final["retryable"] is True
+
+
+@pytest.mark.parametrize("code", ["timeout", "budget_exceeded"])
+def test_runner_an_attempt_ended_by_the_coordinator_is_fenced(
+    make: Callable[..., Runner],
+    server: FakeCoordinator,
+    spawner: FakeSpawner,
+    clock: FakeClock,
+    code: str,
+) -> None:
+    server.to_claim.append(grant(job("j1")))
+    runner = make()
+    ticks(runner, clock, 2)
+    server.fail["renew"] = [(409, {"error": code, "message": "the attempt ended"})]
+    until(runner, clock, lambda: spawner.last.killed)
+    assert runner.outcomes == {"fenced": 1}
+    assert [b.get("stage") for b in server.bodies("patch")] == ["building"]
+
+
+def test_runner_reads_claude_code_stream_json_as_it_streams(
+    make: Callable[..., Runner], server: FakeCoordinator, spawner: FakeSpawner, clock: FakeClock
+) -> None:
+    server.to_claim.append(grant(job("j1", maxCostUsd=2.5)))
+    runner = make(engine_name="claude", template="claude {max_cost_usd:--max-budget-usd}")
+    ticks(runner, clock, 2)
+    proc = spawner.last
+    assert proc.command == "claude --max-budget-usd 2.5"
+    lines = (FIXTURES / "claude_success.jsonl").read_text().splitlines(keepends=True)
+    with proc.log.open("a") as log:
+        log.writelines(lines[:-1])  # everything but the final result
+    until(runner, clock, lambda: "usage" in (server.bodies("patch")[-1].get("progress") or {}))
+    running = server.bodies("patch")[-1]["progress"]
+    assert running["tokens"] > 0 and "costUsd" in running  # priced while it works
+    with proc.log.open("a") as log:
+        log.write(lines[-1])
+    proc.exit(0)
+    until(runner, clock, lambda: not runner.runs)
+    final_line = json.loads(lines[-1])
+    result = server.bodies("patch")[-1]["result"]
+    assert result["engine"] == "claude" and result["engineVersion"] == "2.1.332"
+    assert result["costUsd"] == final_line["total_cost_usd"]
+    assert result["usage"]["output"] == final_line["usage"]["output_tokens"]
+    assert result["numTurns"] == final_line["num_turns"]
+    events = [e for body in server.bodies("events") for e in body["events"]]
+    assert any(e["type"] == "tool_use" and e["payload"]["name"] for e in events)
+    assert [e["seq"] for e in events] == list(range(len(events)))
+
+
+def test_runner_a_claude_that_is_not_logged_in_fails_with_its_own_reason(
+    make: Callable[..., Runner], server: FakeCoordinator, spawner: FakeSpawner, clock: FakeClock
+) -> None:
+    server.to_claim.append(grant(job("j1")))
+    runner = make(engine_name="claude", template="claude")
+    ticks(runner, clock, 2)
+    proc = spawner.last
+    proc.log.write_text((FIXTURES / "claude_not_logged_in.jsonl").read_text())
+    proc.exit(1)
+    until(runner, clock, lambda: not runner.runs)
+    final = server.bodies("patch")[-1]
+    assert final["stage"] == "failed" and "Not logged in" in final["reason"]
+
+
+def _git(*args: str, cwd: Path | None = None) -> str:
+    done = subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return done.stdout.strip()
+
+
+def test_runner_works_on_a_repository_branch_and_reports_what_changed(
+    make: Callable[..., Runner],
+    server: FakeCoordinator,
+    spawner: FakeSpawner,
+    clock: FakeClock,
+    tmp_path: Path,
+) -> None:
+    remote, seed = tmp_path / "remote.git", tmp_path / "seed"
+    _git("init", "-q", "--bare", "-b", "main", str(remote))
+    _git("init", "-q", "-b", "main", str(seed))
+    (seed / "README.md").write_text("hello\n")
+    _git("add", ".", cwd=seed)
+    _git("commit", "-q", "-m", "first", cwd=seed)
+    _git("push", "-q", str(remote), "main", cwd=seed)
+    server.to_claim.append(grant(job("j1", repo=f"file://{remote}", pr=True)))
+    runner = make()
+    ticks(runner, clock, 2)
+    proc = spawner.last
+    assert (proc.cwd / ".git").exists() and _git("branch", "--show-current", cwd=proc.cwd) == (
+        "fleet/j1"
+    )
+    (proc.cwd / "feature.txt").write_text("new\n")
+    proc.write("FLEET_CHECKPOINT_FILE", json.dumps({"step": 1}))
+    until(runner, clock, lambda: "commit" in (server.bodies("patch")[-1].get("checkpoint") or {}))
+    checkpoint = server.bodies("patch")[-1]["checkpoint"]
+    assert checkpoint["step"] == 1 and checkpoint["branch"] == "fleet/j1"
+    assert _git("rev-parse", "refs/heads/fleet/j1", cwd=remote) == checkpoint["commit"]
+    (proc.cwd / "README.md").write_text("hello\nworld\n")
+    proc.exit(0)
+    until(runner, clock, lambda: not runner.runs)
+    final = server.bodies("patch")[-1]
+    head = _git("rev-parse", "refs/heads/fleet/j1", cwd=remote)
+    assert final["stage"] == "shipped" and final["checkpoint"]["commit"] == head
+    result = final["result"]
+    assert (result["branch"], result["commit"]) == ("fleet/j1", head)
+    assert result["diff"] == {"files": 2, "insertions": 2, "deletions": 0}
+    assert result["prNote"] and "gh" in result["prNote"]  # no gh here: said, not silent
+    assert ".fleet" not in _git("ls-tree", "-r", "--name-only", head, cwd=remote)
+    assert (proc.cwd / ".fleet" / "diff.patch").read_text().count("+++") == 2
 
 
 # --- an unreachable coordinator ----------------------------------------------------------------
