@@ -13,8 +13,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pwd
+import shutil
 import signal
 import subprocess
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -323,3 +326,51 @@ def test_runaway_cost_is_stopped_at_max_cost(fleet: Fleet, tmp_path: Path) -> No
     # Stopped at the first observation past the cap: at most a few steps over it.
     assert 0.1 < run["costUsd"] < 0.1 + 0.02 * 10
     assert not alive(pid)
+
+
+# --- the engine user ------------------------------------------------------------------------
+
+SNOOP = REPO / "tests" / "support" / "engines" / "snoop.py"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="running engines as another user needs root here")
+def test_engine_user_works_on_the_repository_and_reads_nothing_of_the_factory(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    url, remote = bare_remote(tmp_path)
+    # pytest's own temporary dirs are private to root: the work dirs go where nobody can
+    # reach them (the factory refuses a work dir its engine user could not enter).
+    # So do the engine and its interpreter (this checkout and the project's virtualenv may
+    # sit under a private home).
+    shared = Path(tempfile.mkdtemp(prefix="fleet-engine-user-", dir="/tmp"))
+    shared.chmod(0o755)
+    work, snoop = shared / "work", shared / "snoop.py"
+    work.mkdir(mode=0o755)
+    shutil.copy(SNOOP, snoop)
+    snoop.chmod(0o644)
+    python = shutil.which("python3", path="/usr/local/bin:/usr/bin:/bin")
+    if python is None:
+        pytest.skip("no system python3 for the engine user to run")
+    try:
+        fe = fleet.factory("fe")
+        config = fe.home / "config.json"
+        fe.start(
+            "--engine-cmd",
+            f"{python} {snoop} {config}",
+            "--engine-user",
+            "nobody",
+            "--work-dir",
+            str(work),
+        )
+        job_id = fleet.submit(title="snoop", body="look around", repo=url)
+        job = wait_for("ended", lambda: stage_is(fleet, job_id, "shipped", "failed"), timeout=90)
+        assert job["stage"] == "shipped", (job.get("result"), fe.output()[-3000:])
+        snooped = remote_file(remote, f"fleet/{job_id}", "snooped.txt") or ""
+        assert f"uid {pwd.getpwnam('nobody').pw_uid}" in snooped
+        assert "config: denied" in snooped and "factory environ: denied" in snooped
+        assert "token variable: absent" in snooped
+        token = json.loads(config.read_text())["token"]
+        assert token not in snooped and "READ" not in snooped
+        assert runs_of(fleet, job_id)[-1]["diff"]["files"] == 1
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
