@@ -62,6 +62,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from factory_cli.workdir import open_regular
+
 TEXT_CHARS = 2000  # message text kept per event
 INPUT_PREVIEW_BYTES = 2048  # a tool call's input, as JSON, cut to this
 MAX_PATHS = 100  # paths kept in one file_change event
@@ -736,7 +738,7 @@ class LogTail:
 
     def read_lines(self) -> list[str]:
         try:
-            with self.path.open("rb") as handle:
+            with open_regular(self.path) as handle:
                 handle.seek(self.offset)
                 data = handle.read(MAX_LINE_BYTES)
         except OSError:

@@ -19,12 +19,15 @@ methods mirror the routes of ``GET /api/openapi.json``; ``request`` reaches any 
 from __future__ import annotations
 
 import json
+import os
 import secrets
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import requests
+
+from factory_cli.workdir import open_regular
 
 # Connect fast, read a little longer: a slow coordinator must not stall the run loop.
 DEFAULT_TIMEOUT = (5.0, 20.0)
@@ -540,18 +543,14 @@ def put_file(
     ``ApiError`` for any other status (see ``_error_for``). The URL carries a secret: no error
     message names it, nor the storage's error text (which may quote the signature); only the
     status and the storage's error code (``x-ms-error-code``)."""
-    size = path.stat().st_size
-    sent = {str(k): str(v) for k, v in headers.items()}
-    sent["Content-Length"] = str(size)
     try:
-        with path.open("rb") as handle:
+        with open_regular(path) as handle:  # never through a link an engine left
+            size = os.fstat(handle.fileno()).st_size
+            sent = {str(k): str(v) for k, v in headers.items()}
+            sent["Content-Length"] = str(size)
             # An empty file is sent as b"": requests would otherwise chunk an empty stream.
             response = requests.request(
-                method,
-                url,
-                data=handle if size else b"",
-                headers=sent,
-                timeout=timeout,
+                method, url, data=handle if size else b"", headers=sent, timeout=timeout
             )
     except requests.RequestException as exc:
         raise Unavailable(f"{method} artifact: {type(exc).__name__}") from None

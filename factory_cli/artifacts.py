@@ -242,13 +242,13 @@ def collect(paths: WorkPaths, declared: Sequence[str]) -> list[tuple[str, Path]]
         ("diff.patch", paths.diff_patch),
         ("verify.log", paths.verify_log),
     ):
-        if path.is_file():
-            out.append((name, path))
+        if inside(paths.workdir, path.relative_to(paths.workdir).as_posix()) is not None:
+            out.append((name, path))  # a regular file, not a link an engine left there
             seen.add(name)
     for relative in list(declared)[:MAX_DECLARED]:
         found = inside(paths.workdir, relative)
         name = _artifact_name(relative)
-        if found is not None and found.is_file() and name and name not in seen:
+        if found is not None and name and name not in seen:
             out.append((name, found))
             seen.add(name)
     return out

@@ -495,7 +495,8 @@ def cmd_run(args: argparse.Namespace, env: dict[str, str]) -> int:
         base_env=env,
         on_status=console.status if console.live else None,
         spawner=spawn_shell_as(engine_user),
-        sink=HttpArtifacts(client),
+        # Its own client: uploads run on background threads, beside the loop's own calls.
+        sink=HttpArtifacts(FleetClient(settings.api, settings.token, user_agent=USER_AGENT)),
         reown=None if engine_user is None else partial(prepare_for_user, user=engine_user),
     )
 
@@ -589,7 +590,7 @@ def cmd_status(args: argparse.Namespace, env: dict[str, str]) -> int:
                 j.get("stage", ""),
                 _duration(j.get("runningSeconds", 0)),
                 str(j.get("tokens", 0)),
-                f"${j.get('costUsd', 0):.2f}",
+                "?" if j.get("costUsd") is None else f"${j['costUsd']:.2f}",  # unknown: not $0
                 (j.get("lastOutputLine") or "")[:60],
             ]
             for j in jobs

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Protocol
 
 from factory_cli.capabilities import ENGINES, on_path
+from factory_cli.workdir import open_append
 
 if TYPE_CHECKING:
     from factory_cli.engine_user import EngineUser
@@ -194,7 +195,7 @@ class ShellProcess:
         log: Path,
         user: EngineUser | None = None,
     ) -> None:
-        self._log: IO[bytes] = log.open("ab")
+        self._log: IO[bytes] = open_append(log)  # never through an engine's link
         self._user = user
         kwargs: dict[str, object] = {}
         if os.name == "posix":

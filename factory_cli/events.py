@@ -15,6 +15,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from factory_cli.workdir import open_regular
+
 MAX_BATCH = 100  # events per request (the coordinator's limit)
 MAX_BATCH_BYTES = 256 * 1024  # well under the 512 KiB request limit
 MAX_PAYLOAD_BYTES = 16 * 1024
@@ -63,7 +65,7 @@ class EventsReader:
         if len(self.pending) >= MAX_PENDING:
             return 0
         try:
-            with self.path.open("rb") as handle:
+            with open_regular(self.path) as handle:
                 handle.seek(self.offset)
                 data = handle.read(4 * 1024 * 1024)
         except OSError:

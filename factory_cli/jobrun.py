@@ -136,7 +136,7 @@ class Report:
 @dataclass
 class Progress:
     tokens: int = 0
-    cost_usd: float | None = 0.0  # None: the engine's cost is unknown (never reported as 0)
+    cost_usd: float | None = None  # None: the engine never said (unknown, never reported as 0)
     last_line: str | None = None
     last_activity: str | None = None  # ISO time the progress or the log last changed
     outputs: list[str] = field(default_factory=list)
@@ -270,7 +270,7 @@ class JobRun:
         self._progress_raw: str | None = None
         self._engine_says_line = False
         self._checkpoint_sent_at = -1e9
-        self._progress_sent: tuple[int, float | None] = (0, 0.0)
+        self._progress_sent: tuple[int, float | None] = (0, None)
         self._progress_sent_at = now
         self._log_size = -1
         self.engine_output = LogTail(paths.log)
@@ -280,6 +280,7 @@ class JobRun:
         self.git: dict[str, str] | None = None  # {branch, commit} last pushed
         self._git_wanted = False  # the engine wrote a checkpoint: commit and push it
         self._engine_checkpoint_new = False  # ... and report it once pushed
+        self._cost_unknown_said = False
         self.next_git_at = now + git_checkpoint_seconds
         self.git_every = git_checkpoint_seconds
         self._task: Future[Any] | None = None
@@ -327,6 +328,8 @@ class JobRun:
         self.checkout = checkout
         self.git = checkout.checkpoint()
         log.info("job %s: %s checked out on %s", self.id, self.repo, checkout.branch)
+        if self.phase is not Phase.PREPARING:
+            return  # asked to stop (a release, a limit) meanwhile: no engine; the wrap-up follows
         self._launch(now)
 
     def _launch(self, now: float) -> None:
@@ -426,7 +429,7 @@ class JobRun:
 
     def _check_limits(self, now: float) -> None:
         """Stop the engine when the attempt passed its time or cost limit."""
-        if self.phase not in (Phase.RUNNING, Phase.RESTARTING, Phase.VERIFYING):
+        if self.phase not in (Phase.PREPARING, Phase.RUNNING, Phase.RESTARTING, Phase.VERIFYING):
             return
         timeout, cap = self.limits.timeout_seconds, self.limits.max_cost_usd
         if timeout is not None and now - self.started_at >= timeout - wrap_margin(timeout):
@@ -439,6 +442,17 @@ class JobRun:
                 f"the attempt's cost ${self.progress.cost_usd:.4f} passed its limit ${cap:g}",
             )
         else:
+            unknown = self.progress.cost_usd is None and self.process is not None
+            if cap is not None and unknown and not self._cost_unknown_said:
+                self._cost_unknown_said = True
+                log.warning(
+                    "job %s: maxCostUsd $%g is not enforced here while %s's cost is unknown "
+                    "(no price for its model: see FLEET_PRICES_FILE); the coordinator checks "
+                    "what is reported",
+                    self.id,
+                    cap,
+                    self.engine_name,
+                )
             return
         log.warning("job %s: %s: stopping the engine", self.id, self.limit[1])
         self._stop_engine(now)
@@ -579,13 +593,17 @@ class JobRun:
             except GitError as exc:
                 log.warning("job %s: no diff against base: %s", self.id, exc)
             if ending.stage == "shipped" and out.git_error is None and self.job.get("pr"):
-                out.pr_url, out.pr_note = checkout.open_pr(
-                    title=self.title or f"fleet job {self.id}", body=self._pr_body()
-                )
+                try:
+                    out.pr_url, out.pr_note = checkout.open_pr(
+                        title=self.title or f"fleet job {self.id}", body=self._pr_body()
+                    )
+                except PushRefused as exc:  # stopped meanwhile: fenced or cancelled
+                    out.refused = str(exc)
+                    return out
         adapter = self.adapter
         if adapter is not None and adapter.version is None:
             # Codex names its version only when asked.
-            adapter.version = probe_version(self.engine_name, self.base_env)
+            adapter.version = probe_version(self.engine_name, engine_env(self.base_env, {}))
         files = collect(self.paths, outputs)
         out.artifacts, out.artifact_errors = self.sink.upload_all(self.id, self.epoch, files)
         return out
@@ -729,7 +747,7 @@ class JobRun:
         def work() -> dict[str, str] | None:
             committed = checkout.commit_all(message)
             pushed = None
-            if committed is not None or checkout.checkpoint()["commit"] != checkout.lease:
+            if committed is not None or checkout.head() != checkout.lease:
                 checkout.push()
                 pushed = checkout.checkpoint()
             if reown is not None:
@@ -755,6 +773,10 @@ class JobRun:
             self._engine_checkpoint_new = False
             self._queue_checkpoint(self._merged_checkpoint())
 
+    def release_checkpoint(self) -> Any:
+        """The checkpoint to give the job back with: the engine's, and the pushed branch."""
+        return self._merged_checkpoint()
+
     def _merged_checkpoint(self) -> Any:
         """The checkpoint to report: the engine's own (if it wrote one) with ``{branch,
         commit}`` of the pushed work on top."""
@@ -774,14 +796,20 @@ class JobRun:
         return (body + "\n\n" if body else "") + f"Job `{self.id}` of agent-fleet."
 
     def _refused_by_git(self, why: str) -> None:
-        self._stop_now(Outcome.FENCED)
-        log.warning(
-            "job %s: git refused the push at epoch %d (a newer attempt owns the branch): %s; "
-            "engine stopped, nothing more reported",
-            self.id,
-            self.epoch,
-            why,
-        )
+        """A push refused by its lease: a newer attempt (or someone else) pushed the branch.
+        The engine is stopped at once and the job given back: if a newer attempt holds it, the
+        release is fenced and nothing more is said; if not, it is queued again at once."""
+        for proc in (self.process, self.verify):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+        if self.checkout is not None:
+            self.checkout.stop()
+        self.outbox.clear()
+        self.events.pending.clear()
+        reason = f"git refused the push of fleet/{self.id} at epoch {self.epoch}: {why}"
+        log.warning("job %s: %s; engine stopped, the job given back", self.id, reason)
+        self._enqueue(Report("release", {"reason": reason[:1900]}, "release", True, Outcome.FENCED))
+        self.phase = Phase.FINISHING
 
     # --- what the engine wrote --------------------------------------------------------
 
@@ -1061,6 +1089,8 @@ class JobRun:
         for proc in (self.process, self.verify):
             if proc is not None and proc.poll() is None:
                 proc.kill()
+        if self.checkout is not None:
+            self.checkout.stop()  # a push or a pull request still under way goes no further
         self.outbox.clear()
         self.events.pending.clear()
         self._done(outcome)

@@ -30,7 +30,7 @@ from typing import Any
 from factory_cli.api import ApiError, FleetClient, Unauthorized, Unavailable
 from factory_cli.backoff import Backoff
 from factory_cli.engines import EngineError, EngineProcess, Spawner, engine_env, render
-from factory_cli.workdir import WorkPaths, job_dir, read_text
+from factory_cli.workdir import WorkPaths, control_dir, job_dir, read_text, remove_file, write_file
 
 log = logging.getLogger("factory_cli.review")
 
@@ -183,16 +183,16 @@ def prepare_review(work_root: Path, job: Mapping[str, Any]) -> WorkPaths:
     """The review's work dir with this round's files: the job (manifest), its body, the
     review prompt, the author's checkpoint; no verdict, an empty log."""
     paths = review_paths(work_root, str(job["id"]))
-    paths.control.mkdir(parents=True, exist_ok=True)
-    paths.manifest.write_text(json.dumps(dict(job), indent=2, sort_keys=True), encoding="utf-8")
-    paths.body.write_text(str(job.get("body") or ""), encoding="utf-8")
-    paths.prompt.write_text(review_prompt(job, verdict_path(paths)), encoding="utf-8")
+    control_dir(paths)
+    write_file(paths.manifest, json.dumps(dict(job), indent=2, sort_keys=True))
+    write_file(paths.body, str(job.get("body") or ""))
+    write_file(paths.prompt, review_prompt(job, verdict_path(paths)))
     if job.get("checkpoint") is not None:
-        paths.checkpoint.write_text(json.dumps(job["checkpoint"], sort_keys=True), encoding="utf-8")
+        write_file(paths.checkpoint, json.dumps(job["checkpoint"], sort_keys=True))
     else:
-        paths.checkpoint.unlink(missing_ok=True)
+        remove_file(paths.checkpoint)
     for stale in (verdict_path(paths), paths.log, paths.progress, paths.events):
-        stale.unlink(missing_ok=True)
+        remove_file(stale)
     return paths
 
 

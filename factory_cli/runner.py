@@ -629,7 +629,7 @@ class Runner:
             run.abandon()
             try:
                 self.client.release(
-                    run.id, run.epoch, checkpoint=run.checkpoint, reason="factory aborted"
+                    run.id, run.epoch, checkpoint=run.release_checkpoint(), reason="factory aborted"
                 )
             except ApiError as exc:
                 log.warning("job %s: release failed (%s)", run.id, exc.message)

@@ -22,12 +22,16 @@ in ``.fleet/`` inside it:
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
+import os
 import re
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 CONTROL = ".fleet"
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -171,30 +175,132 @@ def write_attempt_files(paths: WorkPaths, job: Mapping[str, Any], epoch: int) ->
     repository, the checkout already is the work dir): the manifest, the body, the prompt,
     the previous checkpoint; empty the progress and events files and remove the previous
     attempt's diff (their contents belong to one attempt)."""
-    paths.control.mkdir(parents=True, exist_ok=True)
+    control_dir(paths)
     manifest = {**job, "leaseEpoch": epoch}
-    paths.manifest.write_text(json.dumps(manifest, indent=2, sort_keys=True), encoding="utf-8")
-    paths.body.write_text(str(job.get("body") or ""), encoding="utf-8")
-    paths.prompt.write_text(build_prompt(job), encoding="utf-8")
+    write_file(paths.manifest, json.dumps(manifest, indent=2, sort_keys=True))
+    write_file(paths.body, str(job.get("body") or ""))
+    write_file(paths.prompt, build_prompt(job))
     if job.get("checkpoint") is not None:
-        paths.checkpoint.write_text(json.dumps(job["checkpoint"], sort_keys=True), encoding="utf-8")
+        write_file(paths.checkpoint, json.dumps(job["checkpoint"], sort_keys=True))
     else:
-        paths.checkpoint.unlink(missing_ok=True)
+        remove_file(paths.checkpoint)
     comments = review_comments(job)
     if comments:
-        paths.review.write_text(comments, encoding="utf-8")
+        write_file(paths.review, comments)
     else:
-        paths.review.unlink(missing_ok=True)
-    paths.progress.unlink(missing_ok=True)
-    paths.diff_patch.unlink(missing_ok=True)
-    paths.events.write_bytes(b"")
-    with paths.log.open("a", encoding="utf-8") as log:
-        log.write(f"--- attempt at epoch {epoch} ---\n")
+        remove_file(paths.review)
+    remove_file(paths.progress)
+    remove_file(paths.diff_patch)
+    write_file(paths.events, "")
+    with open_append(paths.log) as log:
+        log.write(f"--- attempt at epoch {epoch} ---\n".encode())
+
+
+# --- files in the engine's tree ---------------------------------------------------------------
+# The engine (untrusted, possibly another OS user) owns the work dir, ``.fleet/`` included: it
+# may swap any file there, or ``.fleet`` itself, for a symbolic link to something of the
+# factory's (its config, its token) or a hard link, a FIFO, a device. The factory opens them
+# only through these: no symbolic link below the work dir is followed, only regular files with
+# a single link are read, and a write replaces whatever is there with a new file of its own.
+
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
+
+
+def open_beneath(root: Path, relative: str, flags: int, mode: int = 0o644) -> int:
+    """A descriptor of ``root/relative``, each component below ``root`` opened without
+    following a symbolic link (``OSError`` if one is a link or ``relative`` leaves ``root``)."""
+    parts = [p for p in relative.replace("\\", "/").split("/") if p not in ("", ".")]
+    if not parts or ".." in parts:
+        raise OSError(errno.EINVAL, f"not a path inside the work dir: {relative!r}")
+    if os.name != "posix":
+        return os.open(root.joinpath(*parts), flags, mode)
+    fd = os.open(root, os.O_RDONLY | _DIRECTORY)
+    try:
+        for part in parts[:-1]:
+            inner = os.open(part, os.O_RDONLY | _DIRECTORY | _NOFOLLOW, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+        return os.open(parts[-1], flags | _NOFOLLOW, mode, dir_fd=fd)
+    finally:
+        os.close(fd)
+
+
+def _open(path: Path, flags: int) -> int:
+    """``path`` opened safely when it is one of the control files (``{workdir}/.fleet/x``)."""
+    if path.parent.name == CONTROL:
+        return open_beneath(path.parent.parent, f"{CONTROL}/{path.name}", flags)
+    return os.open(path, flags | _NOFOLLOW, 0o644)
+
+
+def _checked(fd: int) -> int:
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink > 1:
+        os.close(fd)
+        raise OSError(errno.EPERM, "not a regular file of its own")
+    return fd
+
+
+def open_regular(path: Path) -> BinaryIO:
+    """``path`` opened for reading: a regular file reached without a symbolic link."""
+    return os.fdopen(_checked(_open(path, os.O_RDONLY | _NONBLOCK)), "rb")
+
+
+def control_dir(paths: WorkPaths) -> None:
+    """Create ``.fleet`` (or replace whatever not-a-directory stands in its place)."""
+    try:
+        info = os.lstat(paths.control)
+    except FileNotFoundError:
+        paths.control.mkdir(parents=True)
+        return
+    if not stat.S_ISDIR(info.st_mode):
+        os.unlink(paths.control)
+        paths.control.mkdir()
+
+
+def remove_file(path: Path) -> None:
+    """Remove ``path`` (a link is removed, never followed)."""
+    with contextlib.suppress(FileNotFoundError):
+        if path.parent.name == CONTROL:
+            fd = open_beneath(path.parent.parent, CONTROL, os.O_RDONLY | _DIRECTORY)
+            try:
+                os.unlink(path.name, dir_fd=fd)
+            finally:
+                os.close(fd)
+        else:
+            os.unlink(path)
+
+
+def _create(path: Path, flags: int) -> BinaryIO:
+    for _ in range(5):
+        remove_file(path)
+        try:
+            fd = _open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | flags)
+        except FileExistsError:
+            continue  # the engine put something there again: remove it again
+        return os.fdopen(fd, "wb")
+    raise OSError(errno.EEXIST, f"{path.name} keeps being replaced")
+
+
+def write_file(path: Path, text: str) -> None:
+    """Write ``text`` to a new file at ``path`` in place of whatever is there."""
+    with _create(path, 0) as handle:
+        handle.write(text.encode("utf-8"))
+
+
+def open_append(path: Path) -> BinaryIO:
+    """``path`` for appending (a log): the same file when it is a regular file of its own, a
+    new one otherwise."""
+    try:
+        return os.fdopen(_checked(_open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)), "ab")
+    except OSError:
+        return _create(path, os.O_APPEND)
 
 
 def read_text(path: Path, limit: int = 1024 * 1024) -> str | None:
     try:
-        with path.open("rb") as handle:
+        with open_regular(path) as handle:
             return handle.read(limit).decode("utf-8", errors="replace")
     except OSError:
         return None
@@ -217,7 +323,7 @@ _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 def last_line(path: Path, tail_bytes: int = 8192) -> str | None:
     """The last non-blank line of a log (ANSI colours stripped)."""
     try:
-        with path.open("rb") as handle:
+        with open_regular(path) as handle:
             handle.seek(0, 2)
             size = handle.tell()
             handle.seek(max(0, size - tail_bytes))
@@ -232,10 +338,18 @@ def last_line(path: Path, tail_bytes: int = 8192) -> str | None:
 
 
 def inside(workdir: Path, relative: str) -> Path | None:
-    """``relative`` resolved inside ``workdir``, or None if it would leave it."""
-    try:
-        candidate = (workdir / relative).resolve()
-        candidate.relative_to(workdir.resolve())
-    except (OSError, ValueError):
+    """``relative`` inside ``workdir`` with no symbolic link on the way (an engine's link
+    would lead the factory to a file of its own), or None if it would leave it or is not a
+    regular file there."""
+    parts = [p for p in relative.replace("\\", "/").split("/") if p not in ("", ".")]
+    if not parts or ".." in parts:
         return None
-    return candidate
+    candidate = workdir.joinpath(*parts)
+    try:
+        for depth in range(1, len(parts) + 1):
+            info = os.lstat(workdir.joinpath(*parts[:depth]))
+            if stat.S_ISLNK(info.st_mode):
+                return None
+    except OSError:
+        return None
+    return candidate if stat.S_ISREG(info.st_mode) else None

@@ -2,10 +2,25 @@
 
 One cached bare clone per repository URL lives under ``{root}/repos/{sha256(url)[:16]}.git``.
 Each checkout fetches the refs it needs into it (under a file lock: several seats may check
-out the same repository at once), then creates the job's checkout as a separate repository
-that borrows the cache's objects (``objects/info/alternates``), so a checkout costs no copy
-of the history and can be handed to another OS user without giving it the cache. The cache
-never collects garbage (``gc.auto=0``): a checkout may still borrow any object it ever held.
+out the same repository at once). The cache never collects garbage (``gc.auto=0``): a
+repository that borrows its objects may still need any object it ever held.
+
+Two repositories per job. The work dir (handed to the engine's OS user, who may rewrite
+anything in it at any moment) holds the engine's OWN repository, ``{workdir}/.git``: created
+at checkout on ``fleet/{jobId}`` at the marker commit with a clean status, for agents that
+run git (status, diff, commit). The factory never runs git on it, nor writes into it, after
+the checkout: its config, hooks, refs and objects are the engine's and re-checking them
+before each command could not close the race with an engine rewriting them. The factory's
+git runs on a PRIVATE git dir, ``{root}/jobs/{sha256(jobId)[:16]}.{epoch}.git``, owned by the
+factory and outside the work dir, as ``git --git-dir=<private> --work-tree=<workdir>``: its
+config is the factory's (hooks and fsmonitor off, ``.git`` and ``/.fleet/`` excluded), its
+objects borrow the cache's (``objects/info/alternates``). A commit of the factory snapshots
+the work TREE into the private repository (``add -A``, which honours the tree's .gitignore
+files; a ``.gitattributes`` can only name a filter or diff driver, whose command would come
+from the factory's config). What the engine committed in its own repository is captured as
+content by the next snapshot; its commits and their messages are not carried. A directory
+holding its own ``.git`` (a nested repository) is left out of the factory's commits. The
+engine's repository is not moved by the factory's commits (its HEAD stays where it was).
 
 Fencing reaches git. Every commit the factory makes carries the trailers ``Fleet-Epoch``,
 ``Fleet-Job`` and ``Fleet-Factory``. A checkout first pushes an empty marker commit on its
@@ -13,13 +28,13 @@ start point, leased on the remote tip it observed, after checking that no commit
 tip carries a newer epoch than its own; every later push is leased on the last commit it
 pushed. So a fenced attempt (a zombie) is refused by the remote as soon as a newer attempt
 has pushed its marker, and anything the zombie pushed after its last checkpoint is replaced
-by that marker.
+by that marker. ``Checkout.stop()`` makes a fenced or cancelled attempt's later commits,
+pushes and pull requests fail before they touch git or the remote.
 
 Every git command runs with the machine's own credentials (nothing is passed by us), no
-terminal prompt, a timeout, and the repository's hooks and fsmonitor disabled: the checkout
-may belong to the engine's user, who must not be able to make the factory run a command.
-Messages never carry credentials: ``scheme://user:secret@`` and token-like strings are
-scrubbed from everything shown.
+terminal prompt, a timeout, and hooks and fsmonitor disabled. Messages never carry
+credentials: ``scheme://user:secret@`` and token-like strings are scrubbed from everything
+shown.
 """
 
 from __future__ import annotations
@@ -29,6 +44,7 @@ import fcntl
 import hashlib
 import os
 import re
+import secrets
 import shutil
 import signal
 import subprocess
@@ -44,6 +60,10 @@ EPOCH_TRAILER = "Fleet-Epoch"
 JOB_TRAILER = "Fleet-Job"
 FACTORY_TRAILER = "Fleet-Factory"
 CONTROL_EXCLUDE = "/.fleet/"
+# What the factory's commits never hold: its control files and any repository's own dir.
+PRIVATE_EXCLUDE = f"{CONTROL_EXCLUDE}\n.git\n"
+GITLINK_MODE = "160000"
+STOPPED = "stopped: the attempt was fenced or cancelled"
 # How far back along the remote branch's first parents a newer attempt's epoch is looked
 # for: engines commit without trailers, so the newest trailer may sit below their commits.
 HISTORY_WINDOW = 200
@@ -71,16 +91,23 @@ _REPO_ENV = (
     "GIT_COMMON_DIR",
     "GIT_NAMESPACE",
 )
-# Settings of every git command: the checkout may belong to another user (the engine's), who
-# must not be able to make the factory run a command through its hooks or fsmonitor.
+# Settings of every git command (the private git dir's config says the same): no hook, no
+# fsmonitor, and the work tree may belong to another user (the engine's).
 _SETTINGS = (
     ("safe.directory", "*"),
     ("core.hooksPath", "/dev/null"),
     ("core.fsmonitor", "false"),
 )
-# Files of a checkout's .git that decide what our git commands run or read; restored to the
-# factory's own content before each of them (the engine's user may own the checkout).
-_PROTECTED = ("config", "objects/info/alternates", "info/exclude")
+# Written into each private git dir's config.
+_PRIVATE_CONFIG = (
+    ("core.bare", "false"),
+    ("core.hooksPath", "/dev/null"),
+    ("core.fsmonitor", "false"),
+    ("core.untrackedCache", "false"),
+    ("gc.auto", "0"),
+    ("maintenance.auto", "false"),
+    ("submodule.recurse", "false"),
+)
 
 
 class GitError(Exception):
@@ -117,6 +144,25 @@ def branch_for(job_id: str) -> str:
 
 def cache_name(url: str) -> str:
     return hashlib.sha256(url.encode()).hexdigest()[:16] + ".git"
+
+
+def private_stem(job_id: str) -> str:
+    """The start of the names of a job's private git dirs (one per epoch)."""
+    return hashlib.sha256(job_id.encode()).hexdigest()[:16]
+
+
+def parse_gitlinks(raw: str) -> list[str]:
+    """Paths that ``git diff-index -z --raw`` shows becoming a gitlink (a nested repository)."""
+    paths: list[str] = []
+    fields = raw.split("\0")
+    i = 0
+    while i + 1 < len(fields):
+        meta, path = fields[i], fields[i + 1]
+        i += 2
+        parts = meta.lstrip(":").split()
+        if len(parts) >= 2 and parts[1] == GITLINK_MODE:
+            paths.append(path)
+    return paths
 
 
 def trailers(*, epoch: int, job_id: str, factory_id: str) -> str:
@@ -288,11 +334,18 @@ class _Runner:
             raise GitError(f"git {args[0]} failed: {shorten(result.err or result.out)}", code)
         return result.out
 
-    def stream(self, args: Sequence[str], cwd: Path, sink: IO[bytes], limit: int) -> bool:
+    def stream(
+        self,
+        args: Sequence[str],
+        cwd: Path,
+        sink: IO[bytes],
+        limit: int,
+        options: Sequence[str] = (),
+    ) -> bool:
         """Run git, copying its stdout into ``sink`` up to ``limit`` bytes; True when the
         output was longer (git is stopped then)."""
         with tempfile.TemporaryFile() as errors:
-            proc = self._spawn(self.git_argv(args), cwd, errors)
+            proc = self._spawn(self.git_argv([*options, *args]), cwd, errors)
             expired = threading.Event()
 
             def expire() -> None:
@@ -344,27 +397,37 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path)
 
 
-def _read_plain(path: Path) -> bytes | None:
-    """The file's bytes, or None when it is absent or not a plain file (never followed)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    except OSError:
-        return None
-    with os.fdopen(fd, "rb") as handle:
-        return handle.read()
+def _open_dir(path: Path) -> int:
+    """A descriptor of the directory ``path``; its last component is never a symlink."""
+    flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_NOFOLLOW", 0)
+    return os.open(path, flags)
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    # mkstemp creates a fresh file (O_EXCL): a planted symlink cannot redirect the write.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".fleet-")
+@contextlib.contextmanager
+def _replacing(path: Path) -> Iterator[IO[bytes]]:
+    """A new file (O_EXCL, beside ``path``) that replaces ``path`` once written: a symlink
+    planted at ``path`` is replaced, never followed, and so is one planted as its directory's
+    last component (the directory is opened once, without following a link)."""
+    dir_fd = _open_dir(path.parent)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+        tmp = f".fleet-{secrets.token_hex(8)}.tmp"
+        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+        fd = os.open(tmp, flags, 0o644, dir_fd=dir_fd)
+        try:
+            with os.fdopen(fd, "w+b") as handle:
+                yield handle
+            os.replace(tmp, path.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp, dir_fd=dir_fd)
+            raise
+    finally:
+        os.close(dir_fd)
+
+
+def _write_new(path: Path, data: bytes) -> None:
+    with _replacing(path) as handle:
+        handle.write(data)
 
 
 # --- the workspaces ---------------------------------------------------------------------
@@ -388,6 +451,11 @@ class Workspaces:
 
     def cache_path(self, repo: str) -> Path:
         return self.root / "repos" / cache_name(repo)
+
+    def private_path(self, job_id: str, epoch: int) -> Path:
+        """The factory's own git dir for the job's attempt at ``epoch`` (outside any work
+        dir; the engine never gets it)."""
+        return self.root / "jobs" / f"{private_stem(job_id)}.{epoch}.git"
 
     def checkout(
         self,
@@ -419,25 +487,15 @@ class Workspaces:
                 raise GitError(f"{repo} has no default branch", "base_missing")
             raise GitError(f"base branch {base!r} does not exist in {repo}", "base_missing")
 
+        private = self._create_private(job_id, epoch, branch, cache, repo, tips)
+        start = tips[base_name]
+        if resume is not None:
+            start = self._resume_point(private, resume, branch, tips.get(branch))
+
         workdir = Path(workdir).absolute()
         _remove(workdir)
         workdir.parent.mkdir(parents=True, exist_ok=True)
-        self._run.check(["init", "-q", "-b", branch, str(workdir)], workdir.parent)
-        git_dir = workdir / ".git"
-        (git_dir / "objects" / "info").mkdir(parents=True, exist_ok=True)
-        _write_atomic(git_dir / "objects" / "info" / "alternates", f"{cache}/objects\n".encode())
-        (git_dir / "info").mkdir(exist_ok=True)
-        exclude = _read_plain(git_dir / "info" / "exclude") or b""
-        _write_atomic(git_dir / "info" / "exclude", exclude + f"{CONTROL_EXCLUDE}\n".encode())
-        self._run.check(["remote", "add", "origin", repo], workdir)
-        for name, commit in tips.items():
-            self._run.check(["update-ref", f"refs/remotes/origin/{name}", commit], workdir)
-
-        start = tips[base_name]
-        if resume is not None:
-            start = self._resume_point(workdir, resume, branch, tips.get(branch))
-
-        self._run.check(["checkout", "-q", "--no-track", "-B", branch, start], workdir)
+        workdir.mkdir()
         work = Checkout(
             job_id=job_id,
             path=workdir,
@@ -448,13 +506,15 @@ class Workspaces:
             runner=self._run,
             gh=self._gh,
             trailers=trailers(epoch=epoch, job_id=job_id, factory_id=factory_id),
-            identity=self._identity(workdir, factory_id),
+            identity=self._identity(private, factory_id),
+            git_dir=private,
         )
+        work._git(["checkout", "-q", "--no-track", "-B", branch, start])
         marker = work._commit(
             marker_message(job_id=job_id, epoch=epoch, factory_id=factory_id), empty=True
         )
         work.lease = self._claim_branch(work, marker, epoch, tips.get(branch))
-        work._protect()
+        self._create_engine_repo(work, cache, repo, tips, marker)
         return work
 
     # -- steps of a checkout
@@ -506,29 +566,96 @@ class Workspaces:
             self._run.check(["config", key, value], tmp)
         os.replace(tmp, cache)
 
-    def _resume_point(self, workdir: Path, commit: str, branch: str, tip: str | None) -> str:
+    def _create_private(
+        self,
+        job_id: str,
+        epoch: int,
+        branch: str,
+        cache: Path,
+        repo: str,
+        tips: Mapping[str, str],
+    ) -> Path:
+        """The attempt's private git dir, made afresh; older attempts' dirs of the job on this
+        machine are removed (a fenced attempt's git then fails instead of writing here)."""
+        private = self.private_path(job_id, epoch)
+        private.parent.mkdir(parents=True, exist_ok=True)
+        stem = private_stem(job_id)
+        for old in private.parent.glob(f"{stem}.*.git"):
+            older = old.name[len(stem) + 1 : -len(".git")]
+            if older.isdigit() and int(older) < epoch:
+                _remove(old)
+        _remove(private)
+        self._run.check(["init", "-q", "--bare", "-b", branch, str(private)], private.parent)
+        for key, value in _PRIVATE_CONFIG:
+            self._run.check(["config", key, value], private)
+        _write_new(private / "objects" / "info" / "alternates", f"{cache}/objects\n".encode())
+        (private / "info").mkdir(exist_ok=True)
+        _write_new(private / "info" / "exclude", PRIVATE_EXCLUDE.encode())
+        self._run.check(["remote", "add", "origin", repo], private)
+        for name, commit in tips.items():
+            self._run.check(["update-ref", f"refs/remotes/origin/{name}", commit], private)
+        return private
+
+    def _create_engine_repo(
+        self, work: Checkout, cache: Path, repo: str, tips: Mapping[str, str], marker: str
+    ) -> None:
+        """The engine's own repository in the work dir: on the branch at the marker, with a
+        clean status. Made before the engine gets the work dir; never read or written by the
+        factory afterwards."""
+        workdir = work.path
+        git_dir = workdir / ".git"
+        self._run.check(["init", "-q", "-b", work.branch, str(workdir)], workdir.parent)
+        options = [f"--git-dir={git_dir}", f"--work-tree={workdir}"]
+
+        def run(args: Sequence[str]) -> None:
+            self._run.check(args, workdir, options=options)
+
+        _write_new(git_dir / "objects" / "info" / "alternates", f"{cache}/objects\n".encode())
+        (git_dir / "info").mkdir(exist_ok=True)
+        exclude = git_dir / "info" / "exclude"
+        kept = exclude.read_bytes() if exclude.is_file() else b""
+        _write_new(exclude, kept + f"{CONTROL_EXCLUDE}\n".encode())
+        run(["remote", "add", "origin", repo])
+        for name, commit in tips.items():
+            run(["update-ref", f"refs/remotes/origin/{name}", commit])
+        # The marker is the one object the cache lacks: fetched from the private repository.
+        run(
+            [
+                "fetch",
+                "-q",
+                "--no-tags",
+                "--no-write-fetch-head",
+                str(work._git_dir),
+                f"+refs/heads/{work.branch}:refs/remotes/origin/{work.branch}",
+            ]
+        )
+        run(["update-ref", f"refs/heads/{work.branch}", marker])
+        # The private index matches the tree just checked out (the marker's): a clean status.
+        _write_new(git_dir / "index", (work._git_dir / "index").read_bytes())
+
+    def _resume_point(self, private: Path, commit: str, branch: str, tip: str | None) -> str:
         if tip is None:
             raise GitError(
                 f"checkpoint commit {commit} cannot be found: {branch} is not on the remote",
                 "checkpoint_missing",
             )
-        found = self._run.git_run(["merge-base", "--is-ancestor", commit, tip], workdir)
+        found = self._run.git_run(["merge-base", "--is-ancestor", commit, tip], private)
         if not found.ok:
             raise GitError(
                 f"checkpoint commit {commit} cannot be found on the remote's {branch}",
                 "checkpoint_missing",
             )
-        return self._run.check(["rev-parse", "--verify", f"{commit}^{{commit}}"], workdir).strip()
+        return self._run.check(["rev-parse", "--verify", f"{commit}^{{commit}}"], private).strip()
 
-    def _identity(self, workdir: Path, factory_id: str) -> list[str]:
+    def _identity(self, private: Path, factory_id: str) -> list[str]:
         """``-c`` settings naming the factory as author, only where the machine names no one
         (git's environment variables still win over them)."""
         extra: list[str] = []
         env = self._run.env
-        name = self._run.git_run(["config", "--get", "user.name"], workdir)
+        name = self._run.git_run(["config", "--get", "user.name"], private)
         if not name.out.strip():
             extra += ["-c", f"user.name={FALLBACK_NAME}"]
-        email = self._run.git_run(["config", "--get", "user.email"], workdir)
+        email = self._run.git_run(["config", "--get", "user.email"], private)
         if not email.out.strip() and not env.get("EMAIL"):
             host = _HOST_SAFE.sub("-", factory_id).strip("-.") or "unknown"
             extra += ["-c", f"user.email=factory@{host}"]
@@ -539,7 +666,7 @@ class Workspaces:
         newer attempt's epoch is on it. The marker is the lease from then on."""
         for _ in range(LEASE_TRIES):
             if observed is not None:
-                newest = self._newest_epoch(work.path, observed, work.job_id)
+                newest = self._newest_epoch(work, observed)
                 if newest is not None and newest > epoch:
                     raise PushRefused(
                         f"{work.branch} carries epoch {newest}, newer than this attempt's "
@@ -547,11 +674,11 @@ class Workspaces:
                     )
             if work._push_leased(marker, observed or ""):
                 return marker
-            observed = self._observe(work.path, work.branch)
+            observed = self._observe(work)
         raise PushRefused(f"{work.branch} kept moving on the remote: another attempt owns it")
 
-    def _newest_epoch(self, workdir: Path, tip: str, job_id: str) -> int | None:
-        log = self._run.check(
+    def _newest_epoch(self, work: Checkout, tip: str) -> int | None:
+        log = work._git(
             [
                 "log",
                 "--first-parent",
@@ -559,16 +686,14 @@ class Workspaces:
                 f"--format=%x1e%(trailers:key={EPOCH_TRAILER},key={JOB_TRAILER},unfold)",
                 tip,
                 "--",
-            ],
-            workdir,
+            ]
         )
-        epochs = parse_epochs(log, job_id)
+        epochs = parse_epochs(log, work.job_id)
         return max(epochs) if epochs else None
 
-    def _observe(self, workdir: Path, branch: str) -> str | None:
-        listed = self._run.check(
-            ["ls-remote", "origin", f"refs/heads/{branch}"], workdir, "fetch_failed"
-        )
+    def _observe(self, work: Checkout) -> str | None:
+        branch = work.branch
+        listed = work._git(["ls-remote", "origin", f"refs/heads/{branch}"], "fetch_failed")
         if branch not in parse_ls_remote(listed).heads:
             return None
         fetched = self._run.git_run(
@@ -579,13 +704,14 @@ class Workspaces:
                 "origin",
                 f"+refs/heads/{branch}:refs/remotes/origin/{branch}",
             ],
-            workdir,
+            work._git_dir,
+            work._repo,
         )
         if not fetched.ok:
             if "couldn't find remote ref" in fetched.err:
                 return None
             raise GitError(f"git fetch failed: {shorten(fetched.err)}", "fetch_failed")
-        return self._run.check(["rev-parse", f"refs/remotes/origin/{branch}"], workdir).strip()
+        return work._git(["rev-parse", f"refs/remotes/origin/{branch}"]).strip()
 
 
 def _resume_commit(checkpoint: Mapping[str, Any] | None, branch: str) -> str | None:
@@ -601,7 +727,10 @@ def _resume_commit(checkpoint: Mapping[str, Any] | None, branch: str) -> str | N
 
 
 class Checkout:
-    """One job's checkout. ``lease`` is the remote tip this attempt last knew it owned."""
+    """One job's checkout. ``lease`` is the remote tip this attempt last knew it owned.
+
+    Every git command of the factory runs on the attempt's private git dir with the work dir
+    as its work tree; the engine's own repository in the work dir is never read."""
 
     def __init__(
         self,
@@ -616,6 +745,7 @@ class Checkout:
         gh: str | None,
         trailers: str,
         identity: list[str],
+        git_dir: Path,
     ) -> None:
         self.job_id = job_id
         self.path = path
@@ -627,24 +757,38 @@ class Checkout:
         self._gh = gh
         self._trailers = trailers
         self._identity = identity
-        self._protected: dict[str, bytes | None] = {}
+        self._git_dir = git_dir
+        self._repo = [f"--git-dir={git_dir}", f"--work-tree={path}"]
+        self._stopped = threading.Event()
 
     # -- what the job run calls
 
+    def stop(self) -> None:
+        """The attempt was fenced or cancelled: from now on ``commit_all``, ``push`` and
+        ``open_pr`` raise PushRefused without touching git or the remote (a background task
+        of the attempt may still be running)."""
+        self._stopped.set()
+
     def commit_all(self, message: str) -> str | None:
-        """Commit everything uncommitted (``.fleet/`` excluded) with the attempt's trailers;
-        the new commit, or None when there was nothing to commit."""
-        self._guard()
-        self._git(["add", "-A", "--", "."])
-        staged = self._run.git_run(["diff", "--cached", "--quiet", "--no-ext-diff"], self.path)
+        """Snapshot the work tree (``.fleet/``, ``.git`` and nested repositories excluded)
+        as a commit with the attempt's trailers; the new commit, or None when the tree is the
+        one last committed. What the engine committed in its own repository is captured as
+        content, not as its commits (their messages are not carried)."""
+        self._check_stopped()
+        self._git(["add", "-A"])
+        self._drop_nested_repos()
+        staged = self._run.git_run(
+            ["diff", "--cached", "--quiet", "--no-ext-diff"], self._git_dir, self._repo
+        )
         if staged.ok:
             return None
         return self._commit(message or "fleet: work in progress", empty=False)
 
     def push(self) -> str:
         """Push HEAD to the branch, leased on the last commit pushed; the commit pushed.
-        PushRefused when the branch moved (a newer attempt took it over)."""
-        self._guard()
+        PushRefused when the branch moved (a newer attempt took it over) or the attempt was
+        stopped."""
+        self._check_stopped()
         head = self.head()
         if head == self.lease:
             return head
@@ -663,7 +807,6 @@ class Checkout:
 
     def diff_stat(self) -> dict[str, int]:
         """Files, insertions and deletions of the branch's work since it left ``base``."""
-        self._guard()
         out = self._git(
             ["diff", "--numstat", "-M", "--no-ext-diff", "--no-textconv", self._range(), "--"]
         )
@@ -671,8 +814,15 @@ class Checkout:
 
     def write_patch(self, path: Path, limit_bytes: int = PATCH_LIMIT) -> int:
         """Write the branch's diff against ``base`` to ``path``; bytes written. Over the
-        limit it is cut at a line end and ends with a note saying so."""
-        self._guard()
+        limit it is cut at a line end and ends with a note saying so. ``path`` is replaced by
+        a new file: a symlink there is replaced, not followed (nor one as its directory);
+        GitError when it cannot be written."""
+        try:
+            return self._write_patch(Path(path), limit_bytes)
+        except OSError as exc:
+            raise GitError(f"cannot write the patch to {path}: {exc.strerror or exc}") from exc
+
+    def _write_patch(self, path: Path, limit_bytes: int) -> int:
         note_room = 200
         args = [
             "diff",
@@ -684,8 +834,8 @@ class Checkout:
             self._range(),
             "--",
         ]
-        with Path(path).open("w+b") as sink:
-            over = self._run.stream(args, self.path, sink, limit_bytes)
+        with _replacing(path) as sink:
+            over = self._run.stream(args, self._git_dir, sink, limit_bytes, self._repo)
             if not over:
                 return sink.tell()
             keep = max(0, limit_bytes - note_room)
@@ -704,7 +854,10 @@ class Checkout:
 
     def open_pr(self, *, title: str, body: str) -> tuple[str | None, str | None]:
         """``(url, note)``: the branch's pull request into ``base``, opened or the existing
-        one; without one, the note says why. Never raises."""
+        one; without one, the note says why. Raises only PushRefused, once ``stop()`` was
+        called. gh runs on the private git dir (``GIT_DIR``, and it is gh's current
+        directory too), never on the engine's repository."""
+        self._check_stopped()
         gh = shutil.which(self._gh, path=self._run.env.get("PATH")) if self._gh else None
         if gh is None:
             return None, GH_MISSING
@@ -722,19 +875,22 @@ class Checkout:
             body[:PR_BODY_LIMIT],
         ]
         env = self._run.tool_env()
+        env.update(GIT_DIR=str(self._git_dir), GIT_WORK_TREE=str(self.path))
         try:
-            self._guard()
-            made = self._run.run(create, self.path, "gh pr create", env)
+            self._check_stopped()
+            made = self._run.run(create, self._git_dir, "gh pr create", env)
             url = first_url(made.out) if made.ok else None
             if url:
                 return url, None
             view = self._run.run(
                 [gh, "pr", "view", self.branch, "--json", "url", "-q", ".url"],
-                self.path,
+                self._git_dir,
                 "gh pr view",
                 env,
             )
             url = first_url(view.out) if view.ok else None
+        except PushRefused:
+            raise
         except GitError as exc:
             return None, f"gh failed: {shorten(str(exc), 200)}"
         if url:
@@ -745,21 +901,40 @@ class Checkout:
     # -- parts shared with the checkout itself
 
     def head(self) -> str:
+        """The factory's HEAD (its private repository's): what it last committed."""
         return self._git(["rev-parse", "--verify", "HEAD^{commit}"]).strip()
+
+    def _check_stopped(self) -> None:
+        if self._stopped.is_set():
+            raise PushRefused(STOPPED)
 
     def _commit(self, message: str, *, empty: bool) -> str:
         args = ["commit", "-q", "--no-verify", "--no-edit"]
         if empty:
             args.append("--allow-empty")
         self._run.check(
-            [*args, "-m", message, "-m", self._trailers], self.path, options=self._identity
+            [*args, "-m", message, "-m", self._trailers],
+            self._git_dir,
+            options=[*self._repo, *self._identity],
         )
         return self.head()
+
+    def _drop_nested_repos(self) -> None:
+        """Unstage what ``add -A`` made a gitlink: a directory with its own ``.git``."""
+        raw = self._git(["diff-index", "--cached", "-z", "--raw", "--no-renames", "HEAD"])
+        nested = parse_gitlinks(raw)
+        if nested:
+            self._run.check(
+                ["reset", "-q", "HEAD", "--", *nested],
+                self._git_dir,
+                options=["--literal-pathspecs", *self._repo],
+            )
 
     def _push_leased(self, commit: str, expected: str) -> bool:
         """Push ``commit`` as the branch if the remote's tip is ``expected`` ("" = absent);
         False when it is not."""
         ref = f"refs/heads/{self.branch}"
+        self._check_stopped()
         result = self._run.git_run(
             [
                 "push",
@@ -768,7 +943,8 @@ class Checkout:
                 "origin",
                 f"{commit}:{ref}",
             ],
-            self.path,
+            self._git_dir,
+            self._repo,
         )
         if result.ok:
             return True
@@ -776,29 +952,9 @@ class Checkout:
             return False
         raise GitError(f"git push failed: {shorten(result.err or result.out)}", "push_failed")
 
-    def _protect(self) -> None:
-        """Remember the .git files the factory wrote, to restore them before each command."""
-        git_dir = self.path / ".git"
-        self._protected = {name: _read_plain(git_dir / name) for name in _PROTECTED}
-
-    def _guard(self) -> None:
-        git_dir = self.path / ".git"
-        if git_dir.is_symlink() or not git_dir.is_dir() or (git_dir / "commondir").exists():
-            raise GitError(
-                f"{git_dir} is not the repository the factory created", "checkout_tampered"
-            )
-        for name, data in self._protected.items():
-            target = git_dir / name
-            if _read_plain(target) == data:
-                continue
-            if data is None:
-                _remove(target)
-            else:
-                _write_atomic(target, data)
-
     def _range(self) -> str:
         # Three dots: from where the branch left base, so base's own later commits stay out.
         return f"{self.base_commit}...HEAD"
 
-    def _git(self, args: Sequence[str]) -> str:
-        return self._run.check(args, self.path)
+    def _git(self, args: Sequence[str], code: str = "git_failed") -> str:
+        return self._run.check(args, self._git_dir, code, options=self._repo)

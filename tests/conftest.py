@@ -72,6 +72,23 @@ class RunningStack:
         assert response.status_code == 201, response.text
         return str(response.json()["token"])
 
+    def submit_and_claim(
+        self, product: str, factory: dict[str, str], **manifest: Any
+    ) -> dict[str, Any]:
+        """Submit a job (``manifest`` over a plain default) as the operator and claim it with
+        the ``factory`` headers: the claim's reply (job, lease, limits)."""
+        body = {"title": "build", "body": "x", "leaseSeconds": 30, **manifest}
+        submitted = requests.post(
+            f"{self.api}/fleet/jobs", json=body, headers=self.operator(product), timeout=30
+        )
+        assert submitted.status_code == 201, submitted.text
+        me = {"capabilities": list(manifest.get("capabilities") or []), "seats": 4}
+        claim = requests.post(f"{self.api}/fleet/claim", json=me, headers=factory, timeout=30)
+        assert claim.status_code == 200, claim.text
+        reply: dict[str, Any] = claim.json()
+        assert reply["job"]["id"] == submitted.json()["job"]["id"]
+        return reply
+
 
 def bearer(token: str, product: str | None = None) -> dict[str, str]:
     headers = {"Authorization": f"Bearer {token}"}

@@ -20,15 +20,9 @@ def test_http_artifact_upload_download_and_zombie_denied(
     api = running_stack.api
     product = f"a{uuid.uuid4().hex[:10]}"
     op = running_stack.operator(product)
-    job = requests.post(
-        f"{api}/fleet/jobs",
-        json={"title": "build", "body": "x", "leaseSeconds": 30},
-        headers=op,
-        timeout=30,
-    ).json()["job"]
     old = bearer(running_stack.enroll(product, "old"))
-    claim = requests.post(f"{api}/fleet/claim", json={}, headers=old, timeout=30).json()
-    epoch = claim["lease"]["epoch"]
+    claim = running_stack.submit_and_claim(product, old)
+    job, epoch = claim["job"], claim["lease"]["epoch"]
     url = f"{api}/fleet/jobs/{job['id']}/artifacts"
     issued = requests.post(
         url,

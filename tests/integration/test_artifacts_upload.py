@@ -22,15 +22,9 @@ def test_factory_uploads_engine_log_and_diff_and_a_stale_epoch_gets_nothing(
     api = running_stack.api
     product = f"u{uuid.uuid4().hex[:10]}"
     op = running_stack.operator(product)
-    job = requests.post(
-        f"{api}/fleet/jobs",
-        json={"title": "build", "body": "x", "leaseSeconds": 30},
-        headers=op,
-        timeout=30,
-    ).json()["job"]
     token = running_stack.enroll(product, "f1")
-    claim = requests.post(f"{api}/fleet/claim", json={}, headers=bearer(token), timeout=30).json()
-    epoch = claim["lease"]["epoch"]
+    claim = running_stack.submit_and_claim(product, bearer(token))
+    job, epoch = claim["job"], claim["lease"]["epoch"]
 
     paths = WorkPaths(tmp_path / job["id"])
     paths.control.mkdir(parents=True)

@@ -119,21 +119,32 @@ def kill_engines(factory: Factory) -> None:
 # --- resume across machines, and a fenced zombie ------------------------------------------
 
 
-def test_repo_job_resumes_on_another_factory_from_the_pushed_checkpoint(
-    fleet: Fleet, tmp_path: Path, azure_backend: Stores
-) -> None:
+RESUMABLE_ENGINE = ("--engine-cmd", f"{{python}} {RESUMABLE}")
+
+
+def first_step_pushed(
+    fleet: Fleet, tmp_path: Path, *run_args: str
+) -> tuple[Factory, str, Path, dict[str, Any]]:
+    """Factory ``fa`` running the resumable engine on a repository job, once the job's
+    checkpoint names the pushed commit of its first step: ``(fa, job id, the remote,
+    that checkpoint)``."""
     url, remote = bare_remote(tmp_path)
-    engine = f"{{python}} {RESUMABLE}"
     fa = fleet.factory("fa")
-    fa.start("--engine-cmd", engine)
+    fa.start(*RESUMABLE_ENGINE, *run_args)
     job_id = fleet.submit(title="two steps", body="part 1 then part 2", repo=url)
-    branch = f"fleet/{job_id}"
 
     def checkpointed() -> dict[str, Any] | None:
         checkpoint = fleet.job(job_id).get("checkpoint") or {}
         return checkpoint if checkpoint.get("commit") and checkpoint.get("step") == 1 else None
 
-    first = wait_for("the first attempt's checkpoint", checkpointed, timeout=60)
+    return fa, job_id, remote, wait_for("the first step's checkpoint", checkpointed, timeout=60)
+
+
+def test_repo_job_resumes_on_another_factory_from_the_pushed_checkpoint(
+    fleet: Fleet, tmp_path: Path, azure_backend: Stores
+) -> None:
+    fa, job_id, remote, first = first_step_pushed(fleet, tmp_path)
+    branch = f"fleet/{job_id}"
     assert first["branch"] == branch
     assert remote_file(remote, first["commit"], "part1.txt") == "part 1 at epoch 1\n"
     fa_engines = [h["pid"] for h in fa.held()]
@@ -142,7 +153,7 @@ def test_repo_job_resumes_on_another_factory_from_the_pushed_checkpoint(
 
     wait_for("the job back in the queue", lambda: reap_when_expired(fleet, azure_backend, job_id))
     fb = fleet.factory("fb")
-    fb.start("--engine-cmd", engine)
+    fb.start(*RESUMABLE_ENGINE)
     shipped = wait_for("shipped by fb", lambda: stage_is(fleet, job_id, "shipped"), timeout=90)
     assert shipped["result"]["factory"] == "fb"
     runs = runs_of(fleet, job_id)
@@ -161,24 +172,15 @@ def test_repo_job_resumes_on_another_factory_from_the_pushed_checkpoint(
 def test_repo_job_a_paused_zombie_changes_nothing_on_the_branch(
     fleet: Fleet, tmp_path: Path, azure_backend: Stores
 ) -> None:
-    url, remote = bare_remote(tmp_path)
-    engine = f"{{python}} {RESUMABLE}"
-    fa = fleet.factory("fa")
-    fa.start("--engine-cmd", engine, "--checkpoint-every", "1")
-    job_id = fleet.submit(title="zombie", body="part 1 then part 2", repo=url)
+    fa, job_id, remote, _first = first_step_pushed(fleet, tmp_path, "--checkpoint-every", "1")
     branch = f"fleet/{job_id}"
-    wait_for(
-        "the first attempt's checkpoint",
-        lambda: (fleet.job(job_id).get("checkpoint") or {}).get("commit"),
-        timeout=60,
-    )
     workdir = Path(fa.held()[0]["workdir"])
     assert fa.proc is not None
     os.kill(fa.proc.pid, signal.SIGSTOP)  # paused: it still believes it holds the job
     try:
         wait_for("requeued", lambda: reap_when_expired(fleet, azure_backend, job_id))
         fb = fleet.factory("fb")
-        fb.start("--engine-cmd", engine)
+        fb.start(*RESUMABLE_ENGINE)
         wait_for("shipped by fb", lambda: stage_is(fleet, job_id, "shipped"), timeout=90)
         shipped_head = remote_head(remote, branch)
         # The zombie's engine keeps writing while its factory sleeps: work it would push.

@@ -25,20 +25,6 @@ def _call(method: str, url: str, headers: dict[str, str], body: Any = None) -> r
     return requests.request(method, url, json=body, headers=headers, timeout=30)
 
 
-def _submit_and_claim(
-    stack: RunningStack, product: str, factory: dict[str, str], **manifest: Any
-) -> dict[str, Any]:
-    api, op = stack.api, stack.operator(product)
-    body = {"title": "change the repo", "body": "x", "capabilities": ["python"], **manifest}
-    submitted = _call("POST", f"{api}/fleet/jobs", op, body)
-    assert submitted.status_code == 201, submitted.text
-    claim = _call("POST", f"{api}/fleet/claim", factory, {"capabilities": ["python"], "seats": 4})
-    assert claim.status_code == 200, claim.text
-    reply: dict[str, Any] = claim.json()
-    assert reply["job"]["id"] == submitted.json()["job"]["id"]
-    return reply
-
-
 def _runs(stack: RunningStack, product: str, job_id: str) -> list[dict[str, Any]]:
     reply = _call("GET", f"{stack.api}/fleet/jobs/{job_id}/runs", stack.operator(product))
     assert reply.status_code == 200, reply.text
@@ -60,8 +46,15 @@ def test_http_runs_record_the_attempt_and_the_limits_are_enforced(
 
     # A job on a repository, with both limits: the claim says them.
     repo = {"repo": "file:///srv/git/app.git", "base": "main", "pr": True}
-    claimed = _submit_and_claim(
-        running_stack, product, factory, **repo, timeoutSeconds=600, maxCostUsd=5, budget=1
+    claimed = running_stack.submit_and_claim(
+        product,
+        factory,
+        title="change the repo",
+        capabilities=["python"],
+        **repo,
+        timeoutSeconds=600,
+        maxCostUsd=5,
+        budget=1,
     )
     job, epoch = claimed["job"], claimed["lease"]["epoch"]
     assert {k: job[k] for k in repo} == repo
@@ -97,7 +90,9 @@ def test_http_runs_record_the_attempt_and_the_limits_are_enforced(
 
     # A cost over the cap: recorded, the attempt ended, 409 budget_exceeded; the budget
     # settles with that cost.
-    claimed = _submit_and_claim(running_stack, product, factory, maxCostUsd=1, budget=1)
+    claimed = running_stack.submit_and_claim(
+        product, factory, title="change the repo", capabilities=["python"], maxCostUsd=1, budget=1
+    )
     job, epoch = claimed["job"], claimed["lease"]["epoch"]
     url = f"{api}/fleet/jobs/{job['id']}"
     over = {"leaseEpoch": epoch, "progress": {"costUsd": 1.5, "tokens": 10}}
@@ -113,7 +108,9 @@ def test_http_runs_record_the_attempt_and_the_limits_are_enforced(
     assert _call("POST", f"{url}/cancel", op).status_code == 200
 
     # The smallest timeout: renewals go through until the deadline, then 409 timeout.
-    claimed = _submit_and_claim(running_stack, product, factory, timeoutSeconds=10)
+    claimed = running_stack.submit_and_claim(
+        product, factory, title="change the repo", capabilities=["python"], timeoutSeconds=10
+    )
     job, epoch = claimed["job"], claimed["lease"]["epoch"]
     url = f"{api}/fleet/jobs/{job['id']}"
     assert claimed["limits"]["timeoutSeconds"] == 10

@@ -450,7 +450,8 @@ def test_workspace_factory_ignores_the_checkouts_own_config(
     (co.path / "x.txt").write_text("x\n")
     assert co.commit_all("fleet: work") is not None
     assert not witness.exists()
-    assert "evil" not in (co.path / ".git" / "config").read_text()
+    # the engine's own repository is the engine's: the factory neither reads nor repairs it
+    assert "evil" in (co.path / ".git" / "config").read_text()
 
 
 # --- pull requests ----------------------------------------------------------------------
@@ -541,3 +542,246 @@ def test_workspace_two_seats_check_out_one_repo_at_once(
         assert isinstance(co, Checkout), co
         assert tip(env, remote, f"fleet/{job}") == co.lease
     assert len(list((tmp_path / "m1" / "repos").glob("*.git"))) == 1
+
+
+# --- the engine's repository is the engine's; the factory's git is its own ----------------
+
+
+def evil_script(tmp_path: Path, name: str) -> tuple[Path, Path]:
+    """A command that leaves a witness file when it runs (and fails)."""
+    witness = tmp_path / f"ran-{name}"
+    script = tmp_path / f"evil-{name}.sh"
+    script.write_text(f"#!/bin/sh\ntouch {witness}\nexit 1\n")
+    script.chmod(0o755)
+    return script, witness
+
+
+def test_workspace_engine_git_dir_rewritten_runs_nothing_as_the_factory(
+    tmp_path: Path, env: dict[str, str], remote: Path
+) -> None:
+    ws = Workspaces(tmp_path / "m1", env=env)
+    co = start(ws, remote, tmp_path / "w")
+    engine_git = co.path / ".git"
+    names = [
+        "ssh",
+        "gpg",
+        "fsmonitor",
+        "clean",
+        "smudge",
+        "process",
+        "external",
+        "textconv",
+        "credential",
+        "receivepack",
+        "askpass",
+        "hook",
+    ]
+    scripts = {name: evil_script(tmp_path, name) for name in names}
+    decoy = tmp_path / "decoy.git"
+    git(env, tmp_path, "init", "-q", "--bare", str(decoy))
+    hooks = tmp_path / "engine-hooks"
+    hooks.mkdir()
+    for hook in ("pre-commit", "commit-msg", "post-commit", "pre-push", "reference-transaction"):
+        shutil.copy(scripts["hook"][0], hooks / hook)
+        shutil.copy(scripts["hook"][0], engine_git / "hooks" / hook)
+    s = {name: script for name, (script, _) in scripts.items()}
+    with (engine_git / "config").open("a") as config:
+        config.write(
+            f"[core]\n\tsshCommand = {s['ssh']}\n\tfsmonitor = {s['fsmonitor']}\n"
+            f"\thooksPath = {hooks}\n\taskPass = {s['askpass']}\n"
+            f"[commit]\n\tgpgsign = true\n[gpg]\n\tprogram = {s['gpg']}\n"
+            f'[filter "evil"]\n\tclean = {s["clean"]}\n\tsmudge = {s["smudge"]}\n'
+            f"\tprocess = {s['process']}\n\trequired = true\n"
+            f"[diff]\n\texternal = {s['external']}\n"
+            f'[diff "evil"]\n\ttextconv = {s["textconv"]}\n\tcommand = {s["external"]}\n'
+            f"[credential]\n\thelper = !{s['credential']}\n"
+            f'[remote "origin"]\n\treceivepack = {s["receivepack"]}\n'
+            f"\tpushurl = file://{decoy}\n"
+        )
+    (engine_git / "HEAD").write_text("ref: refs/heads/elsewhere\n")
+    (engine_git / "objects" / "info" / "alternates").write_text(f"{decoy}/objects\n")
+    (co.path / ".gitattributes").write_text("* filter=evil diff=evil\n")
+    (co.path / "app.py").write_text("changed\n")
+
+    commit = co.commit_all("fleet: work")
+    assert commit is not None
+    assert co.push() == commit == tip(env, remote, "fleet/j1")
+    assert co.diff_stat()["files"] == 2
+    co.write_patch(tmp_path / "p.patch")
+    ran = [name for name, (_, witness) in scripts.items() if witness.exists()]
+    assert ran == []
+    # the content went to the real remote, unfiltered, and nothing to the engine's decoy
+    assert git(env, remote, "show", f"{commit}:app.py") == "changed"
+    assert git(env, decoy, "for-each-ref") == ""
+
+
+def test_workspace_engine_has_its_own_clean_repository_on_the_branch(
+    tmp_path: Path, env: dict[str, str], remote: Path
+) -> None:
+    ws = Workspaces(tmp_path / "m1", env=env)
+    co = start(ws, remote, tmp_path / "w")
+    (co.path / ".fleet").mkdir()
+    (co.path / ".fleet" / "prompt.md").write_text("control file\n")
+    assert git(env, co.path, "symbolic-ref", "--short", "HEAD") == "fleet/j1"
+    assert git(env, co.path, "status", "--porcelain") == ""
+    assert git(env, co.path, "rev-parse", "HEAD") == co.lease == co.head()
+    assert git(env, co.path, "rev-parse", "HEAD~1") == co.base_commit
+    assert git(env, co.path, "rev-parse", "origin/main") == co.base_commit
+    # the factory's git dir is its own, outside the work dir
+    private = ws.private_path("j1", 1)
+    assert (private / "HEAD").is_file()
+    assert co.path not in private.parents
+    assert (co.path / ".git").is_dir() and not (co.path / ".git").is_symlink()
+
+
+def test_workspace_engine_commits_are_captured_as_content(
+    tmp_path: Path, env: dict[str, str], remote: Path
+) -> None:
+    co = start(Workspaces(tmp_path / "m1", env=env), remote, tmp_path / "w")
+    (co.path / "feature.txt").write_text("engine work\n")
+    (co.path / "README.md").unlink()
+    git(env, co.path, "add", "-A")
+    git(env, co.path, "commit", "-q", "-m", "engine's own commit")
+    engine_head = git(env, co.path, "rev-parse", "HEAD")
+
+    commit = co.commit_all("fleet: checkpoint")
+    assert commit is not None and commit != engine_head
+    assert co.push() == commit == co.head()
+    files = git(env, remote, "ls-tree", "-r", "--name-only", commit).splitlines()
+    assert "feature.txt" in files and "README.md" not in files
+    assert "Fleet-Job: j1" in git(env, remote, "log", "-1", "--format=%B", commit)
+    # the factory did not move the engine's repository
+    assert git(env, co.path, "rev-parse", "HEAD") == engine_head
+    assert git(env, co.path, "status", "--porcelain") == ""
+
+
+def test_workspace_control_files_and_nested_repositories_are_never_committed(
+    tmp_path: Path, env: dict[str, str], remote: Path
+) -> None:
+    co = start(Workspaces(tmp_path / "m1", env=env), remote, tmp_path / "w")
+    (co.path / ".fleet").mkdir()
+    (co.path / ".fleet" / "engine.log").write_text("log\n")
+    nested = co.path / "vendor" / "lib"
+    nested.mkdir(parents=True)
+    git(env, nested, "init", "-q")
+    (nested / "lib.py").write_text("lib\n")
+    git(env, nested, "add", "-A")
+    git(env, nested, "commit", "-q", "-m", "nested")
+    (co.path / "sub").mkdir()
+    (co.path / "sub" / ".git").write_text("not a repository\n")
+    (co.path / "sub" / "kept.txt").write_text("kept\n")
+    (co.path / "top.txt").write_text("top\n")
+
+    commit = co.commit_all("fleet: work")
+    assert commit is not None
+    co.push()
+    listing = git(env, remote, "ls-tree", "-r", commit).splitlines()
+    paths = [line.split("\t", 1)[1] for line in listing]
+    assert "top.txt" in paths and "sub/kept.txt" in paths
+    assert not any(p.startswith(".fleet") or ".git" in p.split("/") for p in paths)
+    assert not any(p.startswith("vendor") for p in paths)
+    assert not any(line.startswith("160000") for line in listing)
+    assert co.commit_all("again") is None
+
+
+def test_workspace_write_patch_replaces_a_planted_symlink(
+    tmp_path: Path, env: dict[str, str], remote: Path
+) -> None:
+    co = start(Workspaces(tmp_path / "m1", env=env), remote, tmp_path / "w")
+    work(co, "a.txt", "a\n")
+    outside = tmp_path / "factory-file"
+    outside.write_text("the factory's own\n")
+    (co.path / ".fleet").mkdir()
+    target = co.path / ".fleet" / "diff.patch"
+    target.symlink_to(outside)
+    size = co.write_patch(target)
+    assert not target.is_symlink() and target.stat().st_size == size > 0
+    assert b"a.txt" in target.read_bytes()
+    assert outside.read_text() == "the factory's own\n"
+    # a link planted as the patch's directory is not followed either
+    (co.path / "linked").symlink_to(tmp_path)
+    with pytest.raises(GitError):
+        co.write_patch(co.path / "linked" / "diff.patch")
+    assert not (tmp_path / "diff.patch").exists()
+    assert [p.name for p in co.path.joinpath(".fleet").iterdir()] == ["diff.patch"]
+
+
+def test_workspace_stop_refuses_later_commits_and_pushes(
+    tmp_path: Path, env: dict[str, str], remote: Path
+) -> None:
+    ws = Workspaces(tmp_path / "m1", env=env)
+    co = start(ws, remote, tmp_path / "w")
+    pushed = work(co, "a.txt", "a\n")
+    (co.path / "b.txt").write_text("b\n")
+    co.stop()
+    for call in (
+        lambda: co.commit_all("fleet: late"),
+        co.push,
+        lambda: co.open_pr(title="t", body="b"),
+    ):
+        with pytest.raises(PushRefused, match="stopped: the attempt was fenced or cancelled"):
+            call()
+    assert co.head() == pushed == tip(env, remote, "fleet/j1")
+    staged = git(env, tmp_path, f"--git-dir={ws.private_path('j1', 1)}", "ls-files")
+    assert "b.txt" not in staged.split()  # not even added: git was not run
+
+
+def test_workspace_stop_while_a_push_is_on_its_way(
+    tmp_path: Path, env: dict[str, str], remote: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    co = start(Workspaces(tmp_path / "m1", env=env), remote, tmp_path / "w")
+    before = tip(env, remote, "fleet/j1")
+    (co.path / "a.txt").write_text("a\n")
+    assert co.commit_all("fleet: work") is not None
+    real_head = co.head
+
+    def head_then_fenced() -> str:
+        found = real_head()
+        co.stop()  # the attempt is fenced between reading HEAD and starting git push
+        return found
+
+    monkeypatch.setattr(co, "head", head_then_fenced)
+    with pytest.raises(PushRefused, match="stopped"):
+        co.push()
+    assert tip(env, remote, "fleet/j1") == before == co.lease
+
+
+def test_workspace_gh_runs_on_the_private_repository(
+    tmp_path: Path, env: dict[str, str], remote: Path
+) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    seen = tmp_path / "gh-seen"
+    (bin_dir / "gh").write_text(
+        "#!/bin/sh\n"
+        f'echo "dir=$GIT_DIR" >> {seen}\n'
+        f'echo "pwd=$(pwd)" >> {seen}\n'
+        f'echo "url=$(git remote get-url origin)" >> {seen}\n'
+        'echo "https://github.example/o/r/pull/9"\n'
+    )
+    (bin_dir / "gh").chmod(0o755)
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
+    ws = Workspaces(tmp_path / "m1", env=env)
+    co = start(ws, remote, tmp_path / "w")
+    git(env, co.path, "remote", "set-url", "origin", "file:///engine/decoy.git")
+    assert co.open_pr(title="t", body="b") == ("https://github.example/o/r/pull/9", None)
+    lines = seen.read_text().splitlines()
+    assert lines == [
+        f"dir={ws.private_path('j1', 1)}",
+        f"pwd={ws.private_path('j1', 1)}",
+        f"url={url(remote)}",
+    ]
+
+
+def test_workspace_new_attempt_replaces_older_private_git_dirs(
+    tmp_path: Path, env: dict[str, str], remote: Path
+) -> None:
+    ws = Workspaces(tmp_path / "m1", env=env)
+    first = start(ws, remote, tmp_path / "w", epoch=1)
+    work(first, "a.txt", "a\n")
+    second = start(ws, remote, tmp_path / "w", epoch=2, checkpoint=first.checkpoint())
+    assert not ws.private_path("j1", 1).exists()
+    assert ws.private_path("j1", 2).is_dir()
+    assert (second.path / "a.txt").read_text() == "a\n"
+    with pytest.raises(GitError):
+        first.commit_all("zombie")  # its git dir is gone: it cannot write anywhere
