@@ -188,6 +188,7 @@ def spawner() -> FakeSpawner:
 @pytest.fixture
 def make(tmp_path: Path, clock: FakeClock, spawner: FakeSpawner) -> Callable[..., Runner]:
     def build(**config: Any) -> Runner:
+        runner_parts = {k: config.pop(k) for k in ("executor", "sink", "base_env") if k in config}
         cfg = RunConfig(
             factory_id="fa",
             capabilities=tuple(config.pop("capabilities", ("os:linux", "has:git"))),
@@ -202,9 +203,11 @@ def make(tmp_path: Path, clock: FakeClock, spawner: FakeSpawner) -> Callable[...
             clock=clock,
             spawner=spawner,
             rand=lambda: 0.5,
-            executor=InlineExecutor(),
+            executor=runner_parts.get("executor") or InlineExecutor(),
+            sink=runner_parts.get("sink"),
             state_path=tmp_path / "state.json",
-            base_env={"PATH": "/usr/bin", "FLEET_TOKEN": "flf_secret", "HOME": str(tmp_path)},
+            base_env=runner_parts.get("base_env")
+            or {"PATH": "/usr/bin", "FLEET_TOKEN": "flf_secret", "HOME": str(tmp_path)},
         )
 
     return build
@@ -536,13 +539,8 @@ def _git(*args: str, cwd: Path | None = None) -> str:
     return done.stdout.strip()
 
 
-def test_runner_works_on_a_repository_branch_and_reports_what_changed(
-    make: Callable[..., Runner],
-    server: FakeCoordinator,
-    spawner: FakeSpawner,
-    clock: FakeClock,
-    tmp_path: Path,
-) -> None:
+def bare_remote(tmp_path: Path) -> Path:
+    """A bare repository with one commit (README.md) on ``main``."""
     remote, seed = tmp_path / "remote.git", tmp_path / "seed"
     _git("init", "-q", "--bare", "-b", "main", str(remote))
     _git("init", "-q", "-b", "main", str(seed))
@@ -550,6 +548,17 @@ def test_runner_works_on_a_repository_branch_and_reports_what_changed(
     _git("add", ".", cwd=seed)
     _git("commit", "-q", "-m", "first", cwd=seed)
     _git("push", "-q", str(remote), "main", cwd=seed)
+    return remote
+
+
+def test_runner_works_on_a_repository_branch_and_reports_what_changed(
+    make: Callable[..., Runner],
+    server: FakeCoordinator,
+    spawner: FakeSpawner,
+    clock: FakeClock,
+    tmp_path: Path,
+) -> None:
+    remote = bare_remote(tmp_path)
     server.to_claim.append(grant(job("j1", repo=f"file://{remote}", pr=True)))
     runner = make()
     ticks(runner, clock, 2)

@@ -17,14 +17,14 @@ from typing import Any, TypeVar
 
 import pytest
 
-from factory_cli.api import FleetClient
-from factory_cli.runner import RunConfig, Runner
-from factory_cli.testing import FakeClock, FakeSpawner, InlineExecutor
+from factory_cli.runner import Runner
+from factory_cli.testing import FakeClock, FakeSpawner
 from factory_cli.workspace import Workspaces
 from tests.unit.test_cli_runner import (  # noqa: F401  (fixtures)
     API,
     FakeCoordinator,
     _git,
+    bare_remote,
     clock,
     grant,
     job,
@@ -73,49 +73,6 @@ class RecordingSink:
         return [n for n, _ in files], []
 
 
-def _runner(
-    tmp_path: Path,
-    clock: FakeClock,
-    spawner: FakeSpawner,
-    *,
-    executor: Any = None,
-    sink: Any = None,
-    base_env: dict[str, str] | None = None,
-    **config: Any,
-) -> Runner:
-    cfg = RunConfig(
-        factory_id="fa",
-        capabilities=("os:linux", "has:git"),
-        template=config.pop("template", "agent --prompt {prompt_file} --job {job_id}"),
-        work_root=tmp_path / "work",
-        engine_name=config.pop("engine_name", "fake"),
-        **config,
-    )
-    return Runner(
-        FleetClient(API, "flf_secret"),
-        cfg,
-        clock=clock,
-        spawner=spawner,
-        rand=lambda: 0.5,
-        executor=executor or InlineExecutor(),
-        sink=sink,
-        state_path=tmp_path / "state.json",
-        base_env=base_env
-        or {"PATH": "/usr/bin:/bin", "FLEET_TOKEN": "flf_secret", "HOME": str(tmp_path)},
-    )
-
-
-def _remote(tmp_path: Path) -> Path:
-    remote, seed = tmp_path / "remote.git", tmp_path / "seed"
-    _git("init", "-q", "--bare", "-b", "main", str(remote))
-    _git("init", "-q", "-b", "main", str(seed))
-    (seed / "README.md").write_text("hello\n")
-    _git("add", ".", cwd=seed)
-    _git("commit", "-q", "-m", "first", cwd=seed)
-    _git("push", "-q", str(remote), "main", cwd=seed)
-    return remote
-
-
 # --- an engine that commits its own work -------------------------------------------------------
 
 
@@ -128,7 +85,7 @@ def test_engine_commits_are_pushed_at_its_checkpoint(
 ) -> None:
     """Work the engine committed itself (Claude Code and Codex do) is pushed at its next
     checkpoint like uncommitted work: a crash loses no more than that."""
-    remote = _remote(tmp_path)
+    remote = bare_remote(tmp_path)
     server.to_claim.append(grant(job("j1", repo=f"file://{remote}")))
     runner = make()
     ticks(runner, clock, 2)
@@ -149,14 +106,18 @@ def test_engine_commits_are_pushed_at_its_checkpoint(
 
 
 def test_release_during_checkout_does_not_start_the_engine(
-    server: FakeCoordinator, spawner: FakeSpawner, clock: FakeClock, tmp_path: Path
+    make: Callable[..., Runner],
+    server: FakeCoordinator,
+    spawner: FakeSpawner,
+    clock: FakeClock,
+    tmp_path: Path,
 ) -> None:
     """A stop (release) that arrives while the repository is checked out in the background:
     no engine is started once the checkout lands; the job is given back."""
-    remote = _remote(tmp_path)
+    remote = bare_remote(tmp_path)
     executor = DeferredExecutor()
     server.to_claim.append(grant(job("j1", repo=f"file://{remote}")))
-    runner = _runner(tmp_path, clock, spawner, executor=executor, grace_seconds=0)
+    runner = make(executor=executor, grace_seconds=0)
     ticks(runner, clock, 2)
     assert runner.runs["j1"].phase.value == "preparing" and not spawner.processes
     runner.request_stop()
@@ -196,7 +157,11 @@ def test_engine_symlinked_checkpoint_does_not_leak_factory_files(
 
 
 def test_engine_symlinked_log_is_not_uploaded(
-    server: FakeCoordinator, spawner: FakeSpawner, clock: FakeClock, tmp_path: Path
+    make: Callable[..., Runner],
+    server: FakeCoordinator,
+    spawner: FakeSpawner,
+    clock: FakeClock,
+    tmp_path: Path,
 ) -> None:
     """Same with .fleet/engine.log: a link there is neither uploaded as an artifact nor read
     for the last output line."""
@@ -205,7 +170,7 @@ def test_engine_symlinked_log_is_not_uploaded(
     secret.write_text(json.dumps({"token": "flf_secret_factory_token"}) + "\n")
     sink = RecordingSink()
     server.to_claim.append(grant(job("j1")))
-    runner = _runner(tmp_path, clock, spawner, sink=sink)
+    runner = make(sink=sink)
     ticks(runner, clock, 2)
     proc = spawner.last
     proc.log.unlink()
@@ -221,14 +186,18 @@ def test_engine_symlinked_log_is_not_uploaded(
 
 
 def test_cancel_during_wrap_up_changes_nothing_on_the_remote(
-    server: FakeCoordinator, spawner: FakeSpawner, clock: FakeClock, tmp_path: Path
+    make: Callable[..., Runner],
+    server: FakeCoordinator,
+    spawner: FakeSpawner,
+    clock: FakeClock,
+    tmp_path: Path,
 ) -> None:
     """An operator's cancel while the wrap-up runs in the background: the task goes no
     further (no push, no pull request), so the remote does not move after the cancel."""
-    remote = _remote(tmp_path)
+    remote = bare_remote(tmp_path)
     executor = DeferredExecutor()
     server.to_claim.append(grant(job("j1", repo=f"file://{remote}")))
-    runner = _runner(tmp_path, clock, spawner, executor=executor)
+    runner = make(executor=executor)
     ticks(runner, clock, 1)
     executor.run_all()  # checkout
     ticks(runner, clock, 1)
@@ -257,7 +226,7 @@ def test_abort_releases_with_the_pushed_branch_and_commit(
     """A second Ctrl-C releases with the pushed ``{branch, commit}`` on top of the engine's
     checkpoint: the next attempt resumes from the pushed work instead of starting from base
     (whose marker push would replace that work)."""
-    remote = _remote(tmp_path)
+    remote = bare_remote(tmp_path)
     server.to_claim.append(grant(job("j1", repo=f"file://{remote}")))
     runner = make()
     ticks(runner, clock, 2)
@@ -277,7 +246,11 @@ def test_abort_releases_with_the_pushed_branch_and_commit(
 
 
 def test_version_probe_does_not_get_the_factory_token(
-    server: FakeCoordinator, spawner: FakeSpawner, clock: FakeClock, tmp_path: Path
+    make: Callable[..., Runner],
+    server: FakeCoordinator,
+    spawner: FakeSpawner,
+    clock: FakeClock,
+    tmp_path: Path,
 ) -> None:
     """Asking the agent's CLI its version runs it without the factory's token in its
     environment."""
@@ -289,7 +262,7 @@ def test_version_probe_does_not_get_the_factory_token(
     codex.chmod(0o755)
     server.to_claim.append(grant(job("j1")))
     env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "FLEET_TOKEN": "flf_secret", "HOME": str(tmp_path)}
-    runner = _runner(tmp_path, clock, spawner, engine_name="codex", template="codex", base_env=env)
+    runner = make(engine_name="codex", template="codex", base_env=env)
     ticks(runner, clock, 2)
     spawner.last.exit(0)
     until(runner, clock, lambda: not runner.runs)
@@ -306,7 +279,7 @@ def test_git_config_written_after_the_guard_runs_no_engine_command(
     """The engine's user owns the checkout's .git and may rewrite its config at any moment
     (here: at the worst one, right before the factory's commit): the factory's git reads a
     repository of its own, so the engine's gpg.program never runs as the factory's user."""
-    remote = _remote(tmp_path)
+    remote = bare_remote(tmp_path)
     spaces = Workspaces(tmp_path / "cache", gh=None)
     work = spaces.checkout(
         job_id="j1",
