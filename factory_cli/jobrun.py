@@ -1098,6 +1098,8 @@ class JobRun:
     def _done(self, outcome: Outcome) -> None:
         self.phase = Phase.DONE
         self.outcome = outcome
+        if self.checkout is not None and self._task is None:
+            self.checkout.close()  # no task of the attempt still uses its private git dir
         log.info("job %s (epoch %d): %s", self.id, self.epoch, outcome.value)
 
     # --- helpers -------------------------------------------------------------------------

@@ -769,6 +769,13 @@ class Checkout:
         of the attempt may still be running)."""
         self._stopped.set()
 
+    def close(self) -> None:
+        """The attempt is over (nothing of it runs any more): stop, and remove the private git
+        dir (what it pushed is on the remote; the work dir stays for whoever looks)."""
+        self.stop()
+        with contextlib.suppress(OSError):
+            _remove(self._git_dir)
+
     def commit_all(self, message: str) -> str | None:
         """Snapshot the work tree (``.fleet/``, ``.git`` and nested repositories excluded)
         as a commit with the attempt's trailers; the new commit, or None when the tree is the

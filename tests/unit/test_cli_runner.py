@@ -584,6 +584,7 @@ def test_runner_works_on_a_repository_branch_and_reports_what_changed(
     assert result["prNote"] and "gh" in result["prNote"]  # no gh here: said, not silent
     assert ".fleet" not in _git("ls-tree", "-r", "--name-only", head, cwd=remote)
     assert (proc.cwd / ".fleet" / "diff.patch").read_text().count("+++") == 2
+    assert not list((tmp_path / "work" / ".repos" / "jobs").iterdir())  # its git dir is gone
 
 
 # --- an unreachable coordinator ----------------------------------------------------------------
