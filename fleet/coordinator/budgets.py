@@ -25,7 +25,7 @@ from fleet.coordinator.cache import TtlCache
 from fleet.coordinator.clock import Clock
 from fleet.domain.models import Job, format_ts, parse_ts
 from fleet.errors import AlreadyExists, ConcurrencyConflict, NotFound, PreconditionFailed
-from fleet.store.expr import Defined, Expr, F, Not, all_of, any_of
+from fleet.store.expr import Expr, F, Not, all_of, any_of
 from fleet.store.ports import DocumentStore, Incr, Remove, Set
 
 BUDGET_ID = "budget"
@@ -143,6 +143,13 @@ def _fits(amount: float) -> Expr:
     )
 
 
+def _covers(amount: float) -> Expr:
+    """The ceiling can take ``amount`` more (a running attempt's spend past what it holds;
+    a pause stops new claims, not the spend of those already running)."""
+    used = F("/spentUsd") + F("/reservedUsd")
+    return any_of(F("/ceilingUsd").eq(None), used + amount <= F("/ceilingUsd"))
+
+
 class BudgetBlocked(PreconditionFailed):
     """The budget does not allow this claim now."""
 
@@ -245,24 +252,71 @@ class Budgets:
             raise
         return Budget.from_doc(patched)
 
+    def grow(self, product: str, key: str, spent: float) -> None:
+        """A running attempt reports having spent ``spent``: when that is more than its
+        reservation holds, the reservation grows to it — if the ceiling can take it, else
+        ``BudgetBlocked`` (the attempt must stop: the budget would be overspent). One read and
+        one conditional patch, only for an attempt that spends past what it holds."""
+        for _ in range(4):
+            budget = self.get(product)
+            held = budget.reservations.get(key) if budget is not None else None
+            if held is None or spent <= held.usd:
+                return  # no budget, settled already, or covered
+            more = spent - held.usd
+            try:
+                self.docs.patch(
+                    product,
+                    BUDGET_ID,
+                    [
+                        Incr("/reservedUsd", more),
+                        Set(f"/reservations/{key}/usd", spent),
+                        Set("/updatedAt", format_ts(self.clock.now())),
+                    ],
+                    condition=all_of(F(f"/reservations/{key}/usd").eq(held.usd), _covers(more)),
+                )
+                return
+            except NotFound:
+                return
+            except PreconditionFailed:
+                again = self.get(product)
+                now_held = again.reservations.get(key) if again is not None else None
+                if now_held is not None and now_held.usd == held.usd:
+                    raise BudgetBlocked(
+                        f"the budget cannot cover ${spent:.4f} spent by this attempt",
+                        reservation=key,
+                    ) from None
+                # It moved (another report grew it, or it was settled): look again.
+        raise ConcurrencyConflict(f"reservation {key} is changing too fast; retry")
+
     def settle(self, product: str, key: str, amount: float, cost: float) -> bool:
-        """Release the attempt's reservation and book its reported cost. False when there is
-        nothing to settle (never reserved, or settled already): nothing is counted twice."""
-        try:
-            self.docs.patch(
-                product,
-                BUDGET_ID,
-                [
-                    Incr("/reservedUsd", -amount),
-                    Incr("/spentUsd", max(0.0, cost)),
-                    Remove(f"/reservations/{key}"),
-                    Set("/updatedAt", format_ts(self.clock.now())),
-                ],
-                condition=Defined(F(f"/reservations/{key}")),
-            )
-        except (PreconditionFailed, NotFound):
-            return False
-        return True
+        """Release the attempt's reservation (``amount``, what the claim reserved, unless a
+        running attempt's spend grew it: then what it holds now) and book its reported cost.
+        False when there is nothing to settle (never reserved, or settled already): nothing
+        is counted twice."""
+        for _ in range(4):
+            try:
+                self.docs.patch(
+                    product,
+                    BUDGET_ID,
+                    [
+                        Incr("/reservedUsd", -amount),
+                        Incr("/spentUsd", max(0.0, cost)),
+                        Remove(f"/reservations/{key}"),
+                        Set("/updatedAt", format_ts(self.clock.now())),
+                    ],
+                    condition=F(f"/reservations/{key}/usd").eq(amount),
+                )
+            except NotFound:
+                return False
+            except PreconditionFailed:
+                budget = self.get(product)
+                held = budget.reservations.get(key) if budget is not None else None
+                if held is None:
+                    return False
+                amount = held.usd  # it grew while the attempt ran
+                continue
+            return True
+        raise ConcurrencyConflict(f"reservation {key} is changing too fast; retry")
 
     # --- burndown --------------------------------------------------------------------
 

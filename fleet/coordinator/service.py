@@ -1116,10 +1116,40 @@ class Coordinator:
         job = self._update(product, job_id, change)
         if ended_at_limit:
             self._ended_at_limit(job, factory_id, epoch)
+        elif cost is not None and job.reservation and job.stage in LEASED and job.epoch == epoch:
+            job = self._hold_running_spend(job, factory_id, epoch, cost)
         if job.stage in (Stage.QUEUED, Stage.REVIEW):
             self.bump_gate(product)  # work to claim, or to review
         if job.stage is Stage.SHIPPED:
             self._unblock_dependents(product)
+        return job
+
+    def _hold_running_spend(self, job: Job, factory_id: str, epoch: int, cost: float) -> Job:
+        """A running attempt's reported spend, past what its claim reserved, is reserved too
+        (so the budget sees it while the agent works and other claims cannot take it). When
+        the ceiling cannot cover it the attempt is ended ``budget_exceeded``, like an attempt
+        over its own cap: the holder is told 409 and stops spending."""
+        if job.reservation is None or cost <= estimate_of(job):
+            return job
+        try:
+            self.budgets.grow(job.productId, job.reservation, cost)
+        except BudgetBlocked:
+
+            def end(current: Job, now: datetime) -> Job:
+                J.check_fence(current, factory_id, epoch)
+                return J.end_at_limit(
+                    current,
+                    "budget_exceeded",
+                    now=now,
+                    reason=(
+                        f"the product's budget cannot cover the ${cost:.4f} attempt {epoch} "
+                        "has spent"
+                    ),
+                )
+
+            ended = self._update(job.productId, job.id, end)
+            self._ended_at_limit(ended, factory_id, epoch)
+            return ended
         return job
 
     def _ended_at_limit(self, job: Job, factory_id: str, epoch: int) -> None:

@@ -96,3 +96,28 @@ def test_http_channel_limits_and_settings(running_stack: RunningStack, product: 
     refused = _call("PUT", f"{api}/fleet/settings", op, {"weights": {"priority": -1}})
     assert refused.status_code == 400
     assert refused.json()["details"]["problems"][0]["path"] == "weights.priority"
+
+
+def test_http_a_running_attempts_spend_is_reserved_and_past_the_ceiling_stopped(
+    running_stack: RunningStack, product: str
+) -> None:
+    api, op = running_stack.api, running_stack.operator(product)
+    assert _call("PUT", f"{api}/fleet/budgets/{product}", op, {"ceilingUsd": 5}).status_code == 200
+    factory = bearer(running_stack.enroll(product, "runner"))
+    claim = running_stack.submit_and_claim(product, factory, budget=1, maxAttempts=1)
+    url, epoch = f"{api}/fleet/jobs/{claim['job']['id']}", claim["lease"]["epoch"]
+
+    def report(cost: float, **more: Any) -> requests.Response:
+        body = {"leaseEpoch": epoch, "progress": {"costUsd": cost}, **more}
+        return _call("PATCH", url, factory, body)
+
+    assert report(0.5, stage="building").status_code == 200
+    assert report(3).status_code == 200
+    budget = _call("GET", f"{api}/fleet/budgets/{product}", op).json()
+    assert (budget["spentUsd"], budget["reservedUsd"]) == (0, 3)  # seen while it runs
+    over = report(6)  # the ceiling cannot take it: the attempt is ended
+    assert over.status_code == 409 and over.json()["error"] == "budget_exceeded", over.text
+    budget = _call("GET", f"{api}/fleet/budgets/{product}", op).json()
+    assert (budget["spentUsd"], budget["reservedUsd"]) == (6, 0)
+    job = _call("GET", url, op).json()
+    assert job["stage"] == "dead_letter" and job["runs"][-1]["outcome"] == "budget_exceeded"

@@ -10,7 +10,7 @@ import pytest
 from fleet.coordinator import Coordinator
 from fleet.coordinator.budgets import reservation_key
 from fleet.coordinator.clock import ManualClock
-from fleet.domain.jobs import Fenced
+from fleet.domain.jobs import BudgetExceeded, Fenced
 from fleet.domain.manifest import Manifest
 from fleet.domain.scheduler import FactoryView
 from fleet.domain.stages import Action, Stage
@@ -162,6 +162,46 @@ def test_budget_concurrent_claims_never_overspend(coord: Coordinator) -> None:
     assert budget is not None
     assert len(won) == len(set(won)) == 10
     assert budget.spentUsd + budget.reservedUsd <= 10.0 and budget.autoPaused
+
+
+def test_budget_reserves_a_running_attempts_spend_past_its_estimate(coord: Coordinator) -> None:
+    coord.budgets.put(P, 10.0)
+    job = submit(coord, budget=1.0)
+    claim = coord.claim(P, factory())
+    assert claim is not None
+    epoch = claim.lease.epoch
+    coord.report(P, job, "f", epoch, stage=Stage.BUILDING, progress={"costUsd": 0.5})
+    assert coord.budgets.get(P).reservedUsd == 1.0  # type: ignore[union-attr]  # covered
+    coord.report(P, job, "f", epoch, progress={"costUsd": 3.0})
+    budget = coord.budgets.get(P)
+    assert budget is not None and budget.reservedUsd == 3.0  # the budget sees it at once
+    assert budget.reservations[claim.job.reservation or ""].usd == 3.0
+    coord.report(P, job, "f", epoch, progress={"costUsd": 3.0})  # the same again: no change
+    assert coord.budgets.get(P).reservedUsd == 3.0  # type: ignore[union-attr]
+    coord.report(P, job, "f", epoch, stage=Stage.SHIPPED, result={"costUsd": 4.0})
+    budget = coord.budgets.get(P)
+    assert budget is not None
+    assert (budget.spentUsd, budget.reservedUsd, budget.reservations) == (4.0, 0.0, {})
+
+
+def test_budget_a_running_attempt_the_ceiling_cannot_cover_is_ended(coord: Coordinator) -> None:
+    coord.budgets.put(P, 5.0)
+    job = submit(coord, budget=1.0, maxAttempts=1)
+    claim = coord.claim(P, factory())
+    assert claim is not None
+    epoch = claim.lease.epoch
+    coord.report(P, job, "f", epoch, stage=Stage.BUILDING, progress={"costUsd": 4.0})
+    with pytest.raises(BudgetExceeded):
+        coord.report(P, job, "f", epoch, progress={"costUsd": 6.0})
+    ended = coord.get_job(P, job)
+    assert ended.stage is Stage.DEAD_LETTER and ended.epoch == epoch + 1
+    run = ended.runs[-1]
+    assert run.outcome == "budget_exceeded" and "budget cannot cover" in (run.reason or "")
+    budget = coord.budgets.get(P)
+    assert budget is not None  # what was spent is booked; nothing stays reserved
+    assert (budget.spentUsd, budget.reservedUsd, budget.reservations) == (6.0, 0.0, {})
+    with pytest.raises(BudgetExceeded):  # the holder's next call says why, too
+        coord.renew(P, job, "f", epoch)
 
 
 # --- channels ---------------------------------------------------------------------------
