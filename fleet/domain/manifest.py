@@ -8,10 +8,10 @@ Every problem in a document is reported at once, each with a path in the documen
 (``capabilities[1]``, ``budget.estimateUsd``; ``""`` for the whole document) and a
 machine-readable code, so an operator fixes a manifest in one round trip.
 
-The YAML is read with python-frontmatter's YAML handler, but the document is split here:
-``frontmatter.loads`` strips the body (it must stay verbatim), silently ignores front matter
-that is not a mapping or is never closed, sniffs JSON/TOML front matter, and its boundary
-pattern swallows blank lines after the closing ``---``.
+The document is split here and its front matter read with PyYAML's safe loader (a general
+front-matter library would strip the body, which must stay verbatim, silently ignore front
+matter that is not a mapping or is never closed, sniff JSON/TOML, and swallow blank lines
+after the closing ``---``).
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from datetime import date
 from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from frontmatter.default_handlers import YAMLHandler
 from pydantic import (
     AfterValidator,
     AliasChoices,
@@ -490,7 +489,6 @@ def validate_profile_name(name: object) -> str:
 
 _OPEN = re.compile(r"\A\ufeff?(?:[ \t]*\r?\n)*-{3,}[ \t]*(?:\r?\n|\Z)")
 _CLOSE = re.compile(r"^-{3,}[ \t]*(?:\r?\n|\Z)", re.MULTILINE)
-_YAML = YAMLHandler()
 
 
 @dataclass(frozen=True)
@@ -562,7 +560,7 @@ def _split(text: object) -> _Split:
 
 def _load_yaml(source: str, first_line: int) -> dict[str, Any]:
     try:
-        data = _YAML.load(source, Loader=_Loader)
+        data = yaml.load(source, Loader=_Loader)  # _Loader is a SafeLoader
     except _DuplicateKey as exc:
         line = f" (line {exc.problem_mark.line + first_line})" if exc.problem_mark else ""
         raise ValidationFailed.one(
@@ -706,9 +704,27 @@ def render_profile_markdown(profile: ProfileSpec) -> str:
     return _render(meta, profile.preamble)
 
 
+# libyaml's dumper where it is built in (it escapes line separators such as U+2028 and NEL,
+# which the pure-Python one folds into the text): the same text on every machine with it.
+_DUMPER: type[yaml.SafeDumper] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
 def _render(meta: dict[str, Any], body: str) -> str:
     # No line folding: long values stay on one line, so nothing depends on YAML's folding rules.
-    front = _YAML.export(meta, sort_keys=False, width=2**31 - 1) if meta else ""
+    front = (
+        yaml.dump(
+            meta,
+            Dumper=_DUMPER,
+            default_flow_style=False,
+            allow_unicode=True,
+            sort_keys=False,
+            width=2**31 - 1,
+        )
+        .strip()
+        .replace("\r\n", "\n")
+        if meta
+        else ""
+    )
     return f"---\n{front}\n---\n\n{body}" if front else f"---\n---\n\n{body}"
 
 
