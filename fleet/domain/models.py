@@ -45,7 +45,10 @@ class Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
 
     def evolve(self, **changes: Any) -> Self:
-        return self.model_copy(update=changes)
+        """A copy with ``changes``, validated as a new model would be: a value of the wrong
+        type is refused (``ValidationError``), never stored (``model_copy`` would keep it).
+        Nested models already built are taken as they are, not validated again."""
+        return self.model_validate({**self.__dict__, **changes})
 
 
 class Document(Model):

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from fleet.domain import jobs as J
 from fleet.domain.ids import sortable_id
@@ -244,3 +245,14 @@ def test_ids_are_url_safe_and_sort_by_time() -> None:
     a = sortable_id("j", T0, b"\xff" * 10)
     b = sortable_id("j", T0 + timedelta(milliseconds=1), b"\x00" * 10)
     assert a < b and len(a) == 27 and a.isalnum() and a == a.lower()
+
+
+def test_models_evolve_validates_what_it_stores() -> None:
+    original = job()
+    assert original.evolve(epoch="7").epoch == 7  # coerced like any input
+    with pytest.raises(ValidationError):
+        original.evolve(epoch="two")
+    with pytest.raises(ValidationError):
+        original.evolve(stage="nowhere")
+    evolved = original.evolve(priority=9)
+    assert all(a is b for a, b in zip(evolved.events, original.events, strict=True))  # as built
