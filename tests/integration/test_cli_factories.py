@@ -194,11 +194,10 @@ def test_cli_pip_install_gives_a_working_command(tmp_path: Path) -> None:
     """`pip install .` into a fresh virtualenv: only the CLI and its small dependencies."""
     source = tmp_path / "src"
     source.mkdir()
-    for name in ("pyproject.toml", "README.md"):
-        (source / name).write_bytes((REPO / name).read_bytes())
+    (source / "pyproject.toml").write_bytes((REPO / "pyproject.toml").read_bytes())
     package = source / "factory_cli"
     package.mkdir()
-    for path in (REPO / "factory_cli").glob("*.py"):
+    for path in [*(REPO / "factory_cli").glob("*.py"), REPO / "factory_cli" / "README.md"]:
         (package / path.name).write_bytes(path.read_bytes())
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
