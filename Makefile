@@ -24,6 +24,7 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-logo
 
 # Everything: linters, unit tests, the contract suite on both backends, integration tests.
 test: install
@@ -46,4 +47,4 @@ bench: install
 	$(PY) -m benchmarks
 
 clean:
-	rm -rf $(VENV) node_modules .local .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) node_modules .local .pytest_cache .mypy_cache .ruff_cache .import_linter_cache

@@ -1,13 +1,20 @@
-"""The Azure Functions (Python v2 programming model) entry point.
+"""The Azure Functions (Python v2 programming model) entry point, and the composition root.
 
-It only builds the app and registers one Blueprint per area; handlers live in fleet/http/,
-timers in fleet/timers.py. Runs under `func start` / `func azure functionapp publish`, and
-under the local host (`python -m fleet.devhost`) where Core Tools are not installed.
+It builds the app and registers one Blueprint per area over one context provider: the
+app's context (settings, stores, coordinator, tokens, ...) is built from the environment on
+first use and kept for the life of the worker process. Handlers live in fleet/http/, timers
+in fleet/timers.py; none of them looks the context up, each is handed it. Runs under
+`func start` / `func azure functionapp publish`, and under the local host
+(`python -m fleet.devhost`) where Core Tools are not installed.
+
+Tests, the simulation and the benchmarks build their own app over a context of their own:
+`build_app(lambda: context)`.
 """
 
 import azure.functions as func
 
 from fleet import timers
+from fleet.context import ContextProvider, build_context, once
 from fleet.http import (
     budgets,
     factories,
@@ -19,19 +26,18 @@ from fleet.http import (
     tokens,
     work,
 )
+from fleet.settings import Settings
 
-app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+# Registration order is the order routes of equal precedence are matched in.
+HTTP = (health, jobs, fleet_ops, factories, profiles, tokens, budgets, work, openapi)
 
-for blueprint in (
-    health.bp,
-    jobs.bp,
-    fleet_ops.bp,
-    factories.bp,
-    profiles.bp,
-    tokens.bp,
-    budgets.bp,
-    work.bp,
-    openapi.bp,
-    timers.bp,
-):
-    app.register_functions(blueprint)
+
+def build_app(context: ContextProvider) -> func.FunctionApp:
+    app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+    for module in HTTP:
+        app.register_functions(module.operations.blueprint(context))
+    app.register_functions(timers.blueprint(context))
+    return app
+
+
+app = build_app(once(lambda: build_context(Settings.from_env())))

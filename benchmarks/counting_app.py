@@ -1,8 +1,8 @@
-"""The app the benchmarks' host serves: ``function_app.app`` unchanged, plus what the host
-process needs to report its store calls (``python -m fleet.devhost --app
+"""The app the benchmarks' host serves: the production app (``function_app.build_app``),
+plus what the host process needs to report its store calls (``python -m fleet.devhost --app
 benchmarks.counting_app:app``; started by ``benchmarks.common.CountingHost``).
 
-- The process's context is the production wiring (``context_for(settings,
+- The app's context is the production wiring (``context_for(settings,
   azure_stores(settings))``) with one decorator at the store seam: ``ConflictCounting`` passes
   every document call through and counts the conditional writes the store refused (412: a
   stale ``If-Match``, or a false filter predicate) and the documents queries returned. Every
@@ -22,14 +22,14 @@ from typing import Any
 
 import azure.functions as func
 
-from fleet.context import context_for, get_context, set_context
+from fleet.context import AppContext, context_for, once
 from fleet.errors import ConcurrencyConflict, PreconditionFailed
 from fleet.settings import Settings
 from fleet.store.azure import azure_stores
 from fleet.store.decorator import DocumentsDecorator, T
 from fleet.store.ports import Doc, DocumentStore
 from fleet.store.queries import NamedQuery
-from function_app import app
+from function_app import build_app
 
 __all__ = ["ConflictCounting", "app"]
 
@@ -70,21 +70,22 @@ class ConflictCounting(DocumentsDecorator):
             return self._rows
 
 
-_documents: ConflictCounting | None = None
+def _counting_context() -> AppContext:
+    """The production context, with the counting decorator at the store seam."""
+    settings = Settings.from_env()
+    stores = azure_stores(settings)
+    return context_for(settings, replace(stores, documents=ConflictCounting(stores.documents)))
 
 
-def _install() -> ConflictCounting:
-    """Build the process's context once, with the counting decorator at the seam."""
-    global _documents
-    if _documents is None:
-        settings = Settings.from_env()
-        stores = azure_stores(settings)
-        _documents = ConflictCounting(stores.documents)
-        set_context(context_for(settings, replace(stores, documents=_documents)))
-    return _documents
+def _documents() -> ConflictCounting:
+    documents = context().stores.documents
+    assert isinstance(documents, ConflictCounting)
+    return documents
 
 
-_install()
+context = once(_counting_context)
+context()  # built at import, as before: the host's first request finds it ready
+app = build_app(context)
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
 
 
@@ -93,9 +94,9 @@ def store_calls(req: func.HttpRequest) -> func.HttpResponse:
     """This host process's store calls by kind, refused conditional writes and documents
     returned by queries, so far."""
     body = {
-        "calls": get_context().stores.counters.snapshot(),
-        "conflicts": _install().conflicts(),
-        "query_rows": _install().rows(),
+        "calls": context().stores.counters.snapshot(),
+        "conflicts": _documents().conflicts(),
+        "query_rows": _documents().rows(),
     }
     return func.HttpResponse(json.dumps(body), mimetype="application/json")
 

@@ -43,8 +43,7 @@ import random
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -72,9 +71,8 @@ from benchmarks.common import (
     submit,
     table,
 )
-from fleet.context import AppContext, context_for, set_context
+from fleet.context import AppContext, context_for
 from fleet.coordinator.clock import ManualClock, SystemClock
-from fleet.coordinator.fleet_health import fleet_health
 from fleet.devhost.host import AppIndex, HttpFunction, TimerRunner, index_app
 from fleet.errors import NotFound
 from fleet.settings import Settings, local_stack_env
@@ -204,24 +202,15 @@ class Call:
     seconds: float
 
 
-@contextmanager
-def installed(context: AppContext) -> Iterator[AppContext]:
-    """Make ``context`` the process's context (what handlers read) for the block only."""
-    set_context(context)
-    try:
-        yield context
-    finally:
-        set_context(None)
-
-
 class InProcess:
-    """The handlers of ``function_app.app``, routed like the local host routes them, called
-    with real ``func.HttpRequest``s over ``context``'s stores; each call's store calls are
-    counted. Not thread-safe: the counters see every thread of the process."""
+    """The handlers of the production app (``function_app.build_app``) built over
+    ``context``, routed like the local host routes them, called with real
+    ``func.HttpRequest``s; each call's store calls are counted. Not thread-safe: the counters
+    see every thread of the process."""
 
-    def __init__(self, context: AppContext, index: AppIndex | None = None) -> None:
+    def __init__(self, context: AppContext) -> None:
         self.context = context
-        self.index = index or app_index()
+        self.index = app_index(context=context)
 
     def _route(self, method: str, path: str) -> tuple[HttpFunction, dict[str, str]]:
         for function in self.index.http:
@@ -249,7 +238,7 @@ class InProcess:
             body=json.dumps(body).encode() if body is not None else b"",
         )
         counters = self.context.stores.counters
-        with installed(self.context), counters.measure() as cost:
+        with counters.measure() as cost:
             started = time.perf_counter()
             response = function.handler(request)
             seconds = time.perf_counter() - started
@@ -269,10 +258,18 @@ class InProcess:
         return done.status, done.body
 
 
-def app_index(environ: Mapping[str, str] | None = None) -> AppIndex:
+def app_index(
+    environ: Mapping[str, str] | None = None, *, context: AppContext | None = None
+) -> AppIndex:
     """The app's function metadata, read the way the local host reads it. ``environ`` names
-    the timer schedules (``REAPER_SCHEDULE`` ...)."""
-    return _index(tuple(sorted({**local_stack_env(), **(environ or {})}.items())))
+    the timer schedules (``REAPER_SCHEDULE`` ...). With ``context``, the handlers are the
+    app's built over that context (an app of its own); without, ``function_app.app``'s."""
+    env = {**local_stack_env(), **(environ or {})}
+    if context is not None:
+        from function_app import build_app
+
+        return index_app(build_app(lambda: context), env)
+    return _index(tuple(sorted(env.items())))
 
 
 @functools.cache
@@ -380,12 +377,10 @@ def item_sizes(stores: Stores, product: str, token: str, factory: str) -> dict[s
 
 
 def context_with_clock(settings: Settings, stores: Stores, clock: ManualClock) -> AppContext:
-    """``fleet.context.context_for``'s own wiring, with every clock in it re-pointed at
-    ``clock``. ``context_for`` takes no clock, so the objects it built (coordinator, tokens,
-    budgets, channel limits, ...) are walked and each ``SystemClock`` they hold is
-    replaced; a clock left behind is an error, not a silently real-time cache."""
-    context = context_for(settings, stores)
-    _swap_clocks(context, clock, seen=set(), depth=3)
+    """``fleet.context.context_for``'s own wiring on ``clock``. The objects it built
+    (coordinator, tokens, budgets, channel limits, ...) are walked: a real clock left behind
+    is an error, not a silently real-time cache."""
+    context = context_for(settings, stores, clock=clock)
     left = _find_clocks(context, seen=set(), depth=3)
     if left:
         raise BenchError(f"real clocks left in the context: {', '.join(left)}")
@@ -398,17 +393,6 @@ def _children(obj: object) -> list[tuple[str, object]]:
         return []
     # Only the project's own objects: never into SDK clients or the stores' internals.
     return [(k, v) for k, v in fields.items() if type(v).__module__.startswith("fleet.")]
-
-
-def _swap_clocks(obj: object, clock: ManualClock, *, seen: set[int], depth: int) -> None:
-    if depth < 0 or id(obj) in seen:
-        return
-    seen.add(id(obj))
-    for name, value in _children(obj):
-        if isinstance(value, SystemClock):
-            setattr(obj, name, clock)
-        else:
-            _swap_clocks(value, clock, seen=seen, depth=depth - 1)
 
 
 def _find_clocks(obj: object, *, seen: set[int], depth: int, path: str = "context") -> list[str]:
@@ -488,9 +472,9 @@ def simulate_fleet(
     index = index or app_index(settings_env(settings))
     clock = ManualClock(datetime.now(UTC).replace(microsecond=0))
     context = context_with_clock(settings, stores, clock)
-    probe = InProcess(context, index)
+    probe = InProcess(context)
     coordinator = context.coordinator
-    health = fleet_health(coordinator)
+    health = context.health
     origin = clock.now()
     run = FleetRun(fleet=len(tokens), window_seconds=window_seconds)
     end_ms = round((warmup_seconds + window_seconds) * 1000)
@@ -675,11 +659,8 @@ def measure_backend(
 
     say(f"  {name}: gate poll in-process, 1 cold + {polls} warm")
     gate = gate_costs(context_for(settings, stores), probe_tokens[0], polls)
-    cold_context = context_for(settings, stores)
-    cold_all = [
-        InProcess(cold_context, index).request("GET", "fleet/queue-state", token=t).cost
-        for t in probe_tokens[1:]
-    ]
+    cold = InProcess(context_for(settings, stores))
+    cold_all = [cold.request("GET", "fleet/queue-state", token=t).cost for t in probe_tokens[1:]]
     requests_cost = request_costs(context_for(settings, stores), probe_tokens[0])
 
     runs = []

@@ -1,15 +1,21 @@
-"""The per-process application context: settings, stores and the coordinator, built once.
+"""The application context: settings, stores and the coordinator's parts, wired once.
 
-Azure Functions keeps a worker process alive across invocations, so clients (and their
-connection pools) are created once, on first use, not per request.
+Nothing here is a process global. The composition root (``function_app.py``) makes one
+provider with ``once(...)`` and hands it to every Blueprint; the context is built on first
+use and then kept: Azure Functions keeps a worker process alive across invocations, so
+clients (and their connection pools) are created once per process, not per request.
+Tests, the simulation and the benchmarks build the app over a context of their own.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from fleet.coordinator import Coordinator, CoordinatorConfig
+from fleet.coordinator.clock import Clock
+from fleet.coordinator.fleet_health import FleetHealth, fleet_health
 from fleet.coordinator.metrics import Monitor
 from fleet.coordinator.tokens import TokenConfig, Tokens
 from fleet.coordinator.tracker import Tracker, TrackerConfig
@@ -26,15 +32,20 @@ class AppContext:
     tokens: Tokens
     tracker: Tracker
     monitor: Monitor
+    health: FleetHealth
 
 
-_lock = threading.Lock()
-_context: AppContext | None = None
+# What a Blueprint is given: the process's context, built on the first call.
+ContextProvider = Callable[[], AppContext]
 
 
-def context_for(settings: Settings, stores: Stores) -> AppContext:
+def context_for(settings: Settings, stores: Stores, *, clock: Clock | None = None) -> AppContext:
+    """The app's parts over ``stores``, on ``clock`` (the system's by default): every part
+    reads the coordinator's."""
     container = settings.storage.artifacts_container if settings.storage else "artifacts"
-    coordinator = Coordinator(stores, config=CoordinatorConfig(artifacts_container=container))
+    coordinator = Coordinator(
+        stores, clock=clock, config=CoordinatorConfig(artifacts_container=container)
+    )
     tokens = Tokens(
         coordinator,
         operator_hashes=settings.operator_token_hashes,
@@ -58,6 +69,7 @@ def context_for(settings: Settings, stores: Stores) -> AppContext:
         tokens=tokens,
         tracker=tracker,
         monitor=monitor,
+        health=fleet_health(coordinator, settings.healer),
     )
 
 
@@ -71,18 +83,18 @@ def build_context(settings: Settings) -> AppContext:
     return context_for(settings, azure_stores(settings))
 
 
-def get_context() -> AppContext:
-    """The process's context, built on first use. A failed build is retried on next use."""
-    global _context
-    if _context is None:
-        with _lock:
-            if _context is None:
-                _context = build_context(Settings.from_env())
-    return _context
+def once(build: Callable[[], AppContext]) -> ContextProvider:
+    """A provider that builds the context on its first call and answers that one after. A
+    failed build (a missing setting, the store unreachable) raises to its caller and is
+    retried on the next call."""
+    lock = threading.Lock()
+    built: list[AppContext] = []
 
+    def context() -> AppContext:
+        if not built:
+            with lock:
+                if not built:
+                    built.append(build())
+        return built[0]
 
-def set_context(context: AppContext | None) -> None:
-    """Install a context (tests, the simulation) or clear it so the next use rebuilds."""
-    global _context
-    with _lock:
-        _context = context
+    return context

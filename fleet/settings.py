@@ -56,6 +56,29 @@ class StorageSettings:
 
 
 @dataclass(frozen=True)
+class HealerSettings:
+    """The self-healer's thresholds, in seconds, each from its app setting (unset or empty:
+    the default): HEALER_DOWN_AFTER_SECONDS (a silent factory is down, 600),
+    HEALER_STALL_AFTER_SECONDS (a held job whose progress has not moved is stalled, 900),
+    HEALER_NEVER_STARTED_SECONDS (a job assigned but never started is taken back, 300),
+    HEALER_PRUNE_AFTER_SECONDS (a silent factory is deregistered, 7 days). The stale threshold
+    is the coordinator's (``CoordinatorConfig.stale_after_seconds``), not a setting."""
+
+    down_after_seconds: int = 600
+    stall_after_seconds: int = 900
+    never_started_seconds: int = 300
+    prune_after_seconds: int = 7 * 24 * 3600
+
+
+_HEALER_SETTINGS = {
+    "down_after_seconds": "HEALER_DOWN_AFTER_SECONDS",
+    "stall_after_seconds": "HEALER_STALL_AFTER_SECONDS",
+    "never_started_seconds": "HEALER_NEVER_STARTED_SECONDS",
+    "prune_after_seconds": "HEALER_PRUNE_AFTER_SECONDS",
+}
+
+
+@dataclass(frozen=True)
 class Settings:
     store: StoreKind
     cosmos: CosmosSettings | None
@@ -75,6 +98,8 @@ class Settings:
     # with ALERT_WEBHOOK_SECRET, by the metrics timer.
     alert_webhook_url: str | None = None
     alert_webhook_secret: str | None = None
+    # The self-healer's thresholds (HEALER_DOWN_AFTER_SECONDS, ...: see HealerSettings).
+    healer: HealerSettings = HealerSettings()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -87,6 +112,7 @@ class Settings:
         grace = _int(env, "FLEET_TOKEN_GRACE_SECONDS", 300)
         if grace < 0:
             raise SettingsError("FLEET_TOKEN_GRACE_SECONDS", f"must be >= 0, not {grace}")
+        healer = _healer_from_env(env)
         if store == "memory":
             return cls(
                 store="memory",
@@ -95,6 +121,7 @@ class Settings:
                 schedules=schedules,
                 operator_token_hashes=tokens,
                 token_grace_seconds=grace,
+                healer=healer,
                 **_tracker_from_env(env),
                 **_alert_webhook_from_env(env),
             )
@@ -105,9 +132,32 @@ class Settings:
             schedules=schedules,
             operator_token_hashes=tokens,
             token_grace_seconds=grace,
+            healer=healer,
             **_tracker_from_env(env),
             **_alert_webhook_from_env(env),
         )
+
+
+def _healer_from_env(env: Mapping[str, str]) -> HealerSettings:
+    values: dict[str, int] = {}
+    for name, setting in _HEALER_SETTINGS.items():
+        raw = (env.get(setting) or "").strip()
+        if not raw:
+            continue
+        try:
+            values[name] = int(raw)
+        except ValueError:
+            raise SettingsError(
+                setting, f"must be a whole number of seconds, not {raw!r}"
+            ) from None
+        if values[name] <= 0:
+            raise SettingsError(setting, "must be positive")
+    healer = HealerSettings(**values)
+    if healer.down_after_seconds > healer.prune_after_seconds:
+        raise SettingsError(
+            "HEALER_PRUNE_AFTER_SECONDS", "must not be shorter than HEALER_DOWN_AFTER_SECONDS"
+        )
+    return healer
 
 
 def _url(env: Mapping[str, str], name: str) -> str | None:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The whole test command: linters, then every test (unit, contract on both backends,
-# integration on the real local stack). Fails when pytest collects or runs no test.
+# The whole test command: linters (ruff, mypy, the import layers), then every test (unit,
+# contract on both backends, integration on the real local stack). Fails when pytest collects
+# or runs no test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=.venv
@@ -10,6 +11,8 @@ echo "== ruff"
 "$VENV/bin/ruff" format --check .
 echo "== mypy (strict)"
 "$VENV/bin/mypy"
+echo "== import layers (pyproject.toml [tool.importlinter]: no upward import, no cycle)"
+"$VENV/bin/lint-imports" --no-logo
 echo "== pytest"
 set +e
 "$VENV/bin/python" -m pytest "$@"

@@ -12,17 +12,16 @@ from __future__ import annotations
 import contextlib
 import re
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from fleet.coordinator.clock import Clock
+from fleet.coordinator.writer import Writer
 from fleet.domain import jobs as J
 from fleet.domain.ids import key_digest
-from fleet.domain.manifest import ValidationFailed
 from fleet.domain.models import format_ts
-from fleet.errors import AlreadyExists, ConcurrencyConflict, NotFound
+from fleet.errors import AlreadyExists, ConcurrencyConflict, NotFound, ValidationFailed
+from fleet.store.ports import BlobStore, DocumentStore
 from fleet.store.queries import DOCS_OF_TYPE
-
-if TYPE_CHECKING:
-    from fleet.coordinator.service import Coordinator
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$")
 MAX_NAME = 200
@@ -48,8 +47,18 @@ def validate_name(name: str) -> str:
 
 
 class Artifacts:
-    def __init__(self, coordinator: Coordinator, container: str = "artifacts") -> None:
-        self.coord = coordinator
+    def __init__(
+        self,
+        writer: Writer,
+        docs: DocumentStore,
+        blobs: BlobStore,
+        clock: Clock,
+        container: str = "artifacts",
+    ) -> None:
+        self.writer = writer  # the jobs whose holders write artifacts (fenced on their epoch)
+        self.docs = docs
+        self.blobs = blobs
+        self.clock = clock
         self.container = container
 
     def _id(self, job_id: str, epoch: int, name: str) -> str:
@@ -66,8 +75,8 @@ class Artifacts:
     ) -> dict[str, Any]:
         """A write-only URL for one blob of this attempt. Fenced: the holder at this epoch."""
         validate_name(name)
-        J.check_fence(self.coord.get_job(product, job_id), factory_id, epoch)
-        now = self.coord.clock.now()
+        J.check_fence(self.writer.get_job(product, job_id), factory_id, epoch)
+        now = self.clock.now()
         blob = f"{product}/{job_id}/{epoch}/{name}"
         expires = now + timedelta(minutes=UPLOAD_MINUTES)
         pointer = {
@@ -85,10 +94,8 @@ class Artifacts:
         }
         # The same name asked for again in this attempt: same blob, a new URL.
         with contextlib.suppress(AlreadyExists):
-            self.coord.docs.create(pointer)
-        url = self.coord.stores.blobs.sas_url(
-            self.container, blob, permissions="cw", expires_at=expires
-        )
+            self.docs.create(pointer)
+        url = self.blobs.sas_url(self.container, blob, permissions="cw", expires_at=expires)
         return {
             "artifactId": pointer["id"],
             "url": url,
@@ -101,10 +108,10 @@ class Artifacts:
     def list(self, product: str, job_id: str) -> list[dict[str, Any]]:
         """The job's artifacts, every attempt's; size and type read from the blob once it
         has been uploaded (and then kept on the pointer)."""
-        self.coord.get_job(product, job_id)
+        self.writer.get_job(product, job_id)
         rows = [
             r
-            for r in self.coord.docs.query(DOCS_OF_TYPE, product, {"type": "artifact"})
+            for r in self.docs.query(DOCS_OF_TYPE, product, {"type": "artifact"})
             if r.get("jobId") == job_id
         ]
         out = []
@@ -116,38 +123,36 @@ class Artifacts:
 
     def _finalize(self, row: dict[str, Any]) -> dict[str, Any]:
         try:
-            info = self.coord.stores.blobs.info(self.container, row["blob"])
+            info = self.blobs.info(self.container, row["blob"])
         except NotFound:
             return row  # not uploaded (yet)
         updated = {**row, "size": info.size, "contentType": info.content_type}
         try:
-            return self.coord.docs.replace(updated, etag=row.get("_etag"))
+            return self.docs.replace(updated, etag=row.get("_etag"))
         except (ConcurrencyConflict, NotFound):  # a concurrent finalize or delete: fine
             return updated
 
     def download_url(self, product: str, job_id: str, artifact_id: str) -> dict[str, Any]:
         row = self._pointer(product, job_id, artifact_id)
-        expires = self.coord.clock.now() + timedelta(minutes=DOWNLOAD_MINUTES)
+        expires = self.clock.now() + timedelta(minutes=DOWNLOAD_MINUTES)
         try:
-            self.coord.stores.blobs.info(self.container, row["blob"])
+            self.blobs.info(self.container, row["blob"])
         except NotFound:
             raise ArtifactNotFound(
                 f"artifact {row['name']} was never uploaded", artifactId=artifact_id
             ) from None
-        url = self.coord.stores.blobs.sas_url(
-            self.container, row["blob"], permissions="r", expires_at=expires
-        )
+        url = self.blobs.sas_url(self.container, row["blob"], permissions="r", expires_at=expires)
         return {"url": url, "expiresAt": format_ts(expires), **_view(row)}
 
     def delete(self, product: str, job_id: str, artifact_id: str) -> None:
         row = self._pointer(product, job_id, artifact_id)
         with contextlib.suppress(NotFound):  # never uploaded: only the pointer goes
-            self.coord.stores.blobs.delete(self.container, row["blob"])
-        self.coord.docs.delete(product, artifact_id)
+            self.blobs.delete(self.container, row["blob"])
+        self.docs.delete(product, artifact_id)
 
     def _pointer(self, product: str, job_id: str, artifact_id: str) -> dict[str, Any]:
         try:
-            row = self.coord.docs.read(product, artifact_id)
+            row = self.docs.read(product, artifact_id)
         except NotFound:
             row = {}
         if row.get("type") != "artifact" or row.get("jobId") != job_id:

@@ -39,10 +39,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import secrets
-import threading
-import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field, fields, replace
@@ -52,11 +49,18 @@ from typing import Any, Literal, get_args
 from fleet.coordinator.service import Coordinator, JobNotFound
 from fleet.domain import jobs as J
 from fleet.domain.ids import sortable_id
-from fleet.domain.manifest import Problem, ValidationFailed
 from fleet.domain.models import Factory, Job, format_ts, parse_ts
 from fleet.domain.scheduler import FactoryView
 from fleet.domain.stages import LEASED, Action, Stage
-from fleet.errors import ConcurrencyConflict, ConditionFailed, NotFound, SettingsError
+from fleet.errors import (
+    ConcurrencyConflict,
+    ConditionFailed,
+    NotFound,
+    Problem,
+    SettingsError,
+    ValidationFailed,
+)
+from fleet.settings import HealerSettings
 from fleet.store.ports import Entity, PatchOp, Set
 from fleet.store.queries import LEASED_JOBS
 
@@ -117,40 +121,16 @@ class HealthConfig:
 
     ``stale_after_seconds`` None means the coordinator's (``CoordinatorConfig``, 90 s), which
     also sets the cadence factories are told to keep (a third of it), so one lost heartbeat
-    never looks like a silent factory. The others can be set with app settings (``from_env``):
-    ``HEALER_DOWN_AFTER_SECONDS``, ``HEALER_STALL_AFTER_SECONDS``,
-    ``HEALER_NEVER_STARTED_SECONDS``, ``HEALER_PRUNE_AFTER_SECONDS``.
+    never looks like a silent factory. The others are app settings, read with the rest
+    (``fleet.settings.HealerSettings``: their defaults are these).
     """
 
     stale_after_seconds: int | None = None
-    down_after_seconds: int = 600
-    stall_after_seconds: int = 900
-    never_started_seconds: int = 300
-    prune_after_seconds: int = 7 * 24 * 3600
+    down_after_seconds: int = HealerSettings.down_after_seconds
+    stall_after_seconds: int = HealerSettings.stall_after_seconds
+    never_started_seconds: int = HealerSettings.never_started_seconds
+    prune_after_seconds: int = HealerSettings.prune_after_seconds
     scan_limit: int = 500  # leased jobs one healer pass looks at, per product
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> HealthConfig:
-        env = os.environ if environ is None else environ
-        values: dict[str, int] = {}
-        for name, setting in _SETTINGS.items():
-            raw = (env.get(setting) or "").strip()
-            if not raw:
-                continue
-            try:
-                values[name] = int(raw)
-            except ValueError:
-                raise SettingsError(
-                    setting, f"must be a whole number of seconds, not {raw!r}"
-                ) from None
-            if values[name] <= 0:
-                raise SettingsError(setting, "must be positive")
-        config = cls(**values)
-        if config.down_after_seconds > config.prune_after_seconds:
-            raise SettingsError(
-                "HEALER_PRUNE_AFTER_SECONDS", "must not be shorter than HEALER_DOWN_AFTER_SECONDS"
-            )
-        return config
 
     def resolved(self, default_stale_after: int) -> HealthConfig:
         """This config with the stale threshold filled in, its order checked."""
@@ -168,14 +148,6 @@ class HealthConfig:
         if self.stale_after_seconds is None:
             raise ValueError("stale_after_seconds is not resolved")
         return self.stale_after_seconds
-
-
-_SETTINGS = {
-    "down_after_seconds": "HEALER_DOWN_AFTER_SECONDS",
-    "stall_after_seconds": "HEALER_STALL_AFTER_SECONDS",
-    "never_started_seconds": "HEALER_NEVER_STARTED_SECONDS",
-    "prune_after_seconds": "HEALER_PRUNE_AFTER_SECONDS",
-}
 
 
 # --- what a factory says in a heartbeat ------------------------------------------------
@@ -1030,23 +1002,22 @@ def _stall_record(job: Job, change: StallChange, now: datetime) -> Job:
     )
 
 
-# --- one per coordinator per process ------------------------------------------------------
-
-_lock = threading.Lock()
-_instances: weakref.WeakKeyDictionary[Coordinator, FleetHealth] = weakref.WeakKeyDictionary()
+# --- built from settings ----------------------------------------------------------------
 
 
-def fleet_health(coordinator: Coordinator) -> FleetHealth:
-    """The process's FleetHealth for this coordinator (settings read once, on first use)."""
-    with _lock:
-        health = _instances.get(coordinator)
-        if health is None:
-            config = HealthConfig.from_env()
-            stale = coordinator.config.stale_after_seconds
-            if config.down_after_seconds <= stale:
-                raise SettingsError(
-                    "HEALER_DOWN_AFTER_SECONDS",
-                    f"must be longer than the stale threshold ({stale} s)",
-                )
-            health = _instances[coordinator] = FleetHealth(coordinator, config)
-        return health
+def fleet_health(coordinator: Coordinator, healer: HealerSettings) -> FleetHealth:
+    """The FleetHealth of this coordinator with the healer's thresholds from settings (the
+    composition root builds one per process: ``fleet.context.context_for``)."""
+    stale = coordinator.config.stale_after_seconds
+    if healer.down_after_seconds <= stale:
+        raise SettingsError(
+            "HEALER_DOWN_AFTER_SECONDS",
+            f"must be longer than the stale threshold ({stale} s)",
+        )
+    config = HealthConfig(
+        down_after_seconds=healer.down_after_seconds,
+        stall_after_seconds=healer.stall_after_seconds,
+        never_started_seconds=healer.never_started_seconds,
+        prune_after_seconds=healer.prune_after_seconds,
+    )
+    return FleetHealth(coordinator, config)

@@ -7,13 +7,13 @@ an operator token is not product-scoped, so operators name the product with
 ``X-Fleet-Product`` (default ``default``). A factory may send ``X-Fleet-Product`` too, but
 only its own product (another is 403).
 
-Handlers ask this module for a principal of the kind they need (``factory_principal``,
-``operator_principal``, ``any_principal``, ``gate_principal``) and never read identity
-headers themselves. Each takes the request (or just its headers).
+An HTTP operation declares who may call it (a ``Caller``); the one decorator that serves
+operations (``fleet.http.operation``) asks ``authenticate`` for the principal, passing in the
+app's ``Tokens``. Handlers never read identity headers themselves.
 
 Cost: every call verifies the token with one point read of its document (operator tokens
 from settings need none), so a revocation takes effect on the next request — except the
-idle gate poll (``gate_principal``), which may use a per-instance cache of verified tokens
+idle gate poll (caller ``gate``), which may use a per-instance cache of verified tokens
 for up to ``TokenConfig.gate_cache_seconds`` so that polling stays one point read.
 """
 
@@ -22,29 +22,13 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import Literal, Protocol
 
-from fleet.domain.manifest import Problem, ValidationFailed
-from fleet.errors import FleetError
-
-if TYPE_CHECKING:
-    from fleet.coordinator.tokens import Tokens
+from fleet.errors import Forbidden, Problem, ValidationFailed
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 DEFAULT_PRODUCT = "default"
 PRODUCT_HEADER = "X-Fleet-Product"
-
-
-class Unauthorized(FleetError):
-    """The request does not prove who is calling."""
-
-    code = "unauthorized"
-
-
-class Forbidden(FleetError):
-    """The caller may not do this."""
-
-    code = "forbidden"
 
 
 @dataclass(frozen=True)
@@ -123,32 +107,30 @@ def product_of(source: Source) -> str:
     return product_header(source) or DEFAULT_PRODUCT
 
 
-def _tokens() -> Tokens:
-    # Late import: the context builds the coordinator, which this package also holds.
-    from fleet.context import get_context
+Want = Literal["factory", "operator", "any"]
 
-    return get_context().tokens
-
-
-def factory_principal(source: Source) -> Principal:
-    """A factory token is required; its product is the token's."""
-    return _tokens().authenticate(bearer_token(source), product_header(source), want="factory")
+# Who may call an operation: a factory token, an operator token, either, either through the
+# gate poll's cache of verified tokens, or anyone (the operation authenticates itself, if at
+# all: health, the OpenAPI document, enrollment, GitHub's webhook).
+Caller = Literal["factory", "operator", "any", "gate", "anonymous"]
 
 
-def operator_principal(source: Source) -> Principal:
-    """An operator token is required; the product is ``X-Fleet-Product``."""
-    return _tokens().authenticate(bearer_token(source), product_header(source), want="operator")
+class Authenticator(Protocol):
+    """What verifies a bearer token (``fleet.coordinator.tokens.Tokens``)."""
+
+    def authenticate(
+        self, token: str | None, product: str | None, *, want: Want, cached: bool = False
+    ) -> Principal: ...
 
 
-def any_principal(source: Source) -> Principal:
-    """Either kind (reads open to both: profiles, metrics, the factory list, ...)."""
-    return _tokens().authenticate(bearer_token(source), product_header(source), want="any")
-
-
-def gate_principal(source: Source) -> Principal:
-    """Either kind, for the idle poll of ``GET /api/fleet/queue-state`` only: a token this
-    instance verified within the last ``gate_cache_seconds`` is trusted without a read, so
-    the poll stays one point read (a revocation reaches this endpoint within that time)."""
-    return _tokens().authenticate(
-        bearer_token(source), product_header(source), want="any", cached=True
+def authenticate(tokens: Authenticator, source: Source, caller: Caller) -> Principal:
+    """The principal ``caller`` names, proven by the request's bearer token: 401 when it
+    proves nothing, 403 when it proves a principal that may not call. ``gate`` trusts a token
+    this instance verified within the last ``gate_cache_seconds`` without a read, so the idle
+    poll stays one point read (a revocation reaches that endpoint within that time)."""
+    if caller == "anonymous":
+        raise ValueError("an anonymous operation has no principal to authenticate")
+    want: Want = "any" if caller == "gate" else caller
+    return tokens.authenticate(
+        bearer_token(source), product_header(source), want=want, cached=caller == "gate"
     )

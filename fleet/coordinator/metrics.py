@@ -27,8 +27,12 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+from fleet.coordinator.budgets import Budgets
+from fleet.coordinator.clock import Clock
+from fleet.coordinator.config import CoordinatorConfig, Part
+from fleet.coordinator.product import Products, ProductSettings
 from fleet.coordinator.webhooks import Dispatcher, Endpoint, Item, Poster
 from fleet.domain import alerts as A
 from fleet.domain.models import Job, format_ts
@@ -37,9 +41,6 @@ from fleet.domain.stages import LEASED, Stage
 from fleet.errors import AlreadyExists, ConcurrencyConflict, FleetError, NotFound
 from fleet.store.ports import DocumentStore
 from fleet.store.queries import COUNT_JOBS_IN_STAGE, JOBS_OLDEST_IN_STAGE, STALLED_JOBS
-
-if TYPE_CHECKING:
-    from fleet.coordinator.service import Coordinator
 
 log = logging.getLogger(__name__)
 
@@ -66,126 +67,129 @@ def queued_since(job: Job) -> datetime:
     return job.createdAt
 
 
-def compute_metrics(coord: Coordinator, product: str) -> dict[str, Any]:
-    """Compute the product's metrics and store them (the ``metrics`` document)."""
-    now = coord.clock.now()
-    docs = coord.docs
-    depth = {
-        stage.value: docs.count(COUNT_JOBS_IN_STAGE, product, {"stage": stage.value})
-        for stage in Stage
-    }
-    factories = coord.factories(product)
-    views = coord.factory_views(product, factories)
-    live = [v for v in views if v.live]
-    listed = [f for f in factories if not f.revoked and not f.deregistered]
-    stale = [f.id.removeprefix("factory-") for f in listed if f.status == "stale"]
-    down = [f.id.removeprefix("factory-") for f in listed if f.status == "down"]
-    held = sum(depth[s.value] for s in LEASED)
-    seats = sum(v.seats for v in live)
+@dataclass(frozen=True, eq=False)
+class Metrics(Part):
+    """The product's metrics: computed from bounded reads, stored, read back."""
 
-    scan = coord.config.metrics_scan
-    rows = docs.query(JOBS_OLDEST_IN_STAGE, product, {"stage": "queued", "top": scan})
-    queued = [Job.from_doc(r) for r in rows]
-    threshold = coord.settings(product).alerts.starvationSeconds
-    starving: list[tuple[float, str]] = []
-    unroutable: list[str] = []
-    for job in queued:
-        # Unroutable is judged against the fleet as it is now, not as it was at submit.
-        if not capabilities_offered(job.capabilities, views):
-            unroutable.append(job.id)
-            continue
-        waited = (now - queued_since(job)).total_seconds()
-        if threshold > 0 and waited >= threshold and _routable(job, live):
-            starving.append((waited, job.id))
-    starving.sort(reverse=True)
-    stalled_rows = docs.query(STALLED_JOBS, product, {"top": STALLED_SCAN})
-    review = _review_waiting(coord, product, now, coord.settings(product).alerts)
+    products: Products
+    budgets: Budgets
 
-    metrics: dict[str, Any] = {
-        "id": METRICS_ID,
-        "productId": product,
-        "type": "metrics",
-        "at": format_ts(now),
-        "queueDepth": depth,
-        "oldestQueuedSeconds": (now - queued[0].createdAt).total_seconds() if queued else None,
-        "utilization": {
-            "held": held,
-            "seats": seats,
-            "fraction": round(held / seats, 4) if seats else None,
-        },
-        "factories": {
-            "total": len(listed),
-            "live": len(live),
-            "stale": stale,
-            "down": down,
-        },
-        "starvation": {
-            "thresholdSeconds": threshold,
-            "count": len(starving),
-            "jobs": [{"jobId": j, "waitingSeconds": round(w, 1)} for w, j in starving[:LISTED]],
-        },
-        "stalled": {
-            "count": len(stalled_rows),
-            "jobs": [str(r["id"]) for r in stalled_rows[:LISTED]],
-        },
-        "unroutable": len(unroutable),
-        "unroutableJobs": unroutable[:LISTED],
-        "review": review,
-        "scanned": len(queued),
-        "truncated": len(queued) >= scan,
-        "spend": None,
-    }
-    budget = coord.budgets.get(product)
-    if budget is not None:
-        view = budget.view()
-        used = view["usedFraction"]
-        metrics["budget"] = view
-        metrics["spend"] = {
-            "spentUsd": view["spentUsd"],
-            "reservedUsd": view["reservedUsd"],
-            "ceilingUsd": view["ceilingUsd"],
-            "fraction": round(used, 4) if used is not None else None,
+    def compute(self, product: str) -> dict[str, Any]:
+        """Compute the product's metrics and store them (the ``metrics`` document)."""
+        now = self.clock.now()
+        docs = self.docs
+        depth = {
+            stage.value: docs.count(COUNT_JOBS_IN_STAGE, product, {"stage": stage.value})
+            for stage in Stage
         }
-        coord.budgets.record_point(product)
-    docs.upsert(metrics)
-    return _public(metrics)
+        factories = self.products.factories(product)
+        views = self.products.factory_views(product, factories)
+        live = [v for v in views if v.live]
+        listed = [f for f in factories if not f.revoked and not f.deregistered]
+        stale = [f.id.removeprefix("factory-") for f in listed if f.status == "stale"]
+        down = [f.id.removeprefix("factory-") for f in listed if f.status == "down"]
+        held = sum(depth[s.value] for s in LEASED)
+        seats = sum(v.seats for v in live)
 
+        scan = self.config.metrics_scan
+        rows = docs.query(JOBS_OLDEST_IN_STAGE, product, {"stage": "queued", "top": scan})
+        queued = [Job.from_doc(r) for r in rows]
+        threshold = self.products.settings(product).alerts.starvationSeconds
+        starving: list[tuple[float, str]] = []
+        unroutable: list[str] = []
+        for job in queued:
+            # Unroutable is judged against the fleet as it is now, not as it was at submit.
+            if not capabilities_offered(job.capabilities, views):
+                unroutable.append(job.id)
+                continue
+            waited = (now - queued_since(job)).total_seconds()
+            if threshold > 0 and waited >= threshold and _routable(job, live):
+                starving.append((waited, job.id))
+        starving.sort(reverse=True)
+        stalled_rows = docs.query(STALLED_JOBS, product, {"top": STALLED_SCAN})
+        review = self._review_waiting(product, now, self.products.settings(product).alerts)
 
-def _review_waiting(
-    coord: Coordinator, product: str, now: datetime, rules: A.AlertRules
-) -> dict[str, Any]:
-    """Jobs waiting in review: the oldest's wait, and those past ``reviewWaitingSeconds``
-    (over the ``REVIEW_SCAN`` oldest by submit time; a round's wait counts from its
-    opening)."""
-    rows = coord.docs.query(
-        JOBS_OLDEST_IN_STAGE, product, {"stage": Stage.REVIEW.value, "top": REVIEW_SCAN}
-    )
-    waits: list[tuple[float, str]] = []
-    for job in (Job.from_doc(r) for r in rows):
-        opened = job.reviewState.openedAt if job.reviewState else job.lastEventAt
-        waits.append(((now - opened).total_seconds(), job.id))
-    waits.sort(reverse=True)
-    threshold = rules.reviewWaitingSeconds
-    overdue = [(w, j) for w, j in waits if threshold > 0 and w >= threshold]
-    return {
-        "thresholdSeconds": threshold,
-        "oldestSeconds": round(waits[0][0], 1) if waits else None,
-        "overdue": len(overdue),
-        "waiting": [{"jobId": j, "waitingSeconds": round(w, 1)} for w, j in overdue[:LISTED]],
-    }
+        metrics: dict[str, Any] = {
+            "id": METRICS_ID,
+            "productId": product,
+            "type": "metrics",
+            "at": format_ts(now),
+            "queueDepth": depth,
+            "oldestQueuedSeconds": (now - queued[0].createdAt).total_seconds() if queued else None,
+            "utilization": {
+                "held": held,
+                "seats": seats,
+                "fraction": round(held / seats, 4) if seats else None,
+            },
+            "factories": {
+                "total": len(listed),
+                "live": len(live),
+                "stale": stale,
+                "down": down,
+            },
+            "starvation": {
+                "thresholdSeconds": threshold,
+                "count": len(starving),
+                "jobs": [{"jobId": j, "waitingSeconds": round(w, 1)} for w, j in starving[:LISTED]],
+            },
+            "stalled": {
+                "count": len(stalled_rows),
+                "jobs": [str(r["id"]) for r in stalled_rows[:LISTED]],
+            },
+            "unroutable": len(unroutable),
+            "unroutableJobs": unroutable[:LISTED],
+            "review": review,
+            "scanned": len(queued),
+            "truncated": len(queued) >= scan,
+            "spend": None,
+        }
+        budget = self.budgets.get(product)
+        if budget is not None:
+            view = budget.view()
+            used = view["usedFraction"]
+            metrics["budget"] = view
+            metrics["spend"] = {
+                "spentUsd": view["spentUsd"],
+                "reservedUsd": view["reservedUsd"],
+                "ceilingUsd": view["ceilingUsd"],
+                "fraction": round(used, 4) if used is not None else None,
+            }
+            self.budgets.record_point(product)
+        docs.upsert(metrics)
+        return _public(metrics)
+
+    def read(self, product: str) -> dict[str, Any]:
+        """The stored metrics: one point read (computed on the spot the very first time)."""
+        try:
+            return _public(self.docs.read(product, METRICS_ID))
+        except NotFound:
+            return self.compute(product)
+
+    def _review_waiting(self, product: str, now: datetime, rules: A.AlertRules) -> dict[str, Any]:
+        """Jobs waiting in review: the oldest's wait, and those past ``reviewWaitingSeconds``
+        (over the ``REVIEW_SCAN`` oldest by submit time; a round's wait counts from its
+        opening)."""
+        rows = self.docs.query(
+            JOBS_OLDEST_IN_STAGE, product, {"stage": Stage.REVIEW.value, "top": REVIEW_SCAN}
+        )
+        waits: list[tuple[float, str]] = []
+        for job in (Job.from_doc(r) for r in rows):
+            opened = job.reviewState.openedAt if job.reviewState else job.lastEventAt
+            waits.append(((now - opened).total_seconds(), job.id))
+        waits.sort(reverse=True)
+        threshold = rules.reviewWaitingSeconds
+        overdue = [(w, j) for w, j in waits if threshold > 0 and w >= threshold]
+        return {
+            "thresholdSeconds": threshold,
+            "oldestSeconds": round(waits[0][0], 1) if waits else None,
+            "overdue": len(overdue),
+            "waiting": [{"jobId": j, "waitingSeconds": round(w, 1)} for w, j in overdue[:LISTED]],
+        }
 
 
 def _routable(job: Job, live: list[FactoryView]) -> bool:
     """Some live factory advertises every capability the job needs (busy or not)."""
     return capabilities_offered(job.capabilities, live)
-
-
-def read_metrics(coord: Coordinator, product: str) -> dict[str, Any]:
-    """The stored metrics: one point read (computed on the spot the very first time)."""
-    try:
-        return _public(coord.docs.read(product, METRICS_ID))
-    except NotFound:
-        return compute_metrics(coord, product)
 
 
 # --- alerts -----------------------------------------------------------------------------
@@ -223,16 +227,34 @@ class PassReport:
     delivered: int = 0  # alert events the webhook took
 
 
+class Source(Protocol):
+    """What a metrics pass needs of the coordinator: its stores, clock and config, the
+    product's settings (the alert rules), the metrics themselves."""
+
+    @property
+    def docs(self) -> DocumentStore: ...
+
+    @property
+    def clock(self) -> Clock: ...
+
+    @property
+    def config(self) -> CoordinatorConfig: ...
+
+    def settings(self, product: str) -> ProductSettings: ...
+
+    def compute_metrics(self, product: str) -> dict[str, Any]: ...
+
+
 class Monitor:
     """Metrics, alerts and the alert webhook over the coordinator's stores and clock."""
 
     def __init__(
         self,
-        coordinator: Coordinator,
+        coordinator: Source,
         webhook: Endpoint | None = None,
         poster: Poster | None = None,
     ) -> None:
-        self.coord = coordinator
+        self.source = coordinator
         self.docs = coordinator.docs
         self.webhook = Dispatcher(
             coordinator.docs,
@@ -248,7 +270,7 @@ class Monitor:
         """One metrics pass: metrics, then alerts, then the webhook (whose failures are only
         logged: they are retried by a later pass)."""
         report = PassReport(product)
-        report.metrics = compute_metrics(self.coord, product)
+        report.metrics = self.source.compute_metrics(product)
         report.events = self.evaluate(product, report.metrics)
         try:
             report.delivered = self.deliver(product)
@@ -259,11 +281,11 @@ class Monitor:
     def evaluate(self, product: str, metrics: dict[str, Any]) -> list[dict[str, Any]]:
         """Apply the product's rules to ``metrics``; store the transitions. Returns the alert
         events appended (raised / cleared), none when nothing changed."""
-        rules = self.coord.settings(product).alerts
+        rules = self.source.settings(product).alerts
         now_alerts = A.evaluate(metrics, rules)
-        for _ in range(self.coord.config.write_retries):
+        for _ in range(self.source.config.write_retries):
             current = self._alerts_doc(product)
-            updated, events = A.apply(current, now_alerts, self.coord.clock.now())
+            updated, events = A.apply(current, now_alerts, self.source.clock.now())
             try:
                 self.docs.replace(updated, etag=current.get("_etag"))
             except ConcurrencyConflict:

@@ -1,25 +1,25 @@
 """The review quorum's orchestration: who is voting, of what kind, and the one write.
 
 The rules are pure (``fleet.domain.review``); this module reads what they need (the job, the
-voting factory's advertised capabilities for its kind) and writes through the coordinator's
-one conditional write path, so every vote and the transition it causes land with their
-events in one job document write. A lost race re-reads and re-decides: a second vote by the
-same reviewer racing the first is refused on the fresh state.
+voting factory's advertised capabilities for its kind) and writes through the one
+conditional write path (``fleet.coordinator.writer``), so every vote and the transition it
+causes land with their events in one job document write. A lost race re-reads and
+re-decides: a second vote by the same reviewer racing the first is refused on the fresh
+state.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
 
+from fleet.coordinator.product import Gate
+from fleet.coordinator.writer import Writer
 from fleet.domain import review as R
 from fleet.domain.models import Factory, Job
-from fleet.domain.stages import TERMINAL, Stage
-from fleet.errors import NotFound
-
-if TYPE_CHECKING:
-    from fleet.coordinator.service import Coordinator
+from fleet.domain.stages import Stage
+from fleet.errors import NotFound, ReviewRefused
+from fleet.store.ports import DocumentStore
 
 
 @dataclass(frozen=True)
@@ -36,30 +36,18 @@ class Reviewer:
 
 
 class Reviews:
-    def __init__(self, coordinator: Coordinator) -> None:
-        self.coord = coordinator
+    def __init__(self, docs: DocumentStore, writer: Writer, gate: Gate) -> None:
+        self.docs = docs
+        self.writer = writer
+        self.gate = gate
 
     def factory_kind(self, product: str, factory_id: str) -> str:
         """The factory's kind from its registered capabilities (one point read)."""
         try:
-            factory = Factory.from_doc(self.coord.docs.read(product, f"factory-{factory_id}"))
+            factory = Factory.from_doc(self.docs.read(product, f"factory-{factory_id}"))
         except NotFound:
             return R.UNKNOWN
         return R.factory_kind(factory.capabilities)
-
-    def submit(
-        self,
-        job: Job,
-        factory_id: str,
-        *,
-        now: datetime,
-        reason: str | None = None,
-        **changes: Any,
-    ) -> Job:
-        """The holder's report that takes ``job`` into review (called inside the report's
-        write, so it is re-decided on a lost race)."""
-        kind = self.factory_kind(job.productId, factory_id)
-        return R.submit(job, factory_id, kind, now=now, reason=reason, **changes)
 
     def request(
         self,
@@ -74,8 +62,8 @@ class Reviews:
         def change(job: Job, now: datetime) -> Job:
             return R.request(job, by.actor, now=now, reviewers=reviewers, note=note)
 
-        job = self.coord._update(product, job_id, change)
-        self.coord.bump_gate(product)
+        job = self.writer.update(product, job_id, change)
+        self.gate.bump(product)  # the job stays in review: the write alone wakes nobody
         return job
 
     def vote(
@@ -93,11 +81,11 @@ class Reviews:
         def change(job: Job, now: datetime) -> Job:
             return R.vote(job, by.actor, reviewer_kind, verdict, comments, now=now)
 
-        job = self.coord._update(product, job_id, change)
-        if job.stage is Stage.QUEUED:
-            self.coord.bump_gate(product)
-        if job.stage in TERMINAL:
-            self.coord._unblock_dependents(product)
+        job = self.writer.update(product, job_id, change)
+        if job.stage is Stage.FAILED:
+            # Rejected in its last round: its dependents learn now, as when it ships
+            # (the writer's ``after_write`` sees to that, and wakes claimers of a requeue).
+            self.writer.unblock_dependents(product)
         return job
 
     def _kind_of(self, product: str, by: Reviewer, kind: str | None) -> str:
@@ -107,7 +95,7 @@ class Reviews:
         if kind is None:
             return advertised
         if kind not in R.kinds_of(advertised):
-            raise R.ReviewRefused(
+            raise ReviewRefused(
                 f"a factory reviews as the kind it advertises ({advertised}), not {kind}",
                 kind=kind,
                 advertised=advertised,

@@ -41,12 +41,20 @@ from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol
 
 from fleet.coordinator.clock import Clock
-from fleet.coordinator.identity import DEFAULT_PRODUCT, NAME, Forbidden, Principal, Unauthorized
+from fleet.coordinator.identity import DEFAULT_PRODUCT, NAME, Principal
 from fleet.coordinator.service import SYSTEM_PARTITION, Coordinator
-from fleet.domain.manifest import Problem, ValidationFailed
 from fleet.domain.models import Document, Factory, Timestamp, format_ts
 from fleet.domain.scheduler import FactoryView
-from fleet.errors import AlreadyExists, ConditionFailed, NotFound, PreconditionFailed
+from fleet.errors import (
+    AlreadyExists,
+    ConditionFailed,
+    Forbidden,
+    NotFound,
+    PreconditionFailed,
+    Problem,
+    Unauthorized,
+    ValidationFailed,
+)
 from fleet.store.expr import Defined, F, Not, all_of
 from fleet.store.ports import Remove, Set
 from fleet.store.queries import TOKENS_OF_FACTORY, TOKENS_OF_PRODUCT

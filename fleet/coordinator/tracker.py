@@ -20,11 +20,10 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from fleet.coordinator.identity import Unauthorized
 from fleet.coordinator.webhooks import Dispatcher, Endpoint, Item, Poster, backoff_seconds, sign
-from fleet.domain.manifest import ValidationFailed, parse_json
+from fleet.domain.manifest import parse_json
 from fleet.domain.models import Job
-from fleet.errors import NotFound
+from fleet.errors import NotFound, Unauthorized, ValidationFailed
 
 if TYPE_CHECKING:
     from fleet.coordinator.service import Coordinator

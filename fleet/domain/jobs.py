@@ -14,16 +14,10 @@ from typing import Any
 from fleet.domain import runs as R
 from fleet.domain.models import Event, Job, Lease, Run, RunOutcome, format_ts, queue_key
 from fleet.domain.stages import LEASED, Action, Stage, next_stage
-from fleet.errors import FleetError
+from fleet.errors import Fenced, FleetError
 
 # How many recent events a job document carries; older ones are spilled to event documents.
 EMBEDDED_EVENTS = 32
-
-
-class Fenced(FleetError):
-    """The lease epoch is stale: this job was reassigned. Nothing was changed."""
-
-    code = "fenced"
 
 
 class LimitReached(Fenced):
@@ -53,24 +47,6 @@ class BudgetExceeded(LimitReached):
     """The attempt's reported cost passed its cap: it was ended."""
 
     code = "budget_exceeded"
-
-
-class IllegalReport(FleetError):
-    """A factory may report only building, testing, review, shipped or failed."""
-
-    code = "illegal_report"
-
-    def __init__(self, stage: Stage) -> None:
-        super().__init__(f"a factory cannot report stage {stage.value}", stage=stage.value)
-
-
-class IllegalReprioritize(FleetError):
-    """A finished job cannot be reprioritized."""
-
-    code = "illegal_transition"
-
-    def __init__(self, stage: Stage) -> None:
-        super().__init__(f"cannot reprioritize a job in stage {stage.value}", stage=stage.value)
 
 
 def _event(

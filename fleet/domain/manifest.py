@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from datetime import date
 from typing import Annotated, Any, Literal, TypeVar
@@ -38,7 +38,7 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from fleet.domain.models import Deps, ReviewSpec
-from fleet.errors import FleetError
+from fleet.errors import Problem, ValidationFailed
 
 __all__ = [
     "CAPABILITY_PATTERN",
@@ -46,9 +46,7 @@ __all__ = [
     "JOB_ID_PATTERN",
     "PROFILE_NAME_PATTERN",
     "Manifest",
-    "Problem",
     "ProfileSpec",
-    "ValidationFailed",
     "parse_json",
     "parse_markdown",
     "parse_profile_json",
@@ -87,48 +85,6 @@ MAX_FRONT_MATTER_CHARS = 64 * 1024
 _NAME = re.compile(PROFILE_NAME_PATTERN)
 _CAPABILITY = re.compile(CAPABILITY_PATTERN)
 _JOB_ID = re.compile(JOB_ID_PATTERN)
-
-
-# --- problems -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One thing wrong with a document: where (``path``), what (``code``), and why."""
-
-    path: str
-    code: str
-    message: str
-
-    def as_dict(self) -> dict[str, str]:
-        return {"path": self.path, "code": self.code, "message": self.message}
-
-
-class ValidationFailed(FleetError):
-    """The document is invalid."""
-
-    code = "validation_failed"
-
-    def __init__(self, problems: Sequence[Problem], message: str | None = None) -> None:
-        if not problems:
-            raise ValueError("ValidationFailed needs at least one problem")
-        self.problems = list(problems)
-        super().__init__(
-            message or _summary(self.problems),
-            problems=[p.as_dict() for p in self.problems],
-        )
-
-    @classmethod
-    def one(cls, path: str, code: str, message: str) -> ValidationFailed:
-        return cls([Problem(path, code, message)])
-
-
-def _summary(problems: list[Problem], shown: int = 5) -> str:
-    parts = [f"{p.path}: {p.message}" if p.path else p.message for p in problems[:shown]]
-    more = len(problems) - shown
-    if more > 0:
-        parts.append(f"and {more} more")
-    return "; ".join(parts)
 
 
 # --- field types ----------------------------------------------------------------------

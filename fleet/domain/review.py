@@ -40,7 +40,7 @@ from fleet.domain.models import (
     queue_key,
 )
 from fleet.domain.stages import Action, Stage
-from fleet.errors import FleetError
+from fleet.errors import AlreadyVoted, NotInReview, ReviewRefused
 
 Verdict = Literal["approve", "reject"]
 
@@ -52,31 +52,6 @@ MAX_NOTE_CHARS = 2000
 MAX_REQUESTS_KEPT = 20  # per round: the latest requests are kept
 
 _KIND = re.compile(KIND_PATTERN)
-
-
-class NotInReview(FleetError):
-    """The job is not in review: there is nothing to vote on."""
-
-    code = "not_in_review"
-
-    def __init__(self, job: Job) -> None:
-        super().__init__(
-            f"job {job.id} is in stage {job.stage.value}, not review",
-            jobId=job.id,
-            stage=job.stage.value,
-        )
-
-
-class AlreadyVoted(FleetError):
-    """This reviewer has already voted in this round."""
-
-    code = "already_voted"
-
-
-class ReviewRefused(FleetError):
-    """This reviewer may not review this job."""
-
-    code = "review_refused"
 
 
 class SelfReview(ReviewRefused):
@@ -187,7 +162,7 @@ def submit(
 
 def _state(job: Job, now: datetime) -> ReviewState:
     if job.stage is not Stage.REVIEW:
-        raise NotInReview(job)
+        raise NotInReview(job.id, job.stage)
     # A job that entered review before it kept a review state: round 1, author unknown.
     return job.reviewState or ReviewState(round=1, openedAt=now)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from fleet.errors import FleetError
+from fleet.errors import IllegalTransition
 
 
 class Stage(StrEnum):
@@ -97,21 +97,6 @@ REPORTABLE: dict[Stage, Action] = {
     Stage.SHIPPED: Action.COMPLETE,
     Stage.FAILED: Action.FAIL,
 }
-
-
-class IllegalTransition(FleetError):
-    """This action is not allowed from the job's current stage."""
-
-    code = "illegal_transition"
-
-    def __init__(self, stage: Stage, action: Action) -> None:
-        super().__init__(
-            f"cannot {action.value} a job in stage {stage.value}",
-            stage=stage.value,
-            action=action.value,
-        )
-        self.stage = stage
-        self.action = action
 
 
 def next_stage(stage: Stage, action: Action) -> Stage:

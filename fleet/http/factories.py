@@ -10,29 +10,22 @@ from typing import Annotated
 import azure.functions as func
 from pydantic import AwareDatetime, Field, StringConstraints
 
-from fleet.context import get_context
 from fleet.coordinator.fleet_health import (
     COMMAND_ID_PATTERN,
     MAX_JOBS_PER_BEAT,
     Beat,
     CommandKind,
-    FleetHealth,
     JobProgress,
-    fleet_health,
 )
-from fleet.coordinator.identity import (
-    NAME,
-    Forbidden,
-    any_principal,
-    factory_principal,
-    operator_principal,
-)
-from fleet.domain.manifest import JOB_ID_PATTERN, Problem, ValidationFailed
+from fleet.coordinator.identity import NAME
+from fleet.domain.manifest import JOB_ID_PATTERN
+from fleet.errors import Forbidden, Problem, ValidationFailed
 from fleet.http.jobs import job_view
+from fleet.http.operation import Call, Operations
 from fleet.http.parsing import Body, Capability, body_model
-from fleet.http.responses import handles_errors, json_response
+from fleet.http.responses import json_response
 
-bp = func.Blueprint()  # type: ignore[no-untyped-call]
+operations = Operations()
 
 JobId = Annotated[str, StringConstraints(pattern=JOB_ID_PATTERN)]
 CommandId = Annotated[str, StringConstraints(pattern=COMMAND_ID_PATTERN)]
@@ -69,10 +62,6 @@ class CommandBody(Body):
     reason: str | None = Field(default=None, max_length=2000)
 
 
-def _health() -> FleetHealth:
-    return fleet_health(get_context().coordinator)
-
-
 def _factory_id(req: func.HttpRequest) -> str:
     factory_id = str(req.route_params.get("id", ""))
     if not NAME.match(factory_id):
@@ -105,30 +94,26 @@ def _beat(body: HeartbeatBody) -> Beat:
     )
 
 
-@bp.route(route="fleet/factories/heartbeat", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
-@handles_errors
-def factory_heartbeat(req: func.HttpRequest) -> func.HttpResponse:
+@operations.route("fleet/factories/heartbeat", "POST", caller="factory")
+def factory_heartbeat(req: func.HttpRequest, call: Call) -> func.HttpResponse:
     """The factory is alive: load, seats, capabilities, version, progress per held job, and
     the commands it has acted on. Answers the cadence to keep and the pending commands."""
-    principal = factory_principal(req)
+    principal = call.principal
     body = body_model(req, HeartbeatBody, required=False)
     # A heartbeat can re-register the factory: it may not advertise past its allowlist.
     principal.check_capabilities(body.capabilities)
-    reply = _health().heartbeat(principal.product, principal.id, _beat(body))
+    reply = call.context.health.heartbeat(principal.product, principal.id, _beat(body))
     return json_response(reply.as_dict())
 
 
-@bp.route(
-    route="fleet/factories/{id}/commands", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS
-)
-@handles_errors
-def factory_command(req: func.HttpRequest) -> func.HttpResponse:
+@operations.route("fleet/factories/{id}/commands", "POST", caller="operator")
+def factory_command(req: func.HttpRequest, call: Call) -> func.HttpResponse:
     """Queue a command (drain, pause, resume, restart-engine, cancel-job) for the factory's
     next heartbeats. 202: delivered until the factory acknowledges it."""
-    principal = operator_principal(req)
+    principal = call.principal
     factory_id = _factory_id(req)
     body = body_model(req, CommandBody)
-    command, job = _health().command(
+    command, job = call.context.health.command(
         principal.product,
         factory_id,
         body.command,
@@ -142,26 +127,22 @@ def factory_command(req: func.HttpRequest) -> func.HttpResponse:
     return json_response(out, 202)
 
 
-@bp.route(
-    route="fleet/factories/{id}/heartbeat", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS
-)
-@handles_errors
-def factory_last_heartbeat(req: func.HttpRequest) -> func.HttpResponse:
+@operations.route("fleet/factories/{id}/heartbeat", "GET", caller="operator")
+def factory_last_heartbeat(req: func.HttpRequest, call: Call) -> func.HttpResponse:
     """The factory's last heartbeat, its progress per job, and its pending commands."""
-    principal = operator_principal(req)
-    return json_response(_health().last_heartbeat(principal.product, _factory_id(req)))
+    principal = call.principal
+    return json_response(call.context.health.last_heartbeat(principal.product, _factory_id(req)))
 
 
-@bp.route(route="fleet/factories/{id}", methods=["DELETE"], auth_level=func.AuthLevel.ANONYMOUS)
-@handles_errors
-def deregister_factory(req: func.HttpRequest) -> func.HttpResponse:
+@operations.route("fleet/factories/{id}", "DELETE", caller="any")
+def deregister_factory(req: func.HttpRequest, call: Call) -> func.HttpResponse:
     """The factory leaves the fleet (an operator's call, or the factory's own on a clean
     shutdown); the reaper requeues what it still holds. Idempotent."""
-    principal = any_principal(req)
+    principal = call.principal
     factory_id = _factory_id(req)
     if principal.kind == "factory" and principal.id != factory_id:
         raise Forbidden("a factory may deregister only itself", factory=factory_id)
-    _health().deregister(principal.product, factory_id)
+    call.context.health.deregister(principal.product, factory_id)
     # Its tokens stop working at once (it may enroll again later with a new token).
-    get_context().tokens.revoke_tokens(principal.product, factory_id, principal.actor)
+    call.context.tokens.revoke_tokens(principal.product, factory_id, principal.actor)
     return json_response({"factory": factory_id, "deregistered": True})

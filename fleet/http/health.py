@@ -8,11 +8,11 @@ from typing import Any
 
 import azure.functions as func
 
-from fleet.context import get_context
 from fleet.errors import FleetError
+from fleet.http.operation import Call, Operations
 from fleet.http.responses import json_response
 
-bp = func.Blueprint()  # type: ignore[no-untyped-call]
+operations = Operations()
 
 
 def _probe(check: Callable[[], None]) -> dict[str, Any]:
@@ -24,10 +24,10 @@ def _probe(check: Callable[[], None]) -> dict[str, Any]:
     return {"ok": True, "ms": round((time.perf_counter() - started) * 1000, 1)}
 
 
-@bp.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
-def health(req: func.HttpRequest) -> func.HttpResponse:
+@operations.route("health", "GET", caller="anonymous")
+def health(req: func.HttpRequest, call: Call) -> func.HttpResponse:
     try:
-        context = get_context()
+        context = call.context
     except FleetError as exc:
         # Settings missing or the store unreachable at start-up: say which, don't crash.
         down: dict[str, Any] = {"status": "down", "error": exc.code, "message": exc.message}

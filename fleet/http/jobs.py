@@ -10,24 +10,14 @@ from typing import Any
 
 import azure.functions as func
 
-from fleet.context import get_context
-from fleet.coordinator.identity import (
-    Forbidden,
-    Principal,
-    any_principal,
-    factory_principal,
-    operator_principal,
-)
+from fleet.coordinator import Coordinator
+from fleet.coordinator.identity import Principal
 from fleet.coordinator.service import AgentEvent
-from fleet.domain.manifest import (
-    JOB_ID_PATTERN,
-    Problem,
-    ValidationFailed,
-    parse_json,
-    parse_markdown,
-)
+from fleet.domain.manifest import JOB_ID_PATTERN, parse_json, parse_markdown
 from fleet.domain.models import Job
 from fleet.domain.stages import Action, Stage
+from fleet.errors import Forbidden, Problem, ValidationFailed
+from fleet.http.operation import Call, Operations
 from fleet.http.parsing import (
     ActionBody,
     AgentEventsBody,
@@ -40,9 +30,9 @@ from fleet.http.parsing import (
     json_value,
     parse_model,
 )
-from fleet.http.responses import handles_errors, json_response
+from fleet.http.responses import json_response
 
-bp = func.Blueprint()  # type: ignore[no-untyped-call]
+operations = Operations()
 
 _JOB_ID = re.compile(JOB_ID_PATTERN)
 
@@ -73,10 +63,10 @@ def _readable_by_factory(principal: Principal, job: Job) -> bool:
     return _holds(principal, job) or job.stage is Stage.REVIEW
 
 
-def readable_job(principal: Principal, job_id: str) -> Job:
+def readable_job(coordinator: Coordinator, principal: Principal, job_id: str) -> Job:
     """The job, if the caller may read it: operators read every job of their product, a
     factory only the jobs it holds or that await review (one point read)."""
-    job = get_context().coordinator.get_job(principal.product, job_id)
+    job = coordinator.get_job(principal.product, job_id)
     if principal.kind == "factory" and not _readable_by_factory(principal, job):
         raise Forbidden(
             "factory tokens can only read the jobs they hold or that are in review", jobId=job_id
@@ -84,11 +74,10 @@ def readable_job(principal: Principal, job_id: str) -> Job:
     return job
 
 
-@bp.route(route="fleet/jobs", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
-@handles_errors
-def submit_job(req: func.HttpRequest) -> func.HttpResponse:
+@operations.route("fleet/jobs", "POST", caller="operator")
+def submit_job(req: func.HttpRequest, call: Call) -> func.HttpResponse:
     """Submit a job: the raw markdown manifest, or JSON (fields, or {"manifest": text})."""
-    principal = operator_principal(req)
+    principal = call.principal
     content_type = (req.headers.get("Content-Type") or "").split(";")[0].strip().lower()
     if content_type in ("text/markdown", "text/plain", "text/x-markdown"):
         try:
@@ -101,7 +90,7 @@ def submit_job(req: func.HttpRequest) -> func.HttpResponse:
         manifest = parse_markdown(text)
     else:
         manifest = parse_json(json_value(req))
-    coord = get_context().coordinator
+    coord = call.context.coordinator
     job, created = coord.submit(principal.product, manifest, principal.actor)
     body: dict[str, Any] = {"job": job_view(job), "created": created}
     if job.unroutable:
@@ -140,13 +129,12 @@ def decode_cursor(cursor: str) -> str:
         ) from None
 
 
-@bp.route(route="fleet/jobs", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
-@handles_errors
-def list_jobs(req: func.HttpRequest) -> func.HttpResponse:
+@operations.route("fleet/jobs", "GET", caller="any")
+def list_jobs(req: func.HttpRequest, call: Call) -> func.HttpResponse:
     """One page of jobs, newest first (``limit``, default 200, at most 1000); ``next`` continues it
     (pass it back as ``cursor``), null on the last page. A factory sees the jobs it holds and
     the jobs in review."""
-    principal = any_principal(req)
+    principal = call.principal
     stage = req.params.get("stage") or None
     if stage is not None and stage not in {s.value for s in Stage}:
         raise ValidationFailed(
@@ -156,7 +144,7 @@ def list_jobs(req: func.HttpRequest) -> func.HttpResponse:
     limit = int_param(req, "limit", JOBS_PAGE_DEFAULT, minimum=1, maximum=JOBS_PAGE_MAX)
     cursor = req.params.get("cursor") or None
     before = decode_cursor(cursor) if cursor is not None else None
-    jobs, more = get_context().coordinator.jobs_page(
+    jobs, more = call.context.coordinator.jobs_page(
         principal.product,
         limit,
         before=before,
@@ -171,20 +159,18 @@ def list_jobs(req: func.HttpRequest) -> func.HttpResponse:
     return json_response({"jobs": views, "count": len(views), "next": next_cursor})
 
 
-@bp.route(route="fleet/jobs/{id}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
-@handles_errors
-def get_job(req: func.HttpRequest) -> func.HttpResponse:
-    principal = any_principal(req)
-    return json_response(job_view(readable_job(principal, _job_id(req))))
+@operations.route("fleet/jobs/{id}", "GET", caller="any")
+def get_job(req: func.HttpRequest, call: Call) -> func.HttpResponse:
+    principal = call.principal
+    return json_response(job_view(readable_job(call.context.coordinator, principal, _job_id(req))))
 
 
-@bp.route(route="fleet/jobs/{id}", methods=["PATCH"], auth_level=func.AuthLevel.ANONYMOUS)
-@handles_errors
-def report_job(req: func.HttpRequest) -> func.HttpResponse:
+@operations.route("fleet/jobs/{id}", "PATCH", caller="factory")
+def report_job(req: func.HttpRequest, call: Call) -> func.HttpResponse:
     """The lease holder reports stage, checkpoint, progress or result. Fenced by leaseEpoch."""
-    principal = factory_principal(req)
+    principal = call.principal
     body = body_model(req, ReportBody)
-    job = get_context().coordinator.report(
+    job = call.context.coordinator.report(
         principal.product,
         _job_id(req),
         principal.id,
@@ -199,14 +185,13 @@ def report_job(req: func.HttpRequest) -> func.HttpResponse:
     return json_response(job_view(job))
 
 
-@bp.route(route="fleet/jobs/{id}/lease/{op}", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
-@handles_errors
-def lease_op(req: func.HttpRequest) -> func.HttpResponse:
+@operations.route("fleet/jobs/{id}/lease/{op}", "POST", caller="factory")
+def lease_op(req: func.HttpRequest, call: Call) -> func.HttpResponse:
     """renew: extend the lease; release: give the job back. Fenced by leaseEpoch."""
-    principal = factory_principal(req)
+    principal = call.principal
     op = req.route_params.get("op")
     body = body_model(req, LeaseBody)
-    coord = get_context().coordinator
+    coord = call.context.coordinator
     if op == "renew":
         job = coord.renew(principal.product, _job_id(req), principal.id, body.leaseEpoch)
         assert job.lease is not None
@@ -232,13 +217,12 @@ def lease_op(req: func.HttpRequest) -> func.HttpResponse:
     )
 
 
-@bp.route(route="fleet/jobs/{id}/{action}", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
-@handles_errors
-def operator_action(req: func.HttpRequest) -> func.HttpResponse:
+@operations.route("fleet/jobs/{id}/{action}", "POST", caller="operator")
+def operator_action(req: func.HttpRequest, call: Call) -> func.HttpResponse:
     """Operator actions: cancel, requeue, ship, reject, reprioritize."""
-    principal = operator_principal(req)
+    principal = call.principal
     action = req.route_params.get("action", "")
-    coord = get_context().coordinator
+    coord = call.context.coordinator
     if action == "reprioritize":
         body = parse_model(ReprioritizeBody, json_value(req))
         job = coord.reprioritize(principal.product, _job_id(req), body.priority, principal.id)
@@ -261,47 +245,43 @@ def operator_action(req: func.HttpRequest) -> func.HttpResponse:
     return json_response(job_view(job))
 
 
-@bp.route(route="fleet/jobs/{id}/events", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
-@handles_errors
-def job_events(req: func.HttpRequest) -> func.HttpResponse:
-    principal = any_principal(req)
+@operations.route("fleet/jobs/{id}/events", "GET", caller="any")
+def job_events(req: func.HttpRequest, call: Call) -> func.HttpResponse:
+    principal = call.principal
     after = int_param(req, "after", 0)
     if principal.kind == "factory":
-        readable_job(principal, _job_id(req))
-    events = get_context().coordinator.job_events(principal.product, _job_id(req), after)
+        readable_job(call.context.coordinator, principal, _job_id(req))
+    events = call.context.coordinator.job_events(principal.product, _job_id(req), after)
     items = [e.model_dump(mode="json") for e in events]
     return json_response({"events": items, "last": items[-1]["seq"] if items else after})
 
 
-@bp.route(route="fleet/jobs/{id}/runs", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
-@handles_errors
-def job_runs(req: func.HttpRequest) -> func.HttpResponse:
+@operations.route("fleet/jobs/{id}/runs", "GET", caller="any")
+def job_runs(req: func.HttpRequest, call: Call) -> func.HttpResponse:
     """Every attempt's run record, oldest first (spilled and embedded): who may read the
     job may read its runs."""
-    principal = any_principal(req)
+    principal = call.principal
     if principal.kind == "factory":
-        readable_job(principal, _job_id(req))
-    runs = get_context().coordinator.job_runs(principal.product, _job_id(req))
+        readable_job(call.context.coordinator, principal, _job_id(req))
+    runs = call.context.coordinator.job_runs(principal.product, _job_id(req))
     return json_response({"runs": [r.model_dump(mode="json") for r in runs]})
 
 
-@bp.route(route="fleet/jobs/{id}/explain", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
-@handles_errors
-def explain_job(req: func.HttpRequest) -> func.HttpResponse:
-    principal = any_principal(req)
+@operations.route("fleet/jobs/{id}/explain", "GET", caller="any")
+def explain_job(req: func.HttpRequest, call: Call) -> func.HttpResponse:
+    principal = call.principal
     if principal.kind == "factory":
-        readable_job(principal, _job_id(req))
-    return json_response(get_context().coordinator.explain(principal.product, _job_id(req)))
+        readable_job(call.context.coordinator, principal, _job_id(req))
+    return json_response(call.context.coordinator.explain(principal.product, _job_id(req)))
 
 
-@bp.route(route="fleet/jobs/{id}/events", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
-@handles_errors
-def post_agent_events(req: func.HttpRequest) -> func.HttpResponse:
+@operations.route("fleet/jobs/{id}/events", "POST", caller="factory")
+def post_agent_events(req: func.HttpRequest, call: Call) -> func.HttpResponse:
     """The holder forwards what its engine decided and did (JSON lines it wrote), in
     batches carrying the lease epoch. Fenced; never changes the job's stage."""
-    principal = factory_principal(req)
+    principal = call.principal
     body = body_model(req, AgentEventsBody)
-    stored = get_context().coordinator.record_agent_events(
+    stored = call.context.coordinator.record_agent_events(
         principal.product,
         _job_id(req),
         principal.id,
@@ -311,16 +291,13 @@ def post_agent_events(req: func.HttpRequest) -> func.HttpResponse:
     return json_response({"stored": stored, "received": len(body.events)}, 201 if stored else 200)
 
 
-@bp.route(
-    route="fleet/jobs/{id}/agent-events", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS
-)
-@handles_errors
-def agent_events(req: func.HttpRequest) -> func.HttpResponse:
+@operations.route("fleet/jobs/{id}/agent-events", "GET", caller="any")
+def agent_events(req: func.HttpRequest, call: Call) -> func.HttpResponse:
     """The job's agent events after a cursor (pass back ``cursor``), oldest first."""
-    principal = any_principal(req)
+    principal = call.principal
     if principal.kind == "factory":
-        readable_job(principal, _job_id(req))
+        readable_job(call.context.coordinator, principal, _job_id(req))
     limit = min(500, int_param(req, "limit", 200, minimum=1))
     after = req.params.get("after")
-    events = get_context().coordinator.agent_events(principal.product, _job_id(req), after, limit)
+    events = call.context.coordinator.agent_events(principal.product, _job_id(req), after, limit)
     return json_response({"events": events, "cursor": events[-1]["key"] if events else after})

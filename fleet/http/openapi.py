@@ -36,6 +36,7 @@ from fleet.domain.manifest import (
 from fleet.domain.models import Event, Factory, Job, Lease, Profile, Run
 from fleet.http.budgets import BudgetBody, ChannelBody
 from fleet.http.factories import CommandBody, HeartbeatBody
+from fleet.http.operation import Call, Operations
 from fleet.http.parsing import (
     ActionBody,
     AgentEventsBody,
@@ -51,7 +52,7 @@ from fleet.http.parsing import (
 from fleet.http.responses import JSON
 from fleet.http.work import ArtifactBody, ReviewBody, ReviewRequestBody
 
-bp = func.Blueprint()  # type: ignore[no-untyped-call]
+operations = Operations()
 
 OPENAPI_VERSION = "3.1.0"
 API_VERSION = "0.1.0"
@@ -104,7 +105,7 @@ class Operation:
     # operation has (401 with identity; 500 and 503 for every fleet operation).
     errors: tuple[Literal[400, 404, 409], ...] = ()
     conflict: Literal["Fenced", "Conflict", "FactoryConflict"] = "Conflict"
-    fleet_errors: bool = True  # runs under handles_errors: 500 and 503 are possible
+    fleet_errors: bool = True  # served by fleet.http.operation.serve: 500 and 503 are possible
 
 
 def _path_param(name: str, description: str, pattern: str | None = None) -> Schema:
@@ -1994,7 +1995,7 @@ def _serialized() -> str:
     return json.dumps(build_document(), separators=(",", ":"))
 
 
-@bp.route(route="openapi.json", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
-def openapi_document(req: func.HttpRequest) -> func.HttpResponse:
+@operations.route("openapi.json", "GET", caller="anonymous")
+def openapi_document(req: func.HttpRequest, call: Call) -> func.HttpResponse:
     """The OpenAPI document (built once per instance)."""
     return func.HttpResponse(_serialized(), status_code=200, mimetype=JSON, charset="utf-8")

@@ -9,14 +9,9 @@ import azure.functions as func
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from fleet.coordinator.identity import NAME
-from fleet.domain.manifest import (
-    MAX_TIMEOUT_SECONDS,
-    MIN_TIMEOUT_SECONDS,
-    Problem,
-    ValidationFailed,
-    problems_from,
-)
+from fleet.domain.manifest import MAX_TIMEOUT_SECONDS, MIN_TIMEOUT_SECONDS, problems_from
 from fleet.domain.stages import Stage
+from fleet.errors import Problem, ValidationFailed
 
 M = TypeVar("M", bound=BaseModel)
 

@@ -2,26 +2,29 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
-from collections.abc import Callable
 from typing import Any
 
 import azure.functions as func
 
-from fleet.coordinator.identity import Forbidden, Unauthorized
-from fleet.domain.jobs import Fenced, IllegalReport, IllegalReprioritize
-from fleet.domain.manifest import ValidationFailed
-from fleet.domain.review import AlreadyVoted, NotInReview, ReviewRefused
-from fleet.domain.stages import IllegalTransition
 from fleet.errors import (
     AlreadyExists,
+    AlreadyVoted,
     ConditionFailed,
+    Fenced,
     FleetError,
+    Forbidden,
+    IllegalReport,
+    IllegalReprioritize,
+    IllegalTransition,
     NotFound,
+    NotInReview,
+    ReviewRefused,
     SettingsError,
     StoreUnavailable,
+    Unauthorized,
+    ValidationFailed,
 )
 from fleet.http.parsing import PayloadTooLarge
 
@@ -83,23 +86,3 @@ def error_response(error: FleetError) -> func.HttpResponse:
     if status >= 500:
         log.warning("request failed: %s %s", error.code, error.message)
     return json_response(body, status, headers or None)
-
-
-Handler = Callable[[func.HttpRequest], func.HttpResponse]
-
-
-def handles_errors(fn: Handler) -> Handler:
-    """Turn the project's errors into their JSON responses; anything else is a 500 with no
-    internals leaked (and logged with its traceback)."""
-
-    @functools.wraps(fn)
-    def wrapper(req: func.HttpRequest) -> func.HttpResponse:
-        try:
-            return fn(req)
-        except FleetError as exc:
-            return error_response(exc)
-        except Exception:
-            log.exception("unhandled error in %s", fn.__name__)
-            return json_response({"error": "internal", "message": "internal error"}, 500)
-
-    return wrapper

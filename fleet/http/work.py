@@ -8,23 +8,18 @@ from typing import Annotated, Any, Literal
 import azure.functions as func
 from pydantic import Field, StringConstraints
 
-from fleet.context import get_context
-from fleet.coordinator.identity import (
-    DEFAULT_PRODUCT,
-    NAME,
-    any_principal,
-    factory_principal,
-    operator_principal,
-)
+from fleet.coordinator.identity import DEFAULT_PRODUCT, NAME
 from fleet.coordinator.review import Reviewer
 from fleet.coordinator.tracker import verify_github_signature
 from fleet.domain import review as R
-from fleet.domain.manifest import Manifest, Problem, ValidationFailed, parse_json
+from fleet.domain.manifest import Manifest, parse_json
+from fleet.errors import Problem, ValidationFailed
 from fleet.http.jobs import job_view, readable_job
+from fleet.http.operation import Call, Operations
 from fleet.http.parsing import Body, body_bytes, body_model, json_value, parse_model
-from fleet.http.responses import handles_errors, json_response
+from fleet.http.responses import json_response
 
-bp = func.Blueprint()  # type: ignore[no-untyped-call]
+operations = Operations()
 
 
 class ArtifactBody(Body):
@@ -59,57 +54,45 @@ def _job_id(req: func.HttpRequest) -> str:
     return str(req.route_params.get("id", ""))
 
 
-@bp.route(route="fleet/jobs/{id}/artifacts", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
-@handles_errors
-def issue_artifact_upload(req: func.HttpRequest) -> func.HttpResponse:
+@operations.route("fleet/jobs/{id}/artifacts", "POST", caller="factory")
+def issue_artifact_upload(req: func.HttpRequest, call: Call) -> func.HttpResponse:
     """A short-lived, write-only SAS URL for one blob of this attempt; only for the current
     lease holder (a stale epoch is 409 fenced: a zombie never gets one)."""
-    principal = factory_principal(req)
+    principal = call.principal
     body = body_model(req, ArtifactBody)
-    issued = get_context().coordinator.artifacts.issue_upload(
+    issued = call.context.coordinator.artifacts.issue_upload(
         principal.product, _job_id(req), principal.id, body.leaseEpoch, body.name, body.contentType
     )
     return json_response(issued, 201, {"Cache-Control": "no-store"})
 
 
-@bp.route(route="fleet/jobs/{id}/artifacts", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
-@handles_errors
-def list_artifacts(req: func.HttpRequest) -> func.HttpResponse:
-    principal = any_principal(req)
+@operations.route("fleet/jobs/{id}/artifacts", "GET", caller="any")
+def list_artifacts(req: func.HttpRequest, call: Call) -> func.HttpResponse:
+    principal = call.principal
     if principal.kind == "factory":
-        readable_job(principal, _job_id(req))
-    artifacts = get_context().coordinator.artifacts.list(principal.product, _job_id(req))
+        readable_job(call.context.coordinator, principal, _job_id(req))
+    artifacts = call.context.coordinator.artifacts.list(principal.product, _job_id(req))
     return json_response({"artifacts": artifacts})
 
 
-@bp.route(
-    route="fleet/jobs/{id}/artifacts/{artifactId}",
-    methods=["GET"],
-    auth_level=func.AuthLevel.ANONYMOUS,
-)
-@handles_errors
-def download_artifact(req: func.HttpRequest) -> func.HttpResponse:
+@operations.route("fleet/jobs/{id}/artifacts/{artifactId}", "GET", caller="any")
+def download_artifact(req: func.HttpRequest, call: Call) -> func.HttpResponse:
     """A short-lived, read-only SAS URL for the artifact."""
-    principal = any_principal(req)
+    principal = call.principal
     if principal.kind == "factory":
-        readable_job(principal, _job_id(req))
+        readable_job(call.context.coordinator, principal, _job_id(req))
     artifact_id = str(req.route_params.get("artifactId", ""))
-    url = get_context().coordinator.artifacts.download_url(
+    url = call.context.coordinator.artifacts.download_url(
         principal.product, _job_id(req), artifact_id
     )
     return json_response(url, 200, {"Cache-Control": "no-store"})
 
 
-@bp.route(
-    route="fleet/jobs/{id}/artifacts/{artifactId}",
-    methods=["DELETE"],
-    auth_level=func.AuthLevel.ANONYMOUS,
-)
-@handles_errors
-def delete_artifact(req: func.HttpRequest) -> func.HttpResponse:
-    principal = operator_principal(req)
+@operations.route("fleet/jobs/{id}/artifacts/{artifactId}", "DELETE", caller="operator")
+def delete_artifact(req: func.HttpRequest, call: Call) -> func.HttpResponse:
+    principal = call.principal
     artifact_id = str(req.route_params.get("artifactId", ""))
-    get_context().coordinator.artifacts.delete(principal.product, _job_id(req), artifact_id)
+    call.context.coordinator.artifacts.delete(principal.product, _job_id(req), artifact_id)
     return func.HttpResponse(status_code=204)
 
 
@@ -145,13 +128,12 @@ def _child_manifests(raw: Any) -> tuple[list[Manifest], Literal["all", "any"]]:
     return manifests, "any" if mode == "any" else "all"
 
 
-@bp.route(route="fleet/jobs/{id}/children", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
-@handles_errors
-def add_children(req: func.HttpRequest) -> func.HttpResponse:
+@operations.route("fleet/jobs/{id}/children", "POST", caller="operator")
+def add_children(req: func.HttpRequest, call: Call) -> func.HttpResponse:
     """Split a queued job into child jobs it waits for (``all`` or ``any``); idempotent."""
-    principal = operator_principal(req)
+    principal = call.principal
     manifests, mode = _child_manifests(json_value(req))
-    parent, children = get_context().coordinator.add_children(
+    parent, children = call.context.coordinator.add_children(
         principal.product, _job_id(req), manifests, mode, principal.actor
     )
     return json_response(
@@ -159,29 +141,25 @@ def add_children(req: func.HttpRequest) -> func.HttpResponse:
     )
 
 
-@bp.route(route="fleet/jobs/{id}/dag", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
-@handles_errors
-def job_dag(req: func.HttpRequest) -> func.HttpResponse:
+@operations.route("fleet/jobs/{id}/dag", "GET", caller="any")
+def job_dag(req: func.HttpRequest, call: Call) -> func.HttpResponse:
     """The job and, recursively, the jobs it waits for, with their stages."""
-    principal = any_principal(req)
+    principal = call.principal
     if principal.kind == "factory":
-        readable_job(principal, _job_id(req))
-    return json_response(get_context().coordinator.dag(principal.product, _job_id(req)))
+        readable_job(call.context.coordinator, principal, _job_id(req))
+    return json_response(call.context.coordinator.dag(principal.product, _job_id(req)))
 
 
 # --- the review quorum ------------------------------------------------------------------
 
 
-@bp.route(
-    route="fleet/jobs/{id}/review/request", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS
-)
-@handles_errors
-def request_review(req: func.HttpRequest) -> func.HttpResponse:
+@operations.route("fleet/jobs/{id}/review/request", "POST", caller="any")
+def request_review(req: func.HttpRequest, call: Call) -> func.HttpResponse:
     """Ask for reviewers of a job in review (an operator, or the attempt's author): recorded
     as an event, and the gate is bumped so that polling reviewer factories look."""
-    principal = any_principal(req)
+    principal = call.principal
     body = parse_model(ReviewRequestBody, json_value(req, required=False))
-    job = get_context().coordinator.reviews.request(
+    job = call.context.coordinator.reviews.request(
         principal.product,
         _job_id(req),
         Reviewer(principal.kind, principal.id),
@@ -191,15 +169,14 @@ def request_review(req: func.HttpRequest) -> func.HttpResponse:
     return json_response(job_view(job))
 
 
-@bp.route(route="fleet/jobs/{id}/review", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
-@handles_errors
-def review_job(req: func.HttpRequest) -> func.HttpResponse:
+@operations.route("fleet/jobs/{id}/review", "POST", caller="any")
+def review_job(req: func.HttpRequest, call: Call) -> func.HttpResponse:
     """Approve or reject the attempt under review (operators, or factories other than the
     author). The quorum ships it; a rejection queues it again with the comments in its
     checkpoint, or fails it after the last round."""
-    principal = any_principal(req)
+    principal = call.principal
     body = body_model(req, ReviewBody)
-    job = get_context().coordinator.reviews.vote(
+    job = call.context.coordinator.reviews.vote(
         principal.product,
         _job_id(req),
         Reviewer(principal.kind, principal.id),
@@ -213,13 +190,12 @@ def review_job(req: func.HttpRequest) -> func.HttpResponse:
 # --- the tracker bridge -----------------------------------------------------------------
 
 
-@bp.route(route="fleet/tracker/ingest", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
-@handles_errors
-def tracker_ingest(req: func.HttpRequest) -> func.HttpResponse:
+@operations.route("fleet/tracker/ingest", "POST", caller="anonymous")
+def tracker_ingest(req: func.HttpRequest, call: Call) -> func.HttpResponse:
     """A tracker item becomes a job, idempotently. GitHub's issues webhook (``X-GitHub-Event``)
     is authenticated by its ``X-Hub-Signature-256`` (product: ``?product=``); anything else
     is a generic item sent with an operator token."""
-    context = get_context()
+    context = call.context
     event = req.headers.get("X-GitHub-Event")
     if event is not None:
         raw = body_bytes(req)
@@ -239,7 +215,7 @@ def tracker_ingest(req: func.HttpRequest) -> func.HttpResponse:
         if job is None:
             return json_response({"ignored": True, "event": event}, 202)
         return json_response({"job": job_view(job)}, 200)
-    principal = operator_principal(req)
+    principal = call.authenticate(req, "operator")
     item = json_value(req)
     if not isinstance(item, dict):
         raise ValidationFailed.one("", "not_an_object", "expected a JSON object")
@@ -247,10 +223,9 @@ def tracker_ingest(req: func.HttpRequest) -> func.HttpResponse:
     return json_response({"job": job_view(job), "created": created}, 201 if created else 200)
 
 
-@bp.route(route="fleet/tracker/echo", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
-@handles_errors
-def tracker_echo_status(req: func.HttpRequest) -> func.HttpResponse:
+@operations.route("fleet/tracker/echo", "GET", caller="operator")
+def tracker_echo_status(req: func.HttpRequest, call: Call) -> func.HttpResponse:
     """Where the echo of stage changes stands: cursor, failed attempts, next try, last error."""
-    principal = operator_principal(req)
-    status = get_context().tracker.status(principal.product)
-    return json_response({**status, "configured": bool(get_context().settings.tracker_echo_url)})
+    principal = call.principal
+    status = call.context.tracker.status(principal.product)
+    return json_response({**status, "configured": bool(call.context.settings.tracker_echo_url)})

@@ -17,9 +17,9 @@ import requests
 
 from fleet.coordinator import Coordinator
 from fleet.coordinator.clock import ManualClock
-from fleet.coordinator.identity import Unauthorized
 from fleet.coordinator.tokens import INVALID, MISSING, Tokens
 from fleet.domain.models import parse_ts
+from fleet.errors import Unauthorized
 from fleet.store.ports import Stores
 from tests.conftest import RunningStack, bearer
 

@@ -2,7 +2,8 @@
 
 - A lost response on a job write (claim, report, renew, release, operator action): the
   coordinator now reads the job once to learn whether the write happened
-  (``Coordinator._landed``) — see ``test_store_faults`` for the fault scenarios.
+  (``Writer.landed`` in ``fleet/coordinator/writer.py``) — see ``test_store_faults`` for the
+  fault scenarios.
 - ``GET /api/fleet/jobs/settings`` (any route with a job id that names another document of
   the product: ``settings``, ``queue-state``, ``budget``...) answered 500; it is a 404.
 - An oversized body was a 400; it is a 413 with the code ``too_large``.
@@ -17,8 +18,7 @@ from dataclasses import replace
 import azure.functions as func
 import pytest
 
-from fleet import timers
-from fleet.context import context_for, set_context
+from fleet.context import context_for
 from fleet.coordinator import Coordinator
 from fleet.coordinator.clock import ManualClock
 from fleet.coordinator.service import JobNotFound, ReapReport
@@ -30,6 +30,7 @@ from fleet.http.parsing import MAX_BODY_BYTES, PayloadTooLarge, body_bytes
 from fleet.http.responses import error_response, status_for
 from fleet.settings import Settings
 from fleet.store.memory import memory_stores
+from tests.support.handlers import tick
 
 
 @pytest.mark.parametrize("doc_id", ["settings", "queue-state"])
@@ -76,14 +77,6 @@ def test_regression_the_reaper_timer_goes_on_to_the_next_product_after_a_fault(
 
     monkeypatch.setattr(coord, "reap", throttled_first)
     context = context_for(Settings.from_env({"FLEET_STORE": "memory"}), stores)
-    set_context(replace(context, coordinator=coord))
-    try:
-        timers.reaper_timer.build().get_user_function()(_Timer())
-    finally:
-        set_context(None)
+    tick(replace(context, coordinator=coord), "reaper_timer")
     stages = {p: coord.get_job(p, jobs[p].id).stage for p in ("a", "b")}
     assert stages == {first: Stage.ASSIGNED, ({"a", "b"} - {first}).pop(): Stage.QUEUED}
-
-
-class _Timer:
-    past_due = False

@@ -42,12 +42,18 @@ from typing import Any
 
 from fleet.coordinator import Coordinator, CoordinatorConfig
 from fleet.coordinator.clock import ManualClock
-from fleet.domain.jobs import Fenced, agrees
+from fleet.domain.jobs import agrees
 from fleet.domain.manifest import Manifest
 from fleet.domain.models import Job
 from fleet.domain.scheduler import FactoryView
-from fleet.domain.stages import LEASED, TERMINAL, Action, IllegalTransition, Stage
-from fleet.errors import ConcurrencyConflict, FleetError, StoreUnavailable
+from fleet.domain.stages import LEASED, TERMINAL, Action, Stage
+from fleet.errors import (
+    ConcurrencyConflict,
+    Fenced,
+    FleetError,
+    IllegalTransition,
+    StoreUnavailable,
+)
 from fleet.store.decorator import DocumentsDecorator
 from fleet.store.memory import MemoryDocumentStore, memory_stores
 from fleet.store.ports import Doc

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 import responses
 
-from fleet.context import AppContext, set_context
+from fleet.context import AppContext
 from fleet.coordinator import Coordinator, CoordinatorConfig
 from fleet.coordinator.clock import ManualClock
+from fleet.coordinator.fleet_health import FleetHealth
 from fleet.coordinator.metrics import Monitor
 from fleet.coordinator.tokens import Tokens, hash_token
 from fleet.coordinator.tracker import Tracker, TrackerConfig
@@ -77,16 +78,15 @@ def tokens(coord: Coordinator, clock: ManualClock) -> Tokens:
 
 
 @pytest.fixture
-def app_context(stores: Stores, coord: Coordinator, tokens: Tokens) -> Iterator[AppContext]:
-    """The app's context on the in-memory twin, for calling HTTP handlers directly."""
-    context = AppContext(
+def app_context(stores: Stores, coord: Coordinator, tokens: Tokens) -> AppContext:
+    """The app's context on the in-memory twin, for calling HTTP handlers directly
+    (``tests.support.handlers.call``)."""
+    return AppContext(
         settings=Settings.from_env({"FLEET_STORE": "memory"}),
         stores=stores,
         coordinator=coord,
         tokens=tokens,
         tracker=Tracker(coord, TrackerConfig()),
         monitor=Monitor(coord),
+        health=FleetHealth(coord),
     )
-    set_context(context)
-    yield context
-    set_context(None)

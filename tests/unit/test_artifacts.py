@@ -7,9 +7,9 @@ import pytest
 from fleet.coordinator import Coordinator
 from fleet.coordinator.artifacts import ArtifactNotFound
 from fleet.coordinator.clock import ManualClock
-from fleet.domain.jobs import Fenced
-from fleet.domain.manifest import Manifest, ValidationFailed
+from fleet.domain.manifest import Manifest
 from fleet.domain.scheduler import FactoryView
+from fleet.errors import Fenced, ValidationFailed
 from fleet.store.ports import Stores
 
 P = "prod"

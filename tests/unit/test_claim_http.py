@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-import azure.functions as func
 import pytest
 
 from fleet.context import AppContext
@@ -14,7 +12,7 @@ from fleet.coordinator.tokens import Tokens
 from fleet.domain.manifest import Manifest
 from fleet.http import fleet_ops
 from fleet.http.parsing import FactorySelf
-from tests.support.handlers import documented
+from tests.support.handlers import call, documented
 
 P = "prod"
 
@@ -24,17 +22,9 @@ def enroll(tokens: Tokens, name: str) -> str:
     return tokens.enroll(issued.token, name, FactorySelf(capabilities=("python",))).token
 
 
-def claim(token: str, body: dict[str, Any]) -> tuple[int, Any]:
-    request = func.HttpRequest(
-        "POST",
-        "/api/fleet/claim",
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-        params={},
-        body=json.dumps(body).encode(),
-    )
-    response = fleet_ops.claim.build().get_user_function()(request)
-    raw = response.get_body()
-    return response.status_code, json.loads(raw) if raw else None
+def claim(context: AppContext, token: str, body: dict[str, Any]) -> tuple[int, Any]:
+    status, reply, _ = call(context, fleet_ops.claim, "POST", "/api/fleet/claim", token, body)
+    return status, reply
 
 
 def test_claim_http_retry_with_the_same_request_id_answers_the_same_claim(
@@ -45,10 +35,12 @@ def test_claim_http_retry_with_the_same_request_id_answers_the_same_claim(
     token = enroll(tokens, "fa")
     body = {"capabilities": ["python"], "requestId": "c1aim-Req_01"}
     documented(body, "ClaimBody")
-    status, first = claim(token, body)  # the reply is "lost": the factory never reads it
+    status, first = claim(
+        app_context, token, body
+    )  # the reply is "lost": the factory never reads it
     assert status == 200 and first["lease"]["requestId"] == "c1aim-Req_01"
     documented(first, "Claim")
-    status, again = claim(token, {**body, "retry": True})
+    status, again = claim(app_context, token, {**body, "retry": True})
     assert status == 200 and again == first
     queued = [j for j in coord.list_jobs(P) if j.stage.value == "queued"]
     assert len(queued) == 1  # no second job assigned
@@ -67,6 +59,6 @@ def test_claim_http_retry_with_the_same_request_id_answers_the_same_claim(
 def test_claim_http_rejects_a_bad_request_id(
     app_context: AppContext, tokens: Tokens, body: dict[str, Any], path: str
 ) -> None:
-    status, error = claim(enroll(tokens, "fa"), body)
+    status, error = claim(app_context, enroll(tokens, "fa"), body)
     assert status == 400 and error["error"] == "validation_failed"
     assert [p["path"] for p in error["details"]["problems"]] == [path]

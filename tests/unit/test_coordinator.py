@@ -9,11 +9,12 @@ import pytest
 from fleet.coordinator import Coordinator
 from fleet.coordinator.clock import ManualClock
 from fleet.coordinator.service import AgentEvent
-from fleet.domain.jobs import EMBEDDED_EVENTS, Fenced, agrees, replay
-from fleet.domain.manifest import Manifest, ProfileSpec, ValidationFailed
+from fleet.domain.jobs import EMBEDDED_EVENTS, agrees, replay
+from fleet.domain.manifest import Manifest, ProfileSpec
 from fleet.domain.models import Deps
 from fleet.domain.scheduler import FactoryView
-from fleet.domain.stages import Action, IllegalTransition, Stage
+from fleet.domain.stages import Action, Stage
+from fleet.errors import Fenced, IllegalTransition, ValidationFailed
 from fleet.store.ports import Set, Stores
 
 P = "prod"

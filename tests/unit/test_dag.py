@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 
 from fleet.coordinator import Coordinator
-from fleet.domain.manifest import Manifest, ValidationFailed
+from fleet.domain.manifest import Manifest
 from fleet.domain.models import Deps
 from fleet.domain.scheduler import FactoryView
-from fleet.domain.stages import Action, IllegalTransition, Stage
+from fleet.domain.stages import Action, Stage
+from fleet.errors import IllegalTransition, ValidationFailed
 
 P = "prod"
 ANY = FactoryView(id="w", capabilities=frozenset())

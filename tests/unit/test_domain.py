@@ -12,15 +12,8 @@ from fleet.domain import jobs as J
 from fleet.domain.ids import sortable_id
 from fleet.domain.models import Event, Job, queue_key
 from fleet.domain.scheduler import DEFAULT_WEIGHTS, FactoryView, Weights, explain, rank, score
-from fleet.domain.stages import (
-    LEASED,
-    TERMINAL,
-    TRANSITIONS,
-    Action,
-    IllegalTransition,
-    Stage,
-    next_stage,
-)
+from fleet.domain.stages import LEASED, TERMINAL, TRANSITIONS, Action, Stage, next_stage
+from fleet.errors import Fenced, IllegalTransition
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -130,10 +123,10 @@ def test_jobs_check_fence() -> None:
     assigned = J.assign(job(), "f1", now=T0)
     J.check_fence(assigned, "f1", 1)
     for factory, epoch in (("f1", 0), ("f1", 2), ("f2", 1)):
-        with pytest.raises(J.Fenced):
+        with pytest.raises(Fenced):
             J.check_fence(assigned, factory, epoch)
     released = J.holder_report(assigned, Action.RELEASE, "f1", now=T0)
-    with pytest.raises(J.Fenced):
+    with pytest.raises(Fenced):
         J.check_fence(released, "f1", 1)
 
 

@@ -5,16 +5,13 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
-import azure.functions as func
 import pytest
 
-from fleet import timers
-from fleet.context import AppContext, context_for, get_context, set_context
+from fleet.context import AppContext, context_for, once
 from fleet.coordinator import Coordinator
 from fleet.coordinator.clock import ManualClock
 from fleet.coordinator.fleet_health import (
@@ -40,16 +37,16 @@ from fleet.coordinator.fleet_health import (
     track,
 )
 from fleet.coordinator.identity import Principal
-from fleet.domain.jobs import Fenced, agrees
-from fleet.domain.manifest import Manifest, ValidationFailed
+from fleet.domain.jobs import agrees
+from fleet.domain.manifest import Manifest
 from fleet.domain.models import Factory, Job
 from fleet.domain.scheduler import FactoryView
 from fleet.domain.stages import Stage
-from fleet.errors import NotFound, SettingsError, StoreUnavailable
-from fleet.http import factories as factories_http
-from fleet.settings import Settings
+from fleet.errors import Fenced, NotFound, SettingsError, StoreUnavailable, ValidationFailed
+from fleet.settings import HealerSettings, Settings
 from fleet.store.memory import MemoryTableStore, memory_stores
 from fleet.store.ports import Stores
+from tests.support.handlers import call, functions, tick, with_principals
 from tests.unit.conftest import counting_entropy
 
 P = "prod"
@@ -636,16 +633,18 @@ def test_fleet_health_plan_prunes_an_orphan_heartbeat() -> None:
 @pytest.mark.parametrize(
     ("env", "expected"),
     [
-        ({}, HealthConfig()),
+        ({}, HealerSettings()),
         (
             {"HEALER_DOWN_AFTER_SECONDS": "300", "HEALER_STALL_AFTER_SECONDS": " 60 "},
-            HealthConfig(down_after_seconds=300, stall_after_seconds=60),
+            HealerSettings(down_after_seconds=300, stall_after_seconds=60),
         ),
-        ({"HEALER_PRUNE_AFTER_SECONDS": ""}, HealthConfig()),
+        ({"HEALER_PRUNE_AFTER_SECONDS": ""}, HealerSettings()),
     ],
 )
-def test_fleet_health_config_from_env(env: dict[str, str], expected: HealthConfig) -> None:
-    assert HealthConfig.from_env(env) == expected
+def test_fleet_health_config_from_env(env: dict[str, str], expected: HealerSettings) -> None:
+    assert Settings.from_env({"FLEET_STORE": "memory", **env}).healer == expected
+    # HealthConfig's thresholds default to the settings' defaults.
+    assert HealthConfig() == HealthConfig(**vars(HealerSettings()))
 
 
 @pytest.mark.parametrize(
@@ -658,7 +657,7 @@ def test_fleet_health_config_from_env(env: dict[str, str], expected: HealthConfi
 )
 def test_fleet_health_config_names_a_bad_setting(env: dict[str, str], setting: str) -> None:
     with pytest.raises(SettingsError) as caught:
-        HealthConfig.from_env(env)
+        Settings.from_env({"FLEET_STORE": "memory", **env})
     assert caught.value.name == setting
 
 
@@ -671,47 +670,37 @@ def test_fleet_health_thresholds_must_grow(coord: Coordinator) -> None:
 # --- the handlers (identity stubbed: the seam is tested where it lives) ------------------
 
 
+class Handler(NamedTuple):
+    context: AppContext
+    name: str
+
+
 @pytest.fixture
-def handlers(monkeypatch: pytest.MonkeyPatch, stores: Stores) -> Iterator[dict[str, Any]]:
-    ctx: AppContext = context_for(Settings.from_env({"FLEET_STORE": "memory"}), stores)
-    set_context(ctx)
+def handlers(stores: Stores) -> dict[str, Handler]:
+    """The app's handlers by name, over one context whose callers are: the factory the
+    bearer token names (none: f1), or operator alice where an operator may call."""
 
-    def factory(req: func.HttpRequest) -> Principal:
-        name = req.headers.get("x-test-factory") or "f1"
-        return Principal(kind="factory", id=name, product=P)
+    def pick(token: str | None, want: str) -> Principal:
+        if want == "operator" or (want == "any" and token is None):
+            return Principal(kind="operator", id="alice", product=P)
+        return Principal(kind="factory", id=token or "f1", product=P)
 
-    def operator(req: func.HttpRequest) -> Principal:
-        return Principal(kind="operator", id="alice", product=P)
-
-    def anyone(req: func.HttpRequest) -> Principal:
-        return factory(req) if req.headers.get("x-test-factory") else operator(req)
-
-    monkeypatch.setattr(factories_http, "factory_principal", factory)
-    monkeypatch.setattr(factories_http, "operator_principal", operator)
-    monkeypatch.setattr(factories_http, "any_principal", anyone)
-    app = func.FunctionApp()
-    app.register_functions(factories_http.bp)
-    yield {fn.get_function_name(): fn.get_user_function() for fn in app.get_functions()}
-    set_context(None)
+    ctx = with_principals(context_for(Settings.from_env({"FLEET_STORE": "memory"}), stores), pick)
+    return {name: Handler(ctx, name) for name in functions(ctx)}
 
 
 def _call(
-    handler: Any,
+    handler: Handler,
     method: str,
     body: Any = None,
     factory_id: str | None = None,
-    headers: dict[str, str] | None = None,
+    factory: str | None = None,
 ) -> tuple[int, Any]:
-    request = func.HttpRequest(
-        method,
-        "/api/fleet/factories",
-        body=b"" if body is None else json.dumps(body).encode(),
-        headers=headers or {},
-        route_params={"id": factory_id} if factory_id else {},
+    route = {"id": factory_id} if factory_id else {}
+    status, reply, _ = call(
+        handler.context, handler.name, method, "/api/fleet/factories", factory, body, **route
     )
-    response = handler(request)
-    raw = response.get_body()
-    return response.status_code, json.loads(raw) if raw else None
+    return status, reply
 
 
 def test_fleet_health_http_heartbeat_command_view_and_delete(handlers: dict[str, Any]) -> None:
@@ -726,13 +715,9 @@ def test_fleet_health_http_heartbeat_command_view_and_delete(handlers: dict[str,
         handlers["factory_heartbeat"], "POST", {"ack": [view_["pendingCommands"][0]["id"]]}
     )
     assert status == 200 and body["commands"] == []
-    status, body = _call(
-        handlers["deregister_factory"], "DELETE", factory_id="f1", headers={"x-test-factory": "f2"}
-    )
+    status, body = _call(handlers["deregister_factory"], "DELETE", factory_id="f1", factory="f2")
     assert status == 403 and body["error"] == "forbidden"
-    status, body = _call(
-        handlers["deregister_factory"], "DELETE", factory_id="f1", headers={"x-test-factory": "f1"}
-    )
+    status, body = _call(handlers["deregister_factory"], "DELETE", factory_id="f1", factory="f1")
     assert status == 200 and body == {"factory": "f1", "deregistered": True}
     status, body = _call(handlers["factory_last_heartbeat"], "GET", factory_id="f1")
     assert status == 404 and body["error"] == "factory_not_found"
@@ -768,7 +753,7 @@ def test_fleet_health_http_invalid_requests_are_400_with_field_paths(
 
 
 def test_fleet_health_http_cancel_job_returns_the_cancelled_job(handlers: dict[str, Any]) -> None:
-    app_coord = get_context().coordinator
+    app_coord = handlers["factory_command"].context.coordinator
     job = started(app_coord, "f1")
     _call(handlers["factory_heartbeat"], "POST", {"capabilities": ["python"]})
     status, body = _call(
@@ -785,52 +770,38 @@ def test_fleet_health_http_cancel_job_returns_the_cancelled_job(handlers: dict[s
 # --- the timer ----------------------------------------------------------------------------
 
 
-class _Tick:
-    past_due = True
-
-
 def test_fleet_health_timer_heals_every_product_despite_one_failing(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     stores = memory_stores()
     clock = ManualClock(T0)
     ctx = context_for(Settings.from_env({"FLEET_STORE": "memory"}), stores)
     ctx.coordinator = Coordinator(stores, clock=clock)
-    set_context(ctx)
-    try:
-        health = timers.fleet_health(ctx.coordinator)
-        for product in ("a-first", "b-second"):
-            health.heartbeat(product, "f1", beat())
-        clock.advance(100)
-        assert isinstance(stores.tables, MemoryTableStore)
-        stores.tables.inject("table_query", StoreUnavailable("throttled"))  # a-first's pass
-        app = func.FunctionApp()
-        app.register_functions(timers.bp)
-        (healer,) = [f for f in app.get_functions() if f.get_function_name() == "healer_timer"]
-        with caplog.at_level(logging.INFO, logger="fleet.timers"):
-            healer.get_user_function()(_Tick())
-        statuses = {
-            p: Factory.from_doc(stores.documents.read(p, "factory-f1")).status
-            for p in ("a-first", "b-second")
-        }
-        assert statuses == {"a-first": "live", "b-second": "stale"}
-        assert any(
-            "a-first" in r.message and "store_unavailable" in r.message for r in caplog.records
-        )
-    finally:
-        set_context(None)
+    ctx.health = health = fleet_health(ctx.coordinator, ctx.settings.healer)
+    for product in ("a-first", "b-second"):
+        health.heartbeat(product, "f1", beat())
+    clock.advance(100)
+    assert isinstance(stores.tables, MemoryTableStore)
+    stores.tables.inject("table_query", StoreUnavailable("throttled"))  # a-first's pass
+    with caplog.at_level(logging.INFO, logger="fleet.timers"):
+        tick(ctx, "healer_timer", past_due=True)
+    statuses = {
+        p: Factory.from_doc(stores.documents.read(p, "factory-f1")).status
+        for p in ("a-first", "b-second")
+    }
+    assert statuses == {"a-first": "live", "b-second": "stale"}
+    assert any("a-first" in r.message and "store_unavailable" in r.message for r in caplog.records)
 
 
-def test_fleet_health_per_process_instance_names_a_bad_threshold(
-    monkeypatch: pytest.MonkeyPatch, coord: Coordinator
-) -> None:
-    monkeypatch.setenv("HEALER_DOWN_AFTER_SECONDS", "60")
+def test_fleet_health_per_process_instance_names_a_bad_threshold(stores: Stores) -> None:
+    env = {"FLEET_STORE": "memory", "HEALER_DOWN_AFTER_SECONDS": "60"}
     with pytest.raises(SettingsError) as caught:
-        fleet_health(coord)
+        context_for(Settings.from_env(env), stores)
     assert caught.value.name == "HEALER_DOWN_AFTER_SECONDS"
-    monkeypatch.setenv("HEALER_DOWN_AFTER_SECONDS", "300")
-    health = fleet_health(coord)
-    assert health is fleet_health(coord) and health.config.down_after_seconds == 300
+    env["HEALER_DOWN_AFTER_SECONDS"] = "300"
+    context = once(lambda: context_for(Settings.from_env(env), stores))  # as function_app's
+    health = context().health
+    assert health is context().health and health.config.down_after_seconds == 300
 
 
 def test_fleet_health_a_product_without_a_fleet_costs_two_reads(

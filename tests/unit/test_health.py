@@ -1,41 +1,26 @@
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Iterator
-
-import azure.functions as func
 import pytest
 
-from fleet.context import AppContext, context_for, set_context
+from fleet.context import AppContext, ContextProvider, build_context, context_for, once
 from fleet.errors import StoreUnavailable
 from fleet.settings import Settings
 from fleet.store.memory import MemoryDocumentStore, memory_stores
-from function_app import app
-
-# get_functions() may be called once per app (it indexes and rejects "duplicates" after).
-HANDLERS = {fn.get_function_name(): fn.get_user_function() for fn in app.get_functions()}
-
-
-def _handler(name: str) -> Callable[[func.HttpRequest], func.HttpResponse]:
-    return HANDLERS[name]  # type: ignore[no-any-return]
+from tests.support.handlers import call
 
 
 @pytest.fixture
-def context() -> Iterator[AppContext]:
-    ctx = context_for(Settings.from_env({"FLEET_STORE": "memory"}), memory_stores())
-    set_context(ctx)
-    yield ctx
-    set_context(None)
+def context() -> AppContext:
+    return context_for(Settings.from_env({"FLEET_STORE": "memory"}), memory_stores())
 
 
-def _get_health() -> tuple[int, dict[str, object]]:
-    request = func.HttpRequest("GET", "/api/health", body=b"")
-    response = _handler("health")(request)
-    return response.status_code, json.loads(response.get_body())
+def _get_health(context: AppContext) -> tuple[int, dict[str, object]]:
+    status, body, _ = call(context, "health", "GET", "/api/health")
+    return status, body
 
 
 def test_health_reports_every_dependency_up(context: AppContext) -> None:
-    status, body = _get_health()
+    status, body = _get_health(context)
     assert status == 200
     assert body["status"] == "ok"
     assert set(body["dependencies"]) == {"cosmos", "tables", "blobs"}  # type: ignore[arg-type]
@@ -45,7 +30,7 @@ def test_health_reports_a_dependency_down_as_503(context: AppContext) -> None:
     documents = context.stores.documents
     assert isinstance(documents, MemoryDocumentStore)
     documents.inject("read", StoreUnavailable("cosmos unreachable"))
-    status, body = _get_health()
+    status, body = _get_health(context)
     assert status == 503
     assert body["status"] == "degraded"
     cosmos = body["dependencies"]["cosmos"]  # type: ignore[index]
@@ -53,11 +38,12 @@ def test_health_reports_a_dependency_down_as_503(context: AppContext) -> None:
 
 
 def test_health_names_a_missing_setting(monkeypatch: pytest.MonkeyPatch) -> None:
-    set_context(None)
+    # The production provider (function_app.py's), over this test's environment.
+    provider: ContextProvider = once(lambda: build_context(Settings.from_env()))
     monkeypatch.setenv("FLEET_STORE", "azure")
     monkeypatch.delenv("COSMOS_ENDPOINT", raising=False)
     monkeypatch.delenv("COSMOS__accountEndpoint", raising=False)
     monkeypatch.delenv("COSMOS_CONNECTION_STRING", raising=False)
-    status, body = _get_health()
+    status, body, _ = call(provider, "health", "GET", "/api/health")
     assert status == 503
     assert body["error"] == "settings" and "COSMOS_ENDPOINT" in str(body["message"])

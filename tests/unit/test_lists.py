@@ -3,10 +3,8 @@ last heartbeat at a fixed cost whatever the fleet's size, and the job list pages
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-import azure.functions as func
 import pytest
 
 from fleet.context import AppContext
@@ -20,7 +18,7 @@ from fleet.domain.stages import Action, Stage
 from fleet.http import fleet_ops, jobs
 from fleet.http.parsing import FactorySelf
 from fleet.store.ports import Stores
-from tests.support.handlers import OPERATOR, documented
+from tests.support.handlers import OPERATOR, call, documented
 from tests.unit.conftest import counting_entropy
 
 P = "prod"
@@ -37,14 +35,12 @@ def enroll(tokens: Tokens, name: str) -> str:
 
 
 def get(
-    handler: Any, token: str, product: str | None = P, **params: str
+    context: AppContext, handler: Any, token: str, product: str | None = P, **params: str
 ) -> tuple[int, dict[str, Any]]:
-    headers = {"Authorization": f"Bearer {token}"}
-    if product is not None:
-        headers["X-Fleet-Product"] = product
-    request = func.HttpRequest("GET", "/api/fleet/x", headers=headers, params=params, body=b"")
-    response = handler.build().get_user_function()(request)
-    return response.status_code, json.loads(response.get_body())
+    status, body, _ = call(
+        context, handler, "GET", "/api/fleet/x", token, product=product, params=params
+    )
+    return status, body
 
 
 def submit(coord: Coordinator, n: int) -> list[str]:
@@ -77,7 +73,7 @@ def test_lists_factories_cost_the_same_for_any_fleet_size(
             health.command(P, f"f{n:02d}", "drain", by="alice")
         fleet = size
         with stores.counters.measure() as cost:
-            status, body = get(fleet_ops.list_factories, OPERATOR)
+            status, body = get(app_context, fleet_ops.list_factories, OPERATOR)
         assert status == 200 and len(body["factories"]) == size
         assert all(f["heartbeat"]["pendingCount"] == 1 for f in body["factories"])
         costs[size] = cost
@@ -103,7 +99,7 @@ def test_lists_factories_carry_the_last_heartbeat_in_brief(
     health.command(P, "f1", "restart-engine", by="alice")
     health.command(P, "f2", "drain", by="alice")
     clock.advance(12)
-    status, body = get(fleet_ops.list_factories, OPERATOR)
+    status, body = get(app_context, fleet_ops.list_factories, OPERATOR)
     assert status == 200
     documented(body, "FactoryList")
     beats = {f["id"]: f["heartbeat"] for f in body["factories"]}
@@ -121,7 +117,7 @@ def test_lists_factories_carry_the_last_heartbeat_in_brief(
     # The per-factory endpoint (operators) tells as much; a factory's token lists the fleet
     # without anyone's heartbeat, and pays no table query for it.
     with app_context.stores.counters.measure() as cost:
-        status, body = get(fleet_ops.list_factories, f1, product=None)
+        status, body = get(app_context, fleet_ops.list_factories, f1, product=None)
     assert status == 200 and all("heartbeat" not in f for f in body["factories"])
     documented(body, "FactoryList")
     assert "table_query" not in cost
@@ -131,20 +127,22 @@ def test_lists_factories_a_factory_without_heartbeat_or_command_has_null(
     app_context: AppContext, tokens: Tokens
 ) -> None:
     enroll(tokens, "quiet")
-    status, body = get(fleet_ops.list_factories, OPERATOR)
+    status, body = get(app_context, fleet_ops.list_factories, OPERATOR)
     assert status == 200 and body["factories"][0]["heartbeat"] is None
 
 
 # --- the job list: pages ---------------------------------------------------------------
 
 
-def walk(token: str, product: str | None = P, **params: str) -> list[list[str]]:
+def walk(
+    context: AppContext, token: str, product: str | None = P, **params: str
+) -> list[list[str]]:
     """Every page of the list, following ``next``."""
     pages: list[list[str]] = []
     cursor: str | None = None
     while True:
         extra = {**params, **({"cursor": cursor} if cursor else {})}
-        status, body = get(jobs.list_jobs, token, product, **extra)
+        status, body = get(context, jobs.list_jobs, token, product, **extra)
         assert status == 200, body
         documented(body, "JobList")
         ids = [j["id"] for j in body["jobs"]]
@@ -160,11 +158,11 @@ def test_lists_jobs_pages_newest_first_and_follows_next(
     app_context: AppContext, coord: Coordinator, stores: Stores
 ) -> None:
     ids = submit(coord, 7)
-    assert walk(OPERATOR, limit="3") == [ids[:3], ids[3:6], ids[6:]]
-    assert walk(OPERATOR, limit="7") == [ids]  # exactly a page: no empty page after it
-    assert walk(OPERATOR) == [ids]  # the default page (200)
+    assert walk(app_context, OPERATOR, limit="3") == [ids[:3], ids[3:6], ids[6:]]
+    assert walk(app_context, OPERATOR, limit="7") == [ids]  # exactly a page: no empty page after it
+    assert walk(app_context, OPERATOR) == [ids]  # the default page (200)
     with stores.counters.measure() as cost:
-        get(jobs.list_jobs, OPERATOR, limit="3")
+        get(app_context, jobs.list_jobs, OPERATOR, limit="3")
     assert cost == {"query": 1}  # a bounded query (operator tokens need no read)
 
 
@@ -174,9 +172,9 @@ def test_lists_jobs_pages_keep_the_stage_filter(
     ids = submit(coord, 6)
     for job_id in ids[1::2]:
         coord.operator(P, job_id, Action.CANCEL, "alice", "no")
-    assert walk(OPERATOR, stage="cancelled", limit="2") == [ids[1:4:2], ids[5:]]
-    assert walk(OPERATOR, stage="queued", limit="2") == [ids[0:3:2], ids[4:5]]
-    assert walk(OPERATOR, stage="shipped") == [[]]
+    assert walk(app_context, OPERATOR, stage="cancelled", limit="2") == [ids[1:4:2], ids[5:]]
+    assert walk(app_context, OPERATOR, stage="queued", limit="2") == [ids[0:3:2], ids[4:5]]
+    assert walk(app_context, OPERATOR, stage="shipped") == [[]]
 
 
 def test_lists_jobs_a_factory_pages_through_what_it_holds_and_what_is_in_review(
@@ -191,14 +189,20 @@ def test_lists_jobs_a_factory_pages_through_what_it_holds_and_what_is_in_review(
     for job_id in theirs[:2]:
         coord.report(P, job_id, "f2", 1, stage=Stage.REVIEW)
     readable = sorted([*mine, *theirs[:2]], reverse=True)
-    assert walk(f1, product=None, limit="2") == [readable[:2], readable[2:4], readable[4:]]
-    assert walk(f1, product=None, stage="building") == [sorted(mine[1:], reverse=True)]
+    assert walk(app_context, f1, product=None, limit="2") == [
+        readable[:2],
+        readable[2:4],
+        readable[4:],
+    ]
+    assert walk(app_context, f1, product=None, stage="building") == [sorted(mine[1:], reverse=True)]
     in_review = sorted([mine[0], *theirs[:2]], reverse=True)
-    assert walk(f1, product=None, stage="review", limit="1") == [[i] for i in in_review]
-    assert walk(f1, product=None, stage="queued") == [[]]
+    assert walk(app_context, f1, product=None, stage="review", limit="1") == [
+        [i] for i in in_review
+    ]
+    assert walk(app_context, f1, product=None, stage="queued") == [[]]
     # Two bounded queries a page (held, in review), plus the token's point read.
     with stores.counters.measure() as cost:
-        get(jobs.list_jobs, f1, product=None, limit="2")
+        get(app_context, jobs.list_jobs, f1, product=None, limit="2")
     assert cost == {"read": 1, "query": 2}
 
 
@@ -217,7 +221,7 @@ def test_lists_jobs_a_factory_pages_through_what_it_holds_and_what_is_in_review(
 def test_lists_jobs_bad_paging_parameters_are_400_with_the_field(
     app_context: AppContext, params: dict[str, str], path: str, code: str
 ) -> None:
-    status, body = get(jobs.list_jobs, OPERATOR, **params)
+    status, body = get(app_context, jobs.list_jobs, OPERATOR, **params)
     assert status == 400 and body["error"] == "validation_failed"
     assert [(p["path"], p["code"]) for p in body["details"]["problems"]] == [(path, code)]
 
@@ -226,7 +230,7 @@ def test_lists_jobs_the_largest_page_is_accepted(
     app_context: AppContext, coord: Coordinator
 ) -> None:
     ids = submit(coord, 2)
-    assert get(jobs.list_jobs, OPERATOR, limit="1000")[1]["jobs"][1]["id"] == ids[1]
+    assert get(app_context, jobs.list_jobs, OPERATOR, limit="1000")[1]["jobs"][1]["id"] == ids[1]
 
 
 def test_lists_jobs_cursor_round_trips() -> None:

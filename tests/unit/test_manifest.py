@@ -9,9 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fleet.domain.manifest import (
     Manifest,
-    Problem,
     ProfileSpec,
-    ValidationFailed,
     parse_json,
     parse_markdown,
     parse_profile_json,
@@ -22,6 +20,7 @@ from fleet.domain.manifest import (
     validate_profile_name,
 )
 from fleet.domain.models import Deps
+from fleet.errors import Problem, ValidationFailed
 
 J1 = "j" + "0" * 26
 J2 = "j" + "a" * 26

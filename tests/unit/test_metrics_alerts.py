@@ -6,11 +6,9 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-import azure.functions as func
 import pytest
 
-from fleet import timers
-from fleet.context import context_for, set_context
+from fleet.context import context_for
 from fleet.coordinator import Coordinator
 from fleet.coordinator.clock import ManualClock
 from fleet.coordinator.fleet_health import Beat, FleetHealth, HealthConfig, JobProgress
@@ -24,9 +22,9 @@ from fleet.domain.manifest import Manifest
 from fleet.domain.models import Job, ReviewSpec
 from fleet.domain.scheduler import FactoryView
 from fleet.domain.stages import Action, Stage
-from fleet.http import fleet_ops
 from fleet.settings import Settings
 from fleet.store.ports import Set, Stores
+from tests.support.handlers import call, tick, with_principals
 from tests.support.receiver import webhook_receiver
 
 P = "prod"
@@ -546,47 +544,26 @@ def test_alert_webhook_over_real_http_with_the_default_poster(
 # --- the timer and the HTTP handlers ------------------------------------------------------
 
 
-class _Tick:
-    past_due = False
-
-
-def test_alerts_timer_and_http_handlers(
-    stores: Stores, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_alerts_timer_and_http_handlers(stores: Stores, clock: ManualClock) -> None:
     ctx = context_for(Settings.from_env({"FLEET_STORE": "memory"}), stores)
     ctx.coordinator = coord = Coordinator(stores, clock=clock)
     ctx.monitor = Monitor(coord)
-    set_context(ctx)
     operator = Principal(kind="operator", id="alice", product=P)
-    monkeypatch.setattr(fleet_ops, "any_principal", lambda req: operator)
-    monkeypatch.setattr(fleet_ops, "operator_principal", lambda req: operator)
-    try:
-        submit(coord, ("gpu",))
-        submit(coord, ())  # no factory at all yet: only no_live_factories says so
-        app = func.FunctionApp()
-        app.register_functions(timers.bp)
-        app.register_functions(fleet_ops.bp)
-        fns = {f.get_function_name(): f.get_user_function() for f in app.get_functions()}
-        fns["metrics_timer"](_Tick())
+    ctx = with_principals(ctx, lambda token, want: operator)
+    submit(coord, ("gpu",))
+    submit(coord, ())  # no factory at all yet: only no_live_factories says so
+    tick(ctx, "metrics_timer")
 
-        def call(name: str, method: str = "GET", body: Any = None, **params: str) -> Any:
-            request = func.HttpRequest(
-                method,
-                f"/api/fleet/{name}",
-                body=b"" if body is None else json.dumps(body).encode(),
-                params=params,
-            )
-            response = fns[name](request)
-            return response.status_code, json.loads(response.get_body())
+    def get(name: str, method: str = "GET", body: Any = None, **params: str) -> Any:
+        status, reply, _ = call(ctx, name, method, f"/api/fleet/{name}", None, body, params=params)
+        return status, reply
 
-        status, metrics = call("metrics")
-        assert status == 200 and metrics["unroutable"] == 2
-        status, alerts = call("alerts", history="1")
-        assert status == 200 and [a["key"] for a in alerts["active"]] == ["no_live_factories"]
-        assert len(alerts["history"]) == 1 and alerts["webhook"]["configured"] is False
-        status, settings = call("put_settings", "PUT", {"alerts": {"unroutableJobs": 5}})
-        assert status == 200 and settings["alerts"]["unroutableJobs"] == 5
-        status, error = call("put_settings", "PUT", {"alerts": {"budgetFraction": -1}})
-        assert status == 400 and error["details"]["problems"][0]["path"].startswith("alerts")
-    finally:
-        set_context(None)
+    status, metrics = get("metrics")
+    assert status == 200 and metrics["unroutable"] == 2
+    status, alerts = get("alerts", history="1")
+    assert status == 200 and [a["key"] for a in alerts["active"]] == ["no_live_factories"]
+    assert len(alerts["history"]) == 1 and alerts["webhook"]["configured"] is False
+    status, settings = get("put_settings", "PUT", {"alerts": {"unroutableJobs": 5}})
+    assert status == 200 and settings["alerts"]["unroutableJobs"] == 5
+    status, error = get("put_settings", "PUT", {"alerts": {"budgetFraction": -1}})
+    assert status == 400 and error["details"]["problems"][0]["path"].startswith("alerts")

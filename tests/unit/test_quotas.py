@@ -10,11 +10,11 @@ import pytest
 from fleet.coordinator import Coordinator
 from fleet.coordinator.budgets import reservation_key
 from fleet.coordinator.clock import ManualClock
-from fleet.domain.jobs import BudgetExceeded, Fenced
+from fleet.domain.jobs import BudgetExceeded
 from fleet.domain.manifest import Manifest
 from fleet.domain.scheduler import FactoryView
 from fleet.domain.stages import Action, Stage
-from fleet.errors import ConcurrencyConflict
+from fleet.errors import ConcurrencyConflict, Fenced
 from fleet.store.memory import MemoryDocumentStore
 from fleet.store.ports import Stores
 

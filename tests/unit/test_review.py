@@ -10,18 +10,19 @@ from fleet.coordinator import Coordinator
 from fleet.coordinator.clock import ManualClock
 from fleet.coordinator.review import Reviewer
 from fleet.domain import review as R
-from fleet.domain.jobs import Fenced, agrees
-from fleet.domain.manifest import (
-    Manifest,
-    ValidationFailed,
-    parse_json,
-    parse_markdown,
-    render_markdown,
-)
+from fleet.domain.jobs import agrees
+from fleet.domain.manifest import Manifest, parse_json, parse_markdown, render_markdown
 from fleet.domain.models import Job, ReviewSpec
 from fleet.domain.scheduler import FactoryView
 from fleet.domain.stages import Action, Stage
-from fleet.errors import FleetError
+from fleet.errors import (
+    AlreadyVoted,
+    Fenced,
+    FleetError,
+    NotInReview,
+    ReviewRefused,
+    ValidationFailed,
+)
 from fleet.http.responses import status_for
 
 P = "prod"
@@ -149,7 +150,7 @@ def test_review_distinct_kind_is_enforced(coord: Coordinator) -> None:
     assert code_of(refused) == (403, "same_kind")
     with pytest.raises(R.SameKind):
         coord.reviews.vote(P, job.id, ALICE, "approve", "", kind="claude")
-    with pytest.raises(R.ReviewRefused):  # a factory cannot claim a kind it does not have
+    with pytest.raises(ReviewRefused):  # a factory cannot claim a kind it does not have
         coord.reviews.vote(P, job.id, Reviewer("factory", "other"), "approve", "", kind="human")
     coord.reviews.vote(P, job.id, Reviewer("factory", "other"), "approve", "ok")
     coord.reviews.vote(P, job.id, Reviewer("factory", "family"), "approve", "ok")
@@ -161,7 +162,7 @@ def test_review_distinct_kind_is_enforced(coord: Coordinator) -> None:
 def test_review_double_vote_is_refused_with_a_code(coord: Coordinator) -> None:
     job = in_review(coord, ReviewSpec(approvals=2), enroll(coord, "author"))
     coord.reviews.vote(P, job.id, ALICE, "approve", "")
-    with pytest.raises(R.AlreadyVoted) as refused:
+    with pytest.raises(AlreadyVoted) as refused:
         coord.reviews.vote(P, job.id, ALICE, "approve", "", kind="claude")
     assert code_of(refused) == (409, "already_voted")
     assert refused.value.details["round"] == 1
@@ -170,10 +171,10 @@ def test_review_double_vote_is_refused_with_a_code(coord: Coordinator) -> None:
 
 def test_review_vote_on_a_job_not_in_review_is_409(coord: Coordinator) -> None:
     job, _ = coord.submit(P, manifest(review=2), "operator:o")
-    with pytest.raises(R.NotInReview) as refused:
+    with pytest.raises(NotInReview) as refused:
         coord.reviews.vote(P, job.id, ALICE, "approve", "")
     assert code_of(refused) == (409, "not_in_review")
-    with pytest.raises(R.NotInReview):
+    with pytest.raises(NotInReview):
         coord.reviews.request(P, job.id, ALICE)
 
 

@@ -3,11 +3,9 @@ attempt ends, on the coordinator over the in-memory twin."""
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import azure.functions as func
 import pytest
 
 from fleet.context import AppContext
@@ -20,11 +18,12 @@ from fleet.domain.manifest import Manifest
 from fleet.domain.models import Job, Run
 from fleet.domain.scheduler import FactoryView
 from fleet.domain.stages import LEASED, Action, Stage
+from fleet.errors import Fenced
 from fleet.http import fleet_ops
 from fleet.http import jobs as jobs_http
 from fleet.http.parsing import FactorySelf
 from fleet.store.queries import RUNS_OF_JOB
-from tests.support.handlers import OPERATOR, documented
+from tests.support.handlers import OPERATOR, call, documented
 
 P = "prod"
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -193,7 +192,7 @@ def test_runs_check_fence_names_the_limit_that_ended_the_attempt() -> None:
     with pytest.raises(J.TimedOut) as caught:
         J.check_fence(ended, "f1", 1)
     assert caught.value.code == "timeout"
-    with pytest.raises(J.Fenced) as other:
+    with pytest.raises(Fenced) as other:
         J.check_fence(ended, "f2", 1)  # not that run's holder: plain fenced
     assert other.value.code == "fenced"
 
@@ -307,13 +306,13 @@ def test_runs_renew_past_the_deadline_ends_the_attempt_with_timeout(
     assert job.stage is Stage.QUEUED and job.epoch == 2 and job.lease is None
     assert job.runs[-1].outcome == "timeout" and job.failedBy == ("f1",)
     assert job.events[-1].actor == "coordinator" and "deadline" in (job.events[-1].reason or "")
-    for call in (
+    for later in (
         lambda: coord.renew(P, job_id, "f1", 1),
         lambda: coord.report(P, job_id, "f1", 1, progress={"tokens": 5}),
         lambda: coord.release(P, job_id, "f1", 1),
     ):
         with pytest.raises(J.TimedOut):  # later calls at that epoch say why
-            call()
+            later()
     assert_runs_consistent(job)
 
 
@@ -400,42 +399,25 @@ def test_runs_spill_past_the_embedded_ones_and_read_back_oldest_first(
     assert all(r.outcome == "released" for r in runs)
 
 
-def _get(path: str, handler: Any, token: str, job_id: str) -> tuple[int, Any]:
-    request = func.HttpRequest(
-        "GET",
-        path,
-        headers={"Authorization": f"Bearer {token}", "X-Fleet-Product": P},
-        params={},
-        route_params={"id": job_id},
-        body=b"",
-    )
-    response = handler.build().get_user_function()(request)
-    return response.status_code, json.loads(response.get_body())
-
-
 def test_runs_http_reply_and_claim_limits_are_documented(
     app_context: AppContext, coord: Coordinator, tokens: Tokens
 ) -> None:
     job_id = submit(coord, timeoutSeconds=30, maxCostUsd=2.0, repo="https://example.com/r.git")
     issued = tokens.create_enrollment_token(P, "operator:test")
     token = tokens.enroll(issued.token, "fa", FactorySelf()).token
-    request = func.HttpRequest(
-        "POST",
-        "/api/fleet/claim",
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-        params={},
-        body=b"{}",
-    )
-    reply = json.loads(fleet_ops.claim.build().get_user_function()(request).get_body())
+    reply = call(app_context, fleet_ops.claim, "POST", "/api/fleet/claim", token, {}).body
     documented(reply, "Claim")
     assert reply["limits"]["timeoutSeconds"] == 30 and reply["limits"]["maxCostUsd"] == 2.0
     assert reply["job"]["repo"] == "https://example.com/r.git" and reply["job"]["pr"] is False
     coord.report(P, job_id, "fa", 1, stage=Stage.BUILDING)
     coord.report(P, job_id, "fa", 1, stage=Stage.SHIPPED, result={"costUsd": 0.5})
-    status, body = _get(f"/api/fleet/jobs/{job_id}/runs", jobs_http.job_runs, OPERATOR, job_id)
+    runs = f"/api/fleet/jobs/{job_id}/runs"
+    status, body, _ = call(
+        app_context, jobs_http.job_runs, "GET", runs, OPERATOR, product=P, id=job_id
+    )
     assert status == 200
     documented(body, "JobRuns")
     assert [r["outcome"] for r in body["runs"]] == ["shipped"]
     assert body["runs"][0]["costUsd"] == 0.5
-    status, _ = _get(f"/api/fleet/jobs/{job_id}/runs", jobs_http.job_runs, token, job_id)
+    status, _, _ = call(app_context, jobs_http.job_runs, "GET", runs, token, product=P, id=job_id)
     assert status == 403  # no longer its job: same rule as GET job

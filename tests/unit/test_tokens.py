@@ -8,13 +8,12 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-import azure.functions as func
 import pytest
 
 from fleet.context import AppContext
 from fleet.coordinator import Coordinator
 from fleet.coordinator.clock import ManualClock
-from fleet.coordinator.identity import Forbidden, Principal, Unauthorized
+from fleet.coordinator.identity import Principal
 from fleet.coordinator.service import SYSTEM_PARTITION
 from fleet.coordinator.tokens import (
     INVALID,
@@ -27,16 +26,16 @@ from fleet.coordinator.tokens import (
     Tokens,
     hash_token,
 )
-from fleet.domain.jobs import Fenced
 from fleet.domain.manifest import Manifest
 from fleet.domain.scheduler import FactoryView
 from fleet.domain.stages import Stage
+from fleet.errors import Fenced, Forbidden, Unauthorized
 from fleet.http import fleet_ops, jobs
 from fleet.http import tokens as tokens_http
 from fleet.http.parsing import FactorySelf
 from fleet.store.memory import MemoryDocumentStore
 from fleet.store.ports import Set, Stores
-from tests.support.handlers import OPERATOR
+from tests.support.handlers import OPERATOR, call
 
 P = "prod"
 OPERATOR_ACTOR = "operator:test"
@@ -220,7 +219,7 @@ def test_tokens_deregistered_name_enrolls_again_and_its_old_tokens_die(
 
 
 def test_tokens_invalid_factory_name_is_a_validation_error(tokens: Tokens) -> None:
-    from fleet.domain.manifest import ValidationFailed
+    from fleet.errors import ValidationFailed
 
     issued = tokens.create_enrollment_token(P, OPERATOR_ACTOR)
     with pytest.raises(ValidationFailed):
@@ -470,40 +469,16 @@ def test_tokens_the_cache_is_bounded(
 # --- through the HTTP handlers -------------------------------------------------------
 
 
-def call(
-    handler: Any,
-    method: str,
-    url: str,
-    token: str | None = None,
-    body: Any = None,
-    product: str | None = None,
-    **route_params: str,
-) -> tuple[int, dict[str, Any], func.HttpResponse]:
-    headers = {"Content-Type": "application/json"}
-    if token is not None:
-        headers["Authorization"] = f"Bearer {token}"
-    if product is not None:
-        headers["X-Fleet-Product"] = product
-    request = func.HttpRequest(
-        method,
-        url,
-        headers=headers,
-        body=json.dumps(body).encode() if body is not None else b"",
-        route_params=route_params,
-    )
-    response = handler.build().get_user_function()(request)
-    raw = response.get_body()
-    return response.status_code, (json.loads(raw) if raw else {}), response
-
-
 def test_tokens_http_gate_poll_costs_one_point_read_when_cached(
     app_context: AppContext, tokens: Tokens, stores: Stores
 ) -> None:
     token = enroll(tokens, "f1")
-    status, _, _ = call(fleet_ops.queue_state, "GET", "/api/fleet/queue-state", token)
+    status, _, _ = call(app_context, fleet_ops.queue_state, "GET", "/api/fleet/queue-state", token)
     assert status == 200  # the first poll reads the token too, and caches it
     with stores.counters.measure() as cost:
-        status, body, _ = call(fleet_ops.queue_state, "GET", "/api/fleet/queue-state", token)
+        status, body, _ = call(
+            app_context, fleet_ops.queue_state, "GET", "/api/fleet/queue-state", token
+        )
     assert status == 200 and body["version"] == 0
     assert cost == {"read": 1}
 
@@ -512,7 +487,7 @@ def test_tokens_http_missing_or_garbage_token_is_401_with_a_bearer_challenge(
     app_context: AppContext,
 ) -> None:
     for token, message in ((None, MISSING), ("flf_nope", INVALID)):
-        status, body, response = call(jobs.list_jobs, "GET", "/api/fleet/jobs", token)
+        status, body, response = call(app_context, jobs.list_jobs, "GET", "/api/fleet/jobs", token)
         assert (status, body["error"], body["message"]) == (401, "unauthorized", message)
         assert response.headers["WWW-Authenticate"].startswith("Bearer")
 
@@ -533,7 +508,7 @@ def test_tokens_http_operator_only_endpoints_refuse_factory_tokens(
         ),
         (fleet_ops.product_events, "GET", "/api/fleet/events", {}),
     ):
-        status, body, _ = call(handler, method, url, token, {"title": "x"}, **params)
+        status, body, _ = call(app_context, handler, method, url, token, {"title": "x"}, **params)
         assert (status, body["error"]) == (403, "forbidden"), (url, body)
         assert "factory tokens cannot" in body["message"]
 
@@ -544,7 +519,7 @@ def test_tokens_http_a_factory_reads_only_the_jobs_it_holds(
     f1, f2 = enroll(tokens, "f1"), enroll(tokens, "f2")
     first, _ = coord.submit(P, Manifest(title="one", body="b"), "op")
     second, _ = coord.submit(P, Manifest(title="two", body="b"), "op")
-    status, claim, _ = call(fleet_ops.claim, "POST", "/api/fleet/claim", f1, {})
+    status, claim, _ = call(app_context, fleet_ops.claim, "POST", "/api/fleet/claim", f1, {})
     assert status == 200
     held, other = (first, second) if claim["job"]["id"] == first.id else (second, first)
     for handler, suffix in (
@@ -553,16 +528,19 @@ def test_tokens_http_a_factory_reads_only_the_jobs_it_holds(
         (jobs.explain_job, "/explain"),
     ):
         url = f"/api/fleet/jobs/{{}}{suffix}"
-        assert call(handler, "GET", url.format(held.id), f1, id=held.id)[0] == 200
-        status, body, _ = call(handler, "GET", url.format(other.id), f1, id=other.id)
+        assert call(app_context, handler, "GET", url.format(held.id), f1, id=held.id)[0] == 200
+        status, body, _ = call(app_context, handler, "GET", url.format(other.id), f1, id=other.id)
         assert (status, body["error"]) == (403, "forbidden")
-        assert call(handler, "GET", url.format(held.id), f2, id=held.id)[0] == 403
+        assert call(app_context, handler, "GET", url.format(held.id), f2, id=held.id)[0] == 403
         assert (
-            call(handler, "GET", url.format(other.id), OPERATOR, product=P, id=other.id)[0] == 200
+            call(
+                app_context, handler, "GET", url.format(other.id), OPERATOR, product=P, id=other.id
+            )[0]
+            == 200
         )
-    _, listed, _ = call(jobs.list_jobs, "GET", "/api/fleet/jobs", f1)
+    _, listed, _ = call(app_context, jobs.list_jobs, "GET", "/api/fleet/jobs", f1)
     assert [j["id"] for j in listed["jobs"]] == [held.id]
-    _, listed, _ = call(jobs.list_jobs, "GET", "/api/fleet/jobs", OPERATOR, product=P)
+    _, listed, _ = call(app_context, jobs.list_jobs, "GET", "/api/fleet/jobs", OPERATOR, product=P)
     assert {j["id"] for j in listed["jobs"]} == {held.id, other.id}
 
 
@@ -571,9 +549,10 @@ def test_tokens_http_a_factory_patching_a_job_it_does_not_hold_is_fenced(
 ) -> None:
     f1, f2 = enroll(tokens, "f1"), enroll(tokens, "f2")
     job, _ = coord.submit(P, Manifest(title="t", body="b"), "op")
-    _, claim, _ = call(fleet_ops.claim, "POST", "/api/fleet/claim", f1, {})
+    _, claim, _ = call(app_context, fleet_ops.claim, "POST", "/api/fleet/claim", f1, {})
     epoch = claim["lease"]["epoch"]
     status, body, _ = call(
+        app_context,
         jobs.report_job,
         "PATCH",
         f"/api/fleet/jobs/{job.id}",
@@ -590,7 +569,12 @@ def test_tokens_http_claim_outside_the_allowlist_is_403(
 ) -> None:
     token = enroll(tokens, "f1", capabilities=["python"])
     status, body, _ = call(
-        fleet_ops.claim, "POST", "/api/fleet/claim", token, {"capabilities": ["python", "gpu"]}
+        app_context,
+        fleet_ops.claim,
+        "POST",
+        "/api/fleet/claim",
+        token,
+        {"capabilities": ["python", "gpu"]},
     )
     assert (status, body["error"], body["details"]["disallowed"]) == (403, "forbidden", ["gpu"])
 
@@ -599,6 +583,7 @@ def test_tokens_http_enroll_register_rotate_revoke(
     app_context: AppContext, tokens: Tokens, coord: Coordinator
 ) -> None:
     status, issued, response = call(
+        app_context,
         tokens_http.create_enrollment_token,
         "POST",
         "/api/fleet/enrollment-tokens",
@@ -609,6 +594,7 @@ def test_tokens_http_enroll_register_rotate_revoke(
     assert status == 201 and issued["token"].startswith("fle_") and issued["product"] == P
     assert response.headers["Cache-Control"] == "no-store"
     status, enrolled, _ = call(
+        app_context,
         tokens_http.enroll_factory,
         "POST",
         "/api/fleet/factories/enroll",
@@ -618,6 +604,7 @@ def test_tokens_http_enroll_register_rotate_revoke(
     assert status == 201 and enrolled["factoryId"] == "f1" and enrolled["product"] == P
     token = enrolled["token"]
     status, registered, _ = call(
+        app_context,
         fleet_ops.register_factory,
         "POST",
         "/api/fleet/factories/register",
@@ -626,6 +613,7 @@ def test_tokens_http_enroll_register_rotate_revoke(
     )
     assert status == 200 and registered["id"] == "factory-f1" and registered["seats"] == 3
     status, rotated, _ = call(
+        app_context,
         tokens_http.rotate_factory_token,
         "POST",
         "/api/fleet/factories/f1/token/rotate",
@@ -634,6 +622,7 @@ def test_tokens_http_enroll_register_rotate_revoke(
     )
     assert status == 200 and rotated["token"] != token and rotated["previousValidUntil"]
     status, revoked, _ = call(
+        app_context,
         tokens_http.revoke_factory_token,
         "POST",
         "/api/fleet/factories/f1/token/revoke",
@@ -643,8 +632,9 @@ def test_tokens_http_enroll_register_rotate_revoke(
     )
     assert (status, revoked) == (200, {"factoryId": "f1", "revoked": True, "revokedTokens": 2})
     for t in (token, rotated["token"]):
-        assert call(fleet_ops.claim, "POST", "/api/fleet/claim", t, {})[0] == 401
+        assert call(app_context, fleet_ops.claim, "POST", "/api/fleet/claim", t, {})[0] == 401
     _, listed, _ = call(
+        app_context,
         tokens_http.list_enrollment_tokens,
         "GET",
         "/api/fleet/enrollment-tokens",
@@ -660,6 +650,7 @@ def test_tokens_http_bad_enroll_body_is_400_with_field_paths(
 ) -> None:
     issued = tokens.create_enrollment_token(P, OPERATOR_ACTOR)
     status, body, _ = call(
+        app_context,
         tokens_http.enroll_factory,
         "POST",
         "/api/fleet/factories/enroll",
@@ -669,6 +660,11 @@ def test_tokens_http_bad_enroll_body_is_400_with_field_paths(
     assert status == 400
     assert {"name", "seats", "colour"} <= {p["path"] for p in body["details"]["problems"]}
     status, body, _ = call(
-        tokens_http.enroll_factory, "POST", "/api/fleet/factories/enroll", None, {"name": "f"}
+        app_context,
+        tokens_http.enroll_factory,
+        "POST",
+        "/api/fleet/factories/enroll",
+        None,
+        {"name": "f"},
     )
     assert (status, body["message"]) == (401, MISSING)

@@ -8,10 +8,10 @@ import pytest
 
 from fleet.coordinator import Coordinator
 from fleet.coordinator.clock import ManualClock
-from fleet.coordinator.identity import Unauthorized
 from fleet.coordinator.tracker import Tracker, TrackerConfig, sign, verify_github_signature
 from fleet.domain.scheduler import FactoryView
 from fleet.domain.stages import Action, Stage
+from fleet.errors import Unauthorized
 
 P = "prod"
 

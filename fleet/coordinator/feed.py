@@ -1,0 +1,293 @@
+"""What is read about jobs: lists and pages, a job's history (events, runs, what its
+agent said), the product-wide event feed for live views, and why a job waits (explain)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from fleet.coordinator.budgets import Budgets, estimate_of
+from fleet.coordinator.channels import ChannelLimits
+from fleet.coordinator.config import Part
+from fleet.coordinator.metrics import alert_feed
+from fleet.coordinator.product import Products
+from fleet.coordinator.writer import Writer
+from fleet.domain import jobs as J
+from fleet.domain.models import Event, EventDoc, Job, Run, RunDoc, format_ts
+from fleet.domain.scheduler import FactoryView, Verdict, can_ever_run, explain
+from fleet.domain.stages import LEASED, Stage
+from fleet.errors import AlreadyExists, Problem, ValidationFailed
+from fleet.store.queries import (
+    AGENT_EVENTS_OF_JOB,
+    DOCS_OF_TYPE,
+    EVENTS_OF_JOB,
+    JOBS_CHANGED_SINCE,
+    JOBS_OF_HOLDER_PAGE,
+    JOBS_PAGE,
+    RUNS_OF_JOB,
+)
+
+log = logging.getLogger(__name__)
+
+FEED_SCAN_FACTOR = 20  # the event feed reads at most this many times its limit in jobs
+_AFTER_EVERY_ID = "~"  # sorts after every job id (lower-case letters and digits)
+
+
+@dataclass(frozen=True)
+class AgentEvent:
+    seq: int  # the sender's own sequence number within its attempt
+    type: str
+    payload: Any
+
+
+def agent_event_key(epoch: int, seq: int) -> str:
+    """Sorts agent events by attempt, then by the sender's sequence."""
+    return f"{epoch:08d}:{seq:010d}"
+
+
+@dataclass(frozen=True, eq=False)
+class Feed(Part):
+    writer: Writer
+    products: Products
+    budgets: Budgets
+    channels: ChannelLimits
+
+    def list_jobs(self, product: str) -> list[Job]:
+        rows = self.docs.query(DOCS_OF_TYPE, product, {"type": "job"})
+        return sorted((Job.from_doc(r) for r in rows), key=lambda j: j.id)
+
+    def jobs_page(
+        self,
+        product: str,
+        limit: int,
+        before: str | None = None,
+        stage: Stage | None = None,
+        reader: str | None = None,
+    ) -> tuple[list[Job], bool]:
+        """One page of the product's jobs, newest first (by id: ids sort by creation time),
+        older than the job id ``before``: at most ``limit`` jobs, and whether more follow.
+        ``stage`` filters; ``reader`` (a factory) narrows to the jobs it holds and the jobs
+        in review.
+
+        Cost: one bounded query; two for a factory without a stage filter (the jobs it
+        holds, the jobs in review: merged by id, so the page stays flat and bounded)."""
+        every = [s.value for s in Stage]
+        wanted = [stage.value] if stage else every
+        base = {"before": before or _AFTER_EVERY_ID, "top": limit + 1}
+        if reader is None or stage is Stage.REVIEW:
+            rows = self.docs.query(JOBS_PAGE, product, {**base, "stages": wanted})
+        else:
+            held = {**base, "stages": wanted, "holder": reader}
+            rows = self.docs.query(JOBS_OF_HOLDER_PAGE, product, held)
+            if stage is None:
+                review = {**base, "stages": [Stage.REVIEW.value]}
+                rows += self.docs.query(JOBS_PAGE, product, review)
+        by_id = {str(r["id"]): r for r in rows}
+        ids = sorted(by_id, reverse=True)
+        return [Job.from_doc(by_id[i]) for i in ids[:limit]], len(ids) > limit
+
+    def job_events(self, product: str, job_id: str, after: int = 0) -> list[Event]:
+        """The job's history after ``after``: spilled event documents, then embedded ones."""
+        job = self.writer.get_job(product, job_id)
+        events: list[Event] = []
+        if after < job.spilledThrough:
+            rows = self.docs.query(EVENTS_OF_JOB, product, {"jobId": job_id, "after": after})
+            events.extend(EventDoc.from_doc(r).event for r in rows)
+        seen = {e.seq for e in events}
+        events.extend(e for e in job.events if e.seq > after and e.seq not in seen)
+        return sorted(events, key=lambda e: e.seq)
+
+    def job_runs(self, product: str, job_id: str) -> list[Run]:
+        """Every run of the job, oldest first: spilled run documents, then embedded ones."""
+        job = self.writer.get_job(product, job_id)
+        runs: dict[int, Run] = {}
+        if job.runsSpilledThrough > 0:
+            rows = self.docs.query(RUNS_OF_JOB, product, {"jobId": job_id})
+            runs.update((r.epoch, r.run) for r in map(RunDoc.from_doc, rows))
+        runs.update((r.epoch, r) for r in job.runs)  # the embedded copy is the newest
+        return [runs[epoch] for epoch in sorted(runs)]
+
+    def product_events(
+        self,
+        product: str,
+        cursor: str | None,
+        limit: int = 200,
+        *,
+        alerts: bool = True,
+        settle_seconds: float = 0.0,
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """Events of every job after ``cursor`` (``at|jobId|seq``), oldest first, for live
+        views, with the product's alert events (``jobId`` null; one more point read) unless
+        ``alerts`` is False. Returns the events and the next cursor.
+
+        Jobs are found by ``lastEventAt``, so a job changed again since hides its earlier
+        events behind its latest time: when more jobs changed than the query's ``TOP``, the
+        query is widened (4x at a time, up to ``FEED_SCAN_FACTOR`` x ``limit`` jobs) rather
+        than moving the cursor past a job it did not read. ``settle_seconds`` holds back
+        events younger than that (an event is stamped just before its write lands): a
+        consumer that must see every event (the tracker echo) uses it."""
+        since, after_key = _parse_cursor(cursor)
+        top = limit
+        while True:
+            rows = self.docs.query(JOBS_CHANGED_SINCE, product, {"since": since, "top": top})
+            if len(rows) < top or top >= limit * FEED_SCAN_FACTOR:
+                break
+            top *= 4
+        if len(rows) >= top and rows:
+            log.warning(
+                "event feed of %s: more than %d jobs changed since %s; some events may be "
+                "skipped (poll more often)",
+                product,
+                top,
+                since or "the start",
+            )
+        until = (
+            format_ts(self.clock.now() - timedelta(seconds=settle_seconds))
+            if settle_seconds > 0
+            else None
+        )
+        out: list[tuple[tuple[str, str, int], dict[str, Any]]] = []
+        for row in rows:
+            job = Job.from_doc(row)
+            for event in job.events:
+                key = (format_ts(event.at), job.id, event.seq)
+                if key > after_key and (until is None or key[0] <= until):
+                    item = {"jobId": job.id, **event.model_dump(mode="json")}
+                    out.append((key, item))
+        if alerts:
+            out.extend(alert_feed(self.docs, product, after_key))
+        out.sort(key=lambda pair: pair[0])
+        out = out[:limit]
+        next_cursor = "|".join(map(str, out[-1][0])) if out else cursor
+        return [item for _, item in out], next_cursor
+
+    # --- what agents say ------------------------------------------------------------
+
+    def record_agent_events(
+        self,
+        product: str,
+        job_id: str,
+        factory_id: str,
+        epoch: int,
+        events: list[AgentEvent],
+    ) -> int:
+        """Store events an engine wrote while it worked (its decisions, tool calls, notes)
+        beside the job's transition history. Fenced: only the holder at this epoch. They
+        never change the job: stage, lease and epoch are untouched. Each event carries the
+        sender's own sequence number, so a batch sent twice (a retry after a lost reply)
+        is stored once. Returns how many were new."""
+        J.check_fence(self.writer.get_job(product, job_id), factory_id, epoch)
+        now = self.clock.now()
+        stored = 0
+        for event in events:
+            doc = {
+                "id": f"{job_id}:agent:{epoch}:{event.seq}",
+                "productId": product,
+                "type": "agent_event",
+                "jobId": job_id,
+                "epoch": epoch,
+                "seq": event.seq,
+                "key": agent_event_key(epoch, event.seq),
+                "eventType": event.type,
+                "payload": event.payload,
+                "factory": factory_id,
+                "at": format_ts(now),
+                "ttl": self.config.event_ttl_seconds,
+            }
+            try:
+                self.docs.create(doc)
+                stored += 1
+            except AlreadyExists:
+                continue
+        return stored
+
+    def agent_events(
+        self, product: str, job_id: str, after: str | None = None, limit: int = 200
+    ) -> list[dict[str, Any]]:
+        """A job's agent events after a cursor (the ``key`` of the last one seen)."""
+        self.writer.get_job(product, job_id)  # 404 for an unknown job, not an empty list
+        rows = self.docs.query(
+            AGENT_EVENTS_OF_JOB, product, {"jobId": job_id, "after": after or "", "top": limit}
+        )
+        keep = ("key", "epoch", "seq", "eventType", "payload", "factory", "at")
+        return [{k: row.get(k) for k in keep} for row in rows]
+
+    # --- explain ---------------------------------------------------------------------
+
+    def explain(self, product: str, job_id: str) -> dict[str, Any]:
+        job = self.writer.get_job(product, job_id)
+        now = self.clock.now()
+        views = self.products.factory_views(product)
+        verdicts = explain(job, views, now, self.products.weights(product))
+        blockers = self._quota_blockers(job, now) if job.stage is Stage.QUEUED else []
+        summary = _explain_summary(job, verdicts, views)
+        if blockers and summary.startswith("queued"):
+            summary = "queued: " + "; ".join(blockers)
+        return {
+            "jobId": job.id,
+            "stage": job.stage.value,
+            "holder": job.lease.holder if job.lease else None,
+            "epoch": job.epoch,
+            "failedBy": list(job.failedBy),
+            "stalled": job.stalled,
+            "unroutable": not can_ever_run(job, views),
+            "blockers": blockers,
+            "summary": summary,
+            "factories": [
+                {
+                    "factory": v.factory,
+                    "eligible": v.eligible,
+                    "reasons": list(v.reasons),
+                    "missingCapabilities": list(v.missing),
+                    "score": v.breakdown.as_dict() if v.breakdown else None,
+                }
+                for v in verdicts
+            ],
+        }
+
+    def _quota_blockers(self, job: Job, now: datetime) -> list[str]:
+        """What holds a queued job back whatever the factory: its budget, its channel."""
+        blockers = []
+        budget = self.budgets.get(job.productId)
+        if budget is not None:
+            why = budget.why_not(estimate_of(job))
+            if why:
+                blockers.append(why)
+        if job.channel:
+            channel = self.channels.get(job.productId, job.channel)
+            why = channel.why_not(now) if channel else None
+            if why:
+                blockers.append(why)
+        return blockers
+
+
+def _parse_cursor(cursor: str | None) -> tuple[str, tuple[str, str, int]]:
+    if not cursor:
+        return "", ("", "", 0)
+    parts = cursor.split("|")
+    if len(parts) != 3 or not parts[2].isdigit():
+        raise ValidationFailed(
+            [Problem(path="after", code="invalid_cursor", message="not a cursor")], "bad cursor"
+        )
+    return parts[0], (parts[0], parts[1], int(parts[2]))
+
+
+def _explain_summary(job: Job, verdicts: list[Verdict], views: list[FactoryView]) -> str:
+    if job.stage in LEASED and job.lease:
+        return (
+            f"held by {job.lease.holder} (epoch {job.epoch}) until {format_ts(job.lease.expiresAt)}"
+        )
+    if job.stage is Stage.BLOCKED:
+        return "blocked: waiting for its dependencies"
+    if job.stage is not Stage.QUEUED:
+        return f"not waiting: stage is {job.stage.value}"
+    if not views:
+        return "queued: no factory has registered with this product yet"
+    if not can_ever_run(job, views):
+        return "unroutable: no known factory advertises every required capability"
+    eligible = [v for v in verdicts if v.eligible]
+    if not eligible:
+        return "queued: every capable factory is busy, paused, stale or excluded"
+    return f"queued: {len(eligible)} factories can take it; best is {eligible[0].factory}"
