@@ -10,22 +10,15 @@ from fleet.coordinator import Coordinator
 from fleet.coordinator.clock import ManualClock
 from fleet.coordinator.service import AgentEvent
 from fleet.domain.jobs import EMBEDDED_EVENTS, agrees, replay
-from fleet.domain.manifest import Manifest, ProfileSpec
+from fleet.domain.manifest import ProfileSpec
 from fleet.domain.models import Deps
-from fleet.domain.scheduler import FactoryView
 from fleet.domain.stages import Action, Stage
 from fleet.errors import Fenced, IllegalTransition, ValidationFailed
 from fleet.store.ports import Set, Stores
+from tests.support.builders import factory_view as factory
+from tests.support.builders import manifest
 
 P = "prod"
-
-
-def manifest(**fields: Any) -> Manifest:
-    return Manifest(**{"title": "do a thing", "body": "# Task\n", **fields})
-
-
-def factory(name: str = "f1", caps: tuple[str, ...] = ("python",), **kw: Any) -> FactoryView:
-    return FactoryView(id=name, capabilities=frozenset(caps), **kw)
 
 
 def full_history(coord: Coordinator, job_id: str) -> list[Any]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -10,39 +10,10 @@ from pydantic import ValidationError
 
 from fleet.domain import jobs as J
 from fleet.domain.ids import sortable_id
-from fleet.domain.models import Event, Job, queue_key
 from fleet.domain.scheduler import DEFAULT_WEIGHTS, FactoryView, Weights, explain, rank, score
 from fleet.domain.stages import LEASED, TERMINAL, TRANSITIONS, Action, Stage, next_stage
 from fleet.errors import Fenced, IllegalTransition
-
-T0 = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-def job(n: int = 1, **fields: Any) -> Job:
-    base: dict[str, Any] = {
-        "id": f"j{n:026d}",
-        "productId": "p",
-        "title": "t",
-        "stage": Stage.QUEUED,
-        "createdAt": T0,
-        "updatedAt": T0,
-        "lastEventAt": T0,
-        "queueKey": queue_key(5, T0, f"j{n:026d}"),
-        "seq": 1,
-        "events": (
-            Event(
-                seq=1,
-                type="submit",
-                at=T0,
-                actor="o",
-                epoch=0,
-                fromStage=None,
-                toStage=Stage.QUEUED,
-            ),
-        ),
-    }
-    base.update(fields)
-    return Job(**base)
+from tests.support.builders import T0, job
 
 
 def fv(name: str, caps: tuple[str, ...] = (), **kw: Any) -> FactoryView:

@@ -38,14 +38,14 @@ from fleet.coordinator.fleet_health import (
 )
 from fleet.coordinator.identity import Principal
 from fleet.domain.jobs import agrees
-from fleet.domain.manifest import Manifest
 from fleet.domain.models import Factory, Job
-from fleet.domain.scheduler import FactoryView
 from fleet.domain.stages import Stage
 from fleet.errors import Fenced, NotFound, SettingsError, StoreUnavailable, ValidationFailed
 from fleet.settings import HealerSettings, Settings
 from fleet.store.memory import MemoryTableStore, memory_stores
 from fleet.store.ports import Stores
+from tests.support.builders import factory_view as view
+from tests.support.builders import manifest
 from tests.support.handlers import call, functions, tick, with_principals
 from tests.unit.conftest import counting_entropy
 
@@ -57,14 +57,6 @@ COSMOS_KINDS = ("read", "query", "write", "patch")
 @pytest.fixture
 def health(coord: Coordinator) -> FleetHealth:
     return FleetHealth(coord, HealthConfig(), entropy=counting_entropy())
-
-
-def manifest(**fields: Any) -> Manifest:
-    return Manifest(**{"title": "do a thing", "body": "# Task\n", **fields})
-
-
-def view(name: str, caps: tuple[str, ...] = ("python",), **kw: Any) -> FactoryView:
-    return FactoryView(id=name, capabilities=frozenset(caps), **kw)
 
 
 def beat(*jobs: JobProgress, caps: tuple[str, ...] = ("python",), **kw: Any) -> Beat:

@@ -18,25 +18,17 @@ from fleet.coordinator.review import Reviewer
 from fleet.coordinator.tracker import Tracker, TrackerConfig
 from fleet.coordinator.webhooks import Endpoint, backoff_seconds, sign
 from fleet.domain import alerts as A
-from fleet.domain.manifest import Manifest
 from fleet.domain.models import Job, ReviewSpec
-from fleet.domain.scheduler import FactoryView
 from fleet.domain.stages import Action, Stage
 from fleet.settings import Settings
 from fleet.store.ports import Set, Stores
+from tests.support.builders import factory_view as view
+from tests.support.builders import manifest
 from tests.support.handlers import call, tick, with_principals
 from tests.support.receiver import webhook_receiver
 
 P = "prod"
 SECRET = "alert-secret"
-
-
-def manifest(**fields: Any) -> Manifest:
-    return Manifest(**{"title": "do a thing", "body": "# Task\n", **fields})
-
-
-def view(name: str, caps: tuple[str, ...] = ("python",), **kw: Any) -> FactoryView:
-    return FactoryView(id=name, capabilities=frozenset(caps), **kw)
 
 
 def submit(coord: Coordinator, caps: tuple[str, ...] = ("python",), **fields: Any) -> Job:

@@ -17,7 +17,7 @@ from fleet.domain.report import Report, decide_report, opens_review
 from fleet.domain.runs import run_at
 from fleet.domain.stages import Action, Stage
 from fleet.errors import Fenced, IllegalReport
-from tests.unit.test_domain import T0, job
+from tests.support.builders import T0, job
 
 NOW = T0 + timedelta(minutes=5)
 

@@ -11,7 +11,7 @@ from fleet.coordinator.clock import ManualClock
 from fleet.coordinator.review import Reviewer
 from fleet.domain import review as R
 from fleet.domain.jobs import agrees
-from fleet.domain.manifest import Manifest, parse_json, parse_markdown, render_markdown
+from fleet.domain.manifest import parse_json, parse_markdown, render_markdown
 from fleet.domain.models import Job, ReviewSpec
 from fleet.domain.scheduler import FactoryView
 from fleet.domain.stages import Action, Stage
@@ -24,14 +24,11 @@ from fleet.errors import (
     ValidationFailed,
 )
 from fleet.http.responses import status_for
+from tests.support.builders import manifest
 
 P = "prod"
 ALICE = Reviewer("operator", "alice")
 BOB = Reviewer("operator", "bob")
-
-
-def manifest(**fields: Any) -> Manifest:
-    return Manifest(**{"title": "build it", "body": "# Task\n", **fields})
 
 
 def enroll(coord: Coordinator, name: str, *caps: str) -> FactoryView:
