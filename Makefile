@@ -18,7 +18,7 @@ install: $(STAMP)
 
 # Brings up Azurite, the Cosmos emulator and the local Functions host; Ctrl-C stops all.
 up: install
-	$(PY) -m fleet.devhost.stack --demo
+	$(PY) -m devtools.stack --demo
 
 lint: install
 	$(VENV)/bin/ruff check .

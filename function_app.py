@@ -5,7 +5,7 @@ app's context (settings, stores, coordinator, tokens, ...) is built from the env
 first use and kept for the life of the worker process. Handlers live in fleet/http/, timers
 in fleet/timers.py; none of them looks the context up, each is handed it. Runs under
 `func start` / `func azure functionapp publish`, and under the local host
-(`python -m fleet.devhost`) where Core Tools are not installed.
+(`python -m devtools`) where Core Tools are not installed.
 
 Tests, the simulation and the benchmarks build their own app over a context of their own:
 `build_app(lambda: context)`.

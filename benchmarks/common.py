@@ -1,8 +1,8 @@
 """What every benchmark shares: the stack it measures, the HTTP helpers, the host's store-call
 counters, percentiles, the text table and the machine it ran on.
 
-The stack: Azurite and the Cosmos emulator from ``fleet.devhost.stack`` (a fresh one on free
-ports, stopped on exit), and a local Functions host (``python -m fleet.devhost``) started by
+The stack: Azurite and the Cosmos emulator from ``devtools.stack`` (a fresh one on free
+ports, stopped on exit), and a local Functions host (``python -m devtools``) started by
 ``CountingHost`` to serve ``benchmarks.counting_app:app``: the real ``function_app.app``, the
 same handlers and adapters, plus one anonymous read-only route that reports the host process's
 store calls by kind and the conditional writes the store refused (412). The host runs with its
@@ -35,8 +35,8 @@ from urllib.parse import quote
 
 import requests
 
+from devtools.stack import host_command
 from fleet.coordinator.service import Coordinator
-from fleet.devhost.stack import host_command
 from fleet.domain.models import Factory
 from fleet.domain.scheduler import FactoryView
 from fleet.settings import local_stack_env
@@ -316,7 +316,7 @@ class Target:
 
 
 class CountingHost:
-    """``python -m fleet.devhost`` serving ``benchmarks.counting_app:app`` against ``env``,
+    """``python -m devtools`` serving ``benchmarks.counting_app:app`` against ``env``,
     timers off, in its own process group; it exits with this process (``--parent-pid``)."""
 
     def __init__(self, env: Mapping[str, str], log_dir: Path, port: int | None = None) -> None:
@@ -417,7 +417,7 @@ def stack_target(external: bool, say: Callable[[str], None]) -> Iterator[Target]
             with CountingHost(env, Path(scratch)) as host:
                 yield Target(env=env, api=host.api, operator_token=token)
             return
-        from fleet.devhost.stack import LocalStack, StackConfig
+        from devtools.stack import LocalStack, StackConfig
 
         config = StackConfig(
             cosmos_port=free_port(),

@@ -1,5 +1,5 @@
 """The app the benchmarks' host serves: the production app (``function_app.build_app``),
-plus what the host process needs to report its store calls (``python -m fleet.devhost --app
+plus what the host process needs to report its store calls (``python -m devtools --app
 benchmarks.counting_app:app``; started by ``benchmarks.common.CountingHost``).
 
 - The app's context is the production wiring (``context_for(settings,

@@ -71,9 +71,9 @@ from benchmarks.common import (
     submit,
     table,
 )
+from devtools.host import AppIndex, HttpFunction, TimerRunner, index_app
 from fleet.context import AppContext, context_for
 from fleet.coordinator.clock import ManualClock, SystemClock
-from fleet.devhost.host import AppIndex, HttpFunction, TimerRunner, index_app
 from fleet.errors import NotFound
 from fleet.settings import Settings, local_stack_env
 from fleet.store.memory import memory_stores

@@ -1,7 +1,7 @@
 """Shared fixtures: the local stack (started once per session) and store backends.
 
 Integration tests run against the real local stack: Azurite and the Cosmos emulator started
-by ``fleet.devhost.stack`` on free ports. Set ``FLEET_TEST_STACK=external`` to use an
+by ``devtools.stack`` on free ports. Set ``FLEET_TEST_STACK=external`` to use an
 already-running stack on the ports named by FLEET_COSMOS_PORT / FLEET_BLOB_PORT /
 FLEET_QUEUE_PORT / FLEET_TABLE_PORT instead (and its operator token in FLEET_OPERATOR_TOKEN).
 
@@ -115,7 +115,7 @@ def running_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningS
             operator_token=token,
         )
         return
-    from fleet.devhost.stack import LocalStack, StackConfig
+    from devtools.stack import LocalStack, StackConfig
 
     config = StackConfig(
         cosmos_port=free_port(),

@@ -118,7 +118,7 @@ class Api:
 
 
 class Factory:
-    """A factory driven over HTTP the way fleet/devhost/demo.py does: enroll, heartbeat,
+    """A factory driven over HTTP the way devtools/demo.py does: enroll, heartbeat,
     claim, report."""
 
     def __init__(

@@ -1,7 +1,7 @@
 """The operator's control plane in a real browser, against the real local stack.
 
 Each test works in a product of its own. Factories are driven over HTTP from the test (enroll,
-heartbeat, claim, report), as ``fleet/devhost/demo.py`` does; the page is never reloaded while
+heartbeat, claim, report), as ``devtools/demo.py`` does; the page is never reloaded while
 it is expected to follow them: what it shows comes from its own live polling. Waiting is
 playwright's auto-waiting ``expect``. Screenshots of each page go to docs/screenshots/.
 """

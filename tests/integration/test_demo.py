@@ -1,4 +1,4 @@
-"""The demo `make up` runs (fleet/devhost/demo.py), on the local stack: its jobs flow to
+"""The demo `make up` runs (devtools/demo.py), on the local stack: its jobs flow to
 shipped through two enrolled factories, the one nobody can run says so, the release waits
 for its dependencies, and the job that needs a review is approved by the factory that did
 not build it."""
@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import requests
 
-from fleet.devhost import demo
+from devtools import demo
 from tests.conftest import RunningStack
 from tests.support.factories import wait_for
 

@@ -21,7 +21,7 @@ from azure.cosmos.exceptions import (
 from azure.data.tables import TableServiceClient
 from azure.storage.blob import BlobServiceClient
 
-from fleet.devhost.stack import (
+from devtools.stack import (
     REPO_ROOT,
     LocalStack,
     PortInUse,
@@ -29,7 +29,7 @@ from fleet.devhost.stack import (
     StackError,
     is_listening,
 )
-from fleet.devhost.watchdog import group_alive
+from devtools.watchdog import group_alive
 from fleet.settings import EMULATOR_COSMOS_KEY, local_stack_env
 
 pytestmark = [
@@ -228,7 +228,7 @@ def test_host_that_never_gets_healthy_fails_with_last_answer(
             return func.HttpResponse('{"status": "degraded"}', status_code=503)
         """,
     )
-    # The host child imports fleet.devhost from the real repository.
+    # The host child imports devtools from the real repository.
     monkeypatch.setenv("PYTHONPATH", str(REPO_ROOT))
     config = stack_config(tmp_path, with_host=True, repo_root=root)
     stack = LocalStack(config)
@@ -295,7 +295,7 @@ def test_stack_command_killed_leaves_nothing_listening(tmp_path: Path, signal_na
 
     config = stack_config(tmp_path, with_host=True)
     args = [
-        sys.executable, "-m", "fleet.devhost.stack",
+        sys.executable, "-m", "devtools.stack",
         "--cosmos-port", str(config.cosmos_port), "--blob-port", str(config.blob_port),
         "--queue-port", str(config.queue_port), "--table-port", str(config.table_port),
         "--host-port", str(config.host_port), "--data-dir", str(tmp_path / "azurite"),

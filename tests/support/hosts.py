@@ -17,7 +17,7 @@ from pathlib import Path
 
 import requests
 
-from fleet.devhost.stack import host_command
+from devtools.stack import host_command
 from tests.conftest import REPO, RunningStack, free_port
 
 

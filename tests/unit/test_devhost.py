@@ -19,7 +19,7 @@ import azure.functions as func
 import pytest
 import requests
 
-from fleet.devhost.host import (
+from devtools.host import (
     DevHost,
     RouteError,
     ScheduleError,
@@ -217,7 +217,7 @@ def test_wrong_method_is_405_with_allow(host: DevHost) -> None:
 def test_handler_exception_is_500_json_and_logged(
     host: DevHost, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.INFO, logger="fleet.devhost"):
+    with caplog.at_level(logging.INFO, logger="devtools"):
         response = requests.get(f"{host.url}/api/boom", timeout=5)
     assert response.status_code == 500
     assert response.json() == {"error": "internal", "message": "kaboom"}
@@ -228,7 +228,7 @@ def test_handler_exception_is_500_json_and_logged(
 
 
 def test_one_log_line_per_request(host: DevHost, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, logger="fleet.devhost"):
+    with caplog.at_level(logging.INFO, logger="devtools"):
         requests.get(f"{host.url}/api/nums/5?x=1", timeout=5)
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("GET /api/nums/5")]
     assert len(lines) == 1
@@ -400,7 +400,7 @@ def test_cli_loads_local_settings_before_importing_the_app(tmp_path: Path) -> No
     env = {k: v for k, v in os.environ.items() if not k.startswith("PROBE_")}
     env["PROBE_BOTH"] = "env"
     env["PYTHONPATH"] = str(REPO_ROOT)
-    command = [sys.executable, "-m", "fleet.devhost", "--root", str(root), "--port", "0"]
+    command = [sys.executable, "-m", "devtools", "--root", str(root), "--port", "0"]
     proc = subprocess.Popen(
         [*command, "--app", "probe_app:app"],
         env=env,
@@ -443,7 +443,7 @@ def test_cli_reports_unresolved_schedule_setting(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "NOT_A_SETTING_XYZ"}
     env["PYTHONPATH"] = str(REPO_ROOT)
     result = subprocess.run(
-        [sys.executable, "-m", "fleet.devhost", "--root", str(root), "--app", "timer_app:app"],
+        [sys.executable, "-m", "devtools", "--root", str(root), "--app", "timer_app:app"],
         env=env,
         capture_output=True,
         text=True,
@@ -517,7 +517,7 @@ def test_timer_exception_is_logged_and_does_not_stop_the_schedule(
     timer, calls = recording_timer("*/10 * * * * *", fail=True)
     runner = TimerRunner([timer])
     runner.arm(T0)
-    with caplog.at_level(logging.ERROR, logger="fleet.devhost"):
+    with caplog.at_level(logging.ERROR, logger="devtools"):
         first = runner.tick(T0.replace(second=10))
     assert isinstance(first[0].error, RuntimeError)
     assert any("timer reaper failed" in r.getMessage() for r in caplog.records)
@@ -606,7 +606,7 @@ def test_stack_generates_a_bootstrap_operator_token_and_passes_its_hash(
 ) -> None:
     import hashlib
 
-    from fleet.devhost.stack import LocalStack, StackConfig
+    from devtools.stack import LocalStack, StackConfig
     from fleet.settings import Settings
 
     monkeypatch.delenv("FLEET_OPERATOR_TOKEN", raising=False)
@@ -622,7 +622,7 @@ def test_stack_generates_a_bootstrap_operator_token_and_passes_its_hash(
 def test_stack_takes_the_operator_token_from_the_environment(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from fleet.devhost.stack import LocalStack, StackConfig, StackError
+    from devtools.stack import LocalStack, StackConfig, StackError
 
     token = "flo_" + "k" * 43
     monkeypatch.setenv("FLEET_OPERATOR_TOKEN", token)

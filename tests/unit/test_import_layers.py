@@ -18,9 +18,10 @@ LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
 
 @pytest.fixture
 def copy(tmp_path: Path) -> Path:
-    shutil.copytree(
-        REPO / "fleet", tmp_path / "fleet", ignore=shutil.ignore_patterns("__pycache__")
-    )
+    for package in ("fleet", "devtools"):
+        shutil.copytree(
+            REPO / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__")
+        )
     shutil.copy(REPO / "pyproject.toml", tmp_path / "pyproject.toml")
     return tmp_path
 
@@ -73,3 +74,11 @@ def test_import_layers_a_new_module_must_sit_in_a_layer(copy: Path) -> None:
     result = lint(copy, "layers")
     assert result.returncode == 1, result.stdout
     assert "fleet.helpers" in result.stdout
+
+
+def test_import_layers_the_app_never_imports_the_local_tooling(copy: Path) -> None:
+    assert lint(copy, "tooling").returncode == 0
+    inject(copy, "fleet.http.health", "import devtools.stack")
+    result = lint(copy, "tooling")
+    assert result.returncode == 1, result.stdout
+    assert "fleet.http.health -> devtools.stack" in result.stdout

@@ -56,7 +56,7 @@ def test_infra_inventory_finds_settings_through_each_kind_of_read() -> None:
     code = inventory.code_settings()
     assert "fleet/settings.py" in code.modules
     assert "fleet/coordinator/fleet_health.py" in code.modules  # imported inside a function
-    assert "fleet/devhost/host.py" not in code.modules  # local tooling is not deployed
+    assert "devtools/host.py" not in code.modules  # local tooling is not deployed
     assert code.unresolved == []
     names = code.names
     assert {"FLEET_STORE", "COSMOS__accountEndpoint", "AzureWebJobsStorage"} <= names

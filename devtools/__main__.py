@@ -1,4 +1,4 @@
-"""`python -m fleet.devhost`: serve function_app.py locally without Azure Functions Core Tools.
+"""`python -m devtools`: serve function_app.py locally without Azure Functions Core Tools.
 
 Settings: `local.settings.json` Values (in --root) are loaded into the environment before
 the app is imported; variables already set in the environment win. Function keys are not
@@ -16,14 +16,14 @@ import threading
 from pathlib import Path
 from types import FrameType
 
-from fleet.devhost.host import DevHost, DevHostError, load_app, load_local_settings
+from devtools.host import DevHost, DevHostError, load_app, load_local_settings
 
-logger = logging.getLogger("fleet.devhost")
+logger = logging.getLogger("devtools")
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m fleet.devhost",
+        prog="python -m devtools",
         description="Serve an Azure Functions Python v2 app locally (HTTP routes and timers).",
     )
     parser.add_argument("--port", type=int, default=7071, help="port to listen on (default 7071)")

@@ -6,7 +6,7 @@ supervisor starts this process with a pipe on stdin and writes `watch <pgid>` fo
 child group it starts, and `exit` once it has stopped them itself. End of input without
 `exit` means the supervisor is gone: every watched group is terminated.
 
-Run as `python -m fleet.devhost.watchdog` (only by `fleet.devhost.stack`).
+Run as `python -m devtools.watchdog` (only by `devtools.stack`).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """One command for the whole local stack: Azurite, the Cosmos DB emulator and the local host.
 
-    python -m fleet.devhost.stack [--cosmos-port N] [--blob-port N] [--queue-port N]
+    python -m devtools.stack [--cosmos-port N] [--blob-port N] [--queue-port N]
                                   [--table-port N] [--host-port N] [--no-host]
 
 Every port is checked before anything starts (a port in use exits 2 naming the port and
@@ -39,16 +39,16 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, TYPE_CHECKING
 
-from fleet.devhost.host import read_route_prefix
-from fleet.devhost.watchdog import group_alive, terminate_process_groups
+from devtools.host import read_route_prefix
+from devtools.watchdog import group_alive, terminate_process_groups
 
 if TYPE_CHECKING:
-    from fleet.devhost.demo import DemoRun
+    from devtools.demo import DemoRun
 from fleet.settings import AZURITE_ACCOUNT, OPERATOR_TOKEN_PREFIX, local_stack_env
 
-logger = logging.getLogger("fleet.devhost.stack")
+logger = logging.getLogger("devtools.stack")
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 _POLL = 0.1  # seconds between readiness probes
 _LOG_TAIL_LINES = 40
 
@@ -137,13 +137,13 @@ _SERVICE_OPTION = {
 
 
 def host_command(host: str, port: int, root: Path, *extra: str) -> list[str]:
-    """The command line of a local Functions host (``python -m fleet.devhost``) serving
+    """The command line of a local Functions host (``python -m devtools``) serving
     ``root`` on ``host:port``, stopped with this process (``--parent-pid``); ``extra``: more
     of its options (``--app``, ``--no-timers``, ``--log-level`` ...)."""
     return [
         sys.executable,
         "-m",
-        "fleet.devhost",
+        "devtools",
         "--host",
         host,
         "--port",
@@ -379,7 +379,7 @@ class LocalStack:
         with (self.config.logs_dir / "watchdog.log").open("ab") as log:
             # Its own log, not our stdout: it must outlive whatever reads our output.
             self._watchdog = subprocess.Popen(
-                [sys.executable, "-m", "fleet.devhost.watchdog"],
+                [sys.executable, "-m", "devtools.watchdog"],
                 stdin=subprocess.PIPE,
                 stdout=log,
                 stderr=log,
@@ -532,7 +532,7 @@ def _env_port(name: str, default: int) -> int:
 def _parser() -> argparse.ArgumentParser:
     defaults = StackConfig()
     parser = argparse.ArgumentParser(
-        prog="python -m fleet.devhost.stack",
+        prog="python -m devtools.stack",
         description="Run the agent-fleet local stack: Azurite, the Cosmos DB emulator and "
         "the local Functions host. Ctrl-C stops everything.",
     )
@@ -630,7 +630,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         say(_banner(stack))
         if args.demo and config.with_host:
-            from fleet.devhost.demo import run_demo
+            from devtools.demo import run_demo
 
             say("demo: product 'demo' (send X-Fleet-Product: demo to see it in the API)")
             demo = run_demo(

@@ -10,7 +10,7 @@ Behaviour that mirrors Core Tools:
 
 - `local.settings.json` `Values` are copied into the process environment before the app
   module is imported. A variable that is already set in the environment wins over the
-  file, so `FOO=x python -m fleet.devhost` overrides a `FOO` in the file.
+  file, so `FOO=x python -m devtools` overrides a `FOO` in the file.
 - `extensions.http.routePrefix` from `host.json` is honoured (default `api`; an empty
   prefix serves routes at the root).
 - Auth levels are read but not enforced: locally, function and admin keys are not
@@ -55,7 +55,7 @@ from azure.functions.decorators.timer import TimerTrigger
 from azure.functions.timer import TimerRequest
 from croniter import croniter  # type: ignore[import-untyped, unused-ignore]
 
-logger = logging.getLogger("fleet.devhost")
+logger = logging.getLogger("devtools")
 
 DEFAULT_ROUTE_PREFIX = "api"
 ALL_METHODS: frozenset[str] = frozenset(m.value for m in func.HttpMethod)

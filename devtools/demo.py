@@ -7,7 +7,7 @@ the factories: register, poll the queue-state gate, claim, report building, rene
 each with its own token; an idle factory reviews the jobs waiting in review that it did not
 build.
 
-    python -m fleet.devhost.demo --api http://127.0.0.1:7071/api --token flo_... [--jobs 6]
+    python -m devtools.demo --api http://127.0.0.1:7071/api --token flo_... [--jobs 6]
 """
 
 from __future__ import annotations
