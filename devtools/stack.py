@@ -646,16 +646,21 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 1
     except KeyboardInterrupt:
+        _ignore_interrupts()  # a second Ctrl-C now would only print a traceback
         say("stopping...")
         return 0
     finally:
+        # A second Ctrl-C must not cut the cleanup short and leave orphans behind.
+        _ignore_interrupts()
         if demo is not None:
             demo.stop()
-        # A second Ctrl-C must not cut the cleanup short and leave orphans behind.
-        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(signum, signal.SIG_IGN)
         stack.stop()
         say("stopped")
+
+
+def _ignore_interrupts() -> None:
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_IGN)
 
 
 if __name__ == "__main__":
