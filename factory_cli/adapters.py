@@ -378,17 +378,28 @@ def _tool_summary(name: str, tool_input: Any) -> str:
 
 
 @dataclass
-class ClaudeAdapter(_Base):
-    name: str = "claude"
-    # message id -> (model, usage): each content-block line repeats its message's usage.
-    _messages: dict[str, tuple[str | None, Usage]] = field(default_factory=dict)
-    _final: bool = False
+class _JsonLines(_Base):
+    """An engine that speaks JSON lines on stdout (its stderr, in the same log, does not)."""
 
     def _feed(self, line: str) -> None:
         data = _json_object(line)
         if data is None:
             self._plain_line(line)
-            return
+        else:
+            self._record(data)
+
+    def _record(self, data: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+
+@dataclass
+class ClaudeAdapter(_JsonLines):
+    name: str = "claude"
+    # message id -> (model, usage): each content-block line repeats its message's usage.
+    _messages: dict[str, tuple[str | None, Usage]] = field(default_factory=dict)
+    _final: bool = False
+
+    def _record(self, data: dict[str, Any]) -> None:
         kind = data.get("type")
         if kind == "system" and data.get("subtype") == "init":
             self.model = _str(data.get("model")) or self.model
@@ -484,16 +495,12 @@ class ClaudeAdapter(_Base):
 
 
 @dataclass
-class CodexAdapter(_Base):
+class CodexAdapter(_JsonLines):
     name: str = "codex"
     turns: int = 0
     _failed: str | None = None
 
-    def _feed(self, line: str) -> None:
-        data = _json_object(line)
-        if data is None:
-            self._plain_line(line)
-            return
+    def _record(self, data: dict[str, Any]) -> None:
         kind = data.get("type")
         if kind in ("item.started", "item.completed"):
             item = data.get("item")
