@@ -12,7 +12,6 @@ import signal
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from functools import partial
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -38,7 +37,7 @@ from factory_cli.config import (
     save_file,
 )
 from factory_cli.console import Console, setup_logging
-from factory_cli.engine_user import check_engine_user, prepare_for_user
+from factory_cli.engine_user import check_engine_user
 from factory_cli.engines import PRESETS, EngineError, choose, spawn_shell_as
 from factory_cli.runner import EXIT_REFUSED, RunConfig, Runner
 from factory_cli.runs import latest_run, latest_summary
@@ -497,7 +496,6 @@ def cmd_run(args: argparse.Namespace, env: dict[str, str]) -> int:
         spawner=spawn_shell_as(engine_user),
         # Its own client: uploads run on background threads, beside the loop's own calls.
         sink=HttpArtifacts(FleetClient(settings.api, settings.token, user_agent=USER_AGENT)),
-        reown=None if engine_user is None else partial(prepare_for_user, user=engine_user),
     )
 
     def on_signal(signum: int, _frame: Any) -> None:

@@ -46,7 +46,6 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from enum import StrEnum
-from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from factory_cli.adapters import Adapter, LogTail, PricesError, adapter_for, probe_version
@@ -213,7 +212,6 @@ class JobRun:
         adapters: bool = True,
         workspaces: Workspaces | None = None,
         executor: Executor | None = None,
-        reown: Callable[[Path], None] | None = None,
         git_checkpoint_seconds: float = GIT_CHECKPOINT_SECONDS,
     ) -> None:
         self.job: dict[str, Any] = dict(claim["job"])
@@ -236,9 +234,6 @@ class JobRun:
         self.adapter: Adapter | None = None
         self.workspaces = workspaces
         self.executor: Executor = executor or DaemonExecutor()
-        # With an engine user: gives the work dir back to it after the factory's own git
-        # commands wrote into it (the spawner does so before each start).
-        self.reown = reown
         self.limits = Limits.of(claim, self.job)
         self.repo = str(self.job["repo"]) if self.job.get("repo") else None
         self.lease_seconds = float(self.job.get("leaseSeconds") or 300)
@@ -742,7 +737,6 @@ class JobRun:
         self._git_wanted = False
         self.next_git_at = now + self.git_every
         message = self._commit_message("checkpoint")
-        reown = self.reown
 
         def work() -> dict[str, str] | None:
             committed = checkout.commit_all(message)
@@ -750,8 +744,6 @@ class JobRun:
             if committed is not None or checkout.head() != checkout.lease:
                 checkout.push()
                 pushed = checkout.checkpoint()
-            if reown is not None:
-                reown(checkout.path)  # what git wrote stays the engine's: it runs git too
             return pushed
 
         self._background(work, self._git_checkpointed, now)

@@ -121,7 +121,6 @@ class Runner:
         sink: ArtifactSink | None = None,
         executor: Executor | None = None,
         workspaces: Workspaces | None = None,
-        reown: Callable[[Path], None] | None = None,
         state_path: Path | None = None,
         base_env: Mapping[str, str] | None = None,
         on_status: Callable[[str], None] | None = None,
@@ -134,7 +133,6 @@ class Runner:
         self.sink = sink or NoArtifacts()
         self.executor = executor
         self.workspaces = workspaces or Workspaces(config.repo_cache)
-        self.reown = reown
         self.state_path = state_path
         self.base_env = dict(os.environ if base_env is None else base_env)
         self.on_status = on_status
@@ -455,7 +453,6 @@ class Runner:
             engine_name=self.config.engine_name,
             workspaces=self.workspaces,
             executor=self.executor,
-            reown=self.reown,
             git_checkpoint_seconds=self.config.git_checkpoint_seconds,
         )
         self.runs[run.id] = run
