@@ -15,14 +15,18 @@ Behaviour that mirrors Core Tools:
   prefix serves routes at the root).
 - Auth levels are read but not enforced: locally, function and admin keys are not
   required, exactly as with `func start`.
-- Route templates follow ASP.NET routing as far as an app here needs it: `{id}`,
-  constraints such as `{id:int}`, optional `{id?}`, catch-all `{*rest}`; matching is
-  case-insensitive and literal segments win over parameters.
+- Route templates are matched as the Functions host matches them, for the part of ASP.NET
+  route syntax the apps here use: literal segments and whole-segment `{name}` parameters.
+  Matching is case-insensitive; where several routes match a path, the one with a literal
+  at the first position where they differ wins, and registration order decides among equals.
 - Timer schedules are 6-field NCRONTAB (seconds first) evaluated in UTC, the Azure default
   without `WEBSITE_TIME_ZONE`; `%NAME%` is resolved from app settings.
 
 Deliberate local-only behaviour: static files of the web UI are served at `/` (routes under
-the prefix take precedence), and timer functions run one at a time on one scheduler thread.
+the prefix take precedence), timer functions run one at a time on one scheduler thread, and
+any other route syntax (constraints, optional, default or catch-all parameters, `{a}.{b}`)
+is refused with a RouteError when the app is indexed, rather than matched differently from
+Azure.
 """
 
 from __future__ import annotations
@@ -73,7 +77,7 @@ class ScheduleError(DevHostError):
 
 
 class RouteError(DevHostError):
-    """A route template cannot be compiled."""
+    """A route template is malformed or uses route syntax the local host does not serve."""
 
 
 # --------------------------------------------------------------------------- settings
@@ -166,203 +170,83 @@ def validate_ncrontab(expr: str, *, what: str) -> str:
 
 # --------------------------------------------------------------------------- routes
 
-_CONSTRAINTS: dict[str, str] = {
-    "int": r"-?\d+",
-    "long": r"-?\d+",
-    "alpha": r"[A-Za-z]+",
-    "bool": r"(?i:true|false)",
-    "guid": r"\{?[0-9A-Fa-f]{8}-?(?:[0-9A-Fa-f]{4}-?){3}[0-9A-Fa-f]{12}\}?",
-    "double": r"-?\d+(?:\.\d+)?",
-    "float": r"-?\d+(?:\.\d+)?",
-    "decimal": r"-?\d+(?:\.\d+)?",
-}
-_ANY_SEGMENT = r"[^/]+"
-_PARAM_NAME = re.compile(r"(\*{1,2})?([A-Za-z_]\w*)")
-
-# Segment ranks for precedence, lower wins (the order ASP.NET routing uses).
-_RANK_LITERAL = 0
-_RANK_COMPLEX = 1
-_RANK_CONSTRAINED = 2
-_RANK_PARAM = 3
-_RANK_OPTIONAL = 4
-_RANK_CATCH_ALL = 5
+# A whole-segment parameter; its name is the key the handler reads in `req.route_params`.
+_PARAMETER = re.compile(r"\{([A-Za-z_]\w*)\}")
+# Braces in a segment that is not a plain `{name}` mean syntax this host does not serve
+# (constraints, optional, default and catch-all parameters, `{a}.{b}`, escaped braces);
+# ASP.NET refuses `?` in a literal.
+_NOT_LITERAL = frozenset("{}?")
+_SUPPORTED = "literal segments and whole-segment {name} parameters"
 
 
 @dataclass(frozen=True)
-class _Param:
-    name: str
-    regex: str
-    optional: bool
-    default: str | None
-    catch_all: bool
-    constrained: bool
-
-
-def _tokenize_segment(segment: str, template: str) -> list[str | _Param]:
-    """Split one path segment into literal text and parameters (`{{`/`}}` escape braces)."""
-    tokens: list[str | _Param] = []
-    literal = ""
-    i = 0
-    while i < len(segment):
-        if segment.startswith(("{{", "}}"), i):
-            literal += segment[i]
-            i += 2
-        elif segment[i] == "{":
-            spec = ""
-            j = i + 1
-            while True:
-                if j >= len(segment):
-                    raise RouteError(f"route {template!r}: unclosed '{{' in {segment!r}")
-                if segment.startswith(("{{", "}}"), j):
-                    spec += segment[j]
-                    j += 2
-                elif segment[j] == "}":
-                    break
-                else:
-                    spec += segment[j]
-                    j += 1
-            if literal:
-                tokens.append(literal)
-                literal = ""
-            tokens.append(_parse_param(spec, template))
-            i = j + 1
-        elif segment[i] == "}":
-            raise RouteError(f"route {template!r}: unmatched '}}' in {segment!r}")
-        else:
-            literal += segment[i]
-            i += 1
-    if literal:
-        tokens.append(literal)
-    return tokens
-
-
-def _parse_param(spec: str, template: str) -> _Param:
-    """Parse `[*]name[:constraint...][?][=default]`; constraints may hold `(:=?)`."""
-    head = _PARAM_NAME.match(spec)
-    if head is None:
-        raise RouteError(f"route {template!r}: unsupported parameter {{{spec}}}")
-    catch_all = head.group(1) is not None
-    name = head.group(2)
-    rest = spec[head.end() :]
-    constraints: list[str] = []
-    optional = False
-    default: str | None = None
-    while rest:
-        if rest[0] == ":":
-            depth = 0
-            end = 1
-            while end < len(rest):
-                char = rest[end]
-                if char == "(":
-                    depth += 1
-                elif char == ")":
-                    depth = max(0, depth - 1)
-                elif depth == 0 and (char in ":=" or (char == "?" and end == len(rest) - 1)):
-                    break
-                end += 1
-            constraints.append(rest[1:end])
-            rest = rest[end:]
-        elif rest == "?":
-            optional = True
-            rest = ""
-        elif rest[0] == "=":
-            default = rest[1:]
-            rest = ""
-        else:
-            raise RouteError(f"route {template!r}: unsupported parameter {{{spec}}}")
-    regex = ".*" if catch_all else _ANY_SEGMENT
-    for constraint in constraints:
-        lowered = constraint.lower()
-        if lowered in _CONSTRAINTS:
-            regex = _CONSTRAINTS[lowered]
-        elif lowered.startswith("regex(") and constraint.endswith(")"):
-            # The value is matched inside a larger pattern, so anchors must go.
-            inner = constraint[len("regex(") : -1].removeprefix("^")
-            if inner.endswith("$") and not inner.endswith("\\$"):
-                inner = inner[:-1]
-            regex = f"(?:{inner})"
-        # Range and length constraints (min, max, length, ...) are not enforced locally;
-        # they only narrow what already matches a segment.
-    return _Param(
-        name=name,
-        regex=regex,
-        optional=optional or default is not None,
-        default=default,
-        catch_all=catch_all,
-        constrained=bool(constraints),
-    )
+class _Segment:
+    text: str  # a literal, lower-cased for matching, or the parameter's name
+    parameter: bool
 
 
 @dataclass(frozen=True)
 class CompiledRoute:
     template: str
-    pattern: re.Pattern[str]
-    precedence: tuple[int, ...]
-    defaults: Mapping[str, str]
+    segments: tuple[_Segment, ...]
+
+    @property
+    def precedence(self) -> tuple[int, ...]:
+        """Sort key, lower first: segment by segment, a literal (0) before a parameter (1).
+
+        Only routes with as many segments as the path can match it, so comparing keys of
+        different lengths never decides anything.
+        """
+        return tuple(int(segment.parameter) for segment in self.segments)
 
     def match(self, path: str) -> dict[str, str] | None:
-        """Route values for `path` (relative to the prefix, no leading slash), or None."""
-        found = self.pattern.fullmatch("/" + path.strip("/"))
-        if found is None:
+        """Route values for `path` (relative to the prefix, no leading slash), or None.
+
+        Literals compare case-insensitively; parameter values keep their case and are
+        percent-decoded.
+        """
+        trimmed = path.strip("/")
+        parts = trimmed.split("/") if trimmed else []
+        if len(parts) != len(self.segments):
             return None
-        values = dict(self.defaults)
-        for name, raw in found.groupdict().items():
-            if raw is not None:
-                values[name] = unquote(raw)
+        values: dict[str, str] = {}
+        for segment, part in zip(self.segments, parts, strict=True):
+            if not segment.parameter:
+                if part.lower() != segment.text:
+                    return None
+            elif not part:
+                return None
+            else:
+                values[segment.text] = unquote(part)
         return values
 
 
 def compile_route(template: str) -> CompiledRoute:
-    """Compile an Azure Functions route template into a matcher."""
-    segments = [s for s in template.strip("/").split("/") if s]
-    regex = ""
-    ranks: list[int] = []
-    defaults: dict[str, str] = {}
+    """Compile a route template made of literal segments and whole-segment `{name}` parameters.
+
+    Any other route syntax raises RouteError naming the template: served here with other
+    semantics than Azure's, such a route would mis-match silently.
+    """
+    trimmed = template.strip("/")
+    segments: list[_Segment] = []
     seen: set[str] = set()
-
-    def group(param: _Param) -> str:
-        if param.name.lower() in seen:
-            raise RouteError(f"route {template!r}: parameter {param.name!r} repeats")
-        seen.add(param.name.lower())
-        if param.default is not None:
-            defaults[param.name] = param.default
-        return f"(?P<{param.name}>{param.regex})"
-
-    for index, segment in enumerate(segments):
-        tokens = _tokenize_segment(segment, template)
-        if len(tokens) == 1 and isinstance(tokens[0], _Param):
-            param = tokens[0]
-            if param.catch_all:
-                if index != len(segments) - 1:
-                    raise RouteError(f"route {template!r}: a catch-all must be the last segment")
-                regex += f"(?:/{group(param)})?"
-                ranks.append(_RANK_CATCH_ALL)
-            elif param.optional:
-                regex += f"(?:/{group(param)})?"
-                ranks.append(_RANK_OPTIONAL)
-            else:
-                regex += f"/{group(param)}"
-                ranks.append(_RANK_CONSTRAINED if param.constrained else _RANK_PARAM)
-            continue
-        piece = ""
-        for token in tokens:
-            if isinstance(token, str):
-                piece += re.escape(token)
-            elif token.catch_all or token.optional:
-                raise RouteError(
-                    f"route {template!r}: {token.name!r} must be a whole segment to be "
-                    "optional or catch-all"
-                )
-            else:
-                piece += group(token)
-        regex += "/" + piece
-        params = any(isinstance(token, _Param) for token in tokens)
-        ranks.append(_RANK_COMPLEX if params else _RANK_LITERAL)
-    try:
-        pattern = re.compile(regex or "/", re.IGNORECASE)
-    except re.error as exc:
-        raise RouteError(f"route {template!r}: {exc}") from exc
-    return CompiledRoute(template, pattern, tuple(ranks), defaults)
+    for text in trimmed.split("/") if trimmed else []:
+        parameter = _PARAMETER.fullmatch(text)
+        if parameter is not None:
+            name = parameter.group(1)
+            if name.lower() in seen:
+                raise RouteError(f"route {template!r}: parameter {name!r} repeats")
+            seen.add(name.lower())
+            segments.append(_Segment(name, parameter=True))
+        elif text and _NOT_LITERAL.isdisjoint(text):
+            segments.append(_Segment(text.lower(), parameter=False))
+        else:
+            shown = f"segment {text!r}" if text else "an empty segment"
+            raise RouteError(
+                f"route {template!r}: {shown} is not supported; the local host serves "
+                f"{_SUPPORTED} only"
+            )
+    return CompiledRoute(template, tuple(segments))
 
 
 # --------------------------------------------------------------------------- app index
@@ -419,10 +303,14 @@ def index_app(app: func.FunctionRegister, environ: Mapping[str, str] | None = No
             )
             auth = trigger.auth_level if trigger.auth_level is not None else app.auth_level
             template = trigger.route if trigger.route is not None else name
+            try:
+                route = compile_route(template)
+            except RouteError as exc:
+                raise RouteError(f"HTTP function {name!r}: {exc}") from exc
             http.append(
                 HttpFunction(
                     name=name,
-                    route=compile_route(template),
+                    route=route,
                     methods=methods,
                     auth_level=_enum_text(auth),
                     arg_name=trigger.name,

@@ -65,13 +65,9 @@ def make_app(timer_calls: list[func.TimerRequest] | None = None) -> func.Functio
     def items_summary(req: func.HttpRequest) -> func.HttpResponse:
         return func.HttpResponse("summary")
 
-    @bp.route(route="nums/{n:int}")
+    @bp.route(route="nums/{n}")
     def nums(req: func.HttpRequest) -> func.HttpResponse:
         return func.HttpResponse(req.route_params["n"])
-
-    @bp.route(route="files/{*rest}", methods=["GET"])
-    def files(req: func.HttpRequest) -> func.HttpResponse:
-        return func.HttpResponse(req.route_params.get("rest", ""))
 
     @bp.route(route="boom")
     def boom(req: func.HttpRequest) -> func.HttpResponse:
@@ -172,14 +168,6 @@ def test_literal_segment_beats_parameter(host: DevHost) -> None:
     assert response.status_code == 200
     assert response.text == "summary"
     assert response.headers["Content-Type"] == "text/plain; charset=utf-8"
-
-
-def test_int_constraint_and_catch_all(host: DevHost) -> None:
-    assert requests.get(f"{host.url}/api/nums/42", timeout=5).text == "42"
-    assert requests.get(f"{host.url}/api/nums/abc", timeout=5).status_code == 404
-    response = requests.get(f"{host.url}/api/files/a/b/c.txt", timeout=5)
-    assert response.text == "a/b/c.txt"
-    assert requests.get(f"{host.url}/api/files", timeout=5).text == ""
 
 
 def test_routes_match_case_insensitively(host: DevHost) -> None:
@@ -324,31 +312,150 @@ def test_read_route_prefix_strips_slashes_and_defaults(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- route templates
 
 
-def test_compile_route_templates() -> None:
-    assert compile_route("jobs/{id}").match("jobs/j1") == {"id": "j1"}
-    assert compile_route("jobs/{id}").match("jobs/j1/x") is None
-    assert compile_route("jobs/{id:int}").match("jobs/12") == {"id": "12"}
-    assert compile_route("jobs/{id:int}").match("jobs/1a") is None
-    assert compile_route("jobs/{id?}").match("jobs") == {}
-    assert compile_route("jobs/{id=all}").match("jobs") == {"id": "all"}
-    assert compile_route("a/{name}.{ext}").match("a/report.md") == {"name": "report", "ext": "md"}
-    two_letters = compile_route("a/{id:regex(^[a-z]{{2}}$)}")
-    assert two_letters.match("a/ab") == {"id": "ab"}
-    assert two_letters.match("a/abc") is None
-    assert compile_route("a/{n:int?}").match("a") == {}
-    assert compile_route("a/{n:int?}").match("a/5") == {"n": "5"}
-    assert compile_route("a/{n:int?}").match("a/x") is None
-    assert compile_route("a/{flag:bool}").match("a/True") == {"flag": "True"}
-    assert compile_route("").match("") == {}
-    assert compile_route("{*all}").match("x/y") == {"all": "x/y"}
-    with pytest.raises(RouteError):
-        compile_route("{*rest}/tail")
-    with pytest.raises(RouteError):
+@pytest.mark.parametrize(
+    ("template", "path", "values"),
+    [
+        ("jobs/{id}", "jobs/j1", {"id": "j1"}),
+        ("jobs/{id}", "jobs/j1/", {"id": "j1"}),
+        ("jobs/{id}", "jobs/j1/x", None),
+        ("jobs/{id}", "jobs", None),
+        ("jobs/{id}/x", "jobs//x", None),  # a parameter is never empty
+        ("jobs", "jobs", {}),
+        ("jobs", "jobsx", None),
+        ("Fleet/Jobs/{Id}", "fleet/JOBS/AbC", {"Id": "AbC"}),  # values keep their case
+        ("jobs/{id}", "jobs/a%20b", {"id": "a b"}),
+        ("/jobs/{id}/", "jobs/1", {"id": "1"}),
+        ("fleet/jobs/{id}/lease/{op}", "fleet/jobs/j/lease/renew", {"id": "j", "op": "renew"}),
+        ("fleet/jobs/{id}/lease/renew", "fleet/jobs/j/lease/renew", {"id": "j"}),
+        ("openapi.json", "openapi.json", {}),
+        ("", "", {}),
+        ("", "x", None),
+    ],
+)
+def test_compile_route_matches_literals_and_whole_segment_parameters(
+    template: str, path: str, values: dict[str, str] | None
+) -> None:
+    assert compile_route(template).match(path) == values
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "jobs/{id:int}",  # constraint
+        "jobs/{id:regex(^[a-z]{{2}}$)}",
+        "jobs/{id?}",  # optional
+        "jobs/{id=all}",  # default
+        "files/{*rest}",  # catch-all
+        "files/{**rest}",
+        "a/{name}.{ext}",  # parameters inside a segment
+        "a/v{n}",
+        "a/{{literal}}",  # escaped braces
+        "a/{id",
+        "a/id}",
+        "a/{}",
+        "a/{1d}",
+        "a/b?",
+        "a//b",
+    ],
+)
+def test_compile_route_refuses_unsupported_syntax_naming_the_template(template: str) -> None:
+    with pytest.raises(RouteError) as caught:
+        compile_route(template)
+    assert f"route {template!r}:" in str(caught.value)
+
+
+def test_compile_route_refuses_a_repeated_parameter() -> None:
+    with pytest.raises(RouteError, match="'ID' repeats"):
         compile_route("{id}/{ID}")
-    with pytest.raises(RouteError):
-        compile_route("a/{id")
-    with pytest.raises(RouteError):
-        compile_route("a/{1d}")
+
+
+def test_index_refuses_an_unsupported_route_naming_function_and_template() -> None:
+    app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
+
+    @app.route(route="jobs/{id:int}")
+    def get_job(req: func.HttpRequest) -> str:
+        return "never served"
+
+    with pytest.raises(RouteError) as caught:
+        index_app(app, {})
+    message = str(caught.value)
+    assert "'get_job'" in message
+    assert "'jobs/{id:int}'" in message
+    assert "{name}" in message  # says what is supported
+
+
+def routing_app(routes: list[tuple[str, str, str]]) -> func.FunctionApp:
+    """An app of (function name, route, method) whose handlers reply with their name and
+    route values, registered in list order."""
+    app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
+
+    def replying_as(name: str) -> Any:
+        def handler(req: func.HttpRequest) -> func.HttpResponse:
+            payload = {"function": name, "values": dict(req.route_params)}
+            return func.HttpResponse(json.dumps(payload), mimetype="application/json")
+
+        return handler
+
+    for name, route, method in routes:
+        app.function_name(name)(app.route(route=route, methods=[method])(replying_as(name)))
+    return app
+
+
+# Parameter routes first: registration order must not let them shadow literals.
+PRECEDENCE_ROUTES = [
+    ("job_action", "fleet/jobs/{id}/{action}", "POST"),
+    ("lease_op", "fleet/jobs/{id}/lease/{op}", "POST"),
+    ("budget_op", "fleet/budgets/{productId}/{op}", "POST"),
+    ("job_events", "fleet/jobs/{id}/events", "GET"),
+    ("post_events", "fleet/jobs/{id}/events", "POST"),
+    ("cancel", "fleet/jobs/{id}/cancel", "POST"),
+    ("lease_renew", "fleet/jobs/{id}/lease/renew", "POST"),
+    ("burndown", "fleet/budgets/{productId}/burndown", "GET"),
+    ("by_part", "items/{id}/summary", "GET"),
+    ("first_part", "items/first/{part}", "GET"),
+    ("dup_a", "dup/{a}", "GET"),
+    ("dup_b", "dup/{b}", "GET"),
+]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "function", "values"),
+    [
+        ("GET", "fleet/jobs/j1/events", "job_events", {"id": "j1"}),
+        ("POST", "fleet/jobs/j1/events", "post_events", {"id": "j1"}),
+        ("POST", "fleet/jobs/j1/cancel", "cancel", {"id": "j1"}),
+        ("POST", "fleet/jobs/j1/retry", "job_action", {"id": "j1", "action": "retry"}),
+        ("POST", "fleet/jobs/j1/lease/renew", "lease_renew", {"id": "j1"}),
+        ("POST", "fleet/jobs/j1/lease/release", "lease_op", {"id": "j1", "op": "release"}),
+        ("GET", "fleet/budgets/p1/burndown", "burndown", {"productId": "p1"}),
+        # A literal route that does not take the method leaves the path to the parameter.
+        ("POST", "fleet/budgets/p1/burndown", "budget_op", {"productId": "p1", "op": "burndown"}),
+        # The first position where the templates differ decides.
+        ("GET", "items/first/summary", "first_part", {"part": "summary"}),
+        ("GET", "items/second/summary", "by_part", {"id": "second"}),
+        ("GET", "dup/x", "dup_a", {"a": "x"}),  # equals: registration order
+        ("POST", "FLEET/Jobs/J1/EVENTS", "post_events", {"id": "J1"}),
+    ],
+)
+def test_literal_segments_take_precedence_over_parameters(
+    tmp_path: Path, method: str, path: str, function: str, values: dict[str, str]
+) -> None:
+    devhost = DevHost(routing_app(PRECEDENCE_ROUTES), root=tmp_path, port=0)
+    reply = devhost.dispatch(method, f"/api/{path}", [("Host", "localhost")], b"")
+    assert reply.status == 200, reply.body
+    assert json.loads(reply.body) == {"function": function, "values": values}
+
+
+def test_method_not_allowed_lists_the_methods_of_every_matching_route(tmp_path: Path) -> None:
+    devhost = DevHost(routing_app(PRECEDENCE_ROUTES), root=tmp_path, port=0)
+    events = devhost.dispatch("DELETE", "/api/fleet/jobs/j1/events", [], b"")
+    assert events.status == 405
+    assert ("Allow", "GET, POST") in events.headers
+    action = devhost.dispatch("GET", "/api/fleet/jobs/j1/retry", [], b"")
+    assert action.status == 405
+    assert ("Allow", "POST") in action.headers
+    # `lease` alone is an {action}; one segment more than any route is no route at all.
+    assert devhost.dispatch("POST", "/api/fleet/jobs/j1/lease/renew/now", [], b"").status == 404
 
 
 # --------------------------------------------------------------------------- settings
