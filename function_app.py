@@ -16,11 +16,13 @@ import azure.functions as func
 from fleet import timers
 from fleet.context import ContextProvider, build_context, once
 from fleet.http import (
+    actions,
     budgets,
     factories,
     fleet_ops,
     health,
     jobs,
+    lease,
     openapi,
     profiles,
     tokens,
@@ -29,13 +31,27 @@ from fleet.http import (
 from fleet.settings import Settings
 
 # Registration order is the order routes of equal precedence are matched in.
-HTTP = (health, jobs, fleet_ops, factories, profiles, tokens, budgets, work, openapi)
+HTTP = (health, jobs, lease, actions, fleet_ops, factories, profiles, tokens, budgets, work)
 
 
-def build_app(context: ContextProvider) -> func.FunctionApp:
-    app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+class FleetApp(func.FunctionApp):
+    """A FunctionApp whose functions are built once: the host indexes them, and the OpenAPI
+    document is generated from the same list (a second ``get_functions()`` of a plain app
+    finds every function name taken)."""
+
+    def get_functions(self) -> list[func.Function]:
+        built: list[func.Function] | None = self.__dict__.get("_fleet_functions")
+        if built is None:
+            built = super().get_functions()
+            self.__dict__["_fleet_functions"] = built
+        return built
+
+
+def build_app(context: ContextProvider) -> FleetApp:
+    app = FleetApp(http_auth_level=func.AuthLevel.FUNCTION)
     for module in HTTP:
         app.register_functions(module.operations.blueprint(context))
+    app.register_functions(openapi.blueprint(app.get_functions, context))
     app.register_functions(timers.blueprint(context))
     return app
 

@@ -34,7 +34,6 @@ Ctrl-C. ``--external`` measures an already-running stack instead (ports from the
 from __future__ import annotations
 
 import argparse
-import copy
 import functools
 import heapq
 import json
@@ -276,11 +275,7 @@ def app_index(
 def _index(environ: tuple[tuple[str, str], ...]) -> AppIndex:
     import function_app
 
-    # get_functions() works once per app object (a second call finds every name taken, and
-    # tests call it on the same app): index a shallow copy with its own name index.
-    view = copy.copy(function_app.app)
-    view.functions_bindings = None
-    return index_app(view, dict(environ))
+    return index_app(function_app.app, dict(environ))
 
 
 def prepare_product(api: Api, operator_token: str, product: str, factories: int) -> list[str]:

@@ -1,4 +1,7 @@
-"""Jobs: submit, read, the holder's fenced writes, operator actions, history, explain."""
+"""Jobs: submit, list and read them, their history, runs, agent events and explain.
+
+The holder's fenced writes are in ``fleet.http.lease``, operator actions in
+``fleet.http.actions``."""
 
 from __future__ import annotations
 
@@ -6,51 +9,109 @@ import base64
 import binascii
 import json
 import re
-from typing import Any
+from typing import Any, Self
 
 import azure.functions as func
+from pydantic import ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
 from fleet.coordinator import Coordinator
 from fleet.coordinator.identity import Principal
-from fleet.coordinator.service import AgentEvent
-from fleet.domain.manifest import JOB_ID_PATTERN, parse_json, parse_markdown
-from fleet.domain.models import Job
-from fleet.domain.stages import Action, Stage
+from fleet.domain.manifest import JOB_ID_PATTERN, Manifest, parse_json, parse_markdown
+from fleet.domain.models import Event, Job, Run
+from fleet.domain.stages import Stage
 from fleet.errors import Forbidden, Problem, ValidationFailed
-from fleet.http.operation import Call, Operations
-from fleet.http.parsing import (
-    ActionBody,
-    AgentEventsBody,
-    LeaseBody,
-    ReportBody,
-    ReprioritizeBody,
-    body_bytes,
-    body_model,
-    int_param,
-    json_value,
-    parse_model,
-)
-from fleet.http.responses import json_response
+from fleet.http.operation import Body, Call, OneOf, Operations, Reply, query_param
+from fleet.http.params import JOB_ID
+from fleet.http.parsing import body_bytes, int_param, json_value
+from fleet.http.responses import JSON, reply
+from fleet.http.views import JobSummary, JobView, View
 
 operations = Operations()
 
 _JOB_ID = re.compile(JOB_ID_PATTERN)
-
-OPERATOR_ACTIONS = {
-    "cancel": Action.CANCEL,
-    "requeue": Action.REQUEUE,
-    "ship": Action.SHIP,
-    "reject": Action.REJECT,
-}
+MARKDOWN = "text/markdown"
+LOCATION = {"Location": {"description": "The job's URL.", "schema": {"type": "string"}}}
 
 
-def job_view(job: Job) -> dict[str, Any]:
-    view = job.model_dump(mode="json", exclude={"etag", "type"})
-    view["holder"] = job.lease.holder if job.lease else None
-    return view
+class ManifestDocument(View):
+    """A manifest submitted as JSON carrying its markdown."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    manifest: str = Field(description="The manifest as markdown.")
 
 
-def _job_id(req: func.HttpRequest) -> str:
+class SubmitReply(View):
+    job: JobView
+    created: bool
+    warning: str | None = Field(
+        default=None, description="Set when no registered factory can run the job."
+    )
+
+    @model_serializer(mode="wrap")
+    def _without_empty_warning(self, handler: SerializerFunctionWrapHandler) -> Any:
+        out = handler(self)
+        if out.get("warning") is None:
+            out.pop("warning", None)
+        return out
+
+
+class JobList(View):
+    jobs: list[JobSummary]
+    count: int = Field(description="Jobs in this page.")
+    next: str | None = Field(description="Pass back as `cursor`; null: last page.")
+
+
+class JobEvents(View):
+    events: list[Event]
+    last: int = Field(description="Pass back as `after`.")
+
+
+class JobRuns(View):
+    runs: list[Run]
+
+
+class Verdict(View):
+    factory: str
+    eligible: bool
+    reasons: list[str]
+    missingCapabilities: list[str]
+    score: dict[str, float] | None = Field(description="The score and each of its terms.")
+
+
+class Explain(View):
+    jobId: str
+    stage: Stage
+    holder: str | None
+    epoch: int
+    failedBy: list[str]
+    stalled: bool
+    unroutable: bool
+    blockers: list[str]
+    summary: str
+    factories: list[Verdict]
+
+
+class AgentEventItem(View):
+    key: str
+    epoch: int
+    seq: int
+    eventType: str
+    payload: Any
+    factory: str
+    at: str
+
+
+class AgentEvents(View):
+    events: list[AgentEventItem]
+    cursor: str | None
+
+    @classmethod
+    def of(cls, events: list[dict[str, Any]], cursor: str | None) -> Self:
+        return cls.model_validate({"events": events, "cursor": cursor})
+
+
+def job_id_of(req: func.HttpRequest) -> str:
     return str(req.route_params.get("id", ""))
 
 
@@ -72,34 +133,6 @@ def readable_job(coordinator: Coordinator, principal: Principal, job_id: str) ->
             "factory tokens can only read the jobs they hold or that are in review", jobId=job_id
         )
     return job
-
-
-@operations.route("fleet/jobs", "POST", caller="operator")
-def submit_job(req: func.HttpRequest, call: Call) -> func.HttpResponse:
-    """Submit a job: the raw markdown manifest, or JSON (fields, or {"manifest": text})."""
-    principal = call.principal
-    content_type = (req.headers.get("Content-Type") or "").split(";")[0].strip().lower()
-    if content_type in ("text/markdown", "text/plain", "text/x-markdown"):
-        try:
-            text = body_bytes(req).decode("utf-8")
-        except UnicodeDecodeError:
-            raise ValidationFailed(
-                [Problem(path="", code="invalid_encoding", message="expected UTF-8 text")],
-                "the manifest is not UTF-8",
-            ) from None
-        manifest = parse_markdown(text)
-    else:
-        manifest = parse_json(json_value(req))
-    coord = call.context.coordinator
-    job, created = coord.submit(principal.product, manifest, principal.actor)
-    body: dict[str, Any] = {"job": job_view(job), "created": created}
-    if job.unroutable:
-        body["warning"] = (
-            "unroutable: no registered factory advertises every required capability ("
-            + ", ".join(job.capabilities)
-            + ")"
-        )
-    return json_response(body, 201 if created else 200, {"Location": f"/api/fleet/jobs/{job.id}"})
 
 
 JOBS_PAGE_DEFAULT = 200
@@ -129,7 +162,97 @@ def decode_cursor(cursor: str) -> str:
         ) from None
 
 
-@operations.route("fleet/jobs", "GET", caller="any")
+@operations.route(
+    "fleet/jobs",
+    "POST",
+    caller="operator",
+    id="submitJob",
+    summary="Submit a job",
+    tag="jobs",
+    description=(
+        "The manifest as markdown (YAML front matter and the agent's instructions; "
+        "`text/plain` and `text/x-markdown` are read as markdown too), or as JSON: the "
+        'fields, or `{"manifest": "<markdown>"}`. A second submit with the same '
+        "`idempotencyKey` answers 200 with the job the first one created."
+    ),
+    body=Body(
+        {
+            MARKDOWN: {"type": "string", "description": "The manifest as markdown."},
+            JSON: OneOf((Manifest, ManifestDocument)),
+        }
+    ),
+    replies={
+        201: Reply("Created.", SubmitReply, LOCATION),
+        200: Reply(
+            "A job with this idempotency key already exists: that job (`created` false).",
+            SubmitReply,
+            LOCATION,
+        ),
+    },
+    errors=(400,),
+)
+def submit_job(req: func.HttpRequest, call: Call) -> func.HttpResponse:
+    """Submit a job: the raw markdown manifest, or JSON (fields, or {"manifest": text})."""
+    principal = call.principal
+    content_type = (req.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+    if content_type in ("text/markdown", "text/plain", "text/x-markdown"):
+        try:
+            text = body_bytes(req).decode("utf-8")
+        except UnicodeDecodeError:
+            raise ValidationFailed(
+                [Problem(path="", code="invalid_encoding", message="expected UTF-8 text")],
+                "the manifest is not UTF-8",
+            ) from None
+        manifest = parse_markdown(text)
+    else:
+        manifest = parse_json(json_value(req))
+    coord = call.context.coordinator
+    job, created = coord.submit(principal.product, manifest, principal.actor)
+    warning = None
+    if job.unroutable:
+        warning = (
+            "unroutable: no registered factory advertises every required capability ("
+            + ", ".join(job.capabilities)
+            + ")"
+        )
+    return reply(
+        SubmitReply.model_construct(job=JobView.of(job), created=created, warning=warning),
+        201 if created else 200,
+        {"Location": f"/api/fleet/jobs/{job.id}"},
+    )
+
+
+@operations.route(
+    "fleet/jobs",
+    "GET",
+    caller="any",
+    id="listJobs",
+    summary="The product's jobs (without body and events)",
+    tag="jobs",
+    description=(
+        "One page, ordered by job id (ids never change, so following `next` neither "
+        "skips nor repeats a job while jobs change stage; ids sort by submit time). "
+        "Pass the reply's `next` back as `cursor` for the following page; `next` is "
+        "null on the last page. The `stage` filter applies to every page. A factory "
+        "token lists only the jobs it holds and the jobs in review. One bounded query "
+        "a page (two for a factory token without a stage filter)."
+    ),
+    params=(
+        query_param("stage", "Only jobs in this stage.", {"$ref": "#/components/schemas/Stage"}),
+        query_param(
+            "limit",
+            "At most this many jobs in the page (more is 400).",
+            {"type": "integer", "minimum": 1, "maximum": 1000, "default": 200},
+        ),
+        query_param(
+            "cursor",
+            "Opaque: the `next` of the previous page (anything else is 400).",
+            {"type": "string"},
+        ),
+    ),
+    replies={200: Reply("A page of jobs, by id.", JobList)},
+    errors=(400,),
+)
 def list_jobs(req: func.HttpRequest, call: Call) -> func.HttpResponse:
     """One page of jobs, newest first (``limit``, default 200, at most 1000); ``next`` continues it
     (pass it back as ``cursor``), null on the last page. A factory sees the jobs it holds and
@@ -151,153 +274,140 @@ def list_jobs(req: func.HttpRequest, call: Call) -> func.HttpResponse:
         stage=Stage(stage) if stage else None,
         reader=principal.id if principal.kind == "factory" else None,
     )
-    views = [job_view(j) for j in jobs]
-    for view in views:
-        view.pop("body", None)
-        view.pop("events", None)
     next_cursor = encode_cursor(jobs[-1].id) if more and jobs else None
-    return json_response({"jobs": views, "count": len(views), "next": next_cursor})
+    return reply(
+        JobList.model_construct(
+            jobs=[JobSummary.of(j) for j in jobs], count=len(jobs), next=next_cursor
+        )
+    )
 
 
-@operations.route("fleet/jobs/{id}", "GET", caller="any")
+_READ_ONE = "A factory token reads only a job it holds (403 otherwise)."
+
+
+@operations.route(
+    "fleet/jobs/{id}",
+    "GET",
+    caller="any",
+    id="getJob",
+    summary="One job, with its recent events",
+    tag="jobs",
+    description=_READ_ONE,
+    params=(JOB_ID,),
+    replies={200: Reply("The job.", JobView)},
+    errors=(404,),
+)
 def get_job(req: func.HttpRequest, call: Call) -> func.HttpResponse:
     principal = call.principal
-    return json_response(job_view(readable_job(call.context.coordinator, principal, _job_id(req))))
+    return reply(JobView.of(readable_job(call.context.coordinator, principal, job_id_of(req))))
 
 
-@operations.route("fleet/jobs/{id}", "PATCH", caller="factory")
-def report_job(req: func.HttpRequest, call: Call) -> func.HttpResponse:
-    """The lease holder reports stage, checkpoint, progress or result. Fenced by leaseEpoch."""
-    principal = call.principal
-    body = body_model(req, ReportBody)
-    job = call.context.coordinator.report(
-        principal.product,
-        _job_id(req),
-        principal.id,
-        body.leaseEpoch,
-        stage=body.stage,
-        retryable=body.retryable,
-        reason=body.reason,
-        checkpoint=body.checkpoint,
-        progress=body.progress,
-        result=body.result,
-    )
-    return json_response(job_view(job))
-
-
-@operations.route("fleet/jobs/{id}/lease/{op}", "POST", caller="factory")
-def lease_op(req: func.HttpRequest, call: Call) -> func.HttpResponse:
-    """renew: extend the lease; release: give the job back. Fenced by leaseEpoch."""
-    principal = call.principal
-    op = req.route_params.get("op")
-    body = body_model(req, LeaseBody)
-    coord = call.context.coordinator
-    if op == "renew":
-        job = coord.renew(principal.product, _job_id(req), principal.id, body.leaseEpoch)
-        assert job.lease is not None
-        return json_response(
-            {
-                "lease": job.lease.model_dump(mode="json"),
-                "cadence": coord.cadence(job).as_dict(),
-            }
-        )
-    if op == "release":
-        job = coord.release(
-            principal.product,
-            _job_id(req),
-            principal.id,
-            body.leaseEpoch,
-            checkpoint=body.checkpoint,
-            reason=body.reason,
-        )
-        return json_response(job_view(job))
-    raise ValidationFailed(
-        [Problem(path="op", code="enum", message="one of renew, release")],
-        "unknown lease operation",
-    )
-
-
-@operations.route("fleet/jobs/{id}/{action}", "POST", caller="operator")
-def operator_action(req: func.HttpRequest, call: Call) -> func.HttpResponse:
-    """Operator actions: cancel, requeue, ship, reject, reprioritize."""
-    principal = call.principal
-    action = req.route_params.get("action", "")
-    coord = call.context.coordinator
-    if action == "reprioritize":
-        body = parse_model(ReprioritizeBody, json_value(req))
-        job = coord.reprioritize(principal.product, _job_id(req), body.priority, principal.id)
-        return json_response(job_view(job))
-    if action not in OPERATOR_ACTIONS:
-        raise ValidationFailed(
-            [
-                Problem(
-                    path="action",
-                    code="enum",
-                    message="one of " + ", ".join([*OPERATOR_ACTIONS, "reprioritize"]),
-                )
-            ],
-            "unknown action",
-        )
-    reason = parse_model(ActionBody, json_value(req, required=False)).reason
-    job = coord.operator(
-        principal.product, _job_id(req), OPERATOR_ACTIONS[action], principal.id, reason
-    )
-    return json_response(job_view(job))
-
-
-@operations.route("fleet/jobs/{id}/events", "GET", caller="any")
+@operations.route(
+    "fleet/jobs/{id}/events",
+    "GET",
+    caller="any",
+    id="jobEvents",
+    summary="A job's history after a sequence number",
+    tag="jobs",
+    description=_READ_ONE,
+    params=(
+        JOB_ID,
+        query_param(
+            "after",
+            "Only events with a greater `seq`.",
+            {"type": "integer", "minimum": 0, "default": 0},
+        ),
+    ),
+    replies={200: Reply("The events, oldest first.", JobEvents)},
+    errors=(400, 404),
+)
 def job_events(req: func.HttpRequest, call: Call) -> func.HttpResponse:
     principal = call.principal
     after = int_param(req, "after", 0)
     if principal.kind == "factory":
-        readable_job(call.context.coordinator, principal, _job_id(req))
-    events = call.context.coordinator.job_events(principal.product, _job_id(req), after)
-    items = [e.model_dump(mode="json") for e in events]
-    return json_response({"events": items, "last": items[-1]["seq"] if items else after})
+        readable_job(call.context.coordinator, principal, job_id_of(req))
+    events = call.context.coordinator.job_events(principal.product, job_id_of(req), after)
+    return reply(JobEvents.model_construct(events=events, last=events[-1].seq if events else after))
 
 
-@operations.route("fleet/jobs/{id}/runs", "GET", caller="any")
+@operations.route(
+    "fleet/jobs/{id}/runs",
+    "GET",
+    caller="any",
+    id="jobRuns",
+    summary="Every attempt's run record, oldest first",
+    tag="jobs",
+    description=(
+        "One run per attempt (epoch): opened by the claim, closed by whatever ended the "
+        "attempt (the holder's report, release, the reaper, the healer, preemption, an "
+        "operator, a limit). The newest 20 live in the job (`runs`), older ones in run "
+        "documents: this answers all of them. A factory token reads only a job it holds "
+        "(403 otherwise)."
+    ),
+    params=(JOB_ID,),
+    replies={200: Reply("The runs, oldest first.", JobRuns)},
+    errors=(404,),
+)
 def job_runs(req: func.HttpRequest, call: Call) -> func.HttpResponse:
     """Every attempt's run record, oldest first (spilled and embedded): who may read the
     job may read its runs."""
     principal = call.principal
     if principal.kind == "factory":
-        readable_job(call.context.coordinator, principal, _job_id(req))
-    runs = call.context.coordinator.job_runs(principal.product, _job_id(req))
-    return json_response({"runs": [r.model_dump(mode="json") for r in runs]})
+        readable_job(call.context.coordinator, principal, job_id_of(req))
+    runs = call.context.coordinator.job_runs(principal.product, job_id_of(req))
+    return reply(JobRuns.model_construct(runs=list(runs)))
 
 
-@operations.route("fleet/jobs/{id}/explain", "GET", caller="any")
+@operations.route(
+    "fleet/jobs/{id}/explain",
+    "GET",
+    caller="any",
+    id="explainJob",
+    summary="Why a job is (not) running, factory by factory",
+    tag="jobs",
+    description=_READ_ONE,
+    params=(JOB_ID,),
+    replies={200: Reply("The scheduler's verdict per factory.", Explain)},
+    errors=(404,),
+)
 def explain_job(req: func.HttpRequest, call: Call) -> func.HttpResponse:
     principal = call.principal
     if principal.kind == "factory":
-        readable_job(call.context.coordinator, principal, _job_id(req))
-    return json_response(call.context.coordinator.explain(principal.product, _job_id(req)))
+        readable_job(call.context.coordinator, principal, job_id_of(req))
+    explained = call.context.coordinator.explain(principal.product, job_id_of(req))
+    return reply(Explain.model_validate(explained))
 
 
-@operations.route("fleet/jobs/{id}/events", "POST", caller="factory")
-def post_agent_events(req: func.HttpRequest, call: Call) -> func.HttpResponse:
-    """The holder forwards what its engine decided and did (JSON lines it wrote), in
-    batches carrying the lease epoch. Fenced; never changes the job's stage."""
-    principal = call.principal
-    body = body_model(req, AgentEventsBody)
-    stored = call.context.coordinator.record_agent_events(
-        principal.product,
-        _job_id(req),
-        principal.id,
-        body.leaseEpoch,
-        [AgentEvent(seq=e.seq, type=e.type, payload=e.payload) for e in body.events],
-    )
-    return json_response({"stored": stored, "received": len(body.events)}, 201 if stored else 200)
-
-
-@operations.route("fleet/jobs/{id}/agent-events", "GET", caller="any")
+@operations.route(
+    "fleet/jobs/{id}/agent-events",
+    "GET",
+    caller="any",
+    id="agentEvents",
+    summary="A job's agent events after a cursor, oldest first",
+    tag="jobs",
+    description=_READ_ONE,
+    params=(
+        JOB_ID,
+        query_param("after", "The `cursor` of the previous page.", {"type": "string"}),
+        query_param(
+            "limit",
+            "At most this many (capped at 500).",
+            {"type": "integer", "minimum": 1, "default": 200},
+        ),
+    ),
+    replies={200: Reply("The events and the cursor to pass back.", AgentEvents)},
+    errors=(400, 404),
+)
 def agent_events(req: func.HttpRequest, call: Call) -> func.HttpResponse:
     """The job's agent events after a cursor (pass back ``cursor``), oldest first."""
     principal = call.principal
     if principal.kind == "factory":
-        readable_job(call.context.coordinator, principal, _job_id(req))
+        readable_job(call.context.coordinator, principal, job_id_of(req))
     limit = min(500, int_param(req, "limit", 200, minimum=1))
     after = req.params.get("after")
-    events = call.context.coordinator.agent_events(principal.product, _job_id(req), after, limit)
-    return json_response({"events": events, "cursor": events[-1]["key"] if events else after})
+    events = call.context.coordinator.agent_events(principal.product, job_id_of(req), after, limit)
+    return reply(AgentEvents.of(events, events[-1]["key"] if events else after))
+
+
+def job_view(job: Job) -> dict[str, Any]:  # TRANSITION: until every module replies with views
+    return JobView.of(job).model_dump(mode="json")

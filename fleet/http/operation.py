@@ -1,12 +1,19 @@
 """HTTP operations: each handler declares once who may call it, and one decorator serves it.
 
-A module declares its operations on its own ``Operations``::
+A module declares its operations on its own ``Operations``, each once: its route and method,
+who may call it, and what the OpenAPI document says of it (id, tag, summary, parameters, the
+body model, the reply models per status, the errors it can answer)::
 
     operations = Operations()
 
-    @operations.route("fleet/jobs/{id}", "GET", caller="any")
+    @operations.route(
+        "fleet/jobs/{id}", "GET", caller="any",
+        id="getJob", tag="jobs", summary="One job, with its recent events",
+        params=(JOB_ID,), replies={200: Reply("The job.", JobView)}, errors=(404,),
+    )
     def get_job(req: func.HttpRequest, call: Call) -> func.HttpResponse:
         job = call.context.coordinator.get_job(call.principal.product, ...)
+        return reply(JobView.of(job))
 
 and the composition root (``function_app.py``) turns the declarations into a Blueprint over
 the process's context provider: ``operations.blueprint(context)``. The function it registers
@@ -15,16 +22,20 @@ the operation names (``fleet.coordinator.identity``, with the context's ``Tokens
 first request builds the context), hands the handler a ``Call`` carrying the principal and
 the context, and maps every error to its HTTP response (``fleet.http.responses``). Handlers
 repeat none of that. An anonymous operation that never reads ``call.context`` (the OpenAPI
-document) never builds it; health reads it and reports a failed build itself.
+document) never builds it; health reads it and reports a failed build itself. The registered
+function carries its declaration (``operation_of``): ``fleet.http.openapi`` builds the
+document by walking the app's functions and reading them.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import azure.functions as func
+from pydantic import BaseModel
 
 from fleet.context import AppContext, ContextProvider
 from fleet.coordinator.identity import Caller, Principal, Source, authenticate
@@ -63,13 +74,100 @@ class Call:
 
 Handler = Callable[[func.HttpRequest, Call], func.HttpResponse]
 
+Schema = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class OneOf:
+    """A body or reply that is one of several models (``exclusive`` False: any of them)."""
+
+    models: tuple[type[BaseModel], ...]
+    exclusive: bool = True
+
+
+# A body or a reply: a pydantic model (its schema becomes a component), one of several, or
+# a JSON schema.
+Shape = type[BaseModel] | OneOf | Schema
+# Which bearer token an operation takes, as the document says it: a factory's, an
+# operator's, either, an enrollment token (enroll only), or none.
+Bearer = Literal["factory", "operator", "any", "enrollment", "none"]
+_BEARER: dict[Caller, Bearer] = {
+    "factory": "factory",
+    "operator": "operator",
+    "any": "any",
+    "gate": "any",
+    "anonymous": "none",
+}
+
+
+@dataclass(frozen=True)
+class Param:
+    """A path or query parameter."""
+
+    name: str
+    where: Literal["path", "query"]
+    description: str
+    schema: Schema = field(default_factory=lambda: {"type": "string"})
+
+
+def path_param(name: str, description: str, pattern: str | None = None) -> Param:
+    schema: Schema = {"type": "string"}
+    if pattern:
+        schema["pattern"] = pattern
+    return Param(name, "path", description, schema)
+
+
+def query_param(name: str, description: str, schema: Schema) -> Param:
+    return Param(name, "query", description, schema)
+
+
+@dataclass(frozen=True)
+class Body:
+    """A request body: content type -> its shape."""
+
+    content: Mapping[str, Shape]
+    required: bool = True
+    description: str = ""
+
+
+def json_body(model: Shape, *, required: bool = True, description: str = "") -> Body:
+    return Body({"application/json": model}, required=required, description=description)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One documented reply. ``shape`` None: no body (204)."""
+
+    description: str
+    shape: Shape | None = None
+    headers: Mapping[str, Schema] = field(default_factory=dict)
+
 
 @dataclass(frozen=True)
 class Operation:
+    """A declared operation: how it is served (route, method, caller, handler) and what the
+    OpenAPI document says of it."""
+
     route: str
     method: str
     caller: Caller
     handler: Handler
+    id: str
+    summary: str
+    tag: str
+    replies: Mapping[int, Reply]
+    description: str = ""
+    params: tuple[Param, ...] = ()
+    body: Body | None = None
+    # Error replies besides the ones every operation of its kind has (401 and 403 with a
+    # bearer, 413 with a body, 500 and 503 when served with the fleet's errors).
+    errors: tuple[Literal[400, 404, 409], ...] = ()
+    # What its 409 means (a component of the document's responses).
+    conflict: Literal["Fenced", "Conflict", "FactoryConflict"] = "Conflict"
+    bearer: Bearer = "none"
+    # Served with the fleet's error mapping: 500 and 503 are possible (health answers its
+    # 503 itself, the document has no failure of its own).
+    fleet_errors: bool = True
 
 
 class Operations:
@@ -79,12 +177,49 @@ class Operations:
     def __init__(self) -> None:
         self._declared: list[Operation] = []
 
-    def route(self, route: str, method: str, *, caller: Caller) -> Callable[[Handler], Handler]:
+    def route(
+        self,
+        route: str,
+        method: str,
+        *,
+        caller: Caller,
+        id: str = "",  # TRANSITION: required once every module declares its operations
+        summary: str = "",
+        tag: str = "",
+        replies: Mapping[int, Reply] | None = None,
+        description: str = "",
+        params: tuple[Param, ...] = (),
+        body: Body | None = None,
+        errors: tuple[Literal[400, 404, 409], ...] = (),
+        conflict: Literal["Fenced", "Conflict", "FactoryConflict"] = "Conflict",
+        bearer: Bearer | None = None,
+        fleet_errors: bool = True,
+    ) -> Callable[[Handler], Handler]:
         """Declare ``handler`` as ``method route`` (relative to ``/api``), callable by
-        ``caller``. The handler itself is returned unchanged."""
+        ``caller``, documented as said. ``bearer`` defaults to the token ``caller`` takes
+        (an anonymous operation that authenticates some requests itself names its own).
+        The handler itself is returned unchanged."""
 
         def declare(handler: Handler) -> Handler:
-            self._declared.append(Operation(route, method, caller, handler))
+            self._declared.append(
+                Operation(
+                    route,
+                    method,
+                    caller,
+                    handler,
+                    id=id,
+                    summary=summary,
+                    tag=tag,
+                    replies=replies or {},
+                    description=description,
+                    params=params,
+                    body=body,
+                    errors=errors,
+                    conflict=conflict,
+                    bearer=_BEARER[caller] if bearer is None else bearer,
+                    fleet_errors=fleet_errors,
+                )
+            )
             return handler
 
         return declare
@@ -130,4 +265,14 @@ def serve(
     function.__qualname__ = handler.__qualname__
     function.__doc__ = handler.__doc__
     function.__module__ = handler.__module__
+    setattr(function, _DECLARATION, op)
     return function
+
+
+_DECLARATION = "fleet_operation"
+
+
+def operation_of(function: Callable[..., Any]) -> Operation | None:
+    """The declaration a registered function serves (None: not one of ours, e.g. a timer)."""
+    op = getattr(function, _DECLARATION, None)
+    return op if isinstance(op, Operation) else None

@@ -7,6 +7,7 @@ import logging
 from typing import Any
 
 import azure.functions as func
+from pydantic import BaseModel
 
 from fleet.errors import (
     AlreadyExists,
@@ -57,6 +58,19 @@ def json_response(
 ) -> func.HttpResponse:
     return func.HttpResponse(
         json.dumps(body, separators=(",", ":"), default=str),
+        status_code=status,
+        mimetype=JSON,
+        charset="utf-8",
+        headers=headers,
+    )
+
+
+def reply(
+    view: BaseModel, status: int = 200, headers: dict[str, str] | None = None
+) -> func.HttpResponse:
+    """A reply model as a JSON response (its serialization: what the document says it is)."""
+    return func.HttpResponse(
+        view.model_dump_json(),
         status_code=status,
         mimetype=JSON,
         charset="utf-8",

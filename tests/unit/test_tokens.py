@@ -30,7 +30,7 @@ from fleet.domain.manifest import Manifest
 from fleet.domain.scheduler import FactoryView
 from fleet.domain.stages import Stage
 from fleet.errors import Fenced, Forbidden, Unauthorized
-from fleet.http import fleet_ops, jobs
+from fleet.http import fleet_ops, jobs, lease
 from fleet.http import tokens as tokens_http
 from fleet.http.parsing import FactorySelf
 from fleet.store.memory import MemoryDocumentStore
@@ -553,7 +553,7 @@ def test_tokens_http_a_factory_patching_a_job_it_does_not_hold_is_fenced(
     epoch = claim["lease"]["epoch"]
     status, body, _ = call(
         app_context,
-        jobs.report_job,
+        lease.report_job,
         "PATCH",
         f"/api/fleet/jobs/{job.id}",
         f2,

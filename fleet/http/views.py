@@ -1,0 +1,60 @@
+"""Reply models: what the HTTP operations answer, as pydantic models.
+
+Each operation declares its reply models per status (``fleet.http.operation``); the OpenAPI
+document takes their schemas from them (serialization mode), and ``reply`` serializes them.
+The views shared by several areas live here (a job, a page of jobs, the lease cadence);
+each area's own replies live beside its handlers.
+
+Two ways to build a view. On hot paths (a job, a claim, a heartbeat) from models already
+validated, without validating again: ``model_construct`` (``JobView.of``). On cold paths
+from what the coordinator answers as plain data: ``model_validate``, so a reply that does
+not match its model fails loudly instead of reaching a client.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from fleet.coordinator.claim import Cadence as LeaseCadence
+from fleet.domain.models import Event, Job
+
+
+class View(BaseModel):
+    """A reply body."""
+
+    model_config = ConfigDict(frozen=True)
+
+
+class JobView(Job):
+    """A job as replies show it: without its store-only fields, with its lease holder."""
+
+    type: Literal["job"] = Field(default="job", exclude=True)
+    holder: str | None = Field(description="The factory holding the lease, if any.")
+
+    @classmethod
+    def of(cls, job: Job) -> Self:
+        values: dict[str, Any] = dict(job.__dict__)
+        values["holder"] = job.lease.holder if job.lease else None
+        return cls.model_construct(**values)
+
+
+class JobSummary(JobView):
+    """A job in a list: without its body and its events."""
+
+    body: str = Field(default="", exclude=True)
+    events: tuple[Event, ...] = Field(default=(), exclude=True)
+
+
+class Cadence(View):
+    """How often the lease holder must heartbeat and renew."""
+
+    heartbeatSeconds: int
+    renewSeconds: int
+
+    @classmethod
+    def of(cls, cadence: LeaseCadence) -> Self:
+        return cls.model_construct(
+            heartbeatSeconds=cadence.heartbeat_seconds, renewSeconds=cadence.renew_seconds
+        )
