@@ -1,0 +1,290 @@
+"""Enrollment: operators' enrollment tokens, and a factory's one exchange of one for its own.
+
+Operators create enrollment tokens for a product (optional expiry, optional capability
+allowlist), list and revoke them. A factory exchanges one, once, for its own factory token
+(``enroll``): the exchange is a conditional patch that sets ``usedAt`` only while it is
+undefined, so of two racing enrollments exactly one wins; a refusal after it (the name is
+taken) gives the token back.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from fleet.coordinator.clock import Clock
+from fleet.coordinator.identity import NAME
+from fleet.coordinator.token_store import (
+    ENROLLMENT_PREFIX,
+    ID_CHARS,
+    INVALID,
+    MISSING,
+    TokenDoc,
+    TokenStore,
+    hash_token,
+)
+from fleet.domain.models import Factory, format_ts
+from fleet.domain.scheduler import FactoryView
+from fleet.errors import (
+    AlreadyExists,
+    Forbidden,
+    NotFound,
+    PreconditionFailed,
+    Problem,
+    Unauthorized,
+    ValidationFailed,
+)
+from fleet.store.expr import F
+from fleet.store.ports import DocumentStore, Set
+
+# The records keep the name they had when this was part of fleet.coordinator.tokens.
+log = logging.getLogger("fleet.coordinator.tokens")
+
+
+class EnrollmentTokenNotFound(NotFound):
+    """No such enrollment token."""
+
+    code = "not_found"
+
+
+class FactoryExists(AlreadyExists):
+    """A factory of this name is enrolled already."""
+
+    code = "factory_exists"
+
+
+class FactorySelfLike(Protocol):
+    """What ``enroll`` needs of the factory's self-description (``FactorySelf`` has it)."""
+
+    @property
+    def capabilities(self) -> tuple[str, ...]: ...
+    @property
+    def seats(self) -> int: ...
+    @property
+    def load(self) -> int: ...
+    @property
+    def cost(self) -> float: ...
+    @property
+    def version(self) -> str | None: ...
+
+
+class FactoryRegistry(Protocol):
+    """Where an enrolled factory is registered (``Coordinator`` is one)."""
+
+    def register_factory(self, product: str, view: FactoryView, version: str | None) -> object: ...
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    """A token just created: the only time its plaintext exists outside the caller."""
+
+    token: str
+    id: str
+    product: str
+    expiresAt: datetime | None = None
+    capabilities: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Enrollment:
+    factory_id: str
+    product: str
+    token: str
+
+
+class Enrollments:
+    """Enrollment tokens and enrollment: token documents through ``store``, factory
+    documents through ``docs``, the enrolled factory registered with ``registry``."""
+
+    def __init__(
+        self,
+        store: TokenStore,
+        docs: DocumentStore,
+        registry: FactoryRegistry,
+        clock: Clock,
+        entropy: Callable[[int], str],
+    ) -> None:
+        self.store = store
+        self.docs = docs
+        self.registry = registry
+        self.clock = clock
+        self._entropy = entropy
+
+    # --- enrollment tokens (operators) -----------------------------------------------
+
+    def create_enrollment_token(
+        self,
+        product: str,
+        actor: str,
+        *,
+        expires_in_seconds: int | None = None,
+        capabilities: Iterable[str] | None = None,
+    ) -> IssuedToken:
+        now = self.clock.now()
+        expires = now + timedelta(seconds=expires_in_seconds) if expires_in_seconds else None
+        allow = tuple(sorted(set(capabilities))) if capabilities is not None else None
+        token, doc = self.store.issue(
+            "enrollment", product, actor, now, expiresAt=expires, capabilities=allow
+        )
+        return IssuedToken(
+            token=token, id=doc.short_id, product=product, expiresAt=expires, capabilities=allow
+        )
+
+    def list_enrollment_tokens(self, product: str) -> list[dict[str, Any]]:
+        """The product's enrollment tokens, oldest first, without secrets or hashes."""
+        now = self.clock.now()
+        return [enrollment_view(doc, now) for doc in self.store.enrollment_tokens(product)]
+
+    def revoke_enrollment_token(self, product: str, token_id: str, actor: str) -> dict[str, Any]:
+        doc = self._enrollment_by_id(product, token_id)
+        now = self.clock.now()
+        if not doc.revoked:
+            doc = self.store.revoke(doc, actor, now)
+        return enrollment_view(doc, now)
+
+    def _enrollment_by_id(self, product: str, token_id: str) -> TokenDoc:
+        token_id = token_id.lower()
+        if len(token_id) == ID_CHARS and all(c in "0123456789abcdef" for c in token_id):
+            for doc in self.store.enrollment_tokens(product):
+                if doc.short_id == token_id:
+                    return doc
+        raise EnrollmentTokenNotFound(
+            f"no enrollment token {token_id} in product {product}", tokenId=token_id
+        )
+
+    # --- enrollment (factories) ------------------------------------------------------
+
+    def enroll(
+        self,
+        enrollment_token: str | None,
+        name: str,
+        view: FactorySelfLike,
+    ) -> Enrollment:
+        """Exchange an enrollment token, once, for a factory token; register the factory.
+
+        401 if the token is not a live, unused enrollment token; 403 if the capabilities
+        exceed its allowlist; 409 if a factory of this name is enrolled (and not
+        deregistered). Neither refusal uses the token up."""
+        if enrollment_token is None:
+            raise Unauthorized(MISSING)
+        if not enrollment_token.startswith(ENROLLMENT_PREFIX):
+            raise Unauthorized(INVALID)
+        if not NAME.match(name):
+            raise ValidationFailed(
+                [Problem(path="name", code="invalid_name", message="1-64 letters, digits, .-_")],
+                "invalid factory name",
+            )
+        now = self.clock.now()
+        digest = hash_token(enrollment_token)
+        token = self.store.read(digest)
+        if token is None or token.kind != "enrollment" or not token.valid_at(now):
+            raise Unauthorized(INVALID)
+        product = token.product
+        if token.capabilities is not None:
+            disallowed = sorted(set(view.capabilities) - set(token.capabilities))
+            if disallowed:
+                raise Forbidden(
+                    "capabilities not allowed by this enrollment token: " + ", ".join(disallowed),
+                    disallowed=disallowed,
+                )
+        self._check_name_free(product, name)
+        nonce = self._entropy(12)
+        self.store.use(token, name, nonce, now)
+        try:
+            self._claim_name(product, name, view, now)
+        except FactoryExists:
+            if not self.store.unuse(token, nonce):
+                log.warning("enrollment token %s could not be given back", token.short_id)
+            raise
+        # A re-enrolled (previously deregistered) name starts clean: its old tokens die.
+        self.store.revoke_of_factory(product, name, f"enrollment:{token.short_id}", now)
+        issued, _ = self.store.issue(
+            "factory",
+            product,
+            f"enrollment:{token.short_id}",
+            now,
+            factoryId=name,
+            capabilities=token.capabilities,
+        )
+        factory = FactoryView(
+            id=name,
+            capabilities=frozenset(view.capabilities),
+            seats=view.seats,
+            load=view.load,
+            cost=view.cost,
+        )
+        self.registry.register_factory(product, factory, view.version)
+        log.info("factory %s enrolled in %s with token %s", name, product, token.short_id)
+        return Enrollment(factory_id=name, product=product, token=issued)
+
+    def _check_name_free(self, product: str, name: str) -> None:
+        try:
+            existing = Factory.from_doc(self.docs.read(product, f"factory-{name}"))
+        except NotFound:
+            return
+        if not existing.deregistered:
+            raise FactoryExists(
+                f"a factory named {name} is already enrolled in {product}", factory=name
+            )
+
+    def _claim_name(self, product: str, name: str, view: FactorySelfLike, now: datetime) -> None:
+        """Take the name atomically: create the factory document, or flip a deregistered
+        one back (conditional patch). Two enrollments of one name: one wins, one is 409."""
+        doc = Factory(
+            id=f"factory-{name}",
+            productId=product,
+            capabilities=tuple(sorted(set(view.capabilities))),
+            seats=view.seats,
+            load=view.load,
+            cost=view.cost,
+            version=view.version,
+            lastSeen=now,
+        )
+        try:
+            self.docs.create(doc.to_doc())
+            return
+        except AlreadyExists:
+            pass
+        try:
+            self.docs.patch(
+                product,
+                doc.id,
+                [
+                    Set("/deregistered", False),
+                    Set("/revoked", False),
+                    Set("/paused", False),
+                    Set("/draining", False),
+                ],
+                condition=F("/deregistered").eq(True),
+            )
+        except (PreconditionFailed, NotFound):
+            raise FactoryExists(
+                f"a factory named {name} is already enrolled in {product}", factory=name
+            ) from None
+
+
+def enrollment_view(doc: TokenDoc, now: datetime) -> dict[str, Any]:
+    """An enrollment token as operators see it: no secret, no full hash."""
+    if doc.revoked:
+        status = "revoked"
+    elif doc.usedAt is not None:
+        status = "used"
+    elif doc.expiresAt is not None and now >= doc.expiresAt:
+        status = "expired"
+    else:
+        status = "active"
+    return {
+        "id": doc.short_id,
+        "product": doc.product,
+        "status": status,
+        "createdAt": format_ts(doc.createdAt),
+        "createdBy": doc.createdBy,
+        "expiresAt": format_ts(doc.expiresAt) if doc.expiresAt else None,
+        "capabilities": list(doc.capabilities) if doc.capabilities is not None else None,
+        "usedAt": format_ts(doc.usedAt) if doc.usedAt else None,
+        "usedBy": doc.usedBy,
+        "revokedAt": format_ts(doc.revokedAt) if doc.revokedAt else None,
+    }

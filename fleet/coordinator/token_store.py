@@ -1,0 +1,256 @@
+"""Token documents: the token format, its hash, the stored document and every write on it.
+
+A token is ``<prefix><43 url-safe characters>``; it is stored only as its SHA-256 (hex), in a
+``token`` document of the system partition whose id is ``tok-<sha256>``, so authenticating a
+request is one point read. Every write that ends or shortens a token's life goes through
+``TokenStore``, which also evicts the token from this instance's cache of verified tokens:
+the gate poll never trusts a token this instance has itself revoked or rotated out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime
+from typing import Any, Literal
+
+from fleet.coordinator.identity import Principal
+from fleet.coordinator.service import SYSTEM_PARTITION
+from fleet.domain.models import Document, Timestamp, format_ts
+from fleet.errors import NotFound, PreconditionFailed, Unauthorized
+from fleet.store.expr import Defined, F, Not, all_of
+from fleet.store.ports import DocumentStore, PatchOp, Remove, Set
+from fleet.store.queries import TOKENS_OF_FACTORY, TOKENS_OF_PRODUCT
+
+OPERATOR_PREFIX = "flo_"
+ENROLLMENT_PREFIX = "fle_"
+FACTORY_PREFIX = "flf_"
+ID_CHARS = 12  # the hex prefix of the hash that names an enrollment token in listings
+
+TokenKind = Literal["operator", "enrollment", "factory"]
+PREFIXES: dict[TokenKind, str] = {
+    "operator": OPERATOR_PREFIX,
+    "enrollment": ENROLLMENT_PREFIX,
+    "factory": FACTORY_PREFIX,
+}
+
+# The one message for every refused token: never which check failed.
+INVALID = "invalid, expired or revoked token"
+MISSING = "missing bearer token"
+
+
+def hash_token(token: str) -> str:
+    """SHA-256 of the token, hex: the only form in which a token is stored."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def doc_id(digest: str) -> str:
+    return f"tok-{digest}"
+
+
+class TokenDoc(Document):
+    """A token as stored: its hash and what it grants, never the token."""
+
+    type: Literal["token"] = "token"
+    kind: TokenKind
+    hash: str
+    product: str
+    factoryId: str | None = None
+    createdAt: Timestamp
+    createdBy: str
+    expiresAt: Timestamp | None = None
+    capabilities: tuple[str, ...] | None = None  # allowlist (enrollment and factory tokens)
+    usedAt: Timestamp | None = None  # enrollment tokens: single use
+    usedBy: str | None = None
+    useNonce: str | None = None  # which enrollment attempt used it (to give it back)
+    revoked: bool = False
+    revokedAt: Timestamp | None = None
+    revokedBy: str | None = None
+    graceUntil: Timestamp | None = None  # rotated out: valid until then
+
+    def to_doc(self) -> dict[str, Any]:
+        # Absent, not null: "never used" is ``NOT IS_DEFINED(c.usedAt)`` in the condition.
+        return self.model_dump(mode="json", by_alias=True, exclude={"etag"}, exclude_none=True)
+
+    def valid_at(self, now: datetime) -> bool:
+        if self.revoked:
+            return False
+        if self.expiresAt is not None and now >= self.expiresAt:
+            return False
+        if self.graceUntil is not None and now >= self.graceUntil:
+            return False
+        return self.kind != "enrollment" or self.usedAt is None
+
+    def valid_until(self) -> datetime | None:
+        ends = [t for t in (self.expiresAt, self.graceUntil) if t is not None]
+        return min(ends) if ends else None
+
+    @property
+    def short_id(self) -> str:
+        return self.hash[:ID_CHARS]
+
+
+class VerifiedCache:
+    """Verified factory tokens, per instance: hash -> (principal, trusted until). LRU-bounded."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[str, tuple[Principal, datetime]] = OrderedDict()
+
+    def get(self, digest: str, now: datetime) -> Principal | None:
+        with self._lock:
+            entry = self._entries.get(digest)
+            if entry is None:
+                return None
+            if now >= entry[1]:
+                del self._entries[digest]
+                return None
+            self._entries.move_to_end(digest)
+            return entry[0]
+
+    def put(self, digest: str, principal: Principal, until: datetime) -> None:
+        with self._lock:
+            self._entries[digest] = (principal, until)
+            self._entries.move_to_end(digest)
+            while len(self._entries) > self._size:
+                self._entries.popitem(last=False)
+
+    def evict(self, digests: Iterable[str]) -> None:
+        with self._lock:
+            for digest in digests:
+                self._entries.pop(digest, None)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)
+
+
+def _revocation(actor: str, now: datetime) -> list[PatchOp]:
+    return [Set("/revoked", True), Set("/revokedAt", format_ts(now)), Set("/revokedBy", actor)]
+
+
+class TokenStore:
+    """The token documents of the system partition. ``cache`` is the instance's cache of
+    verified tokens, which every write here that ends a token's life evicts it from."""
+
+    def __init__(
+        self, docs: DocumentStore, cache: VerifiedCache, entropy: Callable[[int], str]
+    ) -> None:
+        self.docs = docs
+        self.cache = cache
+        self._entropy = entropy
+
+    def read(self, digest: str) -> TokenDoc | None:
+        try:
+            doc = TokenDoc.from_doc(self.docs.read(SYSTEM_PARTITION, doc_id(digest)))
+        except NotFound:
+            return None
+        # The id already matched; compare the stored hash in constant time anyway, so a
+        # lookup that somehow returned another document is never taken for this token.
+        return doc if hmac.compare_digest(doc.hash, digest) else None
+
+    def issue(
+        self, kind: TokenKind, product: str, actor: str, now: datetime, **fields: Any
+    ) -> tuple[str, TokenDoc]:
+        """A new token and its stored document: the only time the token exists in the clear."""
+        token = PREFIXES[kind] + self._entropy(32)
+        digest = hash_token(token)
+        doc = TokenDoc(
+            id=doc_id(digest),
+            productId=SYSTEM_PARTITION,
+            kind=kind,
+            hash=digest,
+            product=product,
+            createdAt=now,
+            createdBy=actor,
+            **fields,
+        )
+        # A collision of 256-bit secrets does not happen; AlreadyExists would surface as 409.
+        stored = TokenDoc.from_doc(self.docs.create(doc.to_doc()))
+        return token, stored
+
+    # --- enrollment tokens -----------------------------------------------------------
+
+    def enrollment_tokens(self, product: str) -> Iterator[TokenDoc]:
+        """The product's enrollment tokens, oldest first, read as they are taken."""
+        rows = self.docs.query(
+            TOKENS_OF_PRODUCT, SYSTEM_PARTITION, {"product": product, "kind": "enrollment"}
+        )
+        return (TokenDoc.from_doc(r) for r in rows)
+
+    def use(self, token: TokenDoc, name: str, nonce: str, now: datetime) -> None:
+        """Single use, race-safe: only a patch that finds ``usedAt`` undefined succeeds."""
+        conditions = [Not(Defined(F("/usedAt"))), F("/revoked").eq(False)]
+        if token.expiresAt is not None:
+            conditions.append(F("/expiresAt") > format_ts(now))
+        try:
+            self.docs.patch(
+                SYSTEM_PARTITION,
+                token.id,
+                [
+                    Set("/usedAt", format_ts(now)),
+                    Set("/usedBy", name),
+                    Set("/useNonce", nonce),
+                ],
+                condition=all_of(*conditions),
+            )
+        except (PreconditionFailed, NotFound):
+            raise Unauthorized(INVALID) from None
+
+    def unuse(self, token: TokenDoc, nonce: str) -> bool:
+        """Give back a token the enrollment ``nonce`` used; False if it could not be."""
+        try:
+            self.docs.patch(
+                SYSTEM_PARTITION,
+                token.id,
+                [Remove("/usedAt"), Remove("/usedBy"), Remove("/useNonce")],
+                condition=F("/useNonce").eq(nonce),
+            )
+        except (PreconditionFailed, NotFound):
+            return False
+        return True
+
+    def revoke(self, token: TokenDoc, actor: str, now: datetime) -> TokenDoc:
+        """Revoke one token (an enrollment token: never in the cache of verified ones)."""
+        return TokenDoc.from_doc(
+            self.docs.patch(SYSTEM_PARTITION, token.id, _revocation(actor, now))
+        )
+
+    # --- factory tokens --------------------------------------------------------------
+
+    def of_factory(self, product: str, factory_id: str) -> list[TokenDoc]:
+        rows = self.docs.query(
+            TOKENS_OF_FACTORY, SYSTEM_PARTITION, {"product": product, "factoryId": factory_id}
+        )
+        return [TokenDoc.from_doc(r) for r in rows if r.get("kind") == "factory"]
+
+    def rotate_out(self, tokens: list[TokenDoc], grace_until: datetime) -> None:
+        """End the tokens at ``grace_until``; one already rotated out keeps its own end."""
+        for old in tokens:
+            if old.graceUntil is not None:
+                continue  # already rotated out: its grace is not extended
+            try:
+                self.docs.patch(
+                    SYSTEM_PARTITION,
+                    old.id,
+                    [Set("/graceUntil", format_ts(grace_until))],
+                    condition=Not(Defined(F("/graceUntil"))),
+                )
+            except (PreconditionFailed, NotFound):
+                continue
+        self.cache.evict(t.hash for t in tokens)
+
+    def revoke_of_factory(self, product: str, factory_id: str, actor: str, now: datetime) -> int:
+        """Revoke every live token of the factory; how many there were."""
+        tokens = [t for t in self.of_factory(product, factory_id) if not t.revoked]
+        for token in tokens:
+            try:
+                self.docs.patch(SYSTEM_PARTITION, token.id, _revocation(actor, now))
+            except NotFound:
+                continue
+        self.cache.evict(t.hash for t in tokens)
+        return len(tokens)
