@@ -209,7 +209,7 @@ def test_healer_flags_the_stalled_and_leaves_the_silent_to_its_lease(
     health.heartbeat(product, "silent", Beat(capabilities=("python",), jobs=(last_words,)))
 
     timeline: dict[str, int] = {}
-    with caplog.at_level(logging.WARNING, logger="fleet.coordinator.fleet_health"):
+    with caplog.at_level(logging.WARNING, logger="fleet.coordinator.healer"):
         for t in range(30, 961, 30):
             clock.advance(30)
             # busy keeps beating and renewing, but its progress never moves; silent is silent.

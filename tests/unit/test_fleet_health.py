@@ -14,29 +14,28 @@ import pytest
 from fleet.context import AppContext, context_for, once
 from fleet.coordinator import Coordinator
 from fleet.coordinator.clock import ManualClock
-from fleet.coordinator.fleet_health import (
-    COMMANDS,
+from fleet.coordinator.commands import COMMANDS, commands_partition
+from fleet.coordinator.fleet_health import FleetHealth, fleet_health
+from fleet.coordinator.heartbeats import (
     HEARTBEATS,
     JOBS_PART_CHARS,
     MAX_JOBS_JSON_CHARS,
+    encode_jobs,
+)
+from fleet.coordinator.identity import Principal
+from fleet.domain.fleet_state import (
     MAX_JOBS_PER_BEAT,
     MAX_OUTPUT_LINE_CHARS,
     Beat,
     FactoryDeregistered,
     FactoryNotFound,
-    FleetHealth,
-    HealthConfig,
     HeartbeatRecord,
     JobProgress,
     NotHeld,
     TrackedJob,
-    commands_partition,
-    encode_jobs,
-    fleet_health,
-    plan_heal,
     track,
 )
-from fleet.coordinator.identity import Principal
+from fleet.domain.healer import HealthConfig, plan_heal
 from fleet.domain.jobs import agrees
 from fleet.domain.models import Factory, Job
 from fleet.domain.stages import Stage
@@ -477,7 +476,7 @@ def test_fleet_health_stalled_job_is_flagged_once_and_cleared_when_progress_move
         coord.renew(P, job.id, "busy", job.epoch)
         assert health.heal(P).stalled == []
         clock.advance(30)
-    with caplog.at_level(logging.WARNING, logger="fleet.coordinator.fleet_health"):
+    with caplog.at_level(logging.WARNING, logger="fleet.coordinator.healer"):
         health.heartbeat(P, "busy", beat(stuck))
         report = health.heal(P)
     assert report.stalled == [job.id]
