@@ -12,7 +12,7 @@ import re
 from typing import Any, Self
 
 import azure.functions as func
-from pydantic import ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
+from pydantic import ConfigDict, Field
 
 from fleet.coordinator import Coordinator
 from fleet.coordinator.identity import Principal
@@ -45,15 +45,10 @@ class SubmitReply(View):
     job: JobView
     created: bool
     warning: str | None = Field(
-        default=None, description="Set when no registered factory can run the job."
+        default=None,
+        exclude_if=lambda v: v is None,  # the key only when there is a warning
+        description="Set when no registered factory can run the job.",
     )
-
-    @model_serializer(mode="wrap")
-    def _without_empty_warning(self, handler: SerializerFunctionWrapHandler) -> Any:
-        out = handler(self)
-        if out.get("warning") is None:
-            out.pop("warning", None)
-        return out
 
 
 class JobList(View):

@@ -6,7 +6,7 @@ from fleet.context import AppContext, ContextProvider, build_context, context_fo
 from fleet.errors import StoreUnavailable
 from fleet.settings import Settings
 from fleet.store.memory import MemoryDocumentStore, memory_stores
-from tests.support.handlers import call
+from tests.support.handlers import call, documented
 
 
 @pytest.fixture
@@ -24,6 +24,7 @@ def test_health_reports_every_dependency_up(context: AppContext) -> None:
     assert status == 200
     assert body["status"] == "ok"
     assert set(body["dependencies"]) == {"cosmos", "tables", "blobs"}  # type: ignore[arg-type]
+    documented(body, "Health")
 
 
 def test_health_reports_a_dependency_down_as_503(context: AppContext) -> None:
@@ -35,6 +36,9 @@ def test_health_reports_a_dependency_down_as_503(context: AppContext) -> None:
     assert body["status"] == "degraded"
     cosmos = body["dependencies"]["cosmos"]  # type: ignore[index]
     assert cosmos["ok"] is False and cosmos["error"] == "store_unavailable"
+    assert set(cosmos) == {"ok", "error", "message"}
+    assert body["dependencies"]["tables"]["ok"] is True  # type: ignore[index]
+    documented(body, "Health")
 
 
 def test_health_names_a_missing_setting(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -47,3 +51,5 @@ def test_health_names_a_missing_setting(monkeypatch: pytest.MonkeyPatch) -> None
     status, body, _ = call(provider, "health", "GET", "/api/health")
     assert status == 503
     assert body["error"] == "settings" and "COSMOS_ENDPOINT" in str(body["message"])
+    assert body["status"] == "down"
+    documented(body, "HealthDown")

@@ -35,7 +35,7 @@ from fleet.http import tokens as tokens_http
 from fleet.http.parsing import FactorySelf
 from fleet.store.memory import MemoryDocumentStore
 from fleet.store.ports import Set, Stores
-from tests.support.handlers import OPERATOR, call
+from tests.support.handlers import OPERATOR, call, documented
 
 P = "prod"
 OPERATOR_ACTOR = "operator:test"
@@ -593,6 +593,7 @@ def test_tokens_http_enroll_register_rotate_revoke(
     )
     assert status == 201 and issued["token"].startswith("fle_") and issued["product"] == P
     assert response.headers["Cache-Control"] == "no-store"
+    documented(issued, "IssuedEnrollmentToken")
     status, enrolled, _ = call(
         app_context,
         tokens_http.enroll_factory,
@@ -602,6 +603,7 @@ def test_tokens_http_enroll_register_rotate_revoke(
         {"name": "f1", "capabilities": ["python"], "seats": 2, "version": "1.0"},
     )
     assert status == 201 and enrolled["factoryId"] == "f1" and enrolled["product"] == P
+    documented(enrolled, "Enrollment")
     token = enrolled["token"]
     status, registered, _ = call(
         app_context,
@@ -621,6 +623,7 @@ def test_tokens_http_enroll_register_rotate_revoke(
         id="f1",
     )
     assert status == 200 and rotated["token"] != token and rotated["previousValidUntil"]
+    documented(rotated, "TokenRotation")
     status, revoked, _ = call(
         app_context,
         tokens_http.revoke_factory_token,
@@ -631,6 +634,7 @@ def test_tokens_http_enroll_register_rotate_revoke(
         id="f1",
     )
     assert (status, revoked) == (200, {"factoryId": "f1", "revoked": True, "revokedTokens": 2})
+    documented(revoked, "FactoryRevocation")
     for t in (token, rotated["token"]):
         assert call(app_context, fleet_ops.claim, "POST", "/api/fleet/claim", t, {})[0] == 401
     _, listed, _ = call(
@@ -643,6 +647,41 @@ def test_tokens_http_enroll_register_rotate_revoke(
     )
     assert [t["status"] for t in listed["tokens"]] == ["used"]
     assert "token" not in listed["tokens"][0]
+    documented(listed, "EnrollmentTokenList")
+
+
+def test_tokens_http_revoking_an_enrollment_token_answers_it_revoked(
+    app_context: AppContext, tokens: Tokens, clock: ManualClock
+) -> None:
+    issued = tokens.create_enrollment_token(P, OPERATOR_ACTOR, capabilities=["python"])
+    clock.advance(5)
+    replies = [
+        call(
+            app_context,
+            tokens_http.revoke_enrollment_token,
+            "DELETE",
+            f"/api/fleet/enrollment-tokens/{issued.id}",
+            OPERATOR,
+            product=P,
+            id=issued.id,
+        )
+        for _ in range(2)
+    ]
+    for status, body, _ in replies:
+        assert status == 200 and body["id"] == issued.id and body["status"] == "revoked"
+        assert body["revokedAt"] == "2026-01-01T00:00:05.000000Z" and body["usedAt"] is None
+        assert body["capabilities"] == ["python"] and "token" not in body
+        documented(body, "EnrollmentToken")
+    status, body, _ = call(
+        app_context,
+        tokens_http.revoke_enrollment_token,
+        "DELETE",
+        "/api/fleet/enrollment-tokens/0123456789ab",
+        OPERATOR,
+        product=P,
+        id="0123456789ab",
+    )
+    assert (status, body["error"]) == (404, "not_found")
 
 
 def test_tokens_http_bad_enroll_body_is_400_with_field_paths(
