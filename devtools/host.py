@@ -23,7 +23,12 @@ Behaviour that mirrors Core Tools:
   without `WEBSITE_TIME_ZONE`; `%NAME%` is resolved from app settings.
 
 Deliberate local-only behaviour: static files of the web UI are served at `/` (routes under
-the prefix take precedence), timer functions run one at a time on one scheduler thread, and
+the prefix take precedence) with the response headers Azure Static Web Apps would add, read
+from the `globalHeaders` of `<webui>/staticwebapp.config.json` (one source for both: the
+Content-Security-Policy the deployed page gets is the one the local page and its browser tests
+run under); API replies carry only the headers the function set, as on Azure (the Functions
+host adds no `X-Content-Type-Options` either). Timer functions run one at a time on one
+scheduler thread, and
 any other route syntax (constraints, optional, default or catch-all parameters, `{a}.{b}`)
 is refused with a RouteError when the app is indexed, rather than matched differently from
 Azure.
@@ -166,6 +171,31 @@ def validate_ncrontab(expr: str, *, what: str) -> str:
     if not croniter.is_valid(normalised, second_at_beginning=True):
         raise ScheduleError(f"{what}: {expr!r} is not a valid NCRONTAB expression")
     return normalised
+
+
+# The web UI's Azure Static Web Apps configuration: its `globalHeaders` go on every static reply.
+WEBUI_CONFIG = "staticwebapp.config.json"
+
+
+def load_global_headers(webui: Path | str) -> tuple[tuple[str, str], ...]:
+    """`globalHeaders` of `<webui>/staticwebapp.config.json`, in file order; none without it.
+
+    Static Web Apps adds these headers to every response of the site, so the local host adds
+    them to every reply it serves from the web UI's folder (files, 404s and 405s alike).
+    """
+    path = Path(webui) / WEBUI_CONFIG
+    try:
+        document = json.loads(path.read_text(encoding="utf-8-sig"))
+    except FileNotFoundError:
+        return ()
+    except json.JSONDecodeError as exc:
+        raise DevHostError(f"{path}: not valid JSON ({exc})") from exc
+    headers = document.get("globalHeaders", {}) if isinstance(document, dict) else None
+    if not isinstance(headers, dict) or not all(
+        isinstance(name, str) and isinstance(value, str) for name, value in headers.items()
+    ):
+        raise DevHostError(f"{path}: 'globalHeaders' must be an object of header name to text")
+    return tuple(headers.items())
 
 
 # --------------------------------------------------------------------------- routes
@@ -624,6 +654,7 @@ class DevHost:
         self.host = host
         self.requested_port = port
         self.webui = Path(webui) if webui is not None else self.root / "webui"
+        self.static_headers = load_global_headers(self.webui)
         self.route_prefix = read_route_prefix(self.root)
         self.index = index_app(app, environ)
         self.run_timers = run_timers
@@ -763,10 +794,9 @@ class DevHost:
                 return _method_not_allowed(method, path, allowed)
             if self.route_prefix:
                 return _not_found(path)
-        static = self._static(method, path)
-        if static is not None:
-            return static
-        return _not_found(path)
+        reply = self._static(method, path) or _not_found(path)
+        reply.headers.extend(self.static_headers)
+        return reply
 
     def _strip_prefix(self, path: str) -> str | None:
         trimmed = path.lstrip("/")

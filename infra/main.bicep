@@ -4,8 +4,11 @@
 //   az deployment sub create -l <region> -f infra/main.bicep -p environmentName=<name> ...
 //
 // Identity, not keys: the Function App's system-assigned identity reaches Cosmos DB, Blob and
-// Table Storage and Application Insights through data-plane role assignments (app/rbac.bicep);
-// Cosmos DB local auth and the storage account's shared keys are disabled.
+// Table Storage, Key Vault and Application Insights through data-plane role assignments, each at
+// the narrowest scope the app's use allows (app/rbac.bicep); Cosmos DB local auth and the
+// storage account's shared keys are disabled. Secrets are in Key Vault (app/keyvault.bicep), the
+// app settings only refer to them. publicNetworkAccess=Disabled puts Storage, Cosmos DB and Key
+// Vault behind private endpoints in a virtual network the app joins (app/network.bicep).
 targetScope = 'subscription'
 
 @minLength(1)
@@ -85,19 +88,35 @@ param cosmosThrottleMaxWaitSeconds string = ''
 @description('TRACKER_WEBHOOK_SECRET: authenticates the tracker bridge\'s GitHub issues webhook; empty: the bridge is off.')
 param trackerWebhookSecret string = ''
 
-@description('TRACKER_ECHO_URL: where stage changes of tracker jobs are POSTed (http(s) URL); empty: none.')
+@secure()
+@description('TRACKER_ECHO_URL: where stage changes of tracker jobs are POSTed (http(s) URL; kept in Key Vault, as it may carry a token); empty: none.')
 param trackerEchoUrl string = ''
 
 @secure()
 @description('TRACKER_ECHO_SECRET: signs those POSTs.')
 param trackerEchoSecret string = ''
 
-@description('ALERT_WEBHOOK_URL: where alert events (raised, cleared) are POSTed (http(s) URL); empty: none.')
+@secure()
+@description('ALERT_WEBHOOK_URL: where alert events (raised, cleared) are POSTed (http(s) URL; kept in Key Vault, as it may carry a token); empty: none.')
 param alertWebhookUrl string = ''
 
 @secure()
 @description('ALERT_WEBHOOK_SECRET: signs those POSTs (X-Fleet-Signature-256).')
 param alertWebhookSecret string = ''
+
+@allowed([
+  'Enabled'
+  'Disabled'
+])
+@description('Public network access of Storage, Cosmos DB and Key Vault. Disabled: each is reachable only through a private endpoint in a virtual network that the Function App joins (app/network.bicep); factories and browsers then need a network path to the storage account for artifacts (docs/deployment.md). The API and the web UI stay public.')
+param publicNetworkAccess string = 'Enabled'
+
+@description('publicNetworkAccess=Disabled only: the virtual network\'s address space and its two subnets (the app\'s, at least /27 and unused elsewhere, and the private endpoints\').')
+param privateNetworkAddressSpace object = {
+  addressPrefix: '10.42.0.0/16'
+  appSubnetPrefix: '10.42.1.0/24'
+  privateEndpointSubnetPrefix: '10.42.2.0/24'
+}
 
 @minValue(1)
 @maxValue(1000)
@@ -122,6 +141,16 @@ var tags = {
 var functionAppName = '${abbrs.webSitesFunctions}${resourceToken}'
 // Flex Consumption deploys the app package from this blob container.
 var deploymentContainerName = 'app-package-${take(functionAppName, 32)}'
+var privateNetworking = publicNetworkAccess == 'Disabled'
+// The secret app settings, by setting name: stored in Key Vault (an empty one is not stored,
+// that feature is off), set on the app as Key Vault references (app/api.bicep).
+var secretSettings = {
+  TRACKER_WEBHOOK_SECRET: trackerWebhookSecret
+  TRACKER_ECHO_URL: trackerEchoUrl
+  TRACKER_ECHO_SECRET: trackerEchoSecret
+  ALERT_WEBHOOK_URL: alertWebhookUrl
+  ALERT_WEBHOOK_SECRET: alertWebhookSecret
+}
 
 resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
   name: !empty(resourceGroupName) ? resourceGroupName : '${abbrs.resourcesResourceGroups}${environmentName}'
@@ -152,6 +181,7 @@ module storage 'app/storage.bicep' = {
       fleet.storage.artifactsContainer
     ]
     tableNames: fleet.storage.tables
+    publicNetworkAccess: publicNetworkAccess
   }
 }
 
@@ -169,6 +199,34 @@ module cosmos 'app/cosmos.bicep' = {
     indexingPolicy: fleet.cosmos.indexingPolicy
     capacityMode: cosmosCapacityMode
     autoscaleMaxThroughput: cosmosAutoscaleMaxThroughput
+    publicNetworkAccess: publicNetworkAccess
+  }
+}
+
+module keyVault 'app/keyvault.bicep' = {
+  name: 'keyvault'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    name: '${abbrs.keyVaultVaults}${resourceToken}'
+    secrets: secretSettings
+    publicNetworkAccess: publicNetworkAccess
+  }
+}
+
+module network 'app/network.bicep' = if (privateNetworking) {
+  name: 'network'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    name: '${abbrs.networkVirtualNetworks}${resourceToken}'
+    endpointNamePrefix: '${abbrs.networkPrivateEndpoints}${resourceToken}'
+    addressSpace: privateNetworkAddressSpace
+    storageAccountName: storage.outputs.name
+    cosmosAccountName: cosmos.outputs.name
+    keyVaultName: keyVault.outputs.name
   }
 }
 
@@ -193,6 +251,7 @@ module api 'app/api.bicep' = {
     storageAccountName: storage.outputs.name
     deploymentContainerName: deploymentContainerName
     applicationInsightsName: monitoring.outputs.applicationInsightsName
+    cosmosAccountName: cosmos.outputs.name
     cosmosEndpoint: cosmos.outputs.endpoint
     cosmosDatabase: fleet.cosmos.database
     cosmosContainer: fleet.cosmos.container
@@ -208,27 +267,20 @@ module api 'app/api.bicep' = {
     healerPruneAfterSeconds: healerPruneAfterSeconds
     cosmosThrottleRetries: cosmosThrottleRetries
     cosmosThrottleMaxWaitSeconds: cosmosThrottleMaxWaitSeconds
-    trackerWebhookSecret: trackerWebhookSecret
-    trackerEchoUrl: trackerEchoUrl
-    trackerEchoSecret: trackerEchoSecret
-    alertWebhookUrl: alertWebhookUrl
-    alertWebhookSecret: alertWebhookSecret
+    keyVaultName: keyVault.outputs.name
+    secretsGiven: {
+      TRACKER_WEBHOOK_SECRET: !empty(trackerWebhookSecret)
+      TRACKER_ECHO_URL: !empty(trackerEchoUrl)
+      TRACKER_ECHO_SECRET: !empty(trackerEchoSecret)
+      ALERT_WEBHOOK_URL: !empty(alertWebhookUrl)
+      ALERT_WEBHOOK_SECRET: !empty(alertWebhookSecret)
+    }
+    appSubnetId: privateNetworking ? network.outputs.appSubnetId : ''
     corsAllowedOrigins: [
       webui.outputs.url
     ]
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB
-  }
-}
-
-module rbac 'app/rbac.bicep' = {
-  name: 'rbac'
-  scope: rg
-  params: {
-    principalId: api.outputs.principalId
-    storageAccountName: storage.outputs.name
-    cosmosAccountName: cosmos.outputs.name
-    applicationInsightsName: monitoring.outputs.applicationInsightsName
   }
 }
 
@@ -244,4 +296,5 @@ output COSMOS_ENDPOINT string = cosmos.outputs.endpoint
 output COSMOS_DATABASE string = fleet.cosmos.database
 output COSMOS_CONTAINER string = fleet.cosmos.container
 output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
+output AZURE_KEY_VAULT_NAME string = keyVault.outputs.name
 output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.applicationInsightsName

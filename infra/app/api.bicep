@@ -2,7 +2,9 @@
 // with a system-assigned identity. Every app setting below is named exactly as the code reads it
 // (fleet/settings.py, fleet/coordinator/fleet_health.py, the %...% timer schedules in
 // fleet/timers.py); tests/unit/test_infra.py fails on a setting the code reads that is not set
-// here, or one set here that nothing reads. No setting holds a key.
+// here, or one set here that nothing reads. No setting holds a key, and no secret: the webhook
+// and tracker secrets (and URLs, which may carry a token) are Key Vault references, resolved by
+// the platform with the app's identity.
 param location string
 param tags object
 param name string
@@ -10,6 +12,7 @@ param planName string
 param storageAccountName string
 param deploymentContainerName string
 param applicationInsightsName string
+param cosmosAccountName string
 param cosmosEndpoint string
 param cosmosDatabase string
 param cosmosContainer string
@@ -26,14 +29,12 @@ param healerNeverStartedSeconds string
 param healerPruneAfterSeconds string
 param cosmosThrottleRetries string
 param cosmosThrottleMaxWaitSeconds string
-@secure()
-param trackerWebhookSecret string
-param trackerEchoUrl string
-@secure()
-param trackerEchoSecret string
-param alertWebhookUrl string
-@secure()
-param alertWebhookSecret string
+@description('The Key Vault holding the secret settings (app/keyvault.bicep).')
+param keyVaultName string
+@description('Secret setting name -> whether its value was given (and so stored in the vault under the setting\'s name in kebab case). One not given stays empty: that feature is off.')
+param secretsGiven object
+@description('Private networking: the subnet the app joins (app/network.bicep); empty: none.')
+param appSubnetId string
 @description('Origins allowed to call the API from a browser (the web UI).')
 param corsAllowedOrigins array
 param maximumInstanceCount int
@@ -46,6 +47,14 @@ resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
 resource applicationInsights 'Microsoft.Insights/components@2020-02-02' existing = {
   name: applicationInsightsName
 }
+
+resource keyVault 'Microsoft.KeyVault/vaults@2023-07-01' existing = {
+  name: keyVaultName
+}
+
+// A secret setting's value: a reference to the latest version of its secret (versionless, so a
+// redeployment's new value is picked up when the app restarts, or within a day).
+var secretUri = '${keyVault.properties.vaultUri}secrets'
 
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
   //checkov:skip=CKV_AZURE_225: zone redundancy on Flex Consumption needs zone-redundant (ZRS) host storage and a region that offers it; off by default to keep an idle fleet cheap (leases and the reaper make an instance loss a delay, not a lost job)
@@ -79,6 +88,9 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
   properties: {
     serverFarmId: plan.id
     httpsOnly: true
+    // Flex Consumption virtual network integration (publicNetworkAccess=Disabled): the app
+    // reaches Storage, Cosmos DB and Key Vault through their private endpoints.
+    virtualNetworkSubnetId: empty(appSubnetId) ? null : appSubnetId
     siteConfig: {
       minTlsVersion: '1.2'
       ftpsState: 'Disabled'
@@ -109,6 +121,20 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
   }
 }
 
+// The app's data-plane roles, granted before its settings are written: the settings' Key Vault
+// references resolve when the app (re)starts with them, and need the role by then.
+module rbac 'rbac.bicep' = {
+  name: 'rbac'
+  params: {
+    principalId: functionApp.identity.principalId
+    storageAccountName: storage.name
+    cosmosAccountName: cosmosAccountName
+    cosmosDatabaseName: cosmosDatabase
+    applicationInsightsName: applicationInsights.name
+    keyVaultName: keyVault.name
+  }
+}
+
 resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
   // checkov reads every sites/config resource as the site's web config; this one holds only
   // app settings, so the web-config checks below do not apply to it.
@@ -121,6 +147,9 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
   //checkov:skip=CKV_AZURE_222: not a network setting (see the Function App above: the API is public by design)
   parent: functionApp
   name: 'appsettings'
+  dependsOn: [
+    rbac
+  ]
   properties: {
     FLEET_STORE: 'azure'
     // Cosmos DB through the app's identity: an endpoint and no key (DefaultAzureCredential).
@@ -146,13 +175,13 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     HEALER_STALL_AFTER_SECONDS: healerStallAfterSeconds
     HEALER_NEVER_STARTED_SECONDS: healerNeverStartedSeconds
     HEALER_PRUNE_AFTER_SECONDS: healerPruneAfterSeconds
-    // The tracker bridge (optional; empty: off).
-    TRACKER_WEBHOOK_SECRET: trackerWebhookSecret
-    TRACKER_ECHO_URL: trackerEchoUrl
-    TRACKER_ECHO_SECRET: trackerEchoSecret
-    // The alert webhook (optional; empty: off).
-    ALERT_WEBHOOK_URL: alertWebhookUrl
-    ALERT_WEBHOOK_SECRET: alertWebhookSecret
+    // The tracker bridge (optional; empty: off), from Key Vault.
+    TRACKER_WEBHOOK_SECRET: secretsGiven.TRACKER_WEBHOOK_SECRET ? '@Microsoft.KeyVault(SecretUri=${secretUri}/tracker-webhook-secret/)' : ''
+    TRACKER_ECHO_URL: secretsGiven.TRACKER_ECHO_URL ? '@Microsoft.KeyVault(SecretUri=${secretUri}/tracker-echo-url/)' : ''
+    TRACKER_ECHO_SECRET: secretsGiven.TRACKER_ECHO_SECRET ? '@Microsoft.KeyVault(SecretUri=${secretUri}/tracker-echo-secret/)' : ''
+    // The alert webhook (optional; empty: off), from Key Vault.
+    ALERT_WEBHOOK_URL: secretsGiven.ALERT_WEBHOOK_URL ? '@Microsoft.KeyVault(SecretUri=${secretUri}/alert-webhook-url/)' : ''
+    ALERT_WEBHOOK_SECRET: secretsGiven.ALERT_WEBHOOK_SECRET ? '@Microsoft.KeyVault(SecretUri=${secretUri}/alert-webhook-secret/)' : ''
     // Read by the Functions host: telemetry, sent with the identity (local auth is off).
     APPLICATIONINSIGHTS_CONNECTION_STRING: applicationInsights.properties.ConnectionString
     APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'Authorization=AAD'

@@ -17,6 +17,12 @@ param indexingPolicy object
 ])
 param capacityMode string
 param autoscaleMaxThroughput int
+@allowed([
+  'Enabled'
+  'Disabled'
+])
+@description('Disabled: reachable only through the private endpoint of app/network.bicep.')
+param publicNetworkAccess string
 
 var serverless = capacityMode == 'serverless'
 var serverlessCapabilities = [
@@ -31,8 +37,8 @@ var autoscaleOptions = {
 }
 
 resource account 'Microsoft.DocumentDB/databaseAccounts@2024-11-15' = {
-  //checkov:skip=CKV_AZURE_99: no IP or virtual-network filter: the Function App (no VNet integration) reaches the account over its public endpoint; access is Entra ID only (disableLocalAuth) through data-plane RBAC
-  //checkov:skip=CKV_AZURE_101: public network access stays on: the Function App has no VNet integration (private endpoints are not part of this template); access is Entra ID only (disableLocalAuth)
+  //checkov:skip=CKV_AZURE_99: no IP or virtual-network filter: by default the Function App (no virtual network) reaches the account over its public endpoint, with Entra ID only (disableLocalAuth) through data-plane RBAC; with publicNetworkAccess=Disabled only the private endpoint answers
+  //checkov:skip=CKV_AZURE_101: public network access follows the publicNetworkAccess parameter: Enabled by default (no virtual network; access is Entra ID only, disableLocalAuth), Disabled: private endpoint only (app/network.bicep)
   name: name
   location: location
   tags: tags
@@ -53,7 +59,7 @@ resource account 'Microsoft.DocumentDB/databaseAccounts@2024-11-15' = {
     disableLocalAuth: true
     disableKeyBasedMetadataWriteAccess: true
     minimalTlsVersion: 'Tls12'
-    publicNetworkAccess: 'Enabled'
+    publicNetworkAccess: publicNetworkAccess
   }
 }
 

@@ -1,19 +1,28 @@
-// Data-plane roles for the Function App's identity, each named guid(scope, principal, role) so a
-// redeploy finds the same assignment instead of failing on a duplicate.
+// Data-plane roles for the Function App's identity, each at the narrowest scope the app's use
+// allows, and each named guid(scope, principal, role) so a redeploy finds the same assignment
+// instead of failing on a duplicate. Deployed from app/api.bicep, before the app settings: the
+// app's first start then finds its roles in place (Key Vault references resolve at start).
 param principalId string
 param storageAccountName string
 param cosmosAccountName string
+param cosmosDatabaseName string
 param applicationInsightsName string
+param keyVaultName string
 
 // Built-in role definition ids (the same in every tenant).
 var roles = {
-  // Host storage (keys, timer locks, the deployment package) and the artifacts container;
-  // includes the user-delegation key behind the artifact upload SAS URLs.
-  storageBlobDataOwner: 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
-  // The heartbeats, ratelimits and commands tables.
+  // Read, write and delete blobs and containers, and get the user-delegation key behind the
+  // artifact SAS URLs; not Owner: no POSIX ACLs or ownership to manage. At account scope: the
+  // host creates its own containers (azure-webjobs-hosts, -secrets) and a user-delegation key
+  // is granted only at account scope or above.
+  storageBlobDataContributor: 'ba92f5b4-2d11-453f-a403-e96b0029c9fe'
+  // The heartbeats, ratelimits and commands tables. At account scope: the app creates missing
+  // tables and its health check lists them (fleet/store/azure.py).
   storageTableDataContributor: '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
   // Telemetry with Entra ID (Application Insights local auth is disabled).
   monitoringMetricsPublisher: '3913510d-42f4-4e42-8a64-420c390055eb'
+  // Read the secret settings' values (app/keyvault.bicep): secrets only, no keys or certificates.
+  keyVaultSecretsUser: '4633458b-17de-408a-b874-0445c86b69e6'
 }
 // No Storage Queue Data Contributor: the app has only HTTP and timer triggers, and the host
 // uses queues only for blob and queue triggers.
@@ -29,15 +38,24 @@ resource cosmos 'Microsoft.DocumentDB/databaseAccounts@2024-11-15' existing = {
   name: cosmosAccountName
 }
 
+resource database 'Microsoft.DocumentDB/databaseAccounts/sqlDatabases@2024-11-15' existing = {
+  parent: cosmos
+  name: cosmosDatabaseName
+}
+
 resource applicationInsights 'Microsoft.Insights/components@2020-02-02' existing = {
   name: applicationInsightsName
 }
 
-resource blobOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(storage.id, principalId, roles.storageBlobDataOwner)
+resource keyVault 'Microsoft.KeyVault/vaults@2023-07-01' existing = {
+  name: keyVaultName
+}
+
+resource blobContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(storage.id, principalId, roles.storageBlobDataContributor)
   scope: storage
   properties: {
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataOwner)
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataContributor)
     principalId: principalId
     principalType: 'ServicePrincipal'
   }
@@ -63,12 +81,24 @@ resource metricsPublisher 'Microsoft.Authorization/roleAssignments@2022-04-01' =
   }
 }
 
+resource secretsUser 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(keyVault.id, principalId, roles.keyVaultSecretsUser)
+  scope: keyVault
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.keyVaultSecretsUser)
+    principalId: principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// Scoped to the fleet database, not the account: no other database of the account is the app's.
+// A Cosmos DB scope names the database as /dbs/<name> (not the ARM type sqlDatabases).
 resource cosmosContributor 'Microsoft.DocumentDB/databaseAccounts/sqlRoleAssignments@2024-11-15' = {
   parent: cosmos
-  name: guid(cosmos.id, principalId, cosmosDataContributor)
+  name: guid(database.id, principalId, cosmosDataContributor)
   properties: {
     roleDefinitionId: '${cosmos.id}/sqlRoleDefinitions/${cosmosDataContributor}'
     principalId: principalId
-    scope: cosmos.id
+    scope: '${cosmos.id}/dbs/${database.name}'
   }
 }

@@ -9,10 +9,16 @@ param name string
 param containerNames array
 @description('Tables the coordinator uses (fleet/store/azure.py TABLES).')
 param tableNames array
+@allowed([
+  'Enabled'
+  'Disabled'
+])
+@description('Disabled: reachable only through the private endpoints of app/network.bicep.')
+param publicNetworkAccess string
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
-  //checkov:skip=CKV_AZURE_35: no virtual network by design (Flex Consumption without VNet integration, factories on any network): the network rule stays Allow; every request needs Entra ID (shared keys disabled) or a short-lived user-delegation SAS
-  //checkov:skip=CKV_AZURE_59: public network access stays on (no virtual network by design, factories on any network upload artifacts); anonymous blob access is off and shared keys are disabled
+  //checkov:skip=CKV_AZURE_35: the network rule follows the publicNetworkAccess parameter: Allow by default (factories on any network upload artifacts with user-delegation SAS URLs; every request needs Entra ID, shared keys are disabled), Deny with publicNetworkAccess=Disabled (private endpoints only)
+  //checkov:skip=CKV_AZURE_59: public network access follows the publicNetworkAccess parameter: Enabled by default (factories on any network upload artifacts); anonymous blob access is off and shared keys are disabled. Disabled: private endpoints only (app/network.bicep)
   //checkov:skip=CKV_AZURE_206: locally redundant by choice: the account holds transient coordination state (heartbeats, rate-limit buckets, pending commands) and build artifacts; the system of record is Cosmos DB
   name: name
   location: location
@@ -28,9 +34,9 @@ resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
     allowSharedKeyAccess: false
     defaultToOAuthAuthentication: true
     allowCrossTenantReplication: false
-    publicNetworkAccess: 'Enabled'
+    publicNetworkAccess: publicNetworkAccess
     networkAcls: {
-      defaultAction: 'Allow'
+      defaultAction: publicNetworkAccess == 'Enabled' ? 'Allow' : 'Deny'
       bypass: 'AzureServices'
     }
     encryption: {

@@ -15,7 +15,14 @@ from typing import Any
 
 import pytest
 import requests
-from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
+from playwright.sync_api import (
+    Browser,
+    BrowserContext,
+    ConsoleMessage,
+    Page,
+    expect,
+    sync_playwright,
+)
 
 from tests.conftest import REPO, RunningStack, bearer
 
@@ -68,14 +75,26 @@ def context(browser: Browser) -> Iterator[BrowserContext]:
         ctx.close()
 
 
+def is_policy_violation(message: ConsoleMessage) -> bool:
+    """Chromium reports what the Content-Security-Policy refused as a console error
+    ("... violates the following Content Security Policy directive ...", "This document
+    requires 'TrustedScript' assignment ...")."""
+    return message.type == "error" and (
+        "Content Security Policy" in message.text or "requires 'Trusted" in message.text
+    )
+
+
 @pytest.fixture
 def page(context: BrowserContext) -> Iterator[Page]:
-    """A tab; an uncaught script error on it fails the test."""
+    """A tab; an uncaught script error on it, or anything the page's Content-Security-Policy
+    refuses (webui/staticwebapp.config.json: every page of every test runs under it), fails
+    the test."""
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("console", lambda m: errors.append(m.text) if is_policy_violation(m) else None)
     yield page
-    assert not errors, f"uncaught errors in the page: {errors}"
+    assert not errors, f"uncaught errors or policy violations in the page: {errors}"
 
 
 def sign_in(page: Page, ui_url: str, token: str, product: str) -> None:

@@ -6,6 +6,7 @@ import http.client
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -21,17 +22,20 @@ import requests
 
 from devtools.host import (
     DevHost,
+    DevHostError,
     RouteError,
     ScheduleError,
     TimerFunction,
     TimerRunner,
     compile_route,
     index_app,
+    load_global_headers,
     load_local_settings,
     read_route_prefix,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+WEBUI = REPO_ROOT / "webui"
 FAR_FUTURE = "0 0 0 1 1 *"  # once a year: the scheduler thread stays idle during HTTP tests
 
 
@@ -272,6 +276,137 @@ def test_routes_under_prefix_never_fall_back_to_static(host: DevHost) -> None:
     response = requests.get(f"{host.url}/api/nope", timeout=5)
     assert response.status_code == 404
     assert response.json()["error"] == "not_found"
+
+
+# --------------------------------------------------------------------------- security headers
+
+# The web UI's policy, directive by directive: what the page loads and no more. It loads only
+# its own scripts, stylesheet and (favicon) images; it calls the API on its own origin, or,
+# deployed as a Static Web App, on the Function App's (webui/config.js FLEET_API_BASE); it has
+# no inline script or style, no HTML sinks (Trusted Types), no form that really submits, and
+# nothing may frame it.
+WEBUI_POLICY = {
+    "default-src": ["'none'"],
+    "script-src": ["'self'"],
+    "style-src": ["'self'"],
+    "img-src": ["'self'"],
+    "connect-src": ["'self'", "https://*.azurewebsites.net"],
+    "base-uri": ["'none'"],
+    "form-action": ["'none'"],
+    "frame-ancestors": ["'none'"],
+    "require-trusted-types-for": ["'script'"],
+    "trusted-types": ["'none'"],
+}
+WEBUI_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+}
+
+
+def csp_directives(policy: str) -> dict[str, list[str]]:
+    directives: dict[str, list[str]] = {}
+    for part in policy.split(";"):
+        name, *values = part.split()
+        assert name not in directives, f"{name} repeats"
+        directives[name] = values
+    return directives
+
+
+@pytest.fixture
+def webui_host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[DevHost]:
+    """The local host serving the repository's own web UI."""
+    monkeypatch.setenv("TEST_SCHEDULE", FAR_FUTURE)
+    with DevHost(make_app(), root=write_root(tmp_path / "app"), webui=WEBUI, port=0) as devhost:
+        yield devhost
+
+
+def test_staticwebapp_config_is_the_web_uis_policy() -> None:
+    config = json.loads((WEBUI / "staticwebapp.config.json").read_text(encoding="utf-8"))
+    headers = dict(config["globalHeaders"])
+    assert csp_directives(headers.pop("Content-Security-Policy")) == WEBUI_POLICY
+    assert headers == WEBUI_HEADERS
+
+
+@pytest.mark.parametrize(
+    ("method", "target", "status"),
+    [
+        ("GET", "/", 200),
+        ("GET", "/js/app.js", 200),
+        ("GET", "/style.css", 200),
+        ("HEAD", "/index.html", 200),
+        ("GET", "/missing.png", 404),
+        ("POST", "/index.html", 405),
+        ("GET", "/../pyproject.toml", 404),
+    ],
+)
+def test_static_replies_carry_the_staticwebapp_global_headers(
+    webui_host: DevHost, method: str, target: str, status: int
+) -> None:
+    conn = http.client.HTTPConnection(webui_host.host, webui_host.port, timeout=5)
+    try:
+        conn.request(method, target)
+        response = conn.getresponse()
+        response.read()
+    finally:
+        conn.close()
+    assert response.status == status
+    config = json.loads((WEBUI / "staticwebapp.config.json").read_text(encoding="utf-8"))
+    # One source of truth: what Static Web Apps adds is what the local host adds.
+    for name, value in config["globalHeaders"].items():
+        assert response.getheader(name) == value, name
+        assert len(response.headers.get_all(name) or []) == 1, name
+    assert "frame-ancestors 'none'" in response.getheader("Content-Security-Policy", "")
+
+
+def test_api_replies_carry_only_the_functions_headers(webui_host: DevHost) -> None:
+    """As on Azure, where the Functions host adds none of the web UI's headers."""
+    found = requests.get(f"{webui_host.url}/api/items/3", timeout=5)
+    missing = requests.get(f"{webui_host.url}/api/nothing/here", timeout=5)
+    for response in (found, missing):
+        assert "Content-Security-Policy" not in response.headers
+        assert "X-Frame-Options" not in response.headers
+        assert "X-Content-Type-Options" not in response.headers
+    assert found.headers["X-Reply"] == "yes"
+
+
+def test_global_headers_are_read_from_the_web_uis_own_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TEST_SCHEDULE", FAR_FUTURE)
+    root = write_root(tmp_path / "app")
+    (root / "webui" / "staticwebapp.config.json").write_text(
+        json.dumps({"globalHeaders": {"X-Test": "from the file", "Referrer-Policy": "same-origin"}})
+    )
+    with DevHost(make_app(), root=root, port=0) as devhost:
+        response = requests.get(f"{devhost.url}/app.js", timeout=5)
+    assert response.headers["X-Test"] == "from the file"
+    assert response.headers["Referrer-Policy"] == "same-origin"
+    assert "Content-Security-Policy" not in response.headers
+
+
+def test_global_headers_absent_config_is_none_and_a_bad_one_is_refused(tmp_path: Path) -> None:
+    assert load_global_headers(tmp_path) == ()
+    config = tmp_path / "staticwebapp.config.json"
+    config.write_text(json.dumps({"routes": []}))
+    assert load_global_headers(tmp_path) == ()
+    for bad in ("{", json.dumps({"globalHeaders": ["a"]}), json.dumps({"globalHeaders": {"a": 1}})):
+        config.write_text(bad)
+        with pytest.raises(DevHostError, match=r"staticwebapp\.config\.json"):
+            load_global_headers(tmp_path)
+
+
+def test_web_ui_markup_needs_no_inline_script_or_style() -> None:
+    """What the policy refuses, the page must not rely on (the browser tests load every page)."""
+    for path in WEBUI.rglob("*.html"):
+        html = path.read_text(encoding="utf-8")
+        for script in re.findall(r"<script\b([^>]*)>(.*?)</script>", html, re.DOTALL | re.I):
+            assert "src=" in script[0] and not script[1].strip(), f"{path}: inline script"
+        assert not re.search(r"<style\b|\sstyle=|\son[a-z]+=", html, re.I), path
+    for path in (WEBUI / "js").rglob("*.js"):
+        text = path.read_text(encoding="utf-8")
+        assert not re.search(r"innerHTML|outerHTML|insertAdjacentHTML|document\.write", text), path
+        assert not re.search(r"setAttribute\(\s*[\"']style", text), path
 
 
 # --------------------------------------------------------------------------- routePrefix

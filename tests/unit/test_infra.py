@@ -305,22 +305,195 @@ def test_infra_security_properties_are_set() -> None:
     assert _object(site["properties"])["httpsOnly"] == "true"
 
 
-def test_infra_role_assignments_are_named_by_scope_principal_and_role() -> None:
+# Built-in role definition ids (the same in every tenant), by role assignment in rbac.bicep: the
+# least each use needs (Storage Blob Data Contributor, not Owner).
+ROLE_ASSIGNMENTS = {
+    "blobContributor": ("storage", "ba92f5b4-2d11-453f-a403-e96b0029c9fe"),
+    "tableContributor": ("storage", "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3"),
+    "metricsPublisher": ("applicationInsights", "3913510d-42f4-4e42-8a64-420c390055eb"),
+    "secretsUser": ("keyVault", "4633458b-17de-408a-b874-0445c86b69e6"),
+    "cosmosContributor": ("database", "00000000-0000-0000-0000-000000000002"),
+}
+STORAGE_BLOB_DATA_OWNER = "b7e6dc6d-f1e8-4753-8033-0f276bb0955b"
+
+
+def _role_assignments() -> dict[str, dict[str, str]]:
     resources = inventory.resources(_bicep(INFRA / "app" / "rbac.bicep"))
-    assignments = {
+    return {
         symbol: inventory.object_entries(body)
         for symbol, (kind, body) in resources.items()
         if kind.split("@")[0].endswith(("/roleAssignments", "/sqlRoleAssignments"))
     }
-    assert len(assignments) == 4
+
+
+def _role_ids() -> dict[str, str]:
+    """rbac.bicep's `roles` variable and its Cosmos DB role: name -> role definition id."""
+    text = _bicep(INFRA / "app" / "rbac.bicep")
+    match = re.search(r"^var roles = (\{.*?^\})", text, re.MULTILINE | re.DOTALL)
+    assert match, "rbac.bicep: no `var roles = {...}`"
+    ids = {k: inventory.bicep_string(v) for k, v in _object(match.group(1)).items()}
+    cosmos = re.search(r"^var (cosmos\w+) = ('[^']+')", text, re.MULTILINE)
+    assert cosmos
+    ids[cosmos.group(1)] = inventory.bicep_string(cosmos.group(2))
+    return ids
+
+
+def test_infra_role_assignments_are_named_by_scope_principal_and_role() -> None:
+    assignments = _role_assignments()
+    assert sorted(assignments) == sorted(ROLE_ASSIGNMENTS)
     for symbol, entries in assignments.items():
-        scope = entries.get("scope") or entries["parent"]
+        # A Cosmos DB role assignment is a child of the account; its scope is a property.
+        scope = entries.get("scope") or ("database" if "parent" in entries else None)
         name = re.fullmatch(r"guid\((\w+)\.id, principalId, ([\w.]+)\)", entries["name"])
         assert name, f"{symbol}: name must be guid(scope.id, principalId, role)"
         assert name.group(1) == scope, symbol
         properties = _object(entries["properties"])
         assert properties["principalId"] == "principalId"
         assert name.group(2) in properties["roleDefinitionId"], symbol
+
+
+def test_infra_roles_are_the_least_the_app_needs_at_their_scopes() -> None:
+    ids = _role_ids()
+    for symbol, entries in _role_assignments().items():
+        scope, role_id = ROLE_ASSIGNMENTS[symbol]
+        role = re.search(r"(?:roles\.)?(\w+)\)?$", entries["name"].removesuffix(")"))
+        assert role and ids[role.group(1)] == role_id, symbol
+        properties = _object(entries["properties"])
+        if symbol == "cosmosContributor":
+            # The fleet database, in the /dbs/<name> form Cosmos DB scopes use; not the account.
+            assert entries["parent"] == "cosmos"
+            assert properties["scope"] == "'${cosmos.id}/dbs/${database.name}'"
+        else:
+            assert entries["scope"] == scope, symbol
+            assert properties["principalType"] == "'ServicePrincipal'"
+    rbac = _bicep(INFRA / "app" / "rbac.bicep")
+    database = inventory.object_entries(inventory.resources(rbac)["database"][1])
+    assert (database["parent"], database["name"]) == ("cosmos", "cosmosDatabaseName")
+    # No Owner role and no queue role anywhere in the templates.
+    for path in INFRA.rglob("*.bicep"):
+        text = _bicep(path)
+        assert STORAGE_BLOB_DATA_OWNER not in text, path
+        assert "974c5e8b-45b9-4653-ba55-5f855dd0fb88" not in text, path  # Queue Data Contributor
+
+
+def test_infra_roles_are_granted_before_the_app_settings_are_written() -> None:
+    """The settings' Key Vault references resolve when the app restarts with them."""
+    api = _bicep(INFRA / "app" / "api.bicep")
+    passed = check.module_params(api, "rbac")
+    assert passed["principalId"] == "functionApp.identity.principalId"
+    assert passed["cosmosDatabaseName"] == "cosmosDatabase"
+    settings = inventory.object_entries(inventory.resources(api)["appSettings"][1])
+    assert settings["dependsOn"].split() == ["[", "rbac", "]"]
+    main = _bicep(MAIN)
+    assert not re.search(r"^module\s+rbac\b", main, re.MULTILINE)  # one place grants them
+    assert check.module_params(main, "api")["cosmosAccountName"] == "cosmos.outputs.name"
+
+
+# --- secrets: Key Vault references ----------------------------------------------------------
+
+KEY_VAULT_REFERENCE = re.compile(
+    r"secretsGiven\.(\w+) \? '@Microsoft\.KeyVault\(SecretUri=\$\{secretUri\}/([a-z0-9-]+)/\)' : ''"
+)
+# The settings that hold secrets (or URLs that may carry one): every one is a Key Vault
+# reference. FLEET_OPERATOR_TOKENS stays a (secure) value: it should hold sha256: hashes only.
+SECRET_SETTINGS = {
+    "TRACKER_WEBHOOK_SECRET",
+    "TRACKER_ECHO_URL",
+    "TRACKER_ECHO_SECRET",
+    "ALERT_WEBHOOK_URL",
+    "ALERT_WEBHOOK_SECRET",
+}
+
+
+def test_infra_secret_settings_are_key_vault_references() -> None:
+    settings = inventory.app_settings()
+    references = {
+        name: KEY_VAULT_REFERENCE.fullmatch(value)
+        for name, value in settings.items()
+        if "KeyVault" in value
+    }
+    assert references.keys() == SECRET_SETTINGS
+    for name, match in references.items():
+        assert match, f"{name}: {settings[name]}"
+        # The reference names the secret keyvault.bicep stores for the setting (kebab case).
+        assert match.group(1) == name
+        assert match.group(2) == name.lower().replace("_", "-")
+    api = _bicep(INFRA / "app" / "api.bicep")
+    assert "var secretUri = '${keyVault.properties.vaultUri}secrets'" in api
+    # No secret value reaches the api module: only whether each was given.
+    main = _bicep(MAIN)
+    passed = check.module_params(main, "api")
+    given = _object(passed["secretsGiven"])
+    secure = set(re.findall(r"^@secure\(\)\n(?:@.*\n)*param (\w+)", main, re.MULTILINE))
+    stored = _object(re.search(r"^var secretSettings = (\{.*?^\})", main, re.M | re.S)[1])
+    assert stored.keys() == given.keys() == SECRET_SETTINGS
+    for name, param in stored.items():
+        assert param in secure, f"{name}: its parameter {param} must be @secure()"
+        assert given[name] == f"!empty({param})"
+    assert secure - set(stored.values()) == {"operatorTokens"}
+    for param, expression in passed.items():
+        if param != "secretsGiven":
+            assert not set(re.findall(r"\w+", expression)) & set(stored.values()), param
+    assert check.module_params(main, "keyVault")["secrets"] == "secretSettings"
+
+
+def test_infra_key_vault_is_rbac_only_and_stores_each_given_secret() -> None:
+    text = _bicep(INFRA / "app" / "keyvault.bicep")
+    vault = _object(inventory.object_entries(inventory.resources(text)["vault"][1])["properties"])
+    assert vault["enableRbacAuthorization"] == "true"
+    assert "accessPolicies" not in vault
+    assert vault["enableSoftDelete"] == "true"
+    assert vault["publicNetworkAccess"] == "publicNetworkAccess"
+    assert "for entry in items(secrets): if (!empty(entry.value))" in text
+    assert "name: replace(toLower(entry.key), '_', '-')" in text
+    assert re.search(r"^@secure\(\)\n(?:@.*\n)*param secrets object", text, re.MULTILINE)
+
+
+# --- private networking ---------------------------------------------------------------------
+
+
+def test_infra_public_network_access_parameter_closes_storage_cosmos_and_key_vault() -> None:
+    main = _bicep(MAIN)
+    defaults = inventory.param_defaults(MAIN)
+    assert defaults["publicNetworkAccess"] == "'Enabled'"
+    assert re.search(
+        r"@allowed\(\[\s*'Enabled'\s*'Disabled'\s*\]\)\n@description\([^\n]*\)\nparam "
+        r"publicNetworkAccess string",
+        main,
+    )
+    for module, template, resource in (
+        ("storage", "storage.bicep", "storage"),
+        ("cosmos", "cosmos.bicep", "account"),
+        ("keyVault", "keyvault.bicep", "vault"),
+    ):
+        assert check.module_params(main, module)["publicNetworkAccess"] == "publicNetworkAccess"
+        text = _bicep(INFRA / "app" / template)
+        properties = _object(
+            inventory.object_entries(inventory.resources(text)[resource][1])["properties"]
+        )
+        assert properties["publicNetworkAccess"] == "publicNetworkAccess", template
+        if "networkAcls" in properties:
+            acls = _object(properties["networkAcls"])
+            assert acls["defaultAction"] == (
+                "publicNetworkAccess == 'Enabled' ? 'Allow' : 'Deny'"
+            ), template
+    # Disabled: a network with private endpoints for each, and the app joins it.
+    assert "var privateNetworking = publicNetworkAccess == 'Disabled'" in main
+    assert re.search(r"^module network 'app/network.bicep' = if \(privateNetworking\)", main, re.M)
+    api = check.module_params(main, "api")
+    assert api["appSubnetId"] == "privateNetworking ? network.outputs.appSubnetId : ''"
+    site = inventory.object_entries(
+        inventory.resources(_bicep(INFRA / "app" / "api.bicep"))["functionApp"][1]
+    )
+    assert (
+        _object(site["properties"])["virtualNetworkSubnetId"]
+        == "empty(appSubnetId) ? null : appSubnetId"
+    )
+    network = _bicep(INFRA / "app" / "network.bicep")
+    assert sorted(re.findall(r"groupId: '(\w+)'", network)) == ["Sql", "blob", "table", "vault"]
+    assert "serviceName: 'Microsoft.App/environments'" in network
+    docs = (ROOT / "docs" / "deployment.md").read_text(encoding="utf-8")
+    assert "publicNetworkAccess" in docs and "privateNetworkAddressSpace" in docs
 
 
 # --- the azd layout ------------------------------------------------------------------------
