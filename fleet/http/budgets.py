@@ -1,8 +1,9 @@
-"""Budgets (per product) and channel limits (per product and channel)."""
+"""Budgets (per product) and channel limits (per product and channel).
+
+Pause and resume are one route each (``fleet/budgets/{productId}/pause``, ``.../resume``):
+any other operation is the host's 404, like any other unknown route."""
 
 from __future__ import annotations
-
-from typing import Any
 
 import azure.functions as func
 from pydantic import Field
@@ -10,9 +11,11 @@ from pydantic import Field
 from fleet.coordinator import Coordinator
 from fleet.coordinator.identity import NAME, Principal
 from fleet.errors import Forbidden, ValidationFailed
-from fleet.http.operation import Call, Operations
+from fleet.http.operation import Call, Operations, Reply, json_body
+from fleet.http.params import CHANNEL, PRODUCT_ID
 from fleet.http.parsing import Body, body_model
-from fleet.http.responses import json_response
+from fleet.http.responses import reply
+from fleet.http.views import View
 
 operations = Operations()
 
@@ -25,6 +28,52 @@ class ChannelBody(Body):
     ratePerMinute: float | None = Field(default=None, gt=0, le=100_000)
     burst: int = Field(default=1, ge=1, le=100_000)
     maxRunning: int | None = Field(default=None, ge=0, le=100_000)
+
+
+class BudgetView(View):
+    """A product's budget; without one: no ceiling, nothing spent, nothing blocked."""
+
+    product: str
+    ceilingUsd: float | None = Field(description="Null: no ceiling.")
+    spentUsd: float
+    reservedUsd: float = Field(description="Held by the claims of running attempts.")
+    remainingUsd: float | None = Field(description="Null without a ceiling.")
+    usedFraction: float | None = Field(
+        description="Spent and reserved over the ceiling; null without a ceiling."
+    )
+    paused: bool = Field(description="Paused by an operator.")
+    autoPaused: bool = Field(description="Spend and reservations reached the ceiling.")
+    reservations: int = Field(description="Claims holding a reservation.")
+    updatedAt: str | None
+    exists: bool = Field(description="Whether the product has a budget.")
+
+
+class BurndownPoint(View):
+    at: str
+    spentUsd: float
+    reservedUsd: float
+    ceilingUsd: float | None
+
+
+class Burndown(View):
+    product: str
+    points: list[BurndownPoint] = Field(description="Oldest first.")
+
+
+class ChannelView(View):
+    """A channel's limits, its token bucket's level and its running jobs."""
+
+    channel: str
+    ratePerMinute: float | None = Field(description="Null: no rate limit.")
+    burst: int = Field(description="The bucket's size.")
+    maxRunning: int | None = Field(description="Null: no cap on running jobs.")
+    tokens: float = Field(description="The bucket's level now.")
+    running: int
+    blocked: str | None = Field(description="Why its jobs cannot start now; null: they can.")
+
+
+class ChannelList(View):
+    channels: list[ChannelView]
 
 
 def _path_name(req: func.HttpRequest, param: str) -> str:
@@ -42,73 +91,151 @@ def _readable_product(req: func.HttpRequest, principal: Principal) -> str:
     return product
 
 
-def _budget_view(coordinator: Coordinator, product: str) -> dict[str, Any]:
+def _budget_view(coordinator: Coordinator, product: str) -> BudgetView:
     budget = coordinator.budgets.get(product)
     if budget is None:
         # Sane without a budget: no ceiling, nothing spent, nothing blocked.
-        return {
-            "product": product,
-            "exists": False,
-            "ceilingUsd": None,
-            "spentUsd": 0.0,
-            "reservedUsd": 0.0,
-            "remainingUsd": None,
-            "usedFraction": None,
-            "paused": False,
-            "autoPaused": False,
-            "reservations": 0,
-            "updatedAt": None,
-        }
-    return {**budget.view(), "exists": True}
+        return BudgetView.model_construct(
+            product=product,
+            ceilingUsd=None,
+            spentUsd=0.0,
+            reservedUsd=0.0,
+            remainingUsd=None,
+            usedFraction=None,
+            paused=False,
+            autoPaused=False,
+            reservations=0,
+            updatedAt=None,
+            exists=False,
+        )
+    return BudgetView.model_validate({**budget.view(), "exists": True})
 
 
-@operations.route("fleet/budgets/{productId}", "GET", caller="any")
+_BUDGET_NOW = {200: Reply("The budget now.", BudgetView)}
+
+
+@operations.route(
+    "fleet/budgets/{productId}",
+    "GET",
+    caller="any",
+    id="getBudget",
+    summary="A product's budget: ceiling, spent, reserved, remaining, paused",
+    tag="budgets",
+    params=(PRODUCT_ID,),
+    replies={200: Reply("The budget (all zeros and no ceiling when none is set).", BudgetView)},
+    errors=(400,),
+)
 def get_budget(req: func.HttpRequest, call: Call) -> func.HttpResponse:
     product = _readable_product(req, call.principal)
-    return json_response(_budget_view(call.context.coordinator, product))
+    return reply(_budget_view(call.context.coordinator, product))
 
 
-@operations.route("fleet/budgets/{productId}", "PUT", caller="operator")
+@operations.route(
+    "fleet/budgets/{productId}",
+    "PUT",
+    caller="operator",
+    id="putBudget",
+    summary="Set the ceiling in USD (null: no ceiling); spend and reservations are kept",
+    tag="budgets",
+    params=(PRODUCT_ID,),
+    body=json_body(BudgetBody),
+    replies=_BUDGET_NOW,
+    errors=(400,),
+)
 def put_budget(req: func.HttpRequest, call: Call) -> func.HttpResponse:
     """Set the ceiling (null: no ceiling); spend and reservations are kept."""
     product = _path_name(req, "productId")
     body = body_model(req, BudgetBody)
     call.context.coordinator.budgets.put(product, body.ceilingUsd)
-    return json_response(_budget_view(call.context.coordinator, product))
+    return reply(_budget_view(call.context.coordinator, product))
 
 
-@operations.route("fleet/budgets/{productId}/{op}", "POST", caller="operator")
-def budget_switch(req: func.HttpRequest, call: Call) -> func.HttpResponse:
-    """pause: no job of this product may start; resume: lifts it (and an auto-pause)."""
+@operations.route(
+    "fleet/budgets/{productId}/pause",
+    "POST",
+    caller="operator",
+    id="pauseBudget",
+    summary="Pause the product: no job of it may start",
+    tag="budgets",
+    params=(PRODUCT_ID,),
+    replies=_BUDGET_NOW,
+    errors=(400,),
+)
+def pause_budget(req: func.HttpRequest, call: Call) -> func.HttpResponse:
+    """No job of this product may start until it is resumed."""
     product = _path_name(req, "productId")
-    op = req.route_params.get("op")
-    if op not in ("pause", "resume"):
-        raise ValidationFailed.one("op", "enum", "one of pause, resume")
     coord = call.context.coordinator
-    coord.budgets.set_paused(product, op == "pause")
-    if op == "resume":
-        coord.bump_gate(product)  # work may be claimable again
-    return json_response(_budget_view(coord, product))
+    coord.budgets.set_paused(product, True)
+    return reply(_budget_view(coord, product))
 
 
-@operations.route("fleet/budgets/{productId}/burndown", "GET", caller="any")
+@operations.route(
+    "fleet/budgets/{productId}/resume",
+    "POST",
+    caller="operator",
+    id="resumeBudget",
+    summary="Lift an operator's pause",
+    tag="budgets",
+    params=(PRODUCT_ID,),
+    replies=_BUDGET_NOW,
+    errors=(400,),
+)
+def resume_budget(req: func.HttpRequest, call: Call) -> func.HttpResponse:
+    """Lift an operator's pause (an auto-pause lasts until the ceiling allows more)."""
+    product = _path_name(req, "productId")
+    coord = call.context.coordinator
+    coord.budgets.set_paused(product, False)
+    coord.bump_gate(product)  # work may be claimable again
+    return reply(_budget_view(coord, product))
+
+
+@operations.route(
+    "fleet/budgets/{productId}/burndown",
+    "GET",
+    caller="any",
+    id="budgetBurndown",
+    summary="Spend and reservations over time (a point per metrics run), oldest first",
+    tag="budgets",
+    params=(PRODUCT_ID,),
+    replies={200: Reply("The points.", Burndown)},
+    errors=(400,),
+)
 def budget_burndown(req: func.HttpRequest, call: Call) -> func.HttpResponse:
     """Spend and reservations over time (a point per metrics run), oldest first."""
     product = _readable_product(req, call.principal)
     points = call.context.coordinator.budgets.burndown(product)
-    return json_response({"product": product, "points": points})
+    return reply(Burndown.model_validate({"product": product, "points": points}))
 
 
-@operations.route("fleet/channels", "GET", caller="any")
+@operations.route(
+    "fleet/channels",
+    "GET",
+    caller="any",
+    id="listChannels",
+    summary="The product's channel limits, bucket levels and running counts",
+    tag="budgets",
+    replies={200: Reply("The channels.", ChannelList)},
+)
 def list_channels(req: func.HttpRequest, call: Call) -> func.HttpResponse:
     principal = call.principal
     coord = call.context.coordinator
     now = coord.clock.now()
     channels = coord.channels.list(principal.product)
-    return json_response({"channels": [c.view(now) for c in channels]})
+    return reply(ChannelList.model_validate({"channels": [c.view(now) for c in channels]}))
 
 
-@operations.route("fleet/channels/{channel}", "PUT", caller="operator")
+@operations.route(
+    "fleet/channels/{channel}",
+    "PUT",
+    caller="operator",
+    id="putChannel",
+    summary="Set a channel's token bucket and running cap (takes effect on the next claim)",
+    tag="budgets",
+    params=(CHANNEL,),
+    body=json_body(ChannelBody),
+    replies={200: Reply("The channel now.", ChannelView)},
+    errors=(400,),
+)
 def put_channel(req: func.HttpRequest, call: Call) -> func.HttpResponse:
     """Set a channel's token bucket and running cap; takes effect on the next claim."""
     principal = call.principal
@@ -123,10 +250,20 @@ def put_channel(req: func.HttpRequest, call: Call) -> func.HttpResponse:
         max_running=body.maxRunning,
     )
     coord.bump_gate(principal.product)  # a raised limit may make work claimable
-    return json_response(channel.view(coord.clock.now()))
+    return reply(ChannelView.model_validate(channel.view(coord.clock.now())))
 
 
-@operations.route("fleet/channels/{channel}", "DELETE", caller="operator")
+@operations.route(
+    "fleet/channels/{channel}",
+    "DELETE",
+    caller="operator",
+    id="deleteChannel",
+    summary="Remove a channel's limits",
+    tag="budgets",
+    params=(CHANNEL,),
+    replies={204: Reply("Removed.")},
+    errors=(400, 404),
+)
 def delete_channel(req: func.HttpRequest, call: Call) -> func.HttpResponse:
     """Remove a channel's limits (its jobs are then unlimited)."""
     principal = call.principal

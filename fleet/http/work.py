@@ -6,7 +6,7 @@ import json
 from typing import Annotated, Any, Literal
 
 import azure.functions as func
-from pydantic import Field, StringConstraints
+from pydantic import BaseModel, Field, StringConstraints
 
 from fleet.coordinator.identity import DEFAULT_PRODUCT, NAME
 from fleet.coordinator.review import Reviewer
@@ -14,10 +14,22 @@ from fleet.coordinator.tracker import verify_github_signature
 from fleet.domain import review as R
 from fleet.domain.manifest import Manifest, parse_json
 from fleet.errors import Problem, ValidationFailed
-from fleet.http.jobs import job_view, readable_job
-from fleet.http.operation import Call, Operations
+from fleet.http.jobs import ManifestDocument, job_id_of, readable_job
+from fleet.http.operation import Call, Operations, Reply, json_body
+from fleet.http.params import ARTIFACT_ID, JOB_ID
 from fleet.http.parsing import Body, body_bytes, body_model, json_value, parse_model
-from fleet.http.responses import json_response
+from fleet.http.responses import reply
+from fleet.http.views import JobView
+from fleet.http.work_views import (
+    ArtifactDownload,
+    ArtifactList,
+    ArtifactUpload,
+    Children,
+    DagNode,
+    TrackerEcho,
+    TrackerIgnored,
+    TrackerJob,
+)
 
 operations = Operations()
 
@@ -50,55 +62,113 @@ class ReviewRequestBody(Body):
     note: str | None = Field(default=None, max_length=R.MAX_NOTE_CHARS)
 
 
-def _job_id(req: func.HttpRequest) -> str:
-    return str(req.route_params.get("id", ""))
-
-
-@operations.route("fleet/jobs/{id}/artifacts", "POST", caller="factory")
+@operations.route(
+    "fleet/jobs/{id}/artifacts",
+    "POST",
+    caller="factory",
+    id="issueArtifactUpload",
+    summary="A short-lived write-only SAS URL for one blob of this attempt (holder only)",
+    tag="factory",
+    description=(
+        "The blob is `{productId}/{jobId}/{epoch}/{name}`; PUT the bytes to `url` with "
+        "`headers` within 15 minutes. A stale `leaseEpoch` is 409 `fenced`: a zombie "
+        "never gets a URL."
+    ),
+    params=(JOB_ID,),
+    body=json_body(ArtifactBody),
+    replies={201: Reply("Where to upload.", ArtifactUpload)},
+    errors=(400, 404, 409),
+    conflict="Fenced",
+)
 def issue_artifact_upload(req: func.HttpRequest, call: Call) -> func.HttpResponse:
     """A short-lived, write-only SAS URL for one blob of this attempt; only for the current
     lease holder (a stale epoch is 409 fenced: a zombie never gets one)."""
     principal = call.principal
     body = body_model(req, ArtifactBody)
     issued = call.context.coordinator.artifacts.issue_upload(
-        principal.product, _job_id(req), principal.id, body.leaseEpoch, body.name, body.contentType
+        principal.product,
+        job_id_of(req),
+        principal.id,
+        body.leaseEpoch,
+        body.name,
+        body.contentType,
     )
-    return json_response(issued, 201, {"Cache-Control": "no-store"})
+    return reply(ArtifactUpload.model_validate(issued), 201, {"Cache-Control": "no-store"})
 
 
-@operations.route("fleet/jobs/{id}/artifacts", "GET", caller="any")
+@operations.route(
+    "fleet/jobs/{id}/artifacts",
+    "GET",
+    caller="any",
+    id="listArtifacts",
+    summary="The job's artifacts, every attempt's (size and type once uploaded)",
+    tag="jobs",
+    params=(JOB_ID,),
+    replies={200: Reply("The artifacts.", ArtifactList)},
+    errors=(404,),
+)
 def list_artifacts(req: func.HttpRequest, call: Call) -> func.HttpResponse:
     principal = call.principal
     if principal.kind == "factory":
-        readable_job(call.context.coordinator, principal, _job_id(req))
-    artifacts = call.context.coordinator.artifacts.list(principal.product, _job_id(req))
-    return json_response({"artifacts": artifacts})
+        readable_job(call.context.coordinator, principal, job_id_of(req))
+    artifacts = call.context.coordinator.artifacts.list(principal.product, job_id_of(req))
+    return reply(ArtifactList.model_validate({"artifacts": artifacts}))
 
 
-@operations.route("fleet/jobs/{id}/artifacts/{artifactId}", "GET", caller="any")
+@operations.route(
+    "fleet/jobs/{id}/artifacts/{artifactId}",
+    "GET",
+    caller="any",
+    id="downloadArtifact",
+    summary="A short-lived read-only SAS URL for one artifact",
+    tag="jobs",
+    params=(JOB_ID, ARTIFACT_ID),
+    replies={200: Reply("Where to download it.", ArtifactDownload)},
+    errors=(404,),
+)
 def download_artifact(req: func.HttpRequest, call: Call) -> func.HttpResponse:
     """A short-lived, read-only SAS URL for the artifact."""
     principal = call.principal
     if principal.kind == "factory":
-        readable_job(call.context.coordinator, principal, _job_id(req))
+        readable_job(call.context.coordinator, principal, job_id_of(req))
     artifact_id = str(req.route_params.get("artifactId", ""))
     url = call.context.coordinator.artifacts.download_url(
-        principal.product, _job_id(req), artifact_id
+        principal.product, job_id_of(req), artifact_id
     )
-    return json_response(url, 200, {"Cache-Control": "no-store"})
+    return reply(ArtifactDownload.model_validate(url), 200, {"Cache-Control": "no-store"})
 
 
-@operations.route("fleet/jobs/{id}/artifacts/{artifactId}", "DELETE", caller="operator")
+@operations.route(
+    "fleet/jobs/{id}/artifacts/{artifactId}",
+    "DELETE",
+    caller="operator",
+    id="deleteArtifact",
+    summary="Delete an artifact (the blob and its pointer)",
+    tag="operator",
+    params=(JOB_ID, ARTIFACT_ID),
+    replies={204: Reply("Deleted.")},
+    errors=(404,),
+)
 def delete_artifact(req: func.HttpRequest, call: Call) -> func.HttpResponse:
     principal = call.principal
     artifact_id = str(req.route_params.get("artifactId", ""))
-    call.context.coordinator.artifacts.delete(principal.product, _job_id(req), artifact_id)
+    call.context.coordinator.artifacts.delete(principal.product, job_id_of(req), artifact_id)
     return func.HttpResponse(status_code=204)
 
 
 # --- DAGs ------------------------------------------------------------------------------
 
 MAX_CHILDREN = 100
+
+
+# The body as the document says it. The handler reads it itself (``_child_manifests``),
+# child by child as a submit reads a manifest, so that every problem carries its child's
+# path (``children[1].title``); other keys are ignored, as they were.
+class ChildrenBody(BaseModel):
+    """The child jobs: manifests (fields, or markdown) and how the parent waits for them."""
+
+    mode: Literal["all", "any"] = "all"
+    children: tuple[Manifest | ManifestDocument, ...] = Field(min_length=1, max_length=MAX_CHILDREN)
 
 
 def _child_manifests(raw: Any) -> tuple[list[Manifest], Literal["all", "any"]]:
@@ -128,32 +198,78 @@ def _child_manifests(raw: Any) -> tuple[list[Manifest], Literal["all", "any"]]:
     return manifests, "any" if mode == "any" else "all"
 
 
-@operations.route("fleet/jobs/{id}/children", "POST", caller="operator")
+@operations.route(
+    "fleet/jobs/{id}/children",
+    "POST",
+    caller="operator",
+    id="addChildren",
+    summary="Split a queued job into child jobs it waits for (idempotent)",
+    tag="operator",
+    description=(
+        "The parent becomes `blocked` until its children satisfy `mode` (`all` shipped, "
+        "or `any` shipped), then it is queued; a child that can never ship (dead-lettered, "
+        "failed, cancelled) fails an `all` parent. Each child's idempotency key defaults "
+        "to `{parent}:child:{index}`. A child depending on a job that waits for the "
+        "parent is a cycle: 400 `cycle`, nothing created."
+    ),
+    params=(JOB_ID,),
+    body=json_body(ChildrenBody),
+    replies={201: Reply("The parent and its children.", Children)},
+    errors=(400, 404, 409),
+)
 def add_children(req: func.HttpRequest, call: Call) -> func.HttpResponse:
     """Split a queued job into child jobs it waits for (``all`` or ``any``); idempotent."""
     principal = call.principal
     manifests, mode = _child_manifests(json_value(req))
     parent, children = call.context.coordinator.add_children(
-        principal.product, _job_id(req), manifests, mode, principal.actor
+        principal.product, job_id_of(req), manifests, mode, principal.actor
     )
-    return json_response(
-        {"parent": job_view(parent), "children": [job_view(c) for c in children]}, 201
+    view = Children.model_construct(
+        parent=JobView.of(parent), children=[JobView.of(c) for c in children]
     )
+    return reply(view, 201)
 
 
-@operations.route("fleet/jobs/{id}/dag", "GET", caller="any")
+@operations.route(
+    "fleet/jobs/{id}/dag",
+    "GET",
+    caller="any",
+    id="jobDag",
+    summary="The job and, recursively, the jobs it waits for, with stages",
+    tag="jobs",
+    params=(JOB_ID,),
+    replies={200: Reply("The tree.", DagNode)},
+    errors=(404,),
+)
 def job_dag(req: func.HttpRequest, call: Call) -> func.HttpResponse:
     """The job and, recursively, the jobs it waits for, with their stages."""
     principal = call.principal
     if principal.kind == "factory":
-        readable_job(call.context.coordinator, principal, _job_id(req))
-    return json_response(call.context.coordinator.dag(principal.product, _job_id(req)))
+        readable_job(call.context.coordinator, principal, job_id_of(req))
+    tree = call.context.coordinator.dag(principal.product, job_id_of(req))
+    return reply(DagNode.model_validate(tree))
 
 
 # --- the review quorum ------------------------------------------------------------------
 
 
-@operations.route("fleet/jobs/{id}/review/request", "POST", caller="any")
+@operations.route(
+    "fleet/jobs/{id}/review/request",
+    "POST",
+    caller="any",
+    id="requestReview",
+    summary="Ask for reviewers of a job in review (recorded; wakes gated factories)",
+    tag="review",
+    description=(
+        "An operator, or the factory whose attempt is under review (another factory: 403 "
+        "`not_author`). Recorded in `reviewState.requests` and as a `review_request` "
+        "event; the queue-state gate is bumped. 409 `not_in_review` outside review."
+    ),
+    params=(JOB_ID,),
+    body=json_body(ReviewRequestBody, required=False),
+    replies={200: Reply("The job, as it is now.", JobView)},
+    errors=(400, 404, 409),
+)
 def request_review(req: func.HttpRequest, call: Call) -> func.HttpResponse:
     """Ask for reviewers of a job in review (an operator, or the attempt's author): recorded
     as an event, and the gate is bumped so that polling reviewer factories look."""
@@ -161,15 +277,34 @@ def request_review(req: func.HttpRequest, call: Call) -> func.HttpResponse:
     body = parse_model(ReviewRequestBody, json_value(req, required=False))
     job = call.context.coordinator.reviews.request(
         principal.product,
-        _job_id(req),
+        job_id_of(req),
         Reviewer(principal.kind, principal.id),
         body.reviewers,
         body.note,
     )
-    return json_response(job_view(job))
+    return reply(JobView.of(job))
 
 
-@operations.route("fleet/jobs/{id}/review", "POST", caller="any")
+@operations.route(
+    "fleet/jobs/{id}/review",
+    "POST",
+    caller="any",
+    id="reviewJob",
+    summary="Approve or reject the attempt under review",
+    tag="review",
+    description=(
+        "Operators (`kind` as given, default `human`) and factories (their kind is their "
+        "`kind:NAME`, else `engine:NAME` capabilities). The manifest's `review.approvals` "
+        "approvals from distinct reviewers in one round ship the job; one rejection "
+        "queues it again with every vote's comments under `checkpoint.review`, or fails "
+        "it in round `maxRounds`. 403 `self_review` (the author), `same_kind` (with "
+        "`distinctKind`), `review_refused`; 409 `already_voted`, `not_in_review`."
+    ),
+    params=(JOB_ID,),
+    body=json_body(ReviewBody),
+    replies={200: Reply("The job, as it is now.", JobView)},
+    errors=(400, 404, 409),
+)
 def review_job(req: func.HttpRequest, call: Call) -> func.HttpResponse:
     """Approve or reject the attempt under review (operators, or factories other than the
     author). The quorum ships it; a rejection queues it again with the comments in its
@@ -178,19 +313,45 @@ def review_job(req: func.HttpRequest, call: Call) -> func.HttpResponse:
     body = body_model(req, ReviewBody)
     job = call.context.coordinator.reviews.vote(
         principal.product,
-        _job_id(req),
+        job_id_of(req),
         Reviewer(principal.kind, principal.id),
         body.verdict,
         body.comments,
         body.kind,
     )
-    return json_response(job_view(job))
+    return reply(JobView.of(job))
 
 
 # --- the tracker bridge -----------------------------------------------------------------
 
 
-@operations.route("fleet/tracker/ingest", "POST", caller="anonymous")
+@operations.route(
+    "fleet/tracker/ingest",
+    "POST",
+    caller="anonymous",
+    id="trackerIngest",
+    summary=(
+        "A tracker item becomes a job, idempotently (generic JSON, or GitHub's issues webhook)"
+    ),
+    tag="operator",
+    description=(
+        "Generic: `{source, id, title, body?, url?, ...manifest fields}` with an operator "
+        "token; the job's idempotency key is `tracker:{source}:{id}` (201 new, 200 the "
+        "same item again). GitHub: send the issues webhook here with `?product=`; it is "
+        "authenticated by `X-Hub-Signature-256` instead of a token (401 when it does not "
+        "match); events other than opened/reopened/labeled issues are 202 ignored. Stage "
+        "changes of tracker jobs are POSTed to `TRACKER_ECHO_URL`, signed "
+        "`X-Fleet-Signature-256`, by the reaper's timer, retried with backoff."
+    ),
+    body=json_body({"type": "object"}),
+    replies={
+        201: Reply("A new job.", TrackerJob),
+        200: Reply("The job already made from this item.", TrackerJob),
+        202: Reply("A webhook event that makes no job.", TrackerIgnored),
+    },
+    errors=(400,),
+    bearer="operator",
+)
 def tracker_ingest(req: func.HttpRequest, call: Call) -> func.HttpResponse:
     """A tracker item becomes a job, idempotently. GitHub's issues webhook (``X-GitHub-Event``)
     is authenticated by its ``X-Hub-Signature-256`` (product: ``?product=``); anything else
@@ -213,19 +374,29 @@ def tracker_ingest(req: func.HttpRequest, call: Call) -> func.HttpResponse:
             raise ValidationFailed.one("", "not_an_object", "expected a JSON object")
         job = context.tracker.ingest_github(product, event, payload)
         if job is None:
-            return json_response({"ignored": True, "event": event}, 202)
-        return json_response({"job": job_view(job)}, 200)
+            return reply(TrackerIgnored.model_construct(ignored=True, event=event), 202)
+        return reply(TrackerJob.model_construct(job=JobView.of(job)))
     principal = call.authenticate(req, "operator")
     item = json_value(req)
     if not isinstance(item, dict):
         raise ValidationFailed.one("", "not_an_object", "expected a JSON object")
     job, created = context.tracker.ingest(principal.product, item, principal.actor)
-    return json_response({"job": job_view(job), "created": created}, 201 if created else 200)
+    view = TrackerJob.model_construct(job=JobView.of(job), created=created)
+    return reply(view, 201 if created else 200)
 
 
-@operations.route("fleet/tracker/echo", "GET", caller="operator")
+@operations.route(
+    "fleet/tracker/echo",
+    "GET",
+    caller="operator",
+    id="trackerEcho",
+    summary="Where the echo of stage changes stands",
+    tag="operator",
+    replies={200: Reply("Cursor, failed attempts, next try, last error.", TrackerEcho)},
+)
 def tracker_echo_status(req: func.HttpRequest, call: Call) -> func.HttpResponse:
     """Where the echo of stage changes stands: cursor, failed attempts, next try, last error."""
     principal = call.principal
     status = call.context.tracker.status(principal.product)
-    return json_response({**status, "configured": bool(call.context.settings.tracker_echo_url)})
+    configured = bool(call.context.settings.tracker_echo_url)
+    return reply(TrackerEcho.model_validate({**status, "configured": configured}))

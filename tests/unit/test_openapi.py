@@ -20,11 +20,6 @@ ROUTE_PREFIX: str = json.loads((REPO / "host.json").read_text())["extensions"]["
 ]
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 
-# Route parameters that take a fixed set of values: the document has one path per value.
-FIXED_VALUES: dict[str, tuple[str, tuple[str, ...]]] = {
-    "fleet/budgets/{productId}/{op}": ("op", ("pause", "resume")),
-}
-
 
 # The app's functions are built once (FleetApp): the host's list, and the document's.
 FUNCTIONS = list(app.get_functions())
@@ -44,12 +39,9 @@ def _registered_operations() -> dict[tuple[str, str], str]:
             continue
         route = str(trigger.route)
         assert trigger.methods, f"{route} accepts every method: list them"
-        param, values = FIXED_VALUES.get(route, ("", ("",)))
-        paths = [route.replace(f"{{{param}}}", v) for v in values] if param else [route]
         for method in trigger.methods:
             verb = str(getattr(method, "value", method)).lower()
-            for path in paths:
-                out[(verb, _path(path))] = f"{fn.get_function_name()} ({verb.upper()} {route})"
+            out[(verb, _path(route))] = f"{fn.get_function_name()} ({verb.upper()} {route})"
     return out
 
 

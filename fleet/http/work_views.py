@@ -1,0 +1,131 @@
+"""What the work-structure operations (``fleet.http.work``) answer: artifacts, a DAG, the
+tracker bridge. Their replies are built from what the coordinator answers as plain data
+(``model_validate``: a reply that does not match fails loudly), or from jobs (``JobView``)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, cast
+
+from pydantic import Field
+from pydantic.config import JsonDict
+
+from fleet.domain.stages import Stage
+from fleet.http.views import JobView, View
+
+
+def _is_none(value: object) -> bool:
+    return value is None
+
+
+def _never_null(schema: JsonDict) -> None:
+    options = cast(list[JsonDict], schema.pop("anyOf"))
+    (kept,) = [o for o in options if o != {"type": "null"}]
+    schema.update(kept)
+    schema.pop("default", None)
+
+
+def _omitted(description: str) -> Any:
+    """A key the reply leaves out, rather than null, when it has no value: optional in the
+    schema, never null."""
+    return Field(
+        default=None,
+        exclude_if=_is_none,
+        json_schema_extra=_never_null,
+        description=description,
+    )
+
+
+# --- artifacts ---------------------------------------------------------------------------
+
+
+class ArtifactUpload(View):
+    """Where to upload one blob of this attempt."""
+
+    artifactId: str
+    url: str = Field(description="A write-only SAS URL: PUT the bytes here.")
+    method: Literal["PUT"]
+    headers: dict[str, str] = Field(description="Send these headers with the upload.")
+    expiresAt: str = Field(description="The URL works until then.")
+    blob: str = Field(description="`{productId}/{jobId}/{epoch}/{name}`.")
+
+
+class Artifact(View):
+    """An artifact's pointer: size and content type once the blob is uploaded."""
+
+    id: str
+    jobId: str
+    epoch: int = Field(description="The attempt that wrote it.")
+    name: str
+    blob: str
+    contentType: str | None
+    size: int | None = Field(description="Bytes; null until the blob is uploaded.")
+    uploadedBy: str = Field(description="The factory that asked for the upload URL.")
+    createdAt: str
+
+
+class ArtifactList(View):
+    artifacts: list[Artifact] = Field(description="Oldest attempt first, then by name.")
+
+
+class ArtifactLink(View):
+    url: str = Field(description="A read-only SAS URL.")
+    expiresAt: str = Field(description="The URL works until then.")
+
+
+# The link's keys first, as the reply always had them (pydantic takes the last base's fields
+# first).
+class ArtifactDownload(Artifact, ArtifactLink):
+    """Where to download the artifact, and the artifact."""
+
+
+# --- DAGs ---------------------------------------------------------------------------------
+
+
+class Children(View):
+    parent: JobView = Field(description="The parent, now waiting for its children.")
+    children: list[JobView]
+
+
+class MissingDagNode(View):
+    """A job waited for that does not exist."""
+
+    id: str
+    missing: Literal[True]
+
+
+class DagNode(View):
+    """A job and, recursively, the jobs it waits for."""
+
+    id: str
+    title: str
+    stage: Stage
+    mode: Literal["all", "any"] | None = Field(description="How it waits; null: it waits for none.")
+    holder: str | None = Field(description="The factory holding the lease, if any.")
+    deps: list[DagNode | MissingDagNode] | None = _omitted(
+        "Absent where the tree stops: a job already on the path (a cycle), or past 500 jobs."
+    )
+
+
+# --- the tracker bridge -------------------------------------------------------------------
+
+
+class TrackerJob(View):
+    job: JobView
+    created: bool | None = _omitted(
+        "A generic item: whether this call made the job (absent for GitHub's webhook)."
+    )
+
+
+class TrackerIgnored(View):
+    ignored: Literal[True]
+    event: str = Field(description="The `X-GitHub-Event` that made no job.")
+
+
+class TrackerEcho(View):
+    """Where the echo of stage changes to ``TRACKER_ECHO_URL`` stands."""
+
+    cursor: str | None = Field(description="The last stage change delivered.")
+    attempts: int | None = Field(description="Failed attempts at delivering the next one.")
+    nextAttemptAt: str | None = Field(description="No retry before then.")
+    lastError: str | None
+    configured: bool = Field(description="Whether `TRACKER_ECHO_URL` is set.")
