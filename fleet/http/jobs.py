@@ -24,7 +24,7 @@ from fleet.http.operation import Body, Call, OneOf, Operations, Reply, query_par
 from fleet.http.params import JOB_ID
 from fleet.http.parsing import body_bytes, int_param, json_value
 from fleet.http.responses import JSON, reply
-from fleet.http.views import JobSummary, JobView, View
+from fleet.http.views import JobSummary, JobView, View, omitted
 
 operations = Operations()
 
@@ -44,11 +44,7 @@ class ManifestDocument(View):
 class SubmitReply(View):
     job: JobView
     created: bool
-    warning: str | None = Field(
-        default=None,
-        exclude_if=lambda v: v is None,  # the key only when there is a warning
-        description="Set when no registered factory can run the job.",
-    )
+    warning: str | None = omitted("Set when no registered factory can run the job.")
 
 
 class JobList(View):

@@ -60,6 +60,7 @@ TAGS = (
     {"name": "operator", "description": "Operator actions on a job."},
     {"name": "review", "description": "The review quorum: requests and votes."},
     {"name": "fleet", "description": "The claim, the gate, factories, events, metrics."},
+    {"name": "budgets", "description": "Budgets and channel limits."},
     {"name": "tokens", "description": "Enrollment, rotation and revocation."},
     {"name": "profiles", "description": "Persona profiles (immutable versions)."},
     {"name": "meta", "description": "Health and this document."},

@@ -13,12 +13,35 @@ not match its model fails loudly instead of reaching a client.
 
 from __future__ import annotations
 
-from typing import Any, Literal, Self
+from typing import Any, Literal, Self, cast
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.config import JsonDict
 
 from fleet.coordinator.claim import Cadence as LeaseCadence
 from fleet.domain.models import Event, Job
+
+
+def _is_none(value: object) -> bool:
+    return value is None
+
+
+def _never_null(schema: JsonDict) -> None:
+    options = cast(list[JsonDict], schema.pop("anyOf"))
+    (kept,) = [o for o in options if o != {"type": "null"}]
+    schema.update(kept)
+    schema.pop("default", None)
+
+
+def omitted(description: str) -> Any:
+    """A key the reply leaves out, rather than null, when it has no value: optional in the
+    schema, never null."""
+    return Field(
+        default=None,
+        exclude_if=_is_none,
+        json_schema_extra=_never_null,
+        description=description,
+    )
 
 
 class View(BaseModel):

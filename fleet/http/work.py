@@ -68,7 +68,7 @@ class ReviewRequestBody(Body):
     caller="factory",
     id="issueArtifactUpload",
     summary="A short-lived write-only SAS URL for one blob of this attempt (holder only)",
-    tag="factory",
+    tag="lease",
     description=(
         "The blob is `{productId}/{jobId}/{epoch}/{name}`; PUT the bytes to `url` with "
         "`headers` within 15 minutes. A stale `leaseEpoch` is 409 `fenced`: a zombie "

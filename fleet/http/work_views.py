@@ -4,36 +4,12 @@ tracker bridge. Their replies are built from what the coordinator answers as pla
 
 from __future__ import annotations
 
-from typing import Any, Literal, cast
+from typing import Literal
 
 from pydantic import Field
-from pydantic.config import JsonDict
 
 from fleet.domain.stages import Stage
-from fleet.http.views import JobView, View
-
-
-def _is_none(value: object) -> bool:
-    return value is None
-
-
-def _never_null(schema: JsonDict) -> None:
-    options = cast(list[JsonDict], schema.pop("anyOf"))
-    (kept,) = [o for o in options if o != {"type": "null"}]
-    schema.update(kept)
-    schema.pop("default", None)
-
-
-def _omitted(description: str) -> Any:
-    """A key the reply leaves out, rather than null, when it has no value: optional in the
-    schema, never null."""
-    return Field(
-        default=None,
-        exclude_if=_is_none,
-        json_schema_extra=_never_null,
-        description=description,
-    )
-
+from fleet.http.views import JobView, View, omitted
 
 # --- artifacts ---------------------------------------------------------------------------
 
@@ -101,7 +77,7 @@ class DagNode(View):
     stage: Stage
     mode: Literal["all", "any"] | None = Field(description="How it waits; null: it waits for none.")
     holder: str | None = Field(description="The factory holding the lease, if any.")
-    deps: list[DagNode | MissingDagNode] | None = _omitted(
+    deps: list[DagNode | MissingDagNode] | None = omitted(
         "Absent where the tree stops: a job already on the path (a cycle), or past 500 jobs."
     )
 
@@ -111,7 +87,7 @@ class DagNode(View):
 
 class TrackerJob(View):
     job: JobView
-    created: bool | None = _omitted(
+    created: bool | None = omitted(
         "A generic item: whether this call made the job (absent for GitHub's webhook)."
     )
 

@@ -186,3 +186,9 @@ def test_the_fleet_list_documents_the_heartbeat_summary() -> None:
         "pendingCount",
         "pendingKinds",
     }
+
+
+def test_every_tag_an_operation_names_is_described() -> None:
+    described = {tag["name"] for tag in DOCUMENT["tags"]}
+    used = {tag for operation in _documented_operations().values() for tag in operation["tags"]}
+    assert used <= described, used - described
