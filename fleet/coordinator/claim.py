@@ -15,10 +15,10 @@ from fleet.coordinator.product import Products
 from fleet.coordinator.writer import Writer
 from fleet.domain import jobs as J
 from fleet.domain import runs as RU
-from fleet.domain.models import Job, Lease
+from fleet.domain.models import Job, Lease, format_ts
 from fleet.domain.scheduler import FactoryView, rank
 from fleet.errors import ConcurrencyConflict, NotFound, StoreUnavailable
-from fleet.store.queries import CLAIM_OF_REQUEST, JOBS_IN_STAGE
+from fleet.store.queries import CLAIM_OF_REQUEST, JOBS_IN_STAGE, LIVE_LEASES_OF_HOLDER
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,8 @@ class Claims(Part):
         ``assigned`` under a current lease, is answered again (no write, no new event, the
         same epoch); else a normal claim follows."""
         now = self.clock.now()
-        standing = self.products.standing(product, factory.id)
+        terms = self.products.terms(product, factory.id)
+        standing = terms.why_not
         if standing in ("revoked", "deregistered"):
             return None  # gone: what it holds is the reaper's to take back
         if retry and request_id is not None:
@@ -97,6 +98,12 @@ class Claims(Part):
         )
         settings = self.products.settings(product)
         candidates = rank([Job.from_doc(r) for r in rows], factory, now, settings.weights)
+        if (
+            candidates
+            and terms.seats is not None
+            and self._seats_full(product, factory.id, terms.seats, now)
+        ):
+            return None  # every seat it enrolled with holds a live lease: nothing more
         budgeted = bool(candidates) and self.budgets.applies(product)
         exhausted_channels: set[str] = set()
         for attempt, (job, breakdown) in enumerate(candidates, start=1):
@@ -150,6 +157,17 @@ class Claims(Part):
                 attempts=attempt,
             )
         return None
+
+    def _seats_full(self, product: str, factory_id: str, seats: int, now: datetime) -> bool:
+        """Whether the factory already holds ``seats`` live leases (one bounded query, asked
+        only when there is something it could claim). Server-side: a factory that claims
+        past the seats it enrolled with, whatever it says in the claim, gets nothing."""
+        held = self.docs.query(
+            LIVE_LEASES_OF_HOLDER,
+            product,
+            {"holder": factory_id, "now": format_ts(now), "top": seats},
+        )
+        return len(held) >= seats
 
     def _claimed_by_request(
         self, product: str, factory_id: str, request_id: str, now: datetime

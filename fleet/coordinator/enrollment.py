@@ -238,6 +238,7 @@ class Enrollments:
             productId=product,
             capabilities=tuple(sorted(set(view.capabilities))),
             seats=view.seats,
+            enrolledSeats=view.seats,
             load=view.load,
             cost=view.cost,
             version=view.version,
@@ -254,6 +255,7 @@ class Enrollments:
                 doc.id,
                 [
                     Set("/deregistered", False),
+                    Set("/enrolledSeats", view.seats),
                     Set("/revoked", False),
                     Set("/paused", False),
                     Set("/draining", False),

@@ -17,7 +17,7 @@ from fleet.domain import report as D
 from fleet.domain import runs as RU
 from fleet.domain.models import Job, format_ts, queue_key
 from fleet.domain.stages import LEASED, TERMINAL, Action, Stage
-from fleet.errors import IllegalReprioritize
+from fleet.errors import Fenced, IllegalReprioritize
 
 
 class Leases:
@@ -33,11 +33,23 @@ class Leases:
 
         Past the attempt's deadline the lease is not extended: the attempt is ended
         (``timeout``, retried following maxAttempts) and, once that write has landed, the
-        holder is answered ``TimedOut`` (409 ``timeout``)."""
+        holder is answered ``TimedOut`` (409 ``timeout``). A lease already past its
+        ``expiresAt`` is not extended either, even before the reaper has run: 409
+        ``fenced``, nothing changed (a fenced write never changes the job); the reaper takes
+        the job back on its next pass."""
 
         def change(job: Job, now: datetime) -> Job:
             J.check_fence(job, factory_id, epoch)
             assert job.lease is not None
+            if job.lease.expiresAt <= now:
+                raise Fenced(
+                    f"the lease on job {job.id} expired at {format_ts(job.lease.expiresAt)}: "
+                    "it is not renewed (the job goes back to the queue)",
+                    jobId=job.id,
+                    epoch=epoch,
+                    currentEpoch=job.epoch,
+                    expiresAt=format_ts(job.lease.expiresAt),
+                )
             run = RU.run_at(job.runs, epoch)
             if run is not None and run.deadlineAt is not None and RU.deadline_passed(run, now):
                 return J.end_at_limit(
@@ -90,7 +102,7 @@ class Leases:
             return D.decide_report(job, said, now)
 
         job = self.writer.update(product, job_id, change)
-        cost = said.cost
+        cost = job.costs.get(str(epoch)) if said.cost is not None else None  # at most the cap
         if job.epoch != epoch:  # over the attempt's cap: this report ended the attempt
             _ended_at_limit(job, factory_id, epoch)
         elif cost is not None and job.reservation and job.stage in LEASED:

@@ -96,7 +96,7 @@ class Products:
         self._known_products: set[str] = set()
         ttl = config.settings_ttl_seconds
         self._settings_cache: TtlCache[str, ProductSettings] = TtlCache(clock, ttl)
-        self._standing_cache: TtlCache[tuple[str, str], str | None] = TtlCache(clock, ttl)
+        self._terms_cache: TtlCache[tuple[str, str], FactoryTerms] = TtlCache(clock, ttl)
         self._fleet_cache: TtlCache[str, list[FactoryView]] = TtlCache(clock, ttl)
 
     # --- the registry ------------------------------------------------------------------
@@ -237,21 +237,33 @@ class Products:
         always confirmed fresh, so a factory enrolled a moment ago is never missed."""
         return self._fleet_cache.get(product, lambda: self.factory_views(product), fresh=fresh)
 
-    def standing(self, product: str, factory_id: str) -> str | None:
-        """Why this factory may not claim (paused, draining, revoked, deregistered), or None.
-        From its document, cached per instance for ``settings_ttl_seconds``: an operator's
-        pause reaches every instance within that time (and the factory itself stops at
-        once, told by its heartbeat). A factory that never registered has no objections."""
+    def terms(self, product: str, factory_id: str) -> FactoryTerms:
+        """What a claim needs of the factory's document: why it may not claim, and how many
+        live leases it may hold. Cached per instance for ``settings_ttl_seconds``: an
+        operator's pause reaches every instance within that time (and the factory itself
+        stops at once, told by its heartbeat). A factory that never registered has no
+        objections and no seat limit."""
 
-        def load() -> str | None:
+        def load() -> FactoryTerms:
             try:
                 factory = Factory.from_doc(self.docs.read(product, f"factory-{factory_id}"))
             except NotFound:
-                return None
+                return FactoryTerms(None, None)
             flags = ("revoked", "deregistered", "paused", "draining")
-            return next((flag for flag in flags if getattr(factory, flag)), None)
+            why_not = next((flag for flag in flags if getattr(factory, flag)), None)
+            return FactoryTerms(why_not, factory.seat_limit)
 
-        return self._standing_cache.get((product, factory_id), load)
+        return self._terms_cache.get((product, factory_id), load)
+
+    def standing(self, product: str, factory_id: str) -> str | None:
+        """Why this factory may not claim (paused, draining, revoked, deregistered), or None."""
+        return self.terms(product, factory_id).why_not
+
+
+@dataclass(frozen=True)
+class FactoryTerms:
+    why_not: str | None  # paused, draining, revoked, deregistered; None: it may claim
+    seats: int | None  # the most live leases it may hold (None: no document, no limit)
 
 
 # --- the settings' shape -----------------------------------------------------------------

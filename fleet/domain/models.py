@@ -10,7 +10,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    WithJsonSchema,
+)
 
 from fleet.domain.stages import Stage
 
@@ -37,7 +44,10 @@ def parse_ts(value: Any) -> datetime:
 
 
 Timestamp = Annotated[
-    datetime, BeforeValidator(parse_ts), PlainSerializer(format_ts, return_type=str)
+    datetime,
+    BeforeValidator(parse_ts),
+    PlainSerializer(format_ts, return_type=str),
+    WithJsonSchema({"type": "string", "format": "date-time"}),
 ]
 
 
@@ -267,6 +277,9 @@ class Factory(Document):
     type: Literal["factory"] = "factory"
     capabilities: tuple[str, ...] = ()
     seats: int = 1
+    # The seats it enrolled with: it never holds more live leases than these, whatever it
+    # re-registers (None: enrolled before this was kept; ``seats`` then).
+    enrolledSeats: int | None = None
     load: int = 0
     cost: float = 0.5  # relative cost of running here, 0 (cheap) .. 1 (dear)
     version: str | None = None
@@ -276,6 +289,11 @@ class Factory(Document):
     revoked: bool = False  # its token was revoked: its held jobs go back to the queue
     deregistered: bool = False  # left the fleet: likewise
     lastSeen: Timestamp
+
+    @property
+    def seat_limit(self) -> int:
+        """The most live leases it may hold at once."""
+        return min(self.seats, self.enrolledSeats or self.seats)
 
 
 class Profile(Document):

@@ -6,6 +6,11 @@ order: the fence (only the holder at this epoch), the reportable stages, the att
 cap (a holder's own report cannot carry an attempt past it, shipped or not), a retryable
 failure, and the review a shipped report may have to go through first. The coordinator
 reads and writes; it does not decide.
+
+A reported cost is data from a factory, not a fact: one above ``MAX_REPORTED_COST_USD`` is
+refused, and one above the attempt's cap (``fleet.domain.runs.cost_cap``) is recorded at the
+cap, everywhere it is kept (the job's ``costs``, ``progress``, ``result`` and the run), so
+no factory can make a product's spend whatever it likes.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from fleet.domain import review as R
 from fleet.domain import runs as RU
 from fleet.domain.models import Job, queue_key
 from fleet.domain.stages import REPORTABLE, Action, Stage
-from fleet.errors import IllegalReport
+from fleet.errors import IllegalReport, Problem, ValidationFailed
 
 
 @dataclass(frozen=True)
@@ -41,43 +46,59 @@ class Report:
     @property
     def cost(self) -> float | None:
         """The attempt's cumulative cost as the holder reports it (``costUsd`` of the result,
-        else of the progress), if it gives a usable one."""
-        for said in (self.result, self.progress):
+        else of the progress), if it gives a usable one; ``ValidationFailed`` for a figure
+        over ``MAX_REPORTED_COST_USD``."""
+        found: list[float] = []
+        for where, said in (("result", self.result), ("progress", self.progress)):
             value = (said or {}).get("costUsd")
             if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
-                return float(value)
-        return None
+                if value > RU.MAX_REPORTED_COST_USD:
+                    raise ValidationFailed(
+                        [
+                            Problem(
+                                path=f"{where}.costUsd",
+                                code="too_large",
+                                message=f"at most {RU.MAX_REPORTED_COST_USD:.0f}",
+                            )
+                        ],
+                        "the reported cost is not a cost an attempt can reach",
+                    )
+                found.append(float(value))
+        return found[0] if found else None
 
 
 def decide_report(job: Job, report: Report, now: datetime) -> Job:
     """The job after ``report``, its event appended (or the error that refuses it:
     ``Fenced`` and its limit subclasses, ``IllegalReport``)."""
-    action, over = _read(job, report)
-    cost = report.cost
+    action, cap = _read(job, report)
+    reported = report.cost
+    over = RU.over_cap(cap, reported)
+    progress, result = report.progress, report.result
+    cost = reported
+    if over:
+        assert cap is not None
+        progress, result, cost = _at_cap(progress, cap), _at_cap(result, cap), cap
     changes: dict[str, Any] = {}
     if report.checkpoint is not None:
         changes["checkpoint"] = report.checkpoint
-    if report.progress is not None:
-        changes["progress"] = report.progress
-    if report.result is not None:
-        changes["result"] = report.result
+    if progress is not None:
+        changes["progress"] = progress
+    if result is not None:
+        changes["result"] = result
     if cost is not None:
-        # The attempt's cumulative cost, as the holder reports it: settled against the
-        # budget when the lease ends.
+        # The attempt's cumulative cost, as the holder reports it (at most its cap):
+        # settled against the budget when the lease ends.
         changes["costs"] = {**job.costs, str(report.epoch): cost}
-    said = RU.HolderReport(progress=report.progress, result=report.result)
+    said = RU.HolderReport(progress=progress, result=result)
     if over and action is not Action.FAIL:
-        run = RU.run_at(job.runs, report.epoch)
-        assert run is not None and run.maxCostUsd is not None and cost is not None
-        # Recorded (the budget settles with it), then ended: the holder's own report
-        # cannot carry an attempt past its cap, shipped or not.
+        assert cap is not None and reported is not None
+        # Recorded at the cap (the budget settles with it), then ended: the holder's own
+        # report cannot carry an attempt past its cap, shipped or not.
         return J.end_at_limit(
             job,
             "budget_exceeded",
             now=now,
-            reason=(
-                f"attempt {report.epoch} reported ${cost:.4f}, over its cap ${run.maxCostUsd:.4f}"
-            ),
+            reason=f"attempt {report.epoch} reported ${reported:.4f}, over its cap ${cap:.4f}",
             report=said,
             **changes,
         )
@@ -85,11 +106,9 @@ def decide_report(job: Job, report: Report, now: datetime) -> Job:
         return J.merge_report(job.evolve(**changes, updatedAt=now), said)
     if action is Action.FAIL and report.retryable:
         action = Action.RETRY
-    if over and RU.limit_outcome(report.result) is None:
+    if over and RU.limit_outcome(result) is None:
         # The holder failed the attempt itself; its cost says why.
-        said = RU.HolderReport(
-            report.progress, {**(report.result or {}), "outcome": "budget_exceeded"}
-        )
+        said = RU.HolderReport(progress, {**(result or {}), "outcome": "budget_exceeded"})
     if R.goes_to_review(job, action):
         # The manifest wants a review quorum: not shipped yet (fleet.domain.review).
         return R.submit(
@@ -112,16 +131,26 @@ def decide_report(job: Job, report: Report, now: datetime) -> Job:
 def opens_review(job: Job, report: Report) -> bool:
     """Whether ``decide_report`` takes the job into review (so the author's kind is needed),
     or refuses the report with the same error it would."""
-    action, over = _read(job, report)
+    action, cap = _read(job, report)
+    over = RU.over_cap(cap, report.cost)
     return not over and action is not None and R.goes_to_review(job, action)
 
 
-def _read(job: Job, report: Report) -> tuple[Action | None, bool]:
-    """The action the reported stage means (None: a report that moves nothing) and whether
-    its cost passes the attempt's cap; refused when the reporter is not the holder at this
-    epoch, or names a stage a holder cannot report."""
+def _read(job: Job, report: Report) -> tuple[Action | None, float | None]:
+    """The action the reported stage means (None: a report that moves nothing) and the
+    attempt's cost cap; refused when the reporter is not the holder at this epoch, names a
+    stage a holder cannot report, or a cost no attempt can reach."""
     J.check_fence(job, report.factory, report.epoch)
     action = REPORTABLE.get(report.stage) if report.stage is not None else None
     if report.stage is not None and action is None:
         raise IllegalReport(report.stage)
-    return action, RU.over_cap(RU.run_at(job.runs, report.epoch), report.cost)
+    report.cost  # noqa: B018 - refuses an impossible figure before anything is decided
+    return action, RU.cost_cap(RU.run_at(job.runs, report.epoch), job.budgetUsd)
+
+
+def _at_cap(said: dict[str, Any] | None, cap: float) -> dict[str, Any] | None:
+    """``said`` with a ``costUsd`` over the cap recorded at the cap."""
+    value = (said or {}).get("costUsd")
+    if said is None or not isinstance(value, int | float) or isinstance(value, bool):
+        return said
+    return {**said, "costUsd": min(float(value), cap)}

@@ -27,6 +27,13 @@ MAX_NOTE_CHARS = 2000  # prNote, reason
 MAX_LIST_ITEMS = 50  # artifacts, artifactErrors
 MAX_ITEM_CHARS = 300
 
+# The largest cost a report may carry, a figure no attempt reaches: a report above it is
+# refused (400) and changes nothing, so a forged 1e300 never reaches a run, a job or a budget.
+MAX_REPORTED_COST_USD = 1_000_000.0
+# An attempt without its own ``maxCostUsd`` may spend this many times its job's budget
+# estimate (``budgetUsd``): beyond that its cost is recorded at the cap and it is ended.
+ESTIMATE_CAP_FACTOR = 5.0
+
 OUTCOMES: frozenset[str] = frozenset(get_args(RunOutcome))
 # Outcomes of an attempt ended by one of its limits (the factory's report or the coordinator).
 LIMIT_OUTCOMES: frozenset[str] = frozenset({"timeout", "budget_exceeded"})
@@ -90,14 +97,21 @@ def deadline_passed(run: Run | None, now: datetime) -> bool:
     return run is not None and run.deadlineAt is not None and now >= run.deadlineAt
 
 
-def over_cap(run: Run | None, cost: float | None) -> bool:
-    """Whether a reported cost passes the run's cap (a cost equal to the cap is allowed)."""
-    return (
-        run is not None
-        and run.maxCostUsd is not None
-        and cost is not None
-        and cost > run.maxCostUsd
-    )
+def cost_cap(run: Run | None, budget_usd: float | None) -> float | None:
+    """The most an attempt's reported cost is believed: its ``maxCostUsd``, else its job's
+    budget estimate times ``ESTIMATE_CAP_FACTOR``, else none (only the product's ceiling)."""
+    if run is None:
+        return None
+    if run.maxCostUsd is not None:
+        return run.maxCostUsd
+    if budget_usd:
+        return budget_usd * ESTIMATE_CAP_FACTOR
+    return None
+
+
+def over_cap(cap: float | None, cost: float | None) -> bool:
+    """Whether a reported cost passes the attempt's cap (a cost equal to the cap is allowed)."""
+    return cap is not None and cost is not None and cost > cap
 
 
 def limit_outcome(result: Mapping[str, Any] | None) -> RunOutcome | None:
@@ -195,7 +209,10 @@ def _text(value: str, limit: int) -> str:
 
 def _number(value: Any) -> float | None:
     if isinstance(value, int | float) and not isinstance(value, bool):
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an integer too large for a float
+            return None
         if math.isfinite(number) and number >= 0:
             return number
     return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Annotated, Any, TypeVar
 
 import azure.functions as func
@@ -34,6 +35,25 @@ def body_bytes(req: func.HttpRequest) -> bytes:
     return body
 
 
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON (numbers must be finite)")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:40]} is out of range (numbers must be finite)")
+    return value
+
+
+def strict_json(raw: bytes | str) -> Any:
+    """``json.loads`` as the JSON standard reads it: ``NaN``, ``Infinity`` and ``-Infinity``
+    (which Python's parser accepts) are refused, and so is a number too large for a float
+    (``1e400`` would read as infinity), so no non-finite number reaches a model, a cost or
+    a budget."""
+    return json.loads(raw, parse_constant=_not_json, parse_float=_finite)
+
+
 def json_value(req: func.HttpRequest, *, required: bool = True) -> Any:
     raw = body_bytes(req)
     if not raw.strip():
@@ -43,7 +63,7 @@ def json_value(req: func.HttpRequest, *, required: bool = True) -> Any:
             )
         return {}
     try:
-        return json.loads(raw)
+        return strict_json(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ValidationFailed(
             [Problem(path="", code="invalid_json", message=str(exc)[:200])],

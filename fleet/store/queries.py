@@ -116,6 +116,24 @@ LEASED_JOBS = NamedQuery(
     top_param="top",
 )
 
+# The live leases one factory holds (leased stage, unexpired): the claim's seat check. Its
+# ids only; ``@top`` is the factory's seat limit, so the answer is bounded by it.
+LIVE_LEASES_OF_HOLDER = NamedQuery(
+    name="live_leases_of_holder",
+    sql=(
+        "SELECT TOP @top c.id FROM c WHERE c.productId = @partition AND c.type = 'job' "
+        "AND c.stage IN ('assigned', 'building', 'testing') AND c.lease.holder = @holder "
+        "AND c.lease.expiresAt > @now"
+    ),
+    where=_all(
+        _is_job,
+        lambda doc, _: doc.get("stage") in LEASED_STAGES,
+        _field_equals("/lease/holder", "holder"),
+        _gt("/lease/expiresAt", "now"),
+    ),
+    top_param="top",
+)
+
 # Leased jobs the self-healer flagged stalled (the metrics timer's count; normally none).
 STALLED_JOBS = NamedQuery(
     name="stalled_jobs",

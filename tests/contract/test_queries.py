@@ -14,6 +14,7 @@ from fleet.store.queries import (
     JOBS_OF_HOLDER_PAGE,
     JOBS_OLDEST_IN_STAGE,
     JOBS_PAGE,
+    LIVE_LEASES_OF_HOLDER,
     PROFILE_VERSIONS,
     STALLED_JOBS,
 )
@@ -176,3 +177,25 @@ def test_queries_claim_of_request_only_assigned_to_that_holder_with_that_id(
     assert _ids(docs.query(CLAIM_OF_REQUEST, partition, {**ask, "requestId": "r-2"})) == ["j4"]
     assert _ids(docs.query(CLAIM_OF_REQUEST, partition, {**ask, "requestId": "r-3"})) == []
     assert _ids(docs.query(CLAIM_OF_REQUEST, partition, {**ask, "holder": "f3"})) == []
+
+
+def test_queries_live_leases_of_holder_only_leased_unexpired_and_bounded(
+    stores: Stores, partition: str
+) -> None:
+    docs = stores.documents
+
+    def lease(holder: str, expires: str) -> dict[str, Any]:
+        return {"holder": holder, "epoch": 1, "expiresAt": f"2026-01-01T00:{expires}.000000Z"}
+
+    docs.create(_job(partition, 1, stage="assigned", queueKey="1", lease=lease("f1", "05:00")))
+    docs.create(_job(partition, 2, stage="building", queueKey="2", lease=lease("f1", "06:00")))
+    docs.create(_job(partition, 3, stage="testing", queueKey="3", lease=lease("f1", "01:00")))
+    docs.create(_job(partition, 4, stage="review", queueKey="4", lease=lease("f1", "09:00")))
+    docs.create(_job(partition, 5, stage="building", queueKey="5", lease=lease("f2", "09:00")))
+    docs.create(_job(partition, 6, stage="queued", queueKey="6", lease=None))
+    ask = {"holder": "f1", "now": "2026-01-01T00:02:00.000000Z", "top": 10}
+    assert sorted(_ids(docs.query(LIVE_LEASES_OF_HOLDER, partition, ask))) == ["j1", "j2"]
+    assert len(docs.query(LIVE_LEASES_OF_HOLDER, partition, {**ask, "top": 1})) == 1
+    assert _ids(docs.query(LIVE_LEASES_OF_HOLDER, partition, {**ask, "holder": "f2"})) == ["j5"]
+    late = {**ask, "now": "2026-01-01T00:07:00.000000Z"}
+    assert _ids(docs.query(LIVE_LEASES_OF_HOLDER, partition, late)) == []

@@ -367,6 +367,8 @@ class Simulation:
             and before.stage in LEASED
         )
         move = self.rng.random()
+        if move < 0.25 and before.lease is not None and before.lease.expiresAt <= self.clock.now():
+            current = False  # a lease past its expiry is not renewed: the job is taken back
         races_before = self.races
         try:
             if move < 0.25:

@@ -139,6 +139,25 @@ def test_coordinator_renew_extends_the_lease_and_stale_epoch_is_fenced(
         coord.renew(P, claim.job.id, "someone-else", claim.lease.epoch)
 
 
+def test_coordinator_an_expired_lease_is_not_renewed_even_before_the_reaper(
+    coord: Coordinator, clock: ManualClock
+) -> None:
+    job, _ = coord.submit(P, manifest(leaseSeconds=60, maxAttempts=3), "operator:o")
+    claim = coord.claim(P, factory("late", ()))
+    assert claim is not None
+    coord.report(P, job.id, "late", 1, checkpoint={"branch": "wip/1"})
+    clock.advance(61)  # past expiresAt; the reaper has not run
+    before = coord.get_job(P, job.id)
+    with pytest.raises(Fenced) as refused:
+        coord.renew(P, job.id, "late", 1)
+    assert refused.value.code == "fenced" and "expired" in refused.value.message
+    assert coord.get_job(P, job.id) == before  # a fenced write changes nothing
+    assert coord.reap(P).requeued == [job.id]  # the reaper takes it back
+    taken = coord.get_job(P, job.id)
+    assert taken.stage is Stage.QUEUED and taken.epoch == 2 and taken.lease is None
+    assert taken.checkpoint == {"branch": "wip/1"} and taken.failedBy == ("late",)
+
+
 def test_coordinator_reaper_requeues_expired_and_fences_the_zombie(
     coord: Coordinator, clock: ManualClock
 ) -> None:

@@ -31,7 +31,7 @@ def health(coord: Coordinator) -> FleetHealth:
 
 def enroll(tokens: Tokens, name: str) -> str:
     issued = tokens.create_enrollment_token(P, "operator:test")
-    return tokens.enroll(issued.token, name, FactorySelf(capabilities=("python",))).token
+    return tokens.enroll(issued.token, name, FactorySelf(capabilities=("python",), seats=4)).token
 
 
 def get(

@@ -186,7 +186,7 @@ def test_budget_reserves_a_running_attempts_spend_past_its_estimate(coord: Coord
 
 def test_budget_a_running_attempt_the_ceiling_cannot_cover_is_ended(coord: Coordinator) -> None:
     coord.budgets.put(P, 5.0)
-    job = submit(coord, budget=1.0, maxAttempts=1)
+    job = submit(coord, budget=1.5, maxAttempts=1)  # its own cap: 1.5 x 5 = 7.5
     claim = coord.claim(P, factory())
     assert claim is not None
     epoch = claim.lease.epoch

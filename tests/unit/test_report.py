@@ -16,7 +16,7 @@ from fleet.domain.models import Job, ReviewSpec
 from fleet.domain.report import Report, decide_report, opens_review
 from fleet.domain.runs import run_at
 from fleet.domain.stages import Action, Stage
-from fleet.errors import Fenced, IllegalReport
+from fleet.errors import Fenced, IllegalReport, ValidationFailed
 from tests.support.builders import T0, job
 
 NOW = T0 + timedelta(minutes=5)
@@ -113,7 +113,7 @@ TABLE = [
         "retry",
         "budget_exceeded",
         epoch=2,
-        extra={"costs": {"1": 1.5}},
+        extra={"costs": {"1": 1.0}},  # recorded at the cap, not as reported
     ),
     Row(
         "progress over the cap ends the attempt",
@@ -132,6 +132,32 @@ TABLE = [
         "retry",
         "budget_exceeded",
         epoch=2,
+    ),
+    Row(
+        "no cap of its own: up to five times its estimate goes on",
+        held(budgetUsd=1.0),
+        {"progress": {"costUsd": 5.0}},
+        Stage.BUILDING,
+        None,
+        extra={"costs": {"1": 5.0}},
+    ),
+    Row(
+        "no cap of its own: past five times its estimate ends the attempt",
+        held(budgetUsd=1.0),
+        {"stage": Stage.SHIPPED, "result": {"costUsd": 900_000}},
+        Stage.QUEUED,
+        "retry",
+        "budget_exceeded",
+        epoch=2,
+        extra={"costs": {"1": 5.0}},
+    ),
+    Row(
+        "no cap and no estimate: the product's ceiling alone decides",
+        held(),
+        {"progress": {"costUsd": 900_000}},
+        Stage.BUILDING,
+        None,
+        extra={"costs": {"1": 900_000.0}},
     ),
     Row(
         "failed over the cap: its cost says why",
@@ -175,6 +201,18 @@ def test_report_decides_the_transition(row: Row) -> None:
             TimedOut,
         ),
         (
+            "a cost no attempt can reach",
+            held(),
+            Report("f1", 1, progress={"costUsd": 1e300}),
+            ValidationFailed,
+        ),
+        (
+            "an integer cost too large for a float",
+            held(**CAPPED),
+            Report("f1", 1, Stage.SHIPPED, result={"costUsd": 10**400}),
+            ValidationFailed,
+        ),
+        (
             "after its cost ended the attempt",
             decide_report(held(**CAPPED), Report("f1", 1, progress=OVER), NOW),
             Report("f1", 1),
@@ -187,6 +225,20 @@ def test_report_refused(name: str, current: Job, report: Report, error: type[Exc
         decide_report(current, report, NOW)
     with pytest.raises(error):
         opens_review(current, report)
+
+
+def test_a_cost_over_the_cap_is_recorded_at_the_cap_everywhere() -> None:
+    decided = decide_report(
+        held(**CAPPED),
+        Report("f1", 1, Stage.SHIPPED, progress={"costUsd": 7.0}, result={"costUsd": 9.0}),
+        NOW,
+    )
+    run = run_at(decided.runs, 1)
+    assert run is not None and run.costUsd == 1.0 and run.outcome == "budget_exceeded"
+    assert decided.costs == {"1": 1.0}
+    assert decided.progress == {"costUsd": 1.0} and decided.result is not None
+    assert decided.result["costUsd"] == 1.0
+    assert "reported $9.0000, over its cap $1.0000" in (run.reason or "")
 
 
 @pytest.mark.parametrize(

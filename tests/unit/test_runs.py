@@ -184,7 +184,22 @@ def test_runs_merge_keeps_what_a_report_leaves_out_and_bounds_sizes() -> None:
 )
 def test_runs_over_cap(cap: float | None, cost: float | None, over: bool) -> None:
     run = RU.open_run("f1", 1, now=T0, max_cost_usd=cap)
-    assert RU.over_cap(run, cost) is over
+    assert RU.over_cap(RU.cost_cap(run, None), cost) is over
+
+
+@pytest.mark.parametrize(
+    ("max_cost", "budget", "cap"),
+    [
+        (2.0, 10.0, 2.0),  # its own cap wins
+        (None, 1.5, 1.5 * RU.ESTIMATE_CAP_FACTOR),  # else a multiple of its estimate
+        (None, None, None),  # else none: the product's ceiling alone
+        (None, 0.0, None),
+    ],
+)
+def test_runs_cost_cap(max_cost: float | None, budget: float | None, cap: float | None) -> None:
+    run = RU.open_run("f1", 1, now=T0, max_cost_usd=max_cost)
+    assert RU.cost_cap(run, budget) == cap
+    assert RU.cost_cap(None, budget) is None
 
 
 def test_runs_check_fence_names_the_limit_that_ended_the_attempt() -> None:
@@ -341,10 +356,11 @@ def test_runs_a_cost_over_the_cap_ends_the_attempt_and_settles_the_budget(
     assert caught.value.code == "budget_exceeded"
     job = coord.get_job(P, job_id)
     run = job.runs[-1]
-    assert job.stage is Stage.QUEUED and job.epoch == 2 and job.costs == {"1": 1.25}
-    assert run.outcome == "budget_exceeded" and run.costUsd == 1.25 and run.tokens.output == 9
+    assert job.stage is Stage.QUEUED and job.epoch == 2 and job.costs == {"1": 1.0}
+    # Recorded at the cap, not as reported: a factory cannot make the product's spend.
+    assert run.outcome == "budget_exceeded" and run.costUsd == 1.0 and run.tokens.output == 9
     budget = coord.budgets.get(P)
-    assert budget is not None and budget.spentUsd == pytest.approx(1.25)
+    assert budget is not None and budget.spentUsd == pytest.approx(1.0)
     assert budget.reservedUsd == 0.0
     with pytest.raises(J.BudgetExceeded):
         coord.renew(P, job_id, "f1", 1)
@@ -406,7 +422,7 @@ def test_runs_http_reply_and_claim_limits_are_documented(
     issued = tokens.create_enrollment_token(P, "operator:test")
     token = tokens.enroll(issued.token, "fa", FactorySelf()).token
     reply = call(app_context, fleet_ops.claim, "POST", "/api/fleet/claim", token, {}).body
-    documented(reply, "Claim")
+    documented(reply, "ClaimReply")
     assert reply["limits"]["timeoutSeconds"] == 30 and reply["limits"]["maxCostUsd"] == 2.0
     assert reply["job"]["repo"] == "https://example.com/r.git" and reply["job"]["pr"] is False
     coord.report(P, job_id, "fa", 1, stage=Stage.BUILDING)
