@@ -49,7 +49,10 @@ def context_for(settings: Settings, stores: Stores, *, clock: Clock | None = Non
     tokens = Tokens(
         coordinator,
         operator_hashes=settings.operator_token_hashes,
-        config=TokenConfig(grace_seconds=settings.token_grace_seconds),
+        config=TokenConfig(
+            grace_seconds=settings.token_grace_seconds,
+            enrollment_ttl_seconds=settings.enrollment_ttl_seconds,
+        ),
     )
     tracker = Tracker(
         coordinator,

@@ -88,6 +88,9 @@ class Settings:
     operator_token_hashes: frozenset[str] = frozenset()
     # How long a rotated-out factory token keeps working (FLEET_TOKEN_GRACE_SECONDS).
     token_grace_seconds: int = 300
+    # How long an enrollment token lives when its creator names no expiry
+    # (FLEET_ENROLLMENT_TTL_SECONDS; default 7 days).
+    enrollment_ttl_seconds: int = 7 * 24 * 3600
     # The tracker bridge (all optional): TRACKER_WEBHOOK_SECRET authenticates GitHub's
     # issues webhook; stage changes of tracker jobs are POSTed to TRACKER_ECHO_URL, signed
     # with TRACKER_ECHO_SECRET.
@@ -112,6 +115,12 @@ class Settings:
         grace = _int(env, "FLEET_TOKEN_GRACE_SECONDS", 300)
         if grace < 0:
             raise SettingsError("FLEET_TOKEN_GRACE_SECONDS", f"must be >= 0, not {grace}")
+        enrollment_ttl = _int(env, "FLEET_ENROLLMENT_TTL_SECONDS", 7 * 24 * 3600)
+        if not 60 <= enrollment_ttl <= 365 * 24 * 3600:
+            raise SettingsError(
+                "FLEET_ENROLLMENT_TTL_SECONDS",
+                f"must be between 60 and 31536000 seconds, not {enrollment_ttl}",
+            )
         healer = _healer_from_env(env)
         if store == "memory":
             return cls(
@@ -121,6 +130,7 @@ class Settings:
                 schedules=schedules,
                 operator_token_hashes=tokens,
                 token_grace_seconds=grace,
+                enrollment_ttl_seconds=enrollment_ttl,
                 healer=healer,
                 **_tracker_from_env(env),
                 **_alert_webhook_from_env(env),
@@ -132,6 +142,7 @@ class Settings:
             schedules=schedules,
             operator_token_hashes=tokens,
             token_grace_seconds=grace,
+            enrollment_ttl_seconds=enrollment_ttl,
             healer=healer,
             **_tracker_from_env(env),
             **_alert_webhook_from_env(env),

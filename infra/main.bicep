@@ -66,6 +66,9 @@ param metricsSchedule string = '0 */5 * * * *'
 @description('FLEET_TOKEN_GRACE_SECONDS: how long a rotated-out factory token keeps working; empty: the code\'s default (300).')
 param tokenGraceSeconds string = ''
 
+@description('FLEET_ENROLLMENT_TTL_SECONDS: how long an enrollment token lives when its creator names no expiry; empty: the code\'s default (604800, 7 days).')
+param enrollmentTtlSeconds string = ''
+
 @description('HEALER_DOWN_AFTER_SECONDS; empty: the code\'s default (600).')
 param healerDownAfterSeconds string = ''
 
@@ -261,6 +264,7 @@ module api 'app/api.bicep' = {
     healerSchedule: healerSchedule
     metricsSchedule: metricsSchedule
     tokenGraceSeconds: tokenGraceSeconds
+    enrollmentTtlSeconds: enrollmentTtlSeconds
     healerDownAfterSeconds: healerDownAfterSeconds
     healerStallAfterSeconds: healerStallAfterSeconds
     healerNeverStartedSeconds: healerNeverStartedSeconds

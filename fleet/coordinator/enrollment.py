@@ -86,6 +86,7 @@ class IssuedToken:
     product: str
     expiresAt: datetime | None = None
     capabilities: tuple[str, ...] | None = None
+    maxSeats: int | None = None
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,10 @@ class Enrollments:
         registry: FactoryRegistry,
         clock: Clock,
         entropy: Callable[[int], str],
+        *,
+        default_ttl_seconds: int = 7 * 24 * 3600,
     ) -> None:
+        self.default_ttl_seconds = default_ttl_seconds
         self.store = store
         self.docs = docs
         self.registry = registry
@@ -122,15 +126,31 @@ class Enrollments:
         *,
         expires_in_seconds: int | None = None,
         capabilities: Iterable[str] | None = None,
+        max_seats: int | None = None,
     ) -> IssuedToken:
+        """A single-use enrollment token: it expires after ``expires_in_seconds`` (default:
+        the configured TTL, 7 days), may limit the enrolled factory's capabilities (an
+        allowlist) and the live leases it may ever hold at once (``max_seats``)."""
         now = self.clock.now()
-        expires = now + timedelta(seconds=expires_in_seconds) if expires_in_seconds else None
+        ttl = expires_in_seconds or self.default_ttl_seconds
+        expires = now + timedelta(seconds=ttl)
         allow = tuple(sorted(set(capabilities))) if capabilities is not None else None
         token, doc = self.store.issue(
-            "enrollment", product, actor, now, expiresAt=expires, capabilities=allow
+            "enrollment",
+            product,
+            actor,
+            now,
+            expiresAt=expires,
+            capabilities=allow,
+            maxSeats=max_seats,
         )
         return IssuedToken(
-            token=token, id=doc.short_id, product=product, expiresAt=expires, capabilities=allow
+            token=token,
+            id=doc.short_id,
+            product=product,
+            expiresAt=expires,
+            capabilities=allow,
+            maxSeats=max_seats,
         )
 
     def list_enrollment_tokens(self, product: str) -> list[dict[str, Any]]:
@@ -194,7 +214,7 @@ class Enrollments:
         nonce = self._entropy(12)
         self.store.use(token, name, nonce, now)
         try:
-            self._claim_name(product, name, view, now)
+            self._claim_name(product, name, view, now, token.maxSeats)
         except FactoryExists:
             if not self.store.unuse(token, nonce):
                 log.warning("enrollment token %s could not be given back", token.short_id)
@@ -230,7 +250,14 @@ class Enrollments:
                 f"a factory named {name} is already enrolled in {product}", factory=name
             )
 
-    def _claim_name(self, product: str, name: str, view: FactorySelfLike, now: datetime) -> None:
+    def _claim_name(
+        self,
+        product: str,
+        name: str,
+        view: FactorySelfLike,
+        now: datetime,
+        max_seats: int | None,
+    ) -> None:
         """Take the name atomically: create the factory document, or flip a deregistered
         one back (conditional patch). Two enrollments of one name: one wins, one is 409."""
         doc = Factory(
@@ -238,7 +265,7 @@ class Enrollments:
             productId=product,
             capabilities=tuple(sorted(set(view.capabilities))),
             seats=view.seats,
-            enrolledSeats=view.seats,
+            maxSeats=max_seats,
             load=view.load,
             cost=view.cost,
             version=view.version,
@@ -255,7 +282,7 @@ class Enrollments:
                 doc.id,
                 [
                     Set("/deregistered", False),
-                    Set("/enrolledSeats", view.seats),
+                    Set("/maxSeats", max_seats),
                     Set("/revoked", False),
                     Set("/paused", False),
                     Set("/draining", False),
@@ -286,6 +313,7 @@ def enrollment_view(doc: TokenDoc, now: datetime) -> dict[str, Any]:
         "createdBy": doc.createdBy,
         "expiresAt": format_ts(doc.expiresAt) if doc.expiresAt else None,
         "capabilities": list(doc.capabilities) if doc.capabilities is not None else None,
+        "maxSeats": doc.maxSeats,
         "usedAt": format_ts(doc.usedAt) if doc.usedAt else None,
         "usedBy": doc.usedBy,
         "revokedAt": format_ts(doc.revokedAt) if doc.revokedAt else None,

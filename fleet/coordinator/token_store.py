@@ -63,6 +63,7 @@ class TokenDoc(Document):
     createdBy: str
     expiresAt: Timestamp | None = None
     capabilities: tuple[str, ...] | None = None  # allowlist (enrollment and factory tokens)
+    maxSeats: int | None = None  # enrollment tokens: the most seats the factory may use
     usedAt: Timestamp | None = None  # enrollment tokens: single use
     usedBy: str | None = None
     useNonce: str | None = None  # which enrollment attempt used it (to give it back)

@@ -100,6 +100,8 @@ __all__ = [
 @dataclass(frozen=True)
 class TokenConfig:
     grace_seconds: int = 300  # a rotated-out factory token keeps working this long
+    # An enrollment token whose creator names no expiry lives this long.
+    enrollment_ttl_seconds: int = 7 * 24 * 3600
     gate_cache_seconds: float = 30.0  # the gate poll trusts a verified token this long
     gate_cache_size: int = 10_000  # verified tokens remembered per instance (LRU)
 
@@ -128,7 +130,14 @@ class Tokens:
         self._operator_hashes = tuple(sorted({h.lower() for h in operator_hashes}))
         self._cache = VerifiedCache(self.config.gate_cache_size)
         self._store = TokenStore(self.docs, self._cache, entropy)
-        self._enrollments = Enrollments(self._store, self.docs, coordinator, self.clock, entropy)
+        self._enrollments = Enrollments(
+            self._store,
+            self.docs,
+            coordinator,
+            self.clock,
+            entropy,
+            default_ttl_seconds=self.config.enrollment_ttl_seconds,
+        )
         self._factories = FactoryTokens(
             self._store, self.docs, self.clock, grace_seconds=self.config.grace_seconds
         )
@@ -209,9 +218,14 @@ class Tokens:
         *,
         expires_in_seconds: int | None = None,
         capabilities: Iterable[str] | None = None,
+        max_seats: int | None = None,
     ) -> IssuedToken:
         return self._enrollments.create_enrollment_token(
-            product, actor, expires_in_seconds=expires_in_seconds, capabilities=capabilities
+            product,
+            actor,
+            expires_in_seconds=expires_in_seconds,
+            capabilities=capabilities,
+            max_seats=max_seats,
         )
 
     def list_enrollment_tokens(self, product: str) -> list[dict[str, Any]]:

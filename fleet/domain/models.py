@@ -277,9 +277,10 @@ class Factory(Document):
     type: Literal["factory"] = "factory"
     capabilities: tuple[str, ...] = ()
     seats: int = 1
-    # The seats it enrolled with: it never holds more live leases than these, whatever it
-    # re-registers (None: enrolled before this was kept; ``seats`` then).
-    enrolledSeats: int | None = None
+    # The most seats its enrollment allowed (the enrollment token's ``maxSeats``, set by an
+    # operator): it never holds more live leases than these or its own ``seats``, whatever
+    # it re-registers. None: no limit but its own seats.
+    maxSeats: int | None = None
     load: int = 0
     cost: float = 0.5  # relative cost of running here, 0 (cheap) .. 1 (dear)
     version: str | None = None
@@ -293,7 +294,7 @@ class Factory(Document):
     @property
     def seat_limit(self) -> int:
         """The most live leases it may hold at once."""
-        return min(self.seats, self.enrolledSeats or self.seats)
+        return min(self.seats, self.maxSeats or self.seats)
 
 
 class Profile(Document):

@@ -145,10 +145,17 @@ FactoryName = Annotated[str, StringConstraints(pattern=NAME.pattern)]
 
 
 class EnrollmentTokenBody(Body):
-    """An operator creates an enrollment token: optional expiry and capability allowlist."""
+    """An operator creates an enrollment token: optional expiry (default: the configured TTL,
+    7 days), capability allowlist and seat limit."""
 
     expiresInSeconds: int | None = Field(default=None, ge=60, le=365 * 24 * 3600)
     capabilities: tuple[Capability, ...] | None = Field(default=None, max_length=128)
+    maxSeats: int | None = Field(
+        default=None,
+        ge=1,
+        le=256,
+        description="The most jobs the enrolled factory may hold at once, whatever it says.",
+    )
 
 
 class EnrollBody(FactorySelf):

@@ -42,6 +42,7 @@ class IssuedEnrollmentToken(View):
     product: str
     expiresAt: Timestamp | None
     capabilities: tuple[str, ...] | None
+    maxSeats: int | None = Field(description="The most jobs its factory may hold at once.")
 
 
 class EnrollmentToken(View):
@@ -54,6 +55,7 @@ class EnrollmentToken(View):
     createdBy: str
     expiresAt: Timestamp | None
     capabilities: tuple[str, ...] | None
+    maxSeats: int | None
     usedAt: Timestamp | None
     usedBy: str | None
     revokedAt: Timestamp | None
@@ -113,6 +115,7 @@ def create_enrollment_token(req: func.HttpRequest, call: Call) -> func.HttpRespo
         principal.actor,
         expires_in_seconds=body.expiresInSeconds,
         capabilities=body.capabilities,
+        max_seats=body.maxSeats,
     )
     view = IssuedEnrollmentToken.model_construct(
         token=issued.token,
@@ -120,6 +123,7 @@ def create_enrollment_token(req: func.HttpRequest, call: Call) -> func.HttpRespo
         product=issued.product,
         expiresAt=issued.expiresAt,
         capabilities=issued.capabilities,
+        maxSeats=issued.maxSeats,
     )
     return reply(view, 201, NO_STORE)
 

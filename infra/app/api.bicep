@@ -23,6 +23,7 @@ param reaperSchedule string
 param healerSchedule string
 param metricsSchedule string
 param tokenGraceSeconds string
+param enrollmentTtlSeconds string
 param healerDownAfterSeconds string
 param healerStallAfterSeconds string
 param healerNeverStartedSeconds string
@@ -171,6 +172,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     FLEET_OPERATOR_TOKENS: operatorTokens
     // Empty: the code's default.
     FLEET_TOKEN_GRACE_SECONDS: tokenGraceSeconds
+    FLEET_ENROLLMENT_TTL_SECONDS: enrollmentTtlSeconds
     HEALER_DOWN_AFTER_SECONDS: healerDownAfterSeconds
     HEALER_STALL_AFTER_SECONDS: healerStallAfterSeconds
     HEALER_NEVER_STARTED_SECONDS: healerNeverStartedSeconds

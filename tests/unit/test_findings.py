@@ -5,6 +5,8 @@ too; this file is the list."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 
 from fleet.context import AppContext
@@ -12,6 +14,8 @@ from fleet.coordinator import Coordinator
 from fleet.coordinator.clock import ManualClock
 from fleet.coordinator.tokens import Tokens
 from fleet.domain.manifest import Manifest
+from fleet.domain.scheduler import FactoryView
+from fleet.errors import Unauthorized
 from fleet.http import fleet_ops, lease
 from fleet.http.parsing import FactorySelf
 from tests.support.handlers import call
@@ -139,3 +143,27 @@ def test_lease_an_expired_lease_cannot_be_renewed_before_the_reaper_runs(
     )
     assert (status, body["error"]) == (409, "fenced") and "expired" in body["message"]
     assert coord.get_job(P, job.id) == before
+
+
+def test_seats_an_operator_caps_them_at_enrollment_whatever_the_factory_says(
+    app_context: AppContext, tokens: Tokens, coord: Coordinator
+) -> None:
+    issued = tokens.create_enrollment_token(P, "operator:test", max_seats=1)
+    assert issued.maxSeats == 1
+    factory = tokens.enroll(issued.token, "f1", FactorySelf(capabilities=(), seats=4)).token
+    for n in range(3):
+        coord.submit(P, Manifest(title=f"t{n}", body="b"), "operator:o")
+    assert claim(app_context, factory, seats=4)[0] == 200
+    assert claim(app_context, factory, seats=4)[0] == 204
+    coord.register_factory(P, FactoryView(id="f1", capabilities=frozenset(), seats=8), None)
+    assert claim(app_context, factory, seats=8)[0] == 204  # re-registering does not lift it
+    (listed,) = [t for t in tokens.list_enrollment_tokens(P) if t["id"] == issued.id]
+    assert listed["maxSeats"] == 1
+
+
+def test_enrollment_tokens_expire_by_default(tokens: Tokens, clock: ManualClock) -> None:
+    issued = tokens.create_enrollment_token(P, "operator:test")
+    assert issued.expiresAt == clock.now() + timedelta(days=7)
+    clock.advance(7 * 24 * 3600)
+    with pytest.raises(Unauthorized):
+        tokens.enroll(issued.token, "late", FactorySelf(capabilities=()))
