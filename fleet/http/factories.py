@@ -1,6 +1,7 @@
 """Factory health over HTTP: heartbeats, operator commands, the last heartbeat, leaving.
 
-Thin: parse and validate, call ``FleetHealth`` (``fleet.coordinator.fleet_health``), respond.
+Thin: parse and validate, call ``FleetHealth`` (``fleet.coordinator.fleet_health``), respond
+with a view (``fleet.http.factory_views``).
 """
 
 from __future__ import annotations
@@ -20,10 +21,16 @@ from fleet.coordinator.fleet_health import (
 from fleet.coordinator.identity import NAME
 from fleet.domain.manifest import JOB_ID_PATTERN
 from fleet.errors import Forbidden, Problem, ValidationFailed
-from fleet.http.jobs import job_view
-from fleet.http.operation import Call, Operations
+from fleet.http.factory_views import (
+    CommandIssued,
+    Deregistration,
+    FactoryHeartbeat,
+    HeartbeatReply,
+)
+from fleet.http.operation import Call, Operations, Reply, json_body
+from fleet.http.params import FACTORY_ID
 from fleet.http.parsing import Body, Capability, body_model
-from fleet.http.responses import json_response
+from fleet.http.responses import reply
 
 operations = Operations()
 
@@ -94,7 +101,24 @@ def _beat(body: HeartbeatBody) -> Beat:
     )
 
 
-@operations.route("fleet/factories/heartbeat", "POST", caller="factory")
+@operations.route(
+    "fleet/factories/heartbeat",
+    "POST",
+    caller="factory",
+    id="factoryHeartbeat",
+    summary="The factory is alive: load, seats, progress per held job; acknowledges commands",
+    tag="fleet",
+    description=(
+        "Table Storage only, normally: no Cosmos write (a factory marked stale or down, "
+        "or whose capabilities, seats, version or cost changed, is re-registered). Keep "
+        "`cadence.heartbeatSeconds`. `commands` are delivered on every reply until their "
+        "ids come back in `ack`. `status` `deregistered` or `revoked`: the beat changed "
+        "nothing (enroll again to re-join). Output lines are stored cut to 500 characters."
+    ),
+    body=json_body(HeartbeatBody, required=False),
+    replies={200: Reply("The cadence to keep and the pending commands.", HeartbeatReply)},
+    errors=(400,),
+)
 def factory_heartbeat(req: func.HttpRequest, call: Call) -> func.HttpResponse:
     """The factory is alive: load, seats, capabilities, version, progress per held job, and
     the commands it has acted on. Answers the cadence to keep and the pending commands."""
@@ -102,11 +126,28 @@ def factory_heartbeat(req: func.HttpRequest, call: Call) -> func.HttpResponse:
     body = body_model(req, HeartbeatBody, required=False)
     # A heartbeat can re-register the factory: it may not advertise past its allowlist.
     principal.check_capabilities(body.capabilities)
-    reply = call.context.health.heartbeat(principal.product, principal.id, _beat(body))
-    return json_response(reply.as_dict())
+    beaten = call.context.health.heartbeat(principal.product, principal.id, _beat(body))
+    return reply(HeartbeatReply.of(beaten))
 
 
-@operations.route("fleet/factories/{id}/commands", "POST", caller="operator")
+@operations.route(
+    "fleet/factories/{id}/commands",
+    "POST",
+    caller="operator",
+    id="commandFactory",
+    summary="Queue a command for the factory (delivered on its heartbeats until acknowledged)",
+    tag="operator",
+    description=(
+        "`pause`, `drain` and `resume` also set the factory's `paused` / `draining` at "
+        "once (the scheduler and explain read them). `cancel-job` (with `jobId`) cancels "
+        "the job first, fencing its holder, and answers it in `job`; 409 `not_held` when "
+        "the factory does not hold it, 409 `factory_deregistered` for a departed factory."
+    ),
+    params=(FACTORY_ID,),
+    body=json_body(CommandBody),
+    replies={202: Reply("Queued.", CommandIssued)},
+    errors=(400, 404, 409),
+)
 def factory_command(req: func.HttpRequest, call: Call) -> func.HttpResponse:
     """Queue a command (drain, pause, resume, restart-engine, cancel-job) for the factory's
     next heartbeats. 202: delivered until the factory acknowledges it."""
@@ -121,20 +162,43 @@ def factory_command(req: func.HttpRequest, call: Call) -> func.HttpResponse:
         job_id=body.jobId,
         reason=body.reason,
     )
-    out: dict[str, object] = {"command": command.as_dict()}
-    if job is not None:
-        out["job"] = job_view(job)
-    return json_response(out, 202)
+    return reply(CommandIssued.of(command, job), 202)
 
 
-@operations.route("fleet/factories/{id}/heartbeat", "GET", caller="operator")
+@operations.route(
+    "fleet/factories/{id}/heartbeat",
+    "GET",
+    caller="operator",
+    id="factoryLastHeartbeat",
+    summary="The factory's last heartbeat, progress per held job, and pending commands",
+    tag="fleet",
+    params=(FACTORY_ID,),
+    replies={200: Reply("The last heartbeat.", FactoryHeartbeat)},
+    errors=(400, 404),
+)
 def factory_last_heartbeat(req: func.HttpRequest, call: Call) -> func.HttpResponse:
     """The factory's last heartbeat, its progress per job, and its pending commands."""
     principal = call.principal
-    return json_response(call.context.health.last_heartbeat(principal.product, _factory_id(req)))
+    last = call.context.health.last_heartbeat(principal.product, _factory_id(req))
+    return reply(FactoryHeartbeat.model_validate(last))
 
 
-@operations.route("fleet/factories/{id}", "DELETE", caller="any")
+@operations.route(
+    "fleet/factories/{id}",
+    "DELETE",
+    caller="any",
+    id="deregisterFactory",
+    summary="The factory leaves the fleet",
+    tag="fleet",
+    description=(
+        "An operator, or the factory itself on a clean shutdown (another factory is 403). "
+        "The reaper then requeues what it still holds (fencing it); its heartbeat and "
+        "pending commands are removed. Idempotent; 404 only for a name never seen."
+    ),
+    params=(FACTORY_ID,),
+    replies={200: Reply("Deregistered.", Deregistration)},
+    errors=(400, 404),
+)
 def deregister_factory(req: func.HttpRequest, call: Call) -> func.HttpResponse:
     """The factory leaves the fleet (an operator's call, or the factory's own on a clean
     shutdown); the reaper requeues what it still holds. Idempotent."""
@@ -145,4 +209,4 @@ def deregister_factory(req: func.HttpRequest, call: Call) -> func.HttpResponse:
     call.context.health.deregister(principal.product, factory_id)
     # Its tokens stop working at once (it may enroll again later with a new token).
     call.context.tokens.revoke_tokens(principal.product, factory_id, principal.actor)
-    return json_response({"factory": factory_id, "deregistered": True})
+    return reply(Deregistration.model_construct(factory=factory_id, deregistered=True))

@@ -1,4 +1,6 @@
-"""The claim, the queue-state gate, factories, the product-wide event feed, metrics, alerts."""
+"""The claim, the queue-state gate, factories, the product-wide event feed, metrics, alerts
+and settings. The replies' models are in ``fleet.http.fleet_views`` and
+``fleet.http.factory_views``."""
 
 from __future__ import annotations
 
@@ -7,10 +9,18 @@ import azure.functions as func
 from fleet.coordinator.service import KEEP
 from fleet.domain.scheduler import FactoryView
 from fleet.errors import Problem, ValidationFailed
-from fleet.http.jobs import job_view
-from fleet.http.operation import Call, Operations
+from fleet.http.factory_views import FactoryList, FactoryRecord
+from fleet.http.fleet_views import (
+    Alerts,
+    ClaimReply,
+    Metrics,
+    ProductEvents,
+    QueueState,
+    Settings,
+)
+from fleet.http.operation import Call, Operations, Reply, json_body, query_param
 from fleet.http.parsing import ClaimBody, FactorySelf, SettingsBody, body_model, int_param
-from fleet.http.responses import json_response
+from fleet.http.responses import reply
 
 operations = Operations()
 
@@ -25,7 +35,33 @@ def _view(factory_id: str, body: FactorySelf) -> FactoryView:
     )
 
 
-@operations.route("fleet/claim", "POST", caller="factory")
+@operations.route(
+    "fleet/claim",
+    "POST",
+    caller="factory",
+    id="claim",
+    summary="Claim the best queued job for this factory",
+    tag="fleet",
+    description=(
+        "403 when the capabilities exceed the factory's enrollment allowlist. "
+        "`requestId` (the factory's own id for this claim, 8-64 of `A-Za-z0-9_-`) is "
+        "stored in the lease. A factory whose claim reply was lost (a timeout, a dropped "
+        "connection) re-sends the same `requestId` with `retry: true`: if that claim won "
+        "a job that is still `assigned` to it under a current lease, the reply is that "
+        "claim's again (same job, lease and epoch; no new event); otherwise a normal "
+        "claim. `retry` without `requestId` is 400."
+    ),
+    body=json_body(
+        ClaimBody,
+        required=False,
+        description="What the factory says about itself, and its id for this claim.",
+    ),
+    replies={
+        200: Reply("The job is assigned to the caller.", ClaimReply),
+        204: Reply("Nothing for this factory now."),
+    },
+    errors=(400,),
+)
 def claim(req: func.HttpRequest, call: Call) -> func.HttpResponse:
     """Claim the best queued job for this factory: 200 with job, lease and cadence, or 204.
     A retry (``retry`` with the lost claim's ``requestId``) answers again with the job that
@@ -43,18 +79,25 @@ def claim(req: func.HttpRequest, call: Call) -> func.HttpResponse:
     )
     if result is None:
         return func.HttpResponse(status_code=204)
-    return json_response(
-        {
-            "job": job_view(result.job),
-            "lease": result.lease.model_dump(mode="json"),
-            "cadence": result.cadence.as_dict(),
-            "score": result.breakdown,
-            "limits": result.limits,
-        }
-    )
+    return reply(ClaimReply.of(result))
 
 
-@operations.route("fleet/queue-state", "GET", caller="gate")
+@operations.route(
+    "fleet/queue-state",
+    "GET",
+    caller="gate",
+    id="queueState",
+    summary="The claim gate: one point read",
+    tag="fleet",
+    description=(
+        "Skip the claim while `version` is unchanged, but claim at least every "
+        "`maxSkipSeconds` anyway: the version is a hint, never a guarantee. To keep the "
+        "idle poll one point read, an instance trusts a factory token it verified in the "
+        "last 30 s without reading it again (so a revocation reaches this endpoint within "
+        "30 s; every other endpoint refuses a revoked token on the next request)."
+    ),
+    replies={200: Reply("The gate.", QueueState)},
+)
 def queue_state(req: func.HttpRequest, call: Call) -> func.HttpResponse:
     """The gate: one point read. Skip the claim while the version is unchanged, but claim
     at least every maxSkipSeconds anyway (the version is a hint, never a guarantee).
@@ -64,10 +107,25 @@ def queue_state(req: func.HttpRequest, call: Call) -> func.HttpResponse:
     point read. A revocation therefore reaches this endpoint within that time; every other
     endpoint reads the token and refuses it on the next request."""
     principal = call.principal
-    return json_response(call.context.coordinator.queue_state(principal.product))
+    state = call.context.coordinator.queue_state(principal.product)
+    return reply(QueueState.model_construct(**state))
 
 
-@operations.route("fleet/factories/register", "POST", caller="factory")
+@operations.route(
+    "fleet/factories/register",
+    "POST",
+    caller="factory",
+    id="registerFactory",
+    summary="Record what a factory says about itself",
+    tag="fleet",
+    description=(
+        "The factory is the one its token names. 403 when the capabilities exceed its "
+        "enrollment allowlist."
+    ),
+    body=json_body(FactorySelf, required=False),
+    replies={200: Reply("The factory as recorded.", FactoryRecord)},
+    errors=(400,),
+)
 def register_factory(req: func.HttpRequest, call: Call) -> func.HttpResponse:
     """The factory named by its token records what it says about itself."""
     principal = call.principal
@@ -76,10 +134,24 @@ def register_factory(req: func.HttpRequest, call: Call) -> func.HttpResponse:
     factory = call.context.coordinator.register_factory(
         principal.product, _view(principal.id, body), body.version
     )
-    return json_response(factory.model_dump(mode="json", exclude={"etag", "type"}))
+    return reply(FactoryRecord.of(factory))
 
 
-@operations.route("fleet/factories", "GET", caller="any")
+@operations.route(
+    "fleet/factories",
+    "GET",
+    caller="any",
+    id="listFactories",
+    summary="The product's factories",
+    tag="fleet",
+    description=(
+        "With an operator token each factory carries `heartbeat`: its last heartbeat in "
+        "brief (age, load, seats, held jobs with their idle seconds, pending commands), "
+        "or null. The whole list costs one query and two table queries, whatever the "
+        "fleet's size; `GET /api/fleet/factories/{id}/heartbeat` has the full record."
+    ),
+    replies={200: Reply("The factories, by id.", FactoryList)},
+)
 def list_factories(req: func.HttpRequest, call: Call) -> func.HttpResponse:
     """The product's factories. An operator also gets each one's last heartbeat in brief
     (``heartbeat``, null when none): one query and two table queries for the whole fleet,
@@ -93,18 +165,27 @@ def list_factories(req: func.HttpRequest, call: Call) -> func.HttpResponse:
         if principal.kind == "operator"
         else None
     )
-    factories = []
-    for f in known:
-        view = f.model_dump(mode="json", exclude={"etag", "type"})
-        view["id"] = f.id.removeprefix("factory-")
-        view["live"] = live.get(view["id"], False)
-        if beats is not None:
-            view["heartbeat"] = beats.get(view["id"])
-        factories.append(view)
-    return json_response({"factories": factories})
+    return reply(FactoryList.of(known, live, beats))
 
 
-@operations.route("fleet/events", "GET", caller="operator")
+@operations.route(
+    "fleet/events",
+    "GET",
+    caller="operator",
+    id="productEvents",
+    summary="Every job's events after a cursor, oldest first",
+    tag="fleet",
+    params=(
+        query_param("after", "The `cursor` of the previous page.", {"type": "string"}),
+        query_param(
+            "limit",
+            "At most this many events (larger values are capped at 500).",
+            {"type": "integer", "minimum": 1, "default": 200},
+        ),
+    ),
+    replies={200: Reply("The events and the cursor to pass back.", ProductEvents)},
+    errors=(400,),
+)
 def product_events(req: func.HttpRequest, call: Call) -> func.HttpResponse:
     """Every job's events after a cursor, oldest first; pass back ``cursor`` to follow.
     Operators only: a factory reads the history of the jobs it holds, not everyone's."""
@@ -113,33 +194,85 @@ def product_events(req: func.HttpRequest, call: Call) -> func.HttpResponse:
     events, cursor = call.context.coordinator.product_events(
         principal.product, req.params.get("after"), limit
     )
-    return json_response({"events": events, "cursor": cursor})
+    return reply(ProductEvents.of(events, cursor))
 
 
-@operations.route("fleet/metrics", "GET", caller="any")
+@operations.route(
+    "fleet/metrics",
+    "GET",
+    caller="any",
+    id="metrics",
+    summary="Utilization, queue depth, starvation, stale factories, stalled and unroutable jobs, "
+    "spend vs ceiling",
+    tag="fleet",
+    description="Written by the metrics timer (`METRICS_SCHEDULE`); this is one point read.",
+    replies={200: Reply("The metrics.", Metrics)},
+)
 def metrics(req: func.HttpRequest, call: Call) -> func.HttpResponse:
     """The metrics the metrics timer stored: one point read."""
     principal = call.principal
-    return json_response(call.context.coordinator.metrics(principal.product))
+    return reply(Metrics.model_validate(call.context.coordinator.metrics(principal.product)))
 
 
-@operations.route("fleet/alerts", "GET", caller="any")
+@operations.route(
+    "fleet/alerts",
+    "GET",
+    caller="any",
+    id="alerts",
+    summary="Active alerts and the recent raise/clear events",
+    tag="fleet",
+    description=(
+        "Alerts are evaluated by the metrics timer against the product's rules "
+        "(`alerts` in `/api/fleet/settings`); each raise and clear is also an event in "
+        "`/api/fleet/events` and, if `ALERT_WEBHOOK_URL` is set, POSTed there signed."
+    ),
+    params=(
+        query_param(
+            "history",
+            "At most this many recent events, newest first (at most 100).",
+            {"type": "integer", "minimum": 0, "default": 50},
+        ),
+    ),
+    replies={200: Reply("The alerts.", Alerts)},
+    errors=(400,),
+)
 def alerts(req: func.HttpRequest, call: Call) -> func.HttpResponse:
     """Active alerts and the recent raise/clear events, and where the alert webhook stands."""
     principal = call.principal
     history = min(100, int_param(req, "history", 50, minimum=0))
-    return json_response(call.context.monitor.alerts(principal.product, history))
+    return reply(Alerts.model_validate(call.context.monitor.alerts(principal.product, history)))
 
 
-@operations.route("fleet/settings", "GET", caller="any")
+@operations.route(
+    "fleet/settings",
+    "GET",
+    caller="any",
+    id="getSettings",
+    summary="The product's scheduler weights, preemption rule and alert rules",
+    tag="fleet",
+    replies={200: Reply("The settings in force.", Settings)},
+)
 def get_settings(req: func.HttpRequest, call: Call) -> func.HttpResponse:
     """The product's scheduler weights, preemption rule, alert rules and default attempt
     timeout."""
     principal = call.principal
-    return json_response(call.context.coordinator.product_settings(principal.product))
+    settings = call.context.coordinator.product_settings(principal.product)
+    return reply(Settings.model_validate(settings))
 
 
-@operations.route("fleet/settings", "PUT", caller="operator")
+@operations.route(
+    "fleet/settings",
+    "PUT",
+    caller="operator",
+    id="putSettings",
+    summary="Change the product's scheduler weights, preemption and alert rules (omitted ones "
+    "are kept)",
+    tag="operator",
+    description="Instances pick up a change within 30 seconds (they cache settings).",
+    body=json_body(SettingsBody),
+    replies={200: Reply("The settings now in force.", Settings)},
+    errors=(400,),
+)
 def put_settings(req: func.HttpRequest, call: Call) -> func.HttpResponse:
     """Change the product's scheduler weights, preemption and alert rules and default attempt
     timeout (omitted ones are kept)."""
@@ -150,8 +283,7 @@ def put_settings(req: func.HttpRequest, call: Call) -> func.HttpResponse:
     alerts = body.alerts.model_dump(exclude_none=True) if body.alerts else None
     # Omitted: kept; null: the product has no default attempt timeout.
     timeout = body.timeoutSeconds if "timeoutSeconds" in body.model_fields_set else KEEP
-    return json_response(
-        call.context.coordinator.put_product_settings(
-            principal.product, weights, preemption, alerts, timeout
-        )
+    settings = call.context.coordinator.put_product_settings(
+        principal.product, weights, preemption, alerts, timeout
     )
+    return reply(Settings.model_validate(settings))

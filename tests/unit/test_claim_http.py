@@ -39,7 +39,7 @@ def test_claim_http_retry_with_the_same_request_id_answers_the_same_claim(
         app_context, token, body
     )  # the reply is "lost": the factory never reads it
     assert status == 200 and first["lease"]["requestId"] == "c1aim-Req_01"
-    documented(first, "Claim")
+    documented(first, "ClaimReply")
     status, again = claim(app_context, token, {**body, "retry": True})
     assert status == 200 and again == first
     queued = [j for j in coord.list_jobs(P) if j.stage.value == "queued"]
