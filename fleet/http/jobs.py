@@ -398,7 +398,3 @@ def agent_events(req: func.HttpRequest, call: Call) -> func.HttpResponse:
     after = req.params.get("after")
     events = call.context.coordinator.agent_events(principal.product, job_id_of(req), after, limit)
     return reply(AgentEvents.of(events, events[-1]["key"] if events else after))
-
-
-def job_view(job: Job) -> dict[str, Any]:  # TRANSITION: until every module replies with views
-    return JobView.of(job).model_dump(mode="json")

@@ -32,7 +32,6 @@ from pydantic.json_schema import GenerateJsonSchema, JsonSchemaMode, models_json
 from fleet.context import ContextProvider
 from fleet.coordinator.identity import DEFAULT_PRODUCT, NAME, PRODUCT_HEADER
 from fleet.domain.manifest import CAPABILITY_PATTERN, JOB_ID_PATTERN, MAX_CAPABILITY_CHARS
-from fleet.http import openapi_legacy
 from fleet.http.operation import (
     Bearer,
     Call,
@@ -45,6 +44,7 @@ from fleet.http.operation import (
     operation_of,
 )
 from fleet.http.responses import JSON
+from fleet.http.views import Error
 
 OPENAPI_VERSION = "3.1.0"
 API_VERSION = "0.1.0"
@@ -406,8 +406,8 @@ def build_document(functions: Iterable[func.Function]) -> dict[str, Any]:
     """The OpenAPI 3.1 document of the HTTP functions among ``functions``, as a fresh dict."""
     ops = declared_operations(functions)
     components = _Components()
-    declared = [op for op in ops if op.id]  # TRANSITION: every op, once all are declared
-    for op in declared:
+    components.add(Error, "reply")  # every error reply's body (_RESPONSES)
+    for op in ops:
         if op.body is not None:
             for shape in op.body.content.values():
                 components.add(shape, "body")
@@ -415,22 +415,16 @@ def build_document(functions: Iterable[func.Function]) -> dict[str, Any]:
             if reply.shape is not None:
                 components.add(reply.shape, "reply")
     schemas, refs = components.build()
-    legacy = openapi_legacy.schemas()  # TRANSITION
-    schemas = legacy | schemas
     for schema in schemas.values():
         _fix(schema)
     _refine_requests(schemas)
     paths: dict[str, Schema] = {}
     for op in ops:
         path = _path(op.route)
-        rendered = (
-            {path: _operation(op, refs)} if op.id else openapi_legacy.operations(op)
-        )  # TRANSITION
-        for where, operation in rendered.items():
-            item = paths.setdefault(where, {})
-            if op.method.lower() in item:
-                raise ValueError(f"{op.method} {where} is documented twice")
-            item[op.method.lower()] = operation
+        item = paths.setdefault(path, {})
+        if op.method.lower() in item:
+            raise ValueError(f"{op.method} {path} is documented twice")
+        item[op.method.lower()] = _operation(op, refs)
     document = {
         "openapi": OPENAPI_VERSION,
         "info": {

@@ -81,3 +81,29 @@ class Cadence(View):
         return cls.model_construct(
             heartbeatSeconds=cadence.heartbeat_seconds, renewSeconds=cadence.renew_seconds
         )
+
+
+class Problem(View):
+    """One problem of an invalid request."""
+
+    path: str = Field(description="Where: `capabilities[1]`; `` for all.")
+    code: str = Field(description="What, machine-readable.")
+    message: str
+
+
+class ErrorDetails(View):
+    """Context of an error; ``problems`` lists every problem of an invalid request."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    problems: list[Problem] | None = omitted("Every problem of an invalid request.")
+
+
+class Error(View):
+    """Every error's body (``fleet.http.responses.error_response``)."""
+
+    error: str = Field(description="A machine-readable code.")
+    message: str = Field(description="For people.")
+    details: ErrorDetails | None = omitted(
+        "Context; `problems` lists every problem of an invalid request."
+    )

@@ -102,7 +102,7 @@ def test_every_error_response_is_an_error_body() -> None:
             assert schema == {"$ref": "#/components/schemas/Error"}, (method, path, status)
     error = DOCUMENT["components"]["schemas"]["Error"]
     assert error["required"] == ["error", "message"]
-    problems = error["properties"]["details"]["properties"]["problems"]
+    problems = _resolve(error["properties"]["details"])["properties"]["problems"]
     problem = _resolve(problems["items"])
     assert problem["required"] == ["path", "code", "message"]
 
