@@ -36,6 +36,7 @@ import requests
 
 from benchmarks.common import (
     CLAIM_BODY,
+    MAX_SEATS,
     RESULTS,
     BenchError,
     HttpApi,
@@ -438,7 +439,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--factories", type=positive_sizes, default=[1, 8, 32], help="values of N (1,8,32)"
     )
-    p.add_argument("--jobs", type=int, default=320, help="J, queued jobs per storm (320)")
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=MAX_SEATS,
+        help=f"J, queued jobs per storm ({MAX_SEATS}: what one factory may hold at once)",
+    )
     p.add_argument(
         "--cas-seconds", type=float, default=3.0, help="raw If-Match replace run per N (3)"
     )

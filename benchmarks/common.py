@@ -48,6 +48,9 @@ RESULTS = REPO / "benchmarks" / "results"
 CAPABILITIES = ("python",)
 SELF = {"capabilities": list(CAPABILITIES), "seats": 1, "load": 0, "version": "bench"}
 CLAIM_BODY = {k: v for k, v in SELF.items() if k != "version"}
+# A benchmark factory holds every job it claims (none is finished): it enrolls with the most
+# seats a factory may have, since the coordinator never lets one hold more live leases.
+MAX_SEATS = 256
 STORE_CALLS_ROUTE = "bench/store-calls"  # served by benchmarks.counting_app
 
 
@@ -143,7 +146,10 @@ def enroll(api: Api, operator_token: str, product: str, name: str) -> str:
     )
     enrollment = ok(status, body, 201, "create an enrollment token")["token"]
     status, body = api.call(
-        "POST", "fleet/factories/enroll", token=enrollment, body={"name": name, **SELF}
+        "POST",
+        "fleet/factories/enroll",
+        token=enrollment,
+        body={"name": name, **SELF, "seats": MAX_SEATS},
     )
     return str(ok(status, body, 201, f"enroll {name}")["token"])
 

@@ -61,11 +61,12 @@ class RunningStack:
         self, product: str, name: str, capabilities: Sequence[str] = ("python",), **body: Any
     ) -> str:
         """Enroll a factory in ``product`` (an enrollment token, then the exchange); returns
-        the factory's token."""
+        the factory's token. Four seats unless ``body`` says otherwise: the tests' claims say
+        four, and a factory never holds more live leases than it registered."""
         enrollment = self.enrollment_token(product)["token"]
         response = requests.post(
             f"{self.api}/fleet/factories/enroll",
-            json={"name": name, "capabilities": list(capabilities), **body},
+            json={"name": name, "capabilities": list(capabilities), "seats": 4, **body},
             headers=bearer(enrollment),
             timeout=30,
         )

@@ -18,7 +18,7 @@ from fleet.domain import runs as RU
 from fleet.domain.models import Job, Lease, format_ts
 from fleet.domain.scheduler import FactoryView, rank
 from fleet.errors import ConcurrencyConflict, NotFound, StoreUnavailable
-from fleet.store.queries import CLAIM_OF_REQUEST, JOBS_IN_STAGE, LIVE_LEASES_OF_HOLDER
+from fleet.store.queries import CLAIM_OF_REQUEST, COUNT_LIVE_LEASES_OF_HOLDER, JOBS_IN_STAGE
 
 
 @dataclass(frozen=True)
@@ -159,15 +159,13 @@ class Claims(Part):
         return None
 
     def _seats_full(self, product: str, factory_id: str, seats: int, now: datetime) -> bool:
-        """Whether the factory already holds ``seats`` live leases (one bounded query, asked
+        """Whether the factory already holds ``seats`` live leases (one count query, asked
         only when there is something it could claim). Server-side: a factory that claims
-        past the seats it enrolled with, whatever it says in the claim, gets nothing."""
-        held = self.docs.query(
-            LIVE_LEASES_OF_HOLDER,
-            product,
-            {"holder": factory_id, "now": format_ts(now), "top": seats},
+        past its seats, whatever it says in the claim, gets nothing."""
+        held = self.docs.count(
+            COUNT_LIVE_LEASES_OF_HOLDER, product, {"holder": factory_id, "now": format_ts(now)}
         )
-        return len(held) >= seats
+        return held >= seats
 
     def _claimed_by_request(
         self, product: str, factory_id: str, request_id: str, now: datetime

@@ -116,12 +116,12 @@ LEASED_JOBS = NamedQuery(
     top_param="top",
 )
 
-# The live leases one factory holds (leased stage, unexpired): the claim's seat check. Its
-# ids only; ``@top`` is the factory's seat limit, so the answer is bounded by it.
-LIVE_LEASES_OF_HOLDER = NamedQuery(
-    name="live_leases_of_holder",
+# How many live leases one factory holds (leased stage, unexpired): the claim's seat check,
+# one row whatever the count.
+COUNT_LIVE_LEASES_OF_HOLDER = NamedQuery(
+    name="count_live_leases_of_holder",
     sql=(
-        "SELECT TOP @top c.id FROM c WHERE c.productId = @partition AND c.type = 'job' "
+        "SELECT VALUE COUNT(1) FROM c WHERE c.productId = @partition AND c.type = 'job' "
         "AND c.stage IN ('assigned', 'building', 'testing') AND c.lease.holder = @holder "
         "AND c.lease.expiresAt > @now"
     ),
@@ -131,7 +131,6 @@ LIVE_LEASES_OF_HOLDER = NamedQuery(
         _field_equals("/lease/holder", "holder"),
         _gt("/lease/expiresAt", "now"),
     ),
-    top_param="top",
 )
 
 # Leased jobs the self-healer flagged stalled (the metrics timer's count; normally none).

@@ -8,13 +8,13 @@ from fleet.store.ports import Stores
 from fleet.store.queries import (
     CLAIM_OF_REQUEST,
     COUNT_JOBS_IN_STAGE,
+    COUNT_LIVE_LEASES_OF_HOLDER,
     EVENTS_OF_JOB,
     EXPIRED_LEASES,
     JOBS_CHANGED_SINCE,
     JOBS_OF_HOLDER_PAGE,
     JOBS_OLDEST_IN_STAGE,
     JOBS_PAGE,
-    LIVE_LEASES_OF_HOLDER,
     PROFILE_VERSIONS,
     STALLED_JOBS,
 )
@@ -179,7 +179,7 @@ def test_queries_claim_of_request_only_assigned_to_that_holder_with_that_id(
     assert _ids(docs.query(CLAIM_OF_REQUEST, partition, {**ask, "holder": "f3"})) == []
 
 
-def test_queries_live_leases_of_holder_only_leased_unexpired_and_bounded(
+def test_queries_count_live_leases_of_holder_only_leased_and_unexpired(
     stores: Stores, partition: str
 ) -> None:
     docs = stores.documents
@@ -193,9 +193,8 @@ def test_queries_live_leases_of_holder_only_leased_unexpired_and_bounded(
     docs.create(_job(partition, 4, stage="review", queueKey="4", lease=lease("f1", "09:00")))
     docs.create(_job(partition, 5, stage="building", queueKey="5", lease=lease("f2", "09:00")))
     docs.create(_job(partition, 6, stage="queued", queueKey="6", lease=None))
-    ask = {"holder": "f1", "now": "2026-01-01T00:02:00.000000Z", "top": 10}
-    assert sorted(_ids(docs.query(LIVE_LEASES_OF_HOLDER, partition, ask))) == ["j1", "j2"]
-    assert len(docs.query(LIVE_LEASES_OF_HOLDER, partition, {**ask, "top": 1})) == 1
-    assert _ids(docs.query(LIVE_LEASES_OF_HOLDER, partition, {**ask, "holder": "f2"})) == ["j5"]
+    ask = {"holder": "f1", "now": "2026-01-01T00:02:00.000000Z"}
+    assert docs.count(COUNT_LIVE_LEASES_OF_HOLDER, partition, ask) == 2
+    assert docs.count(COUNT_LIVE_LEASES_OF_HOLDER, partition, {**ask, "holder": "f2"}) == 1
     late = {**ask, "now": "2026-01-01T00:07:00.000000Z"}
-    assert _ids(docs.query(LIVE_LEASES_OF_HOLDER, partition, late)) == []
+    assert docs.count(COUNT_LIVE_LEASES_OF_HOLDER, partition, late) == 0

@@ -104,7 +104,9 @@ def test_http_a_running_attempts_spend_is_reserved_and_past_the_ceiling_stopped(
     api, op = running_stack.api, running_stack.operator(product)
     assert _call("PUT", f"{api}/fleet/budgets/{product}", op, {"ceilingUsd": 5}).status_code == 200
     factory = bearer(running_stack.enroll(product, "runner"))
-    claim = running_stack.submit_and_claim(product, factory, budget=1, maxAttempts=1)
+    # Estimated $1.5: its spend is believed up to 5x that, so $6 is the product's ceiling's
+    # to refuse, not the attempt's cap.
+    claim = running_stack.submit_and_claim(product, factory, budget=1.5, maxAttempts=1)
     url, epoch = f"{api}/fleet/jobs/{claim['job']['id']}", claim["lease"]["epoch"]
 
     def report(cost: float, **more: Any) -> requests.Response:

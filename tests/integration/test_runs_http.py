@@ -88,8 +88,8 @@ def test_http_runs_record_the_attempt_and_the_limits_are_enforced(
     assert run["artifacts"] == ["engine.log", "diff.patch"] and run["endedAt"] is not None
     assert _spent(running_stack, product) == pytest.approx(0.4)
 
-    # A cost over the cap: recorded, the attempt ended, 409 budget_exceeded; the budget
-    # settles with that cost.
+    # A cost over the cap: recorded at the cap, the attempt ended, 409 budget_exceeded; the
+    # budget settles with the capped cost (a factory cannot make the product's spend).
     claimed = running_stack.submit_and_claim(
         product, factory, title="change the repo", capabilities=["python"], maxCostUsd=1, budget=1
     )
@@ -98,9 +98,9 @@ def test_http_runs_record_the_attempt_and_the_limits_are_enforced(
     over = {"leaseEpoch": epoch, "progress": {"costUsd": 1.5, "tokens": 10}}
     refused = _call("PATCH", url, factory, over)
     assert refused.status_code == 409 and refused.json()["error"] == "budget_exceeded"
-    assert _spent(running_stack, product) == pytest.approx(1.9)
+    assert _spent(running_stack, product) == pytest.approx(1.4)
     (run,) = _runs(running_stack, product, job["id"])
-    assert run["outcome"] == "budget_exceeded" and run["costUsd"] == 1.5
+    assert run["outcome"] == "budget_exceeded" and run["costUsd"] == 1.0
     again = _call("POST", f"{url}/lease/renew", factory, {"leaseEpoch": epoch})
     assert again.status_code == 409 and again.json()["error"] == "budget_exceeded"
     requeued = _call("GET", url, op).json()
