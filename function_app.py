@@ -26,12 +26,25 @@ from fleet.http import (
     openapi,
     profiles,
     tokens,
+    tracker,
     work,
 )
 from fleet.settings import Settings
 
 # Registration order is the order routes of equal precedence are matched in.
-HTTP = (health, jobs, lease, actions, fleet_ops, factories, profiles, tokens, budgets, work)
+HTTP = (
+    health,
+    jobs,
+    lease,
+    actions,
+    fleet_ops,
+    factories,
+    profiles,
+    tokens,
+    budgets,
+    work,
+    tracker,
+)
 
 
 class FleetApp(func.FunctionApp):

@@ -80,28 +80,3 @@ class DagNode(View):
     deps: list[DagNode | MissingDagNode] | None = omitted(
         "Absent where the tree stops: a job already on the path (a cycle), or past 500 jobs."
     )
-
-
-# --- the tracker bridge -------------------------------------------------------------------
-
-
-class TrackerJob(View):
-    job: JobView
-    created: bool | None = omitted(
-        "A generic item: whether this call made the job (absent for GitHub's webhook)."
-    )
-
-
-class TrackerIgnored(View):
-    ignored: Literal[True]
-    event: str = Field(description="The `X-GitHub-Event` that made no job.")
-
-
-class TrackerEcho(View):
-    """Where the echo of stage changes to ``TRACKER_ECHO_URL`` stands."""
-
-    cursor: str | None = Field(description="The last stage change delivered.")
-    attempts: int | None = Field(description="Failed attempts at delivering the next one.")
-    nextAttemptAt: str | None = Field(description="No retry before then.")
-    lastError: str | None
-    configured: bool = Field(description="Whether `TRACKER_ECHO_URL` is set.")
