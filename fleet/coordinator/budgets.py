@@ -17,6 +17,7 @@ and never divides by zero.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -24,13 +25,22 @@ from typing import Any
 from fleet.coordinator.cache import TtlCache
 from fleet.coordinator.clock import Clock
 from fleet.domain.models import Job, format_ts, parse_ts
-from fleet.errors import AlreadyExists, ConcurrencyConflict, NotFound, PreconditionFailed
+from fleet.errors import (
+    AlreadyExists,
+    ConcurrencyConflict,
+    NotFound,
+    PreconditionFailed,
+    ValidationFailed,
+)
 from fleet.store.expr import Expr, F, Not, all_of, any_of
 from fleet.store.ports import DocumentStore, Incr, Remove, Set
+
+log = logging.getLogger(__name__)
 
 BUDGET_ID = "budget"
 BURNDOWN_ID = "budget-burndown"
 MAX_BURNDOWN_POINTS = 1000
+MAX_ADJUSTMENTS = 50  # the newest operators' corrections kept in the budget document
 
 
 @dataclass(frozen=True)
@@ -52,6 +62,9 @@ class Budget:
     paused: bool
     reservations: dict[str, Reservation]
     updatedAt: str | None
+    # Operators' corrections of the spend, newest first: {at, by, deltaUsd, reason,
+    # spentUsd (after)}. The audit trail of every change to spend not made by a settlement.
+    adjustments: tuple[dict[str, Any], ...] = ()
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> Budget:
@@ -66,6 +79,7 @@ class Budget:
                 for k, v in (doc.get("reservations") or {}).items()
             },
             updatedAt=doc.get("updatedAt"),
+            adjustments=tuple(doc.get("adjustments") or ()),
         )
 
     @property
@@ -102,6 +116,7 @@ class Budget:
             "autoPaused": self.autoPaused,
             "reservations": len(self.reservations),
             "updatedAt": self.updatedAt,
+            "adjustments": list(self.adjustments),
         }
 
     def why_not(self, estimate: float) -> str | None:
@@ -214,6 +229,38 @@ class Budgets:
             except ConcurrencyConflict:
                 continue
             self._remember(product, True)
+            return stored
+        raise ConcurrencyConflict(f"budget of {product} is changing too fast; retry")
+
+    def adjust(self, product: str, delta: float, reason: str, actor: str) -> Budget:
+        """An operator corrects the product's spend by ``delta`` (a forged or mistaken
+        figure; a refund), never below zero: one conditional replace that also records the
+        correction (who, when, why, by how much, the spend after) in the budget document.
+        A product without a budget gets one (no ceiling) to hold it."""
+        for _ in range(8):
+            now = format_ts(self.clock.now())
+            try:
+                current = self.docs.read(product, BUDGET_ID)
+            except NotFound:
+                self.put(product, None)
+                continue
+            spent = float(current.get("spentUsd", 0.0))
+            if spent + delta < -1e-9:
+                raise ValidationFailed.one(
+                    "deltaUsd",
+                    "below_zero",
+                    f"the spend is ${spent:.4f}: it cannot go below zero",
+                )
+            after = max(0.0, spent + delta)
+            entry = {"at": now, "by": actor, "deltaUsd": delta, "reason": reason, "spentUsd": after}
+            history = [entry, *(current.get("adjustments") or [])][:MAX_ADJUSTMENTS]
+            updated = {**current, "spentUsd": after, "adjustments": history, "updatedAt": now}
+            try:
+                stored = Budget.from_doc(self.docs.replace(updated, etag=current["_etag"]))
+            except ConcurrencyConflict:
+                continue  # a settlement or a claim moved it meanwhile: read again
+            self._remember(product, True)
+            log.info("budget of %s adjusted by %+.4f USD by %s: %s", product, delta, actor, reason)
             return stored
         raise ConcurrencyConflict(f"budget of {product} is changing too fast; retry")
 

@@ -24,10 +24,29 @@ class BudgetBody(Body):
     ceilingUsd: float | None = Field(ge=0, le=10_000_000)
 
 
+class AdjustBody(Body):
+    """An operator's correction of a product's spend."""
+
+    deltaUsd: float = Field(
+        ge=-10_000_000, le=10_000_000, description="Added to the spend (negative: taken off)."
+    )
+    reason: str = Field(min_length=1, max_length=500, description="Why: kept with the change.")
+
+
 class ChannelBody(Body):
     ratePerMinute: float | None = Field(default=None, gt=0, le=100_000)
     burst: int = Field(default=1, ge=1, le=100_000)
     maxRunning: int | None = Field(default=None, ge=0, le=100_000)
+
+
+class Adjustment(View):
+    """One operator's correction of the spend."""
+
+    at: str
+    by: str = Field(description="Who: `operator:NAME`.")
+    deltaUsd: float
+    reason: str
+    spentUsd: float = Field(description="The spend after it.")
 
 
 class BudgetView(View):
@@ -46,6 +65,9 @@ class BudgetView(View):
     reservations: int = Field(description="Claims holding a reservation.")
     updatedAt: str | None
     exists: bool = Field(description="Whether the product has a budget.")
+    adjustments: list[Adjustment] = Field(
+        default_factory=list, description="Operators' corrections of the spend, newest first."
+    )
 
 
 class BurndownPoint(View):
@@ -107,6 +129,7 @@ def _budget_view(coordinator: Coordinator, product: str) -> BudgetView:
             reservations=0,
             updatedAt=None,
             exists=False,
+            adjustments=[],
         )
     return BudgetView.model_validate({**budget.view(), "exists": True})
 
@@ -148,6 +171,33 @@ def put_budget(req: func.HttpRequest, call: Call) -> func.HttpResponse:
     body = body_model(req, BudgetBody)
     call.context.coordinator.budgets.put(product, body.ceilingUsd)
     return reply(_budget_view(call.context.coordinator, product))
+
+
+@operations.route(
+    "fleet/budgets/{productId}/adjust",
+    "POST",
+    caller="operator",
+    id="adjustBudget",
+    summary="Correct the product's spend (audited)",
+    tag="budgets",
+    description=(
+        "Adds `deltaUsd` to the spend (negative: takes it off; never below zero, 400 "
+        "`below_zero`), with the `reason`, who did it and when kept in the budget's "
+        "`adjustments` (the newest 50). For a figure a factory got wrong or forged, a refund, "
+        "a test. One conditional write."
+    ),
+    params=(PRODUCT_ID,),
+    body=json_body(AdjustBody),
+    replies=_BUDGET_NOW,
+    errors=(400,),
+)
+def adjust_budget(req: func.HttpRequest, call: Call) -> func.HttpResponse:
+    """Correct the spend by deltaUsd, with a reason; the correction is kept in the budget."""
+    product = _path_name(req, "productId")
+    body = body_model(req, AdjustBody)
+    coord = call.context.coordinator
+    coord.budgets.adjust(product, body.deltaUsd, body.reason, call.principal.actor)
+    return reply(_budget_view(coord, product))
 
 
 @operations.route(

@@ -96,3 +96,49 @@ def test_channels_http_replies_are_documented(app_context: AppContext, tokens: T
         call(app_context, "delete_channel", "DELETE", token=OPERATOR, product=P, channel="cpu")[0]
         == 404
     )
+
+
+def test_budgets_http_an_operator_corrects_the_spend_and_it_is_kept(
+    app_context: AppContext, coord: Coordinator, tokens: Tokens
+) -> None:
+    coord.budgets.put(P, 10.0)
+    coord.budgets.adjust(P, 4.0, "a forged report's figure, booked before the cap", "test")
+
+    def adjust(body: object) -> tuple[int, dict[str, object]]:
+        status, reply, _ = call(
+            app_context, "adjust_budget", "POST", token=OPERATOR, body=body, productId=P
+        )
+        return status, reply
+
+    status, budget = adjust({"deltaUsd": -3.5, "reason": "refund the forged spend"})
+    assert status == 200, budget
+    documented(budget, "BudgetView")
+    assert budget["spentUsd"] == 0.5 and budget["remainingUsd"] == 9.5
+    latest = budget["adjustments"][0]  # type: ignore[index]
+    assert (latest["deltaUsd"], latest["reason"], latest["spentUsd"]) == (
+        -3.5,
+        "refund the forged spend",
+        0.5,
+    )
+    assert latest["by"].startswith("operator:") and latest["at"]
+    # Never below zero, a reason always, numbers finite and bounded: 400, nothing changed.
+    for bad, path in (
+        ({"deltaUsd": -1, "reason": "too much"}, "deltaUsd"),
+        ({"deltaUsd": 1}, "reason"),
+        ({"deltaUsd": 1, "reason": ""}, "reason"),
+        ({"deltaUsd": 1e12, "reason": "x"}, "deltaUsd"),
+    ):
+        status, refused = adjust(bad)
+        assert status == 400, bad
+        assert refused["details"]["problems"][0]["path"] == path  # type: ignore[index]
+    assert coord.budgets.get(P).spentUsd == 0.5  # type: ignore[union-attr]
+    factory = enroll(tokens, "f1")
+    status, _, _ = call(
+        app_context,
+        "adjust_budget",
+        "POST",
+        token=factory,
+        body={"deltaUsd": -0.5, "reason": "mine"},
+        productId=P,
+    )
+    assert status == 403  # a factory never corrects its own spend
