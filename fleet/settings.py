@@ -79,6 +79,25 @@ _HEALER_SETTINGS = {
 
 
 @dataclass(frozen=True)
+class AttemptQuotas:
+    """What one attempt (one lease epoch) of a job may store, so that one factory cannot
+    exhaust a product: its agent events (FLEET_AGENT_EVENTS_PER_ATTEMPT, 5,000), their
+    payloads' JSON bytes (FLEET_AGENT_EVENT_BYTES_PER_ATTEMPT, 5 MiB) and its artifacts
+    (FLEET_ARTIFACTS_PER_ATTEMPT, 100). Past one, the request is 413 ``quota_exceeded``."""
+
+    agent_events: int = 5_000
+    agent_event_bytes: int = 5 * 1024 * 1024
+    artifacts: int = 100
+
+
+_QUOTA_SETTINGS = {
+    "agent_events": "FLEET_AGENT_EVENTS_PER_ATTEMPT",
+    "agent_event_bytes": "FLEET_AGENT_EVENT_BYTES_PER_ATTEMPT",
+    "artifacts": "FLEET_ARTIFACTS_PER_ATTEMPT",
+}
+
+
+@dataclass(frozen=True)
 class Settings:
     store: StoreKind
     cosmos: CosmosSettings | None
@@ -103,6 +122,8 @@ class Settings:
     alert_webhook_secret: str | None = None
     # The self-healer's thresholds (HEALER_DOWN_AFTER_SECONDS, ...: see HealerSettings).
     healer: HealerSettings = HealerSettings()
+    # What one attempt may store (FLEET_AGENT_EVENTS_PER_ATTEMPT, ...: see AttemptQuotas).
+    quotas: AttemptQuotas = AttemptQuotas()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -122,6 +143,7 @@ class Settings:
                 f"must be between 60 and 31536000 seconds, not {enrollment_ttl}",
             )
         healer = _healer_from_env(env)
+        quotas = _quotas_from_env(env)
         if store == "memory":
             return cls(
                 store="memory",
@@ -132,6 +154,7 @@ class Settings:
                 token_grace_seconds=grace,
                 enrollment_ttl_seconds=enrollment_ttl,
                 healer=healer,
+                quotas=quotas,
                 **_tracker_from_env(env),
                 **_alert_webhook_from_env(env),
             )
@@ -144,6 +167,7 @@ class Settings:
             token_grace_seconds=grace,
             enrollment_ttl_seconds=enrollment_ttl,
             healer=healer,
+            quotas=quotas,
             **_tracker_from_env(env),
             **_alert_webhook_from_env(env),
         )
@@ -171,8 +195,35 @@ def _healer_from_env(env: Mapping[str, str]) -> HealerSettings:
     return healer
 
 
+_KEY_VAULT_REFERENCE = "@microsoft.keyvault("
+
+
+def _secret(env: Mapping[str, str], name: str) -> str | None:
+    """A secret setting (or None). App Service hands the app a Key Vault reference it could
+    not resolve as the literal ``@Microsoft.KeyVault(...)`` text: refused (fail closed), or
+    that text would become the signing key."""
+    value = env.get(name) or None
+    if value is not None and value.strip().lower().startswith(_KEY_VAULT_REFERENCE):
+        raise SettingsError(
+            name,
+            "is an unresolved Key Vault reference (grant the app's identity Key Vault "
+            "Secrets User on the vault, or fix the reference)",
+        )
+    return value
+
+
+def _quotas_from_env(env: Mapping[str, str]) -> AttemptQuotas:
+    values: dict[str, int] = {}
+    for name, setting in _QUOTA_SETTINGS.items():
+        if (env.get(setting) or "").strip():
+            values[name] = _int(env, setting, 0)
+            if values[name] < 1:
+                raise SettingsError(setting, f"must be at least 1, not {values[name]}")
+    return AttemptQuotas(**values)
+
+
 def _url(env: Mapping[str, str], name: str) -> str | None:
-    url = (env.get(name) or "").strip() or None
+    url = (_secret(env, name) or "").strip() or None
     if url is not None and not url.startswith(("https://", "http://")):
         raise SettingsError(name, "must be an http(s) URL")
     return url
@@ -180,16 +231,16 @@ def _url(env: Mapping[str, str], name: str) -> str | None:
 
 def _tracker_from_env(env: Mapping[str, str]) -> dict[str, str | None]:
     return {
-        "tracker_webhook_secret": env.get("TRACKER_WEBHOOK_SECRET") or None,
+        "tracker_webhook_secret": _secret(env, "TRACKER_WEBHOOK_SECRET"),
         "tracker_echo_url": _url(env, "TRACKER_ECHO_URL"),
-        "tracker_echo_secret": env.get("TRACKER_ECHO_SECRET") or None,
+        "tracker_echo_secret": _secret(env, "TRACKER_ECHO_SECRET"),
     }
 
 
 def _alert_webhook_from_env(env: Mapping[str, str]) -> dict[str, str | None]:
     return {
         "alert_webhook_url": _url(env, "ALERT_WEBHOOK_URL"),
-        "alert_webhook_secret": env.get("ALERT_WEBHOOK_SECRET") or None,
+        "alert_webhook_secret": _secret(env, "ALERT_WEBHOOK_SECRET"),
     }
 
 
@@ -243,8 +294,8 @@ def _parse_connection_string(raw: str, name: str) -> dict[str, str]:
         if not item.strip():
             continue
         key, sep, value = item.partition("=")
-        if not sep:
-            raise SettingsError(name, f"malformed connection string segment {key!r}")
+        if not sep:  # never echoed: a malformed segment may be part of a key
+            raise SettingsError(name, "malformed connection string: a segment without '='")
         parts[key.strip().lower()] = value.strip()
     return parts
 

@@ -136,7 +136,9 @@ class Dispatcher:
         return delivered
 
     def _post(self, url: str, payload: dict[str, Any]) -> str | None:
-        """POST one item; None when it was accepted (2xx), else what went wrong."""
+        """POST one item; None when it was accepted (2xx), else what went wrong: the status
+        code, or the error's class, never its text (a transport error's message carries the
+        URL, and a URL may carry a secret): not in the status, not in the log."""
         body = encode(payload)
         headers = {"Content-Type": "application/json"}
         if self.endpoint.secret:
@@ -144,7 +146,7 @@ class Dispatcher:
         try:
             status = self.poster(url, body, headers)
         except Exception as exc:  # any transport failure is a failed delivery
-            return f"{type(exc).__name__}: {exc}"[:500]
+            return type(exc).__name__
         return None if 200 <= status < 300 else f"HTTP {status}"
 
     def cursor(self, product: str) -> dict[str, Any]:

@@ -215,7 +215,10 @@ class Alerts(View):
     active: list[ActiveAlert] = Field(description="Oldest first.")
     history: list[AlertEvent] = Field(description="Newest first.")
     evaluatedAt: TimeText | None
-    webhook: AlertWebhook
+    webhook: AlertWebhook | None = Field(
+        description="Where the alert webhook's delivery stands: operators only (null for a "
+        "factory token). Its `lastError` is a status code or an error class, never a message."
+    )
 
 
 # --- settings -----------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from fleet.errors import (
     IllegalTransition,
     NotFound,
     NotInReview,
+    QuotaExceeded,
     ReviewRefused,
     SettingsError,
     StoreUnavailable,
@@ -35,6 +36,7 @@ JSON = "application/json"
 
 _STATUS: tuple[tuple[type[FleetError], int], ...] = (
     (PayloadTooLarge, 413),
+    (QuotaExceeded, 413),
     (ValidationFailed, 400),
     (IllegalReport, 400),
     (Unauthorized, 401),
@@ -88,6 +90,11 @@ def status_for(error: FleetError) -> int:
 
 def error_response(error: FleetError) -> func.HttpResponse:
     status = status_for(error)
+    if status == 500:
+        # Unexpected (a store error the mapping does not know): its message may carry the
+        # store's own text; the reply says nothing internal, the log keeps it.
+        log.warning("request failed: %s %s", error.code, error.message)
+        return json_response({"error": "internal", "message": "internal error"}, 500)
     body: dict[str, Any] = {"error": error.code, "message": error.message}
     details = {k: v for k, v in error.details.items() if v is not None}
     if details:

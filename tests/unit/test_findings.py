@@ -5,6 +5,7 @@ too; this file is the list."""
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 import pytest
@@ -18,7 +19,8 @@ from fleet.domain.scheduler import FactoryView
 from fleet.errors import Unauthorized
 from fleet.http import fleet_ops, lease
 from fleet.http.parsing import FactorySelf
-from tests.support.handlers import call
+from fleet.store.ports import Stores
+from tests.support.handlers import OPERATOR, call
 
 P = "prod"
 
@@ -167,3 +169,58 @@ def test_enrollment_tokens_expire_by_default(tokens: Tokens, clock: ManualClock)
     clock.advance(7 * 24 * 3600)
     with pytest.raises(Unauthorized):
         tokens.enroll(issued.token, "late", FactorySelf(capabilities=()))
+
+
+def test_secrets_the_alert_webhook_status_shows_the_outcome_never_the_url(
+    app_context: AppContext, tokens: Tokens, coord: Coordinator
+) -> None:
+    from dataclasses import replace
+
+    from fleet.coordinator.metrics import Monitor
+    from fleet.coordinator.webhooks import Endpoint
+
+    url = "https://hooks.example/alerts?sig=s3cret-in-the-url"
+
+    def refused(target: str, body: bytes, headers: dict[str, str]) -> int:
+        raise ConnectionError(f"HTTPSConnectionPool: max retries exceeded with url: {target}")
+
+    context = replace(app_context, monitor=Monitor(coord, Endpoint(url, "k"), refused))
+    coord.submit(P, Manifest(title="t", body="b"), "operator:o")  # no factory: an alert
+    context.monitor.run(P)
+    status, body, _ = call(context, "alerts", "GET", "/api/fleet/alerts", OPERATOR, product=P)
+    assert status == 200 and body["webhook"]["lastError"] == "ConnectionError"
+    assert "s3cret" not in json.dumps(body) and "hooks.example" not in json.dumps(body)
+    factory = enroll(tokens, "f1")
+    status, body, _ = call(context, "alerts", "GET", "/api/fleet/alerts", factory)
+    assert status == 200 and body["webhook"] is None  # operators only
+
+
+def test_secrets_an_unexpected_store_error_says_nothing_internal(
+    app_context: AppContext, tokens: Tokens, coord: Coordinator, stores: Stores
+) -> None:
+    from fleet.errors import StoreError
+
+    factory = enroll(tokens, "f1")
+    coord.submit(P, Manifest(title="t", body="b"), "operator:o")
+
+    def broken(*args: object, **kwargs: object) -> object:
+        raise StoreError("store error 418 for document x: AccountKey=c2VjcmV0 in a message")
+
+    original = stores.documents.query
+    stores.documents.query = broken  # type: ignore[method-assign]
+    try:
+        status, body = claim(app_context, factory)
+    finally:
+        stores.documents.query = original  # type: ignore[method-assign]
+    assert status == 500 and body == {"error": "internal", "message": "internal error"}
+
+
+def test_secrets_an_unresolved_key_vault_reference_is_refused() -> None:
+    from fleet.errors import SettingsError
+    from fleet.settings import Settings
+
+    reference = "@Microsoft.KeyVault(SecretUri=https://kv.vault.azure.net/secrets/tracker/)"
+    for name in ("TRACKER_WEBHOOK_SECRET", "ALERT_WEBHOOK_SECRET", "ALERT_WEBHOOK_URL"):
+        with pytest.raises(SettingsError) as refused:
+            Settings.from_env({"FLEET_STORE": "memory", name: reference})
+        assert name in str(refused.value) and "kv.vault" not in str(refused.value)

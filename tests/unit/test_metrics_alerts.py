@@ -500,7 +500,7 @@ def test_alert_webhook_failing_is_retried_with_backoff_and_blocks_nothing(
     assert coord.metrics(P)["queueDepth"]["queued"] == 1
     status = monitor.alerts(P)["webhook"]
     assert status["attempts"] == 1 and status["cursor"] is None
-    assert status["lastError"] == ("ConnectionError: connection refused" if raises else "HTTP 500")
+    assert status["lastError"] == ("ConnectionError" if raises else "HTTP 500")
     clock.advance(backoff_seconds(1) - 1)
     assert monitor.run(P).delivered == 0 and endpoint.calls == 1  # backing off: not tried
     clock.advance(1)
