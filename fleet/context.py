@@ -44,7 +44,9 @@ def context_for(settings: Settings, stores: Stores, *, clock: Clock | None = Non
     reads the coordinator's."""
     container = settings.storage.artifacts_container if settings.storage else "artifacts"
     coordinator = Coordinator(
-        stores, clock=clock, config=CoordinatorConfig(artifacts_container=container)
+        stores,
+        clock=clock,
+        config=CoordinatorConfig(artifacts_container=container, quotas=settings.quotas),
     )
     tokens = Tokens(
         coordinator,
@@ -56,11 +58,7 @@ def context_for(settings: Settings, stores: Stores, *, clock: Clock | None = Non
     )
     tracker = Tracker(
         coordinator,
-        TrackerConfig(
-            webhook_secret=settings.tracker_webhook_secret,
-            echo_url=settings.tracker_echo_url,
-            echo_secret=settings.tracker_echo_secret,
-        ),
+        TrackerConfig(echo_url=settings.tracker_echo_url, echo_secret=settings.tracker_echo_secret),
     )
     monitor = Monitor(
         coordinator, Endpoint(settings.alert_webhook_url, settings.alert_webhook_secret)
@@ -72,7 +70,7 @@ def context_for(settings: Settings, stores: Stores, *, clock: Clock | None = Non
         tokens=tokens,
         tracker=tracker,
         monitor=monitor,
-        health=fleet_health(coordinator, settings.healer),
+        health=fleet_health(coordinator, settings.healer, tokens),
     )
 
 

@@ -136,6 +136,16 @@ def _summary(problems: list[Problem], shown: int = 5) -> str:
     return "; ".join(parts)
 
 
+# --- quotas -----------------------------------------------------------------------
+
+
+class QuotaExceeded(FleetError):
+    """The attempt has used up a quota (agent events, their bytes, artifacts); nothing was
+    stored. The quota is the attempt's: the next attempt (epoch) starts afresh."""
+
+    code = "quota_exceeded"
+
+
 # --- who is calling ---------------------------------------------------------------
 
 

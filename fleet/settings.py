@@ -110,10 +110,9 @@ class Settings:
     # How long an enrollment token lives when its creator names no expiry
     # (FLEET_ENROLLMENT_TTL_SECONDS; default 7 days).
     enrollment_ttl_seconds: int = 7 * 24 * 3600
-    # The tracker bridge (all optional): TRACKER_WEBHOOK_SECRET authenticates GitHub's
-    # issues webhook; stage changes of tracker jobs are POSTed to TRACKER_ECHO_URL, signed
-    # with TRACKER_ECHO_SECRET.
-    tracker_webhook_secret: str | None = None
+    # The tracker bridge's echo (optional): stage changes of tracker jobs are POSTed to
+    # TRACKER_ECHO_URL, signed with TRACKER_ECHO_SECRET. (GitHub's webhook is verified with
+    # the secret of the repository's binding: TRACKER_WEBHOOK_SECRET is read no more.)
     tracker_echo_url: str | None = None
     tracker_echo_secret: str | None = None
     # The alert webhook (optional): alert events are POSTed to ALERT_WEBHOOK_URL, signed
@@ -231,7 +230,6 @@ def _url(env: Mapping[str, str], name: str) -> str | None:
 
 def _tracker_from_env(env: Mapping[str, str]) -> dict[str, str | None]:
     return {
-        "tracker_webhook_secret": _secret(env, "TRACKER_WEBHOOK_SECRET"),
         "tracker_echo_url": _url(env, "TRACKER_ECHO_URL"),
         "tracker_echo_secret": _secret(env, "TRACKER_ECHO_SECRET"),
     }

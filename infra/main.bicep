@@ -81,15 +81,20 @@ param healerNeverStartedSeconds string = ''
 @description('HEALER_PRUNE_AFTER_SECONDS; empty: the code\'s default (7 days).')
 param healerPruneAfterSeconds string = ''
 
+@description('FLEET_AGENT_EVENTS_PER_ATTEMPT: agent events one attempt may store; empty: the code\'s default (5000).')
+param agentEventsPerAttempt string = ''
+
+@description('FLEET_AGENT_EVENT_BYTES_PER_ATTEMPT: bytes of agent event payload JSON one attempt may store; empty: the code\'s default (5242880, 5 MiB).')
+param agentEventBytesPerAttempt string = ''
+
+@description('FLEET_ARTIFACTS_PER_ATTEMPT: artifacts one attempt may store; empty: the code\'s default (100).')
+param artifactsPerAttempt string = ''
+
 @description('COSMOS_THROTTLE_RETRIES: SDK retries on 429 before a 503 store_unavailable; empty: the code\'s default (3).')
 param cosmosThrottleRetries string = ''
 
 @description('COSMOS_THROTTLE_MAX_WAIT_SECONDS: the SDK\'s longest back-off; empty: the code\'s default (5).')
 param cosmosThrottleMaxWaitSeconds string = ''
-
-@secure()
-@description('TRACKER_WEBHOOK_SECRET: authenticates the tracker bridge\'s GitHub issues webhook; empty: the bridge is off.')
-param trackerWebhookSecret string = ''
 
 @secure()
 @description('TRACKER_ECHO_URL: where stage changes of tracker jobs are POSTed (http(s) URL; kept in Key Vault, as it may carry a token); empty: none.')
@@ -148,7 +153,6 @@ var privateNetworking = publicNetworkAccess == 'Disabled'
 // The secret app settings, by setting name: stored in Key Vault (an empty one is not stored,
 // that feature is off), set on the app as Key Vault references (app/api.bicep).
 var secretSettings = {
-  TRACKER_WEBHOOK_SECRET: trackerWebhookSecret
   TRACKER_ECHO_URL: trackerEchoUrl
   TRACKER_ECHO_SECRET: trackerEchoSecret
   ALERT_WEBHOOK_URL: alertWebhookUrl
@@ -269,11 +273,13 @@ module api 'app/api.bicep' = {
     healerStallAfterSeconds: healerStallAfterSeconds
     healerNeverStartedSeconds: healerNeverStartedSeconds
     healerPruneAfterSeconds: healerPruneAfterSeconds
+    agentEventsPerAttempt: agentEventsPerAttempt
+    agentEventBytesPerAttempt: agentEventBytesPerAttempt
+    artifactsPerAttempt: artifactsPerAttempt
     cosmosThrottleRetries: cosmosThrottleRetries
     cosmosThrottleMaxWaitSeconds: cosmosThrottleMaxWaitSeconds
     keyVaultName: keyVault.outputs.name
     secretsGiven: {
-      TRACKER_WEBHOOK_SECRET: !empty(trackerWebhookSecret)
       TRACKER_ECHO_URL: !empty(trackerEchoUrl)
       TRACKER_ECHO_SECRET: !empty(trackerEchoSecret)
       ALERT_WEBHOOK_URL: !empty(alertWebhookUrl)

@@ -5,6 +5,11 @@ A URL to write is issued only to the current lease holder, for one blob under
 before a reassignment cannot overwrite what the job's next attempt writes, and a zombie
 (stale epoch) gets no URL at all. A pointer document per artifact lists it; its size and
 content type are recorded from the blob itself once it exists.
+
+Least exposure: an attempt stores at most ``AttemptQuotas.artifacts`` artifacts (100 by
+default: ``fleet.coordinator.attempt_quota``); a content type comes from ``CONTENT_TYPES``
+(nothing a browser would run: no HTML, SVG or script); and a read URL makes the blob a
+download (``rscd=attachment``) of an allowed type (``rsct``), whatever was uploaded.
 """
 
 from __future__ import annotations
@@ -14,19 +19,58 @@ import re
 from datetime import timedelta
 from typing import Any
 
+from fleet.coordinator.attempt_quota import ARTIFACTS, AttemptQuota
 from fleet.coordinator.clock import Clock
 from fleet.coordinator.writer import Writer
 from fleet.domain import jobs as J
 from fleet.domain.ids import key_digest
 from fleet.domain.models import format_ts
-from fleet.errors import AlreadyExists, ConcurrencyConflict, NotFound, ValidationFailed
+from fleet.errors import (
+    AlreadyExists,
+    ConcurrencyConflict,
+    NotFound,
+    QuotaExceeded,
+    ValidationFailed,
+)
 from fleet.store.ports import BlobStore, DocumentStore
-from fleet.store.queries import DOCS_OF_TYPE
+from fleet.store.queries import ARTIFACTS_OF_JOB
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$")
 MAX_NAME = 200
 UPLOAD_MINUTES = 15
 DOWNLOAD_MINUTES = 15
+LIST_MAX = 500  # a job's artifacts listed at most: its newest attempts' first
+
+# The content types an artifact may declare: text, data, archives and images a browser
+# shows but never runs. HTML, SVG, XML and scripts are refused (400): a read URL is a
+# download anyway, but an artifact is the factory's data, not a page of this origin's.
+CONTENT_TYPES: frozenset[str] = frozenset(
+    {
+        "text/plain",
+        "text/markdown",
+        "text/csv",
+        "text/x-diff",
+        "text/x-patch",
+        "application/json",
+        "application/x-ndjson",
+        "application/yaml",
+        "application/gzip",
+        "application/zip",
+        "application/x-tar",
+        "application/octet-stream",
+        "application/pdf",
+        "image/png",
+        "image/jpeg",
+        "image/gif",
+        "image/webp",
+    }
+)
+DEFAULT_CONTENT_TYPE = "application/octet-stream"  # a blob uploaded without one
+# A type of the allowlist, optionally with a charset: ``text/plain; charset=utf-8``.
+_CONTENT_TYPE = re.compile(
+    r"^(?P<type>[a-z0-9][a-z0-9.+-]*/[a-z0-9][a-z0-9.+-]*)"
+    r"(?:\s*;\s*charset=(?P<charset>[a-z0-9][a-z0-9._-]{0,39}))?$"
+)
 
 
 class ArtifactNotFound(NotFound):
@@ -46,6 +90,38 @@ def validate_name(name: str) -> str:
     return name
 
 
+def allowed_content_type(content_type: str) -> str | None:
+    """``content_type`` as stored (lower case, one space before a charset), if the
+    allowlist has its type; else None."""
+    match = _CONTENT_TYPE.match(content_type.strip().lower())
+    if match is None or match["type"] not in CONTENT_TYPES:
+        return None
+    return f"{match['type']}; charset={match['charset']}" if match["charset"] else match["type"]
+
+
+def validate_content_type(content_type: str | None) -> str | None:
+    if content_type is None:
+        return None
+    allowed = allowed_content_type(content_type)
+    if allowed is None:
+        raise ValidationFailed.one(
+            "contentType",
+            "content_type_not_allowed",
+            "one of " + ", ".join(sorted(CONTENT_TYPES)) + " (optionally with a charset)",
+        )
+    return allowed
+
+
+def served_type(content_type: str | None) -> str:
+    """What a read URL answers as: the recorded type if allowed, else a download of bytes."""
+    return (content_type and allowed_content_type(content_type)) or DEFAULT_CONTENT_TYPE
+
+
+def _attachment(name: str) -> str:
+    # Names are letters, digits, '.', '_', '-' and '/' (``NAME``): nothing to escape.
+    return f'attachment; filename="{name.rsplit("/", 1)[-1]}"'
+
+
 class Artifacts:
     def __init__(
         self,
@@ -53,13 +129,15 @@ class Artifacts:
         docs: DocumentStore,
         blobs: BlobStore,
         clock: Clock,
-        container: str = "artifacts",
+        container: str,
+        quota: AttemptQuota,
     ) -> None:
         self.writer = writer  # the jobs whose holders write artifacts (fenced on their epoch)
         self.docs = docs
         self.blobs = blobs
         self.clock = clock
         self.container = container
+        self.quota = quota  # the attempt's artifacts quota
 
     def _id(self, job_id: str, epoch: int, name: str) -> str:
         return f"art-{job_id}-{epoch}-{key_digest(name)[:16]}"
@@ -73,14 +151,28 @@ class Artifacts:
         name: str,
         content_type: str | None,
     ) -> dict[str, Any]:
-        """A write-only URL for one blob of this attempt. Fenced: the holder at this epoch."""
+        """A write-only URL for one blob of this attempt. Fenced: the holder at this epoch.
+
+        A new name counts against the attempt's artifacts quota (one patch; given back when
+        the name was asked for before): past it, ``QuotaExceeded`` and no pointer, no URL.
+        A name asked for again gets a new URL to the same blob, even at the quota (one
+        point read, only then)."""
         validate_name(name)
+        content_type = validate_content_type(content_type)
         J.check_fence(self.writer.get_job(product, job_id), factory_id, epoch)
+        artifact_id = self._id(job_id, epoch, name)
+        counted = True
+        try:
+            self.quota.take(product, job_id, epoch, {ARTIFACTS: 1})
+        except QuotaExceeded:
+            if not self._exists(product, artifact_id):
+                raise
+            counted = False
         now = self.clock.now()
         blob = f"{product}/{job_id}/{epoch}/{name}"
         expires = now + timedelta(minutes=UPLOAD_MINUTES)
         pointer = {
-            "id": self._id(job_id, epoch, name),
+            "id": artifact_id,
             "productId": product,
             "type": "artifact",
             "jobId": job_id,
@@ -93,8 +185,11 @@ class Artifacts:
             "createdAt": format_ts(now),
         }
         # The same name asked for again in this attempt: same blob, a new URL.
-        with contextlib.suppress(AlreadyExists):
+        try:
             self.docs.create(pointer)
+        except AlreadyExists:
+            if counted:
+                self.quota.give_back(product, job_id, epoch, {ARTIFACTS: 1})
         url = self.blobs.sas_url(self.container, blob, permissions="cw", expires_at=expires)
         return {
             "artifactId": pointer["id"],
@@ -105,28 +200,37 @@ class Artifacts:
             "blob": blob,
         }
 
-    def list(self, product: str, job_id: str) -> list[dict[str, Any]]:
-        """The job's artifacts, every attempt's; size and type read from the blob once it
-        has been uploaded (and then kept on the pointer)."""
+    def _exists(self, product: str, artifact_id: str) -> bool:
+        try:
+            self.docs.read(product, artifact_id)
+        except NotFound:
+            return False
+        return True
+
+    def list(
+        self, product: str, job_id: str, limit: int = LIST_MAX
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """The job's artifacts, every attempt's, oldest attempt first (at most ``limit``:
+        the newest attempts' when there are more), and whether there were more. One
+        bounded query on the job; size and type read from the blob once it has been
+        uploaded (and then kept on the pointer)."""
         self.writer.get_job(product, job_id)
-        rows = [
-            r
-            for r in self.docs.query(DOCS_OF_TYPE, product, {"type": "artifact"})
-            if r.get("jobId") == job_id
-        ]
+        rows = self.docs.query(ARTIFACTS_OF_JOB, product, {"jobId": job_id, "top": limit + 1})
         out = []
-        for row in sorted(rows, key=lambda r: (r["epoch"], r["name"])):
+        for row in sorted(rows[:limit], key=lambda r: (r["epoch"], r["name"])):
             if row.get("size") is None:
                 row = self._finalize(row)
             out.append(_view(row))
-        return out
+        return out, len(rows) > limit
 
     def _finalize(self, row: dict[str, Any]) -> dict[str, Any]:
         try:
             info = self.blobs.info(self.container, row["blob"])
         except NotFound:
             return row  # not uploaded (yet)
-        updated = {**row, "size": info.size, "contentType": info.content_type}
+        # What the uploader set, if the allowlist has it (it could set any type on its PUT).
+        kind = served_type(info.content_type)
+        updated = {**row, "size": info.size, "contentType": kind}
         try:
             return self.docs.replace(updated, etag=row.get("_etag"))
         except (ConcurrencyConflict, NotFound):  # a concurrent finalize or delete: fine
@@ -141,7 +245,16 @@ class Artifacts:
             raise ArtifactNotFound(
                 f"artifact {row['name']} was never uploaded", artifactId=artifact_id
             ) from None
-        url = self.blobs.sas_url(self.container, row["blob"], permissions="r", expires_at=expires)
+        # A download, never a page: whatever type the uploader set on the blob, a browser
+        # following this URL saves it (``rscd``) as an allowed type (``rsct``).
+        url = self.blobs.sas_url(
+            self.container,
+            row["blob"],
+            permissions="r",
+            expires_at=expires,
+            content_disposition=_attachment(row["name"]),
+            content_type=served_type(row.get("contentType")),
+        )
         return {"url": url, "expiresAt": format_ts(expires), **_view(row)}
 
     def delete(self, product: str, job_id: str, artifact_id: str) -> None:

@@ -3,10 +3,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fleet.coordinator.clock import Clock
 from fleet.domain.scheduler import DEFAULT_WEIGHTS, Weights
+from fleet.settings import AttemptQuotas
 from fleet.store.ports import DocumentStore
 
 
@@ -25,6 +26,8 @@ class CoordinatorConfig:
     write_retries: int = 8  # re-read-and-retry rounds on a lost CAS before giving up
     weights: Weights = DEFAULT_WEIGHTS  # unless the product's settings say otherwise
     settings_ttl_seconds: float = 30.0  # how long an instance trusts its cached settings
+    # What one attempt may store (agent events and their bytes, artifacts).
+    quotas: AttemptQuotas = field(default_factory=AttemptQuotas)
 
 
 @dataclass(frozen=True, eq=False)

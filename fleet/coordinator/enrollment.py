@@ -1,10 +1,11 @@
 """Enrollment: operators' enrollment tokens, and a factory's one exchange of one for its own.
 
 Operators create enrollment tokens for a product (optional expiry, optional capability
-allowlist), list and revoke them. A factory exchanges one, once, for its own factory token
-(``enroll``): the exchange is a conditional patch that sets ``usedAt`` only while it is
-undefined, so of two racing enrollments exactly one wins; a refusal after it (the name is
-taken) gives the token back.
+allowlist, seat cap and review kind), list and revoke them. A factory exchanges one, once,
+for its own factory token (``enroll``): the exchange is a conditional patch that sets
+``usedAt`` only while it is undefined, so of two racing enrollments exactly one wins; a
+refusal after it (the name is taken) gives the token back. The enrollment fixes what the
+operator decided on the token: the factory's seat cap and its review kind.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from fleet.coordinator.token_store import (
     hash_token,
 )
 from fleet.domain.models import Factory, format_ts
+from fleet.domain.review import enrolled_kind
 from fleet.domain.scheduler import FactoryView
 from fleet.errors import (
     AlreadyExists,
@@ -87,6 +89,7 @@ class IssuedToken:
     expiresAt: datetime | None = None
     capabilities: tuple[str, ...] | None = None
     maxSeats: int | None = None
+    kind: str | None = None
 
 
 @dataclass(frozen=True)
@@ -127,10 +130,12 @@ class Enrollments:
         expires_in_seconds: int | None = None,
         capabilities: Iterable[str] | None = None,
         max_seats: int | None = None,
+        kind: str | None = None,
     ) -> IssuedToken:
         """A single-use enrollment token: it expires after ``expires_in_seconds`` (default:
         the configured TTL, 7 days), may limit the enrolled factory's capabilities (an
-        allowlist) and the live leases it may ever hold at once (``max_seats``)."""
+        allowlist) and the live leases it may ever hold at once (``max_seats``), and may fix
+        its review kind (``kind``; else its allowlist's kind, else what it enrolls with)."""
         now = self.clock.now()
         ttl = expires_in_seconds or self.default_ttl_seconds
         expires = now + timedelta(seconds=ttl)
@@ -143,6 +148,7 @@ class Enrollments:
             expiresAt=expires,
             capabilities=allow,
             maxSeats=max_seats,
+            reviewKind=kind,
         )
         return IssuedToken(
             token=token,
@@ -151,6 +157,7 @@ class Enrollments:
             expiresAt=expires,
             capabilities=allow,
             maxSeats=max_seats,
+            kind=kind,
         )
 
     def list_enrollment_tokens(self, product: str) -> list[dict[str, Any]]:
@@ -213,8 +220,9 @@ class Enrollments:
         self._check_name_free(product, name)
         nonce = self._entropy(12)
         self.store.use(token, name, nonce, now)
+        kind = enrolled_kind(token.reviewKind, token.capabilities, view.capabilities)
         try:
-            self._claim_name(product, name, view, now, token.maxSeats)
+            self._claim_name(product, name, view, now, token.maxSeats, kind)
         except FactoryExists:
             if not self.store.unuse(token, nonce):
                 log.warning("enrollment token %s could not be given back", token.short_id)
@@ -257,15 +265,18 @@ class Enrollments:
         view: FactorySelfLike,
         now: datetime,
         max_seats: int | None,
+        review_kind: str,
     ) -> None:
         """Take the name atomically: create the factory document, or flip a deregistered
-        one back (conditional patch). Two enrollments of one name: one wins, one is 409."""
+        one back (conditional patch). Two enrollments of one name: one wins, one is 409.
+        What the enrollment fixes (its seat cap, its review kind) is written either way."""
         doc = Factory(
             id=f"factory-{name}",
             productId=product,
             capabilities=tuple(sorted(set(view.capabilities))),
             seats=view.seats,
             maxSeats=max_seats,
+            reviewKind=review_kind,
             load=view.load,
             cost=view.cost,
             version=view.version,
@@ -283,6 +294,7 @@ class Enrollments:
                 [
                     Set("/deregistered", False),
                     Set("/maxSeats", max_seats),
+                    Set("/reviewKind", review_kind),
                     Set("/revoked", False),
                     Set("/paused", False),
                     Set("/draining", False),
@@ -314,6 +326,7 @@ def enrollment_view(doc: TokenDoc, now: datetime) -> dict[str, Any]:
         "expiresAt": format_ts(doc.expiresAt) if doc.expiresAt else None,
         "capabilities": list(doc.capabilities) if doc.capabilities is not None else None,
         "maxSeats": doc.maxSeats,
+        "kind": doc.reviewKind,
         "usedAt": format_ts(doc.usedAt) if doc.usedAt else None,
         "usedBy": doc.usedBy,
         "revokedAt": format_ts(doc.revokedAt) if doc.revokedAt else None,

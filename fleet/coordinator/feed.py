@@ -3,11 +3,13 @@ agent said), the product-wide event feed for live views, and why a job waits (ex
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from fleet.coordinator.attempt_quota import EVENT_BYTES, EVENTS, AttemptQuota
 from fleet.coordinator.budgets import Budgets, estimate_of
 from fleet.coordinator.channels import ChannelLimits
 from fleet.coordinator.config import Part
@@ -47,12 +49,19 @@ def agent_event_key(epoch: int, seq: int) -> str:
     return f"{epoch:08d}:{seq:010d}"
 
 
+def payload_bytes(payload: Any) -> int:
+    """An agent event's payload as its attempt's quota counts it: its JSON text (the
+    measure of the request's 16 KiB limit per payload)."""
+    return len(json.dumps(payload, default=str))
+
+
 @dataclass(frozen=True, eq=False)
 class Feed(Part):
     writer: Writer
     products: Products
     budgets: Budgets
     channels: ChannelLimits
+    attempt_quota: AttemptQuota
 
     def list_jobs(self, product: str) -> list[Job]:
         rows = self.docs.query(DOCS_OF_TYPE, product, {"type": "job"})
@@ -69,7 +78,8 @@ class Feed(Part):
         """One page of the product's jobs, newest first (by id: ids sort by creation time),
         older than the job id ``before``: at most ``limit`` jobs, and whether more follow.
         ``stage`` filters; ``reader`` (a factory) narrows to the jobs it holds and the jobs
-        in review.
+        in review. The jobs are summaries (``JOB_SUMMARY_FIELDS``): their body, events,
+        checkpoint, progress and result are not read (empty here; ``get_job`` has them).
 
         Cost: one bounded query; two for a factory without a stage filter (the jobs it
         holds, the jobs in review: merged by id, so the page stays flat and bounded)."""
@@ -120,7 +130,8 @@ class Feed(Part):
     ) -> tuple[list[dict[str, Any]], str | None]:
         """Events of every job after ``cursor`` (``at|jobId|seq``), oldest first, for live
         views, with the product's alert events (``jobId`` null; one more point read) unless
-        ``alerts`` is False. Returns the events and the next cursor.
+        ``alerts`` is False. Returns the events and the next cursor. The query reads each
+        job's id and embedded events, nothing else of it (not its body or checkpoint).
 
         Jobs are found by ``lastEventAt``, so a job changed again since hides its earlier
         events behind its latest time: when more jobs changed than the query's ``TOP``, the
@@ -149,12 +160,12 @@ class Feed(Part):
             else None
         )
         out: list[tuple[tuple[str, str, int], dict[str, Any]]] = []
-        for row in rows:
-            job = Job.from_doc(row)
-            for event in job.events:
-                key = (format_ts(event.at), job.id, event.seq)
+        for row in rows:  # the job's id and events only (JOBS_CHANGED_SINCE)
+            job_id = str(row["id"])
+            for event in map(Event.model_validate, row.get("events") or ()):
+                key = (format_ts(event.at), job_id, event.seq)
                 if key > after_key and (until is None or key[0] <= until):
-                    item = {"jobId": job.id, **event.model_dump(mode="json")}
+                    item = {"jobId": job_id, **event.model_dump(mode="json")}
                     out.append((key, item))
         if alerts:
             out.extend(alert_feed(self.docs, product, after_key))
@@ -177,11 +188,23 @@ class Feed(Part):
         beside the job's transition history. Fenced: only the holder at this epoch. They
         never change the job: stage, lease and epoch are untouched. Each event carries the
         sender's own sequence number, so a batch sent twice (a retry after a lost reply)
-        is stored once. Returns how many were new."""
+        is stored once. Returns how many were new.
+
+        The attempt's quota (``fleet.coordinator.attempt_quota``: events and payload bytes)
+        is taken for the whole batch before anything is stored: a batch that would pass it
+        is refused whole (``QuotaExceeded``), nothing stored. Cost beyond the fence's read
+        and one create per event: one patch (a 404 patch and a create on the attempt's
+        first batch), and one more patch giving back what a retried batch had stored
+        already."""
         J.check_fence(self.writer.get_job(product, job_id), factory_id, epoch)
+        sizes = [payload_bytes(e.payload) for e in events]
+        self.attempt_quota.take(
+            product, job_id, epoch, {EVENTS: len(events), EVENT_BYTES: sum(sizes)}
+        )
         now = self.clock.now()
         stored = 0
-        for event in events:
+        again = {EVENTS: 0, EVENT_BYTES: 0}  # taken for events already stored: given back
+        for event, size in zip(events, sizes, strict=True):
             doc = {
                 "id": f"{job_id}:agent:{epoch}:{event.seq}",
                 "productId": product,
@@ -200,7 +223,9 @@ class Feed(Part):
                 self.docs.create(doc)
                 stored += 1
             except AlreadyExists:
-                continue
+                again[EVENTS] += 1
+                again[EVENT_BYTES] += size
+        self.attempt_quota.give_back(product, job_id, epoch, again)
         return stored
 
     def agent_events(

@@ -11,7 +11,9 @@ one part's, each part given the coordinator (its stores and clock) and what else
 - ``fleet.domain.healer``           the healer's decisions (``plan_heal``), pure;
 - ``fleet.domain.fleet_state``      what a heartbeat says and what is kept of it, pure.
 
-Leaving the fleet (``deregister``) spans them all, so it is here.
+Leaving the fleet (``deregister``) spans them all, and the factory's tokens too, so it is
+here: a factory deregistered (by itself, an operator or the healer's prune) has its tokens
+revoked, so nothing it sends is accepted any more.
 
 The names the rest of the code imports from this module are re-exported from their homes.
 """
@@ -21,7 +23,7 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from fleet.coordinator.commands import (
     COMMAND_ID_PATTERN,
@@ -44,6 +46,7 @@ from fleet.coordinator.heartbeats import (
     jobs_properties,
 )
 from fleet.coordinator.service import Coordinator
+from fleet.coordinator.token_store import TokenStore, VerifiedCache
 from fleet.domain.fleet_state import (
     FACTORY_PREFIX,
     MAX_JOBS_PER_BEAT,
@@ -108,6 +111,7 @@ __all__ = [
     "Release",
     "StallChange",
     "StatusChange",
+    "TokenRevoker",
     "TrackedJob",
     "assigned_at",
     "commands_partition",
@@ -126,19 +130,47 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
+class TokenRevoker(Protocol):
+    """What revokes a factory's tokens (``fleet.coordinator.tokens.Tokens`` is one: it also
+    clears them from its instance's cache of verified tokens)."""
+
+    def revoke_tokens(self, product: str, factory_id: str, actor: str) -> int: ...
+
+
+class _StoredTokens:
+    """Revokes token documents without the app's cache of verified tokens: for a FleetHealth
+    built without the app's ``Tokens`` (tests, tools). The tokens are refused everywhere at
+    once but on the gate poll, where an instance's cache may trust them for its TTL."""
+
+    def __init__(self, coordinator: Coordinator) -> None:
+        self._clock = coordinator.clock
+        self._store = TokenStore(coordinator.stores.documents, VerifiedCache(1), _no_entropy)
+
+    def revoke_tokens(self, product: str, factory_id: str, actor: str) -> int:
+        return self._store.revoke_of_factory(product, factory_id, actor, self._clock.now())
+
+
+def _no_entropy(n: int) -> str:
+    raise AssertionError("deregistration issues no token")
+
+
 class FleetHealth:
     """Heartbeats, commands, deregistration and the self-healer over the coordinator's
-    stores and clock."""
+    stores and clock; ``tokens`` revokes a deregistered factory's tokens (the app's
+    ``Tokens``, so that its gate cache forgets them too)."""
 
     def __init__(
         self,
         coordinator: Coordinator,
         config: HealthConfig | None = None,
         entropy: Callable[[int], bytes] = secrets.token_bytes,
+        *,
+        tokens: TokenRevoker | None = None,
     ) -> None:
         self.coord = coordinator
         self.config = (config or HealthConfig()).resolved(coordinator.config.stale_after_seconds)
         self._docs = coordinator.stores.documents
+        self._tokens = tokens if tokens is not None else _StoredTokens(coordinator)
         self.commands = Commands(coordinator, entropy)
         self.heartbeats = Heartbeats(coordinator, self.commands, self.config.heartbeat_seconds)
         self.healer = Healer(coordinator, self.config, self.heartbeats, self.deregister)
@@ -186,10 +218,19 @@ class FleetHealth:
 
     # --- leaving the fleet -------------------------------------------------------------
 
-    def deregister(self, product: str, factory_id: str) -> None:
-        """The factory leaves the fleet: its document is marked ``deregistered`` (the reaper
-        then requeues whatever it still holds, fencing it), its heartbeat and pending commands
-        are removed. Idempotent; FactoryNotFound only if there was never anything to remove."""
+    def deregister(self, product: str, factory_id: str, by: str) -> None:
+        """The factory leaves the fleet (``by`` says who decided: the factory, an operator,
+        the healer): its tokens are revoked, its document is marked ``deregistered`` (the
+        reaper then requeues whatever it still holds, fencing it), its heartbeat and pending
+        commands are removed. Idempotent; FactoryNotFound only if there was never anything
+        to remove.
+
+        The tokens are revoked before the mark and again after it: a crash between the writes
+        leaves a factory refused but not yet marked (never marked and still accepted), and a
+        rotation racing this either sees the mark or issued its token before the second pass.
+        Cost: one token query and one patch per live token, twice; one patch, one table read
+        and delete, one table query."""
+        revoked = self._tokens.revoke_tokens(product, factory_id, by)
         found = False
         try:
             self._docs.patch(product, FACTORY_PREFIX + factory_id, [Set("/deregistered", True)])
@@ -199,9 +240,12 @@ class FleetHealth:
         if self.heartbeats.forget(product, factory_id):
             found = True
         self.commands.clear(product, factory_id)
+        revoked += self._tokens.revoke_tokens(product, factory_id, by)
         if not found:
             raise FactoryNotFound(f"factory {factory_id} not found", factory=factory_id)
-        log.info("factory %s/%s deregistered", product, factory_id)
+        log.info(
+            "factory %s/%s deregistered by %s (%d tokens revoked)", product, factory_id, by, revoked
+        )
 
     # --- the self-healer (``Healer``) ----------------------------------------------------
 
@@ -214,9 +258,12 @@ class FleetHealth:
 # --- built from settings ----------------------------------------------------------------
 
 
-def fleet_health(coordinator: Coordinator, healer: HealerSettings) -> FleetHealth:
-    """The FleetHealth of this coordinator with the healer's thresholds from settings (the
-    composition root builds one per process: ``fleet.context.context_for``)."""
+def fleet_health(
+    coordinator: Coordinator, healer: HealerSettings, tokens: TokenRevoker | None = None
+) -> FleetHealth:
+    """The FleetHealth of this coordinator with the healer's thresholds from settings, which
+    revokes a deregistered factory's tokens through ``tokens`` (the composition root builds
+    one per process, over the app's ``Tokens``: ``fleet.context.context_for``)."""
     stale = coordinator.config.stale_after_seconds
     if healer.down_after_seconds <= stale:
         raise SettingsError(
@@ -229,4 +276,4 @@ def fleet_health(coordinator: Coordinator, healer: HealerSettings) -> FleetHealt
         never_started_seconds=healer.never_started_seconds,
         prune_after_seconds=healer.prune_after_seconds,
     )
-    return FleetHealth(coordinator, config)
+    return FleetHealth(coordinator, config, tokens=tokens)

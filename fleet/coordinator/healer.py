@@ -59,14 +59,15 @@ class HealReport:
 
 
 class Healer:
-    """The healer's reads and writes; ``deregister`` prunes a long-gone factory."""
+    """The healer's reads and writes; ``deregister(product, factory, by)`` prunes a
+    long-gone factory (and revokes its tokens: a pruned factory's token works no more)."""
 
     def __init__(
         self,
         coordinator: Coordinator,
         config: HealthConfig,
         heartbeats: Heartbeats,
-        deregister: Callable[[str, str], None],
+        deregister: Callable[[str, str, str], None],
     ) -> None:
         self.coord = coordinator
         self.config = config
@@ -104,7 +105,7 @@ class Healer:
                 report.released.append(release.job_id)
         for factory_id in plan.prune:
             with suppress(FactoryNotFound):
-                self._deregister(product, factory_id)
+                self._deregister(product, factory_id, HEALER)
                 report.pruned.append(factory_id)
         if report.changed:
             log.info(report.summary())

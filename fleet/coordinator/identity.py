@@ -2,14 +2,22 @@
 
 A caller proves who it is with a bearer token (``Authorization: Bearer <token>``); the
 token's kind is its prefix (``flo_`` operator, ``flf_`` factory, ``fle_`` enrollment) and
-``fleet.coordinator.tokens`` verifies it. A factory token names its factory and its product;
-an operator token is not product-scoped, so operators name the product with
-``X-Fleet-Product`` (default ``default``). A factory may send ``X-Fleet-Product`` too, but
-only its own product (another is 403).
+``fleet.coordinator.tokens`` verifies it. A factory token names its factory and its product.
+An operator token names a person (``operator:NAME`` in every event they cause), a role and
+the products it may touch; operators name the product of a call with ``X-Fleet-Product``
+(default ``default``), or the path does (``{productId}``). A factory may send
+``X-Fleet-Product`` too, but only its own product (another is 403).
 
-An HTTP operation declares who may call it (a ``Caller``); the one decorator that serves
-operations (``fleet.http.operation``) asks ``authenticate`` for the principal, passing in the
-app's ``Tokens``. Handlers never read identity headers themselves.
+Roles, each allowed what the one before it is: a **viewer** reads; an **operator** also acts
+(submits, job actions, factory commands, reviews, pauses); an **admin** also manages tokens
+(operator and enrollment tokens, factory token revocation), budgets' ceilings and
+adjustments, channels and settings. The bootstrap tokens from ``FLEET_OPERATOR_TOKENS`` are
+admins of every product. A token used for a product outside its list is 403.
+
+An HTTP operation declares who may call it (a ``Caller``) and the role an operator needs
+(``Role``); the one decorator that serves operations (``fleet.http.operation``) asks
+``authenticate`` for the principal, passing in the app's ``Tokens``. Handlers never read
+identity headers themselves.
 
 Cost: every call verifies the token with one point read of its document (operator tokens
 from settings need none), so a revocation takes effect on the next request — except the
@@ -21,7 +29,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Literal, Protocol
 
 from fleet.errors import Forbidden, Problem, ValidationFailed
@@ -30,18 +38,66 @@ NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 DEFAULT_PRODUCT = "default"
 PRODUCT_HEADER = "X-Fleet-Product"
 
+Role = Literal["viewer", "operator", "admin"]
+# In order: each role may do what the ones before it may.
+ROLES: tuple[Role, ...] = ("viewer", "operator", "admin")
+_RANK: dict[Role, int] = {role: rank for rank, role in enumerate(ROLES)}
+
 
 @dataclass(frozen=True)
 class Principal:
     kind: Literal["factory", "operator"]
-    id: str
-    product: str
+    id: str  # a factory's name, or the operator's (a bootstrap token's: op-<hash prefix>)
+    product: str  # the product this call is about
     # A factory enrolled with a capability allowlist may advertise only these (None: any).
     allowed_capabilities: frozenset[str] | None = None
+    # Operators only: what the token may do, and the products it may touch (None: every
+    # one). Unset, an operator is what a bootstrap token is: an admin of every product.
+    role: Role = "admin"
+    products: frozenset[str] | None = None
+    # The SHA-256 of the token that proved it (None: a bootstrap token): which of a
+    # factory's tokens called. Not part of who the caller is.
+    token_hash: str | None = field(default=None, compare=False, repr=False)
 
     @property
     def actor(self) -> str:
         return f"{self.kind}:{self.id}"
+
+    def may(self, role: Role) -> bool:
+        """Whether an operator's role allows what ``role`` may do (factories: what their
+        kind of caller may do is the operation's ``Caller``, not a role)."""
+        return self.kind != "operator" or _RANK[self.role] >= _RANK[role]
+
+    def check_role(self, role: Role) -> None:
+        """Refuse (403) an operator whose role is below ``role``."""
+        if not self.may(role):
+            raise Forbidden(
+                f"this needs {_article(role)} {role} token: "
+                f"{self.id} is {_article(self.role)} {self.role}",
+                role=self.role,
+                needs=role,
+            )
+
+    def check_product(self) -> None:
+        """Refuse (403) an operator token used for a product outside its list."""
+        if self.kind == "operator" and not self.may_touch(self.product):
+            raise Forbidden(f"this token is not for product {self.product}", product=self.product)
+
+    def may_touch(self, product: str) -> bool:
+        """Whether the token is for ``product``."""
+        if self.kind == "factory":
+            return product == self.product
+        return self.products is None or product in self.products
+
+    def check_every_product(self) -> None:
+        """Refuse (403) an operator token limited to some products (what is fleet-wide,
+        such as other people's tokens, is for those of every product)."""
+        if self.kind != "operator" or self.products is not None:
+            raise Forbidden("this needs an operator token for every product (products: ['*'])")
+
+    def about(self, product: str) -> Principal:
+        """The same caller, about ``product``."""
+        return replace(self, product=product)
 
     def check_capabilities(self, capabilities: Iterable[str]) -> None:
         """Refuse (403) capabilities outside the factory's enrollment allowlist."""
@@ -53,6 +109,10 @@ class Principal:
                 "capabilities not allowed for this factory: " + ", ".join(disallowed),
                 disallowed=disallowed,
             )
+
+
+def _article(role: Role) -> str:
+    return "an" if role[0] in "aeiou" else "a"
 
 
 class HasHeaders(Protocol):
@@ -115,6 +175,11 @@ Want = Literal["factory", "operator", "any"]
 Caller = Literal["factory", "operator", "any", "gate", "anonymous"]
 
 
+# What an operation is about: one product (the caller must be allowed it), or the fleet
+# (who is calling, operator tokens): the product check is the handler's.
+Scope = Literal["product", "fleet"]
+
+
 class Authenticator(Protocol):
     """What verifies a bearer token (``fleet.coordinator.tokens.Tokens``)."""
 
@@ -123,14 +188,32 @@ class Authenticator(Protocol):
     ) -> Principal: ...
 
 
-def authenticate(tokens: Authenticator, source: Source, caller: Caller) -> Principal:
+def authenticate(
+    tokens: Authenticator,
+    source: Source,
+    caller: Caller,
+    *,
+    role: Role = "operator",
+    product: str | None = None,
+    scope: Scope = "product",
+) -> Principal:
     """The principal ``caller`` names, proven by the request's bearer token: 401 when it
-    proves nothing, 403 when it proves a principal that may not call. ``gate`` trusts a token
-    this instance verified within the last ``gate_cache_seconds`` without a read, so the idle
-    poll stays one point read (a revocation reaches that endpoint within that time)."""
+    proves nothing, 403 when it proves a principal that may not call — the wrong kind, an
+    operator whose role is below ``role``, or (``scope`` product) a token for other
+    products. ``product`` is the product the path names (else ``X-Fleet-Product``). ``gate``
+    trusts a token this instance verified within the last ``gate_cache_seconds`` without a
+    read, so the idle poll stays one point read (a revocation reaches that endpoint within
+    that time)."""
     if caller == "anonymous":
         raise ValueError("an anonymous operation has no principal to authenticate")
     want: Want = "any" if caller == "gate" else caller
-    return tokens.authenticate(
-        bearer_token(source), product_header(source), want=want, cached=caller == "gate"
+    principal = tokens.authenticate(
+        bearer_token(source),
+        product if product is not None else product_header(source),
+        want=want,
+        cached=caller == "gate",
     )
+    principal.check_role(role)
+    if scope == "product":
+        principal.check_product()
+    return principal

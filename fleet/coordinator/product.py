@@ -21,6 +21,7 @@ from fleet.coordinator.clock import Clock
 from fleet.coordinator.config import CoordinatorConfig
 from fleet.domain.alerts import AlertRules
 from fleet.domain.models import Factory, format_ts
+from fleet.domain.review import UNKNOWN, factory_kind
 from fleet.domain.scheduler import DEFAULT_WEIGHTS, FactoryView, Weights
 from fleet.errors import AlreadyExists, ConcurrencyConflict, FleetError, NotFound
 from fleet.store.ports import DocumentStore, Incr
@@ -201,6 +202,11 @@ class Products:
                 if current is None:
                     factory = Factory(id=doc_id, productId=product, **said)
                     return Factory.from_doc(self.docs.create(factory.to_doc()))
+                if current.reviewKind == UNKNOWN:
+                    # Its enrollment said no kind (no token kind, no allowlist, no engine):
+                    # the first registration that names one fixes it, once, as enrollment
+                    # would have. Re-registering never changes a kind already fixed.
+                    said["reviewKind"] = factory_kind(view.capabilities)
                 updated = current.evolve(**said)
                 return Factory.from_doc(self.docs.replace(updated.to_doc(), etag=current.etag))
             except (AlreadyExists, ConcurrencyConflict):

@@ -1,7 +1,7 @@
 """The review quorum's orchestration: who is voting, of what kind, and the one write.
 
 The rules are pure (``fleet.domain.review``); this module reads what they need (the job, the
-voting factory's advertised capabilities for its kind) and writes through the one
+voting factory's document for the kind fixed at its enrollment) and writes through the one
 conditional write path (``fleet.coordinator.writer``), so every vote and the transition it
 causes land with their events in one job document write. A lost race re-reads and
 re-decides: a second vote by the same reviewer racing the first is refused on the fresh
@@ -25,7 +25,7 @@ from fleet.store.ports import DocumentStore
 @dataclass(frozen=True)
 class Reviewer:
     """Who votes: an operator (``kind`` as they say, ``human`` by default) or a factory
-    (``kind`` from its advertised capabilities; it may name one of them to narrow it)."""
+    (``kind`` fixed at its enrollment; it may name one of them to narrow it)."""
 
     kind: str  # "operator" or "factory"
     id: str
@@ -42,12 +42,13 @@ class Reviews:
         self.gate = gate
 
     def factory_kind(self, product: str, factory_id: str) -> str:
-        """The factory's kind from its registered capabilities (one point read)."""
+        """The factory's review kind, fixed at its enrollment (``R.reviewer_kind``): never
+        what it re-registered since (one point read)."""
         try:
             factory = Factory.from_doc(self.docs.read(product, f"factory-{factory_id}"))
         except NotFound:
             return R.UNKNOWN
-        return R.factory_kind(factory.capabilities)
+        return R.reviewer_kind(factory)
 
     def request(
         self,
@@ -96,7 +97,7 @@ class Reviews:
             return advertised
         if kind not in R.kinds_of(advertised):
             raise ReviewRefused(
-                f"a factory reviews as the kind it advertises ({advertised}), not {kind}",
+                f"a factory reviews as the kind it enrolled as ({advertised}), not {kind}",
                 kind=kind,
                 advertised=advertised,
             )

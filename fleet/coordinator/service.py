@@ -32,6 +32,7 @@ from collections.abc import Callable
 from typing import Any, Concatenate, Generic, ParamSpec, Self, TypeVar, overload
 
 from fleet.coordinator.artifacts import Artifacts
+from fleet.coordinator.attempt_quota import AttemptQuota, limits_of
 from fleet.coordinator.budgets import Budgets
 from fleet.coordinator.channels import ChannelLimits
 from fleet.coordinator.claim import Cadence, ClaimResult, Claims
@@ -118,13 +119,16 @@ class Coordinator:
         self._products = products = Products(docs, clock, config)
         self._writer = writer = Writer(docs, clock, config, self.budgets, self.channels, gate)
         self.reviews = Reviews(docs, writer, gate)
-        self.artifacts = Artifacts(writer, docs, stores.blobs, clock, config.artifacts_container)
+        attempt_quota = AttemptQuota(docs, limits_of(config.quotas), config.event_ttl_seconds)
+        self.artifacts = Artifacts(
+            writer, docs, stores.blobs, clock, config.artifacts_container, attempt_quota
+        )
         quotas = (self.budgets, self.channels)
         self._claims = Claims(docs, clock, config, writer, products, *quotas, entropy)
         self._leases = Leases(writer, self.budgets, self.reviews)
         self._submissions = Submissions(docs, clock, config, writer, products, gate, entropy)
         self._reaper = Reaper(docs, clock, config, writer, products, *quotas, gate)
-        self._feed = Feed(docs, clock, config, writer, products, *quotas)
+        self._feed = Feed(docs, clock, config, writer, products, *quotas, attempt_quota)
         self._metrics = Metrics(docs, clock, config, products, self.budgets)
 
     # --- reading ---------------------------------------------------------------------
@@ -162,6 +166,7 @@ class Coordinator:
 
     # --- the product: registry, factories, settings ----------------------------------
     products = _Via("_products", Products.products)
+    register = _Via("_products", Products.register)
     register_factory = _Via("_products", Products.register_factory)
     factories = _Via("_products", Products.factories)
     factory_views = _Via("_products", Products.factory_views)

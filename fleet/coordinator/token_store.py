@@ -2,9 +2,11 @@
 
 A token is ``<prefix><43 url-safe characters>``; it is stored only as its SHA-256 (hex), in a
 ``token`` document of the system partition whose id is ``tok-<sha256>``, so authenticating a
-request is one point read. Every write that ends or shortens a token's life goes through
-``TokenStore``, which also evicts the token from this instance's cache of verified tokens:
-the gate poll never trusts a token this instance has itself revoked or rotated out.
+request is one point read. Enrollment and factory tokens belong to a product (``product``);
+named operator tokens to none (``product`` is ``*``; ``products`` lists what they may
+touch). Every write that ends or shortens a token's life goes through ``TokenStore``, which
+also evicts the token from this instance's cache of verified tokens: the gate poll never
+trusts a token this instance has itself revoked or rotated out.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from typing import Any, Literal
 
-from fleet.coordinator.identity import Principal
+from fleet.coordinator.identity import Principal, Role
 from fleet.coordinator.service import SYSTEM_PARTITION
 from fleet.domain.models import Document, Timestamp, format_ts
 from fleet.errors import NotFound, PreconditionFailed, Unauthorized
@@ -28,7 +30,10 @@ from fleet.store.queries import TOKENS_OF_FACTORY, TOKENS_OF_PRODUCT
 OPERATOR_PREFIX = "flo_"
 ENROLLMENT_PREFIX = "fle_"
 FACTORY_PREFIX = "flf_"
-ID_CHARS = 12  # the hex prefix of the hash that names an enrollment token in listings
+ID_CHARS = 12  # the hex prefix of the hash that names a token in listings
+# The ``product`` of an operator token's document: it is no one product's (its ``products``
+# say which it may touch), and no product is named so (product names start alphanumeric).
+OPERATOR_SCOPE = "*"
 
 TokenKind = Literal["operator", "enrollment", "factory"]
 PREFIXES: dict[TokenKind, str] = {
@@ -63,7 +68,11 @@ class TokenDoc(Document):
     createdBy: str
     expiresAt: Timestamp | None = None
     capabilities: tuple[str, ...] | None = None  # allowlist (enrollment and factory tokens)
+    name: str | None = None  # operator tokens: the person (events say operator:NAME)
+    role: Role | None = None  # operator tokens
+    products: tuple[str, ...] | None = None  # operator tokens: ("*",) for every product
     maxSeats: int | None = None  # enrollment tokens: the most seats the factory may use
+    reviewKind: str | None = None  # enrollment tokens: the factory's review kind, if set
     usedAt: Timestamp | None = None  # enrollment tokens: single use
     usedBy: str | None = None
     useNonce: str | None = None  # which enrollment attempt used it (to give it back)
@@ -95,7 +104,8 @@ class TokenDoc(Document):
 
 
 class VerifiedCache:
-    """Verified factory tokens, per instance: hash -> (principal, trusted until). LRU-bounded."""
+    """Verified factory and named operator tokens, per instance: hash -> (principal,
+    trusted until). LRU-bounded."""
 
     def __init__(self, size: int) -> None:
         self._size = size
@@ -216,10 +226,21 @@ class TokenStore:
         return True
 
     def revoke(self, token: TokenDoc, actor: str, now: datetime) -> TokenDoc:
-        """Revoke one token (an enrollment token: never in the cache of verified ones)."""
-        return TokenDoc.from_doc(
+        """Revoke one token; this instance's gate poll stops trusting it at once."""
+        revoked = TokenDoc.from_doc(
             self.docs.patch(SYSTEM_PARTITION, token.id, _revocation(actor, now))
         )
+        self.cache.evict([token.hash])
+        return revoked
+
+    # --- operator tokens -------------------------------------------------------------
+
+    def operator_tokens(self) -> Iterator[TokenDoc]:
+        """Every named operator token, oldest first, read as they are taken."""
+        rows = self.docs.query(
+            TOKENS_OF_PRODUCT, SYSTEM_PARTITION, {"product": OPERATOR_SCOPE, "kind": "operator"}
+        )
+        return (TokenDoc.from_doc(r) for r in rows)
 
     # --- factory tokens --------------------------------------------------------------
 
@@ -229,8 +250,10 @@ class TokenStore:
         )
         return [TokenDoc.from_doc(r) for r in rows if r.get("kind") == "factory"]
 
-    def rotate_out(self, tokens: list[TokenDoc], grace_until: datetime) -> None:
-        """End the tokens at ``grace_until``; one already rotated out keeps its own end."""
+    def rotate_out(self, tokens: list[TokenDoc], grace_until: datetime) -> int:
+        """End the tokens at ``grace_until``; one already rotated out keeps its own end.
+        How many this call rotated out (a racing rotation's are not counted)."""
+        retired = 0
         for old in tokens:
             if old.graceUntil is not None:
                 continue  # already rotated out: its grace is not extended
@@ -243,7 +266,9 @@ class TokenStore:
                 )
             except (PreconditionFailed, NotFound):
                 continue
+            retired += 1
         self.cache.evict(t.hash for t in tokens)
+        return retired
 
     def revoke_of_factory(self, product: str, factory_id: str, actor: str, now: datetime) -> int:
         """Revoke every live token of the factory; how many there were."""

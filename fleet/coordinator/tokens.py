@@ -14,17 +14,22 @@ its SHA-256 (hex), in a ``token`` document of the system partition whose id is
   at once, the old ones keep working for a grace period (``TokenConfig.grace_seconds``).
 - An operator **revokes** a factory: all its tokens are refused from the next request and
   the factory document is marked ``revoked`` — the reaper then takes back the jobs it held.
-- **Operator tokens** come from settings (``FLEET_OPERATOR_TOKENS``, plaintext or
-  ``sha256:<hex>``): checked against their hashes in memory, no read.
+- **Bootstrap operator tokens** come from settings (``FLEET_OPERATOR_TOKENS``, plaintext or
+  ``sha256:<hex>``): admins of every product, checked against their hashes in memory, no
+  read.
+- **Named operator tokens** are people (``fleet.coordinator.operators``): an admin of every
+  product creates one with a name, a role and the products it may touch; verifying one is a
+  point read of its document, like a factory token's.
 
 Hashes are compared with ``hmac.compare_digest``. A refused token is always the same 401
 ("invalid, expired or revoked token"): the caller never learns which it was.
 
 The idle gate poll (``GET /api/fleet/queue-state``) must stay one point read, so it may use
-a small per-instance cache of verified factory tokens (``gate_cache_seconds``, bounded to
-``gate_cache_size`` entries): on that one endpoint a revoked or expired token can keep
-working for up to that long on an instance that verified it just before. Every other
-request reads the token document.
+a small per-instance cache of verified factory and named operator tokens
+(``gate_cache_seconds``, bounded to ``gate_cache_size`` entries): on that one endpoint a
+revoked or expired token can keep working for up to that long on an instance that verified
+it just before (the instance that revokes it forgets it at once). Every other request reads
+the token document.
 """
 
 from __future__ import annotations
@@ -52,7 +57,14 @@ from fleet.coordinator.factory_tokens import (
     FactoryTokens,
     Rotation,
 )
-from fleet.coordinator.identity import DEFAULT_PRODUCT, Principal
+from fleet.coordinator.identity import DEFAULT_PRODUCT, Principal, Role
+from fleet.coordinator.operators import (
+    IssuedOperatorToken,
+    OperatorTokenNotFound,
+    OperatorTokens,
+    bootstrap_principal,
+    principal_of,
+)
 from fleet.coordinator.service import Coordinator
 from fleet.coordinator.token_store import (
     ENROLLMENT_PREFIX,
@@ -85,7 +97,9 @@ __all__ = [
     "FactoryNotFound",
     "FactoryRevoked",
     "FactorySelfLike",
+    "IssuedOperatorToken",
     "IssuedToken",
+    "OperatorTokenNotFound",
     "Rotation",
     "TokenConfig",
     "TokenDoc",
@@ -141,6 +155,7 @@ class Tokens:
         self._factories = FactoryTokens(
             self._store, self.docs, self.clock, grace_seconds=self.config.grace_seconds
         )
+        self._operators = OperatorTokens(self._store, self.clock)
 
     # --- authentication --------------------------------------------------------------
 
@@ -158,7 +173,7 @@ class Tokens:
         if token is None:
             raise Unauthorized(MISSING)
         if token.startswith(OPERATOR_PREFIX):
-            principal = self._operator(token, product)
+            principal = self._operator(token, product or DEFAULT_PRODUCT, cached=cached)
         elif token.startswith(FACTORY_PREFIX):
             principal = self._factory(token, cached=cached)
         elif token.startswith(ENROLLMENT_PREFIX):
@@ -175,39 +190,76 @@ class Tokens:
             raise Forbidden("this token is for another product")
         return principal
 
-    def _operator(self, token: str, product: str | None) -> Principal:
+    def _operator(self, token: str, product: str, *, cached: bool) -> Principal:
         digest = hash_token(token)
         # Compare against every configured hash: the time taken does not say which matched.
         found = False
         for known in self._operator_hashes:
             found |= hmac.compare_digest(known, digest)
-        if not found:
-            raise Unauthorized(INVALID)
-        return Principal(kind="operator", id=f"op-{digest[:8]}", product=product or DEFAULT_PRODUCT)
+        if found:
+            return bootstrap_principal(digest, product)
+        # A named operator: its cached principal is about whichever product it last named.
+        return self._verified(digest, "operator", cached=cached).about(product)
 
     def _factory(self, token: str, *, cached: bool) -> Principal:
-        digest = hash_token(token)
+        return self._verified(hash_token(token), "factory", cached=cached)
+
+    def _verified(self, digest: str, kind: TokenKind, *, cached: bool) -> Principal:
+        """The principal of the live ``kind`` token whose hash is ``digest``: one point
+        read, or none when ``cached`` and this instance verified it lately."""
         now = self.clock.now()
         if cached:
             hit = self._cache.get(digest, now)
-            if hit is not None:
+            if hit is not None and hit.kind == kind:
                 return hit
         doc = self._store.read(digest)
-        if doc is None or doc.kind != "factory" or doc.factoryId is None or not doc.valid_at(now):
+        if doc is None or doc.kind != kind or not doc.valid_at(now):
             self._cache.evict([digest])  # refused here: refused on this instance's gate too
             raise Unauthorized(INVALID)
-        principal = Principal(
-            kind="factory",
-            id=doc.factoryId,
-            product=doc.product,
-            allowed_capabilities=(
-                frozenset(doc.capabilities) if doc.capabilities is not None else None
-            ),
-        )
+        if kind == "operator" and doc.name is not None and doc.role is not None:
+            principal = principal_of(doc, DEFAULT_PRODUCT)
+        elif kind == "factory" and doc.factoryId is not None:
+            principal = Principal(
+                kind="factory",
+                id=doc.factoryId,
+                product=doc.product,
+                allowed_capabilities=(
+                    frozenset(doc.capabilities) if doc.capabilities is not None else None
+                ),
+                token_hash=digest,
+            )
+        else:
+            self._cache.evict([digest])
+            raise Unauthorized(INVALID)
         until = now + timedelta(seconds=self.config.gate_cache_seconds)
         ends = doc.valid_until()
         self._cache.put(digest, principal, min(until, ends) if ends else until)
         return principal
+
+    # --- operator tokens (people) ----------------------------------------------------
+
+    def create_operator_token(
+        self,
+        name: str,
+        role: Role,
+        products: Iterable[str],
+        actor: str,
+        *,
+        expires_in_seconds: int | None = None,
+    ) -> IssuedOperatorToken:
+        """A token for the person ``name`` with ``role`` over ``products`` (``["*"]``:
+        every one), shown this once."""
+        return self._operators.create(
+            name, role, products, actor, expires_in_seconds=expires_in_seconds
+        )
+
+    def list_operator_tokens(self) -> list[dict[str, Any]]:
+        """Every named operator token, oldest first, without secrets or hashes."""
+        return self._operators.list()
+
+    def revoke_operator_token(self, token_id: str, actor: str) -> dict[str, Any]:
+        """Refuse the operator token from the next request; the token as it is now."""
+        return self._operators.revoke(token_id, actor)
 
     # --- enrollment ------------------------------------------------------------------
 
@@ -219,6 +271,7 @@ class Tokens:
         expires_in_seconds: int | None = None,
         capabilities: Iterable[str] | None = None,
         max_seats: int | None = None,
+        kind: str | None = None,
     ) -> IssuedToken:
         return self._enrollments.create_enrollment_token(
             product,
@@ -226,6 +279,7 @@ class Tokens:
             expires_in_seconds=expires_in_seconds,
             capabilities=capabilities,
             max_seats=max_seats,
+            kind=kind,
         )
 
     def list_enrollment_tokens(self, product: str) -> list[dict[str, Any]]:
@@ -244,7 +298,7 @@ class Tokens:
 
     def rotate(self, principal: Principal, factory_id: str) -> Rotation:
         """A new token for the factory; its current ones keep working for the grace period.
-        The factory itself or an operator (of the product in ``principal.product``)."""
+        The factory itself or an admin (of the product in ``principal.product``)."""
         return self._factories.rotate(principal, factory_id)
 
     def revoke_factory(self, product: str, factory_id: str, actor: str) -> int:

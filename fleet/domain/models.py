@@ -281,6 +281,10 @@ class Factory(Document):
     # operator): it never holds more live leases than these or its own ``seats``, whatever
     # it re-registers. None: no limit but its own seats.
     maxSeats: int | None = None
+    # Its review kind (``fleet.domain.review``), fixed at enrollment from what the operator
+    # set on the enrollment token (its ``kind``, else its allowlist), else from what it
+    # enrolled with: never from what it re-registers. None: registered without enrolling.
+    reviewKind: str | None = None
     load: int = 0
     cost: float = 0.5  # relative cost of running here, 0 (cheap) .. 1 (dear)
     version: str | None = None

@@ -11,10 +11,15 @@ A reported cost is data from a factory, not a fact: one above ``MAX_REPORTED_COS
 refused, and one above the attempt's cap (``fleet.domain.runs.cost_cap``) is recorded at the
 cap, everywhere it is kept (the job's ``costs``, ``progress``, ``result`` and the run), so
 no factory can make a product's spend whatever it likes.
+
+A report's ``checkpoint``, ``progress`` and ``result`` are kept in the job document as they
+are: together they are at most ``MAX_REPORT_BYTES`` of JSON (``check_size``), so no report
+can grow a job past what every read of it can afford.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -25,6 +30,38 @@ from fleet.domain import runs as RU
 from fleet.domain.models import Job, queue_key
 from fleet.domain.stages import REPORTABLE, Action, Stage
 from fleet.errors import IllegalReport, Problem, ValidationFailed
+
+MAX_REPORT_BYTES = 256 * 1024  # checkpoint + progress + result, as compact JSON
+
+
+def check_size(checkpoint: Any = None, progress: Any = None, result: Any = None) -> None:
+    """``ValidationFailed`` (path: the largest of them, code ``too_large``) when what a
+    report keeps in the job (its checkpoint, progress and result) is together over
+    ``MAX_REPORT_BYTES`` of JSON."""
+    said = {"checkpoint": checkpoint, "progress": progress, "result": result}
+    sizes = {k: _json_bytes(v) for k, v in said.items() if v is not None}
+    total = sum(sizes.values())
+    if total > MAX_REPORT_BYTES:
+        largest = max(sizes, key=lambda k: sizes[k])
+        raise ValidationFailed(
+            [
+                Problem(
+                    path=largest,
+                    code="too_large",
+                    message=(
+                        f"checkpoint, progress and result are {total} bytes of JSON together "
+                        f"({largest}: {sizes[largest]}); at most {MAX_REPORT_BYTES}"
+                    ),
+                )
+            ],
+            f"the report is too large: at most {MAX_REPORT_BYTES} bytes of checkpoint, "
+            "progress and result together",
+        )
+
+
+def _json_bytes(value: Any) -> int:
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+    return len(text.encode("utf-8"))
 
 
 @dataclass(frozen=True)
@@ -42,6 +79,10 @@ class Report:
     # The holder's kind (``fleet.domain.review.factory_kind``): needed only when the report
     # takes the job into review (``opens_review``), where it names the author's kind.
     author_kind: str = R.UNKNOWN
+
+    def __post_init__(self) -> None:
+        # Refused before the job is read: a report too large changes nothing.
+        check_size(self.checkpoint, self.progress, self.result)
 
     @property
     def cost(self) -> float | None:

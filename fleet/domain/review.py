@@ -13,8 +13,12 @@ round; in it, reviewers (operators, or factories other than the author) vote:
 
 The author, the factory whose attempt is under review, never reviews it. A reviewer's
 *kind* is what it is: ``human`` (or what an operator says) for operators; for a factory,
-its ``kind:NAME`` capabilities if it advertises any, else its ``engine:NAME`` ones, joined
-with ``+`` (``claude+codex``), else ``unknown``. With ``distinctKind`` a reviewer none of
+the kind fixed when it enrolled (``enrolled_kind``): the ``kind`` an operator set on its
+enrollment token, else the kind of that token's capability allowlist, else the kind of the
+capabilities it enrolled with. A capability set's kind is its ``kind:NAME`` capabilities if
+any, else its ``engine:NAME`` ones, joined with ``+`` (``claude+codex``), else ``unknown``.
+What a factory re-registers later never changes its kind, so ``distinctKind`` cannot be
+bypassed by re-registering as another engine. With ``distinctKind`` a reviewer none of
 whose kinds is one of the author's is needed (``unknown`` is a kind like any other, so two
 unknowns are the same kind).
 
@@ -31,6 +35,7 @@ from typing import Any, Literal
 
 from fleet.domain import jobs as J
 from fleet.domain.models import (
+    Factory,
     Job,
     ReviewRequest,
     ReviewRound,
@@ -85,6 +90,28 @@ def factory_kind(capabilities: Iterable[str]) -> str:
         if names:
             return "+".join(names)
     return UNKNOWN
+
+
+def enrolled_kind(
+    kind: str | None, allowlist: Iterable[str] | None, capabilities: Iterable[str]
+) -> str:
+    """The kind fixed at a factory's enrollment: what the operator set on the enrollment
+    token (``kind``), else what its allowlist allows (a factory allowed two engines is of
+    both kinds), else what the factory enrolled with. ``unknown`` when none says one (the CLI
+    enrolls before it knows its engine): then its first registration naming one fixes it,
+    once (``Products.register_factory``)."""
+    if kind is not None:
+        return kind
+    return factory_kind(allowlist if allowlist is not None else capabilities)
+
+
+def reviewer_kind(factory: Factory) -> str:
+    """A factory's review kind: the one fixed at its enrollment. A factory registered
+    without enrolling (the coordinator's own tests and tools, or enrolled before kinds were
+    fixed) has none: its registered capabilities say it."""
+    if factory.reviewKind is not None:
+        return factory.reviewKind
+    return factory_kind(factory.capabilities)
 
 
 def kinds_of(kind: str) -> frozenset[str]:

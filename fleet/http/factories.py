@@ -192,6 +192,8 @@ def factory_last_heartbeat(req: func.HttpRequest, call: Call) -> func.HttpRespon
     tag="fleet",
     description=(
         "An operator, or the factory itself on a clean shutdown (another factory is 403). "
+        "Its tokens are revoked: its next request is 401 (the idle gate poll, `queue-state`, "
+        "may accept one for up to 30 s more on another instance that verified it just before). "
         "The reaper then requeues what it still holds (fencing it); its heartbeat and "
         "pending commands are removed. Idempotent; 404 only for a name never seen."
     ),
@@ -206,7 +208,6 @@ def deregister_factory(req: func.HttpRequest, call: Call) -> func.HttpResponse:
     factory_id = _factory_id(req)
     if principal.kind == "factory" and principal.id != factory_id:
         raise Forbidden("a factory may deregister only itself", factory=factory_id)
-    call.context.health.deregister(principal.product, factory_id)
     # Its tokens stop working at once (it may enroll again later with a new token).
-    call.context.tokens.revoke_tokens(principal.product, factory_id, principal.actor)
+    call.context.health.deregister(principal.product, factory_id, principal.actor)
     return reply(Deregistration.model_construct(factory=factory_id, deregistered=True))

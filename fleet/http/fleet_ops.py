@@ -268,6 +268,7 @@ def get_settings(req: func.HttpRequest, call: Call) -> func.HttpResponse:
     "PUT",
     caller="operator",
     id="putSettings",
+    role="admin",
     summary="Change the product's scheduler weights, preemption and alert rules (omitted ones "
     "are kept)",
     tag="operator",

@@ -106,13 +106,14 @@ def job_id_of(req: func.HttpRequest) -> str:
     return str(req.route_params.get("id", ""))
 
 
-def _holds(principal: Principal, job: Job) -> bool:
-    return job.lease is not None and job.lease.holder == principal.id
+def factory_may_read(principal: Principal, stage: Stage, holder: str | None) -> bool:
+    """A factory reads the jobs it holds (its lease's holder), and the jobs in review (it
+    may be a reviewer)."""
+    return holder == principal.id or stage is Stage.REVIEW
 
 
 def _readable_by_factory(principal: Principal, job: Job) -> bool:
-    """A factory reads the jobs it holds, and the jobs in review (it may be a reviewer)."""
-    return _holds(principal, job) or job.stage is Stage.REVIEW
+    return factory_may_read(principal, job.stage, job.lease.holder if job.lease else None)
 
 
 def readable_job(coordinator: Coordinator, principal: Principal, job_id: str) -> Job:
@@ -218,7 +219,7 @@ def submit_job(req: func.HttpRequest, call: Call) -> func.HttpResponse:
     "GET",
     caller="any",
     id="listJobs",
-    summary="The product's jobs (without body and events)",
+    summary="The product's jobs (without body, events, checkpoint, progress and result)",
     tag="jobs",
     description=(
         "One page, ordered by job id (ids never change, so following `next` neither "
@@ -226,7 +227,9 @@ def submit_job(req: func.HttpRequest, call: Call) -> func.HttpResponse:
         "Pass the reply's `next` back as `cursor` for the following page; `next` is "
         "null on the last page. The `stage` filter applies to every page. A factory "
         "token lists only the jobs it holds and the jobs in review. One bounded query "
-        "a page (two for a factory token without a stage filter)."
+        "a page (two for a factory token without a stage filter), which reads none of a "
+        "job's body, events, checkpoint, progress and result: `GET /api/fleet/jobs/{id}` "
+        "has them."
     ),
     params=(
         query_param("stage", "Only jobs in this stage.", {"$ref": "#/components/schemas/Stage"}),

@@ -9,6 +9,7 @@ import azure.functions as func
 
 from fleet.coordinator.service import AgentEvent
 from fleet.domain.models import Lease
+from fleet.domain.report import check_size
 from fleet.http.jobs import job_id_of
 from fleet.http.operation import Call, Operations, Reply, json_body
 from fleet.http.params import JOB_ID
@@ -50,7 +51,9 @@ class AgentEventsStored(View):
         "following `maxAttempts`. A reported cost (`result.costUsd`, else "
         "`progress.costUsd`) over the attempt's `maxCostUsd` is recorded (the budget "
         "settles with it), the attempt is ended (`budget_exceeded`, retried following "
-        "`maxAttempts`, epoch bumped) and the reply is 409 `budget_exceeded`."
+        "`maxAttempts`, epoch bumped) and the reply is 409 `budget_exceeded`. `checkpoint`, "
+        "`progress` and `result` together are at most 256 KiB of JSON: more is 400 "
+        "`too_large` (path: the largest of them), nothing changed."
     ),
     params=(JOB_ID,),
     body=json_body(ReportBody),
@@ -115,7 +118,9 @@ def renew_lease(req: func.HttpRequest, call: Call) -> func.HttpResponse:
     id="releaseLease",
     summary="Give the job back (queued again, checkpoint kept, no attempt counted)",
     tag="lease",
-    description=_FENCED,
+    description=(
+        _FENCED + " The `checkpoint` is at most 256 KiB of JSON (400 `too_large`, nothing changed)."
+    ),
     params=(JOB_ID,),
     body=json_body(LeaseBody),
     replies={200: Reply("The job, as it is now.", JobView)},
@@ -126,6 +131,7 @@ def release_lease(req: func.HttpRequest, call: Call) -> func.HttpResponse:
     """Give the job back: queued again, checkpoint kept. Fenced by leaseEpoch."""
     principal = call.principal
     body = body_model(req, LeaseBody)
+    check_size(checkpoint=body.checkpoint)  # as a report's: refused before the job is read
     job = call.context.coordinator.release(
         principal.product,
         job_id_of(req),
@@ -148,7 +154,11 @@ def release_lease(req: func.HttpRequest, call: Call) -> func.HttpResponse:
         "Fenced by `leaseEpoch` (409 `fenced`); never changes the job. At most 100 events "
         "a batch, each payload at most 16 KiB of JSON; `seq` is the sender's own number "
         "within the attempt, so a batch sent twice is stored once (201 when something "
-        "was new, 200 when all were already stored)."
+        "was new, 200 when all were already stored). An attempt stores at most 5,000 "
+        "events and 5 MiB of payload JSON (the app settings "
+        "`FLEET_AGENT_EVENTS_PER_ATTEMPT`, `FLEET_AGENT_EVENT_BYTES_PER_ATTEMPT`): a batch "
+        "that would pass either is refused whole, 413 `quota_exceeded`, nothing stored "
+        "(stop forwarding for this attempt; the next attempt starts afresh)."
     ),
     params=(JOB_ID,),
     body=json_body(AgentEventsBody),
@@ -156,7 +166,7 @@ def release_lease(req: func.HttpRequest, call: Call) -> func.HttpResponse:
         201: Reply("Stored.", AgentEventsStored),
         200: Reply("Nothing new (a retried batch).", AgentEventsStored),
     },
-    errors=(400, 404, 409),
+    errors=(400, 404, 409, 413),
     conflict="Fenced",
 )
 def post_agent_events(req: func.HttpRequest, call: Call) -> func.HttpResponse:

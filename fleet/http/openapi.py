@@ -30,7 +30,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaMode, models_json_schema
 
 from fleet.context import ContextProvider
-from fleet.coordinator.identity import DEFAULT_PRODUCT, NAME, PRODUCT_HEADER
+from fleet.coordinator.identity import DEFAULT_PRODUCT, NAME, PRODUCT_HEADER, Role
 from fleet.domain.manifest import CAPABILITY_PATTERN, JOB_ID_PATTERN, MAX_CAPABILITY_CHARS
 from fleet.http.operation import (
     Bearer,
@@ -61,7 +61,11 @@ TAGS = (
     {"name": "review", "description": "The review quorum: requests and votes."},
     {"name": "fleet", "description": "The claim, the gate, factories, events, metrics."},
     {"name": "budgets", "description": "Budgets and channel limits."},
-    {"name": "tokens", "description": "Enrollment, rotation and revocation."},
+    {
+        "name": "tokens",
+        "description": "Who is calling; operator and enrollment tokens, enrollment, rotation "
+        "and revocation.",
+    },
     {"name": "profiles", "description": "Persona profiles (immutable versions)."},
     {"name": "meta", "description": "Health and this document."},
 )
@@ -79,9 +83,9 @@ _PARAMETERS: dict[str, Schema] = {
         "in": "header",
         "required": False,
         "description": (
-            "The product (partition) the call is about. Operator tokens are not "
-            "product-scoped, so operators name it here; a factory token carries its product, "
-            "and naming another one is 403."
+            "The product (partition) the call is about (a `{productId}` in the path names it "
+            "instead). Operators name it here: an operator token for other products is 403. "
+            "A factory token carries its product, and naming another one is 403."
         ),
         "schema": {"type": "string", "pattern": NAME.pattern, "default": DEFAULT_PRODUCT},
     },
@@ -92,22 +96,36 @@ _SECURITY_SCHEMES: dict[str, Schema] = {
         "type": "http",
         "scheme": "bearer",
         "description": (
-            "`Authorization: Bearer <token>`. Operator tokens start `flo_` (locally the stack "
-            "command prints one; deployed, `FLEET_OPERATOR_TOKENS`), factory tokens `flf_` "
-            "(from enrollment), enrollment tokens `fle_` (only for "
+            "`Authorization: Bearer <token>`. Operator tokens start `flo_`: the bootstrap ones "
+            "(locally the stack command prints one; deployed, `FLEET_OPERATOR_TOKENS`) are "
+            "admins of every product; the others name a person, a role (`viewer` reads, "
+            "`operator` also acts, `admin` also manages tokens, budgets and settings; each "
+            "operation's `x-fleet-role` says which it needs) and products "
+            "(`POST /api/fleet/operator-tokens`). Factory tokens start `flf_` (from "
+            "enrollment), enrollment tokens `fle_` (only for "
             "`POST /api/fleet/factories/enroll`)."
         ),
     }
 }
 
-# Which kind of bearer token an operation takes, said first in its description.
+# Which kind of bearer token an operation takes, said first in its description; an
+# operator token's role is said after it (``_ROLE_NOTE``).
 _BEARER_NOTE: dict[Bearer, str] = {
     "factory": "Bearer: a factory token.",
-    "operator": "Bearer: an operator token.",
-    "any": "Bearer: an operator or a factory token.",
+    "operator": "Bearer: an operator token{role}.",
+    "any": "Bearer: an operator token{role} or a factory token.",
     "enrollment": "Bearer: an enrollment token.",
     "none": "",
 }
+_ROLE_NOTE: dict[Role, str] = {
+    "viewer": " (any role)",
+    "operator": " (role `operator` or `admin`)",
+    "admin": " (role `admin`)",
+}
+
+
+def _bearer_note(op: Operation) -> str:
+    return _BEARER_NOTE[op.bearer].format(role=_ROLE_NOTE[op.role])
 
 
 def _error(
@@ -141,7 +159,8 @@ _RESPONSES: dict[str, Schema] = {
         headers={"WWW-Authenticate": {"description": "`Bearer`.", "schema": {"type": "string"}}},
     ),
     "Forbidden": _error(
-        "The token is valid but may not do this (`forbidden`): the wrong kind of token, "
+        "The token is valid but may not do this (`forbidden`): the wrong kind of token, an "
+        "operator whose role is below the operation's (`details.role`, `details.needs`), "
         "another product, a job the factory does not hold, or capabilities outside the "
         "enrollment allowlist.",
         {
@@ -167,14 +186,26 @@ _RESPONSES: dict[str, Schema] = {
         "often (`conflict`): nothing was changed."
     ),
     "FactoryConflict": _error(
-        "`factory_exists`: a factory of this name is enrolled (deregister it first); or "
-        "`factory_revoked`: the factory was revoked (enroll it again)."
+        "`factory_exists`: a factory of this name is enrolled (deregister it first); "
+        "`factory_revoked`: the factory was revoked (enroll it again); or "
+        "`token_in_grace`: this token was rotated out already and cannot rotate again."
     ),
     "TooLarge": _error(
         "The request body is over 512 KiB (`too_large`); nothing was read or changed.",
         {
             "error": "too_large",
             "message": "request body too large: 600000 bytes, at most 524288 bytes",
+        },
+    ),
+    "QuotaExceeded": _error(
+        "`quota_exceeded`: the attempt has used up one of its quotas (agent events, their "
+        "payload bytes, artifacts; `details` says which, its limit and what is used), and "
+        "nothing was stored: the next attempt starts afresh. Or `too_large`: the request "
+        "body is over 512 KiB.",
+        {
+            "error": "quota_exceeded",
+            "message": "attempt 1 of job j01jc0m9ayqj0f3a4q1x5e6n7z8 has sent its 5000 events",
+            "details": {"quota": "events", "limit": 5000, "used": 5000},
         },
     ),
     "InternalError": _error("An unexpected error (`internal`); nothing internal is shown."),
@@ -190,7 +221,7 @@ _RESPONSES: dict[str, Schema] = {
     ),
 }
 
-_ERROR_RESPONSES: dict[int, str] = {400: "BadRequest", 404: "NotFound"}
+_ERROR_RESPONSES: dict[int, str] = {400: "BadRequest", 404: "NotFound", 413: "QuotaExceeded"}
 
 
 # --- schemas ---------------------------------------------------------------------------
@@ -326,7 +357,9 @@ def _operation(op: Operation, refs: dict[tuple[type[BaseModel], str], Schema]) -
     if declared != in_route:
         raise ValueError(f"{op.method} {op.route}: path parameters {sorted(declared)} declared")
     out: Schema = {"operationId": op.id, "summary": op.summary, "tags": [op.tag]}
-    description = " ".join(filter(None, (_BEARER_NOTE[op.bearer], op.description)))
+    if op.bearer in ("operator", "any"):
+        out["x-fleet-role"] = op.role  # what an operator token must be to call it
+    description = " ".join(filter(None, (_bearer_note(op), op.description)))
     if description:
         out["description"] = description
     parameters: list[Schema] = [
@@ -367,7 +400,7 @@ def _operation(op: Operation, refs: dict[tuple[type[BaseModel], str], Schema]) -
     for status in op.errors:
         name = op.conflict if status == 409 else _ERROR_RESPONSES[status]
         responses[str(status)] = _ref(name, "responses")
-    if op.body is not None:
+    if op.body is not None and 413 not in op.errors:  # QuotaExceeded says both
         responses["413"] = _ref("TooLarge", "responses")
     if op.bearer != "none":
         responses["401"] = _ref("Unauthorized", "responses")

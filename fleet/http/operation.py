@@ -16,15 +16,20 @@ body model, the reply models per status, the errors it can answer)::
         return reply(JobView.of(job))
 
 and the composition root (``function_app.py``) turns the declarations into a Blueprint over
-the process's context provider: ``operations.blueprint(context)``. The function it registers
-for each operation (``serve``) does three things in one place: it authenticates the caller
-the operation names (``fleet.coordinator.identity``, with the context's ``Tokens``: the
-first request builds the context), hands the handler a ``Call`` carrying the principal and
-the context, and maps every error to its HTTP response (``fleet.http.responses``). Handlers
-repeat none of that. An anonymous operation that never reads ``call.context`` (the OpenAPI
-document) never builds it; health reads it and reports a failed build itself. The registered
-function carries its declaration (``operation_of``): ``fleet.http.openapi`` builds the
-document by walking the app's functions and reading them.
+the process's context provider: ``operations.blueprint(context)``. An operation also
+declares the role an operator token needs (``role=``: by default a ``GET`` needs a viewer and
+anything else an operator; ``"admin"`` for tokens, budgets' ceilings and adjustments,
+channels and settings) and whether it is about one product (``scope``). The function it
+registers for each operation (``serve``) does three things in one place: it authenticates
+the caller the operation names (``fleet.coordinator.identity``, with the context's
+``Tokens``: the first request builds the context) — its kind, its role, and that its token is
+for the product the call names (``{productId}`` in the route, else ``X-Fleet-Product``) —,
+hands the handler a ``Call`` carrying the principal and the context, and maps every error to
+its HTTP response (``fleet.http.responses``). Handlers repeat none of that. An anonymous
+operation that never reads ``call.context`` (the OpenAPI document) never builds it; health
+reads it and reports a failed build itself. The registered function carries its declaration
+(``operation_of``): ``fleet.http.openapi`` builds the document by walking the app's functions
+and reading them.
 """
 
 from __future__ import annotations
@@ -38,8 +43,16 @@ import azure.functions as func
 from pydantic import BaseModel
 
 from fleet.context import AppContext, ContextProvider
-from fleet.coordinator.identity import Caller, Principal, Source, authenticate
-from fleet.errors import FleetError
+from fleet.coordinator.identity import (
+    NAME,
+    Caller,
+    Principal,
+    Role,
+    Scope,
+    Source,
+    authenticate,
+)
+from fleet.errors import FleetError, ValidationFailed
 from fleet.http.responses import error_response, json_response
 
 log = logging.getLogger(__name__)
@@ -52,6 +65,7 @@ class Call:
     provider: ContextProvider
     caller: Caller
     authenticated: Principal | None = None
+    role: Role = "operator"  # what an operator must be to call it
 
     @property
     def context(self) -> AppContext:
@@ -68,8 +82,9 @@ class Call:
 
     def authenticate(self, source: Source, caller: Caller) -> Principal:
         """For an anonymous operation that authenticates some requests itself (the tracker's
-        ingest: GitHub's signature, or an operator token)."""
-        return authenticate(self.context.tokens, source, caller)
+        ingest: GitHub's signature, or an operator token): an operator needs the
+        operation's role, and the product it names."""
+        return authenticate(self.context.tokens, source, caller, role=self.role)
 
 
 Handler = Callable[[func.HttpRequest, Call], func.HttpResponse]
@@ -143,6 +158,10 @@ class Reply:
     headers: Mapping[str, Schema] = field(default_factory=dict)
 
 
+# The error statuses an operation declares (``Operation.errors``).
+ErrorStatus = Literal[400, 404, 409, 413]
+
+
 @dataclass(frozen=True)
 class Operation:
     """A declared operation: how it is served (route, method, caller, handler) and what the
@@ -160,14 +179,22 @@ class Operation:
     params: tuple[Param, ...] = ()
     body: Body | None = None
     # Error replies besides the ones every operation of its kind has (401 and 403 with a
-    # bearer, 413 with a body, 500 and 503 when served with the fleet's errors).
-    errors: tuple[Literal[400, 404, 409], ...] = ()
+    # bearer, 413 with a body, 500 and 503 when served with the fleet's errors). 413 here:
+    # the operation also answers 413 ``quota_exceeded`` (an attempt's quota).
+    errors: tuple[ErrorStatus, ...] = ()
     # What its 409 means (a component of the document's responses).
     conflict: Literal["Fenced", "Conflict", "FactoryConflict"] = "Conflict"
     bearer: Bearer = "none"
     # Served with the fleet's error mapping: 500 and 503 are possible (health answers its
     # 503 itself, the document has no failure of its own).
     fleet_errors: bool = True
+    # What an operator token must be to call it (factories: ``caller`` says), and whether
+    # it is about one product (the caller's token must be for it) or the fleet.
+    role: Role = "viewer"
+    scope: Scope = "product"
+    # The path parameter naming the product (``{productId}``): it, not the header, says
+    # which product the call is about.
+    product_param: str | None = None
 
 
 class Operations:
@@ -190,15 +217,22 @@ class Operations:
         description: str = "",
         params: tuple[Param, ...] = (),
         body: Body | None = None,
-        errors: tuple[Literal[400, 404, 409], ...] = (),
+        errors: tuple[ErrorStatus, ...] = (),
         conflict: Literal["Fenced", "Conflict", "FactoryConflict"] = "Conflict",
         bearer: Bearer | None = None,
         fleet_errors: bool = True,
+        role: Role | None = None,
+        scope: Scope = "product",
     ) -> Callable[[Handler], Handler]:
         """Declare ``handler`` as ``method route`` (relative to ``/api``), callable by
         ``caller``, documented as said. ``bearer`` defaults to the token ``caller`` takes
         (an anonymous operation that authenticates some requests itself names its own).
-        The handler itself is returned unchanged."""
+        ``role``: what an operator token must be to call it; by default a ``GET`` needs a
+        viewer and anything else an operator (``admin``: tokens, budgets' ceilings and
+        adjustments, channels, settings). ``scope`` ``product``: the token must be for the
+        product the call names (``{productId}`` in the route, else ``X-Fleet-Product``);
+        ``fleet``: the operation is about no one product. The handler itself is returned
+        unchanged."""
 
         def declare(handler: Handler) -> Handler:
             self._declared.append(
@@ -218,6 +252,9 @@ class Operations:
                     conflict=conflict,
                     bearer=_BEARER[caller] if bearer is None else bearer,
                     fleet_errors=fleet_errors,
+                    role=role or ("viewer" if method.upper() == "GET" else "operator"),
+                    scope=scope,
+                    product_param=_PRODUCT_PARAM if f"{{{_PRODUCT_PARAM}}}" in route else None,
                 )
             )
             return handler
@@ -252,9 +289,18 @@ def serve(
     def function(req: func.HttpRequest) -> func.HttpResponse:
         try:
             principal = (
-                None if op.caller == "anonymous" else authenticate(context().tokens, req, op.caller)
+                None
+                if op.caller == "anonymous"
+                else authenticate(
+                    context().tokens,
+                    req,
+                    op.caller,
+                    role=op.role,
+                    product=_path_product(op, req),
+                    scope=op.scope,
+                )
             )
-            return handler(req, Call(context, op.caller, principal))
+            return handler(req, Call(context, op.caller, principal, op.role))
         except FleetError as exc:
             return error_response(exc)
         except Exception:
@@ -267,6 +313,21 @@ def serve(
     function.__module__ = handler.__module__
     setattr(function, _DECLARATION, op)
     return function
+
+
+_PRODUCT_PARAM = "productId"
+
+
+def _path_product(op: Operation, req: func.HttpRequest) -> str | None:
+    """The product the path names, if the route has one (400 when it is no product name)."""
+    if op.product_param is None:
+        return None
+    value = str(req.route_params.get(op.product_param, ""))
+    if not NAME.match(value):
+        raise ValidationFailed.one(
+            op.product_param, "string_pattern_mismatch", "1-64 letters, digits, . _ -"
+        )
+    return value
 
 
 _DECLARATION = "fleet_operation"

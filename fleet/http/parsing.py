@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 
 from fleet.coordinator.identity import NAME
 from fleet.domain.manifest import MAX_TIMEOUT_SECONDS, MIN_TIMEOUT_SECONDS, problems_from
+from fleet.domain.review import KIND_PATTERN
 from fleet.domain.stages import Stage
 from fleet.errors import Problem, ValidationFailed
 
@@ -146,7 +147,7 @@ FactoryName = Annotated[str, StringConstraints(pattern=NAME.pattern)]
 
 class EnrollmentTokenBody(Body):
     """An operator creates an enrollment token: optional expiry (default: the configured TTL,
-    7 days), capability allowlist and seat limit."""
+    7 days), capability allowlist, seat limit and review kind."""
 
     expiresInSeconds: int | None = Field(default=None, ge=60, le=365 * 24 * 3600)
     capabilities: tuple[Capability, ...] | None = Field(default=None, max_length=128)
@@ -155,6 +156,14 @@ class EnrollmentTokenBody(Body):
         ge=1,
         le=256,
         description="The most jobs the enrolled factory may hold at once, whatever it says.",
+    )
+    kind: Annotated[str, StringConstraints(pattern=KIND_PATTERN)] | None = Field(
+        default=None,
+        description=(
+            "The enrolled factory's review kind (for `distinctKind` quorums), whatever it "
+            "advertises. Without it: the allowlist's `kind:`/`engine:` names, else those it "
+            "enrolls with; fixed at enrollment either way."
+        ),
     )
 
 

@@ -1,6 +1,7 @@
-"""Tokens: enrollment tokens (operators), enrollment, rotation and revocation (factories).
+"""Tokens: enrollment tokens (admins), enrollment, rotation and revocation (factories).
 
 A token appears in a response only when it is created; listings show a short id instead.
+Operator tokens (people) are in ``fleet.http.operators``.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ operations = Operations()
 
 # Tokens must not be cached by anything between the coordinator and the caller.
 NO_STORE = {"Cache-Control": "no-store"}
-_NO_STORE_HEADER = {
+NO_STORE_HEADER = {
     "Cache-Control": {
         "description": "`no-store`: the reply carries a secret.",
         "schema": {"type": "string"},
@@ -43,6 +44,7 @@ class IssuedEnrollmentToken(View):
     expiresAt: Timestamp | None
     capabilities: tuple[str, ...] | None
     maxSeats: int | None = Field(description="The most jobs its factory may hold at once.")
+    kind: str | None = Field(description="Its factory's review kind, if an operator set it.")
 
 
 class EnrollmentToken(View):
@@ -56,6 +58,7 @@ class EnrollmentToken(View):
     expiresAt: Timestamp | None
     capabilities: tuple[str, ...] | None
     maxSeats: int | None
+    kind: str | None
     usedAt: Timestamp | None
     usedBy: str | None
     revokedAt: Timestamp | None
@@ -95,15 +98,17 @@ def _factory_id(req: func.HttpRequest) -> str:
     "POST",
     caller="operator",
     id="createEnrollmentToken",
+    role="admin",
     summary="Create an enrollment token for the product (shown once)",
     tag="tokens",
     description=(
         "A factory exchanges it, once, for its own token (`POST /api/fleet/factories/"
-        "enroll`). Optional: an expiry, and a capability allowlist the enrolling factory "
-        "must stay within. The token is in this response only; store it now."
+        "enroll`). Optional: an expiry, a capability allowlist the enrolling factory "
+        "must stay within, a seat cap, and its review kind (`kind`: what `distinctKind` "
+        "reviews count it as). The token is in this response only; store it now."
     ),
     body=json_body(EnrollmentTokenBody, required=False),
-    replies={201: Reply("The token, once.", IssuedEnrollmentToken, _NO_STORE_HEADER)},
+    replies={201: Reply("The token, once.", IssuedEnrollmentToken, NO_STORE_HEADER)},
     errors=(400,),
 )
 def create_enrollment_token(req: func.HttpRequest, call: Call) -> func.HttpResponse:
@@ -116,6 +121,7 @@ def create_enrollment_token(req: func.HttpRequest, call: Call) -> func.HttpRespo
         expires_in_seconds=body.expiresInSeconds,
         capabilities=body.capabilities,
         max_seats=body.maxSeats,
+        kind=body.kind,
     )
     view = IssuedEnrollmentToken.model_construct(
         token=issued.token,
@@ -124,6 +130,7 @@ def create_enrollment_token(req: func.HttpRequest, call: Call) -> func.HttpRespo
         expiresAt=issued.expiresAt,
         capabilities=issued.capabilities,
         maxSeats=issued.maxSeats,
+        kind=issued.kind,
     )
     return reply(view, 201, NO_STORE)
 
@@ -133,6 +140,7 @@ def create_enrollment_token(req: func.HttpRequest, call: Call) -> func.HttpRespo
     "GET",
     caller="operator",
     id="listEnrollmentTokens",
+    role="admin",
     summary="The product's enrollment tokens (no secrets)",
     tag="tokens",
     replies={200: Reply("Oldest first.", EnrollmentTokenList)},
@@ -148,6 +156,7 @@ def list_enrollment_tokens(req: func.HttpRequest, call: Call) -> func.HttpRespon
     "DELETE",
     caller="operator",
     id="revokeEnrollmentToken",
+    role="admin",
     summary="Revoke an enrollment token",
     tag="tokens",
     params=(TOKEN_ID,),
@@ -177,7 +186,7 @@ def revoke_enrollment_token(req: func.HttpRequest, call: Call) -> func.HttpRespo
         "— neither uses the token up. The factory token is in this response only."
     ),
     body=json_body(EnrollBody),
-    replies={201: Reply("Enrolled and registered.", Enrollment, _NO_STORE_HEADER)},
+    replies={201: Reply("Enrolled and registered.", Enrollment, NO_STORE_HEADER)},
     errors=(400, 409),
     conflict="FactoryConflict",
 )
@@ -199,19 +208,22 @@ def enroll_factory(req: func.HttpRequest, call: Call) -> func.HttpResponse:
     "POST",
     caller="any",
     id="rotateFactoryToken",
+    role="admin",
     summary="A new token for the factory; the old one works for a grace period",
     tag="tokens",
     description=(
-        "The factory itself or an operator. The old tokens keep working until "
-        "`previousValidUntil` (`FLEET_TOKEN_GRACE_SECONDS`, default 300), then are 401."
+        "The factory itself or an admin. A factory's rotation retires the token it called "
+        "with; an admin's retires all of the factory's tokens. Retired tokens keep working "
+        "until `previousValidUntil` (`FLEET_TOKEN_GRACE_SECONDS`, default 300), then are "
+        "401; a retired token cannot rotate again (409 `token_in_grace`)."
     ),
     params=(FACTORY_ID,),
-    replies={200: Reply("The new token, once.", TokenRotation, _NO_STORE_HEADER)},
+    replies={200: Reply("The new token, once.", TokenRotation, NO_STORE_HEADER)},
     errors=(404, 409),
     conflict="FactoryConflict",
 )
 def rotate_factory_token(req: func.HttpRequest, call: Call) -> func.HttpResponse:
-    """A new token for the factory (the factory itself, or an operator); the old ones keep
+    """A new token for the factory (the factory itself, or an admin); the old ones keep
     working until ``previousValidUntil``."""
     principal = call.principal
     rotation = call.context.tokens.rotate(principal, _factory_id(req))
@@ -229,6 +241,7 @@ def rotate_factory_token(req: func.HttpRequest, call: Call) -> func.HttpResponse
     "POST",
     caller="operator",
     id="revokeFactoryToken",
+    role="admin",
     summary="Revoke every token of a factory",
     tag="tokens",
     description=(

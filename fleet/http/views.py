@@ -64,10 +64,14 @@ class JobView(Job):
 
 
 class JobSummary(JobView):
-    """A job in a list: without its body and its events."""
+    """A job in a list: without its body, its events, and what its holder reports
+    (checkpoint, progress, result): one job's reply has them (``GET /fleet/jobs/{id}``)."""
 
     body: str = Field(default="", exclude=True)
     events: tuple[Event, ...] = Field(default=(), exclude=True)
+    checkpoint: Any = Field(default=None, exclude=True)
+    progress: dict[str, Any] | None = Field(default=None, exclude=True)
+    result: dict[str, Any] | None = Field(default=None, exclude=True)
 
 
 class Cadence(View):

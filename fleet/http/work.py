@@ -7,11 +7,14 @@ from typing import Annotated, Any, Literal
 import azure.functions as func
 from pydantic import BaseModel, Field, StringConstraints
 
+from fleet.coordinator.artifacts import CONTENT_TYPES, LIST_MAX
+from fleet.coordinator.identity import Principal
 from fleet.coordinator.review import Reviewer
 from fleet.domain import review as R
 from fleet.domain.manifest import Manifest, parse_json
+from fleet.domain.stages import Stage
 from fleet.errors import Problem, ValidationFailed
-from fleet.http.jobs import ManifestDocument, job_id_of, readable_job
+from fleet.http.jobs import ManifestDocument, factory_may_read, job_id_of, readable_job
 from fleet.http.operation import Call, Operations, Reply, json_body
 from fleet.http.params import ARTIFACT_ID, JOB_ID
 from fleet.http.parsing import Body, body_model, json_value, parse_model
@@ -31,7 +34,14 @@ operations = Operations()
 class ArtifactBody(Body):
     leaseEpoch: int = Field(ge=1)
     name: str = Field(min_length=1, max_length=200)
-    contentType: str | None = Field(default=None, max_length=200)
+    contentType: str | None = Field(
+        default=None,
+        max_length=200,
+        description=(
+            "One of: " + ", ".join(sorted(CONTENT_TYPES)) + " (optionally with "
+            "`; charset=...`); anything else is 400 `content_type_not_allowed`."
+        ),
+    )
 
 
 ReviewKind = Annotated[str, StringConstraints(pattern=R.KIND_PATTERN)]
@@ -39,8 +49,8 @@ ReviewKind = Annotated[str, StringConstraints(pattern=R.KIND_PATTERN)]
 
 class ReviewBody(Body):
     """A vote. ``kind``: what an operator reviews as (default ``human``); a factory's kind
-    is what it advertises (``kind:NAME``, else ``engine:NAME`` capabilities) and it may only
-    name one of those."""
+    is the one fixed at its enrollment (``fleet.domain.review.enrolled_kind``) and it may
+    only name one of those."""
 
     verdict: Literal["approve", "reject"]
     comments: str = Field(default="", max_length=R.MAX_COMMENTS_CHARS)
@@ -66,12 +76,16 @@ class ReviewRequestBody(Body):
     description=(
         "The blob is `{productId}/{jobId}/{epoch}/{name}`; PUT the bytes to `url` with "
         "`headers` within 15 minutes. A stale `leaseEpoch` is 409 `fenced`: a zombie "
-        "never gets a URL."
+        "never gets a URL. `contentType` comes from an allowlist (text, JSON, archives, "
+        "PDF, PNG/JPEG/GIF/WebP images; never HTML, SVG, XML or scripts): anything else "
+        "is 400 `content_type_not_allowed`. An attempt stores at most 100 artifacts (the "
+        "app setting `FLEET_ARTIFACTS_PER_ATTEMPT`): a new name past that is 413 "
+        "`quota_exceeded`, nothing created; a name asked for again gets a new URL."
     ),
     params=(JOB_ID,),
     body=json_body(ArtifactBody),
     replies={201: Reply("Where to upload.", ArtifactUpload)},
-    errors=(400, 404, 409),
+    errors=(400, 404, 409, 413),
     conflict="Fenced",
 )
 def issue_artifact_upload(req: func.HttpRequest, call: Call) -> func.HttpResponse:
@@ -97,6 +111,10 @@ def issue_artifact_upload(req: func.HttpRequest, call: Call) -> func.HttpRespons
     id="listArtifacts",
     summary="The job's artifacts, every attempt's (size and type once uploaded)",
     tag="jobs",
+    description=(
+        f"One bounded query on the job: at most {LIST_MAX} artifacts, its newest attempts' "
+        "when it has more (`truncated`)."
+    ),
     params=(JOB_ID,),
     replies={200: Reply("The artifacts.", ArtifactList)},
     errors=(404,),
@@ -105,8 +123,8 @@ def list_artifacts(req: func.HttpRequest, call: Call) -> func.HttpResponse:
     principal = call.principal
     if principal.kind == "factory":
         readable_job(call.context.coordinator, principal, job_id_of(req))
-    artifacts = call.context.coordinator.artifacts.list(principal.product, job_id_of(req))
-    return reply(ArtifactList.model_validate({"artifacts": artifacts}))
+    artifacts, more = call.context.coordinator.artifacts.list(principal.product, job_id_of(req))
+    return reply(ArtifactList.model_validate({"artifacts": artifacts, "truncated": more}))
 
 
 @operations.route(
@@ -116,6 +134,11 @@ def list_artifacts(req: func.HttpRequest, call: Call) -> func.HttpResponse:
     id="downloadArtifact",
     summary="A short-lived read-only SAS URL for one artifact",
     tag="jobs",
+    description=(
+        "The URL answers with `Content-Disposition: attachment` (the SAS's `rscd`) and the "
+        "artifact's allowed content type (`rsct`; `application/octet-stream` for any "
+        "other): a browser saves it, never renders it as a page."
+    ),
     params=(JOB_ID, ARTIFACT_ID),
     replies={200: Reply("Where to download it.", ArtifactDownload)},
     errors=(404,),
@@ -231,17 +254,42 @@ def add_children(req: func.HttpRequest, call: Call) -> func.HttpResponse:
     id="jobDag",
     summary="The job and, recursively, the jobs it waits for, with stages",
     tag="jobs",
+    description=(
+        "A factory token reads the DAG of a job it may read (one it holds, or one in "
+        "review; 403 otherwise), and in it sees of every other job only what it may "
+        "read: a job it neither holds nor could review is redacted to its `id`, `stage` "
+        "and `deps` (`redacted: true`; no title, holder or mode)."
+    ),
     params=(JOB_ID,),
     replies={200: Reply("The tree.", DagNode)},
     errors=(404,),
 )
 def job_dag(req: func.HttpRequest, call: Call) -> func.HttpResponse:
-    """The job and, recursively, the jobs it waits for, with their stages."""
+    """The job and, recursively, the jobs it waits for, with their stages (redacted, for a
+    factory, where it may not read the job)."""
     principal = call.principal
     if principal.kind == "factory":
         readable_job(call.context.coordinator, principal, job_id_of(req))
     tree = call.context.coordinator.dag(principal.product, job_id_of(req))
+    if principal.kind == "factory":
+        tree = _redacted(tree, principal)
     return reply(DagNode.model_validate(tree))
+
+
+_REDACTED_KEEPS = ("id", "stage", "deps")
+
+
+def _redacted(node: dict[str, Any], reader: Principal) -> dict[str, Any]:
+    """``node`` as the factory ``reader`` may see it: the jobs it may read whole
+    (``factory_may_read``), the others by id and stage only; a missing job as it is."""
+    if node.get("missing"):
+        return node
+    deps = node.get("deps")
+    if deps is not None:
+        node = {**node, "deps": [_redacted(d, reader) for d in deps]}
+    if factory_may_read(reader, Stage(node["stage"]), node.get("holder")):
+        return node
+    return {**{k: node[k] for k in _REDACTED_KEEPS if k in node}, "redacted": True}
 
 
 # --- the review quorum ------------------------------------------------------------------
@@ -287,8 +335,10 @@ def request_review(req: func.HttpRequest, call: Call) -> func.HttpResponse:
     summary="Approve or reject the attempt under review",
     tag="review",
     description=(
-        "Operators (`kind` as given, default `human`) and factories (their kind is their "
-        "`kind:NAME`, else `engine:NAME` capabilities). The manifest's `review.approvals` "
+        "Operators (`kind` as given, default `human`) and factories (their kind is fixed "
+        "at enrollment: the enrollment token's `kind`, else its allowlist's `kind:NAME`/"
+        "`engine:NAME` names, else those it enrolled with; never what it re-registers). "
+        "The manifest's `review.approvals` "
         "approvals from distinct reviewers in one round ship the job; one rejection "
         "queues it again with every vote's comments under `checkpoint.review`, or fails "
         "it in round `maxRounds`. 403 `self_review` (the author), `same_kind` (with "

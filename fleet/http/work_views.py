@@ -41,6 +41,9 @@ class Artifact(View):
 
 class ArtifactList(View):
     artifacts: list[Artifact] = Field(description="Oldest attempt first, then by name.")
+    truncated: bool = Field(
+        description="The job has more (older attempts') than the list's bound: those are left out."
+    )
 
 
 class ArtifactLink(View):
@@ -69,6 +72,19 @@ class MissingDagNode(View):
     missing: Literal[True]
 
 
+_DEPS = "Absent where the tree stops: a job already on the path (a cycle), or past 500 jobs."
+
+
+class RedactedDagNode(View):
+    """A job the calling factory may not read (it neither holds it nor could review it):
+    its id and stage only, and the jobs it waits for."""
+
+    id: str
+    stage: Stage
+    redacted: Literal[True]
+    deps: list[DagNode | RedactedDagNode | MissingDagNode] | None = omitted(_DEPS)
+
+
 class DagNode(View):
     """A job and, recursively, the jobs it waits for."""
 
@@ -77,6 +93,4 @@ class DagNode(View):
     stage: Stage
     mode: Literal["all", "any"] | None = Field(description="How it waits; null: it waits for none.")
     holder: str | None = Field(description="The factory holding the lease, if any.")
-    deps: list[DagNode | MissingDagNode] | None = omitted(
-        "Absent where the tree stops: a job already on the path (a cycle), or past 500 jobs."
-    )
+    deps: list[DagNode | RedactedDagNode | MissingDagNode] | None = omitted(_DEPS)

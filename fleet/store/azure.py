@@ -440,7 +440,16 @@ class AzureBlobStore:
         with _translated(f"blob {container}/{name}"):
             self._service.get_blob_client(container, name).delete_blob()
 
-    def sas_url(self, container: str, name: str, *, permissions: str, expires_at: datetime) -> str:
+    def sas_url(
+        self,
+        container: str,
+        name: str,
+        *,
+        permissions: str,
+        expires_at: datetime,
+        content_disposition: str | None = None,
+        content_type: str | None = None,
+    ) -> str:
         blob = self._service.get_blob_client(container, name)
         account = self._service.account_name or ""
         credential = self._service.credential
@@ -451,6 +460,8 @@ class AzureBlobStore:
             "blob_name": name,
             "permission": BlobSasPermissions.from_string(permissions),
             "expiry": expires_at,
+            "content_disposition": content_disposition,
+            "content_type": content_type,
         }
         with _translated(f"sas for blob {container}/{name}"):
             if key:

@@ -234,6 +234,8 @@ class MemoryDocumentStore:
                 rows.sort(key=lambda r: lookup(r, path), reverse=query.descending)
             if query.top_param is not None:
                 rows = rows[: int(args[query.top_param])]
+            if query.select:  # a projection: the fields the document has, no others
+                return [_clone({k: doc[k] for k in query.select if k in doc}) for doc in rows]
             # Only what is returned is copied (a TOP over a long queue copies K documents).
             return [_clone(doc) for doc in rows]
 
@@ -407,11 +409,25 @@ class MemoryBlobStore:
             if self._blobs.pop((container, name), None) is None:
                 raise NotFound(f"blob {container}/{name} not found")
 
-    def sas_url(self, container: str, name: str, *, permissions: str, expires_at: datetime) -> str:
+    def sas_url(
+        self,
+        container: str,
+        name: str,
+        *,
+        permissions: str,
+        expires_at: datetime,
+        content_disposition: str | None = None,
+        content_type: str | None = None,
+    ) -> str:
         expiry = quote(expires_at.isoformat())
+        overrides = "".join(
+            f"&{key}={quote(value, safe='')}"
+            for key, value in (("rscd", content_disposition), ("rsct", content_type))
+            if value
+        )
         return (
             f"memory://blobs/{container}/{quote(name)}"
-            f"?sp={permissions}&se={expiry}&sig={secrets.token_urlsafe(16)}"
+            f"?sp={permissions}&se={expiry}{overrides}&sig={secrets.token_urlsafe(16)}"
         )
 
     def ping(self) -> None:

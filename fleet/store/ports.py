@@ -151,8 +151,19 @@ class BlobStore(Protocol):
 
     def delete(self, container: str, name: str) -> None: ...
 
-    def sas_url(self, container: str, name: str, *, permissions: str, expires_at: datetime) -> str:
-        """A URL granting ``permissions`` ("r", "cw", ...) on one blob until ``expires_at``."""
+    def sas_url(
+        self,
+        container: str,
+        name: str,
+        *,
+        permissions: str,
+        expires_at: datetime,
+        content_disposition: str | None = None,
+        content_type: str | None = None,
+    ) -> str:
+        """A URL granting ``permissions`` ("r", "cw", ...) on one blob until ``expires_at``.
+        ``content_disposition`` and ``content_type``: the headers a read through it is
+        answered with, whatever the blob's own (the SAS's ``rscd`` and ``rsct``)."""
         ...
 
     def ping(self) -> None: ...

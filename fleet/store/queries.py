@@ -1,9 +1,10 @@
 """Every document query the project runs, named in one place.
 
 Each query has its Cosmos SQL text and an equivalent Python description the in-memory twin
-executes (filter, single-field order, TOP). The contract suite runs them on both backends and
-checks they agree. Every query is confined to one partition: the adapter passes the partition
-key and the SQL names it (``c.productId = @partition``), so no query fans out.
+executes (filter, single-field order, TOP, the top-level fields it selects). The contract
+suite runs them on both backends and checks they agree. Every query is confined to one
+partition: the adapter passes the partition key and the SQL names it
+(``c.productId = @partition``), so no query fans out.
 """
 
 from __future__ import annotations
@@ -25,10 +26,24 @@ class NamedQuery:
     order_by: str | None = None  # '/field' path; ascending unless descending
     descending: bool = False
     top_param: str | None = None  # name of the param that bounds the result size
+    # The top-level fields a row carries (the SQL selects exactly these: ``select_list``);
+    # empty: the whole document (``SELECT *``).
+    select: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if "c.productId = @partition" not in self.sql:
             raise ValueError(f"query {self.name} must name the partition key")
+        if self.select and f" {select_list(self.select)} FROM c " not in self.sql:
+            raise ValueError(f"query {self.name} must select exactly its fields")
+
+
+def select_list(fields: tuple[str, ...]) -> str:
+    """The SQL projection of top-level ``fields``: ``c.id, c.stage``. A row leaves out a
+    field its document does not have, on both backends."""
+    for name in fields:
+        if not name.isidentifier():
+            raise ValueError(f"not a field name: {name!r}")
+    return ", ".join(f"c.{name}" for name in fields)
 
 
 def _field_equals(path: str, param: str) -> Where:
@@ -201,12 +216,14 @@ AGENT_EVENTS_OF_JOB = NamedQuery(
     top_param="top",
 )
 
-# The product-wide live feed: jobs whose history moved at or after a cursor time.
+# The product-wide live feed: jobs whose history moved at or after a cursor time, with
+# their embedded events and nothing else (not a checkpoint, a body or a result).
+FEED_FIELDS = ("id", "lastEventAt", "events")
 JOBS_CHANGED_SINCE = NamedQuery(
     name="jobs_changed_since",
     sql=(
-        "SELECT TOP @top * FROM c WHERE c.productId = @partition AND c.type = 'job' "
-        "AND c.lastEventAt >= @since ORDER BY c.lastEventAt ASC"
+        f"SELECT TOP @top {select_list(FEED_FIELDS)} FROM c WHERE c.productId = @partition "
+        "AND c.type = 'job' AND c.lastEventAt >= @since ORDER BY c.lastEventAt ASC"
     ),
     where=_all(
         _is_job,
@@ -216,6 +233,7 @@ JOBS_CHANGED_SINCE = NamedQuery(
     ),
     order_by="/lastEventAt",
     top_param="top",
+    select=FEED_FIELDS,
 )
 
 
@@ -223,33 +241,101 @@ def _stage_in(doc: Mapping[str, Any], params: Mapping[str, Any]) -> bool:
     return doc.get("stage") in params["stages"]
 
 
+# What a job in a list carries: every field of a job but the large ones a holder or an
+# operator writes (``body``, ``events``, ``checkpoint``, ``progress``, ``result``), so that a
+# page costs its rows' small fields whatever the jobs carry. Every field left out has a
+# default in ``fleet.domain.models.Job``; a unit test keeps this list in step with it.
+JOB_SUMMARY_FIELDS = (
+    "id",
+    "productId",
+    "type",
+    "title",
+    "persona",
+    "profile",
+    "capabilities",
+    "priority",
+    "budgetUsd",
+    "channel",
+    "deps",
+    "idempotencyKey",
+    "maxAttempts",
+    "leaseSeconds",
+    "verify",
+    "repo",
+    "base",
+    "pr",
+    "timeoutSeconds",
+    "maxCostUsd",
+    "stage",
+    "epoch",
+    "lease",
+    "attempts",
+    "failedBy",
+    "unroutable",
+    "stalled",
+    "costs",
+    "reservation",
+    "parentId",
+    "children",
+    "tracker",
+    "review",
+    "reviewState",
+    "createdAt",
+    "updatedAt",
+    "lastEventAt",
+    "queueKey",
+    "seq",
+    "spilledThrough",
+    "runs",
+    "runsSpilledThrough",
+)
+
 # ``GET /fleet/jobs``, one page: jobs in some stages before a job id, newest first (ids sort by
 # creation time and never change, so a walk by id neither skips nor repeats a job while jobs
 # move between stages; jobs submitted during the walk are on the first page, not later ones). Flat
 # predicates, no parentheses: ``ARRAY_CONTAINS`` is the stage filter (every stage, or one).
-# ``@top`` is the page size plus one: a row past the page says there is a next page.
+# ``@top`` is the page size plus one: a row past the page says there is a next page. Rows are
+# job summaries (``JOB_SUMMARY_FIELDS``).
 JOBS_PAGE = NamedQuery(
     name="jobs_page",
     sql=(
-        "SELECT TOP @top * FROM c WHERE c.productId = @partition AND c.type = 'job' "
+        f"SELECT TOP @top {select_list(JOB_SUMMARY_FIELDS)} FROM c "
+        "WHERE c.productId = @partition AND c.type = 'job' "
         "AND ARRAY_CONTAINS(@stages, c.stage) AND c.id < @before ORDER BY c.id DESC"
     ),
     where=_all(_is_job, _stage_in, _lt("/id", "before")),
     order_by="/id",
     descending=True,
     top_param="top",
+    select=JOB_SUMMARY_FIELDS,
 )
 
 # The same page, of the jobs one factory holds or held (``lease.holder``): a factory's view.
 JOBS_OF_HOLDER_PAGE = NamedQuery(
     name="jobs_of_holder_page",
     sql=(
-        "SELECT TOP @top * FROM c WHERE c.productId = @partition AND c.type = 'job' "
+        f"SELECT TOP @top {select_list(JOB_SUMMARY_FIELDS)} FROM c "
+        "WHERE c.productId = @partition AND c.type = 'job' "
         "AND c.lease.holder = @holder AND ARRAY_CONTAINS(@stages, c.stage) AND c.id < @before "
         "ORDER BY c.id DESC"
     ),
     where=_all(_is_job, _field_equals("/lease/holder", "holder"), _stage_in, _lt("/id", "before")),
     order_by="/id",
+    descending=True,
+    top_param="top",
+    select=JOB_SUMMARY_FIELDS,
+)
+
+# A job's artifacts (pointer documents), its newest attempts' first: a bounded read of one
+# job's, never a scan of the product's.
+ARTIFACTS_OF_JOB = NamedQuery(
+    name="artifacts_of_job",
+    sql=(
+        "SELECT TOP @top * FROM c WHERE c.productId = @partition AND c.type = 'artifact' "
+        "AND c.jobId = @jobId ORDER BY c.epoch DESC"
+    ),
+    where=_all(lambda doc, _: doc.get("type") == "artifact", _field_equals("/jobId", "jobId")),
+    order_by="/epoch",
     descending=True,
     top_param="top",
 )
@@ -337,6 +423,7 @@ ALL_QUERIES = (
     JOBS_CHANGED_SINCE,
     JOBS_PAGE,
     JOBS_OF_HOLDER_PAGE,
+    ARTIFACTS_OF_JOB,
     CLAIM_OF_REQUEST,
     PROFILE_VERSIONS,
     COUNT_JOBS_IN_STAGE,

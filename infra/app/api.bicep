@@ -28,6 +28,9 @@ param healerDownAfterSeconds string
 param healerStallAfterSeconds string
 param healerNeverStartedSeconds string
 param healerPruneAfterSeconds string
+param agentEventsPerAttempt string
+param agentEventBytesPerAttempt string
+param artifactsPerAttempt string
 param cosmosThrottleRetries string
 param cosmosThrottleMaxWaitSeconds string
 @description('The Key Vault holding the secret settings (app/keyvault.bicep).')
@@ -177,8 +180,10 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     HEALER_STALL_AFTER_SECONDS: healerStallAfterSeconds
     HEALER_NEVER_STARTED_SECONDS: healerNeverStartedSeconds
     HEALER_PRUNE_AFTER_SECONDS: healerPruneAfterSeconds
-    // The tracker bridge (optional; empty: off), from Key Vault.
-    TRACKER_WEBHOOK_SECRET: secretsGiven.TRACKER_WEBHOOK_SECRET ? '@Microsoft.KeyVault(SecretUri=${secretUri}/tracker-webhook-secret/)' : ''
+    FLEET_AGENT_EVENTS_PER_ATTEMPT: agentEventsPerAttempt
+    FLEET_AGENT_EVENT_BYTES_PER_ATTEMPT: agentEventBytesPerAttempt
+    FLEET_ARTIFACTS_PER_ATTEMPT: artifactsPerAttempt
+    // The tracker bridge's echo (optional; empty: off), from Key Vault.
     TRACKER_ECHO_URL: secretsGiven.TRACKER_ECHO_URL ? '@Microsoft.KeyVault(SecretUri=${secretUri}/tracker-echo-url/)' : ''
     TRACKER_ECHO_SECRET: secretsGiven.TRACKER_ECHO_SECRET ? '@Microsoft.KeyVault(SecretUri=${secretUri}/tracker-echo-secret/)' : ''
     // The alert webhook (optional; empty: off), from Key Vault.

@@ -6,6 +6,7 @@ from typing import Any
 
 from fleet.store.ports import Stores
 from fleet.store.queries import (
+    ARTIFACTS_OF_JOB,
     CLAIM_OF_REQUEST,
     COUNT_JOBS_IN_STAGE,
     COUNT_LIVE_LEASES_OF_HOLDER,
@@ -198,3 +199,61 @@ def test_queries_count_live_leases_of_holder_only_leased_and_unexpired(
     assert docs.count(COUNT_LIVE_LEASES_OF_HOLDER, partition, {**ask, "holder": "f2"}) == 1
     late = {**ask, "now": "2026-01-01T00:07:00.000000Z"}
     assert docs.count(COUNT_LIVE_LEASES_OF_HOLDER, partition, late) == 0
+
+
+def test_queries_artifacts_of_job_newest_attempts_first_and_bounded(
+    stores: Stores, partition: str
+) -> None:
+    docs = stores.documents
+
+    def pointer(job: str, epoch: int, name: str) -> dict[str, Any]:
+        return {
+            "id": f"art-{job}-{epoch}-{name}",
+            "productId": partition,
+            "type": "artifact",
+            "jobId": job,
+            "epoch": epoch,
+            "name": name,
+        }
+
+    for epoch, name in ((1, "a"), (3, "c"), (2, "b")):
+        docs.create(pointer("ja", epoch, name))
+    docs.create(pointer("jb", 9, "z"))
+    docs.create({**pointer("ja", 9, "x"), "type": "agent_event"})
+    rows = docs.query(ARTIFACTS_OF_JOB, partition, {"jobId": "ja", "top": 10})
+    assert [r["name"] for r in rows] == ["c", "b", "a"]
+    assert [
+        r["name"] for r in docs.query(ARTIFACTS_OF_JOB, partition, {"jobId": "ja", "top": 2})
+    ] == [
+        "c",
+        "b",
+    ]
+
+
+def test_queries_job_lists_read_only_their_fields(stores: Stores, partition: str) -> None:
+    docs = stores.documents
+    large = {"body": "b", "events": [{"seq": 1}], "checkpoint": {"c": 1}, "result": None}
+    docs.create(
+        _job(partition, 1, stage="queued", lastEventAt="2026-01-01T00:00:01.000000Z", **large)
+    )
+    page = {"stages": ["queued"], "before": "~", "top": 5}
+    (row,) = docs.query(JOBS_PAGE, partition, page)
+    # The fields the job has of the list's: a null is kept, a field it lacks is left out.
+    assert row == {
+        "id": "j1",
+        "productId": partition,
+        "type": "job",
+        "stage": "queued",
+        "lastEventAt": "2026-01-01T00:00:01.000000Z",
+    }
+    (row,) = docs.query(JOBS_CHANGED_SINCE, partition, {"since": "", "top": 5})
+    assert row == {"id": "j1", "lastEventAt": "2026-01-01T00:00:01.000000Z", "events": [{"seq": 1}]}
+    docs.create(_job(partition, 2, stage="queued", persona=None))
+    rows = docs.query(JOBS_PAGE, partition, page)
+    assert rows[0] == {
+        "id": "j2",
+        "productId": partition,
+        "type": "job",
+        "stage": "queued",
+        "persona": None,
+    }

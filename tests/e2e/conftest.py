@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from playwright.sync_api import (
     Browser,
     BrowserContext,
     ConsoleMessage,
+    Locator,
     Page,
     expect,
     sync_playwright,
@@ -108,9 +109,10 @@ def sign_in(page: Page, ui_url: str, token: str, product: str) -> None:
     assert token not in page.url
 
 
-def shot(page: Page, name: str) -> None:
+def shot(page: Page, name: str, mask: Sequence[Locator] = ()) -> None:
+    """A screenshot for the docs; ``mask`` covers what must not be in one (a secret)."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), mask=list(mask))
 
 
 class Api:

@@ -9,6 +9,7 @@ one row per attempt and downloads the artifact through a URL fetched on the clic
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 import requests
@@ -168,19 +169,20 @@ def test_job_page_shows_runs_and_downloads_an_artifact(
     page.evaluate("window.scrollTo(0, 0)")
     shot(page, "job-runs")
 
+    # A download, never a page: the read URL answers as an attachment.
     asked = f"/api/fleet/jobs/{job_id}/artifacts/{artifact['id']}"
     with (
         page.expect_response(lambda r: r.url.endswith(asked) and r.ok) as answered,
-        page.context.expect_page() as opened,
+        page.expect_download() as downloading,
     ):
         listed.get_by_role("button", name="engine.log").click()
     download = answered.value.json()
     assert artifact["blob"] in download["url"] and "sig=" in download["url"]
-    tab = opened.value
-    tab.wait_for_url(lambda url: url.split("?")[0].endswith(artifact["blob"]))
-    expect(tab.locator("body")).to_contain_text(LOG.decode().strip())
-    tab.close()
-    expect(page.locator("#notice")).to_contain_text("Opened engine.log")
+    saved = downloading.value
+    assert saved.suggested_filename == "engine.log"
+    assert Path(saved.path()).read_bytes() == LOG
+    expect(page.locator("#notice")).to_contain_text("Downloading engine.log")
+    assert page.url.endswith(f"#/jobs/{job_id}")  # the page stayed
     assert "sig=" not in page.content()
 
     # A coordinator without the runs route (404): the page shows the runs embedded in the job.

@@ -52,4 +52,43 @@ def test_http_artifact_upload_download_and_zombie_denied(
     assert deleted.status_code == 204
     assert requests.get(url, headers=op, timeout=30).json()["artifacts"] == []
     assert requests.delete(f"{url}/{artifact['id']}", headers=fresh, timeout=30).status_code == 403
-    assert Coordinator(azure_backend).artifacts.list(product, job["id"]) == []
+    assert Coordinator(azure_backend).artifacts.list(product, job["id"]) == ([], False)
+
+
+def test_http_artifact_read_urls_are_downloads_of_allowed_types(
+    running_stack: RunningStack,
+) -> None:
+    api = running_stack.api
+    product = f"a{uuid.uuid4().hex[:10]}"
+    op = running_stack.operator(product)
+    factory = bearer(running_stack.enroll(product, "f"))
+    claim = running_stack.submit_and_claim(product, factory)
+    job, epoch = claim["job"], claim["lease"]["epoch"]
+    url = f"{api}/fleet/jobs/{job['id']}/artifacts"
+    page = {"leaseEpoch": epoch, "name": "out/page.html", "contentType": "text/html"}
+    refused = requests.post(url, json=page, headers=factory, timeout=30)
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["details"]["problems"][0]["path"] == "contentType"
+    for name, declared in (("out/notes.txt", "text/plain"), ("out/sneaky.txt", "text/plain")):
+        issued = requests.post(
+            url,
+            json={"leaseEpoch": epoch, "name": name, "contentType": declared},
+            headers=factory,
+            timeout=30,
+        ).json()
+        headers = dict(issued["headers"])
+        if name.endswith("sneaky.txt"):  # the holder sets another type on its own PUT
+            headers["x-ms-blob-content-type"] = "text/html"
+        put = requests.put(issued["url"], data=b"<script>x</script>", headers=headers, timeout=30)
+        assert put.status_code == 201, put.text
+    listed = requests.get(url, headers=op, timeout=30).json()["artifacts"]
+    types = {a["name"]: a["contentType"] for a in listed}
+    assert types == {"out/notes.txt": "text/plain", "out/sneaky.txt": "application/octet-stream"}
+    for artifact in listed:
+        link = requests.get(f"{url}/{artifact['id']}", headers=op, timeout=30).json()["url"]
+        assert "rscd=attachment" in link
+        got = requests.get(link, timeout=30)
+        assert got.status_code == 200 and got.content == b"<script>x</script>"
+        filename = artifact["name"].rsplit("/", 1)[-1]
+        assert got.headers["Content-Disposition"] == f'attachment; filename="{filename}"'
+        assert got.headers["Content-Type"] == artifact["contentType"]

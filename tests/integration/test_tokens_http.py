@@ -17,6 +17,7 @@ import requests
 
 from fleet.coordinator import Coordinator
 from fleet.coordinator.clock import ManualClock
+from fleet.coordinator.fleet_health import FleetHealth
 from fleet.coordinator.tokens import INVALID, MISSING, Tokens
 from fleet.domain.models import parse_ts
 from fleet.errors import Unauthorized
@@ -315,3 +316,202 @@ def test_tokens_http_gate_poll_is_one_point_read_on_cosmos_when_cached(
         principal = tokens.authenticate(token, None, want="any", cached=True)
         coord.queue_state(principal.product)
     assert cost == {"read": 1}
+
+
+def test_tokens_http_a_deregistered_factory_is_401_on_its_next_call_even_on_the_gate(
+    running_stack: RunningStack, product: str
+) -> None:
+    api = running_stack.api
+    token = running_stack.enroll(product, "f1")
+    job = _submit(running_stack, product)
+    gate = f"{api}/fleet/queue-state"
+    assert requests.get(gate, headers=bearer(token), timeout=30).status_code == 200  # cached
+    epoch = _claim(api, token).json()["lease"]["epoch"]
+    gone = requests.delete(
+        f"{api}/fleet/factories/f1", headers=running_stack.operator(product), timeout=30
+    )
+    assert gone.status_code == 200, gone.text
+    url = f"{api}/fleet/jobs/{job['id']}"
+    for response in (
+        requests.get(gate, headers=bearer(token), timeout=30),  # within its cache: refused
+        requests.patch(url, json={"leaseEpoch": epoch}, headers=bearer(token), timeout=30),
+        requests.post(f"{api}/fleet/factories/f1/token/rotate", headers=bearer(token), timeout=30),
+        _claim(api, token),
+    ):
+        assert _refusal(response) == (401, "unauthorized", INVALID)
+    # A factory that deregisters itself is refused next too; it may enroll again.
+    other = running_stack.enroll(product, "f2")
+    assert requests.get(gate, headers=bearer(other), timeout=30).status_code == 200
+    left = requests.delete(f"{api}/fleet/factories/f2", headers=bearer(other), timeout=30)
+    assert left.status_code == 200, left.text
+    assert _refusal(requests.get(gate, headers=bearer(other), timeout=30))[0] == 401
+    again = running_stack.enroll(product, "f2")
+    assert requests.get(gate, headers=bearer(again), timeout=30).status_code == 200
+
+
+def test_tokens_http_a_factory_pruned_by_the_healer_is_refused(
+    running_stack: RunningStack, azure_backend: Stores, product: str
+) -> None:
+    token = running_stack.enroll(product, "f1")
+    assert _claim(running_stack.api, token).status_code == 204
+    # A healer pass a week later (in process, over the same Cosmos and tables).
+    later = ManualClock(datetime.now(UTC) + timedelta(days=7, minutes=1))
+    coord = Coordinator(azure_backend, clock=later)
+    health = FleetHealth(coord, tokens=Tokens(coord, clock=later))
+    assert health.heal(product).pruned == ["f1"]
+    # Every endpoint refuses it at once (the gate poll of an instance that verified it in the
+    # last 30 s may still trust its cache that long: the healer ran elsewhere).
+    assert _refusal(_claim(running_stack.api, token)) == (401, "unauthorized", INVALID)
+
+
+def test_tokens_http_a_token_in_its_grace_cannot_rotate_again(
+    running_stack: RunningStack, product: str
+) -> None:
+    api = running_stack.api
+    old = running_stack.enroll(product, "f1")
+    url = f"{api}/fleet/factories/f1/token/rotate"
+    rotated = requests.post(url, headers=bearer(old), timeout=30)
+    assert rotated.status_code == 200, rotated.text
+    again = requests.post(url, headers=bearer(old), timeout=30)
+    assert (again.status_code, again.json()["error"]) == (409, "token_in_grace")
+    new = rotated.json()["token"]
+    assert requests.post(url, headers=bearer(new), timeout=30).status_code == 200
+    assert _claim(api, old).status_code == 204  # still within its grace for other calls
+
+
+def test_tokens_http_an_enrollment_token_fixes_the_review_kind(
+    running_stack: RunningStack, product: str
+) -> None:
+    issued = running_stack.enrollment_token(product, kind="claude")
+    assert issued["kind"] == "claude"
+    listed = requests.get(
+        f"{running_stack.api}/fleet/enrollment-tokens",
+        headers=running_stack.operator(product),
+        timeout=30,
+    ).json()["tokens"]
+    assert [t["kind"] for t in listed] == ["claude"]
+    bad = requests.post(
+        f"{running_stack.api}/fleet/enrollment-tokens",
+        json={"kind": "Not A Kind"},
+        headers=running_stack.operator(product),
+        timeout=30,
+    )
+    assert bad.status_code == 400 and bad.json()["details"]["problems"][0]["path"] == "kind"
+
+
+# --- operators: named people with roles ---------------------------------------------------
+
+
+def _person(stack: RunningStack, name: str, role: str, products: list[str]) -> dict[str, Any]:
+    """An operator token for a person, created by the stack's bootstrap (admin) token."""
+    response = requests.post(
+        f"{stack.api}/fleet/operator-tokens",
+        json={"name": name, "role": role, "products": products},
+        headers=bearer(stack.operator_token),
+        timeout=30,
+    )
+    assert response.status_code == 201, response.text
+    assert response.headers["Cache-Control"] == "no-store"
+    return response.json()  # type: ignore[no-any-return]
+
+
+def test_tokens_http_operator_roles_products_and_the_audit_trail(
+    running_stack: RunningStack, product: str
+) -> None:
+    api = running_stack.api
+    other = f"{product}x"
+    name = f"alice-{product}"
+    viewer = _person(running_stack, f"vera-{product}", "viewer", [product])
+    alice = _person(running_stack, name, "operator", [product])
+    job = {"title": "job", "body": "do it"}
+
+    # Who each one is.
+    me = requests.get(f"{api}/fleet/whoami", headers=bearer(alice["token"]), timeout=30).json()
+    assert me == {"kind": "operator", "name": name, "role": "operator", "products": [product]}
+
+    # A viewer reads, and cannot mutate.
+    seen = requests.get(f"{api}/fleet/jobs", headers=bearer(viewer["token"], product), timeout=30)
+    assert seen.status_code == 200
+    refused = requests.post(
+        f"{api}/fleet/jobs", json=job, headers=bearer(viewer["token"], product), timeout=30
+    )
+    assert refused.status_code == 403, refused.text
+    assert refused.json()["details"] == {"role": "viewer", "needs": "operator"}
+
+    # A product-scoped token cannot touch another product (header or path).
+    elsewhere = requests.post(
+        f"{api}/fleet/jobs", json=job, headers=bearer(alice["token"], other), timeout=30
+    )
+    assert (elsewhere.status_code, elsewhere.json()["details"]) == (403, {"product": other})
+    paused = requests.post(
+        f"{api}/fleet/budgets/{other}/pause", headers=bearer(alice["token"], product), timeout=30
+    )
+    assert paused.status_code == 403, paused.text
+    listed = requests.get(f"{api}/fleet/jobs", headers=running_stack.operator(other), timeout=30)
+    assert listed.json()["jobs"] == []
+
+    # An operator acts, but does not manage: settings and tokens are admins'.
+    settings = requests.put(
+        f"{api}/fleet/settings",
+        json={"alerts": {"unroutableJobs": 1}},
+        headers=bearer(alice["token"], product),
+        timeout=30,
+    )
+    assert (settings.status_code, settings.json()["details"]["needs"]) == (403, "admin")
+
+    # The audit trail names the operator: the job's events say operator:NAME.
+    submitted = requests.post(
+        f"{api}/fleet/jobs", json=job, headers=bearer(alice["token"], product), timeout=30
+    )
+    assert submitted.status_code == 201, submitted.text
+    job_id = submitted.json()["job"]["id"]
+    cancelled = requests.post(
+        f"{api}/fleet/jobs/{job_id}/cancel",
+        json={"reason": "not needed"},
+        headers=bearer(alice["token"], product),
+        timeout=30,
+    )
+    assert cancelled.status_code == 200, cancelled.text
+    events = requests.get(
+        f"{api}/fleet/jobs/{job_id}/events", headers=bearer(viewer["token"], product), timeout=30
+    ).json()["events"]
+    assert [(e["type"], e["actor"]) for e in events] == [
+        ("submit", f"operator:{name}"),
+        ("cancel", f"operator:{name}"),
+    ]
+
+    # Revoked: refused from the next request.
+    revoked = requests.delete(
+        f"{api}/fleet/operator-tokens/{alice['id']}",
+        headers=bearer(running_stack.operator_token),
+        timeout=30,
+    )
+    assert (revoked.status_code, revoked.json()["status"]) == (200, "revoked")
+    gone = requests.get(f"{api}/fleet/jobs", headers=bearer(alice["token"], product), timeout=30)
+    assert (gone.status_code, gone.json()["message"]) == (401, INVALID)
+
+
+def test_tokens_http_operator_tokens_are_listed_without_secrets_to_admins_only(
+    running_stack: RunningStack, product: str
+) -> None:
+    api = running_stack.api
+    person = _person(running_stack, f"bob-{product}", "admin", [product])
+    listed = requests.get(
+        f"{api}/fleet/operator-tokens", headers=bearer(running_stack.operator_token), timeout=30
+    )
+    assert listed.status_code == 200
+    mine = [t for t in listed.json()["tokens"] if t["id"] == person["id"]]
+    assert [(t["name"], t["role"], t["products"]) for t in mine] == [
+        (f"bob-{product}", "admin", [product])
+    ]
+    assert person["token"] not in listed.text
+    # An admin of one product manages that product, not people.
+    scoped = requests.get(
+        f"{api}/fleet/operator-tokens", headers=bearer(person["token"], product), timeout=30
+    )
+    assert scoped.status_code == 403
+    enrollment = requests.post(
+        f"{api}/fleet/enrollment-tokens", json={}, headers=bearer(person["token"], product),
+        timeout=30,
+    )  # fmt: skip
+    assert enrollment.status_code == 201, enrollment.text

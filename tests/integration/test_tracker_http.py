@@ -1,11 +1,14 @@
 """The tracker bridge on the real local stack, over HTTP.
 
+GitHub's webhook: an operator binds a repository to a product (``PUT
+/api/fleet/tracker/github``) and its signed deliveries land there, and only there; unbound,
+they are refused. Bindings live in the store, so any host serves them.
+
 A private local Functions host (``tests/support/hosts.py``) is started for this module over
-the same Cosmos emulator and Azurite, configured as a deployment with the bridge on:
-``TRACKER_WEBHOOK_SECRET`` (GitHub's signature), ``TRACKER_ECHO_URL`` (a local
-``http.server``) and ``TRACKER_ECHO_SECRET``. Its timers are scheduled once a year: the echo —
-the reaper timer's job — is driven in-process over the same stores with a manual clock, so
-backoff is checked without sleeping.
+the same Cosmos emulator and Azurite, configured as a deployment with the echo on:
+``TRACKER_ECHO_URL`` (a local ``http.server``) and ``TRACKER_ECHO_SECRET``. Its timers are
+scheduled once a year: the echo — the reaper timer's job — is driven in-process over the same
+stores with a manual clock, so backoff is checked without sleeping.
 """
 
 from __future__ import annotations
@@ -51,6 +54,8 @@ def bridge_api(
         running_stack,
         Path(tmp_path_factory.mktemp("bridge")) / "host.log",
         {
+            # Read no more (deliveries are verified with their binding's secret): a
+            # deployment that still sets it authenticates nothing with it.
             "TRACKER_WEBHOOK_SECRET": GITHUB_SECRET,
             "TRACKER_ECHO_URL": echo_endpoint.url,
             "TRACKER_ECHO_SECRET": ECHO_SECRET,
@@ -71,38 +76,72 @@ def product() -> str:
     return f"p{uuid.uuid4().hex[:10]}"
 
 
+@pytest.fixture
+def repository() -> str:
+    """A repository of this test's own: a repository is bound to one product at most."""
+    return f"acme/app-{uuid.uuid4().hex[:10]}"
+
+
 def _jobs(api: str, stack: RunningStack, product: str) -> list[dict[str, Any]]:
     response = requests.get(f"{api}/fleet/jobs", headers=stack.operator(product), timeout=30)
     assert response.status_code == 200, response.text
     return list(response.json()["jobs"])
 
 
+def _bind(stack: RunningStack, product: str, repository: str, **body: Any) -> requests.Response:
+    return requests.put(
+        f"{stack.api}/fleet/tracker/github",
+        json={"repository": repository, "secret": GITHUB_SECRET, **body},
+        headers=stack.operator(product),
+        timeout=30,
+    )
+
+
 def _github(
-    api: str, product: str, payload: dict[str, Any], signature: str | None
+    api: str,
+    payload: dict[str, Any],
+    signature: str | bytes | None,
+    *,
+    product: str | None = None,
+    delivery: str | None = None,
 ) -> requests.Response:
     body = json.dumps(payload).encode()
-    headers = {"X-GitHub-Event": "issues", "Content-Type": "application/json"}
+    headers: dict[str, str | bytes] = {
+        "X-GitHub-Event": "issues",
+        "X-GitHub-Delivery": delivery or str(uuid.uuid4()),
+        "Content-Type": "application/json",
+    }
     if signature is not None:
         headers["X-Hub-Signature-256"] = signature
     return requests.post(
         f"{api}/fleet/tracker/ingest",
-        params={"product": product},
+        params={"product": product} if product else None,
         data=body,
         headers=headers,
         timeout=30,
     )
 
 
-def _issue(number: int) -> dict[str, Any]:
+def _issue(number: int, repository: str, association: str = "MEMBER") -> dict[str, Any]:
     return {
         "action": "opened",
-        "repository": {"full_name": "acme/app"},
-        "issue": {"number": number, "title": f"Bug {number}", "body": "trace", "labels": []},
+        "repository": {"full_name": repository},
+        "issue": {
+            "number": number,
+            "title": f"Bug {number}",
+            "body": "trace",
+            "labels": [],
+            "author_association": association,
+        },
     }
 
 
+def _signed(payload: dict[str, Any]) -> str:
+    return sign(GITHUB_SECRET, json.dumps(payload).encode())
+
+
 def test_tracker_http_ingest_twice_is_one_job(
-    running_stack: RunningStack, bridge_api: str, product: str
+    running_stack: RunningStack, bridge_api: str, product: str, repository: str
 ) -> None:
     item = {"source": "jira", "id": "FLEET-7", "title": "Fix login", "body": "It breaks."}
     replies = [
@@ -117,14 +156,76 @@ def test_tracker_http_ingest_twice_is_one_job(
     assert first["created"] is True and again["created"] is False
     assert first["job"]["id"] == again["job"]["id"]
     assert first["job"]["tracker"] == {"source": "jira", "id": "FLEET-7", "url": None}
-    # A GitHub delivery retried by GitHub is one job too.
-    payload = _issue(12)
-    raw = json.dumps(payload).encode()
-    for _ in range(2):
-        response = _github(bridge_api, product, payload, sign(GITHUB_SECRET, raw))
-        assert response.status_code == 200, response.text
+    # A GitHub issue delivered twice (two deliveries: opened, then reopened) is one job, on
+    # either instance; the same delivery again (GitHub's redelivery) makes nothing new.
+    assert _bind(running_stack, product, repository).status_code == 201
+    payload = _issue(12, repository)
+    delivery = str(uuid.uuid4())
+    made = _github(bridge_api, payload, _signed(payload), delivery=delivery)
+    assert made.status_code == 201, made.text
+    reopened = {**payload, "action": "reopened"}
+    again_made = _github(running_stack.api, reopened, _signed(reopened))
+    assert again_made.status_code == 200, again_made.text
+    assert again_made.json()["job"]["id"] == made.json()["job"]["id"]
+    replayed = _github(running_stack.api, payload, _signed(payload), delivery=delivery)
+    assert replayed.status_code == 202 and replayed.json()["reason"] == "duplicate_delivery"
     jobs = _jobs(running_stack.api, running_stack, product)
     assert sorted(j["title"] for j in jobs) == ["Bug 12", "Fix login"]
+
+
+def test_tracker_http_github_bind_deliver_unbind(
+    running_stack: RunningStack, bridge_api: str, product: str, repository: str
+) -> None:
+    stack = running_stack
+    elsewhere = f"q{uuid.uuid4().hex[:10]}"
+    bound = _bind(stack, product, repository, label="fleet")
+    assert bound.status_code == 201, bound.text
+    assert GITHUB_SECRET not in bound.text and bound.json()["secretSet"] is True
+    listed = requests.get(
+        f"{stack.api}/fleet/tracker/github", headers=stack.operator(product), timeout=30
+    )
+    assert listed.status_code == 200 and GITHUB_SECRET not in listed.text
+    assert [b["repository"] for b in listed.json()["bindings"]] == [repository]
+    # Another product cannot take the repository.
+    taken = _bind(stack, elsewhere, repository)
+    assert taken.status_code == 409 and taken.json()["error"] == "already_bound"
+
+    # Signed, labeled, by a member: a job in the bound product, whatever ?product= says.
+    payload = _issue(3, repository)
+    payload["issue"]["labels"] = [{"name": "Fleet"}, {"name": "cap:python"}]
+    made = _github(bridge_api, payload, _signed(payload), product=elsewhere)
+    assert made.status_code == 201, made.text
+    job = made.json()["job"]
+    assert job["productId"] == product and job["capabilities"] == ["python"]
+    assert [j["id"] for j in _jobs(stack.api, stack, product)] == [job["id"]]
+    assert _jobs(stack.api, stack, elsewhere) == []
+
+    # A stranger's issue, and one without the label: 202 with the reason, nothing made.
+    stranger = _issue(4, repository, association="NONE")
+    stranger["issue"]["labels"] = [{"name": "fleet"}]
+    ignored = _github(stack.api, stranger, _signed(stranger))
+    assert ignored.status_code == 202, ignored.text
+    assert ignored.json()["reason"] == "author_association"
+    unlabeled = _issue(5, repository)
+    ignored = _github(stack.api, unlabeled, _signed(unlabeled))
+    assert ignored.status_code == 202 and ignored.json()["reason"] == "label"
+    assert len(_jobs(stack.api, stack, product)) == 1
+
+    # Unbound: refused, nothing made.
+    unbound = requests.delete(
+        f"{stack.api}/fleet/tracker/github",
+        params={"repository": repository},
+        headers=stack.operator(product),
+        timeout=30,
+    )
+    assert unbound.status_code == 204, unbound.text
+    payload = _issue(6, repository)
+    payload["issue"]["labels"] = [{"name": "fleet"}]
+    refused = _github(bridge_api, payload, _signed(payload), product=product)
+    assert refused.status_code == 401 and refused.json()["error"] == "unauthorized"
+    assert len(_jobs(stack.api, stack, product)) == 1
+    # ...and the repository may now be bound elsewhere.
+    assert _bind(stack, elsewhere, repository).status_code == 201
 
 
 @pytest.mark.parametrize(
@@ -133,13 +234,18 @@ def test_tracker_http_ingest_twice_is_one_job(
     ids=["missing", "zeros", "other-secret", "tampered"],
 )
 def test_tracker_http_github_bad_signature_is_rejected_and_creates_nothing(
-    running_stack: RunningStack, bridge_api: str, product: str, signature: str | None
+    running_stack: RunningStack,
+    bridge_api: str,
+    product: str,
+    repository: str,
+    signature: str | None,
 ) -> None:
-    payload = _issue(99)
+    assert _bind(running_stack, product, repository).status_code == 201
+    payload = _issue(99, repository)
     if signature == "tampered":
         # Signed right, then the body changed in flight: the signature no longer matches.
-        signature = sign(GITHUB_SECRET, json.dumps(_issue(98)).encode())
-    response = _github(bridge_api, product, payload, signature)
+        signature = _signed(_issue(98, repository))
+    response = _github(bridge_api, payload, signature)
     assert response.status_code == 401, response.text
     error = response.json()
     assert error["error"] == "unauthorized" and "X-Hub-Signature-256" in error["message"]
@@ -147,14 +253,43 @@ def test_tracker_http_github_bad_signature_is_rejected_and_creates_nothing(
     assert _jobs(running_stack.api, running_stack, product) == []
 
 
-def test_tracker_http_github_unsigned_on_a_host_without_the_secret_is_rejected(
-    running_stack: RunningStack, product: str
+@pytest.mark.parametrize(
+    "signature",
+    [
+        ("sha256=" + "é" * 64).encode("utf-8"),  # non-ASCII, as UTF-8
+        ("sha256=" + "é" * 64).encode("latin-1"),  # non-ASCII, as Latin-1
+        "sha1=" + "0" * 40,
+        "sha256=" + "0" * 10,
+    ],
+    ids=["utf-8", "latin-1", "sha1", "short"],
+)
+def test_tracker_http_github_malformed_signature_is_400_never_500(
+    running_stack: RunningStack,
+    bridge_api: str,
+    product: str,
+    repository: str,
+    signature: str | bytes,
 ) -> None:
-    payload = _issue(5)
-    response = _github(
-        running_stack.api, product, payload, sign(GITHUB_SECRET, json.dumps(payload).encode())
-    )
+    assert _bind(running_stack, product, repository).status_code == 201
+    response = _github(bridge_api, _issue(1, repository), signature)
+    # The host hands non-ASCII header bytes to the app as they are: the app refuses them.
+    assert response.status_code == 400, response.text
+    problem = response.json()["details"]["problems"][0]
+    assert problem == {
+        "path": "X-Hub-Signature-256",
+        "code": "malformed_header",
+        "message": "expected sha256= and 64 hexadecimal digits",
+    }
+    assert _jobs(running_stack.api, running_stack, product) == []
+
+
+def test_tracker_http_github_unbound_repository_creates_nothing(
+    running_stack: RunningStack, azure_backend: Stores, product: str, repository: str
+) -> None:
+    payload = _issue(5, repository)
+    response = _github(running_stack.api, payload, _signed(payload), product=product)
     assert response.status_code == 401 and response.json()["error"] == "unauthorized"
+    assert product not in Coordinator(azure_backend).products()  # no product was made
     assert _jobs(running_stack.api, running_stack, product) == []
 
 

@@ -88,5 +88,5 @@ def app_context(stores: Stores, coord: Coordinator, tokens: Tokens) -> AppContex
         tokens=tokens,
         tracker=Tracker(coord, TrackerConfig()),
         monitor=Monitor(coord),
-        health=FleetHealth(coord),
+        health=FleetHealth(coord, tokens=tokens),
     )

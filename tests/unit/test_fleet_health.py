@@ -327,7 +327,7 @@ def test_fleet_health_commands_for_unknown_or_departed_factories_are_refused(
     with pytest.raises(FactoryNotFound):
         health.command(P, "ghost", "pause", by="alice")
     health.heartbeat(P, "f1", beat())
-    health.deregister(P, "f1")
+    health.deregister(P, "f1", "operator:alice")
     with pytest.raises(FactoryDeregistered):
         health.command(P, "f1", "pause", by="alice")
 
@@ -341,12 +341,12 @@ def test_fleet_health_deregister_then_the_reaper_requeues_its_jobs(
     job = started(coord, "f1")
     health.heartbeat(P, "f1", beat(progress(job)))
     health.command(P, "f1", "restart-engine", by="alice")
-    health.deregister(P, "f1")
+    health.deregister(P, "f1", "operator:alice")
     assert factory_doc(stores, "f1").deregistered is True
     with pytest.raises(NotFound):
         stores.tables.get(HEARTBEATS, P, "f1")
     assert stores.tables.list_partition(COMMANDS, commands_partition(P, "f1")) == []
-    health.deregister(P, "f1")  # idempotent
+    health.deregister(P, "f1", "operator:alice")  # idempotent
     report = coord.reap(P)
     assert report.requeued == [job.id]
     requeued = coord.get_job(P, job.id)
@@ -354,14 +354,14 @@ def test_fleet_health_deregister_then_the_reaper_requeues_its_jobs(
     with pytest.raises(Fenced):
         coord.renew(P, job.id, "f1", job.epoch)
     with pytest.raises(FactoryNotFound):
-        health.deregister(P, "never-was")
+        health.deregister(P, "never-was", "operator:alice")
 
 
 def test_fleet_health_a_departed_factorys_heartbeats_change_nothing(
     health: FleetHealth, stores: Stores
 ) -> None:
     health.heartbeat(P, "f1", beat())
-    health.deregister(P, "f1")
+    health.deregister(P, "f1", "operator:alice")
     with stores.counters.measure() as cost:
         reply = health.heartbeat(P, "f1", beat())
     assert reply.status == "deregistered" and reply.commands == ()

@@ -397,7 +397,6 @@ KEY_VAULT_REFERENCE = re.compile(
 # The settings that hold secrets (or URLs that may carry one): every one is a Key Vault
 # reference. FLEET_OPERATOR_TOKENS stays a (secure) value: it should hold sha256: hashes only.
 SECRET_SETTINGS = {
-    "TRACKER_WEBHOOK_SECRET",
     "TRACKER_ECHO_URL",
     "TRACKER_ECHO_SECRET",
     "ALERT_WEBHOOK_URL",

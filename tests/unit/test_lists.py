@@ -13,11 +13,14 @@ from fleet.coordinator.clock import ManualClock
 from fleet.coordinator.fleet_health import Beat, FleetHealth, HealthConfig, JobProgress
 from fleet.coordinator.tokens import Tokens
 from fleet.domain.manifest import Manifest
+from fleet.domain.models import Job
 from fleet.domain.scheduler import FactoryView
 from fleet.domain.stages import Action, Stage
 from fleet.http import fleet_ops, jobs
 from fleet.http.parsing import FactorySelf
+from fleet.http.views import JobSummary
 from fleet.store.ports import Stores
+from fleet.store.queries import JOB_SUMMARY_FIELDS, JOBS_CHANGED_SINCE, JOBS_PAGE
 from tests.support.handlers import OPERATOR, call, documented
 from tests.unit.conftest import counting_entropy
 
@@ -236,3 +239,39 @@ def test_lists_jobs_the_largest_page_is_accepted(
 def test_lists_jobs_cursor_round_trips() -> None:
     job_id = "j" + "0" * 25 + "a"
     assert jobs.decode_cursor(jobs.encode_cursor(job_id)) == job_id
+
+
+def test_lists_jobs_leave_out_what_a_holder_reports_and_read_none_of_it(
+    app_context: AppContext, coord: Coordinator, stores: Stores
+) -> None:
+    (job_id,) = submit(coord, 1)
+    claim = coord.claim(P, FactoryView(id="f1", capabilities=frozenset({"python"}), seats=4))
+    assert claim is not None
+    said = {"checkpoint": {"branch": "b"}, "progress": {"step": 2}, "result": {"ok": True}}
+    coord.report(P, job_id, "f1", 1, stage=Stage.BUILDING, **said)  # type: ignore[arg-type]
+    status, body = get(app_context, jobs.list_jobs, OPERATOR)
+    (listed,) = body["jobs"]
+    assert status == 200 and not {"body", "events", *said} & set(listed)
+    documented(listed, "JobSummary")
+    # The query itself reads none of them (nor the body and events).
+    rows = stores.documents.query(JOBS_PAGE, P, {"stages": ["building"], "before": "~", "top": 1})
+    assert not {"body", "events", *said} & set(rows[0])
+    assert coord.get_job(P, job_id).checkpoint == {"branch": "b"}  # the job keeps them
+
+
+def test_lists_jobs_summary_fields_are_the_jobs_but_the_large_ones() -> None:
+    fields = {f.alias or name for name, f in Job.model_fields.items()}
+    large = {"body", "events", "checkpoint", "progress", "result"}
+    assert set(JOB_SUMMARY_FIELDS) == fields - large - {"_etag"}
+    assert all(Job.model_fields[name].is_required() is False for name in large)
+    assert set(JobSummary.model_fields) - set(JOB_SUMMARY_FIELDS) == large | {"etag", "holder"}
+
+
+def test_lists_the_event_feed_reads_each_jobs_events_only(
+    app_context: AppContext, coord: Coordinator, stores: Stores
+) -> None:
+    (job_id,) = submit(coord, 1)
+    rows = stores.documents.query(JOBS_CHANGED_SINCE, P, {"since": "", "top": 10})
+    assert [sorted(r) for r in rows] == [["events", "id", "lastEventAt"]]
+    status, body = get(app_context, "product_events", OPERATOR)
+    assert status == 200 and [e["jobId"] for e in body["events"]] == [job_id]

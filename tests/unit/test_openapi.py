@@ -131,7 +131,8 @@ def test_submit_and_claim_statuses_and_bearer_identity() -> None:
         assert headers == {"X-Fleet-Product": False}
     scheme = DOCUMENT["components"]["securitySchemes"]["bearerAuth"]
     assert (scheme["type"], scheme["scheme"]) == ("http", "bearer")
-    assert "Bearer: an operator token." in submit["description"]
+    assert "Bearer: an operator token (role `operator` or `admin`)." in submit["description"]
+    assert submit["x-fleet-role"] == "operator"
     assert "Bearer: a factory token." in claim["description"]
 
 

@@ -10,14 +10,20 @@ from typing import Any
 
 import pytest
 
+from fleet.context import AppContext
+from fleet.coordinator import Coordinator
 from fleet.domain import jobs as J
 from fleet.domain.jobs import BudgetExceeded, TimedOut
+from fleet.domain.manifest import Manifest
 from fleet.domain.models import Job, ReviewSpec
-from fleet.domain.report import Report, decide_report, opens_review
+from fleet.domain.report import MAX_REPORT_BYTES, Report, check_size, decide_report, opens_review
 from fleet.domain.runs import run_at
 from fleet.domain.stages import Action, Stage
 from fleet.errors import Fenced, IllegalReport, ValidationFailed
+from fleet.http import lease
+from fleet.http.parsing import FactorySelf
 from tests.support.builders import T0, job
+from tests.support.handlers import call
 
 NOW = T0 + timedelta(minutes=5)
 
@@ -257,3 +263,73 @@ def test_report_opens_review_exactly_when_the_decision_does(
 ) -> None:
     assert opens_review(current, report) is opens
     assert (decide_report(current, report, NOW).stage is Stage.REVIEW) is opens
+
+
+# --- the size of what a report keeps ------------------------------------------------------
+
+
+def _text(size: int) -> str:
+    """A JSON string of exactly ``size`` bytes (its quotes included)."""
+    return "x" * (size - 2)
+
+
+@pytest.mark.parametrize(
+    ("checkpoint", "progress", "result", "path"),
+    [
+        (_text(MAX_REPORT_BYTES), None, None, None),  # exactly the limit
+        (_text(MAX_REPORT_BYTES + 1), None, None, "checkpoint"),
+        (_text(100 * 1024), {"log": _text(90 * 1024)}, {"r": _text(70 * 1024)}, "checkpoint"),
+        (None, {"log": _text(100 * 1024)}, {"r": _text(157 * 1024)}, "result"),
+        (None, {"log": _text(200 * 1024)}, {"r": _text(57 * 1024)}, "progress"),
+        ({"é": "é" * 1000}, None, None, None),  # bytes, not characters: well under
+    ],
+)
+def test_report_size_is_capped_together(
+    checkpoint: Any, progress: Any, result: Any, path: str | None
+) -> None:
+    if path is None:
+        check_size(checkpoint, progress, result)
+        Report(factory="f1", epoch=1, checkpoint=checkpoint, progress=progress, result=result)
+        return
+    with pytest.raises(ValidationFailed) as refused:
+        Report(factory="f1", epoch=1, checkpoint=checkpoint, progress=progress, result=result)
+    (problem,) = refused.value.problems
+    assert (problem.path, problem.code) == (path, "too_large")
+
+
+def test_report_size_counts_utf8_bytes() -> None:
+    with pytest.raises(ValidationFailed):
+        check_size({"k": "é" * (MAX_REPORT_BYTES // 2)})  # two bytes each
+
+
+P_HTTP = "prod"
+_LARGE = {"log": _text(300 * 1024)}
+
+
+@pytest.mark.parametrize(
+    ("handler", "method", "path", "body"),
+    [
+        (lease.report_job, "PATCH", "", {"progress": _LARGE}),
+        (lease.release_lease, "POST", "/lease/release", {"checkpoint": _LARGE}),
+    ],
+)
+def test_report_too_large_over_http_is_400_and_changes_nothing(
+    app_context: AppContext,
+    coord: Coordinator,
+    handler: Any,
+    method: str,
+    path: str,
+    body: dict[str, Any],
+) -> None:
+    job_id = coord.submit(P_HTTP, Manifest(title="t", body="b"), "operator:o")[0].id
+    issued = app_context.tokens.create_enrollment_token(P_HTTP, "operator:test")
+    token = app_context.tokens.enroll(issued.token, "f1", FactorySelf(capabilities=())).token
+    assert call(app_context, "claim", "POST", "/api/fleet/claim", token, {}).status == 200
+    before = coord.get_job(P_HTTP, job_id)
+    url = f"/api/fleet/jobs/{job_id}{path}"
+    status, reply, _ = call(
+        app_context, handler, method, url, token, {"leaseEpoch": 1, **body}, id=job_id
+    )
+    (problem,) = reply["details"]["problems"]
+    assert (status, problem["path"], problem["code"]) == (400, next(iter(body)), "too_large")
+    assert coord.get_job(P_HTTP, job_id) == before

@@ -6,13 +6,15 @@ from typing import Any
 
 import pytest
 
+from fleet.context import AppContext
 from fleet.coordinator import Coordinator
 from fleet.coordinator.clock import ManualClock
 from fleet.coordinator.review import Reviewer
+from fleet.coordinator.tokens import Tokens
 from fleet.domain import review as R
 from fleet.domain.jobs import agrees
 from fleet.domain.manifest import parse_json, parse_markdown, render_markdown
-from fleet.domain.models import Job, ReviewSpec
+from fleet.domain.models import Factory, Job, ReviewSpec
 from fleet.domain.scheduler import FactoryView
 from fleet.domain.stages import Action, Stage
 from fleet.errors import (
@@ -23,8 +25,12 @@ from fleet.errors import (
     ReviewRefused,
     ValidationFailed,
 )
+from fleet.http import tokens as tokens_http
+from fleet.http.parsing import FactorySelf
 from fleet.http.responses import status_for
-from tests.support.builders import manifest
+from fleet.store.ports import Set
+from tests.support.builders import T0, manifest
+from tests.support.handlers import OPERATOR, call, documented
 
 P = "prod"
 ALICE = Reviewer("operator", "alice")
@@ -288,6 +294,141 @@ def test_review_operator_override_closes_the_round_as_withdrawn(coord: Coordinat
 )
 def test_review_factory_kind_from_capabilities(caps: tuple[str, ...], kind: str) -> None:
     assert R.factory_kind(caps) == kind
+
+
+@pytest.mark.parametrize(
+    ("kind", "allowlist", "enrolled", "fixed"),
+    [
+        ("gpt", ("engine:claude",), ("engine:claude",), "gpt"),  # the operator's word wins
+        (None, ("engine:claude", "engine:codex", "python"), ("engine:codex",), "claude+codex"),
+        (None, ("python",), ("python",), "unknown"),  # its allowlist names no engine
+        (None, None, ("engine:codex", "python"), "codex"),  # nothing fixed: what it enrolled as
+        (None, None, (), "unknown"),
+    ],
+)
+def test_review_kind_fixed_at_enrollment(
+    kind: str | None, allowlist: tuple[str, ...] | None, enrolled: tuple[str, ...], fixed: str
+) -> None:
+    assert R.enrolled_kind(kind, allowlist, enrolled) == fixed
+
+
+def test_review_kind_of_a_factory_is_its_enrolled_kind_whatever_it_registers() -> None:
+    factory = Factory(
+        id="factory-f1",
+        productId=P,
+        capabilities=("engine:codex",),
+        lastSeen=T0,
+        reviewKind="claude",
+    )
+    assert R.reviewer_kind(factory) == "claude"
+    # Registered without enrolling (the coordinator's own tests and tools): its capabilities.
+    assert R.reviewer_kind(factory.evolve(reviewKind=None)) == "codex"
+
+
+# --- the kind a factory enrolled as ------------------------------------------------------
+
+
+def enroll_as(tokens: Tokens, name: str, *caps: str, **token: Any) -> str:
+    """Enroll ``name`` through an enrollment token (``token``: its allowlist, kind, ...);
+    its factory token."""
+    issued = tokens.create_enrollment_token(P, "operator:test", **token)
+    return tokens.enroll(issued.token, name, FactorySelf(capabilities=caps, seats=1)).token
+
+
+def re_register(coord: Coordinator, name: str, *caps: str) -> None:
+    coord.register_factory(P, FactoryView(id=name, capabilities=frozenset(caps)), "2.0")
+
+
+def test_review_kind_unknown_at_enrollment_is_fixed_by_the_first_registration_naming_one(
+    coord: Coordinator, tokens: Tokens
+) -> None:
+    # `fleet-factory enroll` before `run --engine demo`: the enrollment says no kind.
+    enroll_as(tokens, "late", "python")
+    assert R.reviewer_kind(coord.factories(P)[0]) == R.UNKNOWN
+    re_register(coord, "late", "python", "engine:demo")
+    assert R.reviewer_kind(coord.factories(P)[0]) == "demo"
+    re_register(coord, "late", "python", "engine:claude")  # once fixed, fixed
+    assert R.reviewer_kind(coord.factories(P)[0]) == "demo"
+
+
+def test_review_kind_re_registering_changes_neither_author_nor_reviewer_kind(
+    coord: Coordinator, tokens: Tokens
+) -> None:
+    enroll_as(tokens, "author", "engine:claude")
+    enroll_as(tokens, "twin", "engine:claude")
+    enroll_as(tokens, "other", "engine:codex")
+    job, _ = coord.submit(P, manifest(review=ReviewSpec(approvals=1, distinctKind=True)), "op")
+    re_register(coord, "author", "engine:gpt")  # the author says another engine...
+    author = FactoryView(id="author", capabilities=frozenset({"engine:gpt"}))
+    job, _ = build(coord, job.id, author)
+    assert job.reviewState is not None and job.reviewState.authorKind == "claude"  # ...in vain
+    re_register(coord, "twin", "engine:codex")
+    with pytest.raises(R.SameKind):
+        coord.reviews.vote(P, job.id, Reviewer("factory", "twin"), "approve", "")
+    with pytest.raises(ReviewRefused):  # nor may it name the kind it re-registered as
+        coord.reviews.vote(P, job.id, Reviewer("factory", "twin"), "approve", "", kind="codex")
+    job = coord.reviews.vote(P, job.id, Reviewer("factory", "other"), "approve", "ok")
+    assert job.stage is Stage.SHIPPED
+
+
+def test_review_kind_an_operator_fixes_it_on_the_enrollment_token(
+    coord: Coordinator, tokens: Tokens
+) -> None:
+    enroll_as(tokens, "author", "engine:claude")
+    # Claims to run codex, but the operator who enrolled it says it is claude.
+    enroll_as(tokens, "vouched", "engine:codex", kind="claude")
+    # An allowlist of two engines: it is of both kinds, whichever it advertises.
+    enroll_as(tokens, "either", "engine:codex", capabilities=["engine:claude", "engine:codex"])
+    job, _ = coord.submit(P, manifest(review=ReviewSpec(approvals=1, distinctKind=True)), "op")
+    job, _ = build(coord, job.id, FactoryView(id="author", capabilities=frozenset()))
+    for name in ("vouched", "either"):
+        with pytest.raises(R.SameKind):
+            coord.reviews.vote(P, job.id, Reviewer("factory", name), "approve", "")
+    assert coord.reviews.factory_kind(P, "either") == "claude+codex"
+
+
+def test_review_kind_a_re_enrollment_fixes_it_again(coord: Coordinator, tokens: Tokens) -> None:
+    enroll_as(tokens, "f1", "engine:claude")
+    assert coord.reviews.factory_kind(P, "f1") == "claude"
+    coord.docs.patch(P, "factory-f1", [Set("/deregistered", True)])
+    enroll_as(tokens, "f1", "engine:claude", kind="gpt")
+    assert coord.reviews.factory_kind(P, "f1") == "gpt"
+
+
+def test_review_kind_on_the_enrollment_token_over_http(app_context: AppContext) -> None:
+    status, body, _ = call(
+        app_context,
+        tokens_http.create_enrollment_token,
+        "POST",
+        "/api/fleet/enrollment-tokens",
+        OPERATOR,
+        {"kind": "claude", "capabilities": ["engine:claude"]},
+        product=P,
+    )
+    assert status == 201 and body["kind"] == "claude"
+    documented(body, "IssuedEnrollmentToken")
+    status, listed, _ = call(
+        app_context,
+        tokens_http.list_enrollment_tokens,
+        "GET",
+        "/api/fleet/enrollment-tokens",
+        OPERATOR,
+        product=P,
+    )
+    assert status == 200 and [t["kind"] for t in listed["tokens"]] == ["claude"]
+    documented(listed, "EnrollmentTokenList")
+    for bad in ("Claude", "claude+codex", "", "x" * 33):
+        status, body, _ = call(
+            app_context,
+            tokens_http.create_enrollment_token,
+            "POST",
+            "/api/fleet/enrollment-tokens",
+            OPERATOR,
+            {"kind": bad},
+            product=P,
+        )
+        assert status == 400, bad
+        assert [p["path"] for p in body["details"]["problems"]] == ["kind"]
 
 
 # --- the manifest ------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """Tokens on the in-memory twin with an injected clock: enrollment, rotation, revocation,
-authentication; then the same rules through the HTTP handlers (and the gate poll's cost)."""
+authentication, operator tokens (people with roles); then the same rules through the HTTP
+handlers (and the gate poll's cost)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 from fleet.context import AppContext
 from fleet.coordinator import Coordinator
 from fleet.coordinator.clock import ManualClock
-from fleet.coordinator.identity import Principal
+from fleet.coordinator.identity import ROLES, Principal, Role
 from fleet.coordinator.service import SYSTEM_PARTITION
 from fleet.coordinator.tokens import (
     INVALID,
@@ -29,13 +30,14 @@ from fleet.coordinator.tokens import (
 from fleet.domain.manifest import Manifest
 from fleet.domain.scheduler import FactoryView
 from fleet.domain.stages import Stage
-from fleet.errors import Fenced, Forbidden, Unauthorized
-from fleet.http import fleet_ops, jobs, lease
+from fleet.errors import Fenced, Forbidden, NotFound, Unauthorized, ValidationFailed
+from fleet.http import actions, budgets, factories, fleet_ops, jobs, lease, operators
 from fleet.http import tokens as tokens_http
+from fleet.http.operation import Operation, operation_of
 from fleet.http.parsing import FactorySelf
 from fleet.store.memory import MemoryDocumentStore
 from fleet.store.ports import Set, Stores
-from tests.support.handlers import OPERATOR, call, documented
+from tests.support.handlers import OPERATOR, call, documented, functions
 
 P = "prod"
 OPERATOR_ACTOR = "operator:test"
@@ -281,7 +283,7 @@ def test_tokens_refusals_never_say_which_check_failed(
     revoked = enroll(tokens, "revoked")
     tokens.revoke_factory(P, "revoked", OPERATOR_ACTOR)
     rotated = enroll(tokens, "rotated")
-    tokens.rotate(Principal("factory", "rotated", P), "rotated")
+    tokens.rotate(factory_of(tokens, rotated), "rotated")
     expiring = enroll(tokens, "expiring")
     stores.documents.patch(
         SYSTEM_PARTITION,
@@ -707,3 +709,405 @@ def test_tokens_http_bad_enroll_body_is_400_with_field_paths(
         {"name": "f"},
     )
     assert (status, body["message"]) == (401, MISSING)
+
+
+# --- operator tokens: people with roles ------------------------------------------------
+
+
+def person(tokens: Tokens, name: str, role: Role, products: tuple[str, ...] = ("*",)) -> str:
+    """A named operator token (an admin of every product creates it)."""
+    return tokens.create_operator_token(name, role, products, OPERATOR_ACTOR).token
+
+
+def operator_of(tokens: Tokens, token: str, product: str | None = None) -> Principal:
+    return tokens.authenticate(token, product, want="operator")
+
+
+def test_tokens_operator_tokens_are_prefixed_and_stored_only_as_sha256(
+    tokens: Tokens, stores: Stores
+) -> None:
+    issued = tokens.create_operator_token("alice", "operator", [P, "other"], OPERATOR_ACTOR)
+    assert issued.token.startswith("flo_") and len(issued.token) >= 4 + 43
+    assert (issued.name, issued.role, issued.products) == ("alice", "operator", ("other", P))
+    assert issued.expiresAt is None  # no expiry unless one is given
+    stored = json.dumps(docs(stores).all_docs())
+    assert issued.token not in stored and hash_token(issued.token) in stored
+    [listed] = tokens.list_operator_tokens()
+    assert listed["id"] == issued.id and listed["status"] == "active"
+    assert issued.token not in json.dumps(listed) and hash_token(issued.token) not in json.dumps(
+        listed
+    )
+
+
+def test_tokens_an_operator_token_proves_its_name_role_and_products(tokens: Tokens) -> None:
+    token = person(tokens, "alice", "viewer", (P,))
+    principal = operator_of(tokens, token, P)
+    assert (principal.kind, principal.id, principal.product) == ("operator", "alice", P)
+    assert (principal.role, principal.products) == ("viewer", frozenset({P}))
+    assert principal.actor == "operator:alice"
+    assert operator_of(tokens, token).product == "default"  # no header: the default product
+    assert operator_of(tokens, person(tokens, "root", "admin")).products is None
+
+
+def test_tokens_bootstrap_tokens_are_admins_of_every_product(
+    tokens: Tokens, stores: Stores
+) -> None:
+    with stores.counters.measure() as cost:
+        principal = operator_of(tokens, OPERATOR, "anything")
+    assert cost == {}  # checked in memory, no read
+    assert principal.id == f"op-{hash_token(OPERATOR)[:8]}"
+    assert (principal.role, principal.products, principal.product) == ("admin", None, "anything")
+    principal.check_every_product()
+
+
+def test_tokens_a_named_operator_token_costs_one_point_read(tokens: Tokens, stores: Stores) -> None:
+    token = person(tokens, "alice", "operator")
+    with stores.counters.measure() as cost:
+        operator_of(tokens, token, P)
+    assert cost == {"read": 1}
+
+
+@pytest.mark.parametrize(
+    ("need", "allowed"),
+    [
+        ("viewer", {"viewer", "operator", "admin"}),
+        ("operator", {"operator", "admin"}),
+        ("admin", {"admin"}),
+    ],
+)
+def test_tokens_each_role_may_do_what_the_ones_before_it_may(
+    tokens: Tokens, need: Role, allowed: set[str]
+) -> None:
+    for role in ROLES:
+        principal = operator_of(tokens, person(tokens, f"p-{role}", role))
+        assert principal.may(need) == (role in allowed)
+        if role not in allowed:
+            with pytest.raises(Forbidden) as refused_:
+                principal.check_role(need)
+            assert refused_.value.details == {"role": role, "needs": need}
+    factory = factory_of(tokens, enroll(tokens, "f1"))
+    factory.check_role(need)  # a factory's calls are its kind's: no role
+
+
+def test_tokens_a_token_is_for_its_products_only(tokens: Tokens) -> None:
+    token = person(tokens, "alice", "admin", (P,))
+    operator_of(tokens, token, P).check_product()
+    with pytest.raises(Forbidden):
+        operator_of(tokens, token, "other").check_product()
+    with pytest.raises(Forbidden):
+        operator_of(tokens, token, P).check_every_product()
+    # A factory's own product is its only one.
+    factory = factory_of(tokens, enroll(tokens, "f1"))
+    assert factory.may_touch(P) and not factory.may_touch("other")
+
+
+def test_tokens_revoked_or_expired_operator_tokens_are_refused(
+    tokens: Tokens, clock: ManualClock
+) -> None:
+    revoked = tokens.create_operator_token("alice", "admin", ["*"], OPERATOR_ACTOR)
+    operator_of(tokens, revoked.token)
+    view = tokens.revoke_operator_token(revoked.id, "operator:root")
+    assert (view["status"], view["revokedBy"]) == ("revoked", "operator:root")
+    assert refused(lambda: operator_of(tokens, revoked.token)) == INVALID
+    expiring = tokens.create_operator_token(
+        "bob", "viewer", ["*"], OPERATOR_ACTOR, expires_in_seconds=60
+    )
+    operator_of(tokens, expiring.token)
+    clock.advance(60)
+    assert refused(lambda: operator_of(tokens, expiring.token)) == INVALID
+    statuses = {t["name"]: t["status"] for t in tokens.list_operator_tokens()}
+    assert statuses == {"alice": "revoked", "bob": "expired"}
+    # Revoking twice answers the same; an unknown id is 404.
+    assert tokens.revoke_operator_token(revoked.id, "operator:other")["revokedBy"] == (
+        "operator:root"
+    )
+    for unknown in ("0123456789ab", "nope"):
+        with pytest.raises(NotFound):
+            tokens.revoke_operator_token(unknown, OPERATOR_ACTOR)
+
+
+def test_tokens_operator_revocation_reaches_the_gate_poll_within_the_cache_ttl(
+    coord: Coordinator, clock: ManualClock
+) -> None:
+    here, there = Tokens(coord, clock=clock), Tokens(coord, clock=clock)  # own caches
+    issued = here.create_operator_token("alice", "viewer", ["*"], OPERATOR_ACTOR)
+    for instance in (here, there):
+        instance.authenticate(issued.token, P, want="any", cached=True)
+    here.revoke_operator_token(issued.id, OPERATOR_ACTOR)
+    assert refused(lambda: here.authenticate(issued.token, P, want="any", cached=True)) == INVALID
+    clock.advance(29)
+    # The other instance's gate poll trusts its cache within the TTL, about the product named
+    # now; every other endpoint reads the token and refuses it.
+    assert there.authenticate(issued.token, "other", want="any", cached=True).product == "other"
+    assert refused(lambda: there.authenticate(issued.token, P, want="any")) == INVALID
+
+
+def test_tokens_operator_names_and_products_are_checked(tokens: Tokens) -> None:
+    for name, products, path in (
+        ("op-12345678", ["*"], "name"),  # the bootstrap tokens' names
+        ("bad name", ["*"], "name"),
+        ("alice", ["*", P], "products"),
+        ("alice", [], "products"),
+        ("alice", ["bad product"], "products[0]"),
+        ("alice", [f"p{n}" for n in range(65)], "products"),
+    ):
+        with pytest.raises(ValidationFailed) as caught:
+            tokens.create_operator_token(name, "viewer", products, OPERATOR_ACTOR)
+        assert [p.path for p in caught.value.problems] == [path], (name, products)
+    assert tokens.list_operator_tokens() == []
+
+
+# --- operator tokens through the HTTP handlers --------------------------------------------
+
+
+def declared(context: AppContext) -> list[Operation]:
+    found = (operation_of(f) for f in functions(context).values())
+    return [op for op in found if op is not None]
+
+
+def test_tokens_http_every_operation_refuses_a_role_below_its_own(
+    app_context: AppContext, tokens: Tokens, stores: Stores
+) -> None:
+    by_role = {role: person(tokens, f"p-{role}", role) for role in ROLES}
+    before = docs(stores).all_docs()
+    checked = 0
+    for op in declared(app_context):
+        if op.caller in ("anonymous", "factory"):
+            continue
+        for role in ROLES[: ROLES.index(op.role)]:
+            params = {name: P if name == "productId" else "x" for name in _route_params(op)}
+            status, body, _ = call(
+                app_context, op.handler, op.method, f"/api/{op.route}", by_role[role], {},
+                product=P, **params,
+            )  # fmt: skip
+            assert (status, body["error"]) == (403, "forbidden"), (op.id, role, body)
+            assert body["details"] == {"role": role, "needs": op.role}, op.id
+            checked += 1
+    assert checked > 30
+    assert docs(stores).all_docs() == before  # refused before anything was read or written
+
+
+def _route_params(op: Operation) -> list[str]:
+    return [p.name for p in op.params if p.where == "path"]
+
+
+def test_tokens_http_viewers_read_everything_and_admins_manage(app_context: AppContext) -> None:
+    ops = {op.id: op for op in declared(app_context) if op.caller != "factory"}
+    reads = {i for i, op in ops.items() if op.method == "GET" and op.role != "viewer"}
+    assert reads == {"listEnrollmentTokens", "listOperatorTokens"}  # tokens are admins'
+    writes = {i for i, op in ops.items() if op.method != "GET" and op.role == "viewer"}
+    assert writes == set()  # a viewer changes nothing
+    admins = {i for i, op in ops.items() if op.role == "admin"}
+    assert admins >= {
+        "createOperatorToken",
+        "listOperatorTokens",
+        "revokeOperatorToken",
+        "createEnrollmentToken",
+        "listEnrollmentTokens",
+        "revokeEnrollmentToken",
+        "rotateFactoryToken",
+        "revokeFactoryToken",
+        "putBudget",
+        "adjustBudget",
+        "putChannel",
+        "deleteChannel",
+        "putSettings",
+    }
+
+
+def test_tokens_http_a_viewer_reads_but_cannot_act(
+    app_context: AppContext, tokens: Tokens, coord: Coordinator
+) -> None:
+    viewer = person(tokens, "vera", "viewer")
+    job, _ = coord.submit(P, Manifest(title="t", body="b"), "operator:o")
+    status, listed, _ = call(app_context, jobs.list_jobs, "GET", "/api/fleet/jobs", viewer, None, P)
+    assert status == 200 and [j["id"] for j in listed["jobs"]] == [job.id]
+    before = coord.get_job(P, job.id)
+    status, body, _ = call(
+        app_context, actions.cancel_job, "POST", f"/api/fleet/jobs/{job.id}/cancel", viewer,
+        None, P, id=job.id,
+    )  # fmt: skip
+    assert (status, body["error"]) == (403, "forbidden")
+    assert body["message"] == "this needs an operator token: vera is a viewer"
+    assert coord.get_job(P, job.id) == before
+
+
+def test_tokens_http_an_operator_acts_but_does_not_manage(
+    app_context: AppContext, tokens: Tokens, coord: Coordinator
+) -> None:
+    token = person(tokens, "olga", "operator")
+    status, _, _ = call(
+        app_context, jobs.submit_job, "POST", "/api/fleet/jobs", token,
+        {"title": "t", "body": "b"}, P,
+    )  # fmt: skip
+    assert status == 201
+    for handler, method, url, params in (
+        (fleet_ops.put_settings, "PUT", "/api/fleet/settings", {}),
+        (budgets.put_budget, "PUT", f"/api/fleet/budgets/{P}", {"productId": P}),
+        (tokens_http.create_enrollment_token, "POST", "/api/fleet/enrollment-tokens", {}),
+        (operators.create_operator_token, "POST", "/api/fleet/operator-tokens", {}),
+    ):
+        status, body, _ = call(app_context, handler, method, url, token, {}, P, **params)
+        assert (status, body["details"]) == (403, {"role": "operator", "needs": "admin"}), url
+    assert coord.product_settings(P) == coord.product_settings("fresh")
+
+
+def test_tokens_http_a_product_scoped_token_cannot_touch_another_product(
+    app_context: AppContext, tokens: Tokens, coord: Coordinator
+) -> None:
+    token = person(tokens, "alice", "admin", (P,))
+    ok, _, _ = call(app_context, jobs.list_jobs, "GET", "/api/fleet/jobs", token, None, P)
+    assert ok == 200
+    status, body, _ = call(
+        app_context, jobs.submit_job, "POST", "/api/fleet/jobs", token,
+        {"title": "t", "body": "b"}, "other",
+    )  # fmt: skip
+    assert (status, body["error"], body["details"]) == (403, "forbidden", {"product": "other"})
+    assert coord.list_jobs("other") == []
+    # A product in the path is the product of the call, whatever the header says.
+    for product, expected in ((P, 200), ("other", 403)):
+        status, _, _ = call(
+            app_context, budgets.put_budget, "PUT", f"/api/fleet/budgets/{product}", token,
+            {"ceilingUsd": 5}, P, productId=product,
+        )  # fmt: skip
+        assert status == expected, product
+    assert coord.budgets.get("other") is None
+    # A product-scoped admin manages its product, not people.
+    status, _, _ = call(
+        app_context, tokens_http.create_enrollment_token, "POST", "/api/fleet/enrollment-tokens",
+        token, {}, P,
+    )  # fmt: skip
+    assert status == 201
+    status, body, _ = call(
+        app_context, operators.create_operator_token, "POST", "/api/fleet/operator-tokens",
+        token, {"name": "mallory", "role": "admin", "products": ["*"]}, P,
+    )  # fmt: skip
+    assert (status, body["error"]) == (403, "forbidden")
+    assert [t["name"] for t in tokens.list_operator_tokens()] == ["alice"]
+
+
+def test_tokens_http_operator_tokens_created_listed_and_revoked(
+    app_context: AppContext, tokens: Tokens
+) -> None:
+    status, issued, response = call(
+        app_context, operators.create_operator_token, "POST", "/api/fleet/operator-tokens",
+        OPERATOR, {"name": "alice", "role": "viewer", "products": [P], "expiresInSeconds": 3600},
+    )  # fmt: skip
+    assert status == 201 and issued["token"].startswith("flo_")
+    assert (issued["name"], issued["role"], issued["products"]) == ("alice", "viewer", [P])
+    assert issued["expiresAt"].startswith("2026-01-01T01:00:00")
+    assert response.headers["Cache-Control"] == "no-store"
+    documented(issued, "IssuedOperatorToken")
+    status, listed, _ = call(
+        app_context, operators.list_operator_tokens, "GET", "/api/fleet/operator-tokens", OPERATOR
+    )
+    assert status == 200 and [t["id"] for t in listed["tokens"]] == [issued["id"]]
+    assert listed["tokens"][0]["createdBy"] == f"operator:op-{hash_token(OPERATOR)[:8]}"
+    assert issued["token"] not in json.dumps(listed) and "hash" not in listed["tokens"][0]
+    documented(listed, "OperatorTokenList")
+    status, revoked, _ = call(
+        app_context, operators.revoke_operator_token, "DELETE",
+        f"/api/fleet/operator-tokens/{issued['id']}", OPERATOR, id=issued["id"],
+    )  # fmt: skip
+    assert (status, revoked["status"]) == (200, "revoked")
+    documented(revoked, "OperatorToken")
+    status, body, _ = call(app_context, jobs.list_jobs, "GET", "/api/fleet/jobs", issued["token"])
+    assert (status, body["message"]) == (401, INVALID)
+    status, body, _ = call(
+        app_context, operators.revoke_operator_token, "DELETE",
+        "/api/fleet/operator-tokens/0123456789ab", OPERATOR, id="0123456789ab",
+    )  # fmt: skip
+    assert (status, body["error"]) == (404, "not_found")
+
+
+def test_tokens_http_bad_operator_token_bodies_are_400_with_field_paths(
+    app_context: AppContext, tokens: Tokens
+) -> None:
+    for body, paths in (
+        ({"name": "bad name", "role": "root", "products": []}, {"name", "role", "products"}),
+        ({"name": "a", "role": "viewer", "products": ["*"], "expiresInSeconds": 10},
+         {"expiresInSeconds"}),
+        ({"name": "a", "role": "viewer", "products": ["*", P]}, {"products"}),
+        ({"name": "op-1", "role": "viewer", "products": ["*"]}, {"name"}),
+        ({"name": "a", "role": "viewer", "products": ["*"], "colour": "red"}, {"colour"}),
+    ):  # fmt: skip
+        status, reply, _ = call(
+            app_context, operators.create_operator_token, "POST", "/api/fleet/operator-tokens",
+            OPERATOR, body,
+        )  # fmt: skip
+        assert status == 400, body
+        assert {p["path"] for p in reply["details"]["problems"]} == paths, reply
+    assert tokens.list_operator_tokens() == []
+
+
+def test_tokens_http_whoami_says_who_any_token_is(app_context: AppContext, tokens: Tokens) -> None:
+    def whoami(token: str, product: str | None = None) -> Any:
+        status, body, _ = call(
+            app_context, operators.whoami, "GET", "/api/fleet/whoami", token, None, product
+        )
+        assert status == 200, body
+        documented(body, "WhoAmI")
+        return body
+
+    assert whoami(OPERATOR) == {
+        "kind": "operator",
+        "name": f"op-{hash_token(OPERATOR)[:8]}",
+        "role": "admin",
+        "products": ["*"],
+    }
+    viewer = person(tokens, "vera", "viewer", (P, "b"))
+    # Whatever product the header names: who the caller is is no one product's.
+    assert whoami(viewer, "elsewhere") == {
+        "kind": "operator",
+        "name": "vera",
+        "role": "viewer",
+        "products": ["b", P],
+    }
+    factory = enroll(tokens, "f1")
+    assert whoami(factory) == {"kind": "factory", "name": "f1", "role": None, "products": [P]}
+
+
+def test_tokens_http_every_event_names_the_operator(
+    app_context: AppContext, tokens: Tokens, coord: Coordinator
+) -> None:
+    token = person(tokens, "alice", "operator", (P,))
+    status, submitted, _ = call(
+        app_context, jobs.submit_job, "POST", "/api/fleet/jobs", token,
+        {"title": "t", "body": "b"}, P,
+    )  # fmt: skip
+    job_id = submitted["job"]["id"]
+    status, _, _ = call(
+        app_context, actions.reprioritize_job, "POST", f"/api/fleet/jobs/{job_id}/reprioritize",
+        token, {"priority": 9}, P, id=job_id,
+    )  # fmt: skip
+    status, _, _ = call(
+        app_context, actions.cancel_job, "POST", f"/api/fleet/jobs/{job_id}/cancel", token,
+        {"reason": "not needed"}, P, id=job_id,
+    )  # fmt: skip
+    assert status == 200
+    events = coord.job_events(P, job_id)
+    assert [(e.type, e.actor) for e in events] == [
+        ("submit", "operator:alice"),
+        ("reprioritize", "operator:alice"),
+        ("cancel", "operator:alice"),
+    ]
+    enroll(tokens, "f1")
+    status, issued, _ = call(
+        app_context, factories.factory_command, "POST", "/api/fleet/factories/f1/commands", token,
+        {"command": "drain"}, P, id="f1",
+    )  # fmt: skip
+    assert (status, issued["command"]["issuedBy"]) == (202, "operator:alice")
+
+
+def test_tokens_http_a_viewer_cannot_send_tracker_items(
+    app_context: AppContext, tokens: Tokens, coord: Coordinator
+) -> None:
+    """The tracker's ingest authenticates operators itself: with the operation's role too."""
+    item = {"source": "jira", "id": "FLEET-1", "title": "t"}
+    for role, expected in (("viewer", 403), ("operator", 201)):
+        status, _, _ = call(
+            app_context, "tracker_ingest", "POST", "/api/fleet/tracker/ingest",
+            person(tokens, f"p-{role}", role), item, P,
+        )  # fmt: skip
+        assert status == expected, role
+    assert len(coord.list_jobs(P)) == 1

@@ -1,15 +1,10 @@
-"""Work structure over HTTP on the in-memory twin (artifacts, DAGs, the review quorum, the
-tracker bridge): every reply is what the OpenAPI document says it is."""
+"""Work structure over HTTP on the in-memory twin (artifacts, DAGs, the review quorum):
+every reply is what the OpenAPI document says it is. (The tracker bridge's:
+tests/unit/test_tracker_http.py.)"""
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import hmac
-import json
 from typing import Any
-
-import pytest
 
 from fleet.context import AppContext
 from fleet.coordinator import Coordinator
@@ -18,12 +13,10 @@ from fleet.domain.models import ReviewSpec
 from fleet.domain.scheduler import FactoryView
 from fleet.domain.stages import Stage
 from fleet.http.parsing import FactorySelf
-from fleet.settings import Settings
 from tests.support.builders import manifest
 from tests.support.handlers import OPERATOR, call, documented
 
 P = "prod"
-SECRET = "webhook-secret"
 
 
 def enroll(tokens: Tokens, name: str) -> str:
@@ -139,48 +132,32 @@ def test_review_http_request_and_vote_answer_the_job(
     documented(voted, "JobView")
 
 
-def _github(context: AppContext, event: str, payload: dict[str, Any]) -> tuple[int, Any]:
-    raw = json.dumps(payload).encode()
-    signature = "sha256=" + hmac.new(SECRET.encode(), raw, hashlib.sha256).hexdigest()
-    headers = {"X-GitHub-Event": event, "X-Hub-Signature-256": signature}
-    status, body, _ = call(
-        context, "tracker_ingest", "POST", body=raw, params={"product": P}, headers=headers
-    )
-    return status, body
-
-
-@pytest.fixture
-def bridged(app_context: AppContext) -> AppContext:
-    settings = Settings.from_env({"FLEET_STORE": "memory", "TRACKER_WEBHOOK_SECRET": SECRET})
-    return dataclasses.replace(app_context, settings=settings)
-
-
-def test_tracker_http_replies_are_documented(bridged: AppContext) -> None:
-    item = {"source": "jira", "id": "F-1", "title": "Fix it"}
-    replies = [
-        call(bridged, "tracker_ingest", "POST", token=OPERATOR, product=P, body=item)
-        for _ in range(2)
+def test_dag_http_a_factory_reads_whole_only_the_jobs_it_may_read(
+    app_context: AppContext, coord: Coordinator, tokens: Tokens
+) -> None:
+    reader = enroll(tokens, "f1")
+    shipped, epoch = held(coord, "f2", title="shipped by f2")
+    coord.report(P, shipped, "f2", epoch, stage=Stage.SHIPPED)
+    mine, _ = held(coord, "f1", title="held by f1")
+    theirs, _ = held(coord, "f2", title="held by f2")
+    deps = {"mode": "any", "jobs": [shipped, mine, theirs]}
+    root, epoch = held(coord, "f3", title="in review", deps=deps)
+    coord.report(P, root, "f3", epoch, stage=Stage.REVIEW)
+    status, tree, _ = call(app_context, "job_dag", token=reader, id=root)
+    assert status == 200
+    documented(tree, "DagNode")
+    assert (tree["title"], tree["stage"]) == ("in review", "review")  # readable: in review
+    assert tree["deps"] == [
+        {"id": shipped, "stage": "shipped", "redacted": True, "deps": []},
+        {
+            "id": mine,
+            "title": "held by f1",
+            "stage": "building",
+            "mode": None,
+            "holder": "f1",
+            "deps": [],
+        },
+        {"id": theirs, "stage": "building", "redacted": True, "deps": []},
     ]
-    assert [(r.status, r.body["created"]) for r in replies] == [(201, True), (200, False)]
-    for r in replies:
-        documented(r.body, "TrackerJob")
-    issue = {
-        "action": "opened",
-        "repository": {"full_name": "acme/app"},
-        "issue": {"number": 3, "title": "Bug", "body": "trace", "labels": []},
-    }
-    status, made = _github(bridged, "issues", issue)
-    assert status == 200 and set(made) == {"job"}  # no `created` for GitHub's webhook
-    documented(made, "TrackerJob")
-    status, ignored = _github(bridged, "push", {"ref": "main"})
-    assert (status, ignored) == (202, {"ignored": True, "event": "push"})
-    documented(ignored, "TrackerIgnored")
-    status, echo, _ = call(bridged, "tracker_echo_status", token=OPERATOR, product=P)
-    assert status == 200 and echo == {
-        "cursor": None,
-        "attempts": None,
-        "nextAttemptAt": None,
-        "lastError": None,
-        "configured": False,
-    }
-    documented(echo, "TrackerEcho")
+    status, refused, _ = call(app_context, "job_dag", token=reader, id=theirs)
+    assert (status, refused["error"]) == (403, "forbidden")  # its own DAG: not at all

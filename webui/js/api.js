@@ -1,6 +1,8 @@
 // The one place that talks HTTP to the coordinator. Every call carries the operator token
 // (kept in this tab's sessionStorage, never in a URL) and the product header. A failure is an
 // ApiError: the API's own {error, message, details}, or status 0 when it could not be reached.
+// Who is signed in (GET /fleet/whoami: name, role, products) is kept here too, in memory:
+// views ask can(role) to show only what the role may do (the coordinator decides anyway).
 const TOKEN_KEY = "fleet.operatorToken";
 const PRODUCT_KEY = "fleet.product";
 export const DEFAULT_PRODUCT = "default";
@@ -9,12 +11,19 @@ export function apiBase() {
   return String(window.FLEET_API_BASE || "").replace(/\/+$/, "") + "/api";
 }
 
+// Roles, least first: each may do what the ones before it may.
+export const ROLES = ["viewer", "operator", "admin"];
+let who = null; // {kind, name, role, products} of the signed-in token, once asked
+
 export const session = {
   token: () => sessionStorage.getItem(TOKEN_KEY) || "",
   setToken(token) {
     if (token) sessionStorage.setItem(TOKEN_KEY, token);
     else sessionStorage.removeItem(TOKEN_KEY);
+    who = null;
   },
+  who: () => who,
+  setWho(value) { who = value; },
   product: () => sessionStorage.getItem(PRODUCT_KEY) || DEFAULT_PRODUCT,
   setProduct: (product) => sessionStorage.setItem(PRODUCT_KEY, product || DEFAULT_PRODUCT),
 };
@@ -77,6 +86,14 @@ export async function request(method, path, { json, markdown, signal } = {}) {
   }
   return data;
 }
+
+/** Whether the signed-in operator's role allows what `role` may do. */
+export function can(role) {
+  return !!who && who.kind === "operator" && ROLES.indexOf(who.role) >= ROLES.indexOf(role);
+}
+
+/** Whether the signed-in token may touch every product (it may manage people's tokens). */
+export const everyProduct = () => !!who && who.products.includes("*");
 
 export const get = (path, opts) => request("GET", path, opts);
 export const post = (path, json) => request("POST", path, { json: json ?? {} });

@@ -1,8 +1,11 @@
-// The shell: sign-in, product, the live indicator, the error banner and a hash router
-// (#/fleet, #/jobs, #/jobs/<id>, #/new, #/budgets, #/channels). Views live in views/.
-import { apiBase, get, session } from "./api.js";
-import { ago, fill, h } from "./dom.js";
+// The shell: sign-in (who is signed in: name and role), product, the live indicator, the
+// error banner and a hash router (#/fleet, #/jobs, #/jobs/<id>, #/new, #/budgets, #/channels,
+// #/admin). Views live in views/; each shows only what the signed-in role may do, and so does
+// the navigation (elements marked data-needs="operator" or "admin").
+import { apiBase, can, get, session } from "./api.js";
+import { ago, fill, h, notify } from "./dom.js";
 import { refreshSoon, reset, state, subscribe } from "./live.js";
+import * as admin from "./views/admin.js";
 import * as budgets from "./views/budgets.js";
 import * as channels from "./views/channels.js";
 import * as fleet from "./views/fleet.js";
@@ -18,6 +21,7 @@ const ROUTES = [
   [/^#\/new$/, newjob, "new"],
   [/^#\/budgets$/, budgets, "budgets"],
   [/^#\/channels$/, channels, "channels"],
+  [/^#\/admin$/, admin, "admin"],
 ];
 let current = null; // {view, instance}
 
@@ -80,10 +84,63 @@ function showStatus() {
   const signedIn = !!session.token();
   $("signin").hidden = signedIn;
   $("signed-in").hidden = !signedIn;
+  showWho();
 }
 
+/** Who is signed in, in the header; what the role may not reach, out of the navigation. */
+function showWho() {
+  const me = session.who();
+  const label = $("who");
+  if (me) {
+    const scope = me.products.includes("*") ? "every product" : me.products.join(", ");
+    fill(label, "Signed in as ", h("strong", null, me.name), ` (${me.role})`);
+    label.title = `${me.role} of ${scope}`;
+    label.dataset.role = me.role;
+  } else {
+    fill(label, "Signed in");
+    label.title = "";
+    delete label.dataset.role;
+  }
+  for (const el of document.querySelectorAll("[data-needs]")) el.hidden = !can(el.dataset.needs);
+}
+
+/** Ask who the token is (GET /fleet/whoami). A token the coordinator refuses, or one that is
+ * not an operator's, is dropped and said so; unreachable, the UI stays read-only until the
+ * coordinator answers. A product-scoped token moves to its first product. */
+async function identify() {
+  let me;
+  try {
+    me = await get("/fleet/whoami");
+  } catch (err) {
+    if (err.status === 401 || err.status === 403) {
+      session.setToken("");
+      $("banner").textContent = "The token was refused (401): check it and sign in again.";
+      $("banner").hidden = false;
+    }
+    return false;
+  }
+  if (me.kind !== "operator") {
+    session.setToken("");
+    $("banner").textContent = "That is not an operator token: the control plane needs a flo_… token.";
+    $("banner").hidden = false;
+    return false;
+  }
+  session.setWho(me);
+  if (!me.products.includes("*") && !me.products.includes(session.product())) {
+    session.setProduct(me.products[0]);
+    $("product").value = session.product();
+  }
+  return true;
+}
+
+let asking = false;
 subscribe((kind, detail) => {
   if (kind === "status") showStatus();
+  // Signed in while the coordinator could not say who: ask again once it answers.
+  if (kind === "status" && state.status === "live" && !session.who() && !asking) {
+    asking = true;
+    identify().then((known) => { asking = false; if (known) { showStatus(); route(); } });
+  }
   if (current && current.instance.update) current.instance.update(kind, detail);
 });
 
@@ -95,6 +152,14 @@ $("product-form").addEventListener("submit", (event) => {
   if (!input.checkValidity() || !value) {
     input.setAttribute("aria-invalid", "true");
     input.reportValidity();
+    return;
+  }
+  const me = session.who();
+  if (me && !me.products.includes("*") && !me.products.includes(value)) {
+    // The coordinator would refuse every call (403): say so here instead.
+    input.setAttribute("aria-invalid", "true");
+    notify(`${me.name}'s token is for ${me.products.join(", ")} only, not ${value}.`, "error");
+    input.focus();
     return;
   }
   input.removeAttribute("aria-invalid");
@@ -109,19 +174,12 @@ $("signin").addEventListener("submit", async (event) => {
   $("token").value = "";
   if (!token) return;
   session.setToken(token);
-  try {
-    // The event feed is operator-only: a factory or unknown token is refused here.
-    await get("/fleet/events?limit=1");
-  } catch (err) {
-    if (err.status === 401 || err.status === 403) {
-      session.setToken("");
-      $("banner").textContent = err.status === 403
-        ? "That is not an operator token (403): the control plane needs a flo_… token."
-        : "The token was refused (401): check it and sign in again.";
-      $("banner").hidden = false;
-      $("token").focus();
-      return;
-    }
+  $("banner").hidden = true;
+  await identify();
+  if (!session.token()) {
+    showStatus();
+    $("token").focus();
+    return;
   }
   reset();
   route();
@@ -136,6 +194,9 @@ $("signout").addEventListener("click", () => {
 
 window.addEventListener("hashchange", route);
 window.fleetRefresh = refreshSoon; // for the console
+showStatus();
+// A token kept from before a reload: who it is decides what the views show.
+if (session.token()) await identify();
 reset();
 route();
 showStatus();

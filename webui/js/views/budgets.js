@@ -1,6 +1,7 @@
 // The product's budget: ceiling, spent, reserved, remaining, the pause / resume kill-switch
 // and a burndown chart. Sane with no ceiling (nothing is limited; spend is still shown).
-import { ApiError, enc, get, post, put, session } from "../api.js";
+// Operators pause and resume; admins also set the ceiling; viewers read.
+import { ApiError, can, enc, get, post, put, session } from "../api.js";
 import { burndownChart } from "../chart.js";
 import { confirmAction, errorBox, fill, h, loadingBox, notify, time, usd } from "../dom.js";
 import { state } from "../live.js";
@@ -20,8 +21,8 @@ export function mount(root) {
     h("button", { type: "button", onclick: () => save(null) }, "Remove ceiling"),
     h("p", { id: "ceiling-help", class: "muted" }, "Leave it empty (or remove it) for no ceiling: jobs then start whatever they cost, and spend is still tracked."),
     ceilingErr);
-  root.append(h("h1", null, `Budget of ${product}`), errorEl, stateLine, cards, switchBox,
-    h("section", { "aria-labelledby": "s-ceiling" }, h("h2", { id: "s-ceiling" }, "Ceiling"), form),
+  fill(root, h("h1", null, `Budget of ${product}`), errorEl, stateLine, cards, can("operator") ? switchBox : null,
+    can("admin") ? h("section", { "aria-labelledby": "s-ceiling" }, h("h2", { id: "s-ceiling" }, "Ceiling"), form) : null,
     h("section", { "aria-labelledby": "s-burn" }, h("h2", { id: "s-burn" }, "Burndown"), chart));
   fill(cards, loadingBox("the budget"));
 

@@ -1,12 +1,14 @@
 // Channel limits: a token bucket (rate per minute, burst) and a cap on running jobs, per
-// channel; bucket levels and running counts as the coordinator sees them.
-import { ApiError, del, enc, get, put } from "../api.js";
+// channel; bucket levels and running counts as the coordinator sees them. Admins set and
+// remove limits; everyone else reads.
+import { ApiError, can, del, enc, get, put } from "../api.js";
 import { confirmAction, emptyBox, errorBox, fill, h, loadingBox, notify } from "../dom.js";
 import { jobList, state } from "../live.js";
 
 const FIELDS = ["channel", "ratePerMinute", "burst", "maxRunning"];
 
 export function mount(root) {
+  const manages = can("admin");
   const list = h("div");
   const errs = Object.fromEntries(FIELDS.map((f) => [f, h("p", { id: `ch-${f}-err`, class: "field-error" })]));
   const input = (name, attrs) => h("input", { id: `ch-${name}`, name, "aria-describedby": `ch-${name}-err`, ...attrs });
@@ -20,9 +22,9 @@ export function mount(root) {
   const form = h("form", { class: "row-form", novalidate: true },
     FIELDS.map((f) => h("div", { class: "field" }, h("label", { for: `ch-${f}` }, labels[f]), inputs[f], errs[f])),
     h("button", { type: "submit", class: "primary" }, "Save limits"));
-  root.append(h("h1", null, "Channels"),
+  fill(root, h("h1", null, "Channels"),
     h("p", { class: "muted" }, "A job naming a channel starts only when the channel has a token and a free slot; limits take effect on the next claim."),
-    list, h("section", { "aria-labelledby": "s-chform" }, h("h2", { id: "s-chform" }, "Set a channel's limits"), form));
+    list, manages ? h("section", { "aria-labelledby": "s-chform" }, h("h2", { id: "s-chform" }, "Set a channel's limits"), form) : null);
   fill(list, loadingBox("the channels"));
   let alive = true;
 
@@ -77,14 +79,14 @@ export function mount(root) {
       if (out.channels.length) {
         const numeric = new Set(["Starts/min", "Burst", "Tokens now", "Running", "Max running"]);
         parts.push(h("table", { class: "channels" }, h("caption", { class: "sr-only" }, "Channel limits"),
-          h("thead", null, h("tr", null, ["Channel", "Starts/min", "Burst", "Tokens now", "Running", "Max running", "Blocked", "Actions"].map((t) =>
+          h("thead", null, h("tr", null, ["Channel", "Starts/min", "Burst", "Tokens now", "Running", "Max running", "Blocked", ...(manages ? ["Actions"] : [])].map((t) =>
             h("th", { class: numeric.has(t) ? "num" : null }, t)))),
           h("tbody", null, out.channels.map((c) => h("tr", { "data-channel": c.channel },
             h("td", null, c.channel), h("td", { class: "num" }, c.ratePerMinute ?? "∞"), h("td", { class: "num" }, String(c.burst)),
             h("td", { class: "num" }, c.tokens.toFixed(1)), h("td", { class: "num" }, String(c.running)), h("td", { class: "num" }, c.maxRunning ?? "∞"),
             h("td", null, c.blocked || h("span", { class: "ok" }, "open")),
-            h("td", null, h("button", { type: "button", onclick: () => edit(c) }, "Edit"), " ",
-              h("button", { type: "button", class: "danger", onclick: () => remove(c) }, "Remove")))))));
+            manages ? h("td", null, h("button", { type: "button", onclick: () => edit(c) }, "Edit"), " ",
+              h("button", { type: "button", class: "danger", onclick: () => remove(c) }, "Remove")) : null)))));
       } else {
         parts.push(emptyBox("No channel has limits in this product: every job starts as soon as a factory claims it."));
       }

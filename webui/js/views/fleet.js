@@ -1,7 +1,7 @@
 // The fleet map: every factory with its health, load and seats, capabilities, version, the
 // jobs it holds and its last heartbeat's age; drain / pause / resume / restart engine /
-// revoke / deregister, each confirmed first.
-import { del, enc, post, session } from "../api.js";
+// revoke / deregister, each confirmed first (operators; revoking a factory's tokens: admins).
+import { can, del, enc, post, session } from "../api.js";
 import { LEASED, ago, confirmAction, emptyBox, errorBox, fill, h, loadingBox, markPainted, notify, secondsSince, stageBadge } from "../dom.js";
 import { jobList, refreshSoon, state } from "../live.js";
 import { mountAlerts } from "../alerts.js";
@@ -121,13 +121,13 @@ function card(f, held) {
         ? h("div", { class: "wide" }, h("dt", null, "Pending"), h("dd", { class: "pending" },
           pending.map((kind) => h("span", { class: "chip pending", title: "waiting for the factory's acknowledgement" }, `${kind} pending`))))
         : null),
-    gone ? null : h("div", { class: "actions", role: "group", "aria-label": `Actions for ${f.id}` },
+    gone || !can("operator") ? null : h("div", { class: "actions", role: "group", "aria-label": `Actions for ${f.id}` },
       h("button", { type: "button", onclick: () => command(f, "drain"), disabled: f.draining }, "Drain"),
       f.paused || f.draining
         ? h("button", { type: "button", onclick: () => command(f, "resume") }, "Resume")
         : h("button", { type: "button", onclick: () => command(f, "pause") }, "Pause"),
       h("button", { type: "button", onclick: () => command(f, "restart-engine") }, "Restart engine"),
-      h("button", { type: "button", class: "danger", onclick: () => revoke(f) }, "Revoke"),
+      can("admin") ? h("button", { type: "button", class: "danger", onclick: () => revoke(f) }, "Revoke") : null,
       h("button", { type: "button", class: "danger", onclick: () => deregister(f) }, "Deregister")));
 }
 
@@ -171,8 +171,9 @@ export function mount(root) {
     if (!state.factories.length) {
       fill(body, emptyBox(
         h("p", null, h("strong", null, `No factory has joined product “${session.product()}” yet.`)),
-        h("p", null, "Create an enrollment token (POST /api/fleet/enrollment-tokens with this product) and run ",
-          h("code", null, "fleet-factory enroll"), " on a worker machine; it shows up here on its first heartbeat.")));
+        h("p", null, "Create an enrollment token (",
+          can("admin") ? h("a", { href: "#/admin" }, "on the admin page") : "an admin can, on the admin page",
+          ") and run ", h("code", null, "fleet-factory enroll"), " on a worker machine; it shows up here on its first heartbeat.")));
       return;
     }
     const grid = h("div", { class: "grid" }, present.map((f) => card(f, held.get(f.id) || [])));

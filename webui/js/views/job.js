@@ -1,8 +1,8 @@
 // One job: manifest and body, stage, lease holder and epoch, checkpoint, attempts, its runs
 // (one record per attempt) and artifacts, the live timeline (the job's transitions merged
 // with its agent's events), cost per attempt, the explain panel, its dependencies and
-// children, and the operator's actions.
-import { enc, get, post } from "../api.js";
+// children, and the operator's actions (none for a viewer).
+import { can, enc, get, post } from "../api.js";
 import { LEASED, TERMINAL, allows, emptyBox, errorBox, fill, h, json, loadingBox, markPainted, notify, stageBadge, time, timeEl, usd } from "../dom.js";
 import { state } from "../live.js";
 import { artifactsTable, branchUrl, githubRepo, httpUrl, runsTable } from "../runs.js";
@@ -111,6 +111,7 @@ function explainPanel(ex) {
 }
 
 export function mount(root, id) {
+  const acts = can("operator"); // a viewer reads: no action, no vote
   const heading = h("h1", null, "Job ", h("code", null, id));
   const status = h("div", { class: "job-status" });
   const actions = h("div", { class: "actions", role: "group", "aria-label": "Actions on this job" });
@@ -139,7 +140,7 @@ export function mount(root, id) {
         h("section", { "aria-labelledby": "s-tl" }, h("h2", { id: "s-tl" }, "Timeline ", h("span", { class: "muted small" }, "newest first, live")), timelineNote, timeline),
         h("section", { "aria-labelledby": "s-man" }, h("h2", { id: "s-man" }, "Manifest"), manifest)),
       h("div", { class: "col side" },
-        h("section", { "aria-labelledby": "s-act" }, h("h2", { id: "s-act" }, "Actions"), actions),
+        acts ? h("section", { "aria-labelledby": "s-act" }, h("h2", { id: "s-act" }, "Actions"), actions) : null,
         h("section", { "aria-labelledby": "s-ex", class: "explain-panel" }, h("h2", { id: "s-ex" }, "Explain"), explain),
         h("section", { "aria-labelledby": "s-cost" }, h("h2", { id: "s-cost" }, "Cost per attempt"), costs),
         progress,
@@ -182,23 +183,19 @@ export function mount(root, id) {
   }
 
   // The download URL is a short-lived SAS URL: asked for on the click, never kept in the page.
+  // It answers as an attachment (the coordinator forces downloads: an artifact never renders
+  // as a page), so following it saves the file and this page stays where it is.
   async function openArtifact(artifact) {
-    // Opened now, while the click still counts as the user's: a tab opened after the await
-    // could be blocked as a pop-up.
-    const tab = window.open("", "_blank");
     try {
       const out = await get(`/fleet/jobs/${enc(id)}/artifacts/${enc(artifact.id)}`);
       const url = httpUrl(out.url);
       if (!url) throw new Error("the coordinator answered no download URL");
-      if (tab) {
-        tab.opener = null;
-        tab.location.replace(url);
-      } else {
-        window.open(url, "_blank", "noopener");
-      }
-      notify(`Opened ${artifact.name} in a new tab.`);
+      const link = h("a", { href: url, download: "", rel: "noopener noreferrer", hidden: true });
+      document.body.append(link);
+      link.click();
+      link.remove();
+      notify(`Downloading ${artifact.name}.`);
     } catch (err) {
-      if (tab) tab.close();
       notify(`Could not download ${artifact.name}: ${err.describe ? err.describe() : err.message}`, "error");
     }
   }
@@ -376,7 +373,7 @@ export function mount(root, id) {
       h("p", { class: "muted small" }, `Rule: ${rule}. One rejection sends it back to the queue with every comment in its checkpoint.`),
       votes.length ? h("ul", { class: "votes" }, votes.map(voteItem)) : h("p", { class: "muted" }, "No vote yet in this round."),
       asked,
-      h("div", { class: "review-form" },
+      acts && h("div", { class: "review-form" },
         h("label", { for: "review-comments" }, "Comments"), reviewComments,
         h("span", { class: "inline" }, h("label", { for: "review-kind" }, "Review as"), reviewKind,
           h("span", { id: "review-kind-help", class: "muted small" }, "your kind: human, or a model family")),
@@ -384,7 +381,7 @@ export function mount(root, id) {
           h("button", { type: "button", "data-action": "approve-review", onclick: () => vote("approve") }, "Approve"),
           h("button", { type: "button", "data-action": "reject-review", class: "danger", onclick: () => vote("reject") }, "Request changes"))),
       history,
-      h("p", { class: "muted small" }, "Override the quorum: ",
+      acts && h("p", { class: "muted small" }, "Override the quorum: ",
         button("ship", "Ship now"), " ", button("reject", "Fail it", { danger: true }))));
   }
 

@@ -1,9 +1,10 @@
 // Jobs: counts per stage, filters (stage, channel, capability, text), a sortable table,
 // and the operator's actions on the selected jobs (cancel, requeue, ship, reject,
-// reprioritize), each confirmed and reported job by job. The list holds the first pages of
+// reprioritize), each confirmed and reported job by job; a viewer sees no selection and no
+// action. The list holds the first pages of
 // the product's jobs newest first; "Load more" adds a page of older ones. Counts, filters and sorting
 // are of the jobs loaded, and say so while more remain.
-import { enc, post, session } from "../api.js";
+import { can, enc, post, session } from "../api.js";
 import { STAGES, agoIso, allows, confirmAction, emptyBox, errorBox, fill, h, loadingBox, markPainted, notify, stageBadge, stageLabel } from "../dom.js";
 import { JOB_PAGE, jobList, loadMoreJobs, refreshSoon, state } from "../live.js";
 
@@ -93,6 +94,7 @@ export async function act(action, ids, { priority } = {}) {
 }
 
 export function mount(root) {
+  const acts = can("operator"); // a viewer reads: no selection, no action
   const counts = h("div", { class: "stage-filter", role: "group", "aria-label": "Filter by stage (counts per stage)" });
   const channelSel = h("select", { id: "f-channel" });
   const capSel = h("select", { id: "f-cap" });
@@ -111,14 +113,14 @@ export function mount(root) {
   const tbody = h("tbody");
   const table = h("table", { class: "jobs" }, h("caption", { class: "sr-only" }, "Jobs of the product"), thead, tbody);
   const body = h("div");
-  root.append(
-    h("div", { class: "title-row" }, h("h1", null, "Jobs"), h("a", { href: "#/new", class: "button" }, "New job")),
+  fill(root,
+    h("div", { class: "title-row" }, h("h1", null, "Jobs"), acts ? h("a", { href: "#/new", class: "button" }, "New job") : null),
     counts,
     h("div", { class: "filters" },
       h("label", { for: "f-text" }, "Search"), text,
       h("label", { for: "f-channel" }, "Channel"), channelSel,
       h("label", { for: "f-cap" }, "Capability"), capSel),
-    bulkBar, shown, body, more);
+    acts ? bulkBar : null, shown, body, more);
 
   text.addEventListener("input", () => { view.text = text.value.trim(); renderRows(); });
   channelSel.addEventListener("change", () => { view.channel = channelSel.value; renderRows(); });
@@ -162,7 +164,7 @@ export function mount(root) {
   }
 
   function renderHead() {
-    fill(thead, h("tr", null, h("th", { class: "check" }, allBox), COLUMNS.map(([key, label]) => {
+    fill(thead, h("tr", null, acts ? h("th", { class: "check" }, allBox) : null, COLUMNS.map(([key, label]) => {
       const active = view.sort === key;
       return h("th", { "aria-sort": active ? (view.dir > 0 ? "ascending" : "descending") : "none" },
         h("button", {
@@ -199,7 +201,7 @@ export function mount(root) {
     if (j.unroutable) tags.push(h("span", { class: "tag warn", title: "no known factory advertises every capability" }, "unroutable"));
     if (j.stalled) tags.push(h("span", { class: "tag warn" }, "stalled"));
     return h("tr", { "data-id": j.id, "data-stage": j.stage },
-      h("td", { class: "check" }, h("input", { type: "checkbox", checked: selected.has(j.id), "aria-label": `Select ${j.title}` })),
+      acts ? h("td", { class: "check" }, h("input", { type: "checkbox", checked: selected.has(j.id), "aria-label": `Select ${j.title}` })) : null,
       h("td", { class: "title" }, h("a", { href: `#/jobs/${j.id}` }, j.title), " ", tags),
       h("td", null, stageBadge(j.stage)),
       h("td", { class: "num" }, String(j.priority)),
@@ -227,7 +229,7 @@ export function mount(root) {
     table.hidden = rows.length === 0;
     if (!all.length) {
       fill(body, emptyBox(h("strong", null, `No jobs in product “${session.product()}” yet.`), " ",
-        h("a", { href: "#/new" }, "Submit one"), " — it appears here as soon as it is queued."));
+        acts ? [h("a", { href: "#/new" }, "Submit one"), " — it appears here as soon as it is queued."] : "A job appears here as soon as it is queued."));
     } else if (!rows.length) {
       fill(body, emptyBox(`No job matches these filters (${all.length} jobs ${state.jobsMore ? "loaded" : "in the product"}).`));
     } else {
@@ -248,7 +250,7 @@ export function mount(root) {
     // Counts of a list that never loaded would say "0": hide them instead.
     counts.hidden = !state.jobsLoaded;
     counts.setAttribute("aria-label", state.jobsMore ? "Filter by stage (counts of the jobs loaded)" : "Filter by stage (counts per stage)");
-    bulkBar.hidden = !state.jobsLoaded;
+    bulkBar.hidden = !state.jobsLoaded || !acts;
     renderControls(jobList());
     const focused = tbody.contains(document.activeElement) ? document.activeElement.closest("tr")?.dataset.id : null;
     renderRows();

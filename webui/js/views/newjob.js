@@ -2,7 +2,7 @@
 // manifest edited as markdown directly. The capability picker lists what the live fleet
 // advertises, and a warning says at once when no factory can take the job. The coordinator
 // validates: each problem it reports (details.problems[].path) is shown at its field.
-import { ApiError, request, session } from "../api.js";
+import { ApiError, can, request, session } from "../api.js";
 import { fill, h, notify } from "../dom.js";
 import { state } from "../live.js";
 import { health } from "./fleet.js";
@@ -47,6 +47,12 @@ export function parseManifest(text) {
 }
 
 export function mount(root) {
+  if (!can("operator")) {
+    const me = session.who();
+    root.append(h("h1", null, "New job"), h("p", { class: "callout" },
+      `Submitting jobs needs an operator token; ${me ? `${me.name} is a ${me.role}` : "yours is not one"}.`));
+    return {};
+  }
   const errors = {};
   const inputs = {};
   const picked = new Set();
