@@ -615,17 +615,24 @@ def seed_jobs(
 
 
 class _SeedingCoordinator(Coordinator):
-    """A coordinator whose fleet listing is read once per product (seeding only)."""
+    """A coordinator whose fleet listing is read once per product (seeding only).
+
+    The submit's unroutable check asks its ``Products`` part (``known_fleet``, which confirms
+    "unroutable" with a fresh listing every time), not the coordinator's front: the listing
+    is remembered on that part."""
 
     def __init__(self, stores: Stores) -> None:
         super().__init__(stores)
-        self._fleets: dict[str, list[FactoryView]] = {}
+        fleets: dict[str, list[FactoryView]] = {}
+        listing = self._products.factory_views
 
-    def factory_views(
-        self, product: str, factories: list[Factory] | None = None
-    ) -> list[FactoryView]:
-        if factories is not None:
-            return super().factory_views(product, factories)
-        if product not in self._fleets:
-            self._fleets[product] = super().factory_views(product)
-        return self._fleets[product]
+        def factory_views(
+            product: str, factories: list[Factory] | None = None
+        ) -> list[FactoryView]:
+            if factories is not None:
+                return listing(product, factories)
+            if product not in fleets:
+                fleets[product] = listing(product)
+            return fleets[product]
+
+        self._products.factory_views = factory_views  # type: ignore[method-assign]
