@@ -99,6 +99,10 @@ def deployment_settings(root: Path = inventory.ROOT) -> list[Setting]:
         source = passed.get(expression, expression)  # api.bicep param -> main.bicep value
         description = inventory.PLATFORM.get(name, "")
         required = True
+        if re.search(r"\?.*:\s*''\s*$", source):
+            # `cond ? value : ''` (a Key Vault reference when the secret was given): empty
+            # means the feature is off.
+            required = False
         if re.fullmatch(r"\w+", source) and source in descriptions:
             description = descriptions[source]
             default = defaults.get(source)

@@ -712,6 +712,9 @@ def test_check_deployment_settings_list_every_template_setting() -> None:
     assert settings["FLEET_OPERATOR_TOKENS"].source == "param operatorTokens"
     assert settings["REAPER_SCHEDULE"].source == "param reaperSchedule = '*/15 * * * * *'"
     assert not settings["FLEET_TOKEN_GRACE_SECONDS"].required
+    # A Key Vault reference only when the secret was given: empty is "off", not missing.
+    assert not settings["ALERT_WEBHOOK_SECRET"].required
+    assert not settings["TRACKER_ECHO_URL"].required
     assert settings["APPLICATIONINSIGHTS_CONNECTION_STRING"].readers == ()
     assert any(r.startswith("fleet/settings.py:") for r in settings["FLEET_STORE"].readers)
     text = "\n".join(check.format_settings(list(settings.values())))
