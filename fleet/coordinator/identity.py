@@ -52,8 +52,9 @@ class Principal:
     # A factory enrolled with a capability allowlist may advertise only these (None: any).
     allowed_capabilities: frozenset[str] | None = None
     # Operators only: what the token may do, and the products it may touch (None: every
-    # one). Unset, an operator is what a bootstrap token is: an admin of every product.
-    role: Role = "admin"
+    # one). Unset, an operator may only read: whoever builds a principal says what it may do
+    # (``fleet.coordinator.operators``: a bootstrap token is an admin of every product).
+    role: Role = "viewer"
     products: frozenset[str] | None = None
     # The SHA-256 of the token that proved it (None: a bootstrap token): which of a
     # factory's tokens called. Not part of who the caller is.

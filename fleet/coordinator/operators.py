@@ -66,7 +66,7 @@ def principal_of(doc: TokenDoc, product: str) -> Principal:
     """The principal a verified operator token document proves, about ``product``."""
     if doc.kind != "operator" or doc.name is None or doc.role is None:
         raise ValueError(f"token {doc.short_id} is not a named operator token")
-    products = doc.products or (EVERY_PRODUCT,)
+    products = doc.products or ()  # none listed: no product (never "every one")
     return Principal(
         kind="operator",
         id=doc.name,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -715,3 +715,33 @@ def test_operators_only_admins_of_every_product_create_operator_tokens(
         app_context, "create_operator_token", "POST", "/api/fleet/operator-tokens", OPERATOR, person
     )
     assert status == 201
+
+
+def test_operators_a_principal_nobody_gave_a_role_may_only_read() -> None:
+    from fleet.coordinator.identity import Principal
+    from fleet.coordinator.operators import principal_of
+    from fleet.coordinator.token_store import TokenDoc
+    from fleet.errors import Forbidden
+
+    unsaid = Principal(kind="operator", id="someone", product=P)
+    assert unsaid.may("viewer") and not unsaid.may("operator")
+    with pytest.raises(Forbidden):
+        unsaid.check_role("operator")
+    # A stored operator token listing no product touches none (never "every one").
+    doc = TokenDoc(
+        id="tok-x",
+        productId="_system",
+        kind="operator",
+        hash="0" * 64,
+        product="*",
+        createdAt=clock_now(),
+        createdBy="operator:admin",
+        name="empty",
+        role="admin",
+        products=(),
+    )
+    assert not principal_of(doc, P).may_touch(P)
+
+
+def clock_now() -> datetime:
+    return datetime(2026, 1, 1, tzinfo=UTC)

@@ -673,7 +673,7 @@ def handlers(stores: Stores) -> dict[str, Handler]:
 
     def pick(token: str | None, want: str) -> Principal:
         if want == "operator" or (want == "any" and token is None):
-            return Principal(kind="operator", id="alice", product=P)
+            return Principal(kind="operator", id="alice", product=P, role="admin")
         return Principal(kind="factory", id=token or "f1", product=P)
 
     ctx = with_principals(context_for(Settings.from_env({"FLEET_STORE": "memory"}), stores), pick)

@@ -540,7 +540,7 @@ def test_alerts_timer_and_http_handlers(stores: Stores, clock: ManualClock) -> N
     ctx = context_for(Settings.from_env({"FLEET_STORE": "memory"}), stores)
     ctx.coordinator = coord = Coordinator(stores, clock=clock)
     ctx.monitor = Monitor(coord)
-    operator = Principal(kind="operator", id="alice", product=P)
+    operator = Principal(kind="operator", id="alice", product=P, role="admin")
     ctx = with_principals(ctx, lambda token, want: operator)
     submit(coord, ("gpu",))
     submit(coord, ())  # no factory at all yet: only no_live_factories says so
