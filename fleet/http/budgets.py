@@ -1,7 +1,10 @@
 """Budgets (per product) and channel limits (per product and channel).
 
 Pause and resume are one route each (``fleet/budgets/{productId}/pause``, ``.../resume``):
-any other operation is the host's 404, like any other unknown route."""
+any other operation is the host's 404, like any other unknown route. The product is the
+path's: ``fleet.http.operation`` validates it and authenticates the caller for it (a factory
+token for another product, or an operator token not for it, is 403), so the principal's
+product is the path's."""
 
 from __future__ import annotations
 
@@ -9,8 +12,8 @@ import azure.functions as func
 from pydantic import Field
 
 from fleet.coordinator import Coordinator
-from fleet.coordinator.identity import NAME, Principal
-from fleet.errors import Forbidden, ValidationFailed
+from fleet.coordinator.identity import NAME
+from fleet.errors import ValidationFailed
 from fleet.http.operation import Call, Operations, Reply, json_body
 from fleet.http.params import CHANNEL, PRODUCT_ID
 from fleet.http.parsing import Body, body_model
@@ -105,14 +108,6 @@ def _path_name(req: func.HttpRequest, param: str) -> str:
     return value
 
 
-def _readable_product(req: func.HttpRequest, principal: Principal) -> str:
-    """The product in the path; a factory may read only its own product's budget."""
-    product = _path_name(req, "productId")
-    if principal.kind == "factory" and principal.product != product:
-        raise Forbidden("this token is for another product", product=product)
-    return product
-
-
 def _budget_view(coordinator: Coordinator, product: str) -> BudgetView:
     budget = coordinator.budgets.get(product)
     if budget is None:
@@ -149,7 +144,7 @@ _BUDGET_NOW = {200: Reply("The budget now.", BudgetView)}
     errors=(400,),
 )
 def get_budget(req: func.HttpRequest, call: Call) -> func.HttpResponse:
-    product = _readable_product(req, call.principal)
+    product = call.principal.product  # the path's: checked by the caller's token
     return reply(_budget_view(call.context.coordinator, product))
 
 
@@ -168,7 +163,7 @@ def get_budget(req: func.HttpRequest, call: Call) -> func.HttpResponse:
 )
 def put_budget(req: func.HttpRequest, call: Call) -> func.HttpResponse:
     """Set the ceiling (null: no ceiling); spend and reservations are kept."""
-    product = _path_name(req, "productId")
+    product = call.principal.product  # the path's: checked by the caller's token
     body = body_model(req, BudgetBody)
     call.context.coordinator.budgets.put(product, body.ceilingUsd)
     return reply(_budget_view(call.context.coordinator, product))
@@ -195,7 +190,7 @@ def put_budget(req: func.HttpRequest, call: Call) -> func.HttpResponse:
 )
 def adjust_budget(req: func.HttpRequest, call: Call) -> func.HttpResponse:
     """Correct the spend by deltaUsd, with a reason; the correction is kept in the budget."""
-    product = _path_name(req, "productId")
+    product = call.principal.product  # the path's: checked by the caller's token
     body = body_model(req, AdjustBody)
     coord = call.context.coordinator
     coord.budgets.adjust(product, body.deltaUsd, body.reason, call.principal.actor)
@@ -215,7 +210,7 @@ def adjust_budget(req: func.HttpRequest, call: Call) -> func.HttpResponse:
 )
 def pause_budget(req: func.HttpRequest, call: Call) -> func.HttpResponse:
     """No job of this product may start until it is resumed."""
-    product = _path_name(req, "productId")
+    product = call.principal.product  # the path's: checked by the caller's token
     coord = call.context.coordinator
     coord.budgets.set_paused(product, True)
     return reply(_budget_view(coord, product))
@@ -234,7 +229,7 @@ def pause_budget(req: func.HttpRequest, call: Call) -> func.HttpResponse:
 )
 def resume_budget(req: func.HttpRequest, call: Call) -> func.HttpResponse:
     """Lift an operator's pause (an auto-pause lasts until the ceiling allows more)."""
-    product = _path_name(req, "productId")
+    product = call.principal.product  # the path's: checked by the caller's token
     coord = call.context.coordinator
     coord.budgets.set_paused(product, False)
     coord.bump_gate(product)  # work may be claimable again
@@ -254,7 +249,7 @@ def resume_budget(req: func.HttpRequest, call: Call) -> func.HttpResponse:
 )
 def budget_burndown(req: func.HttpRequest, call: Call) -> func.HttpResponse:
     """Spend and reservations over time (a point per metrics run), oldest first."""
-    product = _readable_product(req, call.principal)
+    product = call.principal.product  # the path's: checked by the caller's token
     points = call.context.coordinator.budgets.burndown(product)
     return reply(Burndown.model_validate({"product": product, "points": points}))
 
