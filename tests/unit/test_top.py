@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
-from factory_cli import top
+from factory_cli import top, top_board
 from factory_cli.top import Feed, JobRow, Snapshot
+from factory_cli.top_live import Link
 
 T0 = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -245,7 +246,7 @@ def test_top_feed_pages_through_a_full_event_page(client: FakeClient) -> None:
     pages = iter(
         [
             {
-                "events": [event("a", i, "queued", None) for i in range(top.EVENT_PAGE)],
+                "events": [event("a", i, "queued", None) for i in range(top_board.EVENT_PAGE)],
                 "cursor": "x",
             },
             {"events": [event("b", 1, "assigned")], "cursor": "y"},
@@ -309,7 +310,7 @@ def test_top_feed_lists_a_huge_product_in_part_and_counts_from_the_metrics(
     client.routes[top.JOBS] = jobs
     client.routes[top.METRICS] = {"queueDepth": {"shipped": 9000}, "unroutable": 0}
     snap = feed.poll()
-    assert len(snap.jobs) == top.JOB_PAGES
+    assert len(snap.jobs) == top_board.JOB_PAGES
     assert snap.stages == {"shipped": 9000}  # a partial list would misstate the product
     assert any(p.startswith("jobs: more than") for p in snap.problems)
 
@@ -476,10 +477,11 @@ def test_top_render_shows_every_section(feed: Feed, events: Events) -> None:
     events.pending = [event("j-build", 2, "building", "assigned")]
     lines = top.render(feed.poll(), selected=0, width=120, status="ship j-review: done")
     text = "\n".join(lines)
-    assert lines[0].startswith("fleet top - product demo - gate v3 - lists 0s old")
-    assert "queued 1" in lines[1] and "building 1" in lines[1] and "(oldest queued 5s)" in lines[1]
+    assert lines[0] == "fleet top - product demo - live: updated 0s ago"
+    assert lines[1] == "util 2/2 seats 100% - gate v3 - lists 0s old - 12:00:00 UTC"
+    assert "queued 1" in lines[2] and "building 1" in lines[2] and "(oldest queued 5s)" in lines[2]
     assert "FACTORIES (1 live, 1 stale, 1 down)" in text
-    assert any(line.startswith("  f3") and " down " in line for line in lines)
+    assert any(line.startswith("    f3") and " down " in line for line in lines)
     selected = next(line for line in lines if line.startswith("  > "))
     assert "j-build" in selected and "building" in selected and "f1" in selected
     assert " 2m " in selected  # two minutes in its stage
@@ -496,7 +498,7 @@ def test_top_render_bounds_sections_and_scrolls_to_the_selection() -> None:
     factories = tuple(top.factory_row(factory(f"f{i:02d}")) for i in range(10))
     snap = Snapshot(at=T0, jobs=jobs, factories=factories, stages=top.stage_counts(jobs))
     lines = top.render(snap, selected=15, max_jobs=5, max_factories=3)
-    assert "  ... 8 more" in lines
+    assert "    ... 8 more" in lines
     assert "    ... 13 above" in lines and "    ... 2 below" in lines
     assert any(line.startswith("  > j15") for line in lines)
 
@@ -572,19 +574,29 @@ def test_top_json_carries_the_latest_run_of_running_jobs(
 
 
 def test_top_render_of_an_empty_product() -> None:
-    lines = top.render(Snapshot(at=T0))
-    assert lines[1] == "stages: -"
+    lines = top.render(Snapshot(at=T0, full_at=T0, link=Link(last_good=T0)))
+    assert lines[2] == "stages: -"
     assert lines.count("  (none)") == 3 and "    (none)" in lines
+
+
+def test_top_render_of_a_product_never_read_says_so_rather_than_none() -> None:
+    lines = top.render(Snapshot(at=T0))
+    assert lines[0].endswith("connecting...") and lines[1].startswith("util ? - gate v?")
+    assert "(none)" not in "\n".join(lines)
+    assert lines.count("  (not read yet)") == 3 and "    (not read yet)" in lines
 
 
 # --- actions -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("key", "action"), [("s", "ship"), ("r", "requeue"), ("x", "reject")])
+@pytest.mark.parametrize(
+    ("key", "action"), [("s", "ship"), ("r", "requeue"), ("x", "reject"), ("c", "cancel")]
+)
 def test_top_action_keys_post_the_action_with_a_reason(key: str, action: str) -> None:
     client = FakeClient({})
     client.post_reply = {"id": "j1", "stage": "shipped"}
-    line = top.act(client, top.KEYS[key], "j1")
+    assert top.ACTIONS[key].name == action
+    line = top.act(client, action, "j1")  # type: ignore[arg-type]
     assert client.posts == [(f"/fleet/jobs/j1/{action}", {"reason": top.REASON})]
     assert line == f"{action} j1: done, now shipped"
 
@@ -641,7 +653,8 @@ def test_top_without_a_terminal_prints_the_board_once(
     args = argparse.Namespace(interval=2.0, product=None, json=False)
     assert top.run_top(client, args) == 0
     out = capsys.readouterr().out
-    assert out.startswith("fleet top - product (token's product) - gate v3")
+    assert out.startswith("fleet top - product (token's product) - live: updated 0s ago\n")
+    assert "gate v3" in out.splitlines()[1]
     assert client.paths() == [top.QUEUE_STATE, top.EVENTS, *LISTS]
 
 
