@@ -6,6 +6,7 @@
 const TOKEN_KEY = "fleet.operatorToken";
 const PRODUCT_KEY = "fleet.product";
 export const DEFAULT_PRODUCT = "default";
+const REQUEST_TIMEOUT_MS = 30000;
 
 export function apiBase() {
   return String(window.FLEET_API_BASE || "").replace(/\/+$/, "") + "/api";
@@ -42,7 +43,8 @@ export class ApiError extends Error {
   describe() {
     if (this.status === 0) return this.message;
     if (this.status === 401) return "The operator token was refused (401): sign in again with the token the stack printed.";
-    return `${this.message} (${this.status} ${this.code})`;
+    const problems = this.problems.slice(0, 3).map((p) => `${p.path || "body"}: ${p.message}`);
+    return `${this.message} (${this.status} ${this.code})${problems.length ? ` — ${problems.join("; ")}` : ""}`;
   }
 }
 
@@ -64,9 +66,13 @@ export async function request(method, path, { json, markdown, signal } = {}) {
   }
   let response;
   try {
-    response = await fetch(apiBase() + path, { method, headers, body, cache: "no-store", signal });
+    // A request that never answers is an outage too: given up after REQUEST_TIMEOUT_MS.
+    response = await fetch(apiBase() + path, { method, headers, body, cache: "no-store", signal: signal || AbortSignal.timeout(REQUEST_TIMEOUT_MS) });
   } catch (err) {
     if (err && err.name === "AbortError") throw err;
+    if (err && err.name === "TimeoutError") {
+      throw new ApiError(0, "timeout", `The coordinator API at ${apiBase()} did not answer ${method} ${path} within ${REQUEST_TIMEOUT_MS / 1000} s.`);
+    }
     throw new ApiError(0, "unreachable", `Cannot reach the coordinator API at ${apiBase()} (${err.message || err}).`);
   }
   const date = Date.parse(response.headers.get("Date") || "");

@@ -1,6 +1,7 @@
-// The shell: sign-in (who is signed in: name and role), product, the live indicator, the
-// error banner and a hash router (#/fleet, #/jobs, #/jobs/<id>, #/new, #/budgets, #/channels,
-// #/admin). Views live in views/; each shows only what the signed-in role may do, and so does
+// The shell: sign-in (who is signed in: name and role), product, the live indicator (live,
+// reconnecting, offline or stale, and since when), the error banner and a hash router (#/fleet,
+// #/fleet/<factory>, #/jobs, #/jobs/<id>, #/new, #/events?filters, #/budgets, #/channels,
+// #/settings[/profiles|/tracker], #/admin). Views live in views/; each shows only what the signed-in role may do, and so does
 // the navigation (elements marked data-needs="operator" or "admin").
 import { apiBase, can, get, session } from "./api.js";
 import { ago, fill, h, notify } from "./dom.js";
@@ -8,19 +9,24 @@ import { refreshSoon, reset, state, subscribe } from "./live.js";
 import * as admin from "./views/admin.js";
 import * as budgets from "./views/budgets.js";
 import * as channels from "./views/channels.js";
+import * as events from "./views/events.js";
 import * as fleet from "./views/fleet.js";
 import * as job from "./views/job.js";
 import * as jobs from "./views/jobs.js";
 import * as newjob from "./views/newjob.js";
+import * as settings from "./views/settings.js";
 
 const $ = (id) => document.getElementById(id);
 const ROUTES = [
   [/^#\/fleet$/, fleet, "fleet"],
+  [/^#\/fleet\/([^/?#]+)$/, fleet, "fleet"],
   [/^#\/jobs$/, jobs, "jobs"],
   [/^#\/jobs\/([A-Za-z0-9]+)$/, job, "jobs"],
   [/^#\/new$/, newjob, "new"],
+  [/^#\/events(?:\?(.*))?$/, events, "events"],
   [/^#\/budgets$/, budgets, "budgets"],
   [/^#\/channels$/, channels, "channels"],
+  [/^#\/settings(?:\/(profiles|tracker))?$/, settings, "settings"],
   [/^#\/admin$/, admin, "admin"],
 ];
 let current = null; // {view, instance}
@@ -64,19 +70,42 @@ function route() {
 
 const STATUS_TEXT = {
   idle: "signed out", connecting: "connecting…", live: "live",
-  reconnecting: "reconnecting…", offline: "offline", unauthorized: "token refused",
+  reconnecting: "reconnecting…", offline: "offline", unauthorized: "token refused", stale: "stale",
 };
+// Live, yet no answer for this long (a tick every 2 s): what is on screen is stale, and said so.
+const STALE_MS = 12000;
+
+/** What the indicator says: the status, or "stale" when live has not answered for a while. */
+function liveState() {
+  if (state.status === "live" && state.lastOk && Date.now() - state.lastOk > STALE_MS) {
+    return { status: "stale", since: state.lastOk };
+  }
+  return { status: state.status, since: state.since };
+}
+
+const clock = (ms) => new Date(ms).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
 
 function showStatus() {
+  const shown = liveState();
   const live = $("live");
-  live.className = `live ${state.status}`;
-  live.textContent = STATUS_TEXT[state.status] || state.status;
+  // Set only when changed: the indicator is a live region, read out on each change.
+  const text = STATUS_TEXT[shown.status] || shown.status;
+  if (live.textContent !== text) live.textContent = text;
+  live.className = `live ${shown.status}`;
   live.title = state.lastOk ? `last answer ${ago((Date.now() - state.lastOk) / 1000)}` : "no answer yet";
+  const since = $("live-since");
+  since.hidden = shown.status === "idle";
+  since.textContent = `since ${clock(shown.since)}`;
+  since.title = `${STATUS_TEXT[shown.status] || shown.status} since ${new Date(shown.since).toLocaleString()}` +
+    (state.lastOk ? `; last answer ${ago((Date.now() - state.lastOk) / 1000)}` : "; no answer yet");
   const banner = $("banner");
+  const known = state.lastOk ? ` Showing what was known ${ago((Date.now() - state.lastOk) / 1000)}.` : "";
   if (state.error && state.status !== "live") {
-    const since = state.lastOk ? ` Showing what was known ${ago((Date.now() - state.lastOk) / 1000)}.` : "";
     const retry = state.status === "unauthorized" ? "" : " Retrying…";
-    banner.textContent = `${state.status === "offline" ? "Offline" : "API error"}: ${state.error.describe()}${since}${retry}`;
+    banner.textContent = `${state.status === "offline" ? "Offline" : "API error"}: ${state.error.describe()}${known}${retry}`;
+    banner.hidden = false;
+  } else if (shown.status === "stale") {
+    banner.textContent = `Stale: the coordinator has not answered for ${ago((Date.now() - state.lastOk) / 1000).replace(" ago", "")}.${known} Waiting…`;
     banner.hidden = false;
   } else {
     banner.hidden = true;
@@ -193,6 +222,8 @@ $("signout").addEventListener("click", () => {
 });
 
 window.addEventListener("hashchange", route);
+// The indicator's ages move on (and "stale" shows) between ticks too.
+setInterval(() => { if (session.token()) showStatus(); }, 1000);
 window.fleetRefresh = refreshSoon; // for the console
 showStatus();
 // A token kept from before a reload: who it is decides what the views show.

@@ -80,12 +80,17 @@ export function json(value) {
   return JSON.stringify(value, null, 2);
 }
 
-/** Confirm an action in a modal dialog; resolves to {reason} or null. */
-export function confirmAction({ title, body, confirmLabel = "Confirm", danger = false, reason = true }) {
+/** Confirm an action in a modal dialog; resolves to {reason} or null. `extra`: more fields
+ * (shown under the body); `validate()`: an error message that keeps the dialog open, or null. */
+export function confirmAction({ title, body, confirmLabel = "Confirm", danger = false, reason = true, extra = null, validate = null }) {
   const dialog = document.getElementById("confirm");
   document.getElementById("confirm-title").textContent = title;
   const bodyEl = document.getElementById("confirm-body");
   bodyEl.replaceChildren(...[].concat(body || []).map((b) => (b instanceof Node ? b : h("p", null, b))));
+  const extraEl = document.getElementById("confirm-extra");
+  const errorEl = document.getElementById("confirm-error");
+  extraEl.replaceChildren(...[].concat(extra || []));
+  errorEl.textContent = "";
   const input = document.getElementById("confirm-reason");
   input.value = "";
   input.hidden = !reason;
@@ -94,8 +99,18 @@ export function confirmAction({ title, body, confirmLabel = "Confirm", danger = 
   ok.textContent = confirmLabel;
   ok.className = danger ? "danger" : "primary";
   const opener = document.activeElement;
+  // A field the coordinator would refuse keeps the dialog open, its problem said in it.
+  const check = (event) => {
+    const problem = validate ? validate() : null;
+    if (problem) {
+      event.preventDefault();
+      errorEl.textContent = problem;
+    }
+  };
+  ok.addEventListener("click", check);
   return new Promise((resolve) => {
     dialog.addEventListener("close", () => {
+      ok.removeEventListener("click", check);
       if (opener && opener.isConnected) opener.focus();
       resolve(dialog.returnValue === "ok" ? { reason: input.value.trim() || undefined } : null);
     }, { once: true });

@@ -28,6 +28,7 @@ export const state = {
   version: null,
   lastFull: 0,
   lastOk: 0,
+  since: Date.now(), // when the status last changed (this browser's clock)
   cursor: null,
   rev: 0, // bumped whenever jobs or factories changed
 };
@@ -53,7 +54,7 @@ export function reset() {
   Object.assign(state, {
     status: session.token() ? "connecting" : "idle", error: null, failures: 0, jobs: new Map(),
     jobsLoaded: false, jobsWanted: JOB_PAGE, jobsMore: false, factories: [], factoriesLoaded: false, listError: null,
-    heartbeats: new Map(), version: null, lastFull: 0, lastOk: 0, cursor: null,
+    heartbeats: new Map(), version: null, lastFull: 0, lastOk: 0, cursor: null, since: Date.now(),
   });
   state.rev += 1;
   emit("reset");
@@ -119,11 +120,20 @@ async function fetchLists(gen) {
   }
 }
 
+/** Whether the status is now `status`; `since` moves only when it changes. */
+function setStatus(status) {
+  if (state.status !== status) state.since = Date.now();
+  state.status = status;
+}
+
+/** Apply job events in place; true when the lists must be fetched again (a job not in the
+ *  list, or a fleet event: a factory came, went or changed). */
 function applyEvents(events) {
   let unknown = false;
   let changed = false;
   for (const ev of events) {
     if (ev.alert) continue; // an alert raised or cleared (the alerts panel follows these)
+    if (ev.fleet) { unknown = true; continue; } // factories, tokens, settings: fetch again
     const job = state.jobs.get(ev.jobId);
     if (!job) { unknown = true; continue; }
     if (ev.seq <= (job.seq || 0)) continue;
@@ -141,7 +151,7 @@ async function tick() {
   clearTimeout(timer);
   if (running) return;
   if (!session.token()) {
-    state.status = "idle";
+    setStatus("idle");
     emit("status");
     return;
   }
@@ -159,7 +169,7 @@ async function tick() {
       if (feed.events.length) {
         // A job not in the list is new, unless the list holds only the first pages: then
         // most jobs are not in it, and the gate and the 10 s refresh bring the changes.
-        if (applyEvents(feed.events) && !state.jobsMore) full = true;
+        if (applyEvents(feed.events) && (!state.jobsMore || feed.events.some((e) => e.fleet))) full = true;
         emit("events", feed.events);
         if (feed.events.length >= 500) delay = 50; // more waiting: catch up
       }
@@ -170,14 +180,14 @@ async function tick() {
     state.failures = 0;
     state.error = null;
     state.lastOk = Date.now();
-    state.status = "live";
+    setStatus("live");
     emit("data");
   } catch (err) {
     if (gen !== generation) return;
     state.failures += 1;
     state.error = err instanceof ApiError ? err : new ApiError(0, "client", String(err && err.message ? err.message : err));
-    if (err.status === 401 || err.status === 403) state.status = "unauthorized";
-    else state.status = state.failures >= 3 ? "offline" : "reconnecting";
+    if (err.status === 401 || err.status === 403) setStatus("unauthorized");
+    else setStatus(state.failures >= 3 ? "offline" : "reconnecting");
     delay = Math.min(TICK_MS * state.failures, 10000);
     emit("data");
   } finally {

@@ -131,11 +131,14 @@ function enrollmentSection() {
   const days = h("input", { id: "en-days", type: "number", min: 1, max: 365, step: 1, value: 7, class: "narrow" });
   const caps = h("input", { id: "en-caps", autocomplete: "off", spellcheck: "false", placeholder: "any", "aria-describedby": "en-caps-help" });
   const seats = h("input", { id: "en-seats", type: "number", min: 1, max: 256, step: 1, class: "narrow", placeholder: "any" });
+  const kind = h("input", { id: "en-kind", autocomplete: "off", spellcheck: "false", placeholder: "as it says", size: 12, "aria-describedby": "en-kind-help" });
   const form = h("form", { class: "row-form", novalidate: true },
     h("div", { class: "field" }, h("label", { for: "en-days" }, "Expires in (days)"), days),
     h("div", { class: "field" }, h("label", { for: "en-caps" }, "Capabilities allowed"), caps,
       h("span", { id: "en-caps-help", class: "muted small" }, "space separated; empty: any")),
     h("div", { class: "field" }, h("label", { for: "en-seats" }, "Max seats"), seats),
+    h("div", { class: "field" }, h("label", { for: "en-kind" }, "Review kind"), kind,
+      h("span", { id: "en-kind-help", class: "muted small" }, "fixed for its factory (distinct-kind reviews)")),
     h("button", { type: "submit", class: "primary" }, "Create enrollment token"),
     errEl);
 
@@ -146,6 +149,7 @@ function enrollmentSection() {
     if (days.value.trim()) body.expiresInSeconds = Math.round(Number(days.value) * DAY);
     if (caps.value.trim()) body.capabilities = words(caps.value);
     if (seats.value.trim()) body.maxSeats = Number(seats.value);
+    if (kind.value.trim()) body.kind = kind.value.trim();
     try {
       const out = await post("/fleet/enrollment-tokens", body);
       fill(once, onceBox(`enrollment token for ${out.product}`, out.token, () => {}),
@@ -178,13 +182,14 @@ function enrollmentSection() {
       const out = await get("/fleet/enrollment-tokens");
       fill(list, out.tokens.length
         ? h("table", { class: "tokens enrollment-tokens" }, h("caption", { class: "sr-only" }, `Enrollment tokens of ${product}`),
-          h("thead", null, h("tr", null, ["Id", "Status", "Created", "Expires", "Capabilities", "Max seats", "Used by", ""].map((t) => h("th", null, t)))),
+          h("thead", null, h("tr", null, ["Id", "Status", "Created", "Expires", "Capabilities", "Max seats", "Kind", "Used by", ""].map((t) => h("th", null, t)))),
           h("tbody", null, out.tokens.map((t) => h("tr", { "data-token": t.id },
             h("td", null, h("code", null, t.id)), h("td", null, statusTag(t.status)),
             h("td", null, timeEl(t.createdAt), h("span", { class: "muted small" }, ` by ${t.createdBy}`)),
             h("td", null, t.expiresAt ? timeEl(t.expiresAt) : "never"),
             h("td", null, t.capabilities ? t.capabilities.join(", ") : "any"),
-            h("td", null, t.maxSeats ?? "any"),
+            h("td", { "data-col": "seats" }, t.maxSeats ?? "any"),
+            h("td", { "data-col": "kind" }, t.kind || "—"),
             h("td", null, t.usedBy || "—"),
             h("td", null, t.status === "active"
               ? h("button", { type: "button", class: "danger", onclick: () => revoke(t) }, "Revoke")

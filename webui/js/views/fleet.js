@@ -121,6 +121,7 @@ function card(f, held) {
         ? h("div", { class: "wide" }, h("dt", null, "Pending"), h("dd", { class: "pending" },
           pending.map((kind) => h("span", { class: "chip pending", title: "waiting for the factory's acknowledgement" }, `${kind} pending`))))
         : null),
+    h("p", { class: "small card-links" }, h("a", { href: `#/events?factory=${encodeURIComponent(f.id)}` }, `Events of ${f.id}`)),
     gone || !can("operator") ? null : h("div", { class: "actions", role: "group", "aria-label": `Actions for ${f.id}` },
       h("button", { type: "button", onclick: () => command(f, "drain"), disabled: f.draining }, "Drain"),
       f.paused || f.draining
@@ -131,7 +132,9 @@ function card(f, held) {
       h("button", { type: "button", class: "danger", onclick: () => deregister(f) }, "Deregister")));
 }
 
-export function mount(root) {
+export function mount(root, focusId) {
+  let focus = null; // #/fleet/<factory>: that factory's card, shown and outlined once painted
+  try { focus = focusId ? decodeURIComponent(focusId) : null; } catch { focus = null; }
   const summary = h("p", { class: "summary", "aria-live": "polite" });
   const body = h("div");
   const alertsBox = h("section", { class: "ap", "aria-label": "Alerts and metrics", "aria-live": "polite" });
@@ -185,6 +188,17 @@ export function mount(root) {
     }
     fill(body, ...parts);
     markPainted("fleet");
+    if (focus) {
+      const el = [...body.querySelectorAll("[data-factory]")].find((c) => c.dataset.factory === focus);
+      if (el) {
+        el.classList.add("focused");
+        el.scrollIntoView({ block: "center" });
+        focus = null;
+      } else if (gone.some((f) => f.id === focus)) {
+        body.querySelector("details.departed").open = true;
+        focus = null;
+      }
+    }
   }
 
   render();

@@ -5,6 +5,7 @@
 import { can, enc, get, post } from "../api.js";
 import { LEASED, TERMINAL, allows, emptyBox, errorBox, fill, h, json, loadingBox, markPainted, notify, stageBadge, time, timeEl, usd } from "../dom.js";
 import { state } from "../live.js";
+import { dagIds, dagSvg } from "../dag.js";
 import { artifactsTable, branchUrl, githubRepo, httpUrl, runsTable } from "../runs.js";
 import { act } from "./jobs.js";
 
@@ -122,6 +123,7 @@ export function mount(root, id) {
   const runsEl = h("div");
   const artifactsEl = h("div");
   const deps = h("div");
+  const graphEl = h("div");
   const progress = h("div");
   const manifest = h("div");
   const timeline = h("ol", { class: "timeline", reversed: true });
@@ -133,6 +135,7 @@ export function mount(root, id) {
     h("section", { "aria-labelledby": "s-runs", class: "runs-panel" },
       h("h2", { id: "s-runs" }, "Runs ", h("span", { class: "muted small" }, "one per attempt, oldest first")), runsEl),
     h("section", { "aria-labelledby": "s-art", class: "artifacts-panel" }, h("h2", { id: "s-art" }, "Artifacts"), artifactsEl),
+    graphEl,
     h("div", { class: "detail" },
       h("div", { class: "col" },
         h("section", { "aria-labelledby": "s-over" }, h("h2", { id: "s-over" }, "Overview"), overview),
@@ -157,6 +160,8 @@ export function mount(root, id) {
   let busy = false;
   let dirty = true;
   let lastJobFetch = 0;
+  let dag = null; // the dependency tree, {error}, or null (no dependency)
+  let inDag = new Set(); // the jobs drawn: their events redraw the graph
 
   async function loadJob() {
     job = await get(`/fleet/jobs/${enc(id)}`);
@@ -172,6 +177,24 @@ export function mount(root, id) {
       if (err.status === 404 && err.code !== "job_not_found") runs = Array.isArray(job.runs) ? job.runs : [];
       else runs = { error: err }; // shown in its section; the rest of the page still paints
     }
+  }
+
+  async function loadDag() {
+    if (!job.deps || !job.deps.jobs.length) { dag = null; inDag = new Set(); return; }
+    try {
+      dag = await get(`/fleet/jobs/${enc(id)}/dag`);
+      inDag = dagIds(dag);
+    } catch (err) {
+      dag = { error: err }; // shown in its section; the rest of the page still paints
+    }
+  }
+
+  function renderDag() {
+    if (!dag) { fill(graphEl); return; }
+    fill(graphEl, h("section", { "aria-labelledby": "s-dag", class: "dag-panel" },
+      h("h2", { id: "s-dag" }, "Dependency graph ",
+        h("span", { class: "muted small" }, "each job above waits for the jobs under it (dashed: for any one of them); click a job to open it")),
+      dag.error ? errorBox("the dependency graph", dag.error) : h("div", { class: "scroll-x dag-box" }, dagSvg(dag, id))));
   }
 
   async function loadArtifacts() {
@@ -219,7 +242,7 @@ export function mount(root, id) {
       const needJob = dirty || Date.now() - lastJobFetch > 10000 || !job;
       if (needJob) {
         await loadJob();
-        await Promise.all([loadRuns(), loadArtifacts()]);
+        await Promise.all([loadRuns(), loadArtifacts(), loadDag()]);
       }
       await loadEvents();
       let ex = null;
@@ -277,6 +300,7 @@ export function mount(root, id) {
       renderCosts();
       renderRuns();
       renderDeps();
+      renderDag();
       if (ex) fill(explain, ...(ex.error ? [errorBox("the explanation", ex.error)] : explainPanel(ex)));
     }
     renderProgress(hb);
@@ -303,6 +327,7 @@ export function mount(root, id) {
           prio.focus();
           return;
         }
+        if (action === "requeue") extra.checkpoint = { current: job.checkpoint };
         const out = await act(action, [job.id], extra);
         if (out && out.ok.length) { dirty = true; refresh(); }
       },
@@ -441,7 +466,7 @@ export function mount(root, id) {
   refresh();
   return {
     update(kind, detail) {
-      if (kind === "events" && detail.some((e) => e.jobId === id)) { dirty = true; refresh(); return; }
+      if (kind === "events" && detail.some((e) => e.jobId === id || inDag.has(e.jobId))) { dirty = true; refresh(); return; }
       if (kind === "data" && state.status === "live") {
         // agent events are not in the product feed: poll them while the job can still run
         if (!job || !TERMINAL.has(job.stage) || Date.now() - lastJobFetch > 10000) refresh();

@@ -68,7 +68,33 @@ const ACTION_TEXT = {
   reject: ["Reject", "rejected"], reprioritize: ["Reprioritize", "reprioritized"],
 };
 
-export async function act(action, ids, { priority } = {}) {
+/** The checkpoint field of a requeue (the job page): empty keeps the job's checkpoint, a JSON
+ * object replaces it. Returns {fields, value()}: value() is undefined, an object, or an Error. */
+function checkpointField(current) {
+  const area = h("textarea", {
+    id: "requeue-checkpoint", rows: 5, spellcheck: "false", class: "mono",
+    placeholder: '{"branch": "wip/fix", "step": 2}', "aria-describedby": "requeue-checkpoint-help",
+  });
+  const fields = [
+    h("label", { for: "requeue-checkpoint" }, "Checkpoint (optional)"), area,
+    h("p", { id: "requeue-checkpoint-help", class: "help" },
+      "Empty: the next attempt resumes from the job's own checkpoint. A JSON object replaces it.",
+      current === null || current === undefined ? null : [" ",
+        h("button", { type: "button", class: "linkish", onclick: () => { area.value = JSON.stringify(current, null, 2); area.focus(); } },
+          "Start from the current one")]),
+  ];
+  function value() {
+    const text = area.value.trim();
+    if (!text) return undefined;
+    let parsed;
+    try { parsed = JSON.parse(text); } catch (err) { return new Error(`Checkpoint: not JSON (${err.message}).`); }
+    if (!parsed || typeof parsed !== "object" || Array.isArray(parsed)) return new Error("Checkpoint: a JSON object is needed ({…}).");
+    return parsed;
+  }
+  return { fields, value, area };
+}
+
+export async function act(action, ids, { priority, checkpoint } = {}) {
   const [verb, done] = ACTION_TEXT[action];
   const jobs = ids.map((id) => state.jobs.get(id)).filter(Boolean);
   const refused = jobs.filter((j) => !allows(action, j.stage));
@@ -77,18 +103,28 @@ export async function act(action, ids, { priority } = {}) {
   ];
   if (action === "reprioritize") body.push(`New priority: ${priority}.`);
   if (refused.length) body.push(`${refused.length} of them are in a stage that does not allow it and will be refused.`);
+  const cp = action === "requeue" && checkpoint ? checkpointField(checkpoint.current) : null;
   const ok = await confirmAction({
     title: `${verb} ${ids.length === 1 ? "this job" : `${ids.length} jobs`}?`, body,
     confirmLabel: verb, danger: action === "cancel" || action === "reject",
+    extra: cp ? cp.fields : null,
+    validate: cp ? () => {
+      const v = cp.value();
+      if (v instanceof Error) { cp.area.setAttribute("aria-invalid", "true"); return v.message; }
+      cp.area.removeAttribute("aria-invalid");
+      return null;
+    } : null,
   });
   if (!ok) return null;
   const payload = action === "reprioritize" ? { priority, reason: ok.reason } : { reason: ok.reason };
+  const given = cp ? cp.value() : undefined;
+  if (given !== undefined) payload.checkpoint = given;
   const results = await runBulk(action, ids, payload);
   if (results.failed.length) {
     const first = results.failed[0].err;
     notify(`${results.ok.length} ${done}; ${results.failed.length} refused: ${first.describe()}`, "error");
   } else {
-    notify(`${results.ok.length} job${results.ok.length === 1 ? "" : "s"} ${done}.`);
+    notify(`${results.ok.length} job${results.ok.length === 1 ? "" : "s"} ${done}${given !== undefined ? " with the checkpoint given" : ""}.`);
   }
   return results;
 }
