@@ -18,7 +18,14 @@ Switches, from the environment or a line of the job body:
 
 - ``FLEET_DEMO_FAIL=1`` or ``demo: fail`` — exit 1 after the first step;
 - ``FLEET_DEMO_HANG=1`` or ``demo: hang`` — hang after the first step (until stopped);
-- ``demo: hang-once`` — hang unless resuming from a checkpoint (the next attempt finishes).
+- ``demo: hang-once`` — hang unless resuming from a checkpoint (the next attempt finishes);
+- ``FLEET_DEMO_HANG_SILENT=1`` or ``demo: hang-silent`` — hang at once, before doing or saying
+  anything (no output, no progress, no checkpoint, no event; stopped, it exits without a
+  word): what the self-healer calls *stalled*. Started again (``restart-engine``), it hangs
+  again;
+- ``demo: hang-silent-first`` — the same, on the job's first attempt only (lease epoch 1,
+  however often that attempt's engine is restarted); a later attempt, on this factory or
+  another, does the work.
 
 It stops by itself if the factory that started it (``FLEET_FACTORY_PID``) is gone.
 
@@ -193,6 +200,20 @@ class Engine:
         while True:
             self.pause(3600)
 
+    def hangs_silently(self) -> bool:
+        """Whether this start is to hang without a word (``hang-silent``, or
+        ``hang-silent-first`` on the first attempt)."""
+        if self.env.get("FLEET_DEMO_HANG_SILENT") == "1" or "hang-silent" in self.switches:
+            return True
+        return "hang-silent-first" in self.switches and self.epoch == "1"
+
+    def hang_silently(self) -> int:
+        """Hang, writing nothing anywhere, until stopped (quietly) or the factory is gone."""
+        signal.signal(signal.SIGTERM, _quietly_terminated)
+        while not self.factory_gone():
+            time.sleep(0.2)
+        return 0
+
     def prepare_repo(self, git: Git) -> None:
         if not (self.workdir / ".git").exists():
             git("init", "-q")
@@ -240,6 +261,8 @@ class Engine:
         git("checkout", "-q", "-B", branch)
 
     def run(self) -> int:
+        if self.hangs_silently():
+            return self.hang_silently()
         git = Git(self.workdir)
         self.prepare_repo(git)
         branch = f"fleet/{self.job_id}"
@@ -326,6 +349,10 @@ def _path(value: str | None) -> Path | None:
 def _terminated(signum: int, _frame: Any) -> None:
     # The checkpoint is written after every step: nothing more to save.
     print("stopping (signal)", flush=True)
+    raise SystemExit(128 + signum)
+
+
+def _quietly_terminated(signum: int, _frame: Any) -> None:
     raise SystemExit(128 + signum)
 
 

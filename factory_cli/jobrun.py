@@ -876,6 +876,8 @@ class JobRun:
             return  # half-written: read again on the next tick
         self._checkpoint_seen = digest
         self.checkpoint = checkpoint
+        # A new checkpoint is progress: the healer judges a stall by this time moving.
+        self.progress.last_activity = iso(self.clock.wall())
         if self.checkout is not None:
             # Its files first: the checkpoint names the commit that holds them.
             self._git_wanted = self._engine_checkpoint_new = True

@@ -61,13 +61,18 @@ class HealerSettings:
     the default): HEALER_DOWN_AFTER_SECONDS (a silent factory is down, 600),
     HEALER_STALL_AFTER_SECONDS (a held job whose progress has not moved is stalled, 900),
     HEALER_NEVER_STARTED_SECONDS (a job assigned but never started is taken back, 300),
-    HEALER_PRUNE_AFTER_SECONDS (a silent factory is deregistered, 7 days). The stale threshold
-    is the coordinator's (``CoordinatorConfig.stale_after_seconds``), not a setting."""
+    HEALER_PRUNE_AFTER_SECONDS (a silent factory is deregistered, 7 days),
+    HEALER_AVOID_GRACE_SECONDS (a job taken back from a factory it stalled on returns there
+    only after waiting this long in the queue with no other live factory taking it, 1800).
+    A stalled job's engine is restarted at once; still stalled another
+    HEALER_STALL_AFTER_SECONDS later, the job is taken back. The stale threshold is the
+    coordinator's (``CoordinatorConfig.stale_after_seconds``), not a setting."""
 
     down_after_seconds: int = 600
     stall_after_seconds: int = 900
     never_started_seconds: int = 300
     prune_after_seconds: int = 7 * 24 * 3600
+    avoid_grace_seconds: int = 1800
 
 
 _HEALER_SETTINGS = {
@@ -75,6 +80,7 @@ _HEALER_SETTINGS = {
     "stall_after_seconds": "HEALER_STALL_AFTER_SECONDS",
     "never_started_seconds": "HEALER_NEVER_STARTED_SECONDS",
     "prune_after_seconds": "HEALER_PRUNE_AFTER_SECONDS",
+    "avoid_grace_seconds": "HEALER_AVOID_GRACE_SECONDS",
 }
 
 

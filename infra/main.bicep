@@ -81,6 +81,9 @@ param healerNeverStartedSeconds string = ''
 @description('HEALER_PRUNE_AFTER_SECONDS; empty: the code\'s default (7 days).')
 param healerPruneAfterSeconds string = ''
 
+@description('HEALER_AVOID_GRACE_SECONDS: how long a job taken back from a factory it stalled on waits in the queue, no other live factory taking it, before it may return there; empty: the code\'s default (1800).')
+param healerAvoidGraceSeconds string = ''
+
 @description('FLEET_AGENT_EVENTS_PER_ATTEMPT: agent events one attempt may store; empty: the code\'s default (5000).')
 param agentEventsPerAttempt string = ''
 
@@ -273,6 +276,7 @@ module api 'app/api.bicep' = {
     healerStallAfterSeconds: healerStallAfterSeconds
     healerNeverStartedSeconds: healerNeverStartedSeconds
     healerPruneAfterSeconds: healerPruneAfterSeconds
+    healerAvoidGraceSeconds: healerAvoidGraceSeconds
     agentEventsPerAttempt: agentEventsPerAttempt
     agentEventBytesPerAttempt: agentEventBytesPerAttempt
     artifactsPerAttempt: artifactsPerAttempt

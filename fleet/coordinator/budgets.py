@@ -22,8 +22,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from fleet.coordinator.audit import FleetLog
 from fleet.coordinator.cache import TtlCache
 from fleet.coordinator.clock import Clock
+from fleet.domain.audit import new_event
 from fleet.domain.models import Job, format_ts, parse_ts
 from fleet.errors import (
     AlreadyExists,
@@ -172,9 +174,16 @@ class BudgetBlocked(PreconditionFailed):
 
 
 class Budgets:
-    def __init__(self, docs: DocumentStore, clock: Clock, cache_seconds: float = 30.0) -> None:
+    def __init__(
+        self,
+        docs: DocumentStore,
+        clock: Clock,
+        cache_seconds: float = 30.0,
+        fleet_log: FleetLog | None = None,
+    ) -> None:
         self.docs = docs
         self.clock = clock
+        self.log = fleet_log or FleetLog(docs, clock, None)
         self._exists: TtlCache[str, bool] = TtlCache(clock, cache_seconds)
 
     # --- reading ---------------------------------------------------------------------
@@ -198,11 +207,19 @@ class Budgets:
 
     # --- operator --------------------------------------------------------------------
 
-    def put(self, product: str, ceiling: float | None) -> Budget:
+    def put(self, product: str, ceiling: float | None, by: str = "operator") -> Budget:
         """Set (or clear) the ceiling, keeping spend and reservations. Raising the ceiling
-        above what is used lifts the auto-pause."""
+        above what is used lifts the auto-pause. A ``budget_set`` event in the same write."""
         for _ in range(8):
-            now = format_ts(self.clock.now())
+            moment = self.clock.now()
+            now = format_ts(moment)
+            event = new_event(
+                "budget_set",
+                by,
+                moment,
+                reason="no ceiling" if ceiling is None else f"ceiling ${ceiling:.2f}",
+                ceilingUsd=ceiling,
+            )
             try:
                 current = self.docs.read(product, BUDGET_ID)
             except NotFound:
@@ -218,14 +235,14 @@ class Budgets:
                     "updatedAt": now,
                 }
                 try:
-                    created = Budget.from_doc(self.docs.create(doc))
+                    created = Budget.from_doc(self.log.create(doc, event))
                 except AlreadyExists:
                     continue
                 self._remember(product, True)
                 return created
             updated = {**current, "ceilingUsd": ceiling, "updatedAt": now}
             try:
-                stored = Budget.from_doc(self.docs.replace(updated, etag=current["_etag"]))
+                stored = Budget.from_doc(self.log.replace(updated, event, etag=current["_etag"]))
             except ConcurrencyConflict:
                 continue
             self._remember(product, True)
@@ -242,7 +259,7 @@ class Budgets:
             try:
                 current = self.docs.read(product, BUDGET_ID)
             except NotFound:
-                self.put(product, None)
+                self.put(product, None, actor)
                 continue
             spent = float(current.get("spentUsd", 0.0))
             if spent + delta < -1e-9:
@@ -255,8 +272,16 @@ class Budgets:
             entry = {"at": now, "by": actor, "deltaUsd": delta, "reason": reason, "spentUsd": after}
             history = [entry, *(current.get("adjustments") or [])][:MAX_ADJUSTMENTS]
             updated = {**current, "spentUsd": after, "adjustments": history, "updatedAt": now}
+            event = new_event(
+                "budget_adjusted",
+                actor,
+                parse_ts(now),
+                reason=reason,
+                deltaUsd=delta,
+                spentUsd=after,
+            )
             try:
-                stored = Budget.from_doc(self.docs.replace(updated, etag=current["_etag"]))
+                stored = Budget.from_doc(self.log.replace(updated, event, etag=current["_etag"]))
             except ConcurrencyConflict:
                 continue  # a settlement or a claim moved it meanwhile: read again
             self._remember(product, True)
@@ -264,13 +289,21 @@ class Budgets:
             return stored
         raise ConcurrencyConflict(f"budget of {product} is changing too fast; retry")
 
-    def set_paused(self, product: str, paused: bool) -> Budget:
-        ops = [Set("/paused", paused), Set("/updatedAt", format_ts(self.clock.now()))]
+    def set_paused(
+        self, product: str, paused: bool, by: str = "operator", reason: str | None = None
+    ) -> Budget:
+        """An operator's pause (or its end), with its ``budget_paused``/``budget_resumed``
+        event in the same write."""
+        now = self.clock.now()
+        ops = [Set("/paused", paused), Set("/updatedAt", format_ts(now))]
+        kind = "budget_paused" if paused else "budget_resumed"
+        said = reason or ("no job may start" if paused else "jobs may start again")
+        event = new_event(kind, by, now, reason=said)
         try:
-            patched = self.docs.patch(product, BUDGET_ID, ops)
+            patched = self.log.patch(product, BUDGET_ID, ops, event)
         except NotFound:
-            self.put(product, None)
-            patched = self.docs.patch(product, BUDGET_ID, ops)
+            self.put(product, None, by)
+            patched = self.log.patch(product, BUDGET_ID, ops, event)
         return Budget.from_doc(patched)
 
     # --- the claim's reservation -----------------------------------------------------

@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from fleet.coordinator.audit import FleetLog
 from fleet.coordinator.clock import Clock
+from fleet.domain.audit import new_event, sortable_stamp
 from fleet.domain.models import format_ts, parse_ts
 from fleet.errors import AlreadyExists, ConcurrencyConflict, NotFound
 from fleet.store.ports import ETAG, Entity, TableStore
@@ -94,9 +96,10 @@ def _entity(channel: Channel, now: datetime, **changes: Any) -> Entity:
 
 
 class ChannelLimits:
-    def __init__(self, tables: TableStore, clock: Clock) -> None:
+    def __init__(self, tables: TableStore, clock: Clock, fleet_log: FleetLog | None = None) -> None:
         self.tables = tables
         self.clock = clock
+        self.log = fleet_log  # channels live in Table Storage: their events are logged beside
 
     def get(self, product: str, name: str) -> Channel | None:
         try:
@@ -108,10 +111,34 @@ class ChannelLimits:
         return [Channel.from_entity(e) for e in self.tables.list_partition(TABLE, product)]
 
     def put(
-        self, product: str, name: str, *, rate: float | None, burst: int, max_running: int | None
+        self,
+        product: str,
+        name: str,
+        *,
+        rate: float | None,
+        burst: int,
+        max_running: int | None,
+        by: str = "operator",
     ) -> Channel:
         """Set the limits; the bucket level and the running count are kept. Takes effect
-        on the next claim."""
+        on the next claim. Logs ``channel_changed``."""
+        changed = self._put(product, name, rate, burst, max_running)
+        limits = f"rate {rate}/min, burst {burst}, max running {max_running}"
+        self._event(product, name, "channel_changed", by, limits, ratePerMinute=rate, burst=burst)
+        return changed
+
+    def _event(
+        self, product: str, name: str, kind: str, by: str, reason: str, **details: Any
+    ) -> None:
+        if self.log is None:
+            return
+        now = self.clock.now()
+        event = new_event(kind, by, now, reason=f"{name}: {reason}", channel=name, **details)
+        self.log.beside(product, f"{kind}-{name}-{sortable_stamp(now)}", event)
+
+    def _put(
+        self, product: str, name: str, rate: float | None, burst: int, max_running: int | None
+    ) -> Channel:
         for _ in range(CAS_RETRIES):
             now = self.clock.now()
             current = self.get(product, name)
@@ -131,8 +158,10 @@ class ChannelLimits:
             return updated
         raise ConcurrencyConflict(f"channel {name} is changing too fast; retry")
 
-    def delete(self, product: str, name: str) -> None:
+    def delete(self, product: str, name: str, by: str = "operator") -> None:
+        """Remove the channel's limits (NotFound if it has none). Logs ``channel_deleted``."""
         self.tables.delete(TABLE, product, name)
+        self._event(product, name, "channel_deleted", by, "limits removed")
 
     def take(self, product: str, name: str) -> tuple[bool, str | None]:
         """Take one token and one running slot. (True, None) when taken or when the channel

@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any, Literal, get_args
 
 from fleet.coordinator.service import Coordinator
+from fleet.domain.audit import new_event
 from fleet.domain.fleet_state import (
     FACTORY_PREFIX,
     FactoryDeregistered,
@@ -34,6 +35,9 @@ COMMANDS = "commands"
 CommandKind = Literal["drain", "pause", "resume", "restart-engine", "cancel-job"]
 COMMAND_KINDS: tuple[str, ...] = get_args(CommandKind)
 COMMAND_ID_PATTERN = r"^c[0-9a-z]{26}$"
+# Commands about one job: cancel-job needs one; restart-engine may name one (the engine of
+# that job only; without, every engine the factory runs).
+_TAKES_JOB = frozenset({"cancel-job", "restart-engine"})
 
 # What the factory document's flags become on each command (the scheduler and explain read them).
 _FLAGS: dict[str, tuple[PatchOp, ...]] = {
@@ -104,9 +108,9 @@ def _check(kind: str, job_id: str | None) -> None:
         raise ValidationFailed(
             [Problem("jobId", "missing", "cancel-job needs the job's id")], "jobId is required"
         )
-    if kind != "cancel-job" and job_id:
+    if kind not in _TAKES_JOB and job_id:
         raise ValidationFailed(
-            [Problem("jobId", "unexpected", "only cancel-job takes a jobId")],
+            [Problem("jobId", "unexpected", "only cancel-job and restart-engine take a jobId")],
             f"{kind} takes no jobId",
         )
 
@@ -129,13 +133,16 @@ class Commands:
         by: str,
         job_id: str | None = None,
         reason: str | None = None,
+        issued_by: str | None = None,
     ) -> tuple[Command, Job | None]:
         """Queue an operator command for the factory's next heartbeats (until it acks).
 
         ``drain``, ``pause`` and ``resume`` also set the factory document's flags, so the
         scheduler and ``explain`` know at once. ``cancel-job`` cancels the job first (which
         fences its holder: the factory's next write or renew is 409 ``fenced``), then tells
-        the factory to stop its engine. Returns the command, and the cancelled job if any.
+        the factory to stop its engine. ``restart-engine`` with a job restarts that job's
+        engine only. ``by`` is the operator's name; ``issued_by`` the actor when it is not an
+        operator (the healer). Returns the command, and the cancelled job if any.
         """
         _check(kind, job_id)
         factory = self._factory(product, factory_id)
@@ -153,22 +160,40 @@ class Commands:
                     factory=factory_id,
                     holder=job.lease.holder if job.lease else None,
                 )
-            cancelled = self.coord.operator(
-                product, job_id, Action.CANCEL, by, reason or f"cancelled on factory {factory_id}"
-            )
-        ops = _FLAGS.get(kind)
-        if ops:
-            self._docs.patch(product, factory.id, list(ops))
+            if kind == "cancel-job":
+                cancelled = self.coord.operator(
+                    product,
+                    job_id,
+                    Action.CANCEL,
+                    by,
+                    reason or f"cancelled on factory {factory_id}",
+                )
         now = self.coord.clock.now()
         command = Command(
             id=sortable_id("c", now, self._entropy(10)),
             kind=kind,
             issued_at=now,
-            issued_by=f"operator:{by}",
+            issued_by=issued_by or f"operator:{by}",
             job_id=job_id,
             reason=reason,
         )
+        event = new_event(
+            "command_queued",
+            command.issued_by,
+            now,
+            reason=reason or kind,
+            factory=factory_id,
+            job=job_id,
+            command=kind,
+            commandId=command.id,
+        )
+        fleet_log = self.coord.fleet_log
+        ops = _FLAGS.get(kind)
+        if ops:  # the flags and the event in one write of the factory document
+            fleet_log.patch(product, factory.id, list(ops), event)
         self._tables.create(COMMANDS, command.to_entity(commands_partition(product, factory_id)))
+        if not ops:
+            fleet_log.beside(product, f"{command.id}-queued", event)
         log.info("command %s %s for factory %s/%s by %s", command.id, kind, product, factory_id, by)
         return command, cancelled
 
@@ -188,11 +213,29 @@ class Commands:
         return out
 
     def ack(self, product: str, factory_id: str, command_ids: Iterable[str]) -> None:
-        """The factory has acted on these: they are delivered no more (one write each)."""
+        """The factory has acted on these: they are delivered no more, and each one's
+        ``command_acked`` event is logged (a read, a delete and a create each; an id the
+        factory acknowledges again finds nothing and logs nothing)."""
         partition = commands_partition(product, factory_id)
+        fleet_log = self.coord.fleet_log
         for command_id in dict.fromkeys(command_ids):
+            try:
+                command = Command.from_entity(self._tables.get(COMMANDS, partition, command_id))
+            except (NotFound, KeyError, ValueError):
+                continue  # not pending (acknowledged before), or not a command of ours
             with suppress(NotFound):
                 self._tables.delete(COMMANDS, partition, command_id)
+            event = new_event(
+                "command_acked",
+                f"factory:{factory_id}",
+                self.coord.clock.now(),
+                reason=f"{command.kind} acknowledged",
+                factory=factory_id,
+                job=command.job_id,
+                command=command.kind,
+                commandId=command.id,
+            )
+            fleet_log.beside(product, f"{command.id}-acked", event)
 
     def clear(self, product: str, factory_id: str) -> None:
         """Remove every pending command of the factory (it left the fleet)."""

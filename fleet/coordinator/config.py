@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from fleet.coordinator.audit import FleetLog
 from fleet.coordinator.clock import Clock
 from fleet.domain.scheduler import DEFAULT_WEIGHTS, Weights
 from fleet.settings import AttemptQuotas
@@ -39,3 +40,10 @@ class Part:
     docs: DocumentStore
     clock: Clock
     config: CoordinatorConfig
+
+    @property
+    def fleet_log(self) -> FleetLog:
+        """Writes fleet events with the state they describe (``fleet.coordinator.audit``)."""
+        return FleetLog(
+            self.docs, self.clock, self.config.event_ttl_seconds, self.config.write_retries
+        )

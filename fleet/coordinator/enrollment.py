@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from fleet.coordinator.audit import FleetLog
 from fleet.coordinator.clock import Clock
 from fleet.coordinator.identity import NAME
 from fleet.coordinator.token_store import (
@@ -27,6 +28,7 @@ from fleet.coordinator.token_store import (
     TokenStore,
     hash_token,
 )
+from fleet.domain.audit import new_event
 from fleet.domain.models import Factory, format_ts
 from fleet.domain.review import enrolled_kind
 from fleet.domain.scheduler import FactoryView
@@ -112,12 +114,15 @@ class Enrollments:
         entropy: Callable[[int], str],
         *,
         default_ttl_seconds: int = 7 * 24 * 3600,
+        fleet_log: FleetLog | None = None,
     ) -> None:
         self.default_ttl_seconds = default_ttl_seconds
         self.store = store
         self.docs = docs
         self.registry = registry
         self.clock = clock
+        # Tokens live in the system partition: their events are logged beside, in the product's.
+        self.log = fleet_log or FleetLog(docs, clock, None)
         self._entropy = entropy
 
     # --- enrollment tokens (operators) -----------------------------------------------
@@ -150,6 +155,17 @@ class Enrollments:
             maxSeats=max_seats,
             reviewKind=kind,
         )
+        event = new_event(
+            "enrollment_token_created",
+            actor,
+            now,
+            reason=f"token {doc.short_id}, expires {format_ts(expires)}",
+            tokenId=doc.short_id,
+            maxSeats=max_seats,
+            kind=kind,
+            capabilities=list(allow) if allow is not None else None,
+        )
+        self.log.beside(product, f"enroll-{doc.short_id}-created", event)
         return IssuedToken(
             token=token,
             id=doc.short_id,
@@ -170,6 +186,14 @@ class Enrollments:
         now = self.clock.now()
         if not doc.revoked:
             doc = self.store.revoke(doc, actor, now)
+            event = new_event(
+                "enrollment_token_revoked",
+                actor,
+                now,
+                reason=f"token {doc.short_id}",
+                tokenId=doc.short_id,
+            )
+            self.log.beside(product, f"enroll-{doc.short_id}-revoked", event)
         return enrollment_view(doc, now)
 
     def _enrollment_by_id(self, product: str, token_id: str) -> TokenDoc:
@@ -245,6 +269,16 @@ class Enrollments:
             cost=view.cost,
         )
         self.registry.register_factory(product, factory, view.version)
+        event = new_event(
+            "factory_enrolled",
+            f"enrollment:{token.short_id}",
+            now,
+            reason=f"enrolled with token {token.short_id}",
+            factory=name,
+            tokenId=token.short_id,
+            kind=kind,
+        )
+        self.log.beside(product, f"enroll-{token.short_id}-used", event)
         log.info("factory %s enrolled in %s with token %s", name, product, token.short_id)
         return Enrollment(factory_id=name, product=product, token=issued)
 

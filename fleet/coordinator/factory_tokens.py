@@ -20,10 +20,12 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from fleet.coordinator.audit import FleetLog
 from fleet.coordinator.clock import Clock
 from fleet.coordinator.identity import Principal
 from fleet.coordinator.token_store import INVALID, TokenDoc, TokenStore
-from fleet.domain.models import Factory
+from fleet.domain.audit import new_event
+from fleet.domain.models import Factory, format_ts
 from fleet.errors import ConditionFailed, Forbidden, NotFound, Unauthorized
 from fleet.store.ports import DocumentStore, Set
 
@@ -63,12 +65,19 @@ class FactoryTokens:
     through ``docs``. A rotated-out token keeps working for ``grace_seconds``."""
 
     def __init__(
-        self, store: TokenStore, docs: DocumentStore, clock: Clock, *, grace_seconds: int
+        self,
+        store: TokenStore,
+        docs: DocumentStore,
+        clock: Clock,
+        *,
+        grace_seconds: int,
+        fleet_log: FleetLog | None = None,
     ) -> None:
         self.store = store
         self.docs = docs
         self.clock = clock
         self.grace_seconds = grace_seconds
+        self.log = fleet_log or FleetLog(docs, clock, None)
 
     def rotate(self, principal: Principal, factory_id: str) -> Rotation:
         """A new token for the factory. The factory itself (its token's ``token_hash`` says
@@ -110,6 +119,15 @@ class FactoryTokens:
         except FactoryRevoked:
             self.store.revoke_of_factory(product, factory_id, "revocation", now)
             raise
+        event = new_event(
+            "token_rotated",
+            principal.actor,
+            now,
+            reason=f"{retired} token(s) retired; they work until {format_ts(grace_until)}",
+            factory=factory_id,
+            tokenId=issued.short_id,
+        )
+        self.log.beside(product, f"rotate-{issued.short_id}", event)
         log.info("factory %s in %s rotated its token", factory_id, product)
         return Rotation(
             factory_id=factory_id, product=product, token=token, previous_valid_until=grace_until
@@ -144,8 +162,15 @@ class FactoryTokens:
         factory with a token that works."""
         self._existing(product, factory_id)
         count = self.revoke_tokens(product, factory_id, actor)
+        event = new_event(
+            "token_revoked",
+            actor,
+            self.clock.now(),
+            reason="revoked: its tokens are refused and its jobs go back to the queue",
+            factory=factory_id,
+        )
         try:
-            self.docs.patch(product, f"factory-{factory_id}", [Set("/revoked", True)])
+            self.log.patch(product, f"factory-{factory_id}", [Set("/revoked", True)], event)
         except NotFound:
             raise FactoryNotFound(
                 f"no factory {factory_id} in product {product}", factory=factory_id

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -17,15 +18,16 @@ from fleet.coordinator.metrics import alert_feed
 from fleet.coordinator.product import Products
 from fleet.coordinator.writer import Writer
 from fleet.domain import jobs as J
-from fleet.domain.models import Event, EventDoc, Job, Run, RunDoc, format_ts
+from fleet.domain.audit import FleetEvent
+from fleet.domain.models import Event, EventDoc, Job, Run, RunDoc, format_ts, parse_ts
 from fleet.domain.scheduler import FactoryView, Verdict, can_ever_run, explain
 from fleet.domain.stages import LEASED, Stage
 from fleet.errors import AlreadyExists, Problem, ValidationFailed
 from fleet.store.queries import (
     AGENT_EVENTS_OF_JOB,
     DOCS_OF_TYPE,
+    EVENTS_CHANGED_SINCE,
     EVENTS_OF_JOB,
-    JOBS_CHANGED_SINCE,
     JOBS_OF_HOLDER_PAGE,
     JOBS_PAGE,
     RUNS_OF_JOB,
@@ -126,53 +128,115 @@ class Feed(Part):
         limit: int = 200,
         *,
         alerts: bool = True,
+        fleet: bool = True,
         settle_seconds: float = 0.0,
+        only: EventFilter | None = None,
     ) -> tuple[list[dict[str, Any]], str | None]:
-        """Events of every job after ``cursor`` (``at|jobId|seq``), oldest first, for live
-        views, with the product's alert events (``jobId`` null; one more point read) unless
-        ``alerts`` is False. Returns the events and the next cursor. The query reads each
-        job's id and embedded events, nothing else of it (not its body or checkpoint).
+        """The product's events after ``cursor`` (``at|source|seq``), oldest first, for live
+        views: every job's transitions, the fleet events (``fleet.domain.audit``: enrollment,
+        tokens, registration, commands, live/stale/down, budgets, settings...) unless
+        ``fleet`` is False, and the product's alert events (one more point read) unless
+        ``alerts`` is False. ``only`` keeps the events it matches (the cursor still moves past
+        the others). Returns the events and the next cursor. The query reads each document's
+        id and events, nothing else of it (not a job's body or checkpoint).
 
-        Jobs are found by ``lastEventAt``, so a job changed again since hides its earlier
-        events behind its latest time: when more jobs changed than the query's ``TOP``, the
-        query is widened (4x at a time, up to ``FEED_SCAN_FACTOR`` x ``limit`` jobs) rather
-        than moving the cursor past a job it did not read. ``settle_seconds`` holds back
+        Documents are found by ``lastEventAt``, so one changed again since hides its earlier
+        events behind its latest time: when more changed than the query's ``TOP``, the query is
+        widened (4x at a time, up to ``FEED_SCAN_FACTOR`` x ``limit`` documents) rather than
+        moving the cursor past a document it did not read. ``settle_seconds`` holds back
         events younger than that (an event is stamped just before its write lands): a
         consumer that must see every event (the tracker echo) uses it."""
         since, after_key = _parse_cursor(cursor)
-        top = limit
-        while True:
-            rows = self.docs.query(JOBS_CHANGED_SINCE, product, {"since": since, "top": top})
-            if len(rows) < top or top >= limit * FEED_SCAN_FACTOR:
-                break
-            top *= 4
-        if len(rows) >= top and rows:
-            log.warning(
-                "event feed of %s: more than %d jobs changed since %s; some events may be "
-                "skipped (poll more often)",
-                product,
-                top,
-                since or "the start",
-            )
+        rows = self._rows_since(product, since, limit)
         until = (
             format_ts(self.clock.now() - timedelta(seconds=settle_seconds))
             if settle_seconds > 0
             else None
         )
-        out: list[tuple[tuple[str, str, int], dict[str, Any]]] = []
-        for row in rows:  # the job's id and events only (JOBS_CHANGED_SINCE)
-            job_id = str(row["id"])
-            for event in map(Event.model_validate, row.get("events") or ()):
-                key = (format_ts(event.at), job_id, event.seq)
-                if key > after_key and (until is None or key[0] <= until):
-                    item = {"jobId": job_id, **event.model_dump(mode="json")}
-                    out.append((key, item))
+        out = [
+            (key, item)
+            for key, item in _events_of(rows, fleet)
+            if key > after_key and (until is None or key[0] <= until)
+        ]
         if alerts:
             out.extend(alert_feed(self.docs, product, after_key))
         out.sort(key=lambda pair: pair[0])
-        out = out[:limit]
-        next_cursor = "|".join(map(str, out[-1][0])) if out else cursor
-        return [item for _, item in out], next_cursor
+        kept: list[dict[str, Any]] = []
+        last = None
+        for key, item in out:
+            if len(kept) >= limit:
+                break
+            last = key
+            if only is None or only.matches(item):
+                kept.append(item)
+        next_cursor = "|".join(map(str, last)) if last else cursor
+        return kept, next_cursor
+
+    def product_events_before(
+        self,
+        product: str,
+        before: str | None,
+        limit: int = 50,
+        *,
+        only: EventFilter | None = None,
+    ) -> tuple[list[dict[str, Any]], str | None, bool]:
+        """The newest events older than ``before`` (a cursor; None: now), newest first, for
+        the event log: the events, the cursor to pass back as ``before`` for the next (older)
+        page, and whether there may be more. ``only`` filters.
+
+        Looks back a window at a time (an hour, then 8x wider, up to the events' TTL) until
+        the page is full: each window is one feed query (widened as ``product_events``'s) and
+        one point read of the alerts. A job's history older than what its document keeps
+        (spilled) is on its own page, not here."""
+        if before:
+            end_time, end_key = _parse_cursor(before)
+        else:
+            end_time = format_ts(self.clock.now() + timedelta(seconds=1))
+            end_key = (end_time, _AFTER_EVERY_ID, 0)
+        end = parse_ts(end_time)
+        widest = float(self.config.event_ttl_seconds)
+        window = 3600.0
+        while True:
+            since = format_ts(end - timedelta(seconds=window))
+            rows = self._rows_since(product, since, limit)
+            found = [
+                (key, item)
+                for key, item in _events_of(rows, True)
+                if since <= key[0] and key < end_key
+            ]
+            found += [
+                (key, item)
+                for key, item in alert_feed(self.docs, product, (since, "", 0))
+                if key < end_key
+            ]
+            if only is not None:
+                found = [(key, item) for key, item in found if only.matches(item)]
+            reached = window >= widest
+            if len(found) >= limit or reached:
+                break
+            window = min(widest, window * 8)
+        found.sort(key=lambda pair: pair[0], reverse=True)
+        page = found[:limit]
+        cursor = "|".join(map(str, page[-1][0])) if page else before
+        more = len(found) > limit or not reached
+        return [item for _, item in page], cursor, more
+
+    def _rows_since(self, product: str, since: str, limit: int) -> list[dict[str, Any]]:
+        top = limit
+        while True:
+            rows = self.docs.query(EVENTS_CHANGED_SINCE, product, {"since": since, "top": top})
+            if len(rows) < top or top >= limit * FEED_SCAN_FACTOR:
+                break
+            top *= 4
+        if len(rows) >= top and rows:
+            log.warning(
+                "event feed of %s: more than %d documents changed since %s; some events may "
+                "be skipped (poll more often)",
+                product,
+                top,
+                since or "the start",
+            )
+        return rows
 
     # --- what agents say ------------------------------------------------------------
 
@@ -286,6 +350,53 @@ class Feed(Part):
             if why:
                 blockers.append(why)
         return blockers
+
+
+@dataclass(frozen=True)
+class EventFilter:
+    """What the event log is narrowed to: event types, a factory (its own events, and the
+    events of jobs it held), a job, an actor (``operator:NAME``; a bare name means an
+    operator's)."""
+
+    types: frozenset[str] | None = None
+    factory: str | None = None
+    job: str | None = None
+    actor: str | None = None
+
+    def matches(self, item: dict[str, Any]) -> bool:
+        if self.types is not None and item.get("type") not in self.types:
+            return False
+        if self.job is not None and item.get("jobId") != self.job:
+            return False
+        if self.factory is not None and self.factory not in (
+            item.get("factory"),
+            item.get("holder"),
+            str(item.get("actor") or "").removeprefix("factory:"),
+        ):
+            return False
+        if self.actor is not None:
+            wanted = self.actor if ":" in self.actor else f"operator:{self.actor}"
+            return item.get("actor") == wanted
+        return True
+
+
+FeedKey = tuple[str, str, int]
+
+
+def _events_of(rows: list[dict[str, Any]], fleet: bool) -> Iterator[tuple[FeedKey, dict[str, Any]]]:
+    """Each row's events as the feed keys and shows them: a job's transitions (``jobId``
+    its id), a fleet event (``fleet`` true) keyed by the document it was written in (its
+    ``source`` when spilled or logged beside), so it keys the same wherever it is read."""
+    for row in rows:
+        source = str(row.get("source") or row["id"])
+        if row.get("type") == "job":
+            for event in map(Event.model_validate, row.get("events") or ()):
+                item = {"jobId": source, **event.model_dump(mode="json")}
+                yield (format_ts(event.at), source, event.seq), item
+        elif fleet:
+            for fleet_event in map(FleetEvent.model_validate, row.get("events") or ()):
+                item = {"fleet": True, **fleet_event.model_dump(mode="json")}
+                yield (format_ts(fleet_event.at), source, fleet_event.seq), item
 
 
 def _parse_cursor(cursor: str | None) -> tuple[str, tuple[str, str, int]]:

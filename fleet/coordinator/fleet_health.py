@@ -47,6 +47,7 @@ from fleet.coordinator.heartbeats import (
 )
 from fleet.coordinator.service import Coordinator
 from fleet.coordinator.token_store import TokenStore, VerifiedCache
+from fleet.domain.audit import new_event
 from fleet.domain.fleet_state import (
     FACTORY_PREFIX,
     MAX_JOBS_PER_BEAT,
@@ -173,7 +174,9 @@ class FleetHealth:
         self._tokens = tokens if tokens is not None else _StoredTokens(coordinator)
         self.commands = Commands(coordinator, entropy)
         self.heartbeats = Heartbeats(coordinator, self.commands, self.config.heartbeat_seconds)
-        self.healer = Healer(coordinator, self.config, self.heartbeats, self.deregister)
+        self.healer = Healer(
+            coordinator, self.config, self.heartbeats, self.deregister, self._restart_engine
+        )
 
     @property
     def heartbeat_seconds(self) -> int:
@@ -207,14 +210,31 @@ class FleetHealth:
         by: str,
         job_id: str | None = None,
         reason: str | None = None,
+        issued_by: str | None = None,
     ) -> tuple[Command, Job | None]:
         """Queue an operator command for the factory's next heartbeats (until it acks);
         ``Commands.command`` says what each kind does. Returns the command, and the
         cancelled job if any."""
-        return self.commands.command(product, factory_id, kind, by=by, job_id=job_id, reason=reason)
+        return self.commands.command(
+            product, factory_id, kind, by=by, job_id=job_id, reason=reason, issued_by=issued_by
+        )
 
     def pending_commands(self, product: str, factory_id: str) -> list[Command]:
         return self.commands.pending(product, factory_id)
+
+    def _restart_engine(self, product: str, factory_id: str, job_id: str, reason: str) -> str:
+        """The healer's ``restart-engine`` for one stalled job, to its holder: the command's
+        id."""
+        command, _ = self.commands.command(
+            product,
+            factory_id,
+            "restart-engine",
+            by=HEALER,
+            job_id=job_id,
+            reason=reason,
+            issued_by=HEALER,
+        )
+        return command.id
 
     # --- leaving the fleet -------------------------------------------------------------
 
@@ -232,8 +252,18 @@ class FleetHealth:
         and delete, one table query."""
         revoked = self._tokens.revoke_tokens(product, factory_id, by)
         found = False
+        pruned = by == HEALER
+        event = new_event(
+            "factory_pruned" if pruned else "factory_deregistered",
+            by,
+            self.coord.clock.now(),
+            reason="silent for too long" if pruned else "left the fleet",
+            factory=factory_id,
+        )
         try:
-            self._docs.patch(product, FACTORY_PREFIX + factory_id, [Set("/deregistered", True)])
+            self.coord.fleet_log.patch(
+                product, FACTORY_PREFIX + factory_id, [Set("/deregistered", True)], event
+            )
             found = True
         except NotFound:
             pass
@@ -275,5 +305,6 @@ def fleet_health(
         stall_after_seconds=healer.stall_after_seconds,
         never_started_seconds=healer.never_started_seconds,
         prune_after_seconds=healer.prune_after_seconds,
+        avoid_grace_seconds=healer.avoid_grace_seconds,
     )
     return FleetHealth(coordinator, config, tokens=tokens)

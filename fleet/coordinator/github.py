@@ -35,8 +35,10 @@ from typing import Any, Literal, get_args
 
 from pydantic import SecretStr
 
+from fleet.coordinator.audit import FleetLog
 from fleet.coordinator.clock import Clock
 from fleet.coordinator.product import SYSTEM_PARTITION
+from fleet.domain.audit import new_event, sortable_stamp
 from fleet.domain.models import Document, Timestamp, format_ts
 from fleet.errors import AlreadyExists, ConcurrencyConflict, NotFound, ValidationFailed
 from fleet.store.ports import DocumentStore
@@ -166,10 +168,17 @@ class BindingIndex(Document):
 class GitHubBindings:
     """The bindings of repositories to products, and the record of deliveries."""
 
-    def __init__(self, docs: DocumentStore, clock: Clock, register: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        docs: DocumentStore,
+        clock: Clock,
+        register: Callable[[str], None],
+        fleet_log: FleetLog | None = None,
+    ) -> None:
         self.docs = docs
         self.clock = clock
         self.register = register  # the product registry's: a bound product exists
+        self.log = fleet_log or FleetLog(docs, clock, None)
 
     # --- what operators do -----------------------------------------------------------
 
@@ -212,14 +221,27 @@ class GitHubBindings:
             )
         else:
             binding = current.evolve(**fields)
+        said = "bound" if current is None else "binding changed"
+        if secret is not None and current is not None:
+            said += " (new secret)"
+        event = new_event(
+            "tracker_bound",
+            actor,
+            now,
+            reason=f"{repository}: {said}",
+            repository=repository,
+            label=label,
+        )
         stored = Binding.from_doc(self.docs.upsert(binding.to_doc()))
+        # Beside, not in the binding: an unbinding deletes the binding document.
+        self.log.beside(product, f"bind-{binding.id}-{sortable_stamp(now)}", event)
         return stored, current is None
 
     def of_product(self, product: str) -> list[Binding]:
         rows = self.docs.query(DOCS_OF_TYPE, product, {"type": "tracker_binding"})
         return sorted((Binding.from_doc(r) for r in rows), key=lambda b: b.repository.lower())
 
-    def delete(self, product: str, repository: str) -> None:
+    def delete(self, product: str, repository: str, actor: str = "operator") -> None:
         """Unbind: deliveries naming the repository are refused from now on. 404 when the
         product has no binding of it (and no index left over naming it)."""
         found = False
@@ -233,6 +255,12 @@ class GitHubBindings:
             found = True
         if not found:
             raise NotFound(f"{repository} is not bound to this product", repository=repository)
+        now = self.clock.now()
+        event = new_event(
+            "tracker_unbound", actor, now, reason=f"{repository}: unbound", repository=repository
+        )
+        key = f"unbind-{binding_id(repository)}-{sortable_stamp(now)}"
+        self.log.beside(product, key, event)
 
     # --- what a delivery does --------------------------------------------------------
 

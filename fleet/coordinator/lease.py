@@ -165,13 +165,34 @@ class Leases:
     # --- operator actions --------------------------------------------------------------
 
     def operator(
-        self, product: str, job_id: str, action: Action, operator: str, reason: str | None = None
+        self,
+        product: str,
+        job_id: str,
+        action: Action,
+        operator: str,
+        reason: str | None = None,
+        *,
+        checkpoint: dict[str, Any] | None = None,
     ) -> Job:
+        """An operator's transition. A requeue may carry a ``checkpoint``: it replaces the
+        job's (the next attempt resumes from it) in the same write, and the requeue's event
+        records it, so the history says where the operator restarted it from."""
         if action not in (Action.CANCEL, Action.REQUEUE, Action.SHIP, Action.REJECT):
             raise ValueError(f"{action} is not an operator action")
+        if checkpoint is not None:
+            if action is not Action.REQUEUE:
+                raise ValueError("only a requeue carries a checkpoint")
+            D.check_size(checkpoint=checkpoint)
 
         def change(job: Job, now: datetime) -> Job:
-            return J.operator_action(job, action, operator, now=now, reason=reason)
+            moved = J.operator_action(job, action, operator, now=now, reason=reason)
+            if checkpoint is None:
+                return moved
+            last = moved.events[-1]
+            event = last.model_copy(update={"data": {**last.data, "checkpoint": checkpoint}})
+            return moved.model_copy(
+                update={"checkpoint": checkpoint, "events": (*moved.events[:-1], event)}
+            )
 
         return self.writer.update(product, job_id, change)
 

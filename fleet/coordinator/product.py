@@ -13,13 +13,16 @@ import contextlib
 import dataclasses
 import logging
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import Enum
 from typing import Any
 
+from fleet.coordinator.audit import FleetLog
 from fleet.coordinator.cache import TtlCache
 from fleet.coordinator.clock import Clock
 from fleet.coordinator.config import CoordinatorConfig
 from fleet.domain.alerts import AlertRules
+from fleet.domain.audit import FleetEvent, new_event
 from fleet.domain.models import Factory, format_ts
 from fleet.domain.review import UNKNOWN, factory_kind
 from fleet.domain.scheduler import DEFAULT_WEIGHTS, FactoryView, Weights
@@ -94,6 +97,7 @@ class Products:
         self.docs = docs
         self.clock = clock
         self.config = config
+        self.fleet_log = FleetLog(docs, clock, config.event_ttl_seconds, config.write_retries)
         self._known_products: set[str] = set()
         ttl = config.settings_ttl_seconds
         self._settings_cache: TtlCache[str, ProductSettings] = TtlCache(clock, ttl)
@@ -150,9 +154,11 @@ class Products:
         preemption: dict[str, Any] | None = None,
         alerts: dict[str, Any] | None = None,
         timeout_seconds: int | Keep | None = KEEP,
+        by: str = "operator",
     ) -> dict[str, Any]:
         """Change the product's settings: omitted parts (and omitted weights) are kept;
-        ``timeout_seconds`` None removes the default attempt timeout."""
+        ``timeout_seconds`` None removes the default attempt timeout. The write carries a
+        ``settings_changed`` event saying what changed (before and after)."""
         self.register(product)
         self._settings_cache.forget(product)
         current = self.settings(product)
@@ -164,14 +170,26 @@ class Products:
                 current.timeout_seconds if isinstance(timeout_seconds, Keep) else timeout_seconds
             ),
         )
-        self.docs.upsert(
+        before, after = current.as_dict(), updated.as_dict()
+        changed = sorted(k for k in after if after[k] != before.get(k))
+        now = self.clock.now()
+        event = new_event(
+            "settings_changed",
+            by,
+            now,
+            reason="changed: " + (", ".join(changed) or "nothing"),
+            before={k: before.get(k) for k in changed},
+            after={k: after[k] for k in changed},
+        )
+        self.fleet_log.upsert(
             {
                 "id": SETTINGS_ID,
                 "productId": product,
                 "type": "settings",
-                **updated.as_dict(),
-                "updatedAt": format_ts(self.clock.now()),
-            }
+                **after,
+                "updatedAt": format_ts(now),
+            },
+            event,
         )
         self._settings_cache.put(product, updated)
         return updated.as_dict()
@@ -184,11 +202,13 @@ class Products:
         What the operator or the healer decided (paused, draining, revoked, ...) is kept."""
         self.register(product)
         doc_id = f"factory-{view.id}"
+        log = self.fleet_log
         for _ in range(self.config.write_retries):
             try:
                 current: Factory | None = Factory.from_doc(self.docs.read(product, doc_id))
             except NotFound:
                 current = None
+            now = self.clock.now()
             said: dict[str, Any] = {
                 "capabilities": tuple(sorted(view.capabilities)),
                 "seats": view.seats,
@@ -196,19 +216,20 @@ class Products:
                 "cost": view.cost,
                 "version": version,
                 "status": "live",
-                "lastSeen": self.clock.now(),
+                "lastSeen": now,
             }
+            event = _registration_event(view, current, now)
             try:
                 if current is None:
                     factory = Factory(id=doc_id, productId=product, **said)
-                    return Factory.from_doc(self.docs.create(factory.to_doc()))
+                    return Factory.from_doc(log.create(factory.to_doc(), event))
                 if current.reviewKind == UNKNOWN:
                     # Its enrollment said no kind (no token kind, no allowlist, no engine):
                     # the first registration that names one fixes it, once, as enrollment
                     # would have. Re-registering never changes a kind already fixed.
                     said["reviewKind"] = factory_kind(view.capabilities)
                 updated = current.evolve(**said)
-                return Factory.from_doc(self.docs.replace(updated.to_doc(), etag=current.etag))
+                return Factory.from_doc(log.replace(updated.to_doc(), event, etag=current.etag))
             except (AlreadyExists, ConcurrencyConflict):
                 continue
         raise ConcurrencyConflict(f"factory {view.id} is changing too fast; retry")
@@ -341,3 +362,24 @@ def weights_from(raw: Any, default: Weights) -> Weights:
     values = {k: int(v) if k == "exclude_after_failures" else float(v) for k, v in values.items()}
     # Values were filtered to the dataclass's own numeric fields just above.
     return dataclasses.replace(default, **values)  # type: ignore[arg-type]
+
+
+def _registration_event(view: FactoryView, current: Factory | None, now: datetime) -> FleetEvent:
+    """What a registration says: a factory joined (``factory_registered``), or one marked
+    stale or down is heartbeating again (``factory_live``)."""
+    actor = f"factory:{view.id}"
+    caps = sorted(view.capabilities)
+    if current is not None and current.status != "live":
+        reason = f"heartbeating again (was {current.status})"
+        return new_event("factory_live", actor, now, reason=reason, factory=view.id)
+    reason = f"{view.seats} seats; " + (", ".join(caps) or "no capabilities")
+    again = current is not None
+    return new_event(
+        "factory_registered",
+        actor,
+        now,
+        reason=("registered again: " if again else "joined: ") + reason,
+        factory=view.id,
+        seats=view.seats,
+        capabilities=caps,
+    )

@@ -7,6 +7,7 @@ move is a conditional write that a concurrent one makes lose."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -16,7 +17,8 @@ from fleet.coordinator.config import Part
 from fleet.coordinator.product import Gate, Products
 from fleet.coordinator.writer import JobNotFound, Writer
 from fleet.domain import jobs as J
-from fleet.domain.models import Job, format_ts
+from fleet.domain.models import Avoid, Job, format_ts
+from fleet.domain.scheduler import avoided
 from fleet.domain.stages import LEASED, Stage
 from fleet.errors import ConcurrencyConflict, FleetError, NotFound, StoreUnavailable
 from fleet.store.queries import EXPIRED_LEASES, JOBS_IN_STAGE, LEASED_JOBS
@@ -133,7 +135,9 @@ class Reaper(Part):
             able = {
                 fid
                 for fid, v in views.items()
-                if set(job.capabilities) <= v.capabilities and not v.paused
+                if set(job.capabilities) <= v.capabilities
+                and not v.paused
+                and avoided(job, fid) is None  # it stalled there: no eviction for it
             }
             if not able or any(held.get(f, 0) < views[f].seats for f in able):
                 continue  # nobody can run it, or someone has a free seat: no eviction
@@ -201,31 +205,55 @@ class Reaper(Part):
         self.channels.reconcile(product, running, self.config.quota_quiet_seconds)
 
     def take_back(
-        self, product: str, job_id: str, epoch: int, reason: str, actor: str = "healer"
+        self,
+        product: str,
+        job_id: str,
+        epoch: int,
+        reason: str,
+        actor: str = "healer",
+        *,
+        avoid: Avoid | None = None,
+        applies: Callable[[Job], bool] | None = None,
     ) -> Job | None:
         """Requeue (or dead-letter) a leased job at exactly this epoch, fencing its holder:
-        for the self-healer (stalled, never started) and for revoked holders. ``None`` when
-        the job moved on meanwhile (another epoch, no longer leased): nothing to do."""
+        for the self-healer (stalled, never started, holder down) and for revoked holders.
+        ``avoid`` is recorded on the job in the same write (``fleet.domain.jobs.expire``);
+        ``applies`` re-checks the caller's verdict on the job as read. ``None`` when the job
+        moved on meanwhile (another epoch, no longer leased, the verdict no longer holds, a
+        lost race): nothing to do, or the next pass's to decide."""
         try:
             job = self.writer.get_job(product, job_id)
         except JobNotFound:
             return None
         if job.epoch != epoch or job.stage not in LEASED:
             return None
-        taken = self._take_back_once(job, self.clock.now(), reason, actor)
+        if applies is not None and not applies(job):
+            return None
+        taken = self._take_back_once(job, self.clock.now(), reason, actor, avoid)
         if taken is not None and taken.stage is Stage.QUEUED:
             self.gate.bump(product)
         return taken
 
     def _take_back_once(
-        self, job: Job, now: datetime, reason: str, actor: str = "reaper"
+        self,
+        job: Job,
+        now: datetime,
+        reason: str,
+        actor: str = "reaper",
+        avoid: Avoid | None = None,
     ) -> Job | None:
         try:
-            return self.writer.write(
-                J.expire(job, now=now, reason=reason, actor=actor), job.etag, spill=True
+            taken = self.writer.write(
+                J.expire(job, now=now, reason=reason, actor=actor, avoid=avoid),
+                job.etag,
+                spill=True,
             )
         except (ConcurrencyConflict, NotFound):
             return None  # it moved: whoever moved it decided
+        # The lease is over: its budget reservation and channel slot go back now, not when
+        # the reconciliation finds them.
+        self.writer.settle(job, taken)
+        return taken
 
 
 def _recently_preempted_for(job: Job, now: datetime, seconds: float) -> bool:

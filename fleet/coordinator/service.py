@@ -33,6 +33,7 @@ from typing import Any, Concatenate, Generic, ParamSpec, Self, TypeVar, overload
 
 from fleet.coordinator.artifacts import Artifacts
 from fleet.coordinator.attempt_quota import AttemptQuota, limits_of
+from fleet.coordinator.audit import FleetLog
 from fleet.coordinator.budgets import Budgets
 from fleet.coordinator.channels import ChannelLimits
 from fleet.coordinator.claim import Cadence, ClaimResult, Claims
@@ -113,8 +114,11 @@ class Coordinator:
         self.docs = docs = stores.documents
         self.clock = clock = clock or SystemClock()
         self.config = config = config or CoordinatorConfig()
-        self.budgets = Budgets(docs, clock, config.settings_ttl_seconds)
-        self.channels = ChannelLimits(stores.tables, clock)
+        self.fleet_log = fleet_log = FleetLog(
+            docs, clock, config.event_ttl_seconds, config.write_retries
+        )
+        self.budgets = Budgets(docs, clock, config.settings_ttl_seconds, fleet_log)
+        self.channels = ChannelLimits(stores.tables, clock, fleet_log)
         self._gate = gate = Gate(docs, config)
         self._products = products = Products(docs, clock, config)
         self._writer = writer = Writer(docs, clock, config, self.budgets, self.channels, gate)
@@ -138,6 +142,7 @@ class Coordinator:
     job_events = _Via("_feed", Feed.job_events)
     job_runs = _Via("_feed", Feed.job_runs)
     product_events = _Via("_feed", Feed.product_events)
+    product_events_before = _Via("_feed", Feed.product_events_before)
     record_agent_events = _Via("_feed", Feed.record_agent_events)
     agent_events = _Via("_feed", Feed.agent_events)
     explain = _Via("_feed", Feed.explain)

@@ -13,6 +13,7 @@ from fleet.coordinator.config import Part
 from fleet.coordinator.product import Gate, Products
 from fleet.coordinator.writer import JobNotFound, Writer, deps_verdict
 from fleet.domain import jobs as J
+from fleet.domain.audit import new_event
 from fleet.domain.ids import key_digest, sortable_id
 from fleet.domain.manifest import Manifest, ProfileSpec
 from fleet.domain.models import Deps, Event, Job, Profile, queue_key
@@ -303,8 +304,11 @@ class Submissions(Part):
             )
         return Profile.from_doc(rows[0])
 
-    def put_profile(self, product: str, name: str, spec: ProfileSpec) -> Profile:
-        """Create the next immutable version of a profile."""
+    def put_profile(
+        self, product: str, name: str, spec: ProfileSpec, by: str = "operator"
+    ) -> Profile:
+        """Create the next immutable version of a profile (its ``profile_saved`` event in
+        the same write)."""
         self.products.register(product)
         for _ in range(self.config.write_retries):
             rows = self.docs.query(PROFILE_VERSIONS, product, {"name": name, "top": 1})
@@ -320,8 +324,16 @@ class Submissions(Part):
                 description=spec.description,
                 createdAt=self.clock.now(),
             )
+            event = new_event(
+                "profile_saved",
+                by,
+                profile.createdAt,
+                reason=f"{name} version {version}",
+                profile=name,
+                version=version,
+            )
             try:
-                return Profile.from_doc(self.docs.create(profile.to_doc()))
+                return Profile.from_doc(self.fleet_log.create(profile.to_doc(), event))
             except AlreadyExists:
                 continue  # another writer took this version number: take the next
         raise ConcurrencyConflict(f"profile {name} is being changed concurrently; retry")

@@ -151,9 +151,14 @@ class Tokens:
             self.clock,
             entropy,
             default_ttl_seconds=self.config.enrollment_ttl_seconds,
+            fleet_log=coordinator.fleet_log,
         )
         self._factories = FactoryTokens(
-            self._store, self.docs, self.clock, grace_seconds=self.config.grace_seconds
+            self._store,
+            self.docs,
+            self.clock,
+            grace_seconds=self.config.grace_seconds,
+            fleet_log=coordinator.fleet_log,
         )
         self._operators = OperatorTokens(self._store, self.clock)
 

@@ -169,7 +169,9 @@ class Tracker:
             what="tracker echo",
             poster=poster,
         )
-        self.github = GitHubBindings(coordinator.docs, coordinator.clock, coordinator.register)
+        self.github = GitHubBindings(
+            coordinator.docs, coordinator.clock, coordinator.register, coordinator.fleet_log
+        )
 
     # --- ingest ----------------------------------------------------------------------
 
@@ -274,6 +276,7 @@ class Tracker:
             cursor,
             self.config.batch,
             alerts=False,
+            fleet=False,
             settle_seconds=self.config.settle_seconds,
         )
         for event in events:

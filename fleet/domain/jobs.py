@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from fleet.domain import runs as R
-from fleet.domain.models import Event, Job, Lease, Run, RunOutcome, format_ts, queue_key
+from fleet.domain.models import Avoid, Event, Job, Lease, Run, RunOutcome, format_ts, queue_key
 from fleet.domain.stages import LEASED, Action, Stage, next_stage
 from fleet.errors import Fenced, FleetError
 
@@ -218,23 +218,50 @@ def assign(
     )
 
 
-def expire(job: Job, *, now: datetime, reason: str | None = None, actor: str = "reaper") -> Job:
+def expire(
+    job: Job,
+    *,
+    now: datetime,
+    reason: str | None = None,
+    actor: str = "reaper",
+    avoid: Avoid | None = None,
+) -> Job:
     """The reaper's move: requeue (or dead-letter) a job whose lease expired — or whose
-    holder is gone, stalled or revoked — fencing the old holder by bumping the epoch. The
-    checkpoint is kept for the next attempt; the holder is remembered as having failed it."""
+    holder is gone, down, stalled or revoked — fencing the old holder by bumping the epoch.
+    The checkpoint is kept for the next attempt; the attempt stays counted; its run is closed
+    ``taken_back``; the holder is remembered as having failed it. With ``avoid`` (a job that
+    stalled there) the scheduler also keeps the job away from that factory (``Job.avoid``),
+    recorded in the same document and in the event's data."""
     holder = job.lease.holder if job.lease else None
     exhausted = job.attempts >= job.maxAttempts
     why = reason or f"lease held by {holder} expired"
+    changes: dict[str, Any] = {}
+    data: dict[str, Any] | None = None
+    if avoid is not None:
+        changes["avoid"] = with_avoid(job.avoid, avoid)
+        data = {"avoid": avoid.model_dump(mode="json")}
     return transition(
         job,
         Action.EXPIRE_FINAL if exhausted else Action.EXPIRE,
         actor=actor,
         now=now,
         reason=why + (", attempts exhausted" if exhausted else ""),
+        data=data,
         epoch=job.epoch + 1,
         failedBy=_with(job.failedBy, holder),
         queueKey=queue_key(job.priority, job.createdAt, job.id),
+        **changes,
     )
+
+
+# A job avoids few factories; bounded all the same (one entry per factory, the newest kept).
+MAX_AVOIDS_KEPT = 20
+
+
+def with_avoid(avoids: tuple[Avoid, ...], entry: Avoid) -> tuple[Avoid, ...]:
+    """``avoids`` with ``entry`` as the newest, replacing an older one for its factory."""
+    kept = tuple(a for a in avoids if a.factory != entry.factory)
+    return (*kept, entry)[-MAX_AVOIDS_KEPT:]
 
 
 def preempt(job: Job, *, now: datetime, for_job: str) -> Job:

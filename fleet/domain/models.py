@@ -202,6 +202,18 @@ class Run(Model):
     durationSeconds: float | None = None
 
 
+class Avoid(Model):
+    """A factory the scheduler keeps a job away from (``fleet.domain.scheduler``): written by
+    the self-healer with the take-back of a job that stalled there. It may return there only
+    once the job has waited ``graceSeconds`` in the queue with no other live factory taking
+    it."""
+
+    factory: str
+    reason: str  # "stalled on F"
+    at: Timestamp
+    graceSeconds: int
+
+
 class Job(Document):
     type: Literal["job"] = "job"
     title: str
@@ -233,6 +245,7 @@ class Job(Document):
     failedBy: tuple[str, ...] = ()
     unroutable: bool = False
     stalled: bool = False  # flagged by the self-healer: holder alive, progress not moving
+    avoid: tuple[Avoid, ...] = ()  # factories it stalled on (the healer), newest last
     costs: dict[str, float] = Field(default_factory=dict)  # USD reported per attempt (epoch)
     reservation: str | None = None  # the budget reservation of the current attempt
     parentId: str | None = None  # set on the children of a decomposed job
@@ -294,6 +307,11 @@ class Factory(Document):
     revoked: bool = False  # its token was revoked: its held jobs go back to the queue
     deregistered: bool = False  # left the fleet: likewise
     lastSeen: Timestamp
+    # Its fleet events (``fleet.domain.audit``): registered, live/stale/down, commands...,
+    # written with the change each describes; the older ones spilled.
+    events: tuple[dict[str, Any], ...] = ()
+    eventSeq: int = 0
+    lastEventAt: Timestamp | None = None
 
     @property
     def seat_limit(self) -> int:

@@ -16,6 +16,11 @@ the assignment event and ``explain`` can show the operator exactly why:
 
 Ties are broken deterministically but differently per factory (a hash of factory and job),
 so racing factories spread over the candidates instead of all fighting for the first one.
+
+A factory the job *avoids* (``Job.avoid``: the self-healer took the job back from it after it
+stalled there) does not get it while another live factory could take it: it may return there
+only once the job has waited its ``graceSeconds`` in the queue with no other taker
+(``avoid_reason``; ``explain`` says "avoided: stalled on F").
 """
 
 from __future__ import annotations
@@ -25,7 +30,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from fleet.domain.models import Job
+from fleet.domain.models import Avoid, Job
+from fleet.domain.stages import Stage
 
 
 @dataclass(frozen=True)
@@ -83,6 +89,50 @@ class Verdict:
 
 def failures_by(job: Job, factory_id: str) -> int:
     return sum(1 for f in job.failedBy if f == factory_id)
+
+
+def avoided(job: Job, factory_id: str) -> Avoid | None:
+    """The job's newest avoid entry for this factory, if any."""
+    return next((a for a in reversed(job.avoid) if a.factory == factory_id), None)
+
+
+def queued_since(job: Job) -> datetime:
+    """When the job last entered the queue: the newest event that moved it there (else its
+    last change, which is no earlier: it only delays a return, never hastens one)."""
+    for event in reversed(job.events):
+        if event.toStage is Stage.QUEUED and event.fromStage is not Stage.QUEUED:
+            return event.at
+    return job.updatedAt
+
+
+def avoid_reason(
+    job: Job,
+    factory: FactoryView,
+    now: datetime,
+    fleet: Sequence[FactoryView] | None = None,
+    weights: Weights = DEFAULT_WEIGHTS,
+) -> str | None:
+    """Why ``factory`` may not take the job because the job avoids it, or None.
+
+    It may not while another factory of ``fleet`` could take the job now (live, free, able,
+    and not avoided itself); nor, fleet known or not, before the job has waited the avoid
+    entry's ``graceSeconds`` in the queue. The claim sees only the claiming factory: there
+    the wait stands for the rest (a job another live factory could take does not wait
+    that long)."""
+    entry = avoided(job, factory.id)
+    if entry is None:
+        return None
+    why = f"avoided: {entry.reason}"
+    if fleet is not None and any(
+        other.id != factory.id
+        and avoided(job, other.id) is None
+        and hard_filter(job, other, weights).eligible
+        for other in fleet
+    ):
+        return why
+    if (now - queued_since(job)).total_seconds() < entry.graceSeconds:
+        return why
+    return None
 
 
 def hard_filter(job: Job, factory: FactoryView, weights: Weights = DEFAULT_WEIGHTS) -> Verdict:
@@ -143,12 +193,16 @@ def rank(
     factory: FactoryView,
     now: datetime,
     weights: Weights = DEFAULT_WEIGHTS,
+    fleet: Sequence[FactoryView] | None = None,
 ) -> list[tuple[Job, Breakdown]]:
-    """Eligible jobs for this factory, best first. Deterministic for the same inputs."""
+    """Eligible jobs for this factory, best first. Deterministic for the same inputs.
+    ``fleet`` (the product's factories, when the caller has them) sharpens the avoid rule
+    (``avoid_reason``)."""
     scored = [
         (job, score(job, factory, now, weights))
         for job in jobs
         if _eligible_for_claim(job, factory, weights)
+        and avoid_reason(job, factory, now, fleet, weights) is None
     ]
     if not scored:
         return []
@@ -186,11 +240,13 @@ def explain(
     for factory in factories:
         verdict = hard_filter(job, factory, weights)
         breakdown = score(job, factory, now, weights) if not verdict.missing else None
+        avoiding = avoid_reason(job, factory, now, factories, weights)
+        reasons = (*verdict.reasons, avoiding) if avoiding else verdict.reasons
         verdicts.append(
             Verdict(
                 factory=verdict.factory,
-                eligible=verdict.eligible,
-                reasons=verdict.reasons,
+                eligible=not reasons,
+                reasons=reasons,
                 missing=verdict.missing,
                 breakdown=breakdown,
             )

@@ -13,7 +13,13 @@ from fleet.domain.stages import Action
 from fleet.http.jobs import job_id_of
 from fleet.http.operation import Call, Handler, Operations, Reply, json_body
 from fleet.http.params import JOB_ID
-from fleet.http.parsing import ActionBody, ReprioritizeBody, json_value, parse_model
+from fleet.http.parsing import (
+    ActionBody,
+    ReprioritizeBody,
+    RequeueBody,
+    json_value,
+    parse_model,
+)
 from fleet.http.responses import reply
 from fleet.http.views import JobView
 
@@ -22,7 +28,9 @@ operations = Operations()
 _JOB = {200: Reply("The job, as it is now.", JobView)}
 
 
-def _action(action: Action, summary: str) -> Callable[[Handler], Handler]:
+def _action(
+    action: Action, summary: str, body: type[ActionBody] = ActionBody, more: str = ""
+) -> Callable[[Handler], Handler]:
     return operations.route(
         f"fleet/jobs/{{id}}/{action.value}",
         "POST",
@@ -30,9 +38,9 @@ def _action(action: Action, summary: str) -> Callable[[Handler], Handler]:
         id=f"{action.value}Job",
         summary=summary,
         tag="operator",
-        description="409 `illegal_transition` when the job's stage does not allow it.",
+        description="409 `illegal_transition` when the job's stage does not allow it." + more,
         params=(JOB_ID,),
-        body=json_body(ActionBody, required=False, description="Optional; the reason is recorded."),
+        body=json_body(body, required=False, description="Optional; the reason is recorded."),
         replies=_JOB,
         errors=(400, 404, 409),
     )
@@ -52,9 +60,25 @@ def cancel_job(req: func.HttpRequest, call: Call) -> func.HttpResponse:
     return _act(req, call, Action.CANCEL)
 
 
-@_action(Action.REQUEUE, "Queue a job again")
+@_action(
+    Action.REQUEUE,
+    "Queue a job again",
+    RequeueBody,
+    " With a `checkpoint`, the next attempt resumes from it (it replaces the job's; "
+    "recorded in the requeue event).",
+)
 def requeue_job(req: func.HttpRequest, call: Call) -> func.HttpResponse:
-    return _act(req, call, Action.REQUEUE)
+    principal = call.principal
+    body = parse_model(RequeueBody, json_value(req, required=False))
+    job = call.context.coordinator.operator(
+        principal.product,
+        job_id_of(req),
+        Action.REQUEUE,
+        principal.id,
+        body.reason,
+        checkpoint=body.checkpoint,
+    )
+    return reply(JobView.of(job))
 
 
 @_action(Action.SHIP, "Mark a job shipped")

@@ -16,7 +16,7 @@ from fleet.coordinator.identity import NAME
 from fleet.errors import ValidationFailed
 from fleet.http.operation import Call, Operations, Reply, json_body
 from fleet.http.params import CHANNEL, PRODUCT_ID
-from fleet.http.parsing import Body, body_model
+from fleet.http.parsing import ActionBody, Body, body_model, json_value, parse_model
 from fleet.http.responses import reply
 from fleet.http.views import View
 
@@ -165,7 +165,7 @@ def put_budget(req: func.HttpRequest, call: Call) -> func.HttpResponse:
     """Set the ceiling (null: no ceiling); spend and reservations are kept."""
     product = call.principal.product  # the path's: checked by the caller's token
     body = body_model(req, BudgetBody)
-    call.context.coordinator.budgets.put(product, body.ceilingUsd)
+    call.context.coordinator.budgets.put(product, body.ceilingUsd, call.principal.actor)
     return reply(_budget_view(call.context.coordinator, product))
 
 
@@ -205,14 +205,16 @@ def adjust_budget(req: func.HttpRequest, call: Call) -> func.HttpResponse:
     summary="Pause the product: no job of it may start",
     tag="budgets",
     params=(PRODUCT_ID,),
+    body=json_body(ActionBody, required=False, description="Optional; the reason is recorded."),
     replies=_BUDGET_NOW,
     errors=(400,),
 )
 def pause_budget(req: func.HttpRequest, call: Call) -> func.HttpResponse:
     """No job of this product may start until it is resumed."""
     product = call.principal.product  # the path's: checked by the caller's token
+    reason = parse_model(ActionBody, json_value(req, required=False)).reason
     coord = call.context.coordinator
-    coord.budgets.set_paused(product, True)
+    coord.budgets.set_paused(product, True, call.principal.actor, reason)
     return reply(_budget_view(coord, product))
 
 
@@ -224,14 +226,16 @@ def pause_budget(req: func.HttpRequest, call: Call) -> func.HttpResponse:
     summary="Lift an operator's pause",
     tag="budgets",
     params=(PRODUCT_ID,),
+    body=json_body(ActionBody, required=False, description="Optional; the reason is recorded."),
     replies=_BUDGET_NOW,
     errors=(400,),
 )
 def resume_budget(req: func.HttpRequest, call: Call) -> func.HttpResponse:
     """Lift an operator's pause (an auto-pause lasts until the ceiling allows more)."""
     product = call.principal.product  # the path's: checked by the caller's token
+    reason = parse_model(ActionBody, json_value(req, required=False)).reason
     coord = call.context.coordinator
-    coord.budgets.set_paused(product, False)
+    coord.budgets.set_paused(product, False, call.principal.actor, reason)
     coord.bump_gate(product)  # work may be claimable again
     return reply(_budget_view(coord, product))
 
@@ -296,6 +300,7 @@ def put_channel(req: func.HttpRequest, call: Call) -> func.HttpResponse:
         rate=body.ratePerMinute,
         burst=body.burst,
         max_running=body.maxRunning,
+        by=principal.actor,
     )
     coord.bump_gate(principal.product)  # a raised limit may make work claimable
     return reply(ChannelView.model_validate(channel.view(coord.clock.now())))
@@ -317,6 +322,6 @@ def delete_channel(req: func.HttpRequest, call: Call) -> func.HttpResponse:
     """Remove a channel's limits (its jobs are then unlimited)."""
     principal = call.principal
     coord = call.context.coordinator
-    coord.channels.delete(principal.product, _path_name(req, "channel"))
+    coord.channels.delete(principal.product, _path_name(req, "channel"), principal.actor)
     coord.bump_gate(principal.product)
     return func.HttpResponse(status_code=204)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import azure.functions as func
 
+from fleet.coordinator.feed import EventFilter
 from fleet.coordinator.service import KEEP
 from fleet.domain.scheduler import FactoryView
 from fleet.errors import Problem, ValidationFailed
@@ -173,28 +174,86 @@ def list_factories(req: func.HttpRequest, call: Call) -> func.HttpResponse:
     "GET",
     caller="operator",
     id="productEvents",
-    summary="Every job's events after a cursor, oldest first",
+    summary="The product's event log: jobs' transitions, fleet operations, alerts",
     tag="fleet",
+    description=(
+        "Oldest first after `after` (follow `cursor` for live views), or, with `before` "
+        "(empty: now), the newest events older than it, newest first (pass `cursor` back as "
+        "`before` for the next page; `more` says whether older ones may follow). Fleet events "
+        "(`fleet: true`) have an actor and a reason: enrollment, tokens, registration, "
+        "commands queued and acknowledged, live/stale/down, budgets, settings, channels, "
+        "profiles, tracker bindings. Filters: `type`, `factory`, `job`, `operator`."
+    ),
     params=(
         query_param("after", "The `cursor` of the previous page.", {"type": "string"}),
+        query_param(
+            "before",
+            "Newest first: events older than this cursor (empty: now).",
+            {"type": "string"},
+        ),
         query_param(
             "limit",
             "At most this many events (larger values are capped at 500).",
             {"type": "integer", "minimum": 1, "default": 200},
+        ),
+        query_param("type", "Only these event types (comma-separated).", {"type": "string"}),
+        query_param(
+            "factory",
+            "Only this factory's events and those of the jobs it held.",
+            {"type": "string"},
+        ),
+        query_param("job", "Only this job's events.", {"type": "string"}),
+        query_param(
+            "operator",
+            "Only what this actor did (`operator:NAME`; a bare name is an operator's).",
+            {"type": "string"},
         ),
     ),
     replies={200: Reply("The events and the cursor to pass back.", ProductEvents)},
     errors=(400,),
 )
 def product_events(req: func.HttpRequest, call: Call) -> func.HttpResponse:
-    """Every job's events after a cursor, oldest first; pass back ``cursor`` to follow.
-    Operators only: a factory reads the history of the jobs it holds, not everyone's."""
+    """The product's event log, oldest first after a cursor (live views) or newest first
+    before one (the log's pages). Operators only: a factory reads the history of the jobs
+    it holds, not everyone's."""
     principal = call.principal
     limit = min(500, int_param(req, "limit", 200, minimum=1))
-    events, cursor = call.context.coordinator.product_events(
-        principal.product, req.params.get("after"), limit
+    only = _event_filter(req)
+    coord = call.context.coordinator
+    if "before" in req.params:
+        if req.params.get("after"):
+            raise ValidationFailed.one("before", "exclusive", "give `after` or `before`, not both")
+        events, cursor, more = coord.product_events_before(
+            principal.product, req.params.get("before") or None, limit, only=only
+        )
+        return reply(ProductEvents.of(events, cursor, more))
+    events, cursor = coord.product_events(
+        principal.product, req.params.get("after"), limit, only=only
     )
     return reply(ProductEvents.of(events, cursor))
+
+
+_FILTER_CHARS = 200
+
+
+def _event_filter(req: func.HttpRequest) -> EventFilter | None:
+    """The log's filters from the query (each bounded; none given: None)."""
+    given = {}
+    for name in ("type", "factory", "job", "operator"):
+        value = (req.params.get(name) or "").strip()
+        if len(value) > _FILTER_CHARS:
+            raise ValidationFailed.one(name, "too_long", f"at most {_FILTER_CHARS} characters")
+        if value:
+            given[name] = value
+    if not given:
+        return None
+    types = given.get("type")
+    return EventFilter(
+        types=frozenset(t.strip() for t in types.split(",") if t.strip()) if types else None,
+        factory=given.get("factory"),
+        job=given.get("job"),
+        actor=given.get("operator"),
+    )
 
 
 @operations.route(
@@ -288,6 +347,6 @@ def put_settings(req: func.HttpRequest, call: Call) -> func.HttpResponse:
     # Omitted: kept; null: the product has no default attempt timeout.
     timeout = body.timeoutSeconds if "timeoutSeconds" in body.model_fields_set else KEEP
     settings = call.context.coordinator.put_product_settings(
-        principal.product, weights, preemption, alerts, timeout
+        principal.product, weights, preemption, alerts, timeout, principal.actor
     )
     return reply(Settings.model_validate(settings))

@@ -98,13 +98,31 @@ class AlertFeedEvent(AlertEvent):
     reason: str
 
 
+class FleetFeedEvent(View):
+    """A fleet event in the product-wide feed: enrollment, tokens, registration, commands,
+    live/stale/down, budgets, settings, channels, profiles, tracker bindings."""
+
+    fleet: Literal[True] = Field(description="In the event feed: a fleet event.")
+    seq: int = Field(description="Per document the event was written with.")
+    type: str = Field(description="One of the fleet event types (docs/api.md#event-log).")
+    at: TimeText
+    actor: str = Field(description="Who: `operator:NAME`, `factory:NAME`, `healer`, ...")
+    reason: str | None
+    factory: str | None
+    jobId: str | None
+    details: dict[str, Any]
+
+
 class ProductEvents(View):
-    events: list[JobFeedEvent | AlertFeedEvent]
-    cursor: str | None = Field(description="Pass back as `after`.")
+    events: list[JobFeedEvent | AlertFeedEvent | FleetFeedEvent]
+    cursor: str | None = Field(
+        description="Pass back as `after` (oldest first) or as `before` (newest first)."
+    )
+    more: bool | None = omitted("Newest first (`before`): whether older events may follow.")
 
     @classmethod
-    def of(cls, events: list[dict[str, Any]], cursor: str | None) -> Self:
-        return cls.model_validate({"events": events, "cursor": cursor})
+    def of(cls, events: list[dict[str, Any]], cursor: str | None, more: bool | None = None) -> Self:
+        return cls.model_validate({"events": events, "cursor": cursor, "more": more})
 
 
 # --- metrics ------------------------------------------------------------------------------

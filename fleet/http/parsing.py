@@ -193,6 +193,13 @@ class ActionBody(Body):
     reason: str | None = Field(default=None, max_length=2000)
 
 
+class RequeueBody(ActionBody):
+    """A requeue may carry the operator's checkpoint: the next attempt resumes from it
+    (it replaces the job's checkpoint; its size counts as a report's does)."""
+
+    checkpoint: dict[str, Any] | None = None
+
+
 class ReprioritizeBody(Body):
     priority: int = Field(ge=0, le=9)
     reason: str | None = Field(default=None, max_length=2000)

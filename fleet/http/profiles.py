@@ -79,7 +79,7 @@ def put_profile(req: func.HttpRequest, call: Call) -> func.HttpResponse:
         spec = parse_profile_markdown(body_bytes(req).decode("utf-8", errors="replace"))
     else:
         spec = parse_profile_json(json_value(req))
-    profile = call.context.coordinator.put_profile(principal.product, name, spec)
+    profile = call.context.coordinator.put_profile(principal.product, name, spec, principal.actor)
     return reply(ProfileView.of(profile), 201)
 
 

@@ -8,7 +8,7 @@ from dataclasses import replace
 from typing import Annotated, Literal
 
 import azure.functions as func
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, Field, StringConstraints
 
 from fleet.coordinator.github import (
     ASSOCIATIONS,
@@ -73,6 +73,10 @@ REPOSITORY_DESCRIPTION = "The repository, `owner/name` (GitHub's names are case-
 
 
 Printable = Annotated[str, AfterValidator(printable)]
+# The bounds inside the type: on ``Secret | None`` a Field's bounds read as a list's ("items").
+Secret = Annotated[
+    str, StringConstraints(min_length=MIN_SECRET, max_length=MAX_SECRET), AfterValidator(printable)
+]
 
 
 class GitHubBindingBody(Body):
@@ -81,10 +85,8 @@ class GitHubBindingBody(Body):
     repository: str = Field(
         pattern=REPOSITORY_PATTERN, max_length=140, description=REPOSITORY_DESCRIPTION
     )
-    secret: Printable | None = Field(
+    secret: Secret | None = Field(
         default=None,
-        min_length=MIN_SECRET,
-        max_length=MAX_SECRET,
         repr=False,
         json_schema_extra={"format": "password", "writeOnly": True},
         description=(
@@ -270,7 +272,7 @@ def delete_github_binding(req: func.HttpRequest, call: Call) -> func.HttpRespons
     repository = req.params.get("repository") or ""
     if len(repository) > 140 or not valid_repository(repository):
         raise ValidationFailed.one("repository", "invalid_repository", "owner/name")
-    call.context.tracker.github.delete(call.principal.product, repository)
+    call.context.tracker.github.delete(call.principal.product, repository, call.principal.actor)
     return func.HttpResponse(status_code=204)
 
 

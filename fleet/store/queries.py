@@ -218,18 +218,18 @@ AGENT_EVENTS_OF_JOB = NamedQuery(
 
 # The product-wide live feed: jobs whose history moved at or after a cursor time, with
 # their embedded events and nothing else (not a checkpoint, a body or a result).
-FEED_FIELDS = ("id", "lastEventAt", "events")
-JOBS_CHANGED_SINCE = NamedQuery(
-    name="jobs_changed_since",
+# The product's event feed: every document holding events (a job's transitions, a factory's
+# or a budget's fleet events, an event logged beside its state: ``fleet.domain.audit``) whose
+# latest event is at or after ``@since``; only what the feed reads of each.
+FEED_FIELDS = ("id", "type", "source", "lastEventAt", "events")
+EVENTS_CHANGED_SINCE = NamedQuery(
+    name="events_changed_since",
     sql=(
         f"SELECT TOP @top {select_list(FEED_FIELDS)} FROM c WHERE c.productId = @partition "
-        "AND c.type = 'job' AND c.lastEventAt >= @since ORDER BY c.lastEventAt ASC"
+        "AND c.lastEventAt >= @since ORDER BY c.lastEventAt ASC"
     ),
-    where=_all(
-        _is_job,
-        lambda doc, params: (
-            isinstance(doc.get("lastEventAt"), str) and doc["lastEventAt"] >= params["since"]
-        ),
+    where=lambda doc, params: (
+        isinstance(doc.get("lastEventAt"), str) and doc["lastEventAt"] >= params["since"]
     ),
     order_by="/lastEventAt",
     top_param="top",
@@ -271,6 +271,7 @@ JOB_SUMMARY_FIELDS = (
     "lease",
     "attempts",
     "failedBy",
+    "avoid",
     "unroutable",
     "stalled",
     "costs",
@@ -420,7 +421,7 @@ ALL_QUERIES = (
     EVENTS_OF_JOB,
     RUNS_OF_JOB,
     AGENT_EVENTS_OF_JOB,
-    JOBS_CHANGED_SINCE,
+    EVENTS_CHANGED_SINCE,
     JOBS_PAGE,
     JOBS_OF_HOLDER_PAGE,
     ARTIFACTS_OF_JOB,

@@ -28,6 +28,7 @@ param healerDownAfterSeconds string
 param healerStallAfterSeconds string
 param healerNeverStartedSeconds string
 param healerPruneAfterSeconds string
+param healerAvoidGraceSeconds string
 param agentEventsPerAttempt string
 param agentEventBytesPerAttempt string
 param artifactsPerAttempt string
@@ -180,6 +181,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     HEALER_STALL_AFTER_SECONDS: healerStallAfterSeconds
     HEALER_NEVER_STARTED_SECONDS: healerNeverStartedSeconds
     HEALER_PRUNE_AFTER_SECONDS: healerPruneAfterSeconds
+    HEALER_AVOID_GRACE_SECONDS: healerAvoidGraceSeconds
     FLEET_AGENT_EVENTS_PER_ATTEMPT: agentEventsPerAttempt
     FLEET_AGENT_EVENT_BYTES_PER_ATTEMPT: agentEventBytesPerAttempt
     FLEET_ARTIFACTS_PER_ATTEMPT: artifactsPerAttempt

@@ -10,9 +10,9 @@ from fleet.store.queries import (
     CLAIM_OF_REQUEST,
     COUNT_JOBS_IN_STAGE,
     COUNT_LIVE_LEASES_OF_HOLDER,
+    EVENTS_CHANGED_SINCE,
     EVENTS_OF_JOB,
     EXPIRED_LEASES,
-    JOBS_CHANGED_SINCE,
     JOBS_OF_HOLDER_PAGE,
     JOBS_OLDEST_IN_STAGE,
     JOBS_PAGE,
@@ -91,9 +91,34 @@ def test_queries_jobs_changed_since(stores: Stores, partition: str) -> None:
     docs.create(_job(partition, 2, lastEventAt="2026-01-01T00:00:01.000000Z"))
     docs.create(_job(partition, 3, lastEventAt="2026-01-01T00:00:02.000000Z"))
     rows = docs.query(
-        JOBS_CHANGED_SINCE, partition, {"since": "2026-01-01T00:00:02.000000Z", "top": 10}
+        EVENTS_CHANGED_SINCE, partition, {"since": "2026-01-01T00:00:02.000000Z", "top": 10}
     )
     assert _ids(rows) == ["j3", "j1"]
+    # any document holding events is in the feed: a factory's, one logged beside its state
+    for doc_id, at in (
+        ("factory-f1", "2026-01-01T00:00:04.000000Z"),
+        ("fev-x", "2026-01-01T00:00:05.000000Z"),
+    ):
+        docs.create(
+            {
+                "id": doc_id,
+                "productId": partition,
+                "type": "fleet_event",
+                "lastEventAt": at,
+                "events": [{"seq": 1}],
+            }
+        )
+    docs.create({"id": "budget", "productId": partition, "type": "budget"})  # no events: not read
+    rows = docs.query(
+        EVENTS_CHANGED_SINCE, partition, {"since": "2026-01-01T00:00:02.000000Z", "top": 10}
+    )
+    assert _ids(rows) == ["j3", "j1", "factory-f1", "fev-x"]
+    assert rows[-1] == {
+        "id": "fev-x",
+        "type": "fleet_event",
+        "lastEventAt": "2026-01-01T00:00:05.000000Z",
+        "events": [{"seq": 1}],
+    }
 
 
 def test_queries_profile_versions_newest_first(stores: Stores, partition: str) -> None:
@@ -246,8 +271,13 @@ def test_queries_job_lists_read_only_their_fields(stores: Stores, partition: str
         "stage": "queued",
         "lastEventAt": "2026-01-01T00:00:01.000000Z",
     }
-    (row,) = docs.query(JOBS_CHANGED_SINCE, partition, {"since": "", "top": 5})
-    assert row == {"id": "j1", "lastEventAt": "2026-01-01T00:00:01.000000Z", "events": [{"seq": 1}]}
+    (row,) = docs.query(EVENTS_CHANGED_SINCE, partition, {"since": "", "top": 5})
+    assert row == {
+        "id": "j1",
+        "type": "job",
+        "lastEventAt": "2026-01-01T00:00:01.000000Z",
+        "events": [{"seq": 1}],
+    }
     docs.create(_job(partition, 2, stage="queued", persona=None))
     rows = docs.query(JOBS_PAGE, partition, page)
     assert rows[0] == {

@@ -510,7 +510,157 @@ def test_fleet_health_no_stall_judgement_without_a_fresh_heartbeat(
     clock.advance(1000)  # silent (down by now): its progress is not judged
     report = health.heal(P)
     assert report.marked == {"f1": "down"} and report.stalled == []
+    assert report.released == [job.id]  # down: taken back, not flagged
     assert not coord.get_job(P, job.id).stalled
+
+
+# --- the self-healer heals: restart, then take back and avoid; a down holder's jobs --------
+
+
+def _stall(
+    coord: Coordinator, health: FleetHealth, clock: ManualClock, job: Job, seconds: int
+) -> None:
+    """``seconds`` of heartbeats and renewals from the job's holder, its progress still."""
+    holder = job.lease.holder if job.lease else ""
+    stuck = progress(job, tokens=500, line="Waiting for input...")
+    for _ in range(seconds // 30):
+        health.heartbeat(P, holder, beat(stuck))
+        health.heartbeat(P, "clean", beat())
+        coord.renew(P, job.id, holder, job.epoch)
+        clock.advance(30)
+    health.heartbeat(P, holder, beat(stuck))
+    health.heartbeat(P, "clean", beat())
+
+
+def test_fleet_health_stalled_engine_restarted_then_taken_back_and_avoided(
+    coord: Coordinator, health: FleetHealth, clock: ManualClock
+) -> None:
+    health.heartbeat(P, "clean", beat())
+    job = started(coord, "stuck", leaseSeconds=120)
+    job = coord.report(P, job.id, "stuck", job.epoch, checkpoint={"branch": "fleet/x"})
+    _stall(coord, health, clock, job, 900)
+
+    # First verdict: flagged, and the job's engine restarted on its holder (once).
+    report = health.heal(P)
+    assert (report.stalled, report.restarted, report.released) == ([job.id], [job.id], [])
+    (restart,) = health.pending_commands(P, "stuck")
+    assert (restart.kind, restart.job_id, restart.issued_by) == ("restart-engine", job.id, "healer")
+    assert "its engine is restarted" in (restart.reason or "")
+    flagged = coord.get_job(P, job.id)
+    assert flagged.stalled and flagged.events[-1].data["restart"] is True
+    assert health.pending_commands(P, "clean") == []
+
+    # Still stuck, less than a period after the flag: nothing more, however many passes.
+    other = FleetHealth(coord, HealthConfig(), entropy=counting_entropy())
+    for _ in range(29):
+        clock.advance(30)
+        health.heartbeat(P, "stuck", beat(progress(job, tokens=500, line="Waiting for input...")))
+        health.heartbeat(P, "clean", beat())
+        coord.renew(P, job.id, "stuck", job.epoch)
+        assert not health.heal(P).changed and not other.heal(P).changed
+    assert len(health.pending_commands(P, "stuck")) == 1
+    assert coord.get_job(P, job.id).seq == flagged.seq
+
+    # A period after the flag, still stuck: taken back, the factory avoided.
+    clock.advance(30)
+    health.heartbeat(P, "stuck", beat(progress(job, tokens=500, line="Waiting for input...")))
+    health.heartbeat(P, "clean", beat())
+    report = health.heal(P)
+    assert report.released == [job.id] and report.avoided == {job.id: "stuck"}
+    assert not other.heal(P).changed and not health.heal(P).changed  # nothing twice
+    taken = coord.get_job(P, job.id)
+    assert taken.stage is Stage.QUEUED and taken.epoch == job.epoch + 1 and not taken.stalled
+    assert taken.checkpoint == {"branch": "fleet/x"} and taken.attempts == 1
+    assert taken.failedBy == ("stuck",)
+    assert [(a.factory, a.reason, a.graceSeconds) for a in taken.avoid] == [
+        ("stuck", "stalled on stuck", 1800)
+    ]
+    event = taken.events[-1]
+    assert (event.type, event.actor) == ("expire", "healer")
+    assert (event.reason or "").startswith("stalled on stuck: still no progress 900s")
+    assert event.data["avoid"]["factory"] == "stuck"
+    (run,) = coord.job_runs(P, job.id)
+    assert (run.outcome, run.factory) == ("taken_back", "stuck")
+    assert agrees(taken, coord.job_events(P, job.id))
+    with pytest.raises(Fenced):
+        coord.renew(P, job.id, "stuck", job.epoch)
+
+    # It goes to the clean factory, never back to the one it stalled on; explain says why.
+    verdicts = {v["factory"]: v for v in coord.explain(P, job.id)["factories"]}
+    assert verdicts["stuck"]["reasons"] == ["avoided: stalled on stuck"]
+    assert not verdicts["stuck"]["eligible"] and verdicts["clean"]["eligible"]
+    assert coord.claim(P, view("stuck")) is None
+    claim = coord.claim(P, view("clean"))
+    assert claim is not None and claim.job.id == job.id and claim.job.checkpoint == taken.checkpoint
+
+
+def test_fleet_health_an_avoided_factory_gets_the_job_back_only_after_the_grace_alone(
+    coord: Coordinator, health: FleetHealth, clock: ManualClock
+) -> None:
+    job = started(coord, "stuck", leaseSeconds=3600)
+    _stall(coord, health, clock, job, 900)
+    assert health.heal(P).restarted == [job.id]
+    _stall(coord, health, clock, job, 900)
+    assert health.heal(P).released == [job.id]
+    # Nobody else can take it ("clean" stopped beating long ago: not live).
+    clock.advance(1800 - 1)
+    health.heal(P)
+    assert coord.claim(P, view("stuck")) is None
+    assert "avoided: stalled on stuck" in {
+        r for v in coord.explain(P, job.id)["factories"] for r in v["reasons"]
+    }
+    clock.advance(1)
+    claim = coord.claim(P, view("stuck"))
+    assert claim is not None and claim.job.id == job.id
+
+
+def test_fleet_health_a_racing_pass_queues_no_second_restart_nor_take_back(
+    coord: Coordinator, health: FleetHealth, clock: ManualClock, stores: Stores
+) -> None:
+    """Two healer instances that planned from the same read: the second loses each write."""
+    job = started(coord, "stuck", leaseSeconds=3600)
+    _stall(coord, health, clock, job, 900)
+    racer = FleetHealth(coord, HealthConfig(), entropy=counting_entropy())
+    factories = coord.factories(P)
+    beats = racer.heartbeats.records(P)
+    (stall,) = plan_heal(clock.now(), health.config, factories, beats, [job]).stalls
+    assert health.heal(P).restarted == [job.id]
+    assert racer.healer._set_stalled(P, stall) is None  # lost: no restart to queue
+    assert len(health.pending_commands(P, "stuck")) == 1
+    _stall(coord, health, clock, job, 900)
+    flagged = coord.get_job(P, job.id)
+    factories, beats = coord.factories(P), racer.heartbeats.records(P)
+    (release,) = plan_heal(clock.now(), health.config, factories, beats, [flagged]).releases
+    assert release.kind == "stalled"
+    assert health.heal(P).released == [job.id]
+    assert racer.healer._take_back(P, release) is False
+    taken = coord.get_job(P, job.id)
+    assert taken.epoch == job.epoch + 1 and len(taken.avoid) == 1
+
+
+def test_fleet_health_a_down_holders_jobs_are_taken_back_at_once(
+    coord: Coordinator, health: FleetHealth, clock: ManualClock
+) -> None:
+    health.heartbeat(P, "gone", beat())
+    job = started(coord, "gone", leaseSeconds=3600)
+    health.heartbeat(P, "gone", beat(progress(job)))
+    clock.advance(100)
+    assert health.heal(P).marked == {"gone": "stale"}
+    assert coord.get_job(P, job.id).stage is Stage.BUILDING  # stale: its lease still holds
+    clock.advance(500)
+    report = health.heal(P)
+    assert report.marked == {"gone": "down"} and report.released == [job.id]
+    assert report.avoided == {}
+    assert not health.heal(P).changed  # nothing twice
+    taken = coord.get_job(P, job.id)
+    assert taken.stage is Stage.QUEUED and taken.epoch == job.epoch + 1
+    assert taken.lease is None and taken.failedBy == ("gone",) and taken.avoid == ()
+    assert (taken.events[-1].actor, taken.events[-1].reason) == (
+        "healer",
+        "holder gone is down (silent for 600s)",
+    )
+    with pytest.raises(Fenced):
+        coord.renew(P, job.id, "gone", job.epoch)
 
 
 def test_fleet_health_progress_of_someone_elses_job_counts_for_nothing(
@@ -630,12 +780,17 @@ def test_fleet_health_plan_prunes_an_orphan_heartbeat() -> None:
             HealerSettings(down_after_seconds=300, stall_after_seconds=60),
         ),
         ({"HEALER_PRUNE_AFTER_SECONDS": ""}, HealerSettings()),
+        ({"HEALER_AVOID_GRACE_SECONDS": "600"}, HealerSettings(avoid_grace_seconds=600)),
     ],
 )
 def test_fleet_health_config_from_env(env: dict[str, str], expected: HealerSettings) -> None:
-    assert Settings.from_env({"FLEET_STORE": "memory", **env}).healer == expected
-    # HealthConfig's thresholds default to the settings' defaults.
+    settings = Settings.from_env({"FLEET_STORE": "memory", **env})
+    assert settings.healer == expected
+    # HealthConfig's thresholds default to the settings' defaults, and come from them.
     assert HealthConfig() == HealthConfig(**vars(HealerSettings()))
+    built = fleet_health(Coordinator(memory_stores()), settings.healer).config
+    assert built.avoid_grace_seconds == expected.avoid_grace_seconds
+    assert built.stall_after_seconds == expected.stall_after_seconds
 
 
 @pytest.mark.parametrize(
@@ -644,6 +799,7 @@ def test_fleet_health_config_from_env(env: dict[str, str], expected: HealerSetti
         ({"HEALER_STALL_AFTER_SECONDS": "15m"}, "HEALER_STALL_AFTER_SECONDS"),
         ({"HEALER_NEVER_STARTED_SECONDS": "0"}, "HEALER_NEVER_STARTED_SECONDS"),
         ({"HEALER_PRUNE_AFTER_SECONDS": "60"}, "HEALER_PRUNE_AFTER_SECONDS"),
+        ({"HEALER_AVOID_GRACE_SECONDS": "-5"}, "HEALER_AVOID_GRACE_SECONDS"),
     ],
 )
 def test_fleet_health_config_names_a_bad_setting(env: dict[str, str], setting: str) -> None:
@@ -803,3 +959,17 @@ def test_fleet_health_a_product_without_a_fleet_costs_two_reads(
     with stores.counters.measure() as cost:
         assert not health.heal(P).changed
     assert cost == {"query": 1, "table_query": 1}
+
+
+def test_fleet_health_a_take_back_settles_the_attempts_budget_reservation_at_once(
+    coord: Coordinator, health: FleetHealth, clock: ManualClock
+) -> None:
+    coord.budgets.put(P, 10.0)
+    health.heartbeat(P, "gone", beat())
+    job = started(coord, "gone", leaseSeconds=3600, budget=2.0)
+    budget = coord.budgets.get(P)
+    assert budget is not None and len(budget.reservations) == 1
+    clock.advance(600)
+    assert health.heal(P).released == [job.id]
+    budget = coord.budgets.get(P)
+    assert budget is not None and budget.reservations == {}  # not left for the reconciler

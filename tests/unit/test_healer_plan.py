@@ -1,7 +1,8 @@
 """What one healer pass decides (``fleet.domain.healer``), from one table: the factories, their
 last heartbeats and the leased jobs as read, ``now``, and the verdicts out — which factories
-are marked stale or down, which jobs are flagged stalled or cleared, which never-started jobs
-are taken back, which factories are pruned. No store, no clock."""
+are marked stale or down, which jobs are flagged stalled (and their engine restarted) or
+cleared, which jobs are taken back (never started, stalled a period past the flag, holder
+down), which factories are pruned. No store, no clock."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 
 from fleet.domain import jobs as J
+from fleet.domain import runs as RU
 from fleet.domain.fleet_state import (
     MAX_OUTPUT_LINE_CHARS,
     HeartbeatRecord,
@@ -24,9 +26,15 @@ from fleet.domain.healer import (
     HEALER,
     HealPlan,
     HealthConfig,
+    Release,
     StallChange,
     assigned_at,
+    attempt_fingerprint,
+    avoid_entry,
     plan_heal,
+    release_applies,
+    release_reason,
+    restarted,
     stall_applies,
     stall_record,
     status_after,
@@ -96,10 +104,35 @@ def verdicts(plan: HealPlan) -> list[str]:
     """The plan in one line per verdict."""
     return [
         *(f"{c.factory} {c.old}->{c.new}" for c in plan.statuses),
-        *(f"{'stall' if s.stalled else 'unstall'} {s.job_id}" for s in plan.stalls),
-        *(f"release {r.job_id}" for r in plan.releases),
+        *(
+            f"{'stall' if s.stalled else 'unstall'} {s.job_id}" + (" +restart" if s.restart else "")
+            for s in plan.stalls
+        ),
+        *(
+            f"release {r.job_id}"
+            if r.kind == "never_started"
+            else f"take back {r.job_id} ({r.kind})"
+            for r in plan.releases
+        ),
         *(f"prune {f}" for f in plan.prune),
     ]
+
+
+def flagged(at: float, job: Job | None = None, restart: bool = True) -> Job:
+    """The job (``held()`` by default) flagged stalled by the healer ``at`` seconds ago."""
+    change = StallChange("j1", 1, "f1", True, 900, progress(still=900), restart=restart)
+    return stall_record(job if job is not None else held(), change, ago(at))
+
+
+def again(job: Job, at: float) -> Job:
+    """The job taken back and claimed (and started) again by ``f1`` ``at`` seconds ago."""
+    taken = J.expire(job, now=ago(at))
+    return J.holder_report(J.assign(taken, "f1", now=ago(at)), Action.START, "f1", now=ago(at))
+
+
+def cleared(job: Job, at: float) -> Job:
+    """The job's stall flag cleared ``at`` seconds ago."""
+    return stall_record(job, StallChange("j1", 1, "f1", False, 0, progress()), ago(at))
 
 
 @dataclass(frozen=True)
@@ -178,9 +211,92 @@ TABLE = [
         [beat("f1", 10, progress(still=899))],
         [held()],
     ),
-    Row("progress still for stall_after: stalled", ["stall j1"], LIVE, STUCK, [held()]),
-    Row("flagged, still stuck: not again", [], LIVE, STUCK, [held(stalled=True)]),
-    Row("flagged, progress moved: cleared", ["unstall j1"], LIVE, BEATING, [held(stalled=True)]),
+    Row(
+        "progress still for stall_after: stalled, its engine restarted",
+        ["stall j1 +restart"],
+        LIVE,
+        STUCK,
+        [held()],
+    ),
+    Row(
+        "flagged, still stuck, within a period of the flag: nothing more",
+        [],
+        LIVE,
+        [beat("f1", 10, progress(still=1799))],
+        [flagged(at=899)],
+    ),
+    Row(
+        "flagged, still stuck a period after the flag: taken back",
+        ["take back j1 (stalled)"],
+        LIVE,
+        [beat("f1", 10, progress(still=1800))],
+        [flagged(at=900)],
+    ),
+    Row(
+        "flagged, progress moved since the flag: cleared",
+        ["unstall j1"],
+        LIVE,
+        [beat("f1", 10, progress(still=299))],
+        [flagged(at=300)],
+    ),
+    Row(
+        "flagged, its checkpoint moved since the flag: cleared",
+        ["unstall j1"],
+        LIVE,
+        [beat("f1", 10, progress(still=5000))],
+        [flagged(at=1000).evolve(checkpoint={"branch": "fleet/j1", "commit": "abc"})],
+    ),
+    Row(
+        "flagged, the attempt's reported tokens moved since the flag: cleared",
+        ["unstall j1"],
+        LIVE,
+        [beat("f1", 10, progress(still=5000))],
+        [J.merge_report(flagged(at=1000), RU.HolderReport(progress={"usage": {"output": 7}}))],
+    ),
+    Row(
+        "cleared a moment ago: the stall clock starts again at the clear",
+        [],
+        LIVE,
+        [beat("f1", 10, progress(still=5000))],
+        [cleared(flagged(at=3000), at=100)],
+    ),
+    Row(
+        "stalled again in an attempt already restarted: flagged, no second restart",
+        ["stall j1"],
+        LIVE,
+        [beat("f1", 10, progress(still=5000))],
+        [cleared(flagged(at=3000), at=900)],
+    ),
+    Row(
+        "a new attempt is restarted afresh",
+        ["stall j1 +restart"],
+        LIVE,
+        [beat("f1", 10, progress(epoch=3, still=900))],
+        [again(flagged(at=3000), at=2000)],
+    ),
+    # The flag's event spilled (gone from the document): cleared when the progress is within
+    # stall_after again; else taken back a period after the last event, no earlier.
+    Row(
+        "flagged, its event spilled, progress moved: cleared",
+        ["unstall j1"],
+        LIVE,
+        BEATING,
+        [held(stalled=True)],
+    ),
+    Row(
+        "flagged, its event spilled, still stuck: taken back from its last event",
+        ["take back j1 (stalled)"],
+        LIVE,
+        STUCK,
+        [held(stalled=True)],
+    ),
+    Row(
+        "flagged, its event spilled, last event within a period: nothing yet",
+        [],
+        LIVE,
+        STUCK,
+        [held(stalled=True, lastEventAt=ago(899))],
+    ),
     Row(
         "progress reported at another epoch: no judgement",
         [],
@@ -199,10 +315,67 @@ TABLE = [
         [held()],
     ),
     Row(
-        "holder silent: its lease expires into the reaper, no stall judged",
+        "holder stale: its lease expires into the reaper, no stall judged",
         ["f1 live->stale"],
         [factory(seen=100)],
         [beat("f1", 100, progress(still=1000))],
+        [held()],
+    ),
+    Row(
+        "holder stale, its job flagged: left to its lease too",
+        [],
+        [factory(seen=599, status="stale")],
+        [beat("f1", 599, progress(still=5000))],
+        [flagged(at=3000)],
+    ),
+    # --- a holder down: its jobs taken back at once --------------------------------------
+    Row(
+        "holder goes down: its job taken back at once",
+        ["f1 live->down", "take back j1 (down)"],
+        [factory(seen=600)],
+        [beat("f1", 600, progress(still=600))],
+        [held()],
+    ),
+    Row(
+        "holder already down, still silent: taken back (a pass that failed to)",
+        ["take back j1 (down)"],
+        [factory(seen=5000, status="down")],
+        [],
+        [held(assigned=6000)],
+    ),
+    Row(
+        "holder down, never started: taken back as down",
+        ["f1 stale->down", "take back j1 (down)"],
+        [factory(seen=600, status="stale")],
+        [],
+        [held(started=False, assigned=700)],
+    ),
+    Row(
+        "holder down and stalled: taken back as down",
+        ["take back j1 (down)"],
+        [factory(seen=700, status="down")],
+        [beat("f1", 700, progress(still=5000))],
+        [flagged(at=3000)],
+    ),
+    Row(
+        "holder down by its heartbeats but renewing the lease: left to its lease",
+        ["f1 live->down"],
+        [factory(seen=5000)],
+        [],
+        [held(assigned=6000).evolve(lease=held().lease.evolve(expiresAt=ago(60 - 7200)))],
+    ),
+    Row(
+        "holder silent past prune_after: pruned; the reaper takes its jobs back",
+        ["prune f1"],
+        [factory(seen=WEEK)],
+        [],
+        [held()],
+    ),
+    Row(
+        "holder known only by an old heartbeat: no document to mark, left to its lease",
+        [],
+        [],
+        [beat("f1", 700)],
         [held()],
     ),
     Row(
@@ -222,7 +395,13 @@ TABLE = [
     ),
     Row("holder deregistered: likewise", [], [factory(deregistered=True)], STUCK, [held()]),
     Row("holder unknown: nothing", [], [], [], [held()]),
-    Row("holder known only by its heartbeat: judged by it", ["stall j1"], [], STUCK, [held()]),
+    Row(
+        "holder known only by its heartbeat: judged by it",
+        ["stall j1 +restart"],
+        [],
+        STUCK,
+        [held()],
+    ),
     # --- never started: assigned, holder alive -------------------------------------------
     Row(
         "assigned never_started ago, never started: taken back",
@@ -389,6 +568,104 @@ def test_healer_plan_stall_record_flags_with_an_alert_then_clears() -> None:
         "progress moved again",
     )
     assert "alert" not in cleared.events[-1].data
+
+
+def test_healer_plan_stall_record_restarts_the_engine_once_per_attempt() -> None:
+    first = flagged(at=0)
+    event = first.events[-1]
+    assert event.data["restart"] is True and restarted(first)
+    assert event.reason == "no progress for 900s while f1 is heartbeating: its engine is restarted"
+    assert event.data["attempt"] == attempt_fingerprint(held())
+    # Cleared, then stalled again in the same attempt: flagged without a second restart,
+    # whatever the plan asked (the job's own events decide, in the write itself).
+    second = flagged(at=0, job=cleared(first, at=0))
+    assert second.stalled and second.events[-1].data["restart"] is False
+    assert second.events[-1].reason == "no progress for 900s while f1 is heartbeating"
+    # A new attempt starts afresh.
+    assert not restarted(again(second, at=0))
+
+
+def _checkpointed(job: Job) -> Job:
+    return job.evolve(checkpoint={"branch": "fleet/j1", "commit": "c0ffee"})
+
+
+@pytest.mark.parametrize(
+    ("name", "change", "moved"),
+    [
+        ("nothing", lambda j: j, False),
+        (
+            "a renewal (lease, updatedAt)",
+            lambda j: j.evolve(lease=j.lease.evolve(expiresAt=NOW), updatedAt=NOW),
+            False,
+        ),
+        ("an unrelated event", lambda j: J.record(j, type="note", actor="o", now=NOW), False),
+        ("a checkpoint", _checkpointed, True),
+        (
+            "reported tokens",
+            lambda j: J.merge_report(j, RU.HolderReport(progress={"usage": {"output": 5}})),
+            True,
+        ),
+        (
+            "a reported commit",
+            lambda j: J.merge_report(j, RU.HolderReport(progress={"commit": "c0ffee"})),
+            True,
+        ),
+        ("reported progress", lambda j: j.evolve(progress={"tokens": 5}), True),
+    ],
+)
+def test_healer_plan_attempt_fingerprint_moves_with_the_attempts_own_progress(
+    name: str, change: Any, moved: bool
+) -> None:
+    job = held()
+    assert (attempt_fingerprint(change(job)) != attempt_fingerprint(job)) is moved
+
+
+@pytest.mark.parametrize(
+    ("release", "reason"),
+    [
+        (
+            Release("j1", 1, "f1", 301.7),
+            "assigned but never started: f1 did not start it within 301s",
+        ),
+        (
+            Release("j1", 1, "f1", 905, "stalled"),
+            "stalled on f1: still no progress 905s after it was flagged stalled",
+        ),
+        (Release("j1", 1, "f1", 612, "down"), "holder f1 is down (silent for 612s)"),
+    ],
+)
+def test_healer_plan_release_reason_says_why(release: Release, reason: str) -> None:
+    assert release_reason(release) == reason
+
+
+def test_healer_plan_only_a_stall_take_back_avoids_the_factory() -> None:
+    entry = avoid_entry(Release("j1", 1, "f1", 900, "stalled"), NOW, CONFIG)
+    assert entry is not None
+    assert (entry.factory, entry.reason, entry.at) == ("f1", "stalled on f1", NOW)
+    assert entry.graceSeconds == CONFIG.avoid_grace_seconds == 1800
+    assert avoid_entry(Release("j1", 1, "f1", 900, "down"), NOW, CONFIG) is None
+    assert avoid_entry(Release("j1", 1, "f1", 900), NOW, CONFIG) is None
+
+
+STALLED = Release("j1", 1, "f1", 900, "stalled")
+
+
+@pytest.mark.parametrize(
+    ("name", "job", "release", "applies"),
+    [
+        ("a stall, still flagged", flagged(at=900), STALLED, True),
+        ("a stall cleared since", cleared(flagged(at=900), at=10), STALLED, False),
+        ("a stall, another epoch since", again(flagged(at=900), at=10), STALLED, False),
+        ("a stall, no longer leased", J.expire(flagged(at=900), now=NOW), STALLED, False),
+        ("holder down, as planned", held(), Release("j1", 1, "f1", 700, "down"), True),
+        ("holder down, another holder", held("f2"), Release("j1", 1, "f1", 700, "down"), False),
+        ("never started, as planned", held(started=False), Release("j1", 1, "f1", 300), True),
+    ],
+)
+def test_healer_plan_a_take_back_applies_only_to_the_job_as_planned(
+    name: str, job: Job, release: Release, applies: bool
+) -> None:
+    assert release_applies(job, release) is applies
 
 
 # --- what a heartbeat keeps: the clock of a job's progress ------------------------------

@@ -20,7 +20,7 @@ from fleet.http import fleet_ops, jobs
 from fleet.http.parsing import FactorySelf
 from fleet.http.views import JobSummary
 from fleet.store.ports import Stores
-from fleet.store.queries import JOB_SUMMARY_FIELDS, JOBS_CHANGED_SINCE, JOBS_PAGE
+from fleet.store.queries import EVENTS_CHANGED_SINCE, JOB_SUMMARY_FIELDS, JOBS_PAGE
 from tests.support.handlers import OPERATOR, call, documented
 from tests.unit.conftest import counting_entropy
 
@@ -271,7 +271,7 @@ def test_lists_the_event_feed_reads_each_jobs_events_only(
     app_context: AppContext, coord: Coordinator, stores: Stores
 ) -> None:
     (job_id,) = submit(coord, 1)
-    rows = stores.documents.query(JOBS_CHANGED_SINCE, P, {"since": "", "top": 10})
-    assert [sorted(r) for r in rows] == [["events", "id", "lastEventAt"]]
+    rows = stores.documents.query(EVENTS_CHANGED_SINCE, P, {"since": "", "top": 10})
+    assert [sorted(r) for r in rows] == [["events", "id", "lastEventAt", "type"]]
     status, body = get(app_context, "product_events", OPERATOR)
     assert status == 200 and [e["jobId"] for e in body["events"]] == [job_id]
