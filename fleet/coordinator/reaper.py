@@ -244,7 +244,7 @@ class Reaper(Part):
     ) -> Job | None:
         try:
             taken = self.writer.write(
-                J.expire(job, now=now, reason=reason, actor=actor, avoid=avoid),
+                J.expire(job, now=now, reason=reason, actor=actor, avoid=avoid, taken=True),
                 job.etag,
                 spill=True,
             )

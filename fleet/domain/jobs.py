@@ -225,13 +225,15 @@ def expire(
     reason: str | None = None,
     actor: str = "reaper",
     avoid: Avoid | None = None,
+    taken: bool = False,
 ) -> Job:
     """The reaper's move: requeue (or dead-letter) a job whose lease expired — or whose
     holder is gone, down, stalled or revoked — fencing the old holder by bumping the epoch.
     The checkpoint is kept for the next attempt; the attempt stays counted; its run is closed
     ``taken_back``; the holder is remembered as having failed it. With ``avoid`` (a job that
     stalled there) the scheduler also keeps the job away from that factory (``Job.avoid``),
-    recorded in the same document and in the event's data."""
+    recorded in the same document and in the event's data. ``taken``: taken back before
+    its lease ran out (``take_back``), not expired (``expire``)."""
     holder = job.lease.holder if job.lease else None
     exhausted = job.attempts >= job.maxAttempts
     why = reason or f"lease held by {holder} expired"
@@ -242,7 +244,9 @@ def expire(
         data = {"avoid": avoid.model_dump(mode="json")}
     return transition(
         job,
-        Action.EXPIRE_FINAL if exhausted else Action.EXPIRE,
+        (Action.TAKE_BACK_FINAL if exhausted else Action.TAKE_BACK)
+        if taken
+        else (Action.EXPIRE_FINAL if exhausted else Action.EXPIRE),
         actor=actor,
         now=now,
         reason=why + (", attempts exhausted" if exhausted else ""),

@@ -49,6 +49,8 @@ OUTCOME_OF: dict[Action, RunOutcome] = {
     Action.RELEASE: "released",
     Action.EXPIRE: "taken_back",
     Action.EXPIRE_FINAL: "taken_back",
+    Action.TAKE_BACK: "taken_back",
+    Action.TAKE_BACK_FINAL: "taken_back",
     Action.PREEMPT: "taken_back",
     Action.CANCEL: "fenced",
     Action.REQUEUE: "fenced",

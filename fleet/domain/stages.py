@@ -28,6 +28,10 @@ class Action(StrEnum):
     ASSIGN = "assign"  # queued -> assigned: a factory's claim won
     EXPIRE = "expire"  # leased -> queued: the reaper found the lease expired
     EXPIRE_FINAL = "expire_final"  # leased -> dead_letter: ... and attempts are exhausted
+    # leased -> queued: taken back before its lease ran out (the healer: stalled, never
+    # started, holder down; the reaper: holder revoked or gone), the holder fenced
+    TAKE_BACK = "take_back"
+    TAKE_BACK_FINAL = "take_back_final"  # leased -> dead_letter: ... and attempts are exhausted
     PREEMPT = "preempt"  # leased -> queued: evicted for a critical job (not a failure)
     # by the lease holder
     START = "start"  # assigned -> building
@@ -63,6 +67,8 @@ TRANSITIONS: dict[tuple[Stage, Action], Stage] = {
     (Stage.QUEUED, Action.ASSIGN): Stage.ASSIGNED,
     **{(s, Action.EXPIRE): Stage.QUEUED for s in _L},
     **{(s, Action.EXPIRE_FINAL): Stage.DEAD_LETTER for s in _L},
+    **{(s, Action.TAKE_BACK): Stage.QUEUED for s in _L},
+    **{(s, Action.TAKE_BACK_FINAL): Stage.DEAD_LETTER for s in _L},
     **{(s, Action.PREEMPT): Stage.QUEUED for s in _L},
     (Stage.ASSIGNED, Action.START): Stage.BUILDING,
     (Stage.BUILDING, Action.TEST): Stage.TESTING,

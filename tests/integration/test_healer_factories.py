@@ -120,18 +120,18 @@ def test_healer_restarts_a_stalled_engine_then_moves_the_job_to_a_clean_factory(
     steps = [
         (e["type"], e["actor"], e.get("holder"))
         for e in history
-        if e["type"] in ("assign", "stalled", "expire", "complete")
+        if e["type"] in ("assign", "stalled", "take_back", "complete")
     ]
     assert steps == [
         ("assign", "factory:fa", "fa"),
         ("stalled", "healer", "fa"),
-        ("expire", "healer", None),
+        ("take_back", "healer", None),
         ("assign", "factory:fb", "fb"),
         ("complete", "factory:fb", None),
     ], steps
     stalled = next(e for e in history if e["type"] == "stalled")
     assert stalled["data"]["restart"] is True and stalled["data"]["alert"]["kind"] == "stalled"
-    taken = next(e for e in history if e["type"] == "expire")
+    taken = next(e for e in history if e["type"] == "take_back")
     assert taken["reason"].startswith("stalled on fa: still no progress")
     assert taken["data"]["avoid"]["factory"] == "fa"
     assert taken["data"]["avoid"]["reason"] == "stalled on fa"
@@ -159,8 +159,8 @@ def test_healer_restarts_a_stalled_engine_then_moves_the_job_to_a_clean_factory(
     # The product's event log shows each step too, the restart command among them.
     feed = _feed(fleet)
     mine = [e for e in feed if e.get("jobId") == job_id]
-    kinds = [e["type"] for e in mine if e["type"] in ("stalled", "expire", "assign", "complete")]
-    assert kinds == ["assign", "stalled", "expire", "assign", "complete"], kinds
+    kinds = [e["type"] for e in mine if e["type"] in ("stalled", "take_back", "assign", "complete")]
+    assert kinds == ["assign", "stalled", "take_back", "assign", "complete"], kinds
     assert any(
         e["type"] == "command_queued"
         and job_id in json.dumps(e)

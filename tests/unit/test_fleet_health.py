@@ -576,7 +576,7 @@ def test_fleet_health_stalled_engine_restarted_then_taken_back_and_avoided(
         ("stuck", "stalled on stuck", 1800)
     ]
     event = taken.events[-1]
-    assert (event.type, event.actor) == ("expire", "healer")
+    assert (event.type, event.actor) == ("take_back", "healer")
     assert (event.reason or "").startswith("stalled on stuck: still no progress 900s")
     assert event.data["avoid"]["factory"] == "stuck"
     (run,) = coord.job_runs(P, job.id)

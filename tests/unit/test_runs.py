@@ -131,6 +131,7 @@ def test_runs_retry_on_the_last_attempt_is_failed() -> None:
 
 def test_runs_table_covers_every_action_that_ends_a_lease() -> None:
     ends = {Action.EXPIRE, Action.EXPIRE_FINAL, Action.PREEMPT, Action.SUBMIT_REVIEW}
+    ends |= {Action.TAKE_BACK, Action.TAKE_BACK_FINAL}
     ends |= {Action.COMPLETE, Action.FAIL, Action.RETRY, Action.RETRY_FINAL, Action.RELEASE}
     ends |= {Action.CANCEL, Action.REQUEUE, Action.SHIP, Action.REJECT}
     assert set(RU.OUTCOME_OF) == ends

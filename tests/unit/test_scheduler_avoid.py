@@ -51,7 +51,9 @@ def test_scheduler_avoid_the_take_back_records_it_with_the_requeue() -> None:
     )
     before = before.evolve(checkpoint={"branch": "fleet/x", "commit": "c0ffee"})
     avoid = Avoid(factory="a", reason="stalled on a", at=TAKEN, graceSeconds=GRACE)
-    job = J.expire(before, now=TAKEN, reason="stalled on a: ...", actor="healer", avoid=avoid)
+    job = J.expire(
+        before, now=TAKEN, reason="stalled on a: ...", actor="healer", avoid=avoid, taken=True
+    )
     assert job.stage is Stage.QUEUED and job.lease is None
     assert job.epoch == before.epoch + 1  # the holder fenced
     assert job.checkpoint == before.checkpoint  # the next attempt resumes from it
@@ -61,7 +63,7 @@ def test_scheduler_avoid_the_take_back_records_it_with_the_requeue() -> None:
     (run,) = job.runs
     assert (run.outcome, run.factory, run.endedAt) == ("taken_back", "a", TAKEN)
     event = job.events[-1]
-    assert (event.type, event.actor, event.toStage) == ("expire", "healer", Stage.QUEUED)
+    assert (event.type, event.actor, event.toStage) == ("take_back", "healer", Stage.QUEUED)
     assert event.data["avoid"] == {
         "factory": "a",
         "reason": "stalled on a",

@@ -20,10 +20,11 @@ export const FLEET_TYPES = ["factory_registered", "factory_deregistered", "facto
   "budget_paused", "budget_resumed", "budget_adjusted", "settings_changed", "channel_changed",
   "channel_deleted", "profile_saved", "tracker_bound", "tracker_unbound"];
 const JOB_TYPES = ["submit", "unblock", "decompose", "deps_failed", "assign", "expire", "expire_final",
+  "take_back", "take_back_final",
   "preempt", "start", "submit_review", "test", "complete", "fail", "retry", "retry_final", "release",
   "approve_quorum", "review_reject", "review_exhausted", "cancel", "requeue", "ship", "reject",
   "reprioritize", "children", "preempted_for", "review_request", "review_vote", "stalled",
-  "stall_cleared", "taken_back"];
+  "stall_cleared"];
 const ALERT_TYPES = ["alert_raised", "alert_cleared"];
 
 /** The filters of a hash's query string: {type, factory, job, operator}, blanks dropped. */
