@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from fleet.coordinator.clock import Clock
@@ -75,13 +75,18 @@ class FleetLog:
         *,
         current: Doc | None = None,
         etag: str | None = None,
+        done: Callable[[Doc], bool] | None = None,
     ) -> Doc:
         """Patch ``ops`` and append ``event`` in one write. With ``etag`` (and the document
         ``current`` it is the etag of) the write is conditional on it and a lost race is the
         caller's (ConcurrencyConflict); without, the document is read and the write retried
-        on a lost race. NotFound as the store raises it."""
+        on a lost race. ``done`` says the document as read already is what the patch would
+        make it (a deregistered factory deregistered again): then nothing is written, no
+        event logged, and the document is returned as read. NotFound as the store raises it."""
         for _ in range(self.retries):
             doc = current if current is not None else self.docs.read(product, doc_id)
+            if done is not None and done(doc):
+                return doc
             stamped, spill = with_event(doc, event)
             self._spill(product, doc_id, spill)
             fields = [Set(f"/{k}", v) for k, v in event_fields(stamped).items()]

@@ -16,7 +16,7 @@ from fleet.coordinator.writer import Writer
 from fleet.domain import jobs as J
 from fleet.domain import runs as RU
 from fleet.domain.models import Job, Lease, format_ts
-from fleet.domain.scheduler import FactoryView, avoided, rank
+from fleet.domain.scheduler import FactoryView, rank
 from fleet.errors import ConcurrencyConflict, NotFound, StoreUnavailable
 from fleet.store.queries import CLAIM_OF_REQUEST, COUNT_LIVE_LEASES_OF_HOLDER, JOBS_IN_STAGE
 
@@ -97,15 +97,7 @@ class Claims(Part):
             JOBS_IN_STAGE, product, {"stage": "queued", "top": self.config.claim_candidates}
         )
         settings = self.products.settings(product)
-        jobs = [Job.from_doc(r) for r in rows]
-        # A job that avoids this factory (it stalled here) goes elsewhere while another live
-        # factory could take it: the fleet is read (cached) only when one is in the page.
-        fleet = (
-            self.products.known_fleet(product)
-            if any(avoided(j, factory.id) for j in jobs)
-            else None
-        )
-        candidates = rank(jobs, factory, now, settings.weights, fleet)
+        candidates = rank([Job.from_doc(r) for r in rows], factory, now, settings.weights)
         if (
             candidates
             and terms.seats is not None

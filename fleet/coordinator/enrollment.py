@@ -272,7 +272,7 @@ class Enrollments:
         event = new_event(
             "factory_enrolled",
             f"enrollment:{token.short_id}",
-            now,
+            self.clock.now(),  # after the registration it made: logged after it
             reason=f"enrolled with token {token.short_id}",
             factory=name,
             tokenId=token.short_id,

@@ -170,7 +170,13 @@ class FactoryTokens:
             factory=factory_id,
         )
         try:
-            self.log.patch(product, f"factory-{factory_id}", [Set("/revoked", True)], event)
+            self.log.patch(
+                product,
+                f"factory-{factory_id}",
+                [Set("/revoked", True)],
+                event,
+                done=lambda doc: bool(doc.get("revoked")),  # once: its event too
+            )
         except NotFound:
             raise FactoryNotFound(
                 f"no factory {factory_id} in product {product}", factory=factory_id

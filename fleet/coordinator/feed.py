@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from pydantic import ValidationError
+
 from fleet.coordinator.attempt_quota import EVENT_BYTES, EVENTS, AttemptQuota
 from fleet.coordinator.budgets import Budgets, estimate_of
 from fleet.coordinator.channels import ChannelLimits
@@ -28,6 +30,7 @@ from fleet.store.queries import (
     DOCS_OF_TYPE,
     EVENTS_CHANGED_SINCE,
     EVENTS_OF_JOB,
+    JOBS_CHANGED_SINCE,
     JOBS_OF_HOLDER_PAGE,
     JOBS_PAGE,
     RUNS_OF_JOB,
@@ -146,31 +149,15 @@ class Feed(Part):
         moving the cursor past a document it did not read. ``settle_seconds`` holds back
         events younger than that (an event is stamped just before its write lands): a
         consumer that must see every event (the tracker echo) uses it."""
-        since, after_key = _parse_cursor(cursor)
-        rows = self._rows_since(product, since, limit)
+        after_key = _parse_cursor(cursor, "after")
         until = (
             format_ts(self.clock.now() - timedelta(seconds=settle_seconds))
             if settle_seconds > 0
             else None
         )
-        out = [
-            (key, item)
-            for key, item in _events_of(rows, fleet)
-            if key > after_key and (until is None or key[0] <= until)
-        ]
-        if alerts:
-            out.extend(alert_feed(self.docs, product, after_key))
-        out.sort(key=lambda pair: pair[0])
-        kept: list[dict[str, Any]] = []
-        last = None
-        for key, item in out:
-            if len(kept) >= limit:
-                break
-            last = key
-            if only is None or only.matches(item):
-                kept.append(item)
-        next_cursor = "|".join(map(str, last)) if last else cursor
-        return kept, next_cursor
+        page, last = self._page(product, after_key, limit, alerts, fleet, until, only)
+        next_cursor = _cursor_of(last) if last else cursor
+        return [item for _, item in page], next_cursor
 
     def product_events_before(
         self,
@@ -184,47 +171,82 @@ class Feed(Part):
         the event log: the events, the cursor to pass back as ``before`` for the next (older)
         page, and whether there may be more. ``only`` filters.
 
-        Looks back a window at a time (an hour, then 8x wider, up to the events' TTL) until
-        the page is full: each window is one feed query (widened as ``product_events``'s) and
-        one point read of the alerts. A job's history older than what its document keeps
-        (spilled) is on its own page, not here."""
+        Reads forward, as the live feed does (so it skips nothing the live feed shows), over
+        a window ending at ``before``: a minute, then 8x wider each time the page is not full,
+        each wider window reading only the part older than the last one, up to the events'
+        TTL. A job's history older than what its document keeps (spilled) is on its own page,
+        not here."""
         if before:
-            end_time, end_key = _parse_cursor(before)
+            upper = _parse_cursor(before, "before")
         else:
-            end_time = format_ts(self.clock.now() + timedelta(seconds=1))
-            end_key = (end_time, _AFTER_EVERY_ID, 0)
-        end = parse_ts(end_time)
+            now = format_ts(self.clock.now() + timedelta(seconds=1))
+            upper = (now, _AFTER_EVERY_ID, 0)
+        end = parse_ts(upper[0])
         widest = float(self.config.event_ttl_seconds)
-        window = 3600.0
+        window = 60.0
+        found: list[tuple[FeedKey, dict[str, Any]]] = []
         while True:
-            since = format_ts(end - timedelta(seconds=window))
-            rows = self._rows_since(product, since, limit)
-            found = [
-                (key, item)
-                for key, item in _events_of(rows, True)
-                if since <= key[0] and key < end_key
-            ]
-            found += [
-                (key, item)
-                for key, item in alert_feed(self.docs, product, (since, "", 0))
-                if key < end_key
-            ]
-            if only is not None:
-                found = [(key, item) for key, item in found if only.matches(item)]
-            reached = window >= widest
-            if len(found) >= limit or reached:
+            lower: FeedKey = (format_ts(end - timedelta(seconds=window)), "", 0)
+            found = self._between(product, lower, upper, only) + found
+            if len(found) >= limit or window >= widest:
                 break
-            window = min(widest, window * 8)
-        found.sort(key=lambda pair: pair[0], reverse=True)
-        page = found[:limit]
-        cursor = "|".join(map(str, page[-1][0])) if page else before
-        more = len(found) > limit or not reached
+            upper, window = lower, min(widest, window * 8)
+        page = found[::-1][:limit]
+        cursor = _cursor_of(page[-1][0]) if page else before
+        more = len(found) > limit or window < widest
         return [item for _, item in page], cursor, more
 
-    def _rows_since(self, product: str, since: str, limit: int) -> list[dict[str, Any]]:
+    def _between(
+        self, product: str, lower: FeedKey, upper: FeedKey, only: EventFilter | None
+    ) -> list[tuple[FeedKey, dict[str, Any]]]:
+        """Every event after ``lower`` and before ``upper``, oldest first (pages of the live
+        feed, followed until they pass ``upper``)."""
+        out: list[tuple[FeedKey, dict[str, Any]]] = []
+        after = lower
+        while True:
+            page, last = self._page(product, after, _SCAN_PAGE, True, True, None, only)
+            out.extend(pair for pair in page if pair[0] < upper)
+            if last is None or last >= upper or last == after:
+                return out
+            after = last
+
+    def _page(
+        self,
+        product: str,
+        after_key: FeedKey,
+        limit: int,
+        alerts: bool,
+        fleet: bool,
+        until: str | None,
+        only: EventFilter | None,
+    ) -> tuple[list[tuple[FeedKey, dict[str, Any]]], FeedKey | None]:
+        """One page of the feed after ``after_key``: at most ``limit`` events ``only``
+        matches, and the key of the last event looked at (matching or not; None: none)."""
+        rows = self._rows_since(product, after_key[0], limit, jobs_only=not fleet)
+        found = {
+            key: item
+            for key, item in _events_of(rows, fleet)
+            if key > after_key and (until is None or key[0] <= until)
+        }  # by key: an event spilled by a write that then lost its race is read once
+        if alerts:
+            found.update(alert_feed(self.docs, product, after_key))
+        kept: list[tuple[FeedKey, dict[str, Any]]] = []
+        last = None
+        for key in sorted(found):
+            if len(kept) >= limit:
+                break
+            last = key
+            if only is None or only.matches(found[key]):
+                kept.append((key, found[key]))
+        return kept, last
+
+    def _rows_since(
+        self, product: str, since: str, limit: int, *, jobs_only: bool = False
+    ) -> list[dict[str, Any]]:
+        query = JOBS_CHANGED_SINCE if jobs_only else EVENTS_CHANGED_SINCE
         top = limit
         while True:
-            rows = self.docs.query(EVENTS_CHANGED_SINCE, product, {"since": since, "top": top})
+            rows = self.docs.query(query, product, {"since": since, "top": top})
             if len(rows) < top or top >= limit * FEED_SCAN_FACTOR:
                 break
             top *= 4
@@ -371,7 +393,7 @@ class EventFilter:
         if self.factory is not None and self.factory not in (
             item.get("factory"),
             item.get("holder"),
-            str(item.get("actor") or "").removeprefix("factory:"),
+            _factory_of(item.get("actor")),
         ):
             return False
         if self.actor is not None:
@@ -383,31 +405,54 @@ class EventFilter:
 FeedKey = tuple[str, str, int]
 
 
+def _factory_of(actor: Any) -> str | None:
+    """The factory an actor names (``factory:NAME``), else None."""
+    text = str(actor or "")
+    return text.removeprefix("factory:") if text.startswith("factory:") else None
+
+
 def _events_of(rows: list[dict[str, Any]], fleet: bool) -> Iterator[tuple[FeedKey, dict[str, Any]]]:
     """Each row's events as the feed keys and shows them: a job's transitions (``jobId``
     its id), a fleet event (``fleet`` true) keyed by the document it was written in (its
     ``source`` when spilled or logged beside), so it keys the same wherever it is read."""
     for row in rows:
         source = str(row.get("source") or row["id"])
-        if row.get("type") == "job":
-            for event in map(Event.model_validate, row.get("events") or ()):
-                item = {"jobId": source, **event.model_dump(mode="json")}
-                yield (format_ts(event.at), source, event.seq), item
-        elif fleet:
-            for fleet_event in map(FleetEvent.model_validate, row.get("events") or ()):
-                item = {"fleet": True, **fleet_event.model_dump(mode="json")}
-                yield (format_ts(fleet_event.at), source, fleet_event.seq), item
+        model: type[Event] | type[FleetEvent] = Event if row.get("type") == "job" else FleetEvent
+        if model is FleetEvent and not fleet:
+            continue
+        for raw in row.get("events") or ():
+            try:
+                event = model.model_validate(raw)
+            except ValidationError:
+                log.warning("event feed: a malformed event in %s skipped", source)
+                continue
+            dumped = event.model_dump(mode="json")
+            item = {"jobId": source, **dumped} if model is Event else {"fleet": True, **dumped}
+            yield (format_ts(event.at), source, event.seq), item
 
 
-def _parse_cursor(cursor: str | None) -> tuple[str, tuple[str, str, int]]:
+_SCAN_PAGE = 500  # events a newest-first page reads forward at a time
+
+
+def _parse_cursor(cursor: str | None, name: str) -> FeedKey:
+    """A feed cursor (``at|source|seq``) as its key; 400 naming ``name`` when it is not one."""
     if not cursor:
-        return "", ("", "", 0)
+        return ("", "", 0)
     parts = cursor.split("|")
-    if len(parts) != 3 or not parts[2].isdigit():
+    try:
+        if len(parts) != 3 or not parts[2].isdigit():
+            raise ValueError(cursor)
+        if not 2000 <= parse_ts(parts[0]).year <= 9000:  # a time the feed can look back from
+            raise ValueError(cursor)
+    except (ValueError, OverflowError):
         raise ValidationFailed(
-            [Problem(path="after", code="invalid_cursor", message="not a cursor")], "bad cursor"
-        )
-    return parts[0], (parts[0], parts[1], int(parts[2]))
+            [Problem(path=name, code="invalid_cursor", message="not a cursor")], "bad cursor"
+        ) from None
+    return (parts[0], parts[1], int(parts[2]))
+
+
+def _cursor_of(key: FeedKey) -> str:
+    return "|".join(map(str, key))
 
 
 def _explain_summary(job: Job, verdicts: list[Verdict], views: list[FactoryView]) -> str:

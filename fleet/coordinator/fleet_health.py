@@ -262,7 +262,11 @@ class FleetHealth:
         )
         try:
             self.coord.fleet_log.patch(
-                product, FACTORY_PREFIX + factory_id, [Set("/deregistered", True)], event
+                product,
+                FACTORY_PREFIX + factory_id,
+                [Set("/deregistered", True)],
+                event,
+                done=lambda doc: bool(doc.get("deregistered")),  # once: its event too
             )
             found = True
         except NotFound:

@@ -5,6 +5,8 @@ claimers and lets dependents go."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -176,7 +178,10 @@ class Leases:
     ) -> Job:
         """An operator's transition. A requeue may carry a ``checkpoint``: it replaces the
         job's (the next attempt resumes from it) in the same write, and the requeue's event
-        records it, so the history says where the operator restarted it from."""
+        says where the operator restarted it from (its branch and commit, else its size and
+        digest: not the checkpoint itself, which a job's history would carry once per
+        requeue). Refused (400, nothing changed) when the job's checkpoint, progress and
+        result would be over a report's bound together."""
         if action not in (Action.CANCEL, Action.REQUEUE, Action.SHIP, Action.REJECT):
             raise ValueError(f"{action} is not an operator action")
         if checkpoint is not None:
@@ -188,8 +193,10 @@ class Leases:
             moved = J.operator_action(job, action, operator, now=now, reason=reason)
             if checkpoint is None:
                 return moved
+            D.check_size(checkpoint, job.progress, job.result)
             last = moved.events[-1]
-            event = last.model_copy(update={"data": {**last.data, "checkpoint": checkpoint}})
+            said = {"checkpoint": checkpoint_brief(checkpoint)}
+            event = last.model_copy(update={"data": {**last.data, **said}})
             return moved.model_copy(
                 update={"checkpoint": checkpoint, "events": (*moved.events[:-1], event)}
             )
@@ -211,3 +218,15 @@ def _ended_at_limit(job: Job, factory_id: str, epoch: int) -> None:
     from the closed run). The error comes after the write: the write is the attempt's end,
     and a reply lost now changes nothing."""
     J.check_fence(job, factory_id, epoch)
+
+
+def checkpoint_brief(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """What an event says of a checkpoint: its branch and commit when it names them, and its
+    size and digest (the checkpoint itself is the job's)."""
+    text = json.dumps(checkpoint, sort_keys=True, separators=(",", ":"))
+    brief: dict[str, Any] = {
+        k: checkpoint[k] for k in ("branch", "commit") if isinstance(checkpoint.get(k), str)
+    }
+    brief["bytes"] = len(text.encode())
+    brief["sha256"] = hashlib.sha256(text.encode()).hexdigest()[:16]
+    return brief

@@ -22,7 +22,7 @@ from typing import Any
 
 from pydantic import Field
 
-from fleet.domain.models import Model, Timestamp, format_ts
+from fleet.domain.models import Model, Timestamp, format_ts, parse_ts
 
 EMBEDDED = 16  # events a document keeps; the older ones spill by halves
 EVENT_DOC = "fleet_event"  # the type of an event document of its own
@@ -53,6 +53,20 @@ TYPES: dict[str, str] = {
     "tracker_bound": "a GitHub repository was bound to the product",
     "tracker_unbound": "a GitHub repository binding was removed",
 }
+
+
+# What only admins see whole: tokens' ids, allowlists, seats and expiry (as the token lists
+# are theirs). Others see that it happened, who did it and to which factory.
+ADMIN_DETAILS = frozenset(
+    {"enrollment_token_created", "enrollment_token_revoked", "factory_enrolled", "token_rotated"}
+)
+
+
+def redacted(item: dict[str, Any]) -> dict[str, Any]:
+    """A feed item as a non-admin sees it: a token event without its token's particulars."""
+    if not item.get("fleet") or item.get("type") not in ADMIN_DETAILS:
+        return item
+    return {**item, "reason": TYPES[str(item["type"])], "details": {}}
 
 
 class FleetEvent(Model):
@@ -98,7 +112,11 @@ def with_event(doc: dict[str, Any], event: FleetEvent) -> tuple[dict[str, Any], 
     """The document with ``event`` appended (numbered after its last), and the events to
     spill first: when it holds more than ``EMBEDDED``, the older half of them."""
     seq = int(doc.get("eventSeq") or 0) + 1
-    numbered = event.model_copy(update={"seq": seq})
+    # Never before the document's latest event (a stamp taken before a retried read): a
+    # reader whose cursor passed that one still finds this one after it.
+    latest = doc.get("lastEventAt")
+    at = max(event.at, parse_ts(latest)) if isinstance(latest, str) else event.at
+    numbered = event.model_copy(update={"seq": seq, "at": at})
     events = [*map(FleetEvent.model_validate, doc.get("events") or ()), numbered]
     spill: list[FleetEvent] = []
     if len(events) > EMBEDDED:

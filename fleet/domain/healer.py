@@ -129,6 +129,11 @@ class Release:
     holder: str
     waited_seconds: float  # since assigned, since flagged stalled, or silent
     kind: ReleaseKind = "never_started"
+    # What the verdict was judged on, re-checked on the job as read when it is written: the
+    # lease as it was (a renewal since says the holder is alive: no "down" take-back), and
+    # the job's last event (a report, a clear or a new flag since: no "stalled" take-back).
+    lease_expires: datetime | None = None
+    last_seq: int | None = None
 
 
 @dataclass(frozen=True)
@@ -244,7 +249,9 @@ def plan_heal(
                 and silent < config.prune_after_seconds  # pruned: the reaper's
                 and not _renewed_since(job, seen, config)
             ):
-                releases.append(Release(job.id, job.epoch, holder, silent, "down"))
+                releases.append(
+                    Release(job.id, job.epoch, holder, silent, "down", job.lease.expiresAt)
+                )
             continue  # stale: its lease expires into the reaper
         if job.stage is Stage.ASSIGNED:
             granted = assigned_at(job)
@@ -264,7 +271,21 @@ def plan_heal(
             stalls.append(verdict)
         elif isinstance(verdict, Release):
             releases.append(verdict)
-    return HealPlan(tuple(statuses), tuple(stalls), tuple(releases), tuple(prune))
+    releases_kept = _unless_all_silent(releases, by_id)
+    return HealPlan(tuple(statuses), tuple(stalls), releases_kept, tuple(prune))
+
+
+def _unless_all_silent(
+    releases: list[Release], factories: Mapping[str, Factory]
+) -> tuple[Release, ...]:
+    """The releases, without the "down" ones when most of the fleet fell silent at once: that
+    is the coordinator's (or its heartbeat table's) outage more likely than the machines',
+    and the factories' leases, not the healer, decide (the reaper takes back what expires)."""
+    down = {r.holder for r in releases if r.kind == "down"}
+    fleet = [f for f in factories.values() if not (f.deregistered or f.revoked)]
+    if len(down) >= 2 and 2 * len(down) > len(fleet):
+        return tuple(r for r in releases if r.kind != "down")
+    return tuple(releases)
 
 
 def _renewed_since(job: Job, seen: datetime, config: HealthConfig) -> bool:
@@ -321,7 +342,8 @@ def _judge_stall(
             )
     flagged_for = (now - flagged_at).total_seconds()
     if flagged_for >= config.stall_after_seconds:
-        return Release(job.id, job.epoch, holder, flagged_for, "stalled")
+        last_seq = job.events[-1].seq if job.events else None
+        return Release(job.id, job.epoch, holder, flagged_for, "stalled", last_seq=last_seq)
     return None
 
 
@@ -352,13 +374,20 @@ def avoid_entry(release: Release, now: datetime, config: HealthConfig) -> Avoid 
 
 def release_applies(job: Job, release: Release) -> bool:
     """Whether a take-back still applies to the job as read now: the same holder at the same
-    epoch, still leased, and for a stall still flagged (a pass that cleared it since wins)."""
+    epoch, still leased; never started: still assigned; down: its lease not renewed since;
+    stalled: still flagged and nothing happened to the job since (a report, a clear, a new
+    flag: the next pass judges it afresh)."""
     lease = job.lease
     if job.stage not in LEASED or lease is None:
         return False
     if lease.holder != release.holder or job.epoch != release.epoch:
         return False
-    return job.stalled if release.kind == "stalled" else True
+    if release.kind == "never_started":
+        return job.stage is Stage.ASSIGNED  # it started since: not this verdict's
+    if release.kind == "down":
+        return release.lease_expires is None or lease.expiresAt == release.lease_expires
+    last_seq = job.events[-1].seq if job.events else None
+    return job.stalled and (release.last_seq is None or last_seq == release.last_seq)
 
 
 def stall_applies(job: Job, change: StallChange) -> bool:

@@ -105,33 +105,19 @@ def queued_since(job: Job) -> datetime:
     return job.updatedAt
 
 
-def avoid_reason(
-    job: Job,
-    factory: FactoryView,
-    now: datetime,
-    fleet: Sequence[FactoryView] | None = None,
-    weights: Weights = DEFAULT_WEIGHTS,
-) -> str | None:
+def avoid_reason(job: Job, factory: FactoryView, now: datetime) -> str | None:
     """Why ``factory`` may not take the job because the job avoids it, or None.
 
-    It may not while another factory of ``fleet`` could take the job now (live, free, able,
-    and not avoided itself); nor, fleet known or not, before the job has waited the avoid
-    entry's ``graceSeconds`` in the queue. The claim sees only the claiming factory: there
-    the wait stands for the rest (a job another live factory could take does not wait
-    that long)."""
+    It may not before the job has waited the avoid entry's ``graceSeconds`` in the queue:
+    a job every other factory left there that long has no clean worker to go to, and may go
+    back. The wait is the evidence, not a view of the fleet's free seats (which the claim does
+    not have and a stale view would get wrong both ways: a factory that looks free but is not
+    would keep the job from the only one that could run it, forever)."""
     entry = avoided(job, factory.id)
     if entry is None:
         return None
-    why = f"avoided: {entry.reason}"
-    if fleet is not None and any(
-        other.id != factory.id
-        and avoided(job, other.id) is None
-        and hard_filter(job, other, weights).eligible
-        for other in fleet
-    ):
-        return why
     if (now - queued_since(job)).total_seconds() < entry.graceSeconds:
-        return why
+        return f"avoided: {entry.reason}"
     return None
 
 
@@ -193,16 +179,12 @@ def rank(
     factory: FactoryView,
     now: datetime,
     weights: Weights = DEFAULT_WEIGHTS,
-    fleet: Sequence[FactoryView] | None = None,
 ) -> list[tuple[Job, Breakdown]]:
-    """Eligible jobs for this factory, best first. Deterministic for the same inputs.
-    ``fleet`` (the product's factories, when the caller has them) sharpens the avoid rule
-    (``avoid_reason``)."""
+    """Eligible jobs for this factory, best first. Deterministic for the same inputs."""
     scored = [
         (job, score(job, factory, now, weights))
         for job in jobs
-        if _eligible_for_claim(job, factory, weights)
-        and avoid_reason(job, factory, now, fleet, weights) is None
+        if _eligible_for_claim(job, factory, weights) and avoid_reason(job, factory, now) is None
     ]
     if not scored:
         return []
@@ -240,7 +222,7 @@ def explain(
     for factory in factories:
         verdict = hard_filter(job, factory, weights)
         breakdown = score(job, factory, now, weights) if not verdict.missing else None
-        avoiding = avoid_reason(job, factory, now, factories, weights)
+        avoiding = avoid_reason(job, factory, now)
         reasons = (*verdict.reasons, avoiding) if avoiding else verdict.reasons
         verdicts.append(
             Verdict(

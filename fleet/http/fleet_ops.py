@@ -8,6 +8,7 @@ import azure.functions as func
 
 from fleet.coordinator.feed import EventFilter
 from fleet.coordinator.service import KEEP
+from fleet.domain.audit import redacted
 from fleet.domain.scheduler import FactoryView
 from fleet.errors import Problem, ValidationFailed
 from fleet.http.factory_views import FactoryList, FactoryRecord
@@ -226,11 +227,14 @@ def product_events(req: func.HttpRequest, call: Call) -> func.HttpResponse:
         events, cursor, more = coord.product_events_before(
             principal.product, req.params.get("before") or None, limit, only=only
         )
-        return reply(ProductEvents.of(events, cursor, more))
-    events, cursor = coord.product_events(
-        principal.product, req.params.get("after"), limit, only=only
-    )
-    return reply(ProductEvents.of(events, cursor))
+    else:
+        events, cursor = coord.product_events(
+            principal.product, req.params.get("after"), limit, only=only
+        )
+        more = None
+    if not principal.may("admin"):  # tokens' particulars are the admins' (as their lists)
+        events = [redacted(item) for item in events]
+    return reply(ProductEvents.of(events, cursor, more))
 
 
 _FILTER_CHARS = 200

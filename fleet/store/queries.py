@@ -236,6 +236,25 @@ EVENTS_CHANGED_SINCE = NamedQuery(
     select=FEED_FIELDS,
 )
 
+# The same, jobs only: for a consumer of the jobs' transitions alone (the tracker echo), whose
+# ``TOP`` fleet documents must not share.
+JOBS_CHANGED_SINCE = NamedQuery(
+    name="jobs_changed_since",
+    sql=(
+        f"SELECT TOP @top {select_list(FEED_FIELDS)} FROM c WHERE c.productId = @partition "
+        "AND c.type = 'job' AND c.lastEventAt >= @since ORDER BY c.lastEventAt ASC"
+    ),
+    where=_all(
+        _is_job,
+        lambda doc, params: (
+            isinstance(doc.get("lastEventAt"), str) and doc["lastEventAt"] >= params["since"]
+        ),
+    ),
+    order_by="/lastEventAt",
+    top_param="top",
+    select=FEED_FIELDS,
+)
+
 
 def _stage_in(doc: Mapping[str, Any], params: Mapping[str, Any]) -> bool:
     return doc.get("stage") in params["stages"]
@@ -422,6 +441,7 @@ ALL_QUERIES = (
     RUNS_OF_JOB,
     AGENT_EVENTS_OF_JOB,
     EVENTS_CHANGED_SINCE,
+    JOBS_CHANGED_SINCE,
     JOBS_PAGE,
     JOBS_OF_HOLDER_PAGE,
     ARTIFACTS_OF_JOB,

@@ -216,7 +216,11 @@ def test_event_log_filters_and_newest_first_pages(
     [
         ({"after": "x|y|1", "before": ""}, "before"),
         ({"factory": "f" * 201}, "factory"),
-        ({"before": "not a cursor"}, "after"),
+        ({"before": "not a cursor"}, "before"),
+        ({"before": "abc|x|1"}, "before"),
+        ({"before": "0001-01-01T00:00:00Z|x|1"}, "before"),
+        ({"before": "0001-01-01T00:00:00.000000Z|x|1"}, "before"),
+        ({"after": "2026-13-01T00:00:00Z|x|1"}, "after"),
     ],
 )
 def test_event_log_bad_queries_are_refused(
@@ -259,3 +263,50 @@ def test_event_log_with_event_numbers_and_spills_by_halves(clock: ManualClock) -
     assert [e.seq for e in spilled] == list(range(1, len(spilled) + 1))
     with pytest.raises(ValueError, match="unknown fleet event type"):
         new_event("made_up", "x", clock.now())
+
+
+def test_event_log_newest_first_skips_nothing_in_a_busy_product(
+    app_context: AppContext, clock: ManualClock
+) -> None:
+    """Many documents changed, a small page: every page is the next older slice, nothing
+    skipped, the newest first (the first page ends at the newest event)."""
+    for n in range(300):
+        ok(app_context, budgets.put_channel, "PUT", OPERATOR, {"burst": 1 + n % 5}, channel=f"c{n}")
+        clock.advance(0.5)
+    everything = feed(app_context)
+    assert len(everything) == 300
+    pages: list[dict[str, Any]] = []
+    cursor = ""
+    while True:
+        page = ok(
+            app_context,
+            fleet_ops.product_events,
+            "GET",
+            OPERATOR,
+            params={"before": cursor, "limit": "7"},
+        )
+        pages += page["events"]
+        if not page["more"] or not page["events"]:
+            break
+        cursor = page["cursor"]
+    assert pages[0]["details"]["channel"] == "c299"
+    assert pages == list(reversed(everything))
+
+
+def test_event_log_a_viewer_sees_that_a_token_was_made_not_its_particulars(
+    app_context: AppContext,
+) -> None:
+    from fleet.http import operators
+
+    made = {"name": "vera", "role": "viewer", "products": [P]}
+    viewer = ok(app_context, operators.create_operator_token, "POST", OPERATOR, made)["token"]
+    ok(app_context, tokens.create_enrollment_token, "POST", OPERATOR, {"maxSeats": 3})
+    as_admin = [e for e in fleet_events(app_context) if e["type"] == "enrollment_token_created"]
+    assert as_admin[0]["details"]["maxSeats"] == 3
+    status, page, _ = call(
+        app_context, fleet_ops.product_events, "GET", "/api", viewer, None, P, params={}
+    )
+    assert status == 200
+    (seen,) = [e for e in page["events"] if e["type"] == "enrollment_token_created"]
+    assert seen["details"] == {} and seen["actor"] == as_admin[0]["actor"]
+    assert as_admin[0]["details"]["tokenId"] not in str(seen)

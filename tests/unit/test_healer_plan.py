@@ -700,3 +700,47 @@ def test_healer_plan_track_keeps_when_progress_last_moved(
     earlier = track({}, [before], T0)
     later = track(earlier, [now], NOW)
     assert later["j1"].changed_at == (NOW if moved else T0)
+
+
+# --- a verdict is re-checked on the job as it is when written -----------------------------
+
+
+def test_healer_plan_a_never_started_release_does_not_apply_once_started() -> None:
+    job = held(assigned=400, started=False)
+    (release,) = plan_heal(NOW, CONFIG, [factory()], {"f1": beat()}, [job]).releases
+    assert release_applies(job, release)
+    started = J.holder_report(job, Action.START, "f1", now=NOW)
+    assert not release_applies(started, release)  # same epoch, same holder: it started
+
+
+def test_healer_plan_a_down_release_does_not_apply_after_a_renewal() -> None:
+    silent = 700  # down
+    job = held(assigned=silent + 10)
+    plan = plan_heal(
+        NOW, CONFIG, [factory(seen=silent), factory("f2")], {"f1": beat(at=silent)}, [job]
+    )
+    (release,) = plan.releases
+    assert release.kind == "down" and release_applies(job, release)
+    assert job.lease is not None
+    renewed = job.evolve(lease=job.lease.model_copy(update={"expiresAt": NOW + timedelta(hours=2)}))
+    assert not release_applies(renewed, release)
+
+
+def test_healer_plan_when_most_of_the_fleet_falls_silent_at_once_nothing_is_taken_back() -> None:
+    """An outage of the coordinator's heartbeat table looks like every machine down: the
+    leases decide then, not the healer."""
+    silent = 700
+    jobs = [
+        held("f1", assigned=silent + 10).evolve(id="j1"),
+        held("f2", assigned=silent + 10).evolve(id="j2"),
+    ]
+    fleet = [factory("f1", seen=silent), factory("f2", seen=silent), factory("f3")]
+    beats = {"f1": beat("f1", at=silent), "f2": beat("f2", at=silent), "f3": beat("f3")}
+    plan = plan_heal(NOW, CONFIG, fleet, beats, jobs)
+    assert plan.releases == ()
+    assert {c.factory: c.new for c in plan.statuses} == {"f1": "down", "f2": "down"}
+    # one machine of three down: that one's jobs go back at once
+    fleet[1] = factory("f2")
+    beats["f2"] = beat("f2")
+    (release,) = plan_heal(NOW, CONFIG, fleet, beats, jobs).releases
+    assert (release.job_id, release.kind) == ("j1", "down")

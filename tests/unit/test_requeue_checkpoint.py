@@ -47,7 +47,9 @@ def test_requeue_with_a_checkpoint_replaces_it_and_records_it(
     assert job.checkpoint == checkpoint and job.epoch == 2
     last = job.events[-1]
     assert last.type == "requeue" and last.reason == "start over"
-    assert last.data["checkpoint"] == checkpoint
+    brief = last.data["checkpoint"]  # where it restarts from, not the checkpoint again
+    assert (brief["branch"], brief["commit"]) == ("fleet/x", "abc123")
+    assert brief["bytes"] > 0 and len(brief["sha256"]) == 16
     # the next attempt is handed the operator's checkpoint
     status, claimed, _ = call(
         app_context, fleet_ops.claim, "POST", "/api", token, {"capabilities": ["python"]}, None
