@@ -13,6 +13,7 @@ from fleet.store.queries import (
     EVENTS_CHANGED_SINCE,
     EVENTS_OF_JOB,
     EXPIRED_LEASES,
+    JOBS_CHANGED_SINCE,
     JOBS_OF_HOLDER_PAGE,
     JOBS_OLDEST_IN_STAGE,
     JOBS_PAGE,
@@ -113,6 +114,10 @@ def test_queries_jobs_changed_since(stores: Stores, partition: str) -> None:
         EVENTS_CHANGED_SINCE, partition, {"since": "2026-01-01T00:00:02.000000Z", "top": 10}
     )
     assert _ids(rows) == ["j3", "j1", "factory-f1", "fev-x"]
+    jobs_only = docs.query(
+        JOBS_CHANGED_SINCE, partition, {"since": "2026-01-01T00:00:02.000000Z", "top": 10}
+    )
+    assert _ids(jobs_only) == ["j3", "j1"]  # the tracker echo's: jobs alone
     assert rows[-1] == {
         "id": "fev-x",
         "type": "fleet_event",
