@@ -44,6 +44,9 @@ class CosmosSettings:
     endpoint_discovery: bool
     throttle_retry_attempts: int
     throttle_max_wait_s: int
+    # Connections kept open to the endpoint (STORE_MAX_CONNECTIONS): at least as many as the
+    # host's concurrent calls, or every call past the pool opens (and drops) a TCP connection.
+    max_connections: int = 32
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,7 @@ class StorageSettings:
     blob_service_uri: str | None
     table_service_uri: str | None
     artifacts_container: str
+    max_connections: int = 32  # kept open to each storage endpoint (STORE_MAX_CONNECTIONS)
 
 
 @dataclass(frozen=True)
@@ -333,7 +337,15 @@ def _cosmos_from_env(env: Mapping[str, str]) -> CosmosSettings:
         endpoint_discovery=discovery,
         throttle_retry_attempts=_int(env, "COSMOS_THROTTLE_RETRIES", 3),
         throttle_max_wait_s=_int(env, "COSMOS_THROTTLE_MAX_WAIT_SECONDS", 5),
+        max_connections=_max_connections(env),
     )
+
+
+def _max_connections(env: Mapping[str, str]) -> int:
+    count = _int(env, "STORE_MAX_CONNECTIONS", 32)
+    if not 1 <= count <= 1024:
+        raise SettingsError("STORE_MAX_CONNECTIONS", "must be between 1 and 1024")
+    return count
 
 
 def _storage_from_env(env: Mapping[str, str]) -> StorageSettings:
@@ -357,6 +369,7 @@ def _storage_from_env(env: Mapping[str, str]) -> StorageSettings:
         table_service_uri=table_uri
         or (f"https://{account}.table.core.windows.net" if account else None),
         artifacts_container=env.get("ARTIFACTS_CONTAINER") or "artifacts",
+        max_connections=_max_connections(env),
     )
 
 

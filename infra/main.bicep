@@ -93,6 +93,9 @@ param agentEventBytesPerAttempt string = ''
 @description('FLEET_ARTIFACTS_PER_ATTEMPT: artifacts one attempt may store; empty: the code\'s default (100).')
 param artifactsPerAttempt string = ''
 
+@description('STORE_MAX_CONNECTIONS: connections kept open to each store endpoint (Cosmos, Blob, Table); at least the host\'s concurrent calls. Empty: the code\'s default (32).')
+param storeMaxConnections string = ''
+
 @description('COSMOS_THROTTLE_RETRIES: SDK retries on 429 before a 503 store_unavailable; empty: the code\'s default (3).')
 param cosmosThrottleRetries string = ''
 
@@ -281,6 +284,7 @@ module api 'app/api.bicep' = {
     agentEventBytesPerAttempt: agentEventBytesPerAttempt
     artifactsPerAttempt: artifactsPerAttempt
     cosmosThrottleRetries: cosmosThrottleRetries
+    storeMaxConnections: storeMaxConnections
     cosmosThrottleMaxWaitSeconds: cosmosThrottleMaxWaitSeconds
     keyVaultName: keyVault.outputs.name
     secretsGiven: {

@@ -12,6 +12,7 @@ from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn
 
+import requests
 from azure.core import MatchConditions
 from azure.core.exceptions import (
     AzureError,
@@ -21,6 +22,7 @@ from azure.core.exceptions import (
     ServiceRequestError,
     ServiceResponseError,
 )
+from azure.core.pipeline.transport import RequestsTransport
 from azure.cosmos import ContainerProxy, CosmosClient, PartitionKey
 from azure.cosmos.exceptions import CosmosHttpResponseError
 from azure.data.tables import TableClient, TableServiceClient, UpdateMode
@@ -30,6 +32,8 @@ from azure.storage.blob import (
     ContentSettings,
     generate_blob_sas,
 )
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
 
 from fleet.errors import (
     AlreadyExists,
@@ -160,6 +164,20 @@ def _patch_op(op: PatchOp) -> dict[str, Any]:
     raise TypeError(f"not a patch op: {op!r}")
 
 
+def pooled_transport(connections: int) -> RequestsTransport:
+    """An HTTP transport keeping ``connections`` connections open per endpoint. The SDKs'
+    own keep requests' default of 10: a host serving more calls at once than that opens a
+    new TCP (and TLS) connection for each call past the pool and drops it after. One
+    session per client, owned by its transport."""
+    session = requests.Session()
+    # Retries are the SDK pipeline's (its retry policy), never urllib3's: as the SDKs mount.
+    no_retries = Retry(total=False, redirect=False, raise_on_status=False)
+    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=connections, max_retries=no_retries)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return RequestsTransport(session=session, session_owner=True)
+
+
 def cosmos_client(settings: CosmosSettings) -> CosmosClient:
     credential: Any
     if settings.key:
@@ -176,6 +194,7 @@ def cosmos_client(settings: CosmosSettings) -> CosmosClient:
         # factory's claim loop) decides how long to back off, not a thread stuck in the SDK.
         retry_total=settings.throttle_retry_attempts,
         retry_backoff_max=settings.throttle_max_wait_s,
+        transport=pooled_transport(settings.max_connections),
     )
 
 
@@ -493,8 +512,14 @@ def ensure_blobs(service: BlobServiceClient, container: str) -> None:
 def _storage_clients(settings: StorageSettings) -> tuple[TableServiceClient, BlobServiceClient]:
     if settings.connection_string:
         return (
-            TableServiceClient.from_connection_string(settings.connection_string),
-            BlobServiceClient.from_connection_string(settings.connection_string),
+            TableServiceClient.from_connection_string(
+                settings.connection_string,
+                transport=pooled_transport(settings.max_connections),
+            ),
+            BlobServiceClient.from_connection_string(
+                settings.connection_string,
+                transport=pooled_transport(settings.max_connections),
+            ),
         )
     from azure.identity import DefaultAzureCredential
 
@@ -502,8 +527,16 @@ def _storage_clients(settings: StorageSettings) -> tuple[TableServiceClient, Blo
     if not settings.table_service_uri or not settings.blob_service_uri:
         raise InvalidStoreRequest("storage service URIs are required for managed identity")
     return (
-        TableServiceClient(endpoint=settings.table_service_uri, credential=credential),
-        BlobServiceClient(account_url=settings.blob_service_uri, credential=credential),
+        TableServiceClient(
+            endpoint=settings.table_service_uri,
+            credential=credential,
+            transport=pooled_transport(settings.max_connections),
+        ),
+        BlobServiceClient(
+            account_url=settings.blob_service_uri,
+            credential=credential,
+            transport=pooled_transport(settings.max_connections),
+        ),
     )
 
 

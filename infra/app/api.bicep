@@ -33,6 +33,7 @@ param agentEventsPerAttempt string
 param agentEventBytesPerAttempt string
 param artifactsPerAttempt string
 param cosmosThrottleRetries string
+param storeMaxConnections string
 param cosmosThrottleMaxWaitSeconds string
 @description('The Key Vault holding the secret settings (app/keyvault.bicep).')
 param keyVaultName string
@@ -162,6 +163,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     COSMOS_DATABASE: cosmosDatabase
     COSMOS_CONTAINER: cosmosContainer
     COSMOS_THROTTLE_RETRIES: cosmosThrottleRetries
+    STORE_MAX_CONNECTIONS: storeMaxConnections
     COSMOS_THROTTLE_MAX_WAIT_SECONDS: cosmosThrottleMaxWaitSeconds
     // Host storage and the coordinator's tables and blobs, through the same identity. The
     // service URIs come from the account, so sovereign clouds work too.

@@ -59,6 +59,14 @@ def test_settings_managed_identity_needs_no_keys() -> None:
             },
             "COSMOS_THROTTLE_RETRIES",
         ),
+        (
+            {
+                "COSMOS_ENDPOINT": "http://x",
+                "AzureWebJobsStorage": "UseDevelopmentStorage=true",
+                "STORE_MAX_CONNECTIONS": "0",
+            },
+            "STORE_MAX_CONNECTIONS",
+        ),
     ],
 )
 def test_settings_fail_fast_naming_the_setting(env: dict[str, str], missing: str) -> None:
@@ -97,3 +105,21 @@ def test_settings_token_grace_seconds() -> None:
     with pytest.raises(SettingsError) as caught:
         Settings.from_env({"FLEET_STORE": "memory", "FLEET_TOKEN_GRACE_SECONDS": "-1"})
     assert caught.value.name == "FLEET_TOKEN_GRACE_SECONDS"
+
+
+def test_settings_store_connections_are_pooled_to_the_hosts_concurrency() -> None:
+    from fleet.store.azure import pooled_transport
+
+    env = {
+        "COSMOS_ENDPOINT": "http://x",
+        "AzureWebJobsStorage": "UseDevelopmentStorage=true",
+        "STORE_MAX_CONNECTIONS": "48",
+    }
+    settings = Settings.from_env(env)
+    assert settings.cosmos is not None and settings.storage is not None
+    assert settings.cosmos.max_connections == settings.storage.max_connections == 48
+    transport = pooled_transport(48)
+    assert transport.session is not None
+    adapter = transport.session.get_adapter("https://account.documents.azure.com")
+    assert adapter._pool_maxsize == 48  # type: ignore[attr-defined]
+    assert adapter.max_retries.total is False  # the SDK's retry policy retries, not urllib3
