@@ -276,8 +276,11 @@ class FleetClient:
         version: str | None = None,
         request_id: str | None = None,
         retry: bool = False,
+        start: bool = False,
     ) -> dict[str, Any] | None:
         """``POST /fleet/claim``: ``{job, lease, cadence, score}``, or ``None`` (204).
+        With ``start`` the coordinator also starts the job (it comes back ``building``): the
+        factory then sends no ``building`` report.
 
         ``request_id`` names this claim (see ``new_request_id``). After an ``Unavailable``
         other than a 429 the reply may be all that was lost (``reply_may_be_lost``): send the same
@@ -296,6 +299,8 @@ class FleetClient:
             body["requestId"] = request_id
             if retry:
                 body["retry"] = True
+        if start:
+            body["start"] = True
         result = self.request("POST", "/fleet/claim", json_body=body)
         return None if result is None else _object(result)
 

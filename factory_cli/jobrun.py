@@ -285,9 +285,13 @@ class JobRun:
     # --- what the factory asks of it ---------------------------------------------------
 
     def start(self, now: float) -> None:
-        """Tell the coordinator the job is being built; check the repository out (in the
-        background) when the job names one, then start the engine."""
-        self._enqueue(Report("patch", {"stage": "building"}, "building"))
+        """Tell the coordinator the job is being built (unless the claim started it: it came
+        back ``building``); check the repository out (in the background) when the job names
+        one, then start the engine."""
+        if self.job.get("stage") == "building":
+            self.stage = "building"
+        else:
+            self._enqueue(Report("patch", {"stage": "building"}, "building"))
         if self.repo is None:
             self._launch(now)
             return

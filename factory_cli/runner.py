@@ -386,6 +386,7 @@ class Runner:
                     version=self.config.version,
                     request_id=request_id,
                     retry=retrying,
+                    start=True,  # it starts each job it claims at once (JobRun.start)
                 )
             except Unavailable as exc:
                 if reply_may_be_lost(exc):

@@ -17,8 +17,13 @@ from fleet.domain import jobs as J
 from fleet.domain import runs as RU
 from fleet.domain.models import Job, Lease, format_ts
 from fleet.domain.scheduler import FactoryView, rank
+from fleet.domain.stages import Action, Stage
 from fleet.errors import ConcurrencyConflict, NotFound, StoreUnavailable
 from fleet.store.queries import CLAIM_OF_REQUEST, COUNT_LIVE_LEASES_OF_HOLDER, JOBS_IN_STAGE
+
+# The stages a job won by a claim is in until its holder reports anything: a claim with
+# ``start`` leaves it building.
+_UNTOUCHED = [Stage.ASSIGNED.value, Stage.BUILDING.value]
 
 
 @dataclass(frozen=True)
@@ -68,6 +73,7 @@ class Claims(Part):
         request_id: str | None = None,
         *,
         retry: bool = False,
+        start: bool = False,
     ) -> ClaimResult | None:
         """One query for the top-K queued jobs, pure ranking, one conditional replace of the
         chosen job. On a lost race, the next candidate. ``None``: nothing for this factory.
@@ -81,7 +87,9 @@ class Claims(Part):
         writes, at no extra cost. With ``retry`` — the factory re-sends the claim after its
         reply was lost — the job this factory already won with that id, if it is still
         ``assigned`` under a current lease, is answered again (no write, no new event, the
-        same epoch); else a normal claim follows."""
+        same epoch); else a normal claim follows. With ``start`` the factory starts the job at
+        once: the same write also moves it to ``building`` (its ``start`` event after the
+        ``assign``), one report fewer per job."""
         now = self.clock.now()
         terms = self.products.terms(product, factory.id)
         standing = terms.why_not
@@ -135,6 +143,8 @@ class Claims(Part):
                 request_id=request_id,
                 timeout_seconds=RU.effective_timeout(job.timeoutSeconds, settings.timeout_seconds),
             )
+            if start:
+                assigned = J.holder_report(assigned, Action.START, factory.id, now=now)
             assigned = assigned.evolve(reservation=key)
             try:
                 stored = self.writer.write(assigned, job.etag, spill=False)
@@ -176,7 +186,7 @@ class Claims(Part):
         rows = self.docs.query(
             CLAIM_OF_REQUEST,
             product,
-            {"holder": factory_id, "requestId": request_id, "top": 2},
+            {"holder": factory_id, "requestId": request_id, "top": 2, "stages": _UNTOUCHED},
         )
         for row in rows:
             job = Job.from_doc(row)

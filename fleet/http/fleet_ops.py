@@ -49,9 +49,11 @@ def _view(factory_id: str, body: FactorySelf) -> FactoryView:
         "`requestId` (the factory's own id for this claim, 8-64 of `A-Za-z0-9_-`) is "
         "stored in the lease. A factory whose claim reply was lost (a timeout, a dropped "
         "connection) re-sends the same `requestId` with `retry: true`: if that claim won "
-        "a job that is still `assigned` to it under a current lease, the reply is that "
-        "claim's again (same job, lease and epoch; no new event); otherwise a normal "
-        "claim. `retry` without `requestId` is 400."
+        "a job that is still `assigned` (or `building`, when it claimed with `start`) to it "
+        "under a current lease, the reply is that claim's again (same job, lease and epoch; "
+        "no new event); otherwise a normal claim. `retry` without `requestId` is 400. With "
+        "`start`, the job is assigned and started in the one write: it comes back "
+        "`building`, and the factory sends no `building` report."
     ),
     body=json_body(
         ClaimBody,
@@ -77,7 +79,11 @@ def claim(req: func.HttpRequest, call: Call) -> func.HttpResponse:
         )
     principal.check_capabilities(body.capabilities)
     result = call.context.coordinator.claim(
-        principal.product, _view(principal.id, body), body.requestId, retry=body.retry
+        principal.product,
+        _view(principal.id, body),
+        body.requestId,
+        retry=body.retry,
+        start=body.start,
     )
     if result is None:
         return func.HttpResponse(status_code=204)

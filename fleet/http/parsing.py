@@ -140,6 +140,11 @@ class ClaimBody(FactorySelf):
 
     requestId: str | None = Field(default=None, pattern=CLAIM_REQUEST_ID)
     retry: bool = False
+    start: bool = Field(
+        default=False,
+        description="The factory starts the job at once: the claim's write also moves it to "
+        "`building` (its `start` event), so no separate `building` report is sent.",
+    )
 
 
 FactoryName = Annotated[str, StringConstraints(pattern=NAME.pattern)]

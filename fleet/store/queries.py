@@ -367,12 +367,12 @@ CLAIM_OF_REQUEST = NamedQuery(
     name="claim_of_request",
     sql=(
         "SELECT TOP @top * FROM c WHERE c.productId = @partition AND c.type = 'job' "
-        "AND c.stage = 'assigned' AND c.lease.holder = @holder "
+        "AND ARRAY_CONTAINS(@stages, c.stage) AND c.lease.holder = @holder "
         "AND c.lease.requestId = @requestId ORDER BY c.queueKey ASC"
     ),
     where=_all(
         _is_job,
-        lambda doc, _: doc.get("stage") == "assigned",
+        _stage_in,
         _field_equals("/lease/holder", "holder"),
         _field_equals("/lease/requestId", "requestId"),
     ),

@@ -202,8 +202,11 @@ def test_queries_claim_of_request_only_assigned_to_that_holder_with_that_id(
             "lease": lease("f1", "r-1"),
         }
     )
-    ask = {"holder": "f1", "requestId": "r-1", "top": 2}
+    ask = {"holder": "f1", "requestId": "r-1", "top": 2, "stages": ["assigned"]}
     assert _ids(docs.query(CLAIM_OF_REQUEST, partition, ask)) == ["j1"]
+    # a claim that started its job: building too, in queue order
+    started = {**ask, "stages": ["assigned", "building"]}
+    assert _ids(docs.query(CLAIM_OF_REQUEST, partition, started)) == ["j1", "j3"]
     assert _ids(docs.query(CLAIM_OF_REQUEST, partition, {**ask, "holder": "f2"})) == ["j2"]
     assert _ids(docs.query(CLAIM_OF_REQUEST, partition, {**ask, "requestId": "r-2"})) == ["j4"]
     assert _ids(docs.query(CLAIM_OF_REQUEST, partition, {**ask, "requestId": "r-3"})) == []

@@ -262,6 +262,20 @@ def test_runner_heartbeats_first_then_claims_and_starts_the_engine(
     assert server.bodies("patch") == [{"leaseEpoch": 1, "stage": "building"}]
 
 
+def test_runner_claims_with_start_and_sends_no_building_report_for_a_started_job(
+    make: Callable[..., Runner], server: FakeCoordinator, spawner: FakeSpawner
+) -> None:
+    """The claim asks the coordinator to start the job; when it comes back ``building``, the
+    factory does not report ``building`` again (one call fewer per job)."""
+    server.to_claim.append(grant(job("j1", stage="building")))
+    runner = make()
+    runner.tick(runner.clock.monotonic())
+    assert server.bodies("claim")[0]["start"] is True
+    assert spawner.last is not None  # the engine runs
+    runner.tick(runner.clock.monotonic())
+    assert server.bodies("patch") == []
+
+
 def test_runner_ships_forwarding_events_and_checkpoint_before_the_final_report(
     make: Callable[..., Runner], server: FakeCoordinator, spawner: FakeSpawner, clock: FakeClock
 ) -> None:

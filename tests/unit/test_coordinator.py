@@ -627,3 +627,27 @@ def test_coordinator_event_feed_never_skips_a_job_changed_again_behind_its_curso
             break
         seen.extend((e["jobId"], e["seq"]) for e in events)
     assert seen == [(x.id, 1), *((o, 1) for o in others), (x.id, 2)]
+
+
+def test_coordinator_a_claim_with_start_assigns_and_starts_in_one_write(
+    coord: Coordinator, stores: Stores, clock: ManualClock
+) -> None:
+    job, _ = coord.submit(P, manifest(), "operator:o")
+    warm(coord, "f1")
+    with stores.counters.measure() as cost:
+        won = coord.claim(P, factory(caps=()), "req-0001", start=True)
+    assert cost == {"query": 1, "write": 1}  # as a claim alone: the building report saved
+    assert won is not None and won.job.stage is Stage.BUILDING
+    stored = coord.get_job(P, job.id)
+    assert stored.stage is Stage.BUILDING and stored.epoch == won.lease.epoch == 1
+    assert [e.type for e in stored.events] == ["submit", "assign", "start"]
+    assert stored.events[-1].actor == "factory:f1"
+    # its reply lost, the retry answers with the same started job, and writes nothing
+    clock.advance(5)
+    with stores.counters.measure() as cost:
+        again = coord.claim(P, factory(caps=()), "req-0001", retry=True, start=True)
+    assert cost == {"query": 1}
+    assert again is not None and again.replayed and again.job.id == job.id
+    # the holder goes on as after a building report: straight to shipped
+    shipped = coord.report(P, job.id, "f1", 1, stage=Stage.SHIPPED)
+    assert shipped.stage is Stage.SHIPPED
