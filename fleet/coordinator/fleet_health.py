@@ -275,6 +275,10 @@ class FleetHealth:
             found = True
         self.commands.clear(product, factory_id)
         revoked += self._tokens.revoke_tokens(product, factory_id, by)
+        if found:  # what it held goes back now: its writes are fenced from here on
+            self.coord.take_back_from(
+                product, factory_id, f"holder {factory_id} left the fleet", by
+            )
         if not found:
             raise FactoryNotFound(f"factory {factory_id} not found", factory=factory_id)
         log.info(

@@ -19,10 +19,13 @@ An HTTP operation declares who may call it (a ``Caller``) and the role an operat
 ``authenticate`` for the principal, passing in the app's ``Tokens``. Handlers never read
 identity headers themselves.
 
-Cost: every call verifies the token with one point read of its document (operator tokens
-from settings need none), so a revocation takes effect on the next request — except the
-idle gate poll (caller ``gate``), which may use a per-instance cache of verified tokens
-for up to ``TokenConfig.gate_cache_seconds`` so that polling stays one point read.
+Cost: a call verifies the token with one point read of its document (operator tokens from
+settings need none), so a revocation takes effect on the next request — except the idle
+gate poll (caller ``gate``) and a factory's calls about work it holds (caller ``holder``),
+which may use a per-instance cache of verified tokens for up to
+``TokenConfig.gate_cache_seconds``: polling stays one point read and a holder's reports cost
+no token read. Revoking a factory takes its jobs back at once, so what the cache still
+accepts from it for those seconds is fenced.
 """
 
 from __future__ import annotations
@@ -173,7 +176,9 @@ Want = Literal["factory", "operator", "any"]
 # Who may call an operation: a factory token, an operator token, either, either through the
 # gate poll's cache of verified tokens, or anyone (the operation authenticates itself, if at
 # all: health, the OpenAPI document, enrollment, GitHub's webhook).
-Caller = Literal["factory", "operator", "any", "gate", "anonymous"]
+# ``holder``: a factory about work it holds (its reports, renewals, releases, events,
+# artifacts, heartbeats): as ``factory``, its token trusted from this instance's cache.
+Caller = Literal["factory", "holder", "operator", "any", "gate", "anonymous"]
 
 
 # What an operation is about: one product (the caller must be allowed it), or the fleet
@@ -202,17 +207,19 @@ def authenticate(
     proves nothing, 403 when it proves a principal that may not call — the wrong kind, an
     operator whose role is below ``role``, or (``scope`` product) a token for other
     products. ``product`` is the product the path names (else ``X-Fleet-Product``). ``gate``
-    trusts a token this instance verified within the last ``gate_cache_seconds`` without a
-    read, so the idle poll stays one point read (a revocation reaches that endpoint within
-    that time)."""
+    and ``holder`` trust a token this instance verified within the last
+    ``gate_cache_seconds`` without a read, so the idle poll stays one point read and a
+    holder's calls cost no token read: a revocation reaches those calls on other instances
+    within that time (the revoking instance forgets at once), and cannot reach the work the
+    factory held — revoking it takes its jobs back, fencing every write it still sends."""
     if caller == "anonymous":
         raise ValueError("an anonymous operation has no principal to authenticate")
-    want: Want = "any" if caller == "gate" else caller
+    want: Want = "any" if caller == "gate" else "factory" if caller == "holder" else caller
     principal = tokens.authenticate(
         bearer_token(source),
         product if product is not None else product_header(source),
         want=want,
-        cached=caller == "gate",
+        cached=caller in ("gate", "holder"),
     )
     principal.check_role(role)
     if scope == "product":

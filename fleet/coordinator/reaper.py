@@ -98,6 +98,24 @@ class Reaper(Part):
             self.gate.bump(product)
         return report
 
+    def take_back_from(self, product: str, factory_id: str, reason: str, actor: str) -> list[str]:
+        """Take back every job ``factory_id`` holds, now (a revocation, a departure): its
+        writes are fenced from this moment, whatever its token may still be trusted for on
+        another instance. One bounded query (``reap_batch`` leased jobs; what it leaves, the
+        reaper's next pass takes) and one write per job. Returns the jobs taken back."""
+        now = self.clock.now()
+        taken_ids: list[str] = []
+        for row in self.docs.query(LEASED_JOBS, product, {"top": self.config.reap_batch}):
+            job = Job.from_doc(row)
+            if job.lease is None or job.lease.holder != factory_id:
+                continue
+            taken = self._take_back_once(job, now, reason, actor)
+            if taken is not None:
+                taken_ids.append(taken.id)
+        if taken_ids:
+            self.gate.bump(product)
+        return taken_ids
+
     def preempt(self, product: str) -> list[str]:
         """When the product allows it: for each critical job (priority >= minPriority,
         waiting >= afterSeconds) that some live factory could run but none has a free seat

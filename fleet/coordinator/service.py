@@ -194,6 +194,7 @@ class Coordinator:
     reap = _Via("_reaper", Reaper.reap)
     preempt = _Via("_reaper", Reaper.preempt)
     take_back = _Via("_reaper", Reaper.take_back)
+    take_back_from = _Via("_reaper", Reaper.take_back_from)
 
     # --- metrics ---------------------------------------------------------------------
     compute_metrics = _Via("_metrics", Metrics.compute)

@@ -24,12 +24,13 @@ its SHA-256 (hex), in a ``token`` document of the system partition whose id is
 Hashes are compared with ``hmac.compare_digest``. A refused token is always the same 401
 ("invalid, expired or revoked token"): the caller never learns which it was.
 
-The idle gate poll (``GET /api/fleet/queue-state``) must stay one point read, so it may use
-a small per-instance cache of verified factory and named operator tokens
-(``gate_cache_seconds``, bounded to ``gate_cache_size`` entries): on that one endpoint a
-revoked or expired token can keep working for up to that long on an instance that verified
-it just before (the instance that revokes it forgets it at once). Every other request reads
-the token document.
+The idle gate poll (``GET /api/fleet/queue-state``) must stay one point read, and a factory's
+calls about work it holds (reports, renewals, events, heartbeats) should cost no token read,
+so they may use a small per-instance cache of verified factory and named operator tokens
+(``gate_cache_seconds``, bounded to ``gate_cache_size`` entries): there a revoked or expired
+token can keep working for up to that long on an instance that verified it just before (the
+instance that revokes it forgets it at once, and takes the factory's jobs back, so its writes
+are fenced). Every other request — a claim above all — reads the token document.
 """
 
 from __future__ import annotations
@@ -307,9 +308,15 @@ class Tokens:
         return self._factories.rotate(principal, factory_id)
 
     def revoke_factory(self, product: str, factory_id: str, actor: str) -> int:
-        """Refuse every token of the factory from the next request and mark it revoked (the
-        reaper then requeues the jobs it holds). Returns how many tokens were revoked."""
-        return self._factories.revoke_factory(product, factory_id, actor)
+        """Refuse every token of the factory from the next request, mark it revoked and
+        take back the jobs it holds at once (fencing whatever it still sends: its token may
+        be trusted a little longer by another instance's cache). Returns how many tokens
+        were revoked."""
+        count = self._factories.revoke_factory(product, factory_id, actor)
+        self.coordinator.take_back_from(
+            product, factory_id, f"holder {factory_id} was revoked", actor
+        )
+        return count
 
     def revoke_tokens(self, product: str, factory_id: str, actor: str) -> int:
         """Refuse every token of the factory from the next request, without marking the

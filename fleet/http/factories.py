@@ -104,7 +104,7 @@ def _beat(body: HeartbeatBody) -> Beat:
 @operations.route(
     "fleet/factories/heartbeat",
     "POST",
-    caller="factory",
+    caller="holder",
     id="factoryHeartbeat",
     summary="The factory is alive: load, seats, progress per held job; acknowledges commands",
     tag="fleet",

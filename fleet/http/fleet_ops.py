@@ -101,8 +101,9 @@ def claim(req: func.HttpRequest, call: Call) -> func.HttpResponse:
         "Skip the claim while `version` is unchanged, but claim at least every "
         "`maxSkipSeconds` anyway: the version is a hint, never a guarantee. To keep the "
         "idle poll one point read, an instance trusts a factory token it verified in the "
-        "last 30 s without reading it again (so a revocation reaches this endpoint within "
-        "30 s; every other endpoint refuses a revoked token on the next request)."
+        "last 30 s without reading it again (so a revocation reaches this endpoint, and a "
+        "holder's reports, renewals and heartbeats, within 30 s; a claim refuses a revoked "
+        "token at once)."
     ),
     replies={200: Reply("The gate.", QueueState)},
 )

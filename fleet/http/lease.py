@@ -35,7 +35,7 @@ class AgentEventsStored(View):
 @operations.route(
     "fleet/jobs/{id}",
     "PATCH",
-    caller="factory",
+    caller="holder",
     id="reportJob",
     summary="The lease holder reports stage, checkpoint, progress or result",
     tag="lease",
@@ -83,7 +83,7 @@ def report_job(req: func.HttpRequest, call: Call) -> func.HttpResponse:
 @operations.route(
     "fleet/jobs/{id}/lease/renew",
     "POST",
-    caller="factory",
+    caller="holder",
     id="renewLease",
     summary="Extend the lease",
     tag="lease",
@@ -114,7 +114,7 @@ def renew_lease(req: func.HttpRequest, call: Call) -> func.HttpResponse:
 @operations.route(
     "fleet/jobs/{id}/lease/release",
     "POST",
-    caller="factory",
+    caller="holder",
     id="releaseLease",
     summary="Give the job back (queued again, checkpoint kept, no attempt counted)",
     tag="lease",
@@ -146,7 +146,7 @@ def release_lease(req: func.HttpRequest, call: Call) -> func.HttpResponse:
 @operations.route(
     "fleet/jobs/{id}/events",
     "POST",
-    caller="factory",
+    caller="holder",
     id="postAgentEvents",
     summary="The holder forwards its engine's events (decisions, tool calls, notes)",
     tag="lease",

@@ -108,6 +108,7 @@ Shape = type[BaseModel] | OneOf | Schema
 Bearer = Literal["factory", "operator", "any", "enrollment", "none"]
 _BEARER: dict[Caller, Bearer] = {
     "factory": "factory",
+    "holder": "factory",
     "operator": "operator",
     "any": "any",
     "gate": "any",

@@ -69,7 +69,7 @@ class ReviewRequestBody(Body):
 @operations.route(
     "fleet/jobs/{id}/artifacts",
     "POST",
-    caller="factory",
+    caller="holder",
     id="issueArtifactUpload",
     summary="A short-lived write-only SAS URL for one blob of this attempt (holder only)",
     tag="lease",

@@ -335,7 +335,7 @@ def test_fleet_health_commands_for_unknown_or_departed_factories_are_refused(
 # --- deregister and prune -------------------------------------------------------------
 
 
-def test_fleet_health_deregister_then_the_reaper_requeues_its_jobs(
+def test_fleet_health_deregister_takes_its_jobs_back_at_once(
     coord: Coordinator, health: FleetHealth, stores: Stores
 ) -> None:
     job = started(coord, "f1")
@@ -346,11 +346,11 @@ def test_fleet_health_deregister_then_the_reaper_requeues_its_jobs(
     with pytest.raises(NotFound):
         stores.tables.get(HEARTBEATS, P, "f1")
     assert stores.tables.list_partition(COMMANDS, commands_partition(P, "f1")) == []
-    health.deregister(P, "f1", "operator:alice")  # idempotent
-    report = coord.reap(P)
-    assert report.requeued == [job.id]
-    requeued = coord.get_job(P, job.id)
+    requeued = coord.get_job(P, job.id)  # taken back by the deregistration itself
     assert requeued.stage is Stage.QUEUED and requeued.failedBy == ("f1",)
+    assert (requeued.events[-1].type, requeued.events[-1].actor) == ("take_back", "operator:alice")
+    health.deregister(P, "f1", "operator:alice")  # idempotent
+    assert coord.reap(P).requeued == []  # nothing left for the reaper
     with pytest.raises(Fenced):
         coord.renew(P, job.id, "f1", job.epoch)
     with pytest.raises(FactoryNotFound):

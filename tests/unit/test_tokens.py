@@ -368,7 +368,7 @@ def test_tokens_a_revoked_factory_cannot_be_rotated(tokens: Tokens) -> None:
 # --- revocation ----------------------------------------------------------------------
 
 
-def test_tokens_revoked_mid_job_is_401_and_the_reaper_requeues_the_job(
+def test_tokens_revoked_mid_job_is_401_and_the_job_is_taken_back_at_once(
     tokens: Tokens, coord: Coordinator
 ) -> None:
     token = enroll(tokens, "f1")
@@ -382,9 +382,8 @@ def test_tokens_revoked_mid_job_is_401_and_the_reaper_requeues_the_job(
         assert refused(lambda t=t: factory_of(tokens, t)) == INVALID
     (factory,) = coord.factories(P)
     assert factory.revoked
-    report = coord.reap(P)
-    assert report.requeued == [job.id]
-    requeued = coord.get_job(P, job.id)
+    requeued = coord.get_job(P, job.id)  # by the revocation itself: the reaper has nothing
+    assert coord.reap(P).requeued == []
     assert requeued.stage is Stage.QUEUED and requeued.epoch == claim.lease.epoch + 1
     with pytest.raises(Fenced):
         coord.report(P, job.id, "f1", claim.lease.epoch, stage=Stage.BUILDING)
@@ -441,6 +440,55 @@ def test_tokens_revocation_reaches_the_gate_poll_within_the_cache_ttl(
     # And once the TTL has passed, every gate poll reads it again.
     clock.advance(1)
     assert refused(lambda: elsewhere.authenticate(token, None, want="any", cached=True)) == INVALID
+
+
+def test_tokens_a_holders_calls_cost_no_token_read_and_revocation_still_fences_it(
+    coord: Coordinator, clock: ManualClock, stores: Stores
+) -> None:
+    """A factory's calls about work it holds (report, renew, release, events, artifacts,
+    heartbeat: caller ``holder``) trust this instance's cache, as the gate poll does. A
+    revocation elsewhere reaches them within the cache's 30 s, and cannot reach the work:
+    the revoking instance takes the factory's jobs back at once, so every write it still
+    sends is fenced; its claims read the token and are refused at once."""
+    from fleet.coordinator.identity import authenticate
+
+    here, there = Tokens(coord, clock=clock), Tokens(coord, clock=clock)  # own caches
+    token = enroll(here, "f1")
+    source = {"Authorization": f"Bearer {token}"}
+
+    def as_holder(instance: Tokens) -> Principal:
+        return authenticate(instance, source, "holder")
+
+    job, _ = coord.submit(P, Manifest(title="t", body="b", capabilities=("python",)), "op")
+    claim = coord.claim(P, FactoryView(id="f1", capabilities=frozenset({"python"})))
+    assert claim is not None
+    as_holder(there)  # verified once: cached
+    with stores.counters.measure() as cost:
+        assert as_holder(there).id == "f1"
+    assert cost == {}  # no token read
+    here.revoke_factory(P, "f1", OPERATOR_ACTOR)
+    assert refused(lambda: as_holder(here)) == INVALID  # the revoking instance: at once
+    clock.advance(29)
+    assert as_holder(there).id == "f1"  # still trusted there, within the 30 s...
+    with pytest.raises(Fenced):  # ...but the job is no longer its: nothing it sends lands
+        coord.report(P, job.id, "f1", claim.lease.epoch, stage=Stage.SHIPPED)
+    assert coord.get_job(P, job.id).stage is Stage.QUEUED
+    clock.advance(1)
+    assert refused(lambda: as_holder(there)) == INVALID  # past the 30 s: read, refused
+
+
+def test_tokens_a_claim_always_reads_the_token(coord: Coordinator, clock: ManualClock) -> None:
+    """New work is never given on trust: a claim reads the token, so a revoked factory's
+    claim is refused at once on every instance, which then forgets the token."""
+    from fleet.coordinator.identity import authenticate
+
+    here, there = Tokens(coord, clock=clock), Tokens(coord, clock=clock)
+    token = enroll(here, "f1")
+    source = {"Authorization": f"Bearer {token}"}
+    authenticate(there, source, "holder")  # cached there
+    here.revoke_factory(P, "f1", OPERATOR_ACTOR)
+    assert refused(lambda: authenticate(there, source, "factory")) == INVALID
+    assert refused(lambda: authenticate(there, source, "holder")) == INVALID  # forgotten
 
 
 def test_tokens_the_cache_never_outlives_the_grace(coord: Coordinator, clock: ManualClock) -> None:
@@ -872,7 +920,7 @@ def test_tokens_http_every_operation_refuses_a_role_below_its_own(
     before = docs(stores).all_docs()
     checked = 0
     for op in declared(app_context):
-        if op.caller in ("anonymous", "factory"):
+        if op.caller in ("anonymous", "factory", "holder"):
             continue
         for role in ROLES[: ROLES.index(op.role)]:
             params = {name: P if name == "productId" else "x" for name in _route_params(op)}
