@@ -155,7 +155,9 @@ Options:
   process.exit(0);
 }
 
-const server = (args.nossl ? createHttpServer : createHttpsServer)();
+// Keep connections open, as Cosmos DB does: the emulator's default (`connection: close` on every
+// reply) made every store call open a new TCP connection, a cost the service never has.
+const server = (args.nossl ? createHttpServer : createHttpsServer)({ keepAlive: true });
 server.on("error", (err) => {
   console.error(`cosmos-emulator: ${err.message}`);
   process.exit(1);

@@ -4,6 +4,7 @@ manifest may name (immutable versions)."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -27,6 +28,7 @@ from fleet.errors import (
     Problem,
     ValidationFailed,
 )
+from fleet.store.ports import Set
 from fleet.store.queries import DOCS_OF_TYPE, PROFILE_VERSIONS
 
 
@@ -60,14 +62,27 @@ class Submissions(Part):
         job_id = job_id or sortable_id("j", now, self.entropy(10))
         job = self._new_job(product, job_id, manifest, actor, now)
         if parent_id is not None or tracker is not None:
-            job = job.evolve(parentId=parent_id, tracker=tracker)
+            # A child: its parent waits for it (``add_children`` makes it so).
+            job = job.evolve(
+                parentId=parent_id, tracker=tracker, hasDependents=parent_id is not None
+            )
         try:
             created = Job.from_doc(self.docs.create(job.to_doc()))
         except AlreadyExists:
             return self.writer.get_job(product, job_id), False
         if created.stage is Stage.QUEUED:
             self.gate.bump(product)
+        elif created.stage is Stage.BLOCKED and created.deps is not None:
+            self._mark_dependencies(product, created.deps.jobs)
         return created, True
+
+    def _mark_dependencies(self, product: str, job_ids: tuple[str, ...]) -> None:
+        """Tell each dependency some job waits for it (its ship then unblocks at once). One
+        patch each; a dependency that ships before its mark lands leaves its dependent to the
+        reaper's pass."""
+        for job_id in job_ids:
+            with contextlib.suppress(NotFound):
+                self.docs.patch(product, job_id, [Set("/hasDependents", True)])
 
     def _claim_idempotency_key(self, product: str, key: str) -> str:
         """Bind the key to a job id, once: a deterministic document id makes the second

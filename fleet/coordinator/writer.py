@@ -140,14 +140,15 @@ class Writer(Part):
     def after_write(self, before: Job, after: Job) -> None:
         """After ``before`` was written as ``after``: settle the quotas of a lease it ended;
         wake gated factories when it moved the job to where one can take it (queued: work
-        to claim; review: work to review); let the jobs waiting for it go when it shipped."""
+        to claim; review: work to review); let the jobs waiting for it go when it shipped
+        (when any does: ``hasDependents``; the reaper's pass is the backstop)."""
         self.settle(before, after)
         if after.stage is before.stage:
             return
         if after.stage in _WAKES:
             self.gate.bump(after.productId)
-        elif after.stage is Stage.SHIPPED:
-            self.unblock_dependents(after.productId)
+        elif after.stage is Stage.SHIPPED and after.hasDependents:
+            self.unblock_dependents(after.productId)  # else nothing waits: no query
 
     def settle(self, before: Job, after: Job) -> None:
         """After a write that ended ``before``'s lease: settle its budget reservation with

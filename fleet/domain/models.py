@@ -245,6 +245,10 @@ class Job(Document):
     failedBy: tuple[str, ...] = ()
     unroutable: bool = False
     stalled: bool = False  # flagged by the self-healer: holder alive, progress not moving
+    # Some job waits for this one (a child of a parent, a dependency named in ``deps``): its
+    # ship then looks for jobs to unblock. A hint, never the only way: the reaper's pass
+    # unblocks whatever a missed hint leaves waiting.
+    hasDependents: bool = False
     avoid: tuple[Avoid, ...] = ()  # factories it stalled on (the healer), newest last
     costs: dict[str, float] = Field(default_factory=dict)  # USD reported per attempt (epoch)
     reservation: str | None = None  # the budget reservation of the current attempt

@@ -293,6 +293,7 @@ JOB_SUMMARY_FIELDS = (
     "avoid",
     "unroutable",
     "stalled",
+    "hasDependents",
     "costs",
     "reservation",
     "parentId",

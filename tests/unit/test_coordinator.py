@@ -651,3 +651,37 @@ def test_coordinator_a_claim_with_start_assigns_and_starts_in_one_write(
     # the holder goes on as after a building report: straight to shipped
     shipped = coord.report(P, job.id, "f1", 1, stage=Stage.SHIPPED)
     assert shipped.stage is Stage.SHIPPED
+
+
+def test_coordinator_a_ship_looks_for_dependents_only_when_some_job_waits(
+    coord: Coordinator, stores: Stores
+) -> None:
+    """Shipping a job nothing waits for asks the store nothing more than the ship; a job
+    named in another's ``deps`` is marked at that submit, and its ship unblocks at once."""
+    lone, _ = coord.submit(P, manifest(), "operator:o")
+    dep, _ = coord.submit(P, manifest(), "operator:o")
+    waiting, _ = coord.submit(P, manifest(deps=Deps(jobs=(dep.id,))), "operator:o")
+    assert waiting.stage is Stage.BLOCKED
+    assert coord.get_job(P, dep.id).hasDependents and not coord.get_job(P, lone.id).hasDependents
+    warm(coord, "f1")
+    for job_id in (lone.id, dep.id):
+        won = coord.claim(P, factory(caps=()), start=True)
+        assert won is not None
+        with stores.counters.measure() as cost:
+            coord.report(P, won.job.id, "f1", won.lease.epoch, stage=Stage.SHIPPED)
+        if won.job.id == lone.id:
+            assert cost == {"read": 1, "write": 1}  # no query for dependents
+    assert coord.get_job(P, waiting.id).stage is Stage.QUEUED  # unblocked by the ship
+
+
+def test_coordinator_a_dependent_whose_mark_came_late_is_unblocked_by_the_reaper(
+    coord: Coordinator,
+) -> None:
+    dep, _ = coord.submit(P, manifest(), "operator:o")
+    waiting, _ = coord.submit(P, manifest(deps=Deps(jobs=(dep.id,))), "operator:o")
+    coord.docs.patch(P, dep.id, [Set("/hasDependents", False)])  # as if shipped before the mark
+    won = coord.claim(P, factory(caps=()), start=True)
+    assert won is not None and won.job.id == dep.id
+    coord.report(P, dep.id, "f1", won.lease.epoch, stage=Stage.SHIPPED)
+    assert coord.get_job(P, waiting.id).stage is Stage.BLOCKED  # the ship did not look
+    assert coord.reap(P).unblocked == [waiting.id]  # the reaper's pass does

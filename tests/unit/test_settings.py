@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from fleet.errors import SettingsError
@@ -123,3 +125,24 @@ def test_settings_store_connections_are_pooled_to_the_hosts_concurrency() -> Non
     adapter = transport.session.get_adapter("https://account.documents.azure.com")
     assert adapter._pool_maxsize == 48  # type: ignore[attr-defined]
     assert adapter.max_retries.total is False  # the SDK's retry policy retries, not urllib3
+
+
+@pytest.mark.parametrize(
+    ("env", "reads_it"),
+    [
+        ({}, False),
+        ({"HTTPS_PROXY": "http://proxy:3128"}, True),
+        ({"https_proxy": "http://proxy:3128"}, True),
+        ({"NO_PROXY": "localhost"}, True),
+        ({"REQUESTS_CA_BUNDLE": "/etc/ca.pem"}, True),
+        ({"HTTPS_PROXY": ""}, False),
+    ],
+)
+def test_settings_store_transport_reads_the_environment_only_when_it_says_something(
+    env: dict[str, str], reads_it: bool, tmp_path: Path
+) -> None:
+    from fleet.store.azure import environment_configures_http
+
+    assert environment_configures_http({"HOME": str(tmp_path), **env}) is reads_it
+    (tmp_path / ".netrc").write_text("machine x login y password z\n")
+    assert environment_configures_http({"HOME": str(tmp_path), **env}) is True
