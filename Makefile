@@ -39,8 +39,9 @@ checkov:
 unit: install
 	$(PY) -m pytest -m "not integration"
 
-# Claim storm, dispatch latency, idle cost and scale curve on one fresh local stack (stopped
-# after): prints one combined table, writes benchmarks/results/*.json (~10 min on 2 cores).
+# Claim storm, dispatch latency, idle cost, lifecycle and scale curve on one fresh local stack
+# (stopped after): prints one combined table, writes benchmarks/results/*.json (~11 min on
+# 2 cores). The lifecycle prints its figures as ratios to benchmarks/reference/*-baseline.json.
 # Options (one part, --quick sizes): .venv/bin/python -m benchmarks --help
 .PHONY: bench
 bench: install

@@ -2,9 +2,9 @@
 part's own tables, then one combined table; JSON per part plus a combined file with the
 machine (benchmarks/results/, git-ignored). benchmarks/README.md explains every figure.
 
-Parts run in this order: the claim storm, dispatch latency, idle cost, and the scale curve
-last (its 11,000 seeded jobs slow every later query on the emulator, which filters the whole
-container on each one).
+Parts run in this order: the claim storm, dispatch latency, idle cost, the lifecycle, and
+the scale curve last (its 11,000 seeded jobs slow every later query on the emulator, which
+filters the whole container on each one).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from benchmarks import claim_storm, dispatch_latency, idle_cost, scale_curve
+from benchmarks import claim_storm, dispatch_latency, idle_cost, lifecycle, scale_curve
 from benchmarks.common import (
     RESULTS,
     BenchError,
@@ -34,6 +34,7 @@ PARTS: dict[str, ModuleType] = {
     "storm": claim_storm,
     "dispatch": dispatch_latency,
     "idle": idle_cost,
+    "lifecycle": lifecycle,
     "scale": scale_curve,
 }
 
@@ -51,7 +52,7 @@ def parser() -> argparse.ArgumentParser:
         prog="python -m benchmarks",
         description="Every agent-fleet benchmark on one local stack, one combined table. "
         "Each part's own sizes: python -m benchmarks.<claim_storm|dispatch_latency|"
-        "idle_cost|scale_curve> --help.",
+        "idle_cost|lifecycle|scale_curve> --help.",
     )
     p.add_argument(
         "--only",

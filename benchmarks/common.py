@@ -225,6 +225,22 @@ def host_calls(api: str) -> HostCalls:
     )
 
 
+def host_snapshot(api: str) -> dict[str, Any]:
+    """Everything the counting host reports (``benchmarks.counting_app.store_calls``): its
+    store calls, refused writes, document calls and sampled sizes by route, new connections
+    by ``host:port``, CPU by route and the process's CPU time, so far."""
+    response = requests.get(f"{api.rstrip('/')}/{STORE_CALLS_ROUTE}", timeout=30)
+    if response.status_code != 200:
+        raise BenchError(f"GET {STORE_CALLS_ROUTE}: {response.status_code}")
+    body: dict[str, Any] = response.json()
+    if "cpu_by_route" not in body:
+        raise BenchError(
+            f"GET {STORE_CALLS_ROUTE} has no CPU or connection counters: the host serves an "
+            "older benchmarks.counting_app"
+        )
+    return body
+
+
 @contextmanager
 def host_measure(api: str) -> Iterator[list[HostCalls]]:
     """Yields a list that holds, on exit, the host's store calls made inside the block."""

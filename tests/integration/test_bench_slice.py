@@ -9,7 +9,10 @@ on the real local stack. Counts only: timing is the benchmarks' business, never 
 - scale curve: a claim's store calls and the documents its query returns do not grow
   between 50 and 500 queued jobs;
 - dispatch latency: the benchmark's factories (the CLI's poll loop) take every job exactly
-  once with the gate on and off, and with it off never read the gate.
+  once with the gate on and off, and with it off never read the gate;
+- lifecycle: 2 factories drain 20 jobs (gate poll, claim, building, shipped, heartbeats):
+  every job shipped exactly once, each API call counted, the store requests per lifecycle
+  counted and within a generous bound, the host's connections and job sizes counted.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from benchmarks.common import (
 )
 from benchmarks.dispatch_latency import run_mode
 from benchmarks.idle_cost import gate_costs
+from benchmarks.lifecycle import CLAIM, GATE, REPORT, measure_drain
 from benchmarks.scale_curve import measure_sizes
 from fleet.context import context_for
 from fleet.coordinator.service import CoordinatorConfig
@@ -141,3 +145,30 @@ def test_bench_slice_dispatch_factories_take_every_job_once(
         assert run.stats.claims <= run.stats.gate_polls  # every claim follows a gate read
     else:
         assert run.stats.gate_polls == 0
+
+
+def test_bench_slice_lifecycle_ships_every_job_once_and_counts_its_cost(
+    bench_target: Target,
+) -> None:
+    jobs, factories = 20, 2
+    run = measure_drain(bench_target, jobs, factories, seed_threads=4, say=lambda _: None)
+    assert run.problems == []
+    assert (run.shipped, run.drained.errors) == (jobs, [])
+    # Every factory stops at its first empty claim; a gate poll precedes every claim.
+    assert run.drained.empty_claims == factories
+    assert run.route_calls(CLAIM) == jobs + factories
+    assert run.route_calls(GATE) == jobs + factories
+    assert run.route_calls(REPORT) == 2 * jobs  # building, shipped
+    # Store requests: at least a claim's CAS and two reports' writes per lifecycle, and
+    # (generously) no more than 30 in all.
+    calls = run.calls()
+    assert calls.get("write", 0) + calls.get("patch", 0) >= 3 * jobs
+    assert 3 <= run.store_requests_per_lifecycle() <= 30
+    written = run.operations_by_route()[CLAIM]
+    assert written.get("replace", 0) + written.get("patch", 0) >= jobs
+    # Connections are counted by endpoint (since the host started: a pool that keeps its
+    # connections may open none during the drain).
+    assert "cosmos" in {run.endpoints.get(a) for a in run.after["connections"]}
+    # The job's size is measured at every step.
+    assert set(run.job_sizes()) == {"submitted", "claimed", "building", "shipped"}
+    assert run.ru_per_lifecycle() > 0
