@@ -664,7 +664,7 @@ def test_coordinator_a_ship_looks_for_dependents_only_when_some_job_waits(
     assert waiting.stage is Stage.BLOCKED
     assert coord.get_job(P, dep.id).hasDependents and not coord.get_job(P, lone.id).hasDependents
     warm(coord, "f1")
-    for job_id in (lone.id, dep.id):
+    for _ in range(2):
         won = coord.claim(P, factory(caps=()), start=True)
         assert won is not None
         with stores.counters.measure() as cost:
