@@ -15,8 +15,9 @@ making the calls the runner makes for a job, in its order (``factory_cli.runner.
 - the gate poll ``GET /fleet/queue-state`` and the rule that turns it into a claim
   (``factory_cli.gate.Gate``; while the queue has work the gate always says claim);
 - ``POST /fleet/claim`` with the runner's body (capabilities, seats 1, load, cost 0.5,
-  version, a fresh ``requestId``);
-- ``PATCH /fleet/jobs/{id}`` ``{leaseEpoch, stage: building}`` (``JobRun.start``);
+  version, a fresh ``requestId``, ``start``: the claim also starts the job);
+- ``PATCH /fleet/jobs/{id}`` ``{leaseEpoch, stage: building}`` (``JobRun.start``), only when
+  the claim did not start it (a coordinator without ``start``: the baseline's);
 - ``PATCH /fleet/jobs/{id}`` ``{leaseEpoch, stage: shipped, result, progress}``, the body
   ``JobRun._final_body`` builds for an engine that exited 0 with nothing to say;
 - ``POST /fleet/factories/heartbeat`` whenever it falls due at the cadence the coordinator
@@ -247,6 +248,7 @@ class BenchFactory:
                 cost=COST,
                 version=VERSION,
                 request_id=new_request_id(),
+                start=True,  # as the runner claims
             )
             self.gate.claimed(
                 found=claim is not None,
@@ -265,8 +267,9 @@ class BenchFactory:
             if every:  # Runner._start: the job's cadence may bring the next beat forward
                 self.next_heartbeat_at = min(self.next_heartbeat_at, began + every)
             self._beat((job_id, epoch))
-            self._call(REPORT, self.client.report, job_id, epoch, stage="building")
-            self._beat((job_id, epoch))
+            if claim["job"].get("stage") != "building":  # JobRun.start: not started by the claim
+                self._call(REPORT, self.client.report, job_id, epoch, stage="building")
+                self._beat((job_id, epoch))
             result: dict[
                 str, Any
             ] = {  # JobRun._final_body for an engine that exited 0, said nothing
@@ -652,6 +655,7 @@ class LifecycleRun:
         written = ("replace", "patch", "upsert", "create")
         for label, route, stage in (
             ("claimed", CLAIM, "assigned"),
+            ("claimed", CLAIM, "building"),  # a claim that started the job
             ("building", REPORT, "building"),
             ("shipped", REPORT, "shipped"),
         ):
