@@ -183,27 +183,16 @@ def pooled_transport(connections: int) -> RequestsTransport:
     return RequestsTransport(session=session, session_owner=True)
 
 
-_HTTP_ENVIRONMENT = (
-    "HTTP_PROXY",
-    "HTTPS_PROXY",
-    "ALL_PROXY",
-    "NO_PROXY",
-    "REQUESTS_CA_BUNDLE",
-    "CURL_CA_BUNDLE",
-    "NETRC",
-)
-
-
-def environment_configures_http(env: Mapping[str, str] | None = None) -> bool:
-    """Whether the environment says anything requests would act on: a proxy (any case), a
-    CA bundle, a netrc file."""
-    env = os.environ if env is None else env
-    if any(env.get(name) or env.get(name.lower()) for name in _HTTP_ENVIRONMENT):
-        return True
-    home = env.get("HOME") or ""
-    return bool(home) and any(
-        os.path.exists(os.path.join(home, name)) for name in (".netrc", "_netrc")
+def environment_configures_http() -> bool:
+    """Whether the environment says anything requests would act on for a store's URL: a
+    proxy or a CA bundle (as requests itself reads them), or a netrc file."""
+    said = requests.Session().merge_environment_settings(
+        "https://store.invalid", {}, None, True, None
     )
+    proxies = {k: v for k, v in (said.get("proxies") or {}).items() if k != "no"}
+    if proxies or said.get("verify") is not True:  # (NO_PROXY alone bypasses nothing)
+        return True
+    return any(os.path.exists(os.path.expanduser(f"~/{name}")) for name in (".netrc", "_netrc"))
 
 
 def cosmos_client(settings: CosmosSettings) -> CosmosClient:

@@ -133,16 +133,23 @@ def test_settings_store_connections_are_pooled_to_the_hosts_concurrency() -> Non
         ({}, False),
         ({"HTTPS_PROXY": "http://proxy:3128"}, True),
         ({"https_proxy": "http://proxy:3128"}, True),
-        ({"NO_PROXY": "localhost"}, True),
+        ({"NO_PROXY": "localhost"}, False),  # no proxy to bypass: nothing to act on
         ({"REQUESTS_CA_BUNDLE": "/etc/ca.pem"}, True),
         ({"HTTPS_PROXY": ""}, False),
     ],
 )
 def test_settings_store_transport_reads_the_environment_only_when_it_says_something(
-    env: dict[str, str], reads_it: bool, tmp_path: Path
+    env: dict[str, str], reads_it: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from fleet.store.azure import environment_configures_http
 
-    assert environment_configures_http({"HOME": str(tmp_path), **env}) is reads_it
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "REQUESTS_CA_BUNDLE",
+                 "CURL_CA_BUNDLE"):  # fmt: skip
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert environment_configures_http() is reads_it
     (tmp_path / ".netrc").write_text("machine x login y password z\n")
-    assert environment_configures_http({"HOME": str(tmp_path), **env}) is True
+    assert environment_configures_http() is True
