@@ -104,6 +104,9 @@ class Claims(Part):
         rows = self.docs.query(
             JOBS_IN_STAGE, product, {"stage": "queued", "top": self.config.claim_candidates}
         )
+        # Stamped after the read it decides on: the assignment is never dated before the
+        # write that made the job claimable (an unblock landing while this claim began).
+        now = self.clock.now()
         settings = self.products.settings(product)
         candidates = rank([Job.from_doc(r) for r in rows], factory, now, settings.weights)
         if (
