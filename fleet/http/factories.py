@@ -112,7 +112,8 @@ def _beat(body: HeartbeatBody) -> Beat:
         "Table Storage only, normally: no Cosmos write (a factory marked stale or down, "
         "or whose capabilities, seats, version or cost changed, is re-registered). Keep "
         "`cadence.heartbeatSeconds`. `commands` are delivered on every reply until their "
-        "ids come back in `ack`. `status` `deregistered` or `revoked`: the beat changed "
+        "ids come back in `ack` (each acknowledgement is logged: a `command_acked` event, "
+        "one Cosmos write). `status` `deregistered` or `revoked`: the beat changed "
         "nothing (enroll again to re-join). Output lines are stored cut to 500 characters."
     ),
     body=json_body(HeartbeatBody, required=False),
