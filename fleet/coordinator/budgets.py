@@ -178,12 +178,12 @@ class Budgets:
         self,
         docs: DocumentStore,
         clock: Clock,
-        cache_seconds: float = 30.0,
-        fleet_log: FleetLog | None = None,
+        cache_seconds: float,
+        fleet_log: FleetLog,
     ) -> None:
         self.docs = docs
         self.clock = clock
-        self.log = fleet_log or FleetLog(docs, clock, None)
+        self.log = fleet_log
         self._exists: TtlCache[str, bool] = TtlCache(clock, cache_seconds)
 
     # --- reading ---------------------------------------------------------------------

@@ -96,7 +96,7 @@ def _entity(channel: Channel, now: datetime, **changes: Any) -> Entity:
 
 
 class ChannelLimits:
-    def __init__(self, tables: TableStore, clock: Clock, fleet_log: FleetLog | None = None) -> None:
+    def __init__(self, tables: TableStore, clock: Clock, fleet_log: FleetLog) -> None:
         self.tables = tables
         self.clock = clock
         self.log = fleet_log  # channels live in Table Storage: their events are logged beside
@@ -130,8 +130,6 @@ class ChannelLimits:
     def _event(
         self, product: str, name: str, kind: str, by: str, reason: str, **details: Any
     ) -> None:
-        if self.log is None:
-            return
         now = self.clock.now()
         event = new_event(kind, by, now, reason=f"{name}: {reason}", channel=name, **details)
         self.log.beside(product, f"{kind}-{name}-{sortable_stamp(now)}", event)

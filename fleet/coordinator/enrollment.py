@@ -114,7 +114,7 @@ class Enrollments:
         entropy: Callable[[int], str],
         *,
         default_ttl_seconds: int = 7 * 24 * 3600,
-        fleet_log: FleetLog | None = None,
+        fleet_log: FleetLog,
     ) -> None:
         self.default_ttl_seconds = default_ttl_seconds
         self.store = store
@@ -122,7 +122,7 @@ class Enrollments:
         self.registry = registry
         self.clock = clock
         # Tokens live in the system partition: their events are logged beside, in the product's.
-        self.log = fleet_log or FleetLog(docs, clock, None)
+        self.log = fleet_log
         self._entropy = entropy
 
     # --- enrollment tokens (operators) -----------------------------------------------

@@ -71,13 +71,13 @@ class FactoryTokens:
         clock: Clock,
         *,
         grace_seconds: int,
-        fleet_log: FleetLog | None = None,
+        fleet_log: FleetLog,
     ) -> None:
         self.store = store
         self.docs = docs
         self.clock = clock
         self.grace_seconds = grace_seconds
-        self.log = fleet_log or FleetLog(docs, clock, None)
+        self.log = fleet_log
 
     def rotate(self, principal: Principal, factory_id: str) -> Rotation:
         """A new token for the factory. The factory itself (its token's ``token_hash`` says

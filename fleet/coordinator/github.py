@@ -173,12 +173,12 @@ class GitHubBindings:
         docs: DocumentStore,
         clock: Clock,
         register: Callable[[str], None],
-        fleet_log: FleetLog | None = None,
+        fleet_log: FleetLog,
     ) -> None:
         self.docs = docs
         self.clock = clock
         self.register = register  # the product registry's: a bound product exists
-        self.log = fleet_log or FleetLog(docs, clock, None)
+        self.log = fleet_log
 
     # --- what operators do -----------------------------------------------------------
 

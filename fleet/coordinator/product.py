@@ -93,11 +93,13 @@ class Gate:
 class Products:
     """Per-product settings, the factories a product knows, and the product registry."""
 
-    def __init__(self, docs: DocumentStore, clock: Clock, config: CoordinatorConfig) -> None:
+    def __init__(
+        self, docs: DocumentStore, clock: Clock, config: CoordinatorConfig, fleet_log: FleetLog
+    ) -> None:
         self.docs = docs
         self.clock = clock
         self.config = config
-        self.fleet_log = FleetLog(docs, clock, config.event_ttl_seconds, config.write_retries)
+        self.fleet_log = fleet_log
         self._known_products: set[str] = set()
         ttl = config.settings_ttl_seconds
         self._settings_cache: TtlCache[str, ProductSettings] = TtlCache(clock, ttl)

@@ -120,7 +120,7 @@ class Coordinator:
         self.budgets = Budgets(docs, clock, config.settings_ttl_seconds, fleet_log)
         self.channels = ChannelLimits(stores.tables, clock, fleet_log)
         self._gate = gate = Gate(docs, config)
-        self._products = products = Products(docs, clock, config)
+        self._products = products = Products(docs, clock, config, fleet_log)
         self._writer = writer = Writer(docs, clock, config, self.budgets, self.channels, gate)
         self.reviews = Reviews(docs, writer, gate)
         attempt_quota = AttemptQuota(docs, limits_of(config.quotas), config.event_ttl_seconds)

@@ -141,7 +141,9 @@ class RacingStore(TokenStore):
 def racing(coord: Coordinator, clock: ManualClock) -> tuple[FactoryTokens, RacingStore]:
     """Another instance's rotations and revocations, over a store that can be raced."""
     store = RacingStore(coord.docs, VerifiedCache(10), secrets.token_urlsafe)
-    return FactoryTokens(store, coord.docs, clock, grace_seconds=300), store
+    return FactoryTokens(
+        store, coord.docs, clock, grace_seconds=300, fleet_log=coord.fleet_log
+    ), store
 
 
 def test_factory_tokens_two_racing_rotations_of_one_token_leave_one_new_token(
