@@ -13,7 +13,8 @@ making the calls the runner makes for a job, in its order (``factory_cli.runner.
 ``factory_cli.jobrun.JobRun``):
 
 - the gate poll ``GET /fleet/queue-state`` and the rule that turns it into a claim
-  (``factory_cli.gate.Gate``; while the queue has work the gate always says claim);
+  (``factory_cli.gate.Gate``): a poll before the first claim; then, within the runner's poll
+  interval of a claim that found a job, the next claim goes without a poll;
 - ``POST /fleet/claim`` with the runner's body (capabilities, seats 1, load, cost 0.5,
   version, a fresh ``requestId``, ``start``: the claim also starts the job);
 - ``PATCH /fleet/jobs/{id}`` ``{leaseEpoch, stage: building}`` (``JobRun.start``), only when
@@ -83,6 +84,7 @@ from benchmarks.common import (
 )
 from benchmarks.idle_cost import CostModel
 from factory_cli.api import ApiError, FleetClient, Unavailable, new_request_id
+from factory_cli.config import Settings as FactorySettings
 from factory_cli.gate import Gate
 from factory_cli.runner import DEFAULT_HEARTBEAT_SECONDS
 from fleet.settings import Settings
@@ -97,6 +99,7 @@ GATE = "GET fleet/queue-state"
 HEARTBEAT = "POST fleet/factories/heartbeat"
 VERSION = "bench"
 COST = 0.5  # the CLI's default FLEET_COST
+POLL_SECONDS = FactorySettings.poll_seconds  # the CLI's default FLEET_POLL_SECONDS
 DOC_KINDS = ("read", "query", "write", "patch")
 TABLE_KINDS = ("table_read", "table_query", "table_write")
 BLOB_KINDS = ("blob_read", "blob_write")
@@ -231,7 +234,7 @@ class BenchFactory:
         while True:
             self._beat(None)
             version: int | None = None
-            if self.gate_on:
+            if self.gate_on and not self.gate.claim_directly(time.monotonic(), POLL_SECONDS):
                 state = self._call(GATE, self.client.queue_state)
                 self.gate_polls += 1
                 version = int(state.get("version", 0))

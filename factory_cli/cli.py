@@ -571,7 +571,8 @@ def cmd_status(args: argparse.Namespace, env: dict[str, str]) -> int:
     print(f"heartbeat  {_ago(beat.get('at'))}" + (f" ({beat['status']})" if beat else ""))
     print(
         f"gate       {gate.get('polls', 0)} polls: {gate.get('hits', 0)} hits (claim skipped), "
-        f"{gate.get('misses', 0)} misses (claimed); {gate.get('found', 0)} job(s) claimed; "
+        f"{gate.get('misses', 0)} misses (claimed); {gate.get('found', 0)} job(s) claimed, "
+        f"{gate.get('direct', 0)} without a poll (just after one that found a job); "
         f"version {gate.get('version')}"
     )
     outcomes = state.get("outcomes") or {}

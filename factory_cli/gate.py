@@ -6,7 +6,10 @@ on a claim. So:
 
 - claim when the version moved since the last claim that found nothing;
 - after a claim that found a job, keep claiming (more may be waiting at this version)
-  until one finds nothing: that version is then "empty" for this factory;
+  until one finds nothing: that version is then "empty" for this factory. Within a poll
+  interval of that claim the factory claims without polling at all: the claim just saw the
+  queue, so a poll could only say "claim" (a busy fleet saves one read per job; a factory
+  back from a long job polls first, as an idle one does);
 - claim anyway once ``maxSkipSeconds`` has passed since the last claim (a lost bump only
   delays work), jittered a little earlier so a fleet does not claim in lockstep.
 """
@@ -34,6 +37,20 @@ class Gate:
     misses: int = 0  # polls that led to a claim
     claims: int = 0
     found: int = 0  # claims that returned a job
+    direct: int = 0  # claims made without a poll, just after one that found a job
+    found_at: float | None = None  # monotonic time of the last claim that found a job
+
+    def claim_directly(self, now: float, within: float) -> bool:
+        """Whether to claim at ``now`` without polling: the last claim found a job less than
+        ``within`` seconds ago (and none found nothing since)."""
+        direct = (
+            self.empty_version is None
+            and self.found_at is not None
+            and now - self.found_at < within
+        )
+        if direct:
+            self.direct += 1
+        return direct
 
     def should_claim(self, version: int, now: float) -> bool:
         """A poll saw ``version`` at ``now``: claim, or skip?"""
@@ -54,8 +71,10 @@ class Gate:
         self.forced_at = now + forced_interval(max_skip, u)
         if found:
             self.found += 1
+            self.found_at = now
             self.empty_version = None  # more may wait at this version: keep claiming
         else:
+            self.found_at = None
             self.empty_version = version if version is not None else self.version
 
     def as_dict(self) -> dict[str, int | None]:
@@ -66,4 +85,5 @@ class Gate:
             "misses": self.misses,
             "claims": self.claims,
             "found": self.found,
+            "direct": self.direct,
         }

@@ -12,10 +12,11 @@ Rules:
   ``cadence.heartbeatSeconds`` (the shortest the coordinator dictated for the factory or a
   held job), carrying each held job's progress and the ids of the commands acted upon.
 - With a free seat, and not paused, draining or stopping: poll the gate every
-  ``pollSeconds`` (jittered) and claim when ``Gate`` says so. Each claim carries a fresh
-  ``requestId``; when its reply may have been lost (a transport error, a 5xx) the next try,
-  after the backoff and without a gate poll, re-sends that id with ``retry``, so a job the
-  lost reply carried is handed over again instead of stranded.
+  ``pollSeconds`` (jittered) and claim when ``Gate`` says so; within ``pollSeconds`` of a
+  claim that found a job, claim again without polling (the claim just saw the queue). Each
+  claim carries a fresh ``requestId``; when its reply may have been lost (a transport
+  error, a 5xx) the next try, after the backoff and without a gate poll, re-sends that id
+  with ``retry``, so a job the lost reply carried is handed over again instead of stranded.
 - The coordinator unreachable (5xx, 429, timeouts, refused connections): each kind of call
   backs off on its own (``backoff_delay``); engines keep running while their leases allow;
   the loop never crashes (an unexpected error is logged and the next tick goes on).
@@ -368,7 +369,11 @@ class Runner:
         request_id = self.lost_claim or new_request_id()
         self.lost_claim = None
         try:
-            if not self.config.once and not retrying:
+            if (
+                not self.config.once
+                and not retrying
+                and not self.gate.claim_directly(now, self.config.poll_seconds)
+            ):
                 state = self.client.queue_state()
                 version = int(state.get("version", 0))
                 self.max_skip = float(state.get("maxSkipSeconds", self.max_skip))

@@ -86,6 +86,17 @@ def test_gate_decisions_table() -> None:
     assert (gate.polls, gate.hits, gate.misses, gate.claims, gate.found) == (9, 5, 4, 4, 1)
 
 
+def test_gate_claims_directly_only_just_after_a_claim_that_found_a_job() -> None:
+    gate = Gate()
+    assert not gate.claim_directly(0.0, 5.0)  # nothing claimed yet: poll
+    gate.claimed(found=True, version=3, now=10.0, max_skip=30, u=0.5)
+    assert gate.claim_directly(12.0, 5.0)  # it just saw the queue
+    assert not gate.claim_directly(15.0, 5.0)  # a poll interval later: poll first
+    gate.claimed(found=False, version=3, now=12.5, max_skip=30, u=0.5)
+    assert not gate.claim_directly(12.6, 5.0)  # found nothing: back to the gate
+    assert gate.empty_version == 3 and gate.direct == 1
+
+
 @pytest.mark.parametrize(
     ("line", "expected"),
     [

@@ -755,9 +755,26 @@ def test_runner_keeps_claiming_while_claims_find_jobs(
     ticks(runner, clock, 4)
     assert set(runner.runs) == {"j1", "j2"}
     assert server.called().count("claim") == 3  # j1, j2, then 204 at the same version
-    assert server.called().count("queue-state") == 3
+    # One poll: the claims after one that found a job need none (it just saw the queue).
+    assert server.called().count("queue-state") == 1
+    assert runner.gate.direct == 2
     claim = server.bodies("claim")[-1]
     assert claim["load"] == 2 and claim["seats"] == 3 and claim["cost"] == 0.5
+
+
+def test_runner_polls_again_after_a_job_longer_than_a_poll_interval(
+    make: Callable[..., Runner], server: FakeCoordinator, clock: FakeClock
+) -> None:
+    """Back from a job that lasted longer than a poll interval, a factory asks the gate
+    first, as an idle one does: the queue it saw may be long gone."""
+    server.to_claim.append(grant(job("j1")))
+    runner = make(seats=1)
+    ticks(runner, clock, 2)
+    assert set(runner.runs) == {"j1"} and server.called().count("queue-state") == 1
+    clock.advance(runner.config.poll_seconds + 1)
+    runner.runs.clear()  # its seat is free again (the job ended)
+    ticks(runner, clock, 2)
+    assert server.called().count("queue-state") == 2 and runner.gate.direct == 0
 
 
 def test_runner_polls_nothing_while_every_seat_is_busy(
