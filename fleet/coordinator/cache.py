@@ -1,10 +1,12 @@
 """Per-instance values trusted for a while: what keeps the claim path at one query and one
 write (product settings, whether a budget exists, a factory's standing) and a burst of
-submits from reading the fleet once per job."""
+submits from reading the fleet once per job; the job documents this instance wrote last
+(what lets a holder's report skip its read)."""
 
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from datetime import datetime
 from typing import Generic, TypeVar
@@ -39,6 +41,34 @@ class TtlCache(Generic[K, V]):
     def put(self, key: K, value: V) -> None:
         with self._lock:
             self._values[key] = (self.clock.now(), value)
+
+    def forget(self, key: K) -> None:
+        with self._lock:
+            self._values.pop(key, None)
+
+
+class LastWritten(Generic[K, V]):
+    """The last value this instance wrote under each key, the newest ``capacity`` of them.
+
+    A hint, never the truth: what it holds carries the etag it was written with, so a write
+    decided on it lands only if nothing changed since (``If-Match``); else the caller reads
+    the stored value and decides again."""
+
+    def __init__(self, capacity: int = 1024) -> None:
+        self.capacity = capacity
+        self._lock = threading.Lock()
+        self._values: OrderedDict[K, V] = OrderedDict()
+
+    def get(self, key: K) -> V | None:
+        with self._lock:
+            return self._values.get(key)
+
+    def put(self, key: K, value: V) -> None:
+        with self._lock:
+            self._values[key] = value
+            self._values.move_to_end(key)
+            while len(self._values) > self.capacity:
+                self._values.popitem(last=False)
 
     def forget(self, key: K) -> None:
         with self._lock:

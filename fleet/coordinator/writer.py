@@ -2,7 +2,10 @@
 
 Every job state change is one conditional write: read the job, compute the next document
 with the pure functions of ``fleet.domain.jobs`` (which append the transition's event to
-the same document), write it with ``If-Match`` on the etag read. A lost race re-reads and
+the same document), write it with ``If-Match`` on the etag read. The read is skipped when
+this instance wrote the job last (``LastWritten``: a claim, then its holder's reports): the
+change is decided on that copy and its etag, and if anything changed the job since, the
+write is refused and the change decided again on a fresh read. A lost race re-reads and
 re-decides (a holder's write after the reaper moved the job finds itself fenced); a write
 whose reply was lost is recognised by one point read (``landed``); nothing is written twice.
 Long histories are spilled to documents of their own as they are written.
@@ -17,11 +20,12 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from fleet.coordinator.budgets import Budgets, estimate_of
+from fleet.coordinator.cache import LastWritten
 from fleet.coordinator.channels import ChannelLimits
 from fleet.coordinator.config import CoordinatorConfig, Part
 from fleet.coordinator.product import Gate
@@ -57,6 +61,11 @@ class Writer(Part):
     budgets: Budgets
     channels: ChannelLimits
     gate: Gate
+    # The job documents this instance wrote last, as written (their etags): a hint for the
+    # next change of the same job, which If-Match keeps honest.
+    last_written: LastWritten[tuple[str, str], Job] = field(
+        default_factory=LastWritten, compare=False
+    )
 
     def get_job(self, product: str, job_id: str) -> Job:
         try:
@@ -80,6 +89,11 @@ class Writer(Part):
         """Read, change, conditionally write; on a lost race, read again and re-decide (the
         change function re-checks fences and transitions against the fresh state). Once
         the write has landed: ``after_write``."""
+        known = self.last_written.get((product, job_id))
+        if known is not None:
+            stored = self._update_known(known, change, spill=spill)
+            if stored is not None:
+                return stored
         for _ in range(self.config.write_retries):
             job = self.get_job(product, job_id)
             updated = change(job, self.clock.now())
@@ -92,6 +106,28 @@ class Writer(Part):
             self.after_write(job, stored)
             return stored
         raise ConcurrencyConflict(f"job {job_id} is changing too fast; retry", jobId=job_id)
+
+    def _update_known(
+        self, known: Job, change: Callable[[Job, datetime], Job], *, spill: bool
+    ) -> Job | None:
+        """``update`` decided on the copy this instance wrote last, with no read. ``None``
+        when that copy is not the stored job any more (the write was refused), or the change
+        refused it (a fence, a transition): the caller decides again on a fresh read, so a
+        stale copy never answers for the stored job."""
+        try:
+            updated = change(known, self.clock.now())
+        except FleetError:
+            self.last_written.forget((known.productId, known.id))
+            return None
+        try:
+            stored = self.write(updated, known.etag, spill=spill)
+        except (ConcurrencyConflict, NotFound):
+            self.last_written.forget((known.productId, known.id))
+            return None
+        except StoreUnavailable as exc:
+            stored = self.landed(updated, exc)
+        self.after_write(known, stored)
+        return stored
 
     def landed(self, expected: Job, error: StoreUnavailable) -> Job:
         """After a job write failed with ``StoreUnavailable``: the write may have happened
@@ -120,7 +156,9 @@ class Writer(Part):
         (the claim adds one); events only with ``spill`` (a renew never spills)."""
         for policy in _SPILLS if spill else (_RUN_SPILL,):
             job = self._spill(job, policy)
-        return Job.from_doc(self.docs.replace(job.to_doc(), etag=etag))
+        stored = Job.from_doc(self.docs.replace(job.to_doc(), etag=etag))
+        self.last_written.put((stored.productId, stored.id), stored)
+        return stored
 
     def _spill(self, job: Job, policy: _Spill) -> Job:
         """Move the older part of one of the job's bounded lists to documents of their own.

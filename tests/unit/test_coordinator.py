@@ -8,6 +8,7 @@ import pytest
 
 from fleet.coordinator import Coordinator
 from fleet.coordinator.clock import ManualClock
+from fleet.coordinator.config import CoordinatorConfig
 from fleet.coordinator.service import AgentEvent
 from fleet.domain.jobs import EMBEDDED_EVENTS, agrees, replay
 from fleet.domain.manifest import ProfileSpec
@@ -17,6 +18,7 @@ from fleet.errors import Fenced, IllegalTransition, ValidationFailed
 from fleet.store.ports import Set, Stores
 from tests.support.builders import factory_view as factory
 from tests.support.builders import manifest
+from tests.unit.conftest import counting_entropy
 
 P = "prod"
 
@@ -670,7 +672,8 @@ def test_coordinator_a_ship_looks_for_dependents_only_when_some_job_waits(
         with stores.counters.measure() as cost:
             coord.report(P, won.job.id, "f1", won.lease.epoch, stage=Stage.SHIPPED)
         if won.job.id == lone.id:
-            assert cost == {"read": 1, "write": 1}  # no query for dependents
+            # no query for dependents, and no read: this instance wrote the claim
+            assert cost == {"write": 1}
     assert coord.get_job(P, waiting.id).stage is Stage.QUEUED  # unblocked by the ship
 
 
@@ -685,3 +688,68 @@ def test_coordinator_a_dependent_whose_mark_came_late_is_unblocked_by_the_reaper
     coord.report(P, dep.id, "f1", won.lease.epoch, stage=Stage.SHIPPED)
     assert coord.get_job(P, waiting.id).stage is Stage.BLOCKED  # the ship did not look
     assert coord.reap(P).unblocked == [waiting.id]  # the reaper's pass does
+
+
+# --- a change decided on the copy this instance wrote last -------------------------------------
+
+
+def another_instance(stores: Stores, clock: ManualClock) -> Coordinator:
+    """A second coordinator instance over the same store (its own caches)."""
+    return Coordinator(stores, clock=clock, config=CoordinatorConfig(), entropy=counting_entropy())
+
+
+def test_coordinator_a_report_after_this_instance_wrote_the_job_costs_one_write(
+    coord: Coordinator, stores: Stores
+) -> None:
+    job, _ = coord.submit(P, manifest(), "operator:o")
+    warm(coord, "f1")
+    won = coord.claim(P, factory(caps=()), start=True)
+    assert won is not None
+    with stores.counters.measure() as cost:
+        coord.renew(P, job.id, "f1", 1)
+        coord.report(P, job.id, "f1", 1, progress={"tokens": 10})
+        shipped = coord.report(P, job.id, "f1", 1, stage=Stage.SHIPPED)
+    assert cost == {"write": 3}
+    assert shipped.stage is Stage.SHIPPED and shipped.etag == coord.get_job(P, job.id).etag
+    assert agrees(shipped, full_history(coord, job.id))
+
+
+def test_coordinator_a_stale_copy_never_answers_for_the_stored_job(
+    coord: Coordinator, stores: Stores, clock: ManualClock
+) -> None:
+    """Another instance took the job back and gave it to the same factory again: this
+    instance's copy (epoch 1) is stale both ways. The old attempt's report is still fenced,
+    and the new attempt's is accepted, each decided on the stored job."""
+    job, _ = coord.submit(P, manifest(), "operator:o")
+    warm(coord, "f1")
+    assert coord.claim(P, factory(caps=()), start=True) is not None
+    other = another_instance(stores, clock)
+    other.operator(P, job.id, Action.REQUEUE, "o", reason="moved by hand")
+    warm(other, "f1")
+    again = other.claim(P, factory(caps=()), start=True)
+    assert again is not None and again.lease.epoch > 1
+    with stores.counters.measure() as cost:  # the copy (epoch 1) fences it: read, decide again
+        shipped = coord.report(P, job.id, "f1", again.lease.epoch, stage=Stage.SHIPPED)
+    assert cost == {"read": 1, "write": 1}
+    assert shipped.stage is Stage.SHIPPED and shipped.epoch == again.lease.epoch
+    with pytest.raises(Fenced):
+        coord.report(P, job.id, "f1", 1, stage=Stage.SHIPPED)  # the old attempt's, too late
+    assert agrees(shipped, full_history(coord, job.id))
+
+
+def test_coordinator_a_copy_overtaken_by_another_write_is_refused_then_read(
+    coord: Coordinator, stores: Stores, clock: ManualClock
+) -> None:
+    """The copy agrees with the report (same epoch) but another instance wrote since: the
+    write decided on it is refused by its etag, and the report lands on a fresh read with
+    the other write kept."""
+    job, _ = coord.submit(P, manifest(), "operator:o")
+    warm(coord, "f1")
+    assert coord.claim(P, factory(caps=()), start=True) is not None
+    other = another_instance(stores, clock)
+    other.report(P, job.id, "f1", 1, progress={"tokens": 42})
+    with stores.counters.measure() as cost:
+        shipped = coord.report(P, job.id, "f1", 1, stage=Stage.SHIPPED)
+    assert cost == {"write": 2, "read": 1}  # refused on the copy's etag, then read and written
+    assert shipped.stage is Stage.SHIPPED and shipped.progress.get("tokens") == 42
+    assert agrees(shipped, full_history(coord, job.id))
