@@ -170,11 +170,10 @@ def pooled_transport(connections: int) -> RequestsTransport:
     own keep requests' default of 10: a host serving more calls at once than that opens a
     new TCP (and TLS) connection for each call past the pool and drops it after. One
     session per client, owned by its transport."""
-    session = requests.Session()
     # requests looks for proxies, a CA bundle and ~/.netrc in the environment on every
-    # request (a tenth of the host's CPU under load): when none is there, there is nothing
-    # to find, so it is looked for once, here.
-    session.trust_env = environment_configures_http()
+    # request (a tenth of the host's CPU under load, a sixth of a point read's): unless a
+    # proxy or a netrc is there (which depend on the URL), it is looked for once, here.
+    session = requests.Session() if environment_configures_http() else _SettledSession(ca_bundle())
     # Retries are the SDK pipeline's (its retry policy), never urllib3's: as the SDKs mount.
     no_retries = Retry(total=False, redirect=False, raise_on_status=False)
     adapter = HTTPAdapter(pool_connections=4, pool_maxsize=connections, max_retries=no_retries)
@@ -184,15 +183,43 @@ def pooled_transport(connections: int) -> RequestsTransport:
 
 
 def environment_configures_http() -> bool:
-    """Whether the environment says anything requests would act on for a store's URL: a
-    proxy or a CA bundle (as requests itself reads them), or a netrc file."""
+    """Whether the environment says anything requests would act on per URL for a store: a
+    proxy (as requests itself reads them) or a netrc file. A CA bundle is the same for every
+    URL: ``ca_bundle`` reads it once."""
     said = requests.Session().merge_environment_settings(
         "https://store.invalid", {}, None, True, None
     )
     proxies = {k: v for k, v in (said.get("proxies") or {}).items() if k != "no"}
-    if proxies or said.get("verify") is not True:  # (NO_PROXY alone bypasses nothing)
+    if proxies:  # (NO_PROXY alone bypasses nothing)
         return True
     return any(os.path.exists(os.path.expanduser(f"~/{name}")) for name in (".netrc", "_netrc"))
+
+
+def ca_bundle() -> str | None:
+    """The CA bundle the environment names for requests (``REQUESTS_CA_BUNDLE``, else
+    ``CURL_CA_BUNDLE``), as requests itself reads it; None: its default."""
+    said = requests.Session().merge_environment_settings(
+        "https://store.invalid", {}, None, True, None
+    )
+    verify = said.get("verify")
+    return verify if isinstance(verify, str) else None
+
+
+class _SettledSession(requests.Session):
+    """A session that does not read the environment on each request (``trust_env`` off)
+    but still verifies with the CA bundle the environment named when it was made."""
+
+    def __init__(self, bundle: str | None) -> None:
+        super().__init__()
+        self.trust_env = False
+        self.bundle = bundle
+
+    def merge_environment_settings(
+        self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any
+    ) -> Any:
+        if self.bundle and (verify is True or verify is None):
+            verify = self.bundle  # as requests does with trust_env: a bundle replaces True
+        return super().merge_environment_settings(url, proxies, stream, verify, cert)
 
 
 def cosmos_client(settings: CosmosSettings) -> CosmosClient:

@@ -134,7 +134,7 @@ def test_settings_store_connections_are_pooled_to_the_hosts_concurrency() -> Non
         ({"HTTPS_PROXY": "http://proxy:3128"}, True),
         ({"https_proxy": "http://proxy:3128"}, True),
         ({"NO_PROXY": "localhost"}, False),  # no proxy to bypass: nothing to act on
-        ({"REQUESTS_CA_BUNDLE": "/etc/ca.pem"}, True),
+        ({"REQUESTS_CA_BUNDLE": "/etc/ca.pem"}, False),  # one bundle for every URL: read once
         ({"HTTPS_PROXY": ""}, False),
     ],
 )
@@ -153,3 +153,25 @@ def test_settings_store_transport_reads_the_environment_only_when_it_says_someth
     assert environment_configures_http() is reads_it
     (tmp_path / ".netrc").write_text("machine x login y password z\n")
     assert environment_configures_http() is True
+
+
+def test_settings_store_transport_reads_a_ca_bundle_once_and_still_verifies_with_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from fleet.store.azure import pooled_transport
+
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "CURL_CA_BUNDLE"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/fleet-ca.pem")
+    session = pooled_transport(4).session
+    assert session is not None and session.trust_env is False  # nothing read per request
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/elsewhere.pem")  # read once: not seen now
+    url = "https://account.documents.azure.com/dbs"
+    assert session.merge_environment_settings(url, {}, None, True, None)["verify"] == (
+        "/etc/fleet-ca.pem"
+    )
+    # what a caller says still wins: the SDKs turn verification off for a local emulator
+    assert session.merge_environment_settings(url, {}, None, False, None)["verify"] is False
+    assert session.merge_environment_settings(url, {}, None, "/x.pem", None)["verify"] == "/x.pem"
