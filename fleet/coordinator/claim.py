@@ -1,10 +1,21 @@
 """The claim, the hot path: one query for the top-K queued jobs, pure ranking, one
-conditional replace of the chosen job (a lost race: the next candidate)."""
+conditional replace of the chosen job (a lost race: the next candidate).
+
+Claims in flight on one instance do not fight each other over the same candidate list
+(``Contention``): each takes the best candidate no other claim on the instance is trying or
+has just won, and K grows with the claims in flight, so each has a candidate of its own. The
+conditional write still decides every race (across instances, and whenever the hint is
+wrong); the hint only keeps losers from re-fighting over a list that is already stale.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -16,7 +27,7 @@ from fleet.coordinator.writer import Writer
 from fleet.domain import jobs as J
 from fleet.domain import runs as RU
 from fleet.domain.models import Job, Lease, format_ts
-from fleet.domain.scheduler import FactoryView, rank
+from fleet.domain.scheduler import Breakdown, FactoryView, rank
 from fleet.domain.stages import Action, Stage
 from fleet.errors import ConcurrencyConflict, NotFound, StoreUnavailable
 from fleet.store.queries import CLAIM_OF_REQUEST, COUNT_LIVE_LEASES_OF_HOLDER, JOBS_IN_STAGE
@@ -58,6 +69,111 @@ class ClaimResult:
         return RU.limits(RU.run_at(self.job.runs, self.lease.epoch))
 
 
+class Contention:
+    """The claims in flight on this instance, per product, and the jobs they are trying or
+    have just won (held ``hold_seconds``: longer than any claim's query takes, so a list
+    read before a win and answered after it never sends another claim of this instance to
+    that job first)."""
+
+    MAX_HELD = 4096  # marks kept before the expired ones are swept
+
+    def __init__(
+        self, hold_seconds: float = 10.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.hold_seconds = hold_seconds
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._in_flight: Counter[str] = Counter()
+        # (product, job id, the etag the candidate was read with): a job queued again since
+        # is another candidate (its etag changed), free at once.
+        self._held: dict[tuple[str, str, str | None], float] = {}
+
+    @contextmanager
+    def claiming(self, product: str) -> Iterator[int]:
+        """One claim in flight in ``product`` while the block runs; yields how many are
+        (this one included)."""
+        with self._lock:
+            self._in_flight[product] += 1
+            count = self._in_flight[product]
+        try:
+            yield count
+        finally:
+            with self._lock:
+                self._in_flight[product] -= 1
+                if self._in_flight[product] <= 0:
+                    del self._in_flight[product]
+
+    def turns(self, product: str, ranked: Sequence[tuple[Job, Any]]) -> Turns:
+        """``ranked`` in the order to try them, without those another claim here is trying
+        or has just won: each turn, the best one no claim here holds, held from then on."""
+        return Turns(self, product, list(ranked))
+
+    def _next_turn(self, product: str, remaining: list[tuple[Job, Any]]) -> tuple[Job, Any] | None:
+        with self._lock:
+            now = self._clock()
+            free = (
+                i for i, (job, _) in enumerate(remaining)
+                if self._held.get((product, job.id, job.etag), 0.0) <= now
+            )  # fmt: skip
+            index = next(free, None)
+            if index is None:
+                return None
+            chosen = remaining.pop(index)
+            self._held[(product, chosen[0].id, chosen[0].etag)] = now + self.hold_seconds
+            if len(self._held) > self.MAX_HELD:
+                self._held = {k: t for k, t in self._held.items() if t > now}
+        return chosen
+
+    def in_flight(self, product: str) -> int:
+        with self._lock:
+            return self._in_flight[product]
+
+    def let_go(self, product: str, job: Job) -> None:
+        """A job tried and not taken by anyone (it did not fit): others here may try it."""
+        with self._lock:
+            self._held.pop((product, job.id, job.etag), None)
+
+    def candidates(self, k: int, in_flight: int) -> int:
+        """How many candidates to read with ``in_flight`` claims here: enough for each to
+        have one of its own, and never more than 4K."""
+        return min(4 * k, max(k, k // 2 + in_flight))
+
+
+_PAUSED = "paused"  # a claim's outcome: the product's budget is paused
+
+
+@dataclass
+class _Attempt:
+    """What one claim's tries share."""
+
+    product: str
+    factory: FactoryView
+    now: datetime
+    request_id: str | None
+    start: bool
+    budgeted: bool | None = None  # whether the product has a budget: asked at the first try
+    exhausted_channels: set[str] = field(default_factory=set)
+
+
+class Turns:
+    """One claim's turns through its candidates (``Contention.turns``). ``held_left``: it
+    stopped with candidates left that other claims here hold (none of them was tried)."""
+
+    def __init__(self, contention: Contention, product: str, remaining: list[tuple[Job, Any]]):
+        self._contention = contention
+        self._product = product
+        self._remaining = remaining
+        self.held_left = False
+
+    def __iter__(self) -> Iterator[tuple[Job, Any]]:
+        while self._remaining:
+            chosen = self._contention._next_turn(self._product, self._remaining)
+            if chosen is None:
+                self.held_left = True
+                return
+            yield chosen
+
+
 @dataclass(frozen=True, eq=False)
 class Claims(Part):
     writer: Writer
@@ -65,6 +181,7 @@ class Claims(Part):
     budgets: Budgets
     channels: ChannelLimits
     entropy: Callable[[int], bytes]
+    contention: Contention = field(default_factory=Contention, compare=False)
 
     def claim(
         self,
@@ -101,75 +218,131 @@ class Claims(Part):
                 return won  # not new work: a paused or draining factory keeps it
         if standing is not None:
             return None  # paused or draining: it gets nothing new
-        rows = self.docs.query(
-            JOBS_IN_STAGE, product, {"stage": "queued", "top": self.config.claim_candidates}
-        )
+        with self.contention.claiming(product) as in_flight:
+            return self._claim_queued(product, factory, terms.seats, request_id, start, in_flight)
+
+    def _claim_queued(
+        self,
+        product: str,
+        factory: FactoryView,
+        seats: int | None,
+        request_id: str | None,
+        start: bool,
+        in_flight: int,
+    ) -> ClaimResult | None:
+        k = self.config.claim_candidates
+        top = self.contention.candidates(k, in_flight)
+        rows = self.docs.query(JOBS_IN_STAGE, product, {"stage": "queued", "top": top})
         # Stamped after the read it decides on: the assignment is never dated before the
         # write that made the job claimable (an unblock landing while this claim began).
         now = self.clock.now()
         settings = self.products.settings(product)
         candidates = rank([Job.from_doc(r) for r in rows], factory, now, settings.weights)
-        if (
-            candidates
-            and terms.seats is not None
-            and self._seats_full(product, factory.id, terms.seats, now)
-        ):
+        if candidates and seats is not None and self._seats_full(product, factory.id, seats, now):
             return None  # every seat it enrolled with holds a live lease: nothing more
-        budgeted = bool(candidates) and self.budgets.applies(product)
-        exhausted_channels: set[str] = set()
-        for attempt, (job, breakdown) in enumerate(candidates, start=1):
-            if job.channel in exhausted_channels:
-                continue
-            if job.channel:
-                taken, _why = self.channels.take(product, job.channel)
-                if not taken:
-                    exhausted_channels.add(job.channel)
-                    continue
-            epoch = job.epoch + 1
-            key = reservation_key(job.id, epoch, self.entropy(4).hex()) if budgeted else None
-            if key is not None:
-                try:
-                    self.budgets.reserve(product, job, key)
-                except BudgetBlocked:
-                    self._give_back_channel(product, job)
-                    budget = self.budgets.get(product)
-                    if budget is None or budget.blocked:
-                        return None  # paused: nothing in this product may start
-                    continue  # this one does not fit; a cheaper one may
-                except NotFound:
-                    budgeted, key = False, None  # the budget was deleted meanwhile
-            assigned = J.assign(
-                job,
-                factory.id,
-                now=now,
-                breakdown=breakdown.as_dict(),
-                request_id=request_id,
-                timeout_seconds=RU.effective_timeout(job.timeoutSeconds, settings.timeout_seconds),
-            )
-            if start:
-                assigned = J.holder_report(assigned, Action.START, factory.id, now=now)
-            assigned = assigned.evolve(reservation=key)
+        turns = self.contention.turns(product, candidates)
+        won = self._take(product, factory, turns, now, request_id, start)
+        if won is not None or not turns.held_left or len(rows) < top:
+            # Nothing, or nothing but what other claims here are taking (the whole queue
+            # was read): nothing for this factory now. Should one of those claims not take
+            # its job after all, the next claim or forced poll does (``maxSkipSeconds``).
+            return won
+        # Every candidate read that it could take is being taken by another claim here:
+        # rather than lose to each in turn, read again, more of them.
+        top = max(top, self.contention.candidates(k, self.contention.in_flight(product))) + k
+        rows = self.docs.query(JOBS_IN_STAGE, product, {"stage": "queued", "top": top})
+        now = self.clock.now()
+        candidates = rank([Job.from_doc(r) for r in rows], factory, now, settings.weights)
+        turns = self.contention.turns(product, candidates)
+        return self._take(product, factory, turns, now, request_id, start)
+
+    def _take(
+        self,
+        product: str,
+        factory: FactoryView,
+        turns: Turns,
+        now: datetime,
+        request_id: str | None,
+        start: bool,
+    ) -> ClaimResult | None:
+        """The first of ``turns`` this claim wins, its quotas reserved; ``None``: none (or
+        the product's budget is paused)."""
+        attempt = _Attempt(product, factory, now, request_id, start)
+        for n, (job, breakdown) in enumerate(turns, start=1):
             try:
-                stored = self.writer.write(assigned, job.etag, spill=False)
-            except (ConcurrencyConflict, NotFound):
-                # Another factory won this one (or it changed): undo, try the next.
-                if key is not None:
-                    self.budgets.settle(product, key, estimate_of(job), 0.0)
-                self._give_back_channel(product, job)
-                continue
-            except StoreUnavailable as exc:
-                # Its answer may be all that was lost: then the job is this factory's (else
-                # it would sit leased to a factory that never knew, and spend an attempt).
-                stored = self.writer.landed(assigned, exc)
-            assert stored.lease is not None
-            return ClaimResult(
-                job=stored,
-                lease=stored.lease,
-                cadence=self.cadence(stored),
-                breakdown=breakdown.as_dict(),
-                attempts=attempt,
-            )
+                outcome = self._try(attempt, job, breakdown)
+            except BaseException:
+                self.contention.let_go(product, job)  # its fate: for the next claim to find
+                raise
+            if outcome is _PAUSED:
+                return None  # nothing in this product may start
+            if isinstance(outcome, Job):
+                assert outcome.lease is not None
+                return ClaimResult(
+                    job=outcome,
+                    lease=outcome.lease,
+                    cadence=self.cadence(outcome),
+                    breakdown=breakdown.as_dict(),
+                    attempts=n,
+                )
         return None
+
+    def _try(self, attempt: _Attempt, job: Job, breakdown: Breakdown) -> Job | str | None:
+        """One candidate: its quotas reserved, then its conditional write. The stored job
+        when won; ``None`` when it is not this claim's (taken, or does not fit: the next);
+        ``_PAUSED`` when the product's budget is paused."""
+        product = attempt.product
+        if job.channel in attempt.exhausted_channels:
+            self.contention.let_go(product, job)
+            return None
+        if job.channel:
+            taken, _why = self.channels.take(product, job.channel)
+            if not taken:
+                attempt.exhausted_channels.add(job.channel)
+                self.contention.let_go(product, job)
+                return None
+        if attempt.budgeted is None:
+            attempt.budgeted = self.budgets.applies(product)  # cached per instance
+        key = None
+        if attempt.budgeted:
+            key = reservation_key(job.id, job.epoch + 1, self.entropy(4).hex())
+            try:
+                self.budgets.reserve(product, job, key)
+            except BudgetBlocked:
+                self._give_back_channel(product, job)
+                self.contention.let_go(product, job)
+                budget = self.budgets.get(product)
+                if budget is None or budget.blocked:
+                    return _PAUSED
+                return None  # this one does not fit; a cheaper one may
+            except NotFound:
+                attempt.budgeted, key = False, None  # the budget was deleted meanwhile
+        timeout = RU.effective_timeout(
+            job.timeoutSeconds, self.products.settings(product).timeout_seconds
+        )
+        assigned = J.assign(
+            job,
+            attempt.factory.id,
+            now=attempt.now,
+            breakdown=breakdown.as_dict(),
+            request_id=attempt.request_id,
+            timeout_seconds=timeout,
+        )
+        if attempt.start:
+            assigned = J.holder_report(assigned, Action.START, attempt.factory.id, now=attempt.now)
+        assigned = assigned.evolve(reservation=key)
+        try:
+            return self.writer.write(assigned, job.etag, spill=False)
+        except (ConcurrencyConflict, NotFound):
+            # Another factory won this one (or it changed): undo, try the next.
+            if key is not None:
+                self.budgets.settle(product, key, estimate_of(job), 0.0)
+            self._give_back_channel(product, job)
+            return None
+        except StoreUnavailable as exc:
+            # Its answer may be all that was lost: then the job is this factory's (else
+            # it would sit leased to a factory that never knew, and spend an attempt).
+            return self.writer.landed(assigned, exc)
 
     def _seats_full(self, product: str, factory_id: str, seats: int, now: datetime) -> bool:
         """Whether the factory already holds ``seats`` live leases (one count query, asked
