@@ -17,8 +17,10 @@ not dispatch. What is the CLI's own:
   forced claim fell due at 75-100 % of ``maxSkipSeconds``);
 - with the gate **off**: no gate read; ``POST /api/fleet/claim`` at every poll;
 - after a claim that found a job, the next poll follows at once (the runner's "a seat may
-  still be free"); the benchmark factories have a free seat at all times (a claimed job is
-  set aside, not run), so a factory is never busy when a job arrives.
+  still be free"), and is a claim without a gate read (``Gate.claim_directly``: within a
+  poll interval of a claim that found a job); the benchmark factories have a free seat at
+  all times (a claimed job is set aside, not run), so a factory is never busy when a job
+  arrives.
 
 Jobs are submitted over HTTP one at a time (``POST /api/fleet/jobs``, which bumps the gate's
 version), at random gaps. Latency: from just before the submit request is sent to the moment
@@ -111,7 +113,7 @@ class PollingFactory:
             while not self.stop.wait(max(0.0, next_poll - time.monotonic())):
                 now = time.monotonic()
                 version: int | None = None
-                if self.gate_on:
+                if self.gate_on and not gate.claim_directly(now, self.poll_seconds):
                     state = self.client.queue_state()
                     self.stats.gate_polls += 1
                     version = int(state.get("version", 0))

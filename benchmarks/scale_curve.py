@@ -8,12 +8,16 @@ straight through ``Coordinator.submit`` over the Azure adapters (the handler's o
 without HTTP: 10,000 submits over HTTP would take minutes and are not what is measured).
 One factory per product, enrolled over HTTP, then claims over HTTP (``POST /api/fleet/claim``,
 one warm-up claim each first, not counted), round-robin across the sizes so every size sees
-the same machine noise and the same container. Per claim:
+the same machine noise and the same container. Before each claim one job is submitted over
+HTTP (not measured): the queue keeps its size, and the instance, having changed the queue,
+reads it for the claim (else a claim within a second of the last read of that queue shares
+it, ``queued_list_seconds``, and reads nothing). Per claim:
 
 - its latency as the client sees it;
 - the host's store calls (the benchmark host's counters), and the documents the claim's query
-  returned: a top-K query returns at most K (``CoordinatorConfig.claim_candidates``) whatever
-  the queue's length, a scan would return the queue;
+  returned: a top-K query returns at most K (``Contention.candidates``: twice
+  ``CoordinatorConfig.claim_candidates``) whatever the queue's length, a scan would return
+  the queue;
 - and, in the same rounds, the latency of the claim's query alone (``JOBS_IN_STAGE``, top K,
   through the same adapter from this process).
 
@@ -53,6 +57,7 @@ from benchmarks.common import (
     ratio,
     run_standalone,
     seed_jobs,
+    submit,
     table,
 )
 from fleet.settings import Settings
@@ -107,12 +112,15 @@ class SizeRun:
         }
 
 
-def claim_once(session: requests.Session, api: str, run: SizeRun) -> None:
-    """One claim over HTTP, its latency and the host's store calls for it."""
-    before = host_calls(api)
+def claim_once(session: requests.Session, api: HttpApi, operator_token: str, run: SizeRun) -> None:
+    """One job submitted over HTTP (not measured: it keeps the queue at its size, and the
+    instance, having changed the queue, reads it again for the next claim instead of sharing
+    its last read), then one claim over HTTP, its latency and the host's store calls for it."""
+    submit(api, operator_token, run.product, "scale")
+    before = host_calls(api.api)
     started = time.perf_counter()
     response = session.post(
-        f"{api.rstrip('/')}/fleet/claim",
+        f"{api.api}/fleet/claim",
         json=CLAIM_BODY,
         headers=headers_for(run.token, None),
         timeout=120,
@@ -120,7 +128,7 @@ def claim_once(session: requests.Session, api: str, run: SizeRun) -> None:
     elapsed = time.perf_counter() - started
     if response.status_code != 200:
         raise BenchError(f"claim with {run.queued} queued: {response.status_code} {response.text}")
-    spent = host_calls(api).minus(before)
+    spent = host_calls(api.api).minus(before)
     run.latencies.append(elapsed)
     run.calls.append(spent.calls)
     run.rows.append(spent.query_rows)
@@ -141,12 +149,13 @@ def measure_sizes(
     seed_threads: int,
     say: Callable[[str], None],
 ) -> list[SizeRun]:
+    from fleet.coordinator.claim import Contention
     from fleet.coordinator.service import CoordinatorConfig
     from fleet.store.azure import azure_stores
 
     settings = Settings.from_env(target.env)
     stores = azure_stores(settings, ensure=False)
-    top = CoordinatorConfig().claim_candidates
+    top = Contention.candidates(CoordinatorConfig().claim_candidates)
     tag = uuid.uuid4().hex[:6]
     runs: list[SizeRun] = []
     with HttpApi(target.api) as api, requests.Session() as session:
@@ -154,9 +163,9 @@ def measure_sizes(
             product = f"scale-{tag}-{size}"
             say(f"  scale: seed {size:,} queued jobs in {product} ({seed_threads} threads)")
             started = time.perf_counter()
-            # Each measured claim takes one job: seed that many more, so the queue still
-            # holds ``size`` when the last claim is made.
-            seed_jobs(settings, product, size + claims + before_claims + 1, threads=seed_threads)
+            # Each claim takes one job, submitted just before it: the queue holds ``size``
+            # before every submit.
+            seed_jobs(settings, product, size, threads=seed_threads)
             run = SizeRun(
                 queued=size,
                 product=product,
@@ -164,19 +173,19 @@ def measure_sizes(
                 seed_seconds=time.perf_counter() - started,
             )
             say(f"    {run.seed_seconds:.1f} s")
-            claim_once(session, target.api, run)  # warm-up: the instance's caches
+            claim_once(session, api, target.operator_token, run)  # warm-up: the instance's caches
             run.latencies, run.calls, run.rows = [], [], []
             if n == 0 and before_claims:
                 say(f"  scale: {before_claims} claims at {size:,} before the larger sizes exist")
                 for _ in range(before_claims):
-                    claim_once(session, target.api, run)
+                    claim_once(session, api, target.operator_token, run)
                 run.before = run.latencies
                 run.latencies, run.calls, run.rows = [], [], []
             runs.append(run)
         say(f"  scale: {claims} claims per size, round-robin over {', '.join(map(str, sizes))}")
         for _ in range(claims):
             for run in runs:
-                claim_once(session, target.api, run)
+                claim_once(session, api, target.operator_token, run)
                 query_once(stores, run, top)
     return runs
 

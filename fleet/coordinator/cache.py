@@ -9,7 +9,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from datetime import datetime
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from fleet.coordinator.clock import Clock
 
@@ -73,3 +73,45 @@ class LastWritten(Generic[K, V]):
     def forget(self, key: K) -> None:
         with self._lock:
             self._values.pop(key, None)
+
+
+class QueuedLists:
+    """The head of each product's queue as this instance last read it, shared by its claims
+    for ``seconds`` of ``clock`` time. A hint, like every claim's read: each candidate is
+    written with the etag it was read with, so a job that changed since is refused by the
+    store, never claimed twice. This instance forgets a product's list when it changes the
+    queue itself (a submit, a requeue, a reprioritize); what other instances change, it
+    sees within ``seconds``."""
+
+    MAX_PRODUCTS = 1024  # lists kept before the old ones are swept
+
+    def __init__(self, clock: Clock, seconds: float) -> None:
+        self.clock = clock
+        self.seconds = seconds
+        self._lock = threading.Lock()
+        self._lists: dict[str, tuple[datetime, list[Any]]] = {}
+
+    def get(self, product: str) -> list[Any] | None:
+        """The list, if read less than ``seconds`` ago."""
+        with self._lock:
+            known = self._lists.get(product)
+        if known is None or self._age(known[0]) >= self.seconds:
+            return None
+        return known[1]
+
+    def put(self, product: str, jobs: list[Any]) -> None:
+        if self.seconds <= 0:
+            return
+        with self._lock:
+            self._lists[product] = (self.clock.now(), jobs)
+            if len(self._lists) > self.MAX_PRODUCTS:
+                self._lists = {
+                    p: v for p, v in self._lists.items() if self._age(v[0]) < self.seconds
+                }
+
+    def forget(self, product: str) -> None:
+        with self._lock:
+            self._lists.pop(product, None)
+
+    def _age(self, read_at: datetime) -> float:
+        return (self.clock.now() - read_at).total_seconds()

@@ -3,9 +3,12 @@ conditional replace of the chosen job (a lost race: the next candidate).
 
 Claims in flight on one instance do not fight each other over the same candidate list
 (``Contention``): each takes the best candidate no other claim on the instance is trying or
-has just won, and K grows with the claims in flight, so each has a candidate of its own. The
-conditional write still decides every race (across instances, and whenever the hint is
-wrong); the hint only keeps losers from re-fighting over a list that is already stale.
+has just won, and K grows with the claims in flight, so each has a candidate of its own. One
+read of the queue's head serves the instance's claims for ``queued_list_seconds``
+(``QueuedLists``; forgotten when the instance changes the queue): a claim that finds
+nothing in it for itself reads the queue. The conditional write still decides every race
+(across instances, and whenever a hint is wrong); the hints only keep claims from re-reading
+and re-fighting over a list that is already stale.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from datetime import datetime
 from typing import Any
 
 from fleet.coordinator.budgets import BudgetBlocked, Budgets, estimate_of, reservation_key
+from fleet.coordinator.cache import QueuedLists
 from fleet.coordinator.channels import ChannelLimits
 from fleet.coordinator.config import Part
 from fleet.coordinator.product import Products
@@ -133,10 +137,12 @@ class Contention:
         with self._lock:
             self._held.pop((product, job.id, job.etag), None)
 
-    def candidates(self, k: int, in_flight: int) -> int:
-        """How many candidates to read with ``in_flight`` claims here: enough for each to
-        have one of its own, and never more than 4K."""
-        return min(4 * k, max(k, k // 2 + in_flight))
+    @staticmethod
+    def candidates(k: int, in_flight: int = 1) -> int:
+        """How many candidates to read with ``in_flight`` claims here: 2K (the read is
+        shared by the claims of the next moment), more when more claims are in flight, so
+        each has one of its own, and never more than 4K."""
+        return min(4 * k, max(2 * k, k + in_flight))
 
 
 _PAUSED = "paused"  # a claim's outcome: the product's budget is paused
@@ -144,15 +150,24 @@ _PAUSED = "paused"  # a claim's outcome: the product's budget is paused
 
 @dataclass
 class _Attempt:
-    """What one claim's tries share."""
+    """One claim's state across the lists it looks at and the candidates it tries."""
 
     product: str
     factory: FactoryView
-    now: datetime
+    seats: int | None  # the most live leases it may hold (None: no limit)
     request_id: str | None
     start: bool
+    now: datetime | None = None  # stamped after each read the claim decides on
+    seats_checked: bool = False  # the seat count is asked once, at the first candidate
+    seats_full: bool = False  # it holds as many live leases as it may
+    paused: bool = False  # the product's budget is paused: nothing may start
     budgeted: bool | None = None  # whether the product has a budget: asked at the first try
     exhausted_channels: set[str] = field(default_factory=set)
+
+    @property
+    def stopped(self) -> bool:
+        """Nothing more for this claim, whatever else is queued."""
+        return self.paused or self.seats_full
 
 
 class Turns:
@@ -181,6 +196,7 @@ class Claims(Part):
     budgets: Budgets
     channels: ChannelLimits
     entropy: Callable[[int], bytes]
+    queued: QueuedLists  # the queue's head as this instance's claims last read it
     contention: Contention = field(default_factory=Contention, compare=False)
 
     def claim(
@@ -230,19 +246,19 @@ class Claims(Part):
         start: bool,
         in_flight: int,
     ) -> ClaimResult | None:
+        attempt = _Attempt(product, factory, seats, request_id, start)
+        # The queue's head as another claim here read it less than ``queued_list_seconds``
+        # ago: the same candidates, no query. Nothing in it for this claim: read the queue.
+        listed = self.queued.get(product)
+        if listed is not None:
+            won, _held_left = self._take_from(attempt, listed)
+            if won is not None or attempt.stopped:
+                return won
         k = self.config.claim_candidates
         top = self.contention.candidates(k, in_flight)
-        rows = self.docs.query(JOBS_IN_STAGE, product, {"stage": "queued", "top": top})
-        # Stamped after the read it decides on: the assignment is never dated before the
-        # write that made the job claimable (an unblock landing while this claim began).
-        now = self.clock.now()
-        settings = self.products.settings(product)
-        candidates = rank([Job.from_doc(r) for r in rows], factory, now, settings.weights)
-        if candidates and seats is not None and self._seats_full(product, factory.id, seats, now):
-            return None  # every seat it enrolled with holds a live lease: nothing more
-        turns = self.contention.turns(product, candidates)
-        won = self._take(product, factory, turns, now, request_id, start)
-        if won is not None or not turns.held_left or len(rows) < top:
+        jobs = self._read_queue(product, top)
+        won, held_left = self._take_from(attempt, jobs)
+        if won is not None or not held_left or len(jobs) < top or attempt.stopped:
             # Nothing, or nothing but what other claims here are taking (the whole queue
             # was read): nothing for this factory now. Should one of those claims not take
             # its job after all, the next claim or forced poll does (``maxSkipSeconds``).
@@ -250,31 +266,48 @@ class Claims(Part):
         # Every candidate read that it could take is being taken by another claim here:
         # rather than lose to each in turn, read again, more of them.
         top = max(top, self.contention.candidates(k, self.contention.in_flight(product))) + k
-        rows = self.docs.query(JOBS_IN_STAGE, product, {"stage": "queued", "top": top})
-        now = self.clock.now()
-        candidates = rank([Job.from_doc(r) for r in rows], factory, now, settings.weights)
-        turns = self.contention.turns(product, candidates)
-        return self._take(product, factory, turns, now, request_id, start)
+        won, _held_left = self._take_from(attempt, self._read_queue(product, top))
+        return won
 
-    def _take(
-        self,
-        product: str,
-        factory: FactoryView,
-        turns: Turns,
-        now: datetime,
-        request_id: str | None,
-        start: bool,
-    ) -> ClaimResult | None:
+    def _read_queue(self, product: str, top: int) -> list[Job]:
+        """The queue's head (``top`` jobs in queue order), kept for this instance's claims."""
+        rows = self.docs.query(JOBS_IN_STAGE, product, {"stage": "queued", "top": top})
+        jobs = [Job.from_doc(r) for r in rows]
+        self.queued.put(product, jobs)
+        return jobs
+
+    def _take_from(self, attempt: _Attempt, jobs: list[Job]) -> tuple[ClaimResult | None, bool]:
+        """The claim's try at one list: the job it won (or None), and whether it stopped at
+        candidates other claims here hold."""
+        # Stamped after the read it decides on: the assignment is never dated before the
+        # write that made the job claimable (an unblock landing while this claim began).
+        attempt.now = now = self.clock.now()
+        settings = self.products.settings(attempt.product)
+        candidates = rank(jobs, attempt.factory, now, settings.weights)
+        if not candidates:
+            return None, False
+        if not attempt.seats_checked:
+            attempt.seats_checked = True
+            if attempt.seats is not None and self._seats_full(
+                attempt.product, attempt.factory.id, attempt.seats, now
+            ):
+                attempt.seats_full = True
+                return None, False  # every seat it enrolled with holds a live lease
+        turns = self.contention.turns(attempt.product, candidates)
+        return self._take(attempt, turns), turns.held_left
+
+    def _take(self, attempt: _Attempt, turns: Turns) -> ClaimResult | None:
         """The first of ``turns`` this claim wins, its quotas reserved; ``None``: none (or
-        the product's budget is paused)."""
-        attempt = _Attempt(product, factory, now, request_id, start)
+        the product's budget is paused: ``attempt.paused``)."""
         for n, (job, breakdown) in enumerate(turns, start=1):
             try:
                 outcome = self._try(attempt, job, breakdown)
             except BaseException:
-                self.contention.let_go(product, job)  # its fate: for the next claim to find
+                # its fate: for the next claim to find
+                self.contention.let_go(attempt.product, job)
                 raise
             if outcome is _PAUSED:
+                attempt.paused = True
                 return None  # nothing in this product may start
             if isinstance(outcome, Job):
                 assert outcome.lease is not None
@@ -291,7 +324,8 @@ class Claims(Part):
         """One candidate: its quotas reserved, then its conditional write. The stored job
         when won; ``None`` when it is not this claim's (taken, or does not fit: the next);
         ``_PAUSED`` when the product's budget is paused."""
-        product = attempt.product
+        product, now = attempt.product, attempt.now
+        assert now is not None  # stamped by the read it decides on
         if job.channel in attempt.exhausted_channels:
             self.contention.let_go(product, job)
             return None
@@ -323,13 +357,13 @@ class Claims(Part):
         assigned = J.assign(
             job,
             attempt.factory.id,
-            now=attempt.now,
+            now=now,
             breakdown=breakdown.as_dict(),
             request_id=attempt.request_id,
             timeout_seconds=timeout,
         )
         if attempt.start:
-            assigned = J.holder_report(assigned, Action.START, attempt.factory.id, now=attempt.now)
+            assigned = J.holder_report(assigned, Action.START, attempt.factory.id, now=now)
         assigned = assigned.evolve(reservation=key)
         try:
             return self.writer.write(assigned, job.etag, spill=False)

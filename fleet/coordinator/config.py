@@ -15,6 +15,9 @@ from fleet.store.ports import DocumentStore
 @dataclass(frozen=True)
 class CoordinatorConfig:
     claim_candidates: int = 16  # K: queued jobs fetched per claim
+    # How long one read of the queue's head serves this instance's claims (0: every claim
+    # reads it). Each candidate is still written conditionally on the etag it was read with.
+    queued_list_seconds: float = 1.0
     max_skip_seconds: int = 30  # a gated factory still claims at least this often
     stale_after_seconds: int = 90  # a factory silent this long is stale
     event_ttl_seconds: int = 90 * 24 * 3600

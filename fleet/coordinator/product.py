@@ -18,7 +18,7 @@ from enum import Enum
 from typing import Any
 
 from fleet.coordinator.audit import FleetLog
-from fleet.coordinator.cache import TtlCache
+from fleet.coordinator.cache import QueuedLists, TtlCache
 from fleet.coordinator.clock import Clock
 from fleet.coordinator.config import CoordinatorConfig
 from fleet.domain.alerts import AlertRules
@@ -53,9 +53,12 @@ class Gate:
     """The product's queue-state version: gated factories poll it (one point read) and
     claim only when it moved, or ``maxSkipSeconds`` passed."""
 
-    def __init__(self, docs: DocumentStore, config: CoordinatorConfig) -> None:
+    def __init__(self, docs: DocumentStore, clock: Clock, config: CoordinatorConfig) -> None:
         self.docs = docs
         self.config = config
+        # The queue's head as this instance's claims last read it (``fleet.coordinator.claim``):
+        # forgotten whenever this instance changes the queue.
+        self.queued = QueuedLists(clock, config.queued_list_seconds)
 
     def state(self, product: str) -> dict[str, Any]:
         """One point read. A missing document is version 0 (still one read)."""
@@ -68,6 +71,7 @@ class Gate:
     def bump(self, product: str) -> None:
         """Tell gated factories that work may have become claimable. Best effort by design:
         a lost bump only delays work until their forced claim (``maxSkipSeconds``)."""
+        self.queued.forget(product)
         try:
             try:
                 self.docs.patch(product, QUEUE_STATE_ID, [Incr("/version", 1)])

@@ -119,7 +119,7 @@ class Coordinator:
         )
         self.budgets = Budgets(docs, clock, config.settings_ttl_seconds, fleet_log)
         self.channels = ChannelLimits(stores.tables, clock, fleet_log)
-        self._gate = gate = Gate(docs, config)
+        self._gate = gate = Gate(docs, clock, config)
         self._products = products = Products(docs, clock, config, fleet_log)
         self._writer = writer = Writer(docs, clock, config, self.budgets, self.channels, gate)
         self.reviews = Reviews(docs, writer, gate)
@@ -128,7 +128,7 @@ class Coordinator:
             writer, docs, stores.blobs, clock, config.artifacts_container, attempt_quota
         )
         quotas = (self.budgets, self.channels)
-        self._claims = Claims(docs, clock, config, writer, products, *quotas, entropy)
+        self._claims = Claims(docs, clock, config, writer, products, *quotas, entropy, gate.queued)
         self._leases = Leases(writer, self.budgets, self.reviews)
         self._submissions = Submissions(docs, clock, config, writer, products, gate, entropy)
         self._reaper = Reaper(docs, clock, config, writer, products, *quotas, gate)

@@ -181,6 +181,8 @@ class Writer(Part):
         to claim; review: work to review); let the jobs waiting for it go when it shipped
         (when any does: ``hasDependents``; the reaper's pass is the backstop)."""
         self.settle(before, after)
+        if Stage.QUEUED in (before.stage, after.stage):
+            self.gate.queued.forget(after.productId)  # this instance's claims read it anew
         if after.stage is before.stage:
             return
         if after.stage in _WAKES:

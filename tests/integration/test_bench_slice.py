@@ -5,7 +5,8 @@ on the real local stack. Counts only: timing is the benchmarks' business, never 
   factory's bearer token over the Azure adapters: a warm idle poll is one point read;
 - claim storm: 4 factories race for 20 jobs over HTTP against the benchmarks' counting host
   (``benchmarks.counting_app``: the real app, plus the host's store counters): every job
-  assigned once, and what each claim costs the store;
+  assigned once, and what each claim costs the store (bounds: claims share reads of the
+  queue for a second, so the count of reads depends on timing);
 - scale curve: a claim's store calls and the documents its query returns do not grow
   between 50 and 500 queued jobs;
 - dispatch latency: the benchmark's factories (the CLI's poll loop) take every job exactly
@@ -39,6 +40,7 @@ from benchmarks.idle_cost import gate_costs
 from benchmarks.lifecycle import CLAIM, GATE, REPORT, measure_drain
 from benchmarks.scale_curve import measure_sizes
 from fleet.context import context_for
+from fleet.coordinator.claim import Contention
 from fleet.coordinator.service import CoordinatorConfig
 from fleet.settings import Settings
 from fleet.store.ports import Stores
@@ -93,11 +95,12 @@ def test_bench_slice_storm_assigns_every_job_once_at_two_queries_and_one_write_a
     spent = measured[0]
     requests = len(claimed.grants) + claimed.empty
     refused = spent.conflicts.get("replace", 0)
-    # One top-K query per claim request, plus the seat check of each that found a
-    # candidate (every grant, and a last claim that lost every candidate to a racer); one
-    # conditional replace per grant plus one per candidate lost to a racing factory (412),
-    # nothing else written.
-    assert requests + len(claimed.grants) <= spent.calls["query"] <= 2 * requests
+    # The seat check of each claim that found a candidate (every grant, and a last claim that
+    # found only what others were taking), plus the top-K reads of the queue: at least one,
+    # at most two per request (claims within a second of a read share it, so how many depends
+    # on timing); one conditional replace per grant plus one per candidate lost to a racing
+    # factory (412), nothing else written.
+    assert len(claimed.grants) + 1 <= spent.calls["query"] <= 3 * requests
     assert spent.calls.get("write") == len(claimed.grants) + refused
     assert set(spent.conflicts) <= {"replace"}
     assert {k for k in spent.calls if k not in ("read", "query", "write")} == set()
@@ -117,10 +120,10 @@ def test_bench_slice_scale_claim_cost_does_not_grow_with_the_queue(bench_target:
     runs = measure_sizes(
         bench_target, [50, 500], claims=3, before_claims=0, seed_threads=4, say=lambda _: None
     )
-    top = CoordinatorConfig().claim_candidates
+    top = Contention.candidates(CoordinatorConfig().claim_candidates)
     for run in runs:
         assert run.calls == [ONE_CLAIM] * 3, run.queued
-        assert run.rows == [top] * 3, run.queued  # top-K (and a count), never the queue
+        assert run.rows == [top] * 3, run.queued  # the queue's head (and a count), never all
     small, large = runs
     assert small.calls_per_claim() == large.calls_per_claim()
 
@@ -142,7 +145,9 @@ def test_bench_slice_dispatch_factories_take_every_job_once(
     assert (run.unclaimed, run.claimed_twice) == (0, [])
     assert len(run.latencies) == 3
     if gate_on:
-        assert run.stats.claims <= run.stats.gate_polls  # every claim follows a gate read
+        # every claim follows a gate read, or a claim that found a job (no read then)
+        found = run.stats.claims - run.stats.empty_claims
+        assert run.stats.claims <= run.stats.gate_polls + found
     else:
         assert run.stats.gate_polls == 0
 

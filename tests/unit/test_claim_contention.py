@@ -61,9 +61,9 @@ def test_contention_lets_go_of_what_did_not_fit_and_forgets_after_the_hold() -> 
 
 def test_contention_reads_more_candidates_the_more_claims_are_in_flight() -> None:
     contention = Contention()
-    assert contention.candidates(16, 1) == 16
-    assert contention.candidates(16, 8) == 16
-    assert contention.candidates(16, 32) == 40
+    assert contention.candidates(16, 1) == 32
+    assert contention.candidates(16, 8) == 32
+    assert contention.candidates(16, 32) == 48
     assert contention.candidates(16, 500) == 64
     with (
         contention.claiming("p") as first,

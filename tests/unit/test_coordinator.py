@@ -414,7 +414,53 @@ def test_coordinator_cached_weights_cost_no_read_on_the_claim_path(
     coord.standing(P, "b")
     with stores.counters.measure() as cost:
         assert coord.claim(P, factory("b", ())) is not None
-    assert cost == {"query": 1, "write": 1}
+    assert cost == {"write": 1}  # and the queue's head as the first claim read it
+
+
+def test_coordinator_claims_share_one_read_of_the_queue_for_a_moment(
+    coord: Coordinator, stores: Stores, clock: ManualClock
+) -> None:
+    """Claims within ``queued_list_seconds`` of a read of the queue take their candidates
+    from it, no query; a submit here, or the time passing, makes the next claim read again."""
+    jobs = [coord.submit(P, manifest(), "operator:o")[0] for _ in range(4)]
+    warm(coord, "a", "b", "c", "d")
+    with stores.counters.measure() as first:
+        a = coord.claim(P, factory("a", ()))
+    with stores.counters.measure() as second:
+        b = coord.claim(P, factory("b", ()))
+    assert first == {"query": 1, "write": 1} and second == {"write": 1}
+    assert a is not None and b is not None and a.job.id != b.job.id
+    late, _ = coord.submit(P, manifest(priority=9), "operator:o")  # this instance's: forgotten
+    with stores.counters.measure() as third:
+        c = coord.claim(P, factory("c", ()))
+    assert third == {"query": 1, "write": 1} and c is not None and c.job.id == late.id
+    clock.advance(CoordinatorConfig().queued_list_seconds)
+    with stores.counters.measure() as fourth:
+        d = coord.claim(P, factory("d", ()))
+    assert fourth == {"query": 1, "write": 1} and d is not None
+    assert {a.job.id, b.job.id, d.job.id} < {j.id for j in jobs}
+
+
+def test_coordinator_a_stale_shared_list_never_claims_a_job_twice(
+    coord: Coordinator, stores: Stores, clock: ManualClock
+) -> None:
+    """Another instance claimed and requeued what this instance's list still shows: the
+    candidate is written with the etag it was read with, refused, and the claim reads the
+    queue itself; the job is claimed once per epoch, by whoever won it."""
+    job, _ = coord.submit(P, manifest(), "operator:o")
+    spare, _ = coord.submit(P, manifest(), "operator:o")
+    warm(coord, "a", "b")
+    first = coord.claim(P, factory("a", ()))
+    assert first is not None
+    other = another_instance(stores, clock)
+    warm(other, "x")
+    taken = other.claim(P, factory("x", ()))  # the other instance takes what is left
+    assert taken is not None and taken.job.id == ({job.id, spare.id} - {first.job.id}).pop()
+    with stores.counters.measure() as cost:
+        assert coord.claim(P, factory("b", ())) is None  # refused by etag, then read: nothing
+    assert cost == {"write": 1, "query": 1}
+    stored = coord.get_job(P, taken.job.id)
+    assert stored.lease is not None and stored.lease.holder == "x" and stored.epoch == 1
 
 
 def test_coordinator_reaper_takes_jobs_back_from_revoked_holders(
