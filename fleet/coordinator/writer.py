@@ -156,7 +156,10 @@ class Writer(Part):
         (the claim adds one); events only with ``spill`` (a renew never spills)."""
         for policy in _SPILLS if spill else (_RUN_SPILL,):
             job = self._spill(job, policy)
-        stored = Job.from_doc(self.docs.replace(job.to_doc(), etag=etag))
+        written = self.docs.replace(job.to_doc(), etag=etag)
+        # The store keeps what it was given (plus its system properties): the job as written
+        # with the new etag, not validated again from the store's copy.
+        stored = job.model_copy(update={"etag": written.get("_etag")})
         self.last_written.put((stored.productId, stored.id), stored)
         return stored
 

@@ -799,3 +799,22 @@ def test_coordinator_a_copy_overtaken_by_another_write_is_refused_then_read(
     assert cost == {"write": 2, "read": 1}  # refused on the copy's etag, then read and written
     assert shipped.stage is Stage.SHIPPED and shipped.progress.get("tokens") == 42
     assert agrees(shipped, full_history(coord, job.id))
+
+
+def test_coordinator_a_written_job_is_the_stored_document_with_its_new_etag(
+    coord: Coordinator, stores: Stores
+) -> None:
+    """The writer answers with the job it wrote (not parsed again from the store's reply):
+    it must be what the store holds, field for field, etag included."""
+    job, _ = coord.submit(P, manifest(deps=None), "operator:o")
+    warm(coord, "f1")
+    won = coord.claim(P, factory(caps=()), start=True)
+    assert won is not None
+    reported = coord.report(P, job.id, "f1", 1, progress={"tokens": 7, "costUsd": 0.01})
+    shipped = coord.report(P, job.id, "f1", 1, stage=Stage.SHIPPED, result={"exitCode": 0})
+    for answered in (won.job, reported, shipped):
+        assert answered.etag is not None
+    stored = stores.documents.read(P, job.id)
+    assert shipped == coord.get_job(P, job.id)
+    assert shipped.to_doc() == {k: v for k, v in stored.items() if not k.startswith("_")}
+    assert shipped.etag == stored["_etag"]
