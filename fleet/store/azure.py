@@ -207,7 +207,13 @@ def ca_bundle() -> str | None:
 
 class _SettledSession(requests.Session):
     """A session that does not read the environment on each request (``trust_env`` off)
-    but still verifies with the CA bundle the environment named when it was made."""
+    but still verifies with the CA bundle the environment named when it was made.
+
+    The SDKs' transport asks it for plain requests only (a method, a URL, headers, a body,
+    no redirects): those go straight to the connection pool's adapter, without the
+    session-level merging of cookies, auth, hooks and settings a general session does on
+    every request (a tenth of a store call's CPU, for nothing this session ever holds).
+    Anything else takes requests' own path."""
 
     def __init__(self, bundle: str | None) -> None:
         super().__init__()
@@ -217,9 +223,49 @@ class _SettledSession(requests.Session):
     def merge_environment_settings(
         self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any
     ) -> Any:
+        return super().merge_environment_settings(url, proxies, stream, self._verify(verify), cert)
+
+    def _verify(self, verify: Any) -> Any:
         if self.bundle and (verify is True or verify is None):
-            verify = self.bundle  # as requests does with trust_env: a bundle replaces True
-        return super().merge_environment_settings(url, proxies, stream, verify, cert)
+            return self.bundle  # as requests does with trust_env: a bundle replaces True
+        return True if verify is None else verify
+
+    def request(  # type: ignore[override]
+        self,
+        method: str,
+        url: str,
+        params: Any = None,
+        data: Any = None,
+        headers: Any = None,
+        cookies: Any = None,
+        files: Any = None,
+        auth: Any = None,
+        timeout: Any = None,
+        allow_redirects: bool = True,
+        proxies: Any = None,
+        hooks: Any = None,
+        stream: Any = None,
+        verify: Any = None,
+        cert: Any = None,
+        json: Any = None,
+    ) -> requests.Response:
+        asked = params or cookies or files or auth or hooks or json is not None
+        if allow_redirects or asked or self.auth or len(self.cookies):
+            return super().request(
+                method, url, params=params, data=data, headers=headers, cookies=cookies,
+                files=files, auth=auth, timeout=timeout, allow_redirects=allow_redirects,
+                proxies=proxies, hooks=hooks, stream=stream, verify=verify, cert=cert, json=json,
+            )  # fmt: skip
+        prepared = requests.PreparedRequest()
+        prepared.prepare(method=method, url=url, headers=headers, data=data)
+        return self.get_adapter(url).send(
+            prepared,
+            stream=bool(stream),
+            timeout=timeout,
+            verify=self._verify(verify),
+            cert=cert,
+            proxies=proxies or {},
+        )
 
 
 def cosmos_client(settings: CosmosSettings) -> CosmosClient:

@@ -3,6 +3,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import requests
+import requests.adapters
 
 from fleet.errors import SettingsError
 from fleet.settings import Settings, azurite_connection_string, local_stack_env
@@ -175,3 +177,64 @@ def test_settings_store_transport_reads_a_ca_bundle_once_and_still_verifies_with
     # what a caller says still wins: the SDKs turn verification off for a local emulator
     assert session.merge_environment_settings(url, {}, None, False, None)["verify"] is False
     assert session.merge_environment_settings(url, {}, None, "/x.pem", None)["verify"] == "/x.pem"
+
+
+class _Recorder(requests.adapters.BaseAdapter):
+    """An adapter that answers 200 and keeps what it was asked to send."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent: list[tuple[requests.PreparedRequest, dict[str, object]]] = []
+
+    def send(  # type: ignore[override]
+        self,
+        request: requests.PreparedRequest,
+        stream: bool = False,
+        timeout: object = None,
+        verify: object = True,
+        cert: object = None,
+        proxies: object = None,
+    ) -> requests.Response:
+        said = {"stream": stream, "timeout": timeout, "verify": verify, "cert": cert}
+        self.sent.append((request, {**said, "proxies": proxies}))
+        response = requests.Response()
+        response.status_code, response.request, response._content = 200, request, b"{}"
+        return response
+
+    def close(self) -> None:
+        pass
+
+
+def test_settings_store_session_sends_a_plain_request_as_requests_would(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The SDK transport's plain requests skip the session's merging; what reaches the
+    connection pool is what requests' own path sends (method, URL, headers, body, timeout,
+    the bundle for verification), and anything else still takes requests' own path."""
+    from fleet.store.azure import pooled_transport
+
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "CURL_CA_BUNDLE"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/fleet-ca.pem")
+    session = pooled_transport(4).session
+    assert session is not None
+    recorder = _Recorder()
+    session.mount("https://", recorder)
+    url = "https://account.documents.azure.com/dbs/d/colls/c/docs/x"
+    headers = {"x-ms-date": "now", "authorization": "type=master&sig=abc"}
+    for redirects in (False, True):  # the plain path, then requests' own
+        response = session.request(
+            "PUT", url, headers=headers, data=b'{"a": 1}', timeout=(3, 7), verify=True,
+            allow_redirects=redirects, stream=False,
+        )  # fmt: skip
+        assert response.status_code == 200
+    (plain, plain_kw), (general, general_kw) = recorder.sent
+    assert (plain.method, plain.url, plain.body) == (general.method, general.url, general.body)
+    assert {k: v for k, v in plain.headers.items() if k.lower() in headers} == headers
+    assert plain_kw["verify"] == general_kw["verify"] == "/etc/fleet-ca.pem"
+    assert plain_kw["timeout"] == general_kw["timeout"] == (3, 7)
+    assert plain_kw["proxies"] == {} and general_kw["proxies"] == {}
+    session.request("GET", url, verify=False, allow_redirects=False)  # the local emulator's
+    assert recorder.sent[-1][1]["verify"] is False
