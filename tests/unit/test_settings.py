@@ -157,9 +157,9 @@ def test_settings_store_transport_reads_the_environment_only_when_it_says_someth
     assert environment_configures_http() is True
 
 
-def test_settings_store_transport_reads_a_ca_bundle_once_and_still_verifies_with_it(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+def session_with_a_bundle(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> requests.Session:
+    """The store transport's session, made where the environment names a CA bundle
+    (``/etc/fleet-ca.pem``) and no proxy or netrc."""
     from fleet.store.azure import pooled_transport
 
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "CURL_CA_BUNDLE"):
@@ -168,7 +168,15 @@ def test_settings_store_transport_reads_a_ca_bundle_once_and_still_verifies_with
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/fleet-ca.pem")
     session = pooled_transport(4).session
-    assert session is not None and session.trust_env is False  # nothing read per request
+    assert session is not None
+    return session
+
+
+def test_settings_store_transport_reads_a_ca_bundle_once_and_still_verifies_with_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    session = session_with_a_bundle(monkeypatch, tmp_path)
+    assert session.trust_env is False  # nothing read per request
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/elsewhere.pem")  # read once: not seen now
     url = "https://account.documents.azure.com/dbs"
     assert session.merge_environment_settings(url, {}, None, True, None)["verify"] == (
@@ -211,15 +219,7 @@ def test_settings_store_session_sends_a_plain_request_as_requests_would(
     """The SDK transport's plain requests skip the session's merging; what reaches the
     connection pool is what requests' own path sends (method, URL, headers, body, timeout,
     the bundle for verification), and anything else still takes requests' own path."""
-    from fleet.store.azure import pooled_transport
-
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "CURL_CA_BUNDLE"):
-        monkeypatch.delenv(name, raising=False)
-        monkeypatch.delenv(name.lower(), raising=False)
-    monkeypatch.setenv("HOME", str(tmp_path))
-    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/fleet-ca.pem")
-    session = pooled_transport(4).session
-    assert session is not None
+    session = session_with_a_bundle(monkeypatch, tmp_path)
     recorder = _Recorder()
     session.mount("https://", recorder)
     url = "https://account.documents.azure.com/dbs/d/colls/c/docs/x"
