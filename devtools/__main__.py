@@ -40,7 +40,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--webui", type=Path, default=None, help="static files served at / (default ROOT/webui)"
     )
-    parser.add_argument("--no-timers", action="store_true", help="do not run timer functions")
+    parser.add_argument(
+        "--no-timers", action="store_true", help="do not run timer (or queue-triggered) functions"
+    )
     parser.add_argument(
         "--parent-pid",
         type=int,

@@ -28,8 +28,9 @@ from the `globalHeaders` of `<webui>/staticwebapp.config.json` (one source for b
 Content-Security-Policy the deployed page gets is the one the local page and its browser tests
 run under); API replies carry only the headers the function set, as on Azure (the Functions
 host adds no `X-Content-Type-Options` either). Timer functions run one at a time on one
-scheduler thread, and
-any other route syntax (constraints, optional, default or catch-all parameters, `{a}.{b}`)
+scheduler thread; queue-triggered functions on one thread of their own (`devtools.queues`:
+visibility timeout, dequeue count and poison queue as the Functions host has them). Any
+other route syntax (constraints, optional, default or catch-all parameters, `{a}.{b}`)
 is refused with a RouteError when the app is indexed, rather than matched differently from
 Azure.
 """
@@ -60,9 +61,12 @@ from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
 
 import azure.functions as func
 from azure.functions.decorators.http import HttpTrigger
+from azure.functions.decorators.queue import QueueTrigger
 from azure.functions.decorators.timer import TimerTrigger
 from azure.functions.timer import TimerRequest
 from croniter import croniter  # type: ignore[import-untyped, unused-ignore]
+
+from devtools.queues import QueueFunction, QueueRunner, QueueSettings, storage_queues
 
 logger = logging.getLogger("devtools")
 
@@ -309,6 +313,7 @@ class AppIndex:
     http: tuple[HttpFunction, ...]
     timers: tuple[TimerFunction, ...]
     unsupported: tuple[str, ...] = ()
+    queues: tuple[QueueFunction, ...] = ()
 
 
 def _enum_text(value: object) -> str:
@@ -320,6 +325,7 @@ def index_app(app: func.FunctionRegister, environ: Mapping[str, str] | None = No
     env = os.environ if environ is None else environ
     http: list[HttpFunction] = []
     timers: list[TimerFunction] = []
+    queues: list[QueueFunction] = []
     unsupported: list[str] = []
     for function in app.get_functions():
         name = function.get_function_name() or function.get_user_function().__name__
@@ -359,12 +365,24 @@ def index_app(app: func.FunctionRegister, environ: Mapping[str, str] | None = No
                     run_on_startup=bool(trigger.run_on_startup),
                 )
             )
+        elif isinstance(trigger, QueueTrigger):
+            what = f"queue function {name!r} queue name"
+            queue_name = resolve_setting_refs(str(trigger.queue_name or ""), env, what=what)
+            queues.append(
+                QueueFunction(
+                    name=name,
+                    queue_name=queue_name,
+                    connection=str(trigger.connection or "AzureWebJobsStorage"),
+                    arg_name=trigger.name,
+                    handler=handler,
+                )
+            )
         else:
             kind = trigger.get_binding_name() if trigger is not None else "no trigger"
             unsupported.append(f"{name} ({kind})")
     # Stable sort: among routes of equal precedence, registration order decides.
     http.sort(key=lambda f: f.route.precedence)
-    return AppIndex(tuple(http), tuple(timers), tuple(unsupported))
+    return AppIndex(tuple(http), tuple(timers), tuple(unsupported), tuple(queues))
 
 
 def call_user_function(handler: Callable[..., Any], kwargs: Mapping[str, Any]) -> Any:
@@ -659,6 +677,12 @@ class DevHost:
         self.index = index_app(app, environ)
         self.run_timers = run_timers
         self.timer_runner = TimerRunner(self.index.timers)
+        self.queue_runner = QueueRunner(
+            self.index.queues,
+            storage_queues(os.environ if environ is None else environ),
+            QueueSettings.from_host_json(self.root),
+            call=call_user_function,
+        )
         for name in self.index.unsupported:
             logger.warning("function %s: trigger not served by the local host", name)
         self._server: _Server | None = None
@@ -739,8 +763,11 @@ class DevHost:
         thread.start()
 
     def _start_timers(self) -> None:
+        """The background triggers: timers, and queue triggers (one thread each)."""
         if self.run_timers and self.index.timers:
             self._spawn(lambda: self.timer_runner.run(self._stop), "devhost-timers")
+        if self.run_timers and self.index.queues:
+            self._spawn(lambda: self.queue_runner.run(self._stop), "devhost-queues")
 
     def _log_routes(self) -> None:
         logger.info("serving on %s (route prefix %r)", self.url, self.route_prefix)
@@ -750,6 +777,8 @@ class DevHost:
             logger.info("  %s: [%s] %s/%s", function.name, methods, prefix, function.route.template)
         for timer in self.index.timers:
             logger.info("  %s: timer %r", timer.name, timer.schedule)
+        for queue in self.index.queues:
+            logger.info("  %s: queue %r", queue.name, queue.queue_name)
 
     # -- requests
 
