@@ -2,9 +2,9 @@
 part's own tables, then one combined table; JSON per part plus a combined file with the
 machine (benchmarks/results/, git-ignored). benchmarks/README.md explains every figure.
 
-Parts run in this order: the claim storm, dispatch latency, idle cost, the lifecycle, and
-the scale curve last (its 11,000 seeded jobs slow every later query on the emulator, which
-filters the whole container on each one).
+Parts run in this order: the claim storm, dispatch latency, idle cost, the lifecycle, the
+timer ticks (1,000 idle products), and the scale curve last (its 11,000 seeded jobs slow every
+later query on the emulator, which filters the whole container on each one).
 """
 
 from __future__ import annotations
@@ -16,7 +16,14 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from benchmarks import claim_storm, dispatch_latency, idle_cost, lifecycle, scale_curve
+from benchmarks import (
+    claim_storm,
+    dispatch_latency,
+    idle_cost,
+    lifecycle,
+    scale_curve,
+    timer_ticks,
+)
 from benchmarks.common import (
     RESULTS,
     BenchError,
@@ -35,6 +42,7 @@ PARTS: dict[str, ModuleType] = {
     "dispatch": dispatch_latency,
     "idle": idle_cost,
     "lifecycle": lifecycle,
+    "ticks": timer_ticks,
     "scale": scale_curve,
 }
 

@@ -180,3 +180,22 @@ def test_bench_slice_lifecycle_ships_every_job_once_and_counts_its_cost(
     # The job's size is measured at every step.
     assert set(run.job_sizes()) == {"submitted", "claimed", "shipped"}  # claimed: building
     assert run.ru_per_lifecycle() > 0
+
+
+def test_bench_slice_ticks_count_what_each_timer_costs_as_products_are_added(
+    bench_target: Target, azure_backend: Stores
+) -> None:
+    """The timer-ticks part, two small steps on the session's stack (which already holds
+    the other tests' products): each timer's tick is counted at each size. Today each
+    timer walks every product, so a tick makes at least one store request per product."""
+    from benchmarks.timer_ticks import TIMERS
+    from benchmarks.timer_ticks import measure_sizes as measure_ticks
+    from fleet.coordinator import Coordinator
+
+    held = len(Coordinator(azure_backend).products())
+    runs = measure_ticks(bench_target, [held + 1, held + 3], ticks=1, say=lambda _: None)
+    assert [r.products for r in runs] == [held + 1, held + 3]
+    for run in runs:
+        assert set(run.calls) == set(TIMERS)
+        for name in TIMERS:
+            assert run.requests(name) >= run.products, (name, run.calls[name])
