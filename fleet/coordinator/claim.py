@@ -33,7 +33,7 @@ from fleet.domain import runs as RU
 from fleet.domain.models import Job, Lease, format_ts
 from fleet.domain.scheduler import Breakdown, FactoryView, rank
 from fleet.domain.stages import Action, Stage
-from fleet.errors import ConcurrencyConflict, NotFound, StoreUnavailable
+from fleet.errors import ConcurrencyConflict, NotFound
 from fleet.store.queries import CLAIM_OF_REQUEST, COUNT_LIVE_LEASES_OF_HOLDER, JOBS_IN_STAGE
 
 # The stages a job won by a claim is in until its holder reports anything: a claim with
@@ -366,17 +366,15 @@ class Claims(Part):
             assigned = J.holder_report(assigned, Action.START, attempt.factory.id, now=now)
         assigned = assigned.evolve(reservation=key)
         try:
-            return self.writer.write(assigned, job.etag, spill=False)
+            # A lost answer is recognised (``landed``): then the job is this factory's (else
+            # it would sit leased to a factory that never knew, and spend an attempt).
+            return self.writer.commit(job, assigned, spill=False)
         except (ConcurrencyConflict, NotFound):
             # Another factory won this one (or it changed): undo, try the next.
             if key is not None:
                 self.budgets.settle(product, key, estimate_of(job), 0.0)
             self._give_back_channel(product, job)
             return None
-        except StoreUnavailable as exc:
-            # Its answer may be all that was lost: then the job is this factory's (else
-            # it would sit leased to a factory that never knew, and spend an attempt).
-            return self.writer.landed(assigned, exc)
 
     def _seats_full(self, product: str, factory_id: str, seats: int, now: datetime) -> bool:
         """Whether the factory already holds ``seats`` live leases (one count query, asked

@@ -96,16 +96,21 @@ class Writer(Part):
                 return stored
         for _ in range(self.config.write_retries):
             job = self.get_job(product, job_id)
-            updated = change(job, self.clock.now())
             try:
-                stored = self.write(updated, job.etag, spill=spill)
+                stored = self.commit(job, change(job, self.clock.now()), spill=spill)
             except ConcurrencyConflict:
                 continue
-            except StoreUnavailable as exc:
-                stored = self.landed(updated, exc)
-            self.after_write(job, stored)
+            self.after_write(job, stored)  # outside the retry: owed once, never re-decided
             return stored
         raise ConcurrencyConflict(f"job {job_id} is changing too fast; retry", jobId=job_id)
+
+    def commit(self, before: Job, updated: Job, *, spill: bool) -> Job:
+        """Write ``updated`` on ``before``'s etag; a reply lost on the way is recognised by
+        ``landed``. A refused write raises ``ConcurrencyConflict``."""
+        try:
+            return self.write(updated, before.etag, spill=spill)
+        except StoreUnavailable as exc:
+            return self.landed(updated, exc)
 
     def _update_known(
         self, known: Job, change: Callable[[Job, datetime], Job], *, spill: bool
@@ -120,12 +125,10 @@ class Writer(Part):
             self.last_written.forget((known.productId, known.id))
             return None
         try:
-            stored = self.write(updated, known.etag, spill=spill)
+            stored = self.commit(known, updated, spill=spill)
         except (ConcurrencyConflict, NotFound):
             self.last_written.forget((known.productId, known.id))
             return None
-        except StoreUnavailable as exc:
-            stored = self.landed(updated, exc)
         self.after_write(known, stored)
         return stored
 
