@@ -56,6 +56,7 @@ class StorageSettings:
     blob_service_uri: str | None
     table_service_uri: str | None
     artifacts_container: str
+    queue_service_uri: str | None = None
     max_connections: int = 32  # kept open to each storage endpoint (STORE_MAX_CONNECTIONS)
 
 
@@ -355,6 +356,7 @@ def _storage_from_env(env: Mapping[str, str]) -> StorageSettings:
     account = env.get("AzureWebJobsStorage__accountName") or None
     blob_uri = env.get("AzureWebJobsStorage__blobServiceUri") or None
     table_uri = env.get("AzureWebJobsStorage__tableServiceUri") or None
+    queue_uri = env.get("AzureWebJobsStorage__queueServiceUri") or None
     if not conn and not account and not (blob_uri and table_uri):
         raise SettingsError(
             "AzureWebJobsStorage",
@@ -369,6 +371,8 @@ def _storage_from_env(env: Mapping[str, str]) -> StorageSettings:
         table_service_uri=table_uri
         or (f"https://{account}.table.core.windows.net" if account else None),
         artifacts_container=env.get("ARTIFACTS_CONTAINER") or "artifacts",
+        queue_service_uri=queue_uri
+        or (f"https://{account}.queue.core.windows.net" if account else None),
         max_connections=_max_connections(env),
     )
 

@@ -26,7 +26,7 @@ import contextlib
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from fleet.coordinator.budgets import Budgets
@@ -51,6 +51,9 @@ ALERT_FEED_ID = "alert"  # stands for the job id in the feed's cursor of an aler
 LISTED = 10  # job and factory ids named per metric
 STALLED_SCAN = 100
 REVIEW_SCAN = 100  # jobs in review looked at, oldest first
+PASS_FAILURES_ID = "pass-failures"
+PASS_FAILURE_WINDOW_SECONDS = 3600  # a pass given up keeps ``pass_failed`` raised this long
+MAX_PASS_FAILURES = 20
 _INTERNAL = ("id", "productId", "type")
 
 
@@ -142,6 +145,7 @@ class Metrics(Part):
             "scanned": len(queued),
             "truncated": len(queued) >= scan,
             "spend": None,
+            "passFailures": self._pass_failures(product, now),
         }
         budget = self.budgets.get(product)
         if budget is not None:
@@ -157,6 +161,62 @@ class Metrics(Part):
             self.budgets.record_point(product)
         docs.upsert(metrics)
         return _public(metrics)
+
+    def _pass_failures(self, product: str, now: datetime) -> dict[str, Any]:
+        """Timer passes over the product given up within ``PASS_FAILURE_WINDOW_SECONDS``
+        (``record_pass_failure``): one point read."""
+        try:
+            doc = self.docs.read(product, PASS_FAILURES_ID)
+        except NotFound:
+            doc = {}
+        since = format_ts(now - timedelta(seconds=PASS_FAILURE_WINDOW_SECONDS))
+        recent = [f for f in doc.get("failures") or [] if str(f.get("at", "")) >= since]
+        if doc and not recent and "dueAt" in doc:
+            # The window is over: nothing left to clear, so nothing due any more.
+            with contextlib.suppress(ConcurrencyConflict, NotFound):
+                self.docs.replace(
+                    {k: v for k, v in doc.items() if k != "dueAt"}, etag=doc.get("_etag")
+                )
+        return {
+            "count": len(recent),
+            "timers": sorted({str(f.get("timer")) for f in recent}),
+            "lastAt": recent[-1]["at"] if recent else None,
+            "windowSeconds": PASS_FAILURE_WINDOW_SECONDS,
+        }
+
+    def record_pass_failure(self, product: str, failure: dict[str, Any]) -> None:
+        """Keep a timer pass given up (its message poisoned: ``fleet.timers``) for the
+        ``pass_failed`` alert: the newest ``MAX_PASS_FAILURES`` in the product's
+        ``pass-failures`` document, whose ``dueAt`` (the window's end) brings the product to
+        the timers' sweeps again when the alert may clear."""
+        now = self.clock.now()
+        entry = {**failure, "at": format_ts(now)}
+        due = format_ts(now + timedelta(seconds=PASS_FAILURE_WINDOW_SECONDS))
+        for _ in range(self.config.write_retries):
+            try:
+                current = self.docs.read(product, PASS_FAILURES_ID)
+            except NotFound:
+                doc = {
+                    "id": PASS_FAILURES_ID,
+                    "productId": product,
+                    "type": "pass_failures",
+                    "failures": [entry],
+                    "dueAt": due,
+                }
+                try:
+                    self.docs.create(doc)
+                    return
+                except AlreadyExists:
+                    continue
+            failures = [*(current.get("failures") or []), entry][-MAX_PASS_FAILURES:]
+            try:
+                self.docs.replace(
+                    {**current, "failures": failures, "dueAt": due}, etag=current["_etag"]
+                )
+                return
+            except ConcurrencyConflict:
+                continue
+        raise ConcurrencyConflict(f"pass failures of {product} changing too fast")
 
     def read(self, product: str) -> dict[str, Any]:
         """The stored metrics: one point read (computed on the spot the very first time)."""

@@ -198,4 +198,5 @@ class Coordinator:
 
     # --- metrics ---------------------------------------------------------------------
     compute_metrics = _Via("_metrics", Metrics.compute)
+    record_pass_failure = _Via("_metrics", Metrics.record_pass_failure)
     metrics = _Via("_metrics", Metrics.read)

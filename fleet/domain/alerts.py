@@ -1,7 +1,8 @@
 """Alerts: rules over a metrics snapshot, and the transitions between two evaluations. Pure.
 
 Each rule yields at most one alert with a stable key (``starvation``, ``stale_factories``,
-``stalled_jobs``, ``unroutable_jobs``, ``review_waiting``, ``budget``, ``no_live_factories``).
+``stalled_jobs``, ``unroutable_jobs``, ``review_waiting``, ``budget``, ``no_live_factories``,
+``pass_failed``: a timer's pass over the product failed until its message was poisoned).
 An alert is *raised* when its key becomes active and *cleared* when it stops being active;
 while it stays active its message and details follow the metrics without any new event, so
 a condition that persists over many evaluations is one raise and, when it ends, one clear —
@@ -25,6 +26,7 @@ KEYS = (
     "unroutable_jobs",
     "review_waiting",
     "budget",
+    "pass_failed",
 )
 MAX_HISTORY = 100  # alert events kept in the alerts document (the feed and the webhook)
 
@@ -154,6 +156,18 @@ def evaluate(metrics: dict[str, Any], rules: AlertRules) -> list[Alert]:
                 "warning",
                 f"{unroutable} queued job(s) no known factory can run",
                 {"count": unroutable, "jobs": _ids(metrics.get("unroutableJobs"))},
+            )
+        )
+    failed = metrics.get("passFailures") or {}
+    if int(failed.get("count", 0)) > 0:
+        timers = _ids(failed.get("timers"))
+        alerts.append(
+            Alert(
+                "pass_failed",
+                "critical",
+                f"{int(failed['count'])} timer pass(es) over this product failed until given up "
+                f"({', '.join(timers)}; last at {failed.get('lastAt')}): see the logs",
+                dict(failed),
             )
         )
     spend = metrics.get("spend") or {}

@@ -33,6 +33,7 @@ from azure.storage.blob import (
     ContentSettings,
     generate_blob_sas,
 )
+from azure.storage.queue import QueueClient, QueueServiceClient, TextBase64EncodePolicy
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
@@ -367,6 +368,19 @@ class CosmosDocumentStore:
                 )
             ]
 
+    def query_across(self, query: NamedQuery, params: Mapping[str, Any] | None = None) -> list[Doc]:
+        if not query.across:
+            raise InvalidStoreRequest(f"query {query.name} runs inside one partition")
+        self.counters.add("query")
+        parameters = [{"name": f"@{k}", "value": v} for k, v in (params or {}).items()]
+        with _translated(f"query {query.name}"):
+            return [
+                dict(row)
+                for row in self._container.query_items(
+                    query.sql, parameters=parameters, enable_cross_partition_query=True
+                )
+            ]
+
     def count(
         self, query: NamedQuery, partition: str, params: Mapping[str, Any] | None = None
     ) -> int:
@@ -480,6 +494,15 @@ class AzureTableStore:
                 "PartitionKey eq @pk", parameters={"pk": partition}
             )
             return sorted((_entity_out(e) for e in rows), key=lambda e: str(e["RowKey"]))
+
+    def list_all(self, table: str) -> list[Entity]:
+        self.counters.add("table_query")
+        with _translated(f"table {table}"):
+            rows = self._table(table).list_entities()
+            return sorted(
+                (_entity_out(e) for e in rows),
+                key=lambda e: (str(e["PartitionKey"]), str(e["RowKey"])),
+            )
 
     def list_partitions(self, table: str, prefix: str) -> list[Entity]:
         if not prefix:
@@ -630,6 +653,64 @@ def _storage_clients(settings: StorageSettings) -> tuple[TableServiceClient, Blo
     )
 
 
+# --- Queues --------------------------------------------------------------------------
+
+# The queues the app sends to (``fleet.timers``), created by ``ensure_queues`` with their
+# poison queues (the Functions host moves a message there after ``maxDequeueCount``).
+APP_QUEUES = ("fleet-passes",)
+
+
+class AzureQueueStore:
+    """Sends text messages base64-encoded, as the host's ``messageEncoding`` (``host.json``:
+    ``base64``, the Functions default) expects."""
+
+    def __init__(self, service: QueueServiceClient, counters: StoreCounters) -> None:
+        self._service = service
+        self.counters = counters
+        self._clients: dict[str, QueueClient] = {}
+
+    def _queue(self, name: str) -> QueueClient:
+        client = self._clients.get(name)
+        if client is None:
+            client = self._service.get_queue_client(
+                name, message_encode_policy=TextBase64EncodePolicy()
+            )
+            self._clients[name] = client
+        return client
+
+    def send(self, queue: str, message: str) -> None:
+        self.counters.add("queue_send")
+        with _translated(f"queue {queue}"):
+            self._queue(queue).send_message(message)
+
+    def ping(self) -> None:
+        with _translated("queue service"):
+            next(iter(self._service.list_queues(results_per_page=1)), None)
+
+
+def ensure_queues(service: QueueServiceClient) -> None:
+    for name in APP_QUEUES:
+        for queue in (name, f"{name}-poison"):
+            with _translated(f"queue {queue}"), suppress(ResourceExistsError):
+                service.create_queue(queue)
+
+
+def _queue_client(settings: StorageSettings) -> QueueServiceClient:
+    if settings.connection_string:
+        return QueueServiceClient.from_connection_string(
+            settings.connection_string, transport=pooled_transport(settings.max_connections)
+        )
+    from azure.identity import DefaultAzureCredential
+
+    if not settings.queue_service_uri:
+        raise InvalidStoreRequest("the queue service URI is required for managed identity")
+    return QueueServiceClient(
+        account_url=settings.queue_service_uri,
+        credential=DefaultAzureCredential(),
+        transport=pooled_transport(settings.max_connections),
+    )
+
+
 def azure_stores(settings: Settings, *, ensure: bool = True) -> Stores:
     """Build the Azure adapters; with ``ensure``, create missing containers and tables."""
     if settings.cosmos is None or settings.storage is None:
@@ -643,12 +724,15 @@ def azure_stores(settings: Settings, *, ensure: bool = True) -> Stores:
             settings.cosmos.container
         )
     tables, blobs = _storage_clients(settings.storage)
+    queues = _queue_client(settings.storage)
     if ensure:
         ensure_tables(tables)
         ensure_blobs(blobs, settings.storage.artifacts_container)
+        ensure_queues(queues)
     return Stores(
         documents=CosmosDocumentStore(container, counters),
         tables=AzureTableStore(tables, counters),
         blobs=AzureBlobStore(blobs, counters, settings.storage.artifacts_container),
         counters=counters,
+        queues=AzureQueueStore(queues, counters),
     )

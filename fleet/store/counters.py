@@ -19,6 +19,7 @@ KINDS = (
     "table_write",
     "blob_read",
     "blob_write",
+    "queue_send",
 )
 
 

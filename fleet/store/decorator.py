@@ -67,5 +67,8 @@ class DocumentsDecorator:
     ) -> int:
         return self._call("count", lambda: self.inner.count(query, partition, params))
 
+    def query_across(self, query: NamedQuery, params: Mapping[str, Any] | None = None) -> list[Doc]:
+        return self._call("query_across", lambda: self.inner.query_across(query, params))
+
     def ping(self) -> None:
         self.inner.ping()

@@ -228,16 +228,30 @@ class MemoryDocumentStore:
                 for (pk, _), doc in self._docs.items()
                 if pk == partition and query.where(doc, args)
             ]
-            if query.order_by is not None:
-                path = query.order_by
-                rows = [r for r in rows if lookup(r, path) is not UNDEFINED]
-                rows.sort(key=lambda r: lookup(r, path), reverse=query.descending)
-            if query.top_param is not None:
-                rows = rows[: int(args[query.top_param])]
-            if query.select:  # a projection: the fields the document has, no others
-                return [_clone({k: doc[k] for k in query.select if k in doc}) for doc in rows]
-            # Only what is returned is copied (a TOP over a long queue copies K documents).
-            return [_clone(doc) for doc in rows]
+            return self._shaped(query, rows, args)
+
+    def query_across(self, query: NamedQuery, params: Mapping[str, Any] | None = None) -> list[Doc]:
+        if not query.across:
+            raise InvalidStoreRequest(f"query {query.name} runs inside one partition")
+        self._begin("query")
+        args = dict(params or {})
+        with self._lock:
+            rows = [doc for doc in self._docs.values() if query.where(doc, args)]
+            return self._shaped(query, rows, args)
+
+    @staticmethod
+    def _shaped(query: NamedQuery, rows: list[Doc], args: Mapping[str, Any]) -> list[Doc]:
+        """``rows`` ordered, cut to the query's TOP and projected, as the SQL would."""
+        if query.order_by is not None:
+            path = query.order_by
+            rows = [r for r in rows if lookup(r, path) is not UNDEFINED]
+            rows.sort(key=lambda r: lookup(r, path), reverse=query.descending)
+        if query.top_param is not None:
+            rows = rows[: int(args[query.top_param])]
+        if query.select:  # a projection: the fields the document has, no others
+            return [_clone({k: doc[k] for k in query.select if k in doc}) for doc in rows]
+        # Only what is returned is copied (a TOP over a long queue copies K documents).
+        return [_clone(doc) for doc in rows]
 
     def count(
         self, query: NamedQuery, partition: str, params: Mapping[str, Any] | None = None
@@ -358,6 +372,14 @@ class MemoryTableStore:
                 _clone(e) for (pk, _), e in sorted(self._table(table).items()) if pk == partition
             ]
 
+    def list_all(self, table: str) -> list[Entity]:
+        # Counted as the query it is; its faults are injected apart ("table_scan"), so a test
+        # can fail a sweep's scan or a product's pass alone.
+        self.counters.add("table_query")
+        self.faults.check("table_scan")
+        with self._lock:
+            return [_clone(e) for _, e in sorted(self._table(table).items())]
+
     def list_partitions(self, table: str, prefix: str) -> list[Entity]:
         if not prefix:
             raise InvalidStoreRequest("a partition prefix must not be empty")
@@ -434,6 +456,39 @@ class MemoryBlobStore:
         return None
 
 
+class MemoryQueueStore:
+    """Queues as lists of text messages, in order. ``take`` is what a test (or the unit tests'
+    stand-in for the host, ``tests.support.handlers.tick``) uses to deliver them."""
+
+    def __init__(self, counters: StoreCounters | None = None) -> None:
+        self.counters = counters or StoreCounters()
+        self.faults = _Faults()
+        self._lock = threading.Lock()
+        self._queues: dict[str, list[str]] = {}
+
+    def inject(self, kind: str, error: StoreError, times: int = 1) -> None:
+        self.faults.inject(kind, error, times)
+
+    def send(self, queue: str, message: str) -> None:
+        self.counters.add("queue_send")
+        self.faults.check("queue_send")
+        with self._lock:
+            self._queues.setdefault(queue, []).append(message)
+
+    def pending(self, queue: str) -> list[str]:
+        """The messages waiting on ``queue``, oldest first (not taken)."""
+        with self._lock:
+            return list(self._queues.get(queue, []))
+
+    def take(self, queue: str) -> list[str]:
+        """Every message waiting on ``queue``, oldest first, taken off it."""
+        with self._lock:
+            return self._queues.pop(queue, [])
+
+    def ping(self) -> None:
+        self.faults.check("queue_send")
+
+
 def memory_stores() -> Stores:
     counters = StoreCounters()
     return Stores(
@@ -441,4 +496,5 @@ def memory_stores() -> Stores:
         tables=MemoryTableStore(counters),
         blobs=MemoryBlobStore(counters),
         counters=counters,
+        queues=MemoryQueueStore(counters),
     )

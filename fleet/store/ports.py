@@ -97,6 +97,11 @@ class DocumentStore(Protocol):
         """Run a named ``SELECT VALUE COUNT(1)`` query inside one partition."""
         ...
 
+    def query_across(self, query: NamedQuery, params: Mapping[str, Any] | None = None) -> list[Doc]:
+        """Run a named query marked ``across`` over every partition (the timers' sweeps:
+        once per tick, bounded by its ``TOP``), read to its last page."""
+        ...
+
     def ping(self) -> None:
         """Raise StoreUnavailable if the container cannot be reached."""
         ...
@@ -122,6 +127,11 @@ class TableStore(Protocol):
     def delete(self, table: str, partition: str, row: str, *, etag: str | None = None) -> None: ...
 
     def list_partition(self, table: str, partition: str) -> list[Entity]: ...
+
+    def list_all(self, table: str) -> list[Entity]:
+        """Every entity of the table, by (PartitionKey, RowKey): one scan, page by page (the
+        healer's sweep of the heartbeats, once per tick)."""
+        ...
 
     def list_partitions(self, table: str, prefix: str) -> list[Entity]:
         """Every entity whose PartitionKey starts with ``prefix`` (not empty), by
@@ -169,9 +179,24 @@ class BlobStore(Protocol):
     def ping(self) -> None: ...
 
 
+class QueueStore(Protocol):
+    """Azure Queue Storage, send only: the timers hand each product's pass to a message that
+    a queue-triggered function runs (``fleet.timers``); the Functions host (or the local
+    host, ``devtools.queues``) receives, retries and poisons."""
+
+    counters: StoreCounters
+
+    def send(self, queue: str, message: str) -> None:
+        """Put ``message`` (text) on ``queue``, encoded as the host's ``messageEncoding``."""
+        ...
+
+    def ping(self) -> None: ...
+
+
 @dataclass
 class Stores:
     documents: DocumentStore
     tables: TableStore
     blobs: BlobStore
     counters: StoreCounters
+    queues: QueueStore

@@ -3,8 +3,10 @@
 Each query has its Cosmos SQL text and an equivalent Python description the in-memory twin
 executes (filter, single-field order, TOP, the top-level fields it selects). The contract
 suite runs them on both backends and checks they agree. Every query is confined to one
-partition: the adapter passes the partition key and the SQL names it
-(``c.productId = @partition``), so no query fans out.
+partition (the adapter passes the partition key and the SQL names it:
+``c.productId = @partition``), but for the few marked ``across``: the timers' sweeps, which
+ask the whole container which products have something due (``fleet.coordinator.sweep``),
+each bounded by ``TOP`` and run once per tick, never per product.
 """
 
 from __future__ import annotations
@@ -29,10 +31,15 @@ class NamedQuery:
     # The top-level fields a row carries (the SQL selects exactly these: ``select_list``);
     # empty: the whole document (``SELECT *``).
     select: tuple[str, ...] = ()
+    # Across partitions (``DocumentStore.query_across``): the sweeps' only. Such a query
+    # never names a partition, and the twin runs it over every document.
+    across: bool = False
 
     def __post_init__(self) -> None:
-        if "c.productId = @partition" not in self.sql:
-            raise ValueError(f"query {self.name} must name the partition key")
+        if self.across == ("c.productId = @partition" in self.sql):
+            raise ValueError(
+                f"query {self.name} must name the partition key unless it runs across them"
+            )
         if self.select and f" {select_list(self.select)} FROM c " not in self.sql:
             raise ValueError(f"query {self.name} must select exactly its fields")
 
@@ -260,6 +267,98 @@ def _stage_in(doc: Mapping[str, Any], params: Mapping[str, Any]) -> bool:
     return doc.get("stage") in params["stages"]
 
 
+# --- the sweeps: which products a timer must visit (``fleet.coordinator.sweep``) --------
+# Each is one request per page, whatever the number of products: the TOP rows, oldest first,
+# of products not yet seen (``@seen``); the sweep asks again, with the products it found added
+# to ``@seen``, while a page comes back full. A product with many rows costs a page its rows,
+# never another product its turn. The system partition is never a product.
+
+
+def _not_seen(doc: Mapping[str, Any], params: Mapping[str, Any]) -> bool:
+    return doc.get("productId") not in params["seen"] and doc.get("productId") != "_system"
+
+
+# Documents with something due now: ``dueAt`` is kept by each document in the write that
+# changes what it derives from (``fleet.domain.models.Job.to_doc``: a leased job's lease
+# expiry; a queued job or one in review, from its last write). An idle product has none.
+DUE_PRODUCTS = NamedQuery(
+    name="due_products",
+    sql=(
+        "SELECT TOP @top c.productId, c.dueAt FROM c WHERE c.dueAt <= @now "
+        "AND c.productId != '_system' AND NOT ARRAY_CONTAINS(@seen, c.productId) "
+        "ORDER BY c.dueAt ASC"
+    ),
+    where=lambda doc, params: (
+        isinstance(doc.get("dueAt"), str)
+        and doc["dueAt"] <= params["now"]
+        and _not_seen(doc, params)
+    ),
+    order_by="/dueAt",
+    top_param="top",
+    select=("productId", "dueAt"),
+    across=True,
+)
+
+# Products with a job under lease (the healer's: a holder's progress and silence are in its
+# heartbeats, not in any document, so a product with work in hand is looked at every tick).
+LEASED_PRODUCTS = NamedQuery(
+    name="leased_products",
+    sql=(
+        "SELECT TOP @top c.productId, c.updatedAt FROM c WHERE c.type = 'job' "
+        "AND c.stage IN ('assigned', 'building', 'testing') AND c.productId != '_system' "
+        "AND NOT ARRAY_CONTAINS(@seen, c.productId) ORDER BY c.updatedAt ASC"
+    ),
+    where=lambda doc, params: (
+        _is_job(doc, params) and doc.get("stage") in LEASED_STAGES and _not_seen(doc, params)
+    ),
+    order_by="/updatedAt",
+    top_param="top",
+    select=("productId", "updatedAt"),
+    across=True,
+)
+
+# Products with an event at or after ``@since`` (a job's transition, a factory's or a budget's
+# fleet event: every document holding events keeps ``lastEventAt``): what changed since the
+# timer's last tick, for the passes that follow changes (metrics, the tracker echo, the
+# release of a finished job's dependents).
+CHANGED_PRODUCTS = NamedQuery(
+    name="changed_products",
+    sql=(
+        "SELECT TOP @top c.productId, c.lastEventAt FROM c WHERE c.lastEventAt >= @since "
+        "AND c.productId != '_system' AND NOT ARRAY_CONTAINS(@seen, c.productId) "
+        "ORDER BY c.lastEventAt ASC"
+    ),
+    where=lambda doc, params: (
+        isinstance(doc.get("lastEventAt"), str)
+        and doc["lastEventAt"] >= params["since"]
+        and _not_seen(doc, params)
+    ),
+    order_by="/lastEventAt",
+    top_param="top",
+    select=("productId", "lastEventAt"),
+    across=True,
+)
+
+# Every factory still in a fleet, any product (the healer's: which ones went silent is
+# judged against one scan of the heartbeats table). Read to the end, page by page: pages of
+# factories, not of products.
+FLEET_FACTORIES = NamedQuery(
+    name="fleet_factories",
+    sql=(
+        "SELECT c.productId, c.id, c.status, c.revoked, c.lastSeen FROM c "
+        "WHERE c.type = 'factory' "
+        "AND c.deregistered = false AND c.productId != '_system'"
+    ),
+    where=lambda doc, _: (
+        doc.get("type") == "factory"
+        and doc.get("deregistered") is False
+        and doc.get("productId") != "_system"
+    ),
+    select=("productId", "id", "status", "revoked", "lastSeen"),
+    across=True,
+)
+
+
 # What a job in a list carries: every field of a job but the large ones a holder or an
 # operator writes (``body``, ``events``, ``checkpoint``, ``progress``, ``result``), so that a
 # page costs its rows' small fields whatever the jobs carry. Every field left out has a
@@ -451,4 +550,8 @@ ALL_QUERIES = (
     COUNT_JOBS_IN_STAGE,
     TOKENS_OF_PRODUCT,
     TOKENS_OF_FACTORY,
+    DUE_PRODUCTS,
+    LEASED_PRODUCTS,
+    CHANGED_PRODUCTS,
+    FLEET_FACTORIES,
 )

@@ -96,9 +96,48 @@ def call(
     return Reply(response.status_code, json.loads(text) if text else None, response)
 
 
-def tick(context: AppContext, timer: str, *, past_due: bool = False) -> None:
-    """Fire the app's timer function ``timer`` (e.g. ``"healer_timer"``) over ``context``."""
+def tick(context: AppContext, timer: str, *, past_due: bool = False) -> list[str]:
+    """Fire the app's timer function ``timer`` (e.g. ``"healer_timer"``) over ``context``,
+    then deliver the pass messages it queued, as the host would (``deliver``). Returns the
+    outcomes of the deliveries."""
     functions(context)[timer](SimpleNamespace(past_due=past_due))
+    return deliver(context)
+
+
+MAX_DEQUEUE_COUNT = 5  # host.json extensions.queues.maxDequeueCount
+
+
+def deliver(context: AppContext) -> list[str]:
+    """Deliver every message waiting on the in-memory pass queue to the app's queue-triggered
+    function, as the Functions host does: a delivery that raises is retried (its dequeue
+    count grows), and after ``MAX_DEQUEUE_COUNT`` the message goes to the poison queue, whose
+    own function then gets it. Returns one outcome per message: "done" or "poisoned"."""
+    from azure.functions.queue import QueueMessage
+
+    from fleet.timers import PASSES_QUEUE, POISON_QUEUE
+
+    queues = context.stores.queues
+    take = getattr(queues, "take", None)
+    if take is None:
+        return []
+    outcomes: list[str] = []
+    for n, body in enumerate(take(PASSES_QUEUE)):
+        for count in range(1, MAX_DEQUEUE_COUNT + 1):
+            message = QueueMessage(id=f"m{n}", body=body.encode(), dequeue_count=count)
+            try:
+                functions(context)["fleet_pass"](message)
+            except Exception:  # the host's rule: any failure is retried, then poisoned
+                if count < MAX_DEQUEUE_COUNT:
+                    continue
+                queues.send(POISON_QUEUE, body)
+                outcomes.append("poisoned")
+            else:
+                outcomes.append("done")
+            break
+    for n, body in enumerate(take(POISON_QUEUE)):
+        message = QueueMessage(id=f"p{n}", body=body.encode(), dequeue_count=1)
+        functions(context)["fleet_pass_poisoned"](message)
+    return outcomes
 
 
 @dataclasses.dataclass
