@@ -3,12 +3,12 @@
 //   azd up                                   (provision + deploy, see azure.yaml)
 //   az deployment sub create -l <region> -f infra/main.bicep -p environmentName=<name> ...
 //
-// Identity, not keys: the Function App's system-assigned identity reaches Cosmos DB, Blob and
-// Table Storage, Key Vault and Application Insights through data-plane role assignments, each at
-// the narrowest scope the app's use allows (app/rbac.bicep); Cosmos DB local auth and the
-// storage account's shared keys are disabled. Secrets are in Key Vault (app/keyvault.bicep), the
-// app settings only refer to them. publicNetworkAccess=Disabled puts Storage, Cosmos DB and Key
-// Vault behind private endpoints in a virtual network the app joins (app/network.bicep).
+// Identity, not keys: the Function App's system-assigned identity reaches Cosmos DB, Blob, Table
+// and Queue Storage, Key Vault and Application Insights through data-plane role assignments,
+// each at the narrowest scope the app's use allows (app/rbac.bicep); Cosmos DB local auth and
+// the storage account's shared keys are disabled. Secrets are in Key Vault (app/keyvault.bicep),
+// the app settings only refer to them. publicNetworkAccess=Disabled puts Storage, Cosmos DB and
+// Key Vault behind private endpoints in a virtual network the app joins (app/network.bicep).
 targetScope = 'subscription'
 
 @minLength(1)
@@ -194,6 +194,7 @@ module storage 'app/storage.bicep' = {
       fleet.storage.artifactsContainer
     ]
     tableNames: fleet.storage.tables
+    queueNames: fleet.storage.queues
     publicNetworkAccess: publicNetworkAccess
   }
 }

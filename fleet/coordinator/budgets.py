@@ -401,7 +401,10 @@ class Budgets:
     # --- burndown --------------------------------------------------------------------
 
     def record_point(self, product: str) -> None:
-        """Append one burndown point (called by the metrics timer)."""
+        """Append one burndown point (called by the metrics pass), unless it says what the
+        last one says: the series is a step chart, and ``burndown`` draws the last step to
+        now. So a metrics pass run twice (a message delivered twice) adds nothing, and a
+        product the metrics sweep skips (nothing changed) misses no point."""
         budget = self.get(product)
         if budget is None:
             return
@@ -426,6 +429,9 @@ class Budgets:
                     return
                 except AlreadyExists:
                     continue
+            last = (current.get("points") or [None])[-1]
+            if last is not None and _same_step(last, point):
+                return
             points = [*current.get("points", []), point][-MAX_BURNDOWN_POINTS:]
             try:
                 self.docs.replace({**current, "points": points}, etag=current["_etag"])
@@ -434,7 +440,17 @@ class Budgets:
                 continue
 
     def burndown(self, product: str) -> list[dict[str, Any]]:
+        """The points, oldest first, the last one's values carried to now (a point ``at``
+        now, when the last is older): nothing changed since it, or it would be a point."""
         try:
-            return list(self.docs.read(product, BURNDOWN_ID).get("points", []))
+            points = list(self.docs.read(product, BURNDOWN_ID).get("points", []))
         except NotFound:
             return []
+        now = format_ts(self.clock.now())
+        if points and str(points[-1].get("at", "")) < now:
+            points.append({**points[-1], "at": now})
+        return points
+
+
+def _same_step(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    return all(a.get(k) == b.get(k) for k in ("spentUsd", "reservedUsd", "ceilingUsd"))

@@ -245,14 +245,15 @@ def resume_budget(req: func.HttpRequest, call: Call) -> func.HttpResponse:
     "GET",
     caller="any",
     id="budgetBurndown",
-    summary="Spend and reservations over time (a point per metrics run), oldest first",
+    summary="Spend and reservations over time (a point per change), oldest first, to now",
     tag="budgets",
     params=(PRODUCT_ID,),
     replies={200: Reply("The points.", Burndown)},
     errors=(400,),
 )
 def budget_burndown(req: func.HttpRequest, call: Call) -> func.HttpResponse:
-    """Spend and reservations over time (a point per metrics run), oldest first."""
+    """Spend and reservations over time, oldest first: a point each time a metrics pass saw
+    them change, the last one carried to now."""
     product = call.principal.product  # the path's: checked by the caller's token
     points = call.context.coordinator.budgets.burndown(product)
     return reply(Burndown.model_validate({"product": product, "points": points}))

@@ -87,6 +87,7 @@ def health(req: func.HttpRequest, call: Call) -> func.HttpResponse:
         "cosmos": _probe(stores.documents.ping),
         "tables": _probe(stores.tables.ping),
         "blobs": _probe(stores.blobs.ping),
+        "queues": _probe(stores.queues.ping),
     }
     healthy = all(d.ok for d in dependencies.values())
     body = Health.model_construct(

@@ -165,11 +165,13 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     COSMOS_THROTTLE_RETRIES: cosmosThrottleRetries
     STORE_MAX_CONNECTIONS: storeMaxConnections
     COSMOS_THROTTLE_MAX_WAIT_SECONDS: cosmosThrottleMaxWaitSeconds
-    // Host storage and the coordinator's tables and blobs, through the same identity. The
-    // service URIs come from the account, so sovereign clouds work too.
+    // Host storage and the coordinator's tables, blobs and queues, through the same identity:
+    // the timers send each product's pass to fleet-passes, and the host's queue triggers
+    // receive it. The service URIs come from the account, so sovereign clouds work too.
     AzureWebJobsStorage__accountName: storage.name
     AzureWebJobsStorage__blobServiceUri: storage.properties.primaryEndpoints.blob
     AzureWebJobsStorage__tableServiceUri: storage.properties.primaryEndpoints.table
+    AzureWebJobsStorage__queueServiceUri: storage.properties.primaryEndpoints.queue
     ARTIFACTS_CONTAINER: artifactsContainer
     // The timers' %...% schedules must resolve, or the host refuses to index the functions.
     REAPER_SCHEDULE: reaperSchedule

@@ -1,9 +1,9 @@
 // Private networking, deployed only with publicNetworkAccess=Disabled (main.bicep): a virtual
 // network with a subnet the Function App joins (Flex Consumption virtual network integration:
 // the subnet is delegated to Microsoft.App/environments) and a subnet for the private endpoints
-// of Blob and Table Storage, Cosmos DB and Key Vault. Each endpoint registers in its private
-// DNS zone, linked to the network, so the app resolves the services' usual names to private
-// addresses and its settings stay the same as without a network.
+// of Blob, Table and Queue Storage, Cosmos DB and Key Vault. Each endpoint registers in its
+// private DNS zone, linked to the network, so the app resolves the services' usual names to
+// private addresses and its settings stay the same as without a network.
 param location string
 param tags object
 param name string
@@ -27,8 +27,8 @@ resource keyVault 'Microsoft.KeyVault/vaults@2023-07-01' existing = {
   name: keyVaultName
 }
 
-// One private endpoint per service the app reaches (no queue: the app has only HTTP and timer
-// triggers). Cosmos DB and Key Vault zones are the Azure public cloud's.
+// One private endpoint per service the app reaches (queue: the timers' fan-out to fleet-passes
+// and the host's queue triggers). Cosmos DB and Key Vault zones are the Azure public cloud's.
 var endpoints = [
   {
     name: 'blob'
@@ -41,6 +41,12 @@ var endpoints = [
     service: storage.id
     groupId: 'table'
     zone: 'privatelink.table.${environment().suffixes.storage}'
+  }
+  {
+    name: 'queue'
+    service: storage.id
+    groupId: 'queue'
+    zone: 'privatelink.queue.${environment().suffixes.storage}'
   }
   {
     name: 'cosmos'

@@ -19,13 +19,16 @@ var roles = {
   // The heartbeats, ratelimits and commands tables. At account scope: the app creates missing
   // tables and its health check lists them (fleet/store/azure.py).
   storageTableDataContributor: '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
+  // The fleet-passes queue and its poison queue: a timer tick sends each product's pass there,
+  // and the host's queue triggers receive it, delete it, or move it to fleet-passes-poison.
+  // Contributor, not Message Sender or Processor: the app does both. At account scope: the app
+  // creates missing queues (fleet/store/azure.py), as the host does a missing poison queue.
+  storageQueueDataContributor: '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
   // Telemetry with Entra ID (Application Insights local auth is disabled).
   monitoringMetricsPublisher: '3913510d-42f4-4e42-8a64-420c390055eb'
   // Read the secret settings' values (app/keyvault.bicep): secrets only, no keys or certificates.
   keyVaultSecretsUser: '4633458b-17de-408a-b874-0445c86b69e6'
 }
-// No Storage Queue Data Contributor: the app has only HTTP and timer triggers, and the host
-// uses queues only for blob and queue triggers.
 
 // Cosmos DB Built-in Data Contributor: a Cosmos DB (data-plane) role, not an Azure RBAC role.
 var cosmosDataContributor = '00000000-0000-0000-0000-000000000002'
@@ -66,6 +69,16 @@ resource tableContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' =
   scope: storage
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageTableDataContributor)
+    principalId: principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource queueContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(storage.id, principalId, roles.storageQueueDataContributor)
+  scope: storage
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageQueueDataContributor)
     principalId: principalId
     principalType: 'ServicePrincipal'
   }

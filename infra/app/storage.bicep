@@ -1,5 +1,6 @@
 // The one storage account: the Functions host's storage (AzureWebJobsStorage), the Flex
-// Consumption deployment package, the `artifacts` blob container and the coordinator's tables.
+// Consumption deployment package, the `artifacts` blob container, the coordinator's tables and
+// the timers' queues (fleet-passes and its poison queue).
 // Entra ID only: shared keys are disabled, so no connection string can exist; factories upload
 // artifacts through user-delegation SAS URLs, which Entra ID signs.
 param location string
@@ -9,6 +10,8 @@ param name string
 param containerNames array
 @description('Tables the coordinator uses (fleet/store/azure.py TABLES).')
 param tableNames array
+@description('Queues the timers send to, each with its poison queue (fleet/store/azure.py APP_QUEUES).')
+param queueNames array
 @allowed([
   'Enabled'
   'Disabled'
@@ -96,6 +99,21 @@ resource tables 'Microsoft.Storage/storageAccounts/tableServices/tables@2023-05-
   }
 ]
 
+// Created here, not left to the app's first start: a timer's first tick sends to fleet-passes,
+// and the host's queue triggers listen on both queues from the start.
+resource queueService 'Microsoft.Storage/storageAccounts/queueServices@2023-05-01' = {
+  parent: storage
+  name: 'default'
+}
+
+resource queues 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' = [
+  for queueName in queueNames: {
+    parent: queueService
+    name: queueName
+  }
+]
+
 output name string = storage.name
 output blobEndpoint string = storage.properties.primaryEndpoints.blob
 output tableEndpoint string = storage.properties.primaryEndpoints.table
+output queueEndpoint string = storage.properties.primaryEndpoints.queue

@@ -23,7 +23,7 @@ def test_health_reports_every_dependency_up(context: AppContext) -> None:
     status, body = _get_health(context)
     assert status == 200
     assert body["status"] == "ok"
-    assert set(body["dependencies"]) == {"cosmos", "tables", "blobs"}  # type: ignore[arg-type]
+    assert set(body["dependencies"]) == {"cosmos", "tables", "blobs", "queues"}  # type: ignore[arg-type]
     documented(body, "Health")
 
 

@@ -3,8 +3,9 @@
 - Every app setting the deployed code reads is set by infra/app/api.bicep (or is a documented
   local-only alternative), and every setting the template sets is read by the code or the
   Functions host: both sides are derived (scripts/deploy/inventory.py), not listed by hand.
-- The Cosmos DB container, the tables and the blob container the template creates are the ones
-  the code would create itself (captured from fleet/store/azure.py's own ensure_* functions).
+- The Cosmos DB container, the tables, the blob container and the queues the template creates
+  are the ones the code would create itself (captured from fleet/store/azure.py's own ensure_*
+  functions).
 - Every .bicep file parses with checkov's parser (pycep, in .local/venv-checkov).
 - The pure parts of the deploy scripts: the checkov verdict, the health check, the settings
   comparison, the web UI build.
@@ -25,6 +26,7 @@ import yaml
 
 from fleet.settings import DEFAULT_SCHEDULES, Settings
 from fleet.store import azure as azure_store
+from fleet.timers import PASSES_QUEUE, POISON_QUEUE
 from scripts.deploy import check, checkov_report, inventory, webui
 
 ROOT = inventory.ROOT
@@ -213,6 +215,7 @@ class _Recorder:
         self.calls: dict[str, Any] = {}
         self.tables: list[str] = []
         self.containers: list[str] = []
+        self.queues: list[str] = []
 
     # Cosmos
     def create_database_if_not_exists(self, database: str) -> _Recorder:
@@ -224,12 +227,15 @@ class _Recorder:
         self.calls.update(kwargs)
         return "container"
 
-    # Tables / Blobs
+    # Tables / Blobs / Queues
     def create_table_if_not_exists(self, name: str) -> None:
         self.tables.append(name)
 
     def create_container(self, name: str) -> None:
         self.containers.append(name)
+
+    def create_queue(self, name: str) -> None:
+        self.queues.append(name)
 
 
 def _azure_settings() -> Settings:
@@ -270,17 +276,21 @@ def test_infra_cosmos_container_is_the_one_the_code_would_create() -> None:
     assert passed["defaultTtl"] == "fleet.cosmos.defaultTtl"
 
 
-def test_infra_storage_tables_and_containers_are_the_ones_the_code_uses() -> None:
+def test_infra_storage_tables_containers_and_queues_are_the_ones_the_code_uses() -> None:
     settings = _azure_settings()
     assert settings.storage is not None
     recorder = _Recorder()
     azure_store.ensure_tables(recorder)  # type: ignore[arg-type]
     azure_store.ensure_blobs(recorder, settings.storage.artifacts_container)  # type: ignore[arg-type]
+    azure_store.ensure_queues(recorder)  # type: ignore[arg-type]
     assert FLEET_JSON["storage"]["tables"] == recorder.tables
     assert [FLEET_JSON["storage"]["artifactsContainer"]] == recorder.containers
+    assert FLEET_JSON["storage"]["queues"] == recorder.queues
+    assert {PASSES_QUEUE, POISON_QUEUE} <= set(recorder.queues)  # the queue triggers' queues
     passed = check.module_params(_bicep(MAIN), "storage")
     assert passed["tableNames"] == "fleet.storage.tables"
     assert "fleet.storage.artifactsContainer" in passed["containerNames"]
+    assert passed["queueNames"] == "fleet.storage.queues"
 
 
 def test_infra_security_properties_are_set() -> None:
@@ -310,6 +320,7 @@ def test_infra_security_properties_are_set() -> None:
 ROLE_ASSIGNMENTS = {
     "blobContributor": ("storage", "ba92f5b4-2d11-453f-a403-e96b0029c9fe"),
     "tableContributor": ("storage", "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3"),
+    "queueContributor": ("storage", "974c5e8b-45b9-4653-ba55-5f855dd0fb88"),
     "metricsPublisher": ("applicationInsights", "3913510d-42f4-4e42-8a64-420c390055eb"),
     "secretsUser": ("keyVault", "4633458b-17de-408a-b874-0445c86b69e6"),
     "cosmosContributor": ("database", "00000000-0000-0000-0000-000000000002"),
@@ -369,11 +380,9 @@ def test_infra_roles_are_the_least_the_app_needs_at_their_scopes() -> None:
     rbac = _bicep(INFRA / "app" / "rbac.bicep")
     database = inventory.object_entries(inventory.resources(rbac)["database"][1])
     assert (database["parent"], database["name"]) == ("cosmos", "cosmosDatabaseName")
-    # No Owner role and no queue role anywhere in the templates.
+    # No Owner role anywhere in the templates.
     for path in INFRA.rglob("*.bicep"):
-        text = _bicep(path)
-        assert STORAGE_BLOB_DATA_OWNER not in text, path
-        assert "974c5e8b-45b9-4653-ba55-5f855dd0fb88" not in text, path  # Queue Data Contributor
+        assert STORAGE_BLOB_DATA_OWNER not in _bicep(path), path
 
 
 def test_infra_roles_are_granted_before_the_app_settings_are_written() -> None:
@@ -489,7 +498,13 @@ def test_infra_public_network_access_parameter_closes_storage_cosmos_and_key_vau
         == "empty(appSubnetId) ? null : appSubnetId"
     )
     network = _bicep(INFRA / "app" / "network.bicep")
-    assert sorted(re.findall(r"groupId: '(\w+)'", network)) == ["Sql", "blob", "table", "vault"]
+    assert sorted(re.findall(r"groupId: '(\w+)'", network)) == [
+        "Sql",
+        "blob",
+        "queue",
+        "table",
+        "vault",
+    ]
     assert "serviceName: 'Microsoft.App/environments'" in network
     docs = (ROOT / "docs" / "deployment.md").read_text(encoding="utf-8")
     assert "publicNetworkAccess" in docs and "privateNetworkAddressSpace" in docs
