@@ -680,7 +680,7 @@ class DevHost:
         self.queue_runner = QueueRunner(
             self.index.queues,
             storage_queues(os.environ if environ is None else environ),
-            QueueSettings.from_host_json(self.root),
+            QueueSettings.from_host_json(self.root, os.environ if environ is None else environ),
             call=call_user_function,
         )
         for name in self.index.unsupported:

@@ -39,6 +39,8 @@ from azure.functions.queue import QueueMessage
 logger = logging.getLogger("devtools.host")
 
 POISON_SUFFIX = "-poison"
+HOST_OVERRIDE = "AzureFunctionsJobHost__extensions__queues__"
+_INT_KEYS = frozenset({"batchSize", "maxDequeueCount", "newBatchThreshold"})
 FIRST_IDLE_WAIT = 0.1  # seconds before the first re-poll of an empty queue
 
 
@@ -57,19 +59,27 @@ class QueueSettings:
     base64: bool = True  # messageEncoding: base64 (the default) or none
 
     @classmethod
-    def from_host_json(cls, root: Path | str) -> QueueSettings:
+    def from_host_json(
+        cls, root: Path | str, environ: Mapping[str, str] | None = None
+    ) -> QueueSettings:
+        """host.json's ``extensions.queues``, each value overridden by the app setting
+        ``AzureFunctionsJobHost__extensions__queues__<name>`` when ``environ`` sets it, as
+        the Functions host does (the Bicep template sets them per deployment)."""
         path = Path(root) / "host.json"
         try:
             document = json.loads(path.read_text(encoding="utf-8-sig"))
         except FileNotFoundError:
-            return cls()
+            document = {}
         extensions = document.get("extensions") if isinstance(document, dict) else None
         queues = extensions.get("queues") if isinstance(extensions, dict) else None
-        if queues is None:
-            return cls()
-        if not isinstance(queues, dict):
+        if queues is not None and not isinstance(queues, dict):
             raise QueueSettingsError(f"{path}: extensions.queues must be an object")
-        return cls.from_mapping(queues, what=f"{path}: extensions.queues")
+        values: dict[str, Any] = dict(queues or {})
+        for name, value in (environ or {}).items():
+            if name.startswith(HOST_OVERRIDE) and value != "":
+                key = name[len(HOST_OVERRIDE) :]
+                values[key] = int(value) if key in _INT_KEYS and value.isdigit() else value
+        return cls.from_mapping(values, what=f"{path}: extensions.queues")
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any], *, what: str = "queues") -> QueueSettings:

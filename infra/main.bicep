@@ -81,6 +81,18 @@ param healerNeverStartedSeconds string = ''
 @description('HEALER_PRUNE_AFTER_SECONDS; empty: the code\'s default (7 days).')
 param healerPruneAfterSeconds string = ''
 
+@description('The timers\' passes run from the fleet-passes queue: messages the host fetches at once per instance (host.json extensions.queues.batchSize, at most 32).')
+@minValue(1)
+@maxValue(32)
+param queueBatchSize int = 16
+
+@description('Deliveries of a failing pass before its message goes to fleet-passes-poison and the product\'s pass_failed alert is raised (host.json extensions.queues.maxDequeueCount).')
+@minValue(1)
+param queueMaxDequeueCount int = 5
+
+@description('How long a failed pass\'s message stays invisible before its retry, as hh:mm:ss (host.json extensions.queues.visibilityTimeout).')
+param queueVisibilityTimeout string = '00:00:10'
+
 @description('HEALER_AVOID_GRACE_SECONDS: how long a job taken back from a factory it stalled on waits in the queue, no other live factory taking it, before it may return there; empty: the code\'s default (1800).')
 param healerAvoidGraceSeconds string = ''
 
@@ -281,6 +293,9 @@ module api 'app/api.bicep' = {
     healerNeverStartedSeconds: healerNeverStartedSeconds
     healerPruneAfterSeconds: healerPruneAfterSeconds
     healerAvoidGraceSeconds: healerAvoidGraceSeconds
+    queueBatchSize: queueBatchSize
+    queueMaxDequeueCount: queueMaxDequeueCount
+    queueVisibilityTimeout: queueVisibilityTimeout
     agentEventsPerAttempt: agentEventsPerAttempt
     agentEventBytesPerAttempt: agentEventBytesPerAttempt
     artifactsPerAttempt: artifactsPerAttempt

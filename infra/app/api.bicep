@@ -29,6 +29,9 @@ param healerStallAfterSeconds string
 param healerNeverStartedSeconds string
 param healerPruneAfterSeconds string
 param healerAvoidGraceSeconds string
+param queueBatchSize int
+param queueMaxDequeueCount int
+param queueVisibilityTimeout string
 param agentEventsPerAttempt string
 param agentEventBytesPerAttempt string
 param artifactsPerAttempt string
@@ -186,6 +189,11 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     HEALER_NEVER_STARTED_SECONDS: healerNeverStartedSeconds
     HEALER_PRUNE_AFTER_SECONDS: healerPruneAfterSeconds
     HEALER_AVOID_GRACE_SECONDS: healerAvoidGraceSeconds
+    // The host's queue triggers (the timers' passes): host.json's extensions.queues, set
+    // per deployment.
+    AzureFunctionsJobHost__extensions__queues__batchSize: string(queueBatchSize)
+    AzureFunctionsJobHost__extensions__queues__maxDequeueCount: string(queueMaxDequeueCount)
+    AzureFunctionsJobHost__extensions__queues__visibilityTimeout: queueVisibilityTimeout
     FLEET_AGENT_EVENTS_PER_ATTEMPT: agentEventsPerAttempt
     FLEET_AGENT_EVENT_BYTES_PER_ATTEMPT: agentEventBytesPerAttempt
     FLEET_ARTIFACTS_PER_ATTEMPT: artifactsPerAttempt

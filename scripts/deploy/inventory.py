@@ -50,6 +50,12 @@ PLATFORM: dict[str, str] = {
     "Application Insights",
     "APPLICATIONINSIGHTS_AUTHENTICATION_STRING": "the host authenticates that telemetry with "
     "its managed identity (Application Insights local auth is disabled)",
+    "AzureFunctionsJobHost__extensions__queues__batchSize": "the host's queue triggers: "
+    "messages fetched at once (host.json extensions.queues, overridden per deployment)",
+    "AzureFunctionsJobHost__extensions__queues__maxDequeueCount": "the host's queue triggers: "
+    "deliveries before a message goes to the poison queue",
+    "AzureFunctionsJobHost__extensions__queues__visibilityTimeout": "the host's queue "
+    "triggers: how long a failed message stays invisible before its retry",
 }
 
 _SETTING_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")

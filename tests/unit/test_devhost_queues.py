@@ -230,3 +230,24 @@ def test_queue_functions_are_indexed_with_their_queue_names_resolved() -> None:
         "msg",
     )
     assert index.unsupported == ()
+
+
+def test_queue_settings_app_settings_override_host_json_as_the_host_does(tmp_path: Path) -> None:
+    """``AzureFunctionsJobHost__extensions__queues__*`` (what the Bicep template sets per
+    deployment) wins over host.json; an empty value leaves host.json's."""
+    (tmp_path / "host.json").write_text(
+        json.dumps({"extensions": {"queues": {"batchSize": 16, "maxDequeueCount": 5}}})
+    )
+    prefix = "AzureFunctionsJobHost__extensions__queues__"
+    settings = QueueSettings.from_host_json(
+        tmp_path,
+        {
+            f"{prefix}batchSize": "4",
+            f"{prefix}maxDequeueCount": "",
+            f"{prefix}visibilityTimeout": "00:00:30",
+        },
+    )
+    assert (settings.batch_size, settings.max_dequeue_count) == (4, 5)
+    assert settings.visibility_timeout == 30.0
+    with pytest.raises(QueueSettingsError, match="batchSize"):
+        QueueSettings.from_host_json(tmp_path, {f"{prefix}batchSize": "64"})

@@ -811,3 +811,24 @@ def test_webui_build_copies_the_site_and_writes_config(tmp_path: Path) -> None:
 def test_webui_the_real_page_loads_the_config_the_build_writes() -> None:
     index = (ROOT / "webui" / "index.html").read_text(encoding="utf-8")
     assert f'src="{webui.CONFIG_SCRIPT}"' in index
+
+
+def test_infra_queue_settings_default_to_what_host_json_says() -> None:
+    """The template sets the host's queue settings per deployment; by default they are the
+    project's host.json values, so a deployment behaves as the local host does."""
+    host = json.loads((ROOT / "host.json").read_text(encoding="utf-8"))["extensions"]["queues"]
+    main = _bicep(MAIN)
+    defaults = {
+        name: re.search(rf"^param {param} \w+ = '?([^'\n]+)'?$", main, re.M)
+        for name, param in (
+            ("batchSize", "queueBatchSize"),
+            ("maxDequeueCount", "queueMaxDequeueCount"),
+            ("visibilityTimeout", "queueVisibilityTimeout"),
+        )
+    }
+    assert {k: m.group(1) if m else None for k, m in defaults.items()} == {
+        k: str(host[k]) for k in defaults
+    }
+    api = _bicep(INFRA / "app" / "api.bicep")
+    for name in defaults:
+        assert f"AzureFunctionsJobHost__extensions__queues__{name}:" in api
