@@ -229,10 +229,9 @@ def fleet_pass_poisoned(msg: func.QueueMessage, context: AppContext) -> None:
         return
     timer, product = parsed
     log.error(
-        "ALERT %s pass over %s failed %s times and was given up (message %s)",
+        "ALERT %s pass over %s was given up: every delivery of its message failed (message %s)",
         timer,
         product,
-        msg.dequeue_count,
         msg.id,
     )
     context.coordinator.record_pass_failure(product, {"timer": timer, "messageId": msg.id})

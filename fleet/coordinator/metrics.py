@@ -170,7 +170,8 @@ class Metrics(Part):
         except NotFound:
             doc = {}
         since = format_ts(now - timedelta(seconds=PASS_FAILURE_WINDOW_SECONDS))
-        recent = [f for f in doc.get("failures") or [] if str(f.get("at", "")) >= since]
+        # Recent while younger than the window: at its end (the record's ``dueAt``) it is not.
+        recent = [f for f in doc.get("failures") or [] if str(f.get("at", "")) > since]
         if doc and not recent and "dueAt" in doc:
             # The window is over: nothing left to clear, so nothing due any more.
             with contextlib.suppress(ConcurrencyConflict, NotFound):

@@ -4,36 +4,49 @@ A timer no longer walks every product. Each tick asks the store, across products
 due, in a few bounded queries whose cost follows what is due and not how many products
 exist; each product found is then passed (``fleet.timers``: one queue message per product).
 
-- **Due** (``DUE_PRODUCTS``): documents whose ``dueAt`` has come. A job keeps ``dueAt`` in
-  the write that changes what it derives from (``fleet.domain.models.Job.due_at``): a leased
-  job's lease expiry, a queued job or one in review from its last write; a blocked or a
-  finished job has none. The pass-failures record of a product keeps one too (the moment its
-  alert may clear). An idle product has no document due.
-- **Changed** (``CHANGED_PRODUCTS``): products with an event (a job's transition, a factory's
-  or a budget's fleet event) since the timer's previous tick, less ``slack_seconds`` for the
-  clocks of other instances. The previous tick's start is kept in one document of the system
-  partition per timer (``sweep-<timer>``): read once and written once per tick.
-- **Leased** (``LEASED_PRODUCTS``): products with a job under lease, whose holders' progress
-  and silence are in heartbeats, not in any document.
+- **Due** (``DUE_PRODUCTS``, oldest first): documents whose ``dueAt`` has passed. A job keeps
+  ``dueAt`` in the write that changes what it derives from (``fleet.domain.models.Job.due_at``):
+  a leased job's lease expiry. A product's pass-failures record keeps one too (when its
+  alert may clear). What is due is done once passed (requeued, cleared), so it does not stay.
+- **Waiting** (``WAITING_PRODUCTS``, a round robin): products with a job queued or in review,
+  judged over time (preemption, starvation, review waits).
+- **Leased** (``LEASED_PRODUCTS``, a round robin): products with a job under lease, whose
+  holders' progress and silence are in heartbeats, not in any document.
+- **Changed** (``CHANGED_PRODUCTS``, oldest first): products with an event (a job's
+  transition, a factory's or a budget's fleet event) since the timer's previous tick, less
+  ``slack_seconds`` for the clocks of other instances.
 - **Silent** (``FLEET_FACTORIES`` and one scan of the heartbeats table): products with a
   factory whose silence calls for a verdict the healer has not written yet (stale, down,
   pruned), judged with the healer's own thresholds and rules (``fleet.domain.healer``).
 
-Which timer passes which (``Sweep.products``):
+Which timer passes which (``Sweep.plan``):
 
-========  =============================================
-reaper    due | changed (the tracker echo, a finished job's dependents)
+========  ==========================================
+reaper    due | waiting | changed
 healer    leased | silent
-metrics   due | leased | changed
-========  =============================================
+metrics   due | waiting | leased | changed
+========  ==========================================
 
-Cost per tick, with nothing due: reaper 3 requests (the due query, the watermark's read and
-write, and the changed query: 4), healer 2 (the leased query, the factories query, the
-heartbeats scan: 3), metrics 5, whatever the number of products. With work: one more query
-per ``page`` rows (a product's rows fill a page, never take another product's turn: every
-query leaves out the products already found), at most ``max_pages`` per set; what a tick
-leaves, the next one finds first (oldest due first, and the changed set's watermark moves
-only as far as it read).
+Each timer keeps one mark, a document of the system partition (``sweep-<timer>``): where its
+changed set starts reading next, and where each round robin goes on. It is read once per
+tick and written once the tick's passes are handed out (``advance``); a tick that fails
+before leaves it, and the next one finds the same products again.
+
+**Cost per tick, with nothing due**, whatever the number of products: the reaper 5 requests
+(the mark's read and write; the due, waiting and changed queries), the healer 5 (the mark's
+read and write; the leased and factories queries; the heartbeats scan), the metrics 6. Each
+query is one request per page on the twin and the emulator; on Azure Cosmos DB a query
+across partitions is one request per physical partition per page, and the factories query
+and the heartbeats scan read every factory of the fleet, page by page (pages of factories,
+not of products). **With work**, a set costs one more query per ``page`` rows, at most
+``max_pages`` per set and tick (``page`` x ``max_pages`` = 1,000 products by default):
+
+- a set that stops short leaves the rest to the next tick: the oldest-first sets read from
+  where they stopped (the due set by what is most overdue, the changed set from its last row,
+  leaving out the products it passed at that very moment), the round robins go on from the
+  last product read, so every product's turn comes;
+- a product's rows never take another product's turn: each page leaves out the products
+  already found (oldest first) or starts after the last product read (round robin).
 """
 
 from __future__ import annotations
@@ -57,6 +70,7 @@ from fleet.store.queries import (
     DUE_PRODUCTS,
     FLEET_FACTORIES,
     LEASED_PRODUCTS,
+    WAITING_PRODUCTS,
     NamedQuery,
 )
 
@@ -76,14 +90,39 @@ class SweepConfig:
 
 
 @dataclass(frozen=True)
+class Mark:
+    """A timer's mark: where its changed set starts reading (``since``: a timestamp, None
+    before its first tick), the products already passed for their events at exactly
+    ``since`` (``at``: only after a tick that stopped short), and where each round robin
+    goes on (``cursors``: the last product read, "" from the first)."""
+
+    since: str | None = None
+    at: tuple[str, ...] = ()
+    cursors: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_doc(cls, doc: Mapping[str, Any]) -> Mark:
+        since = doc.get("since")
+        at = doc.get("at")
+        cursors = doc.get("cursors")
+        return cls(
+            since=str(since) if isinstance(since, str) else None,
+            at=tuple(str(p) for p in at) if isinstance(at, list) else (),
+            cursors=(
+                {str(k): str(v) for k, v in cursors.items()} if isinstance(cursors, dict) else {}
+            ),
+        )
+
+
+@dataclass(frozen=True)
 class Plan:
-    """One tick's sweep: the products to pass and the mark to keep once they are handed
-    out (``None``: the timer keeps none)."""
+    """One tick's sweep: the products to pass, and the mark to keep once they are handed
+    out."""
 
     timer: Timer
     at: str
     products: list[str]
-    mark: str | None
+    mark: Mark
 
 
 @dataclass
@@ -122,59 +161,72 @@ class Sweep:
         """What ``timer``'s tick must pass now (see the module's table), each product once,
         the most overdue first. ``advance`` keeps the tick's mark once its passes are handed
         out; a tick that fails before leaves the mark, so the next one finds them again."""
-        now = self.clock.now()
-        sets: list[list[str]]
-        mark: str | None = None
-        if timer == "reaper":
-            changed, mark = self.changed(timer, now)
-            sets = [self.due(now).products, changed]
-        elif timer == "healer":
-            sets = [self.leased().products, self.silent(now)]
-        elif timer == "metrics":
-            changed, mark = self.changed(timer, now)
-            sets = [self.due(now).products, self.leased().products, changed]
-        else:
+        if timer not in TIMERS:
             raise ValueError(f"no sweep for timer {timer!r}")
+        now = self.clock.now()
+        previous = self._mark(timer)
+        cursors = dict(previous.cursors)
+        sets: list[list[str]] = []
+        mark = Mark(cursors=cursors)
+        if timer in ("reaper", "metrics"):
+            sets.append(self.due(now).products)
+            sets.append(self._cycle(WAITING_PRODUCTS, cursors, "waiting"))
+        if timer in ("healer", "metrics"):
+            sets.append(self._cycle(LEASED_PRODUCTS, cursors, "leased"))
+        if timer in ("reaper", "metrics"):
+            changed, since, at = self.changed(previous, now)
+            sets.append(changed)
+            mark = Mark(since=since, at=at, cursors=cursors)
+        if timer == "healer":
+            sets.append(self.silent(now))
         products = list(dict.fromkeys(p for found in sets for p in found))
         return Plan(timer, format_ts(now), products, mark)
 
     def advance(self, plan: Plan) -> None:
-        """Keep ``plan``'s mark: the next tick looks for changes from there."""
-        if plan.mark is None:
-            return
+        """Keep ``plan``'s mark: the next tick starts from there."""
         self.docs.upsert(
             {
                 "id": f"sweep-{plan.timer}",
                 "productId": SYSTEM_PARTITION,
                 "type": "sweep_mark",
-                "since": plan.mark,
+                "since": plan.mark.since,
+                "at": list(plan.mark.at),
+                "cursors": dict(plan.mark.cursors),
             }
         )
+
+    def _mark(self, timer: Timer) -> Mark:
+        try:
+            return Mark.from_doc(self.docs.read(SYSTEM_PARTITION, f"sweep-{timer}"))
+        except NotFound:
+            return Mark()
 
     # --- the sets ---------------------------------------------------------------------
 
     def due(self, now: datetime) -> Found:
         return self._walk(DUE_PRODUCTS, {"now": format_ts(now)}, "dueAt")
 
-    def leased(self) -> Found:
-        return self._walk(LEASED_PRODUCTS, {}, "updatedAt")
-
-    def changed(self, timer: Timer, now: datetime) -> tuple[list[str], str]:
-        """Products with an event since ``timer``'s previous tick began (less the slack),
-        and the mark the next tick starts from (this tick's start; where this one stopped
-        reading when it stopped short). A timer's very first tick (no mark yet) looks back
-        ``first_lookback_seconds``."""
-        try:
-            mark = self.docs.read(SYSTEM_PARTITION, f"sweep-{timer}")
-            since = parse_ts(str(mark["since"]))
-        except (NotFound, KeyError, ValueError):
+    def changed(self, previous: Mark, now: datetime) -> tuple[list[str], str, tuple[str, ...]]:
+        """Products with an event since the previous tick began (less the slack; a timer's
+        very first tick looks back ``first_lookback_seconds``), and where the next tick
+        starts: this tick's start, or, when this one stopped short, its last row's moment,
+        with the products it passed (their events at that moment are done)."""
+        if previous.since is None:
             since = now - timedelta(seconds=self.config.first_lookback_seconds)
-        since -= timedelta(seconds=self.config.slack_seconds)
-        found = self._walk(CHANGED_PRODUCTS, {"since": format_ts(since)}, "lastEventAt")
-        # Stopped short: every product it left has an event at or after the last row read
-        # (the rows come in that order), so the next tick starts there.
-        after = found.last if found.truncated and found.last else format_ts(now)
-        return found.products, after
+            at: tuple[str, ...] = ()
+        elif previous.at:  # the previous tick stopped short: go on exactly where it did
+            since, at = parse_ts(previous.since), previous.at
+        else:
+            since = parse_ts(previous.since) - timedelta(seconds=self.config.slack_seconds)
+            at = ()
+        start = format_ts(since)
+        found = self._walk(CHANGED_PRODUCTS, {"since": start, "at": list(at)}, "lastEventAt")
+        if not found.truncated or found.last is None:
+            return found.products, format_ts(now), ()
+        # Every product it left has an event at or after the last row read (the rows come in
+        # that order); the products it passed are done with their events at that moment.
+        passed = (*at, *found.products) if found.last == start else tuple(found.products)
+        return found.products, found.last, tuple(dict.fromkeys(passed))
 
     def silent(self, now: datetime) -> list[str]:
         """Products with a factory whose silence the healer has yet to judge: one that
@@ -214,8 +266,35 @@ class Sweep:
                 return found
         found.products = list(seen)
         found.truncated = True
-        log.info("sweep %s: more than %d pages; the rest next tick", query.name, len(seen))
+        log.info("sweep %s: more than %d products; the rest next tick", query.name, len(seen))
         return found
+
+    def _cycle(self, query: NamedQuery, cursors: dict[str, str], name: str) -> list[str]:
+        """A round robin over the products ``query`` finds, in product order, from
+        ``cursors[name]`` (the last product the previous tick read), wrapping to the first
+        once: at most ``max_pages`` pages. Leaves in ``cursors[name]`` where the next tick
+        goes on ("" when this one read them all)."""
+        start = cursors.get(name, "")
+        after, wrapped = start, start == ""
+        found: dict[str, None] = {}
+        for _ in range(self.config.max_pages):
+            rows = self.docs.query_across(query, {"after": after, "top": self.config.page})
+            for row in rows:
+                product = str(row["productId"])
+                if wrapped and start and product > start:
+                    cursors[name] = ""  # full circle: every product had its turn
+                    return list(found)
+                found.setdefault(product, None)
+            if rows:
+                after = str(rows[-1]["productId"])
+            if len(rows) < self.config.page:
+                if wrapped:
+                    cursors[name] = ""
+                    return list(found)
+                after, wrapped = "", True  # on from the first product, up to the start
+        cursors[name] = after
+        log.info("sweep %s: more than %d products; the rest next tick", query.name, len(found))
+        return list(found)
 
 
 def _needs_verdict(

@@ -272,16 +272,14 @@ class Job(Document):
     def due_at(self) -> datetime | None:
         """When a timer next has something to do with this job, kept in its document as
         ``dueAt`` (``to_doc``): in the same write as what it derives from, so it is never out
-        of step. A leased job: its lease's expiry (the reaper requeues it then). A queued
-        job, or one in review: already, from its last write (the reaper judges preemption,
-        the metrics starvation and review waits, by how long it has waited). A blocked job:
-        none (the transitions of what it waits for release it, and each is an event the
-        sweeps see). A finished job: none. The timers' sweeps ask for ``dueAt <= now``
-        across products (``fleet.coordinator.sweep``), so an idle product costs nothing."""
+        of step. A leased job: its lease's expiry, when the reaper requeues it (a renewal
+        moves it). Any other job: none (a waiting job's product is found by its stage, a
+        blocked job is released by the transitions of what it waits for, each an event the
+        sweeps see, and a finished job needs nothing). The timers' sweeps ask for
+        ``dueAt < now`` across products (``fleet.coordinator.sweep``), so a product whose
+        leases are all in date costs nothing."""
         if self.stage in (Stage.ASSIGNED, Stage.BUILDING, Stage.TESTING):
             return self.lease.expiresAt if self.lease is not None else self.updatedAt
-        if self.stage in (Stage.QUEUED, Stage.REVIEW):
-            return self.updatedAt
         return None
 
     def to_doc(self) -> dict[str, Any]:

@@ -268,29 +268,35 @@ def _stage_in(doc: Mapping[str, Any], params: Mapping[str, Any]) -> bool:
 
 
 # --- the sweeps: which products a timer must visit (``fleet.coordinator.sweep``) --------
-# Each is one request per page, whatever the number of products: the TOP rows, oldest first,
-# of products not yet seen (``@seen``); the sweep asks again, with the products it found added
-# to ``@seen``, while a page comes back full. A product with many rows costs a page its rows,
-# never another product its turn. The system partition is never a product.
+# Each is one request per page, whatever the number of products. Two shapes:
+# - oldest first (``@seen``): the TOP rows, in the order of what is due, of the products not
+#   found yet; the sweep asks again, with the products it found added to ``@seen``, while a
+#   page comes back full. A product with many rows costs a page its rows, never another
+#   product its turn;
+# - by product (``@after``): the TOP rows of the products after ``@after``, in product order;
+#   the sweep goes on from the last product read, tick after tick (a round robin: a product's
+#   turn comes whatever the others hold).
+# The system partition is never a product.
 
 
 def _not_seen(doc: Mapping[str, Any], params: Mapping[str, Any]) -> bool:
     return doc.get("productId") not in params["seen"] and doc.get("productId") != "_system"
 
 
-# Documents with something due now: ``dueAt`` is kept by each document in the write that
-# changes what it derives from (``fleet.domain.models.Job.to_doc``: a leased job's lease
-# expiry; a queued job or one in review, from its last write). An idle product has none.
+# Documents with a moment due: ``dueAt`` is kept by each document in the write that changes
+# what it derives from (``fleet.domain.models.Job.due_at``: a leased job's lease expiry; a
+# product's pass-failures record: when its alert may clear). Once passed, what was due is
+# done (requeued, cleared), so nothing stays due for long. An idle product has none.
 DUE_PRODUCTS = NamedQuery(
     name="due_products",
     sql=(
-        "SELECT TOP @top c.productId, c.dueAt FROM c WHERE c.dueAt <= @now "
+        "SELECT TOP @top c.productId, c.dueAt FROM c WHERE c.dueAt < @now "
         "AND c.productId != '_system' AND NOT ARRAY_CONTAINS(@seen, c.productId) "
         "ORDER BY c.dueAt ASC"
     ),
     where=lambda doc, params: (
         isinstance(doc.get("dueAt"), str)
-        and doc["dueAt"] <= params["now"]
+        and doc["dueAt"] < params["now"]
         and _not_seen(doc, params)
     ),
     order_by="/dueAt",
@@ -299,38 +305,69 @@ DUE_PRODUCTS = NamedQuery(
     across=True,
 )
 
+
+def _product_after(doc: Mapping[str, Any], params: Mapping[str, Any]) -> bool:
+    product = doc.get("productId")
+    return isinstance(product, str) and product > params["after"] and product != "_system"
+
+
+WAITING_STAGES = ("queued", "review")
+
+# Products with a job waiting (queued, or in review): the reaper judges preemption, the metrics
+# starvation and review waits, by how long it has waited. By product, a round robin.
+WAITING_PRODUCTS = NamedQuery(
+    name="waiting_products",
+    sql=(
+        "SELECT TOP @top c.productId FROM c WHERE c.type = 'job' "
+        "AND c.stage IN ('queued', 'review') AND c.productId > @after "
+        "AND c.productId != '_system' ORDER BY c.productId ASC"
+    ),
+    where=lambda doc, params: (
+        _is_job(doc, params) and doc.get("stage") in WAITING_STAGES and _product_after(doc, params)
+    ),
+    order_by="/productId",
+    top_param="top",
+    select=("productId",),
+    across=True,
+)
+
 # Products with a job under lease (the healer's: a holder's progress and silence are in its
 # heartbeats, not in any document, so a product with work in hand is looked at every tick).
+# By product, a round robin.
 LEASED_PRODUCTS = NamedQuery(
     name="leased_products",
     sql=(
-        "SELECT TOP @top c.productId, c.updatedAt FROM c WHERE c.type = 'job' "
-        "AND c.stage IN ('assigned', 'building', 'testing') AND c.productId != '_system' "
-        "AND NOT ARRAY_CONTAINS(@seen, c.productId) ORDER BY c.updatedAt ASC"
+        "SELECT TOP @top c.productId FROM c WHERE c.type = 'job' "
+        "AND c.stage IN ('assigned', 'building', 'testing') AND c.productId > @after "
+        "AND c.productId != '_system' ORDER BY c.productId ASC"
     ),
     where=lambda doc, params: (
-        _is_job(doc, params) and doc.get("stage") in LEASED_STAGES and _not_seen(doc, params)
+        _is_job(doc, params) and doc.get("stage") in LEASED_STAGES and _product_after(doc, params)
     ),
-    order_by="/updatedAt",
+    order_by="/productId",
     top_param="top",
-    select=("productId", "updatedAt"),
+    select=("productId",),
     across=True,
 )
 
 # Products with an event at or after ``@since`` (a job's transition, a factory's or a budget's
 # fleet event: every document holding events keeps ``lastEventAt``): what changed since the
 # timer's last tick, for the passes that follow changes (metrics, the tracker echo, the
-# release of a finished job's dependents).
+# release of a finished job's dependents). ``@at``: products already passed for their events
+# at exactly ``@since`` (a tick that stopped short left the rest from there), whose later
+# events still count.
 CHANGED_PRODUCTS = NamedQuery(
     name="changed_products",
     sql=(
         "SELECT TOP @top c.productId, c.lastEventAt FROM c WHERE c.lastEventAt >= @since "
+        "AND (c.lastEventAt > @since OR NOT ARRAY_CONTAINS(@at, c.productId)) "
         "AND c.productId != '_system' AND NOT ARRAY_CONTAINS(@seen, c.productId) "
         "ORDER BY c.lastEventAt ASC"
     ),
     where=lambda doc, params: (
         isinstance(doc.get("lastEventAt"), str)
         and doc["lastEventAt"] >= params["since"]
+        and (doc["lastEventAt"] > params["since"] or doc.get("productId") not in params["at"])
         and _not_seen(doc, params)
     ),
     order_by="/lastEventAt",
@@ -551,6 +588,7 @@ ALL_QUERIES = (
     TOKENS_OF_PRODUCT,
     TOKENS_OF_FACTORY,
     DUE_PRODUCTS,
+    WAITING_PRODUCTS,
     LEASED_PRODUCTS,
     CHANGED_PRODUCTS,
     FLEET_FACTORIES,

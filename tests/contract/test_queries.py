@@ -2,23 +2,34 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import pytest
+
+from fleet.errors import NotFound
 from fleet.store.ports import Stores
 from fleet.store.queries import (
     ARTIFACTS_OF_JOB,
+    CHANGED_PRODUCTS,
     CLAIM_OF_REQUEST,
     COUNT_JOBS_IN_STAGE,
     COUNT_LIVE_LEASES_OF_HOLDER,
+    DUE_PRODUCTS,
     EVENTS_CHANGED_SINCE,
     EVENTS_OF_JOB,
     EXPIRED_LEASES,
+    FLEET_FACTORIES,
     JOBS_CHANGED_SINCE,
     JOBS_OF_HOLDER_PAGE,
     JOBS_OLDEST_IN_STAGE,
     JOBS_PAGE,
+    LEASED_PRODUCTS,
     PROFILE_VERSIONS,
     STALLED_JOBS,
+    WAITING_PRODUCTS,
+    NamedQuery,
 )
 
 
@@ -295,3 +306,145 @@ def test_queries_job_lists_read_only_their_fields(stores: Stores, partition: str
         "stage": "queued",
         "persona": None,
     }
+
+
+# --- across partitions: the timers' sweeps ---------------------------------------------
+# These read the whole container, which on the local stack holds every other test's documents
+# too (and is swept by the stack's own timers). So the documents here carry timestamps of an
+# era no other document has (year 1 for what is due, 9999 for what changed), the answers are
+# compared on the test's own partitions where a query has no such bound, and every document
+# made is deleted afterwards.
+
+Make = Callable[[dict[str, Any]], None]
+
+
+@pytest.fixture
+def made(stores: Stores) -> Iterator[Make]:
+    """Creates a document; each is deleted once the test is over."""
+    docs: list[tuple[str, str]] = []
+
+    def make(doc: dict[str, Any]) -> None:
+        stores.documents.create(doc)
+        docs.append((doc["productId"], doc["id"]))
+
+    yield make
+    for partition, doc_id in docs:
+        with contextlib.suppress(NotFound):
+            stores.documents.delete(partition, doc_id)
+
+
+def _early(seconds: int) -> str:
+    return f"0001-01-01T00:{seconds // 60:02d}:{seconds % 60:02d}.000000Z"
+
+
+def _late(seconds: int) -> str:
+    return f"9999-01-01T00:{seconds // 60:02d}:{seconds % 60:02d}.000000Z"
+
+
+def test_queries_due_products_across_partitions_oldest_first(
+    stores: Stores, partition: str, made: Make
+) -> None:
+    a, b, c = partition, f"{partition}-b", f"{partition}-c"
+    made({"id": "j1", "productId": a, "type": "job", "dueAt": _early(5)})
+    made({"id": "j2", "productId": a, "type": "job", "dueAt": _early(1)})
+    made({"id": "pass-failures", "productId": b, "type": "pass_failures", "dueAt": _early(2)})
+    made({"id": "j3", "productId": c, "type": "job", "dueAt": _early(90)})  # not yet
+    made({"id": "j4", "productId": c, "type": "job", "stage": "cancelled"})  # never
+    made({"id": f"due-{a}", "productId": "_system", "type": "x", "dueAt": _early(0)})
+    due = {"now": _early(60), "seen": [], "top": 10}
+    assert stores.documents.query_across(DUE_PRODUCTS, due) == [
+        {"productId": a, "dueAt": _early(1)},
+        {"productId": b, "dueAt": _early(2)},
+        {"productId": a, "dueAt": _early(5)},
+    ]
+    rows = stores.documents.query_across(DUE_PRODUCTS, {**due, "seen": [a]})
+    assert rows == [{"productId": b, "dueAt": _early(2)}]
+    rows = stores.documents.query_across(DUE_PRODUCTS, {**due, "top": 1})
+    assert rows == [{"productId": a, "dueAt": _early(1)}]
+
+
+def test_queries_changed_products_across_partitions_at_or_after_since(
+    stores: Stores, partition: str, made: Make
+) -> None:
+    a, b, c = partition, f"{partition}-b", f"{partition}-c"
+    made({"id": "j1", "productId": a, "type": "job", "lastEventAt": _late(3)})
+    made({"id": "factory-f1", "productId": b, "type": "factory", "lastEventAt": _late(2)})
+    made({"id": "fev-x", "productId": a, "type": "fleet_event", "lastEventAt": _late(7)})
+    made({"id": "j2", "productId": c, "type": "job", "lastEventAt": _late(1)})  # before
+    made({"id": "budget", "productId": c, "type": "budget"})  # no events
+    made({"id": f"fev-{a}", "productId": "_system", "type": "x", "lastEventAt": _late(5)})
+    since = {"since": _late(2), "at": [], "seen": [], "top": 10}
+    assert stores.documents.query_across(CHANGED_PRODUCTS, since) == [
+        {"productId": b, "lastEventAt": _late(2)},
+        {"productId": a, "lastEventAt": _late(3)},
+        {"productId": a, "lastEventAt": _late(7)},
+    ]
+    # Passed already for its events at exactly ``since``: those are left out, not later ones.
+    rows = stores.documents.query_across(CHANGED_PRODUCTS, {**since, "at": [b, a]})
+    assert rows == [
+        {"productId": a, "lastEventAt": _late(3)},
+        {"productId": a, "lastEventAt": _late(7)},
+    ]
+    rows = stores.documents.query_across(CHANGED_PRODUCTS, {**since, "seen": [b]})
+    assert rows == [
+        {"productId": a, "lastEventAt": _late(3)},
+        {"productId": a, "lastEventAt": _late(7)},
+    ]
+    rows = stores.documents.query_across(CHANGED_PRODUCTS, {**since, "top": 1})
+    assert rows == [{"productId": b, "lastEventAt": _late(2)}]
+
+
+@pytest.mark.parametrize(
+    ("query", "stages"),
+    [
+        (LEASED_PRODUCTS, ("assigned", "building", "testing")),
+        (WAITING_PRODUCTS, ("queued", "review")),
+    ],
+    ids=["leased", "waiting"],
+)
+def test_queries_products_by_stage_across_partitions_in_product_order(
+    stores: Stores, partition: str, made: Make, query: NamedQuery, stages: tuple[str, ...]
+) -> None:
+    a, b, c = partition, f"{partition}-b", f"{partition}-c"
+    other = [s for s in ("queued", "building", "cancelled", "blocked") if s not in stages]
+    made(_job(b, 1, stage=stages[0]))
+    made(_job(a, 2, stage=stages[-1]))
+    made(_job(a, 3, stage=stages[0]))
+    for n, stage in enumerate(other):
+        made(_job(c, 10 + n, stage=stage))
+    made({"id": "x", "productId": c, "type": "factory", "stage": stages[0]})
+    made(_job("_system", 6, stage=stages[0]) | {"id": f"j-{a}"})
+    every = stores.documents.query_across(query, {"after": "", "top": 10_000})
+    assert "_system" not in {r["productId"] for r in every}
+    ours = [r for r in every if r["productId"] in (a, b, c)]
+    assert ours == [{"productId": a}, {"productId": a}, {"productId": b}]
+    assert [r["productId"] for r in every] == sorted(r["productId"] for r in every)
+    # From after a product: the products after it, in order (a round robin goes on there).
+    rows = stores.documents.query_across(query, {"after": a, "top": 10_000})
+    assert [r for r in rows if r["productId"] in (a, b, c)] == [{"productId": b}]
+    rows = stores.documents.query_across(query, {"after": "", "top": 1})
+    assert len(rows) == 1 and rows[0] == every[0]
+
+
+def test_queries_fleet_factories_across_partitions_only_those_in_a_fleet(
+    stores: Stores, partition: str, made: Make
+) -> None:
+    a, b, c = partition, f"{partition}-b", f"{partition}-c"
+
+    def factory(product: str, name: str, **fields: Any) -> dict[str, Any]:
+        return {"id": f"factory-{name}", "productId": product, "type": "factory", **fields}
+
+    seen = {"status": "stale", "revoked": False, "lastSeen": "2026-01-01T00:00:00.000000Z"}
+    made(factory(a, "f1", deregistered=False, seats=4, **seen))
+    made(factory(a, "f2", deregistered=False))  # a row has the fields the document has
+    made(factory(b, "f3", deregistered=True, **seen))
+    made(factory(c, "f4", **seen))  # not marked either way: not read
+    made({**factory(c, "f5", deregistered=False), "type": "budget"})
+    made({**factory("_system", f"f-{a}", deregistered=False)})
+    rows = stores.documents.query_across(FLEET_FACTORIES)
+    assert "_system" not in {r["productId"] for r in rows}
+    ours = sorted((r for r in rows if r["productId"] in (a, b, c)), key=lambda r: str(r["id"]))
+    assert ours == [
+        {"productId": a, "id": "factory-f1", **seen},
+        {"productId": a, "id": "factory-f2"},
+    ]
