@@ -99,7 +99,7 @@ def _named(function: F, work: Callable[..., None]) -> F:
 def reaper_timer(timer: func.TimerRequest, context: AppContext) -> None:
     """Requeue expired leases (fencing their holders), dead-letter exhausted jobs, unblock
     jobs whose dependencies are done, reconcile quotas, preempt, and echo tracker jobs'
-    stage changes: for every product with something due or changed (``reap_pass``)."""
+    stage changes: for every product with something due, waiting or changed (``reap_pass``)."""
     _tick("reaper", timer, context)
 
 
@@ -113,7 +113,7 @@ def healer_timer(timer: func.TimerRequest, context: AppContext) -> None:
 def metrics_timer(timer: func.TimerRequest, context: AppContext) -> None:
     """Metrics (utilization, queue depth, starvation, stale factories, stalled and unroutable
     jobs, spend), then alerts raised or cleared, then the alert webhook: for every product
-    with something due, under lease or changed (``fleet.coordinator.metrics.Monitor.run``)."""
+    with something due, waiting, under lease or changed (``Monitor.run``)."""
     _tick("metrics", timer, context)
 
 
