@@ -3,8 +3,9 @@ part's own tables, then one combined table; JSON per part plus a combined file w
 machine (benchmarks/results/, git-ignored). benchmarks/README.md explains every figure.
 
 Parts run in this order: the claim storm, dispatch latency, idle cost, the lifecycle, the
-timer ticks (1,000 idle products), and the scale curve last (its 11,000 seeded jobs slow every
-later query on the emulator, which filters the whole container on each one).
+timer ticks (10 and 100 idle products, and a lease's expiry among them), and the scale curve
+last (its 11,000 seeded jobs slow every later query on the emulator, which filters the whole
+container on each one).
 """
 
 from __future__ import annotations
