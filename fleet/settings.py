@@ -134,6 +134,9 @@ class Settings:
     healer: HealerSettings = HealerSettings()
     # What one attempt may store (FLEET_AGENT_EVENTS_PER_ATTEMPT, ...: see AttemptQuotas).
     quotas: AttemptQuotas = AttemptQuotas()
+    # The queue the timers hand each product's pass to (FLEET_PASSES_QUEUE); its poison queue
+    # is the same name with "-poison". The queue triggers' bindings name it too.
+    passes_queue: str = "fleet-passes"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -165,6 +168,7 @@ class Settings:
                 enrollment_ttl_seconds=enrollment_ttl,
                 healer=healer,
                 quotas=quotas,
+                passes_queue=_passes_queue(env),
                 **_tracker_from_env(env),
                 **_alert_webhook_from_env(env),
             )
@@ -178,6 +182,7 @@ class Settings:
             enrollment_ttl_seconds=enrollment_ttl,
             healer=healer,
             quotas=quotas,
+            passes_queue=_passes_queue(env),
             **_tracker_from_env(env),
             **_alert_webhook_from_env(env),
         )
@@ -237,6 +242,21 @@ def _url(env: Mapping[str, str], name: str) -> str | None:
     if url is not None and not url.startswith(("https://", "http://")):
         raise SettingsError(name, "must be an http(s) URL")
     return url
+
+
+# A queue name (3-63 lowercase letters, digits, single hyphens), with room for "-poison".
+_QUEUE_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,55}$")
+
+
+def _passes_queue(env: Mapping[str, str]) -> str:
+    name = (env.get("FLEET_PASSES_QUEUE") or "fleet-passes").strip()
+    if not _QUEUE_NAME.fullmatch(name):
+        raise SettingsError(
+            "FLEET_PASSES_QUEUE",
+            f"must be a queue name of 3 to 56 lowercase letters, digits and single hyphens "
+            f"(its poison queue adds '-poison'), not {name!r}",
+        )
+    return name
 
 
 def _tracker_from_env(env: Mapping[str, str]) -> dict[str, str | None]:
@@ -414,4 +434,5 @@ def local_stack_env(
         "COSMOS_KEY": EMULATOR_COSMOS_KEY,
         "AzureWebJobsStorage": azurite_connection_string(host, blob_port, queue_port, table_port),
         **DEFAULT_SCHEDULES,
+        "FLEET_PASSES_QUEUE": "fleet-passes",
     }

@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 TimerWork = Callable[[func.TimerRequest, AppContext], None]
 QueueWork = Callable[[func.QueueMessage, AppContext], None]
 
+# The queues' names by default (``FLEET_PASSES_QUEUE``, ``Settings.passes_queue``): the
+# bindings name the setting, so the host resolves it as the code does.
 PASSES_QUEUE = "fleet-passes"
 POISON_QUEUE = f"{PASSES_QUEUE}-poison"
 CONNECTION = "AzureWebJobsStorage"
@@ -59,12 +61,12 @@ def blueprint(context: ContextProvider) -> func.Blueprint:
     bp.timer_trigger(schedule="%METRICS_SCHEDULE%", arg_name="timer", run_on_startup=False)(
         _timer(metrics_timer, context)
     )
-    bp.queue_trigger(arg_name="msg", queue_name=PASSES_QUEUE, connection=CONNECTION)(
+    bp.queue_trigger(arg_name="msg", queue_name="%FLEET_PASSES_QUEUE%", connection=CONNECTION)(
         _queued(fleet_pass, context)
     )
-    bp.queue_trigger(arg_name="msg", queue_name=POISON_QUEUE, connection=CONNECTION)(
-        _queued(fleet_pass_poisoned, context)
-    )
+    bp.queue_trigger(
+        arg_name="msg", queue_name="%FLEET_PASSES_QUEUE%-poison", connection=CONNECTION
+    )(_queued(fleet_pass_poisoned, context))
     return bp
 
 
@@ -165,7 +167,9 @@ def _tick(timer: Timer, request: func.TimerRequest, context: AppContext) -> None
         _inline(context, timer, plan.products[0], at)
     else:
         for product in plan.products:
-            context.stores.queues.send(PASSES_QUEUE, pass_message(timer, product, at))
+            context.stores.queues.send(
+                context.settings.passes_queue, pass_message(timer, product, at)
+            )
     sweeper.advance(plan)
     if plan.products:
         log.info("%s tick: %d product(s) to pass", timer, len(plan.products))
@@ -178,7 +182,7 @@ def _inline(context: AppContext, timer: Timer, product: str, at: str) -> None:
         log.warning(
             "%s pass over %s failed (%s %s): handed to the queue", timer, product, exc.code, exc
         )
-        context.stores.queues.send(PASSES_QUEUE, pass_message(timer, product, at))
+        context.stores.queues.send(context.settings.passes_queue, pass_message(timer, product, at))
 
 
 def _parse(msg: func.QueueMessage) -> tuple[Timer, str] | None:

@@ -294,6 +294,7 @@ module api 'app/api.bicep' = {
     healerPruneAfterSeconds: healerPruneAfterSeconds
     healerAvoidGraceSeconds: healerAvoidGraceSeconds
     queueBatchSize: queueBatchSize
+    passesQueue: fleet.storage.queues[0]
     queueMaxDequeueCount: queueMaxDequeueCount
     queueVisibilityTimeout: queueVisibilityTimeout
     agentEventsPerAttempt: agentEventsPerAttempt

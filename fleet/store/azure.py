@@ -655,10 +655,6 @@ def _storage_clients(settings: StorageSettings) -> tuple[TableServiceClient, Blo
 
 # --- Queues --------------------------------------------------------------------------
 
-# The queues the app sends to (``fleet.timers``), created by ``ensure_queues`` with their
-# poison queues (the Functions host moves a message there after ``maxDequeueCount``).
-APP_QUEUES = ("fleet-passes",)
-
 
 class AzureQueueStore:
     """Sends text messages base64-encoded, as the host's ``messageEncoding`` (``host.json``:
@@ -688,8 +684,10 @@ class AzureQueueStore:
             next(iter(self._service.list_queues(results_per_page=1)), None)
 
 
-def ensure_queues(service: QueueServiceClient) -> None:
-    for name in APP_QUEUES:
+def ensure_queues(service: QueueServiceClient, passes: str = "fleet-passes") -> None:
+    """The queue the timers send to (``Settings.passes_queue``) and its poison queue (the
+    Functions host moves a message there after ``maxDequeueCount``)."""
+    for name in (passes,):
         for queue in (name, f"{name}-poison"):
             with _translated(f"queue {queue}"), suppress(ResourceExistsError):
                 service.create_queue(queue)
@@ -728,7 +726,7 @@ def azure_stores(settings: Settings, *, ensure: bool = True) -> Stores:
     if ensure:
         ensure_tables(tables)
         ensure_blobs(blobs, settings.storage.artifacts_container)
-        ensure_queues(queues)
+        ensure_queues(queues, settings.passes_queue)
     return Stores(
         documents=CosmosDocumentStore(container, counters),
         tables=AzureTableStore(tables, counters),

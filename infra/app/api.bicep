@@ -30,6 +30,8 @@ param healerNeverStartedSeconds string
 param healerPruneAfterSeconds string
 param healerAvoidGraceSeconds string
 param queueBatchSize int
+@description('The queue the timers hand each product\'s pass to (FLEET_PASSES_QUEUE); its poison queue adds -poison. Both are made by app/storage.bicep.')
+param passesQueue string
 param queueMaxDequeueCount int
 param queueVisibilityTimeout string
 param agentEventsPerAttempt string
@@ -189,6 +191,9 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     HEALER_NEVER_STARTED_SECONDS: healerNeverStartedSeconds
     HEALER_PRUNE_AFTER_SECONDS: healerPruneAfterSeconds
     HEALER_AVOID_GRACE_SECONDS: healerAvoidGraceSeconds
+    // The queue of the timers' passes: the code sends to it and the queue triggers' bindings
+    // name it (%FLEET_PASSES_QUEUE%), so the host must resolve it or index no function.
+    FLEET_PASSES_QUEUE: passesQueue
     // The host's queue triggers (the timers' passes): host.json's extensions.queues, set
     // per deployment.
     AzureFunctionsJobHost__extensions__queues__batchSize: string(queueBatchSize)

@@ -62,6 +62,8 @@ def bridge_api(
             "REAPER_SCHEDULE": never,
             "HEALER_SCHEDULE": never,
             "METRICS_SCHEDULE": never,
+            # Its own queue: it must not run the session host's passes with its settings.
+            "FLEET_PASSES_QUEUE": f"bridge-passes-{uuid.uuid4().hex[:8]}",
         },
     )
     host.start()

@@ -832,3 +832,14 @@ def test_infra_queue_settings_default_to_what_host_json_says() -> None:
     api = _bicep(INFRA / "app" / "api.bicep")
     for name in defaults:
         assert f"AzureFunctionsJobHost__extensions__queues__{name}:" in api
+
+
+def test_infra_passes_queue_is_the_one_the_code_sends_to_and_the_bindings_name() -> None:
+    """FLEET_PASSES_QUEUE: the template sets it to the first queue it makes (its poison queue
+    the second), which is the code's default; the queue triggers' bindings name the setting."""
+    assert FLEET_JSON["storage"]["queues"][:2] == [PASSES_QUEUE, POISON_QUEUE]
+    assert Settings.from_env({"FLEET_STORE": "memory"}).passes_queue == PASSES_QUEUE
+    assert check.module_params(_bicep(MAIN), "api")["passesQueue"] == "fleet.storage.queues[0]"
+    assert "FLEET_PASSES_QUEUE: passesQueue" in _bicep(INFRA / "app" / "api.bicep")
+    sample = json.loads((ROOT / "local.settings.sample.json").read_text(encoding="utf-8"))
+    assert sample["Values"]["FLEET_PASSES_QUEUE"] == PASSES_QUEUE

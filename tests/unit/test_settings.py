@@ -238,3 +238,16 @@ def test_settings_store_session_sends_a_plain_request_as_requests_would(
     assert plain_kw["proxies"] == {} and general_kw["proxies"] == {}
     session.request("GET", url, verify=False, allow_redirects=False)  # the local emulator's
     assert recorder.sent[-1][1]["verify"] is False
+
+
+@pytest.mark.parametrize("name", ["Fleet-Passes", "ab", "a--b", "-ab", "x" * 57, "fleet_passes"])
+def test_settings_refuse_a_passes_queue_that_is_no_queue_name(name: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({"FLEET_STORE": "memory", "FLEET_PASSES_QUEUE": name})
+    assert caught.value.name == "FLEET_PASSES_QUEUE"
+
+
+def test_settings_passes_queue_defaults_and_is_read() -> None:
+    assert Settings.from_env({"FLEET_STORE": "memory"}).passes_queue == "fleet-passes"
+    env = {"FLEET_STORE": "memory", "FLEET_PASSES_QUEUE": "blue-passes"}
+    assert Settings.from_env(env).passes_queue == "blue-passes"
