@@ -35,7 +35,7 @@ from fleet.coordinator.config import CoordinatorConfig, Part
 from fleet.coordinator.product import Products, ProductSettings
 from fleet.coordinator.webhooks import Dispatcher, Endpoint, Item, Poster
 from fleet.domain import alerts as A
-from fleet.domain.models import Job, format_ts
+from fleet.domain.models import Job, format_ts, parse_ts
 from fleet.domain.scheduler import FactoryView, capabilities_offered
 from fleet.domain.stages import LEASED, Stage
 from fleet.errors import AlreadyExists, ConcurrencyConflict, FleetError, NotFound
@@ -172,12 +172,17 @@ class Metrics(Part):
         since = format_ts(now - timedelta(seconds=PASS_FAILURE_WINDOW_SECONDS))
         # Recent while younger than the window: at its end (the record's ``dueAt``) it is not.
         recent = [f for f in doc.get("failures") or [] if str(f.get("at", "")) > since]
-        if doc and not recent and "dueAt" in doc:
-            # The window is over: nothing left to clear, so nothing due any more.
+        # Due again when the newest failure leaves the window (the alert clears then); none
+        # once it has: nothing left to clear.
+        due = (
+            format_ts(parse_ts(recent[-1]["at"]) + timedelta(seconds=PASS_FAILURE_WINDOW_SECONDS))
+            if recent
+            else None
+        )
+        if doc and doc.get("dueAt") != due:
+            kept = {k: v for k, v in doc.items() if k != "dueAt"}
             with contextlib.suppress(ConcurrencyConflict, NotFound):
-                self.docs.replace(
-                    {k: v for k, v in doc.items() if k != "dueAt"}, etag=doc.get("_etag")
-                )
+                self.docs.replace({**kept, "dueAt": due} if due else kept, etag=doc.get("_etag"))
         return {
             "count": len(recent),
             "timers": sorted({str(f.get("timer")) for f in recent}),
@@ -188,11 +193,12 @@ class Metrics(Part):
     def record_pass_failure(self, product: str, failure: dict[str, Any]) -> None:
         """Keep a timer pass given up (its message poisoned: ``fleet.timers``) for the
         ``pass_failed`` alert: the newest ``MAX_PASS_FAILURES`` in the product's
-        ``pass-failures`` document, whose ``dueAt`` (the window's end) brings the product to
-        the timers' sweeps again when the alert may clear."""
+        ``pass-failures`` document. Its ``dueAt`` is now: the timers' next sweeps pass the
+        product (the metrics pass raises the alert, whoever else failed to), and that pass
+        moves it to the window's end, when the alert may clear (``_pass_failures``)."""
         now = self.clock.now()
         entry = {**failure, "at": format_ts(now)}
-        due = format_ts(now + timedelta(seconds=PASS_FAILURE_WINDOW_SECONDS))
+        due = format_ts(now)
         for _ in range(self.config.write_retries):
             try:
                 current = self.docs.read(product, PASS_FAILURES_ID)

@@ -309,6 +309,40 @@ def test_pass_failing_every_delivery_is_poisoned_and_raises_pass_failed() -> Non
     assert queue(ctx).pending(POISON_QUEUE) == []
 
 
+def test_pass_given_up_whose_alert_cannot_be_raised_at_once_is_raised_by_the_next_tick(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The poison function records the failure, due at once; its own metrics pass fails too
+    (the product's store still throttled): the next metrics tick passes the product for the
+    record and raises the alert."""
+    ctx = app()
+    for product in ("a-first", "b-second"):
+        idle(ctx.coordinator, product)
+        clock_of(ctx).advance(1)
+    clock_of(ctx).advance(60)
+    fire(ctx, "metrics_timer")
+    run = ctx.monitor.run
+
+    def throttled(product: str) -> Any:  # a-first's passes fail, the poison function's too
+        if product == "a-first":
+            raise StoreUnavailable("still throttled")
+        return run(product)
+
+    monkeypatch.setattr(ctx.monitor, "run", throttled)
+    with caplog.at_level(logging.WARNING, logger="fleet.timers"):
+        assert deliver(ctx) == ["poisoned", "done"]
+    monkeypatch.undo()
+    assert any("left to the next metrics tick" in r.message for r in caplog.records)
+    assert active_alerts(ctx, "a-first") == []
+    now = clock_of(ctx).now()
+    assert ctx.stores.documents.read("a-first", "pass-failures")["dueAt"] == format_ts(now)
+    clock_of(ctx).advance(30)
+    assert tick(ctx, "metrics_timer") == []  # one product, due: inline
+    assert active_alerts(ctx, "a-first") == ["pass_failed"]
+    record = ctx.stores.documents.read("a-first", "pass-failures")
+    assert record["dueAt"] == format_ts(now + timedelta(seconds=PASS_FAILURE_WINDOW_SECONDS))
+
+
 def test_pass_failed_clears_after_its_window_and_the_product_is_idle_again() -> None:
     ctx = poisoned_metrics_pass()
     clock = clock_of(ctx)
