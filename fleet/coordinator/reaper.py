@@ -205,6 +205,9 @@ class Reaper(Part):
         channel running counts that disagree with the jobs actually leased."""
         rows = self.docs.query(LEASED_JOBS, product, {"top": 10 * self.config.reap_batch})
         leased = [Job.from_doc(r) for r in rows]
+        for row, job in zip(rows, leased, strict=True):
+            if "dueAt" not in row:
+                self._date(job)
         live = {j.reservation for j in leased if j.reservation}
         budget = self.budgets.get(product)
         for key, reservation in (budget.reservations if budget else {}).items():
@@ -221,6 +224,19 @@ class Reaper(Part):
             if job.channel:
                 running[job.channel] = running.get(job.channel, 0) + 1
         self.channels.reconcile(product, running, self.config.quota_quiet_seconds)
+
+    def _date(self, job: Job) -> None:
+        """Write the ``dueAt`` of a leased job written before jobs kept one (the timers'
+        sweeps find its lease's expiry by it), conditional on the job as read: whatever moved
+        it since wrote its ``dueAt`` already."""
+        try:
+            self.writer.write(job, job.etag, spill=False)
+        except (ConcurrencyConflict, NotFound):
+            return
+        except StoreUnavailable as exc:
+            log.warning(
+                "reaper: dueAt of %s/%s left to the next pass: %s", job.productId, job.id, exc
+            )
 
     def take_back(
         self,

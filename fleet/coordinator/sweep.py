@@ -8,6 +8,8 @@ exist; each product found is then passed (``fleet.timers``: one queue message pe
   ``dueAt`` in the write that changes what it derives from (``fleet.domain.models.Job.due_at``):
   a leased job's lease expiry. A product's pass-failures record keeps one too (when its
   alert may clear). What is due is done once passed (requeued, cleared), so it does not stay.
+  A leased job written before jobs kept ``dueAt`` (``UNDATED_LEASES``) is the reaper's too:
+  its pass writes the job's ``dueAt``, once.
 - **Waiting** (``WAITING_PRODUCTS``, a round robin): products with a job queued or in review,
   judged over time (preemption, starvation, review waits).
 - **Leased** (``LEASED_PRODUCTS``, a round robin): products with a job under lease, whose
@@ -22,7 +24,7 @@ exist; each product found is then passed (``fleet.timers``: one queue message pe
 Which timer passes which (``Sweep.plan``):
 
 ========  ==========================================
-reaper    due | waiting | changed
+reaper    due | waiting | changed (| undated leases)
 healer    leased | silent
 metrics   due | waiting | leased | changed
 ========  ==========================================
@@ -32,14 +34,14 @@ changed set starts reading next, and where each round robin goes on. It is read 
 tick and written once the tick's passes are handed out (``advance``); a tick that fails
 before leaves it, and the next one finds the same products again.
 
-**Cost per tick, with nothing due**, whatever the number of products: the reaper 5 requests
-(the mark's read and write; the due, waiting and changed queries), the healer 5 (the mark's
-read and write; the leased and factories queries; the heartbeats scan), the metrics 6. Each
-query is one request per page on the twin and the emulator; on Azure Cosmos DB a query
-across partitions is one request per physical partition per page, and the factories query
-and the heartbeats scan read every factory of the fleet, page by page (pages of factories,
-not of products). **With work**, a set costs one more query per ``page`` rows, at most
-``max_pages`` per set and tick (``page`` x ``max_pages`` = 1,000 products by default):
+**Cost per tick, with nothing due**, whatever the number of products: the reaper 6 requests
+(the mark's read and write; the due, waiting, changed and undated-leases queries), the healer
+5 (the mark's read and write; the leased and factories queries; the heartbeats scan), the
+metrics 6. Each query is one request per page on the twin and the emulator; on Azure Cosmos
+DB a query across partitions is one request per physical partition per page, and the
+factories query and the heartbeats scan read every factory of the fleet, page by page (pages
+of factories, not of products). **With work**, a set costs one more query per ``page`` rows,
+at most ``max_pages`` per set and tick (``page`` x ``max_pages`` = 1,000 products by default):
 
 - a set that stops short leaves the rest to the next tick: the oldest-first sets read from
   where they stopped (the due set by what is most overdue, the changed set from its last row,
@@ -70,6 +72,7 @@ from fleet.store.queries import (
     DUE_PRODUCTS,
     FLEET_FACTORIES,
     LEASED_PRODUCTS,
+    UNDATED_LEASES,
     WAITING_PRODUCTS,
     NamedQuery,
 )
@@ -171,6 +174,8 @@ class Sweep:
         if timer in ("reaper", "metrics"):
             sets.append(self.due(now).products)
             sets.append(self._cycle(WAITING_PRODUCTS, cursors, "waiting"))
+        if timer == "reaper":
+            sets.append(self._walk(UNDATED_LEASES, {}, "productId").products)
         if timer in ("healer", "metrics"):
             sets.append(self._cycle(LEASED_PRODUCTS, cursors, "leased"))
         if timer in ("reaper", "metrics"):

@@ -306,6 +306,28 @@ DUE_PRODUCTS = NamedQuery(
 )
 
 
+# Products with a job under lease that has no ``dueAt``: written before jobs kept one. The
+# reaper passes them, and its pass writes each such job's ``dueAt`` (``Reaper.reap``); then
+# this finds nothing (one request a tick, served by the index).
+UNDATED_LEASES = NamedQuery(
+    name="undated_leases",
+    sql=(
+        "SELECT TOP @top c.productId FROM c WHERE c.type = 'job' "
+        "AND c.stage IN ('assigned', 'building', 'testing') AND NOT IS_DEFINED(c.dueAt) "
+        "AND c.productId != '_system' AND NOT ARRAY_CONTAINS(@seen, c.productId)"
+    ),
+    where=lambda doc, params: (
+        _is_job(doc, params)
+        and doc.get("stage") in LEASED_STAGES
+        and "dueAt" not in doc
+        and _not_seen(doc, params)
+    ),
+    top_param="top",
+    select=("productId",),
+    across=True,
+)
+
+
 def _product_after(doc: Mapping[str, Any], params: Mapping[str, Any]) -> bool:
     product = doc.get("productId")
     return isinstance(product, str) and product > params["after"] and product != "_system"
@@ -588,6 +610,7 @@ ALL_QUERIES = (
     TOKENS_OF_PRODUCT,
     TOKENS_OF_FACTORY,
     DUE_PRODUCTS,
+    UNDATED_LEASES,
     WAITING_PRODUCTS,
     LEASED_PRODUCTS,
     CHANGED_PRODUCTS,

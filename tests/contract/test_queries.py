@@ -28,6 +28,7 @@ from fleet.store.queries import (
     LEASED_PRODUCTS,
     PROFILE_VERSIONS,
     STALLED_JOBS,
+    UNDATED_LEASES,
     WAITING_PRODUCTS,
     NamedQuery,
 )
@@ -424,6 +425,23 @@ def test_queries_products_by_stage_across_partitions_in_product_order(
     assert [r for r in rows if r["productId"] in (a, b, c)] == [{"productId": b}]
     rows = stores.documents.query_across(query, {"after": "", "top": 1})
     assert len(rows) == 1 and rows[0] == every[0]
+
+
+def test_queries_undated_leases_across_partitions_only_leased_jobs_without_due_at(
+    stores: Stores, partition: str, made: Make
+) -> None:
+    a, b, c = partition, f"{partition}-b", f"{partition}-c"
+    made(_job(a, 1, stage="building"))  # written before jobs kept dueAt
+    made(_job(a, 2, stage="assigned"))
+    made(_job(b, 3, stage="testing", dueAt=_early(1)))  # dated
+    made(_job(c, 4, stage="queued"))  # not leased
+    made(_job("_system", 5, stage="building") | {"id": f"j-{a}"})
+    every = stores.documents.query_across(UNDATED_LEASES, {"seen": [], "top": 10_000})
+    assert "_system" not in {r["productId"] for r in every}
+    assert [r for r in every if r["productId"] in (a, b, c)] == [{"productId": a}] * 2
+    others = sorted({r["productId"] for r in every} - {a})
+    rows = stores.documents.query_across(UNDATED_LEASES, {"seen": [*others, a], "top": 10})
+    assert rows == []
 
 
 def test_queries_fleet_factories_across_partitions_only_those_in_a_fleet(

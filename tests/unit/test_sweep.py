@@ -351,3 +351,29 @@ def test_sweep_due_reaches_an_expired_lease_behind_more_waiting_products_than_a_
         ticks.append(sweep.products("reaper"))
         clock.advance(60)
     assert any("busy" in products for products in ticks), ticks
+
+
+# --- jobs written before ``dueAt`` ------------------------------------------------------
+
+
+def test_sweep_a_lease_written_before_due_at_is_found_and_its_pass_dates_it(
+    ctx: AppContext, stores: Stores, clock: ManualClock
+) -> None:
+    """A leased job stored without ``dueAt`` (written before jobs kept one): the reaper's
+    sweep finds its product, and the reaper's pass writes its ``dueAt``, once; then the
+    lease's expiry is found as any other's."""
+    claim = claimed(ctx.coordinator, "old")
+    doc = stores.documents.read("old", claim.job.id)
+    stores.documents.replace({k: v for k, v in doc.items() if k != "dueAt"}, etag=doc["_etag"])
+    sweep = sweep_of(ctx)
+    clock.advance(60)
+    sweep.products("reaper")  # the first tick: the claim is a change too
+    clock.advance(60)
+    assert sweep.products("reaper") == ["old"]  # undated: found though nothing is due
+    ctx.coordinator.reap("old")
+    assert stores.documents.read("old", claim.job.id)["dueAt"] == format_ts(claim.lease.expiresAt)
+    clock.advance(60)
+    assert sweep.products("reaper") == []
+    clock.advance(300 - 180 + 1)  # the lease's 300 s are over
+    assert sweep.products("reaper") == ["old"]
+    assert ctx.coordinator.reap("old").requeued == [claim.job.id]
