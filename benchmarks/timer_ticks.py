@@ -57,13 +57,15 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from annotated_types import Ge
 from azure.core.exceptions import AzureError
 from azure.functions.queue import QueueMessage
 from azure.functions.timer import TimerRequest
+from croniter import croniter  # type: ignore[import-untyped, unused-ignore]
 
 from benchmarks.common import (
     CLAIM_BODY,
@@ -90,11 +92,14 @@ from fleet.context import AppContext, context_for
 from fleet.coordinator.sweep import SweepConfig
 from fleet.domain.manifest import Manifest
 from fleet.domain.stages import Stage
-from fleet.settings import Settings
+from fleet.settings import DEFAULT_SCHEDULES, Settings
 from fleet.store.azure import azure_stores, cosmos_client
 from fleet.store.memory import MemoryQueueStore, memory_stores
 from fleet.timers import PASSES_QUEUE
 from function_app import build_app
+
+if TYPE_CHECKING:
+    from benchmarks.idle_cost import CostModel
 
 DEFAULT_OUT = RESULTS / "timer_ticks.json"
 BASELINE = REPO / "benchmarks" / "reference" / "2026-12-05-ticks-baseline.json"
@@ -466,8 +471,39 @@ def load_baseline(path: Path | None) -> dict[str, Any] | None:
     runs = {int(r["products"]): dict(r["requests_per_tick"]) for r in body.get("runs", [])}
     if not runs:
         return None
+    calls = {int(r["products"]): dict(r.get("calls") or {}) for r in body.get("runs", [])}
     shown = path.relative_to(REPO) if path.is_relative_to(REPO) else path
-    return {"path": str(shown), "commit": (body.get("machine") or {}).get("commit"), "runs": runs}
+    return {
+        "path": str(shown),
+        "commit": (body.get("machine") or {}).get("commit"),
+        "runs": runs,
+        "calls": calls,
+    }
+
+
+def ticks_per_hour() -> dict[str, float]:
+    """Each timer's ticks per hour at its default schedule (``DEFAULT_SCHEDULES``)."""
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    end = start + timedelta(hours=1)
+    out: dict[str, float] = {}
+    for name in TIMERS:
+        schedule = croniter(
+            DEFAULT_SCHEDULES[f"{name.upper()}_SCHEDULE"],
+            start - timedelta(microseconds=1),
+            second_at_beginning=True,
+        )
+        count = 0
+        while schedule.get_next(datetime) < end:
+            count += 1
+        out[name] = float(count)
+    return out
+
+
+def ru_per_hour(calls: Mapping[str, Mapping[str, float]], model: CostModel) -> float:
+    """Modelled Cosmos RU per hour of idle ticks at the default schedules (``CostModel``:
+    its unit costs are assumptions stated in benchmarks/README.md)."""
+    rates = ticks_per_hour()
+    return float(sum(model.ru(calls.get(name) or {}) * rates[name] for name in TIMERS))
 
 
 def _times(value: float, base: float | None) -> str:
@@ -569,6 +605,7 @@ class TicksResult:
                     + " products"
                 )
             )
+        lines.append(self.hourly())
         poisoned = sum(r.poisoned for r in self.runs) + (self.lease.poisoned if self.lease else 0)
         if poisoned:
             lines.append(f"WARNING: {poisoned} pass message(s) failed every delivery (poisoned)")
@@ -584,6 +621,30 @@ class TicksResult:
             )
         lines.append("")
         return "\n".join(lines)
+
+    def hourly_ru(self) -> tuple[float, float | None]:
+        """Modelled Cosmos RU per hour of idle ticks at the default schedules, at the largest
+        size: now, and the baseline's at that size (None: it has none)."""
+        from benchmarks.idle_cost import CostModel
+
+        model = CostModel()
+        last = self.runs[-1]
+        now = ru_per_hour(
+            {n: {k: float(v) for k, v in c.items()} for n, c in last.calls.items()}, model
+        )
+        then = (self.baseline or {}).get("calls", {}).get(last.products)
+        return now, None if not then else ru_per_hour(then, model)
+
+    def hourly(self) -> str:
+        rates = ticks_per_hour()
+        now, then = self.hourly_ru()
+        return (
+            f"modelled Cosmos RU per hour of idle ticks, {self.runs[-1].products:,} products, "
+            "at the default schedules ("
+            + ", ".join(f"{n} {rates[n]:g}/h" for n in TIMERS)
+            + f"; benchmarks/README.md: the unit costs): {now:,.0f}"
+            + ("" if then is None else f" (baseline {then:,.0f}: {_times(now, then)})")
+        )
 
     def summary(self) -> list[tuple[str, str]]:
         rows = []
@@ -602,6 +663,13 @@ class TicksResult:
             (
                 f"ticks, growth {self.runs[-1].products:,} / {self.runs[0].products:,} products",
                 self.flat(),
+            )
+        )
+        now, then = self.hourly_ru()
+        rows.append(
+            (
+                f"ticks, modelled RU per idle hour, {self.runs[-1].products:,} products",
+                f"{now:,.0f}" + ("" if then is None else f" ({_times(now, then)} of baseline)"),
             )
         )
         if self.lease is not None:
@@ -644,6 +712,7 @@ class TicksResult:
                 },
             },
             lease=None if self.lease is None else self.lease.as_dict(),
+            ru_per_idle_hour=dict(zip(("now", "baseline"), self.hourly_ru(), strict=True)),
         )
 
 
