@@ -176,12 +176,13 @@ def _tick(timer: Timer, request: func.TimerRequest, context: AppContext) -> None
 
 
 def _inline(context: AppContext, timer: Timer, product: str, at: str) -> None:
+    """The pass, here; should it fail in any way, it goes to the queue as a message would
+    have, to be retried there and, failing every delivery, poisoned and alerted on (a failure
+    kept here would fail every tick and alert no one)."""
     try:
         PASSES[timer](context, product)
-    except FleetError as exc:
-        log.warning(
-            "%s pass over %s failed (%s %s): handed to the queue", timer, product, exc.code, exc
-        )
+    except Exception as exc:  # whatever failed, the queue's rules take over
+        log.warning("%s pass over %s failed (%r): handed to the queue", timer, product, exc)
         context.stores.queues.send(context.settings.passes_queue, pass_message(timer, product, at))
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from azure.functions.queue import QueueMessage
 
+from fleet import timers
 from fleet.context import AppContext, context_for
 from fleet.coordinator import ClaimResult, Coordinator
 from fleet.coordinator.clock import ManualClock
@@ -222,6 +223,26 @@ def test_tick_hands_a_failed_inline_pass_to_the_queue(caplog: pytest.LogCaptureF
     assert Factory.from_doc(ctx.stores.documents.read("prod", "factory-f1")).status == "live"
     assert deliver(ctx) == ["done"]
     assert Factory.from_doc(ctx.stores.documents.read("prod", "factory-f1")).status == "stale"
+
+
+def test_tick_hands_an_inline_pass_that_fails_in_any_way_to_the_queue(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Not only store errors: a pass that raises anything goes to the queue, whose rules
+    retry it and, failing every delivery, poison it and raise pass_failed (kept here, it
+    would fail every tick and alert no one)."""
+    ctx = app()
+    idle(ctx.coordinator, "prod")
+    clock_of(ctx).advance(60)
+
+    def broken(context: AppContext, product: str) -> None:
+        raise RuntimeError("a bug in the pass")
+
+    monkeypatch.setitem(timers.PASSES, "reaper", broken)
+    fire(ctx, "reaper_timer")
+    assert [(m["timer"], m["product"]) for m in messages(ctx)] == [("reaper", "prod")]
+    assert deliver(ctx) == ["poisoned"]
+    assert active_alerts(ctx, "prod") == ["pass_failed"]
 
 
 def test_tick_whose_send_fails_keeps_no_mark_and_the_next_tick_finds_the_same_products() -> None:
