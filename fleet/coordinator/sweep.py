@@ -31,17 +31,18 @@ metrics   due | waiting | leased | changed
 
 Each timer keeps one mark, a document of the system partition (``sweep-<timer>``): where its
 changed set starts reading next, and where each round robin goes on. It is read once per
-tick and written once the tick's passes are handed out (``advance``); a tick that fails
-before leaves it, and the next one finds the same products again.
+tick and written once the tick's passes are handed out (``advance``), when it moved; a tick
+that fails before leaves it, and the next one finds the same products again.
 
 **Cost per tick, with nothing due**, whatever the number of products: the reaper 6 requests
 (the mark's read and write; the due, waiting, changed and undated-leases queries), the healer
-5 (the mark's read and write; the leased and factories queries; the heartbeats scan), the
-metrics 6. Each query is one request per page on the twin and the emulator; on Azure Cosmos
-DB a query across partitions is one request per physical partition per page, and the
-factories query and the heartbeats scan read every factory of the fleet, page by page (pages
-of factories, not of products). **With work**, a set costs one more query per ``page`` rows,
-at most ``max_pages`` per set and tick (``page`` x ``max_pages`` = 1,000 products by default):
+4 (the mark's read, which an idle tick leaves as it was; the leased and factories queries;
+the heartbeats scan), the metrics 6. Each query is one request per page on the twin and the
+emulator; on Azure Cosmos DB a query across partitions is one request per physical partition
+per page, and the factories query and the heartbeats scan read every factory of the fleet,
+page by page (pages of factories, not of products). **With work**, a set costs one more
+query per ``page`` rows, at most ``max_pages`` per set and tick (``page`` x ``max_pages`` =
+1,000 products by default):
 
 - a set that stops short leaves the rest to the next tick: the oldest-first sets read from
   where they stopped (the due set by what is most overdue, the changed set from its last row,
@@ -126,6 +127,7 @@ class Plan:
     at: str
     products: list[str]
     mark: Mark
+    previous: Mark = field(default_factory=Mark)  # the mark this tick started from
 
 
 @dataclass
@@ -185,10 +187,13 @@ class Sweep:
         if timer == "healer":
             sets.append(self.silent(now))
         products = list(dict.fromkeys(p for found in sets for p in found))
-        return Plan(timer, format_ts(now), products, mark)
+        return Plan(timer, format_ts(now), products, mark, previous)
 
     def advance(self, plan: Plan) -> None:
-        """Keep ``plan``'s mark: the next tick starts from there."""
+        """Keep ``plan``'s mark: the next tick starts from there. Not written when it is the
+        mark the tick started from (an idle healer's: its round robin where it was)."""
+        if plan.mark == plan.previous:
+            return
         self.docs.upsert(
             {
                 "id": f"sweep-{plan.timer}",
