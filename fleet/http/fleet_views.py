@@ -186,6 +186,15 @@ class MetricsBudget(View):
     updatedAt: TimeText | None
 
 
+class PassFailures(View):
+    """Timer passes over the product given up (their messages poisoned) within the window."""
+
+    count: int
+    timers: list[str] = Field(description="The timers whose passes were given up.")
+    lastAt: TimeText | None
+    windowSeconds: int = Field(description="How long a pass given up counts (and alerts).")
+
+
 class Metrics(View):
     """What the metrics timer computed last."""
 
@@ -205,6 +214,9 @@ class Metrics(View):
     truncated: bool
     spend: Spend | None
     budget: MetricsBudget | None = omitted("Only when the product has a budget.")
+    passFailures: PassFailures | None = omitted(
+        "Timer passes given up; absent from metrics stored before they were counted."
+    )
 
 
 # --- alerts -------------------------------------------------------------------------------

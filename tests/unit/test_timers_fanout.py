@@ -40,9 +40,17 @@ from fleet.store.memory import (
 from fleet.timers import MAX_MESSAGE_CHARS, PASSES_QUEUE, POISON_QUEUE, pass_message, sweep
 from tests.support.builders import factory_view as view
 from tests.support.builders import manifest
-from tests.support.handlers import MAX_DEQUEUE_COUNT, deliver, functions, tick
+from tests.support.handlers import (
+    MAX_DEQUEUE_COUNT,
+    OPERATOR,
+    call,
+    deliver,
+    documented,
+    functions,
+    tick,
+)
 
-SETTINGS = Settings.from_env({"FLEET_STORE": "memory"})
+SETTINGS = Settings.from_env({"FLEET_STORE": "memory", "FLEET_OPERATOR_TOKENS": OPERATOR})
 TIMERS = ("reaper_timer", "healer_timer", "metrics_timer")
 LEASE_SECONDS = 300  # a job's default lease
 
@@ -325,6 +333,16 @@ def test_pass_failing_every_delivery_is_poisoned_and_raises_pass_failed() -> Non
     assert ctx.stores.documents.read("a-first", ALERTS_ID)["active"]["pass_failed"]["severity"] == (
         "critical"
     )
+    # The metrics reply says so (what GET /api/fleet/metrics answers, as documented).
+    reply = call(ctx, "metrics", token=OPERATOR, product="a-first")
+    assert reply.status == 200
+    documented(reply.body, "Metrics")
+    assert reply.body["passFailures"] == {
+        "count": 1,
+        "timers": ["metrics"],
+        "lastAt": format_ts(now),
+        "windowSeconds": PASS_FAILURE_WINDOW_SECONDS,
+    }
     # The other product's pass was done, and raised nothing.
     assert ctx.stores.documents.read("b-second", METRICS_ID)["passFailures"]["count"] == 0
     assert active_alerts(ctx, "b-second") == []
