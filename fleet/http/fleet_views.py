@@ -81,7 +81,7 @@ class AlertEvent(View):
     kind: Literal["raised", "cleared"]
     key: str = Field(
         description="Stable: no_live_factories, starvation, stale_factories, stalled_jobs, "
-        "unroutable_jobs, review_waiting, budget."
+        "unroutable_jobs, review_waiting, budget, pass_failed."
     )
     severity: Severity
     message: str
