@@ -335,42 +335,34 @@ def _product_after(doc: Mapping[str, Any], params: Mapping[str, Any]) -> bool:
 
 WAITING_STAGES = ("queued", "review")
 
+
+def _products_in_stages(name: str, stages: tuple[str, ...]) -> NamedQuery:
+    """Products with a job in one of ``stages``, by product from after ``@after``: a round
+    robin's query."""
+    listed = ", ".join(f"'{stage}'" for stage in stages)
+    return NamedQuery(
+        name=name,
+        sql=(
+            f"SELECT TOP @top c.productId FROM c WHERE c.type = 'job' AND c.stage IN ({listed}) "
+            "AND c.productId > @after AND c.productId != '_system' ORDER BY c.productId ASC"
+        ),
+        where=lambda doc, params: (
+            _is_job(doc, params) and doc.get("stage") in stages and _product_after(doc, params)
+        ),
+        order_by="/productId",
+        top_param="top",
+        select=("productId",),
+        across=True,
+    )
+
+
 # Products with a job waiting (queued, or in review): the reaper judges preemption, the metrics
-# starvation and review waits, by how long it has waited. By product, a round robin.
-WAITING_PRODUCTS = NamedQuery(
-    name="waiting_products",
-    sql=(
-        "SELECT TOP @top c.productId FROM c WHERE c.type = 'job' "
-        "AND c.stage IN ('queued', 'review') AND c.productId > @after "
-        "AND c.productId != '_system' ORDER BY c.productId ASC"
-    ),
-    where=lambda doc, params: (
-        _is_job(doc, params) and doc.get("stage") in WAITING_STAGES and _product_after(doc, params)
-    ),
-    order_by="/productId",
-    top_param="top",
-    select=("productId",),
-    across=True,
-)
+# starvation and review waits, by how long it has waited.
+WAITING_PRODUCTS = _products_in_stages("waiting_products", WAITING_STAGES)
 
 # Products with a job under lease (the healer's: a holder's progress and silence are in its
 # heartbeats, not in any document, so a product with work in hand is looked at every tick).
-# By product, a round robin.
-LEASED_PRODUCTS = NamedQuery(
-    name="leased_products",
-    sql=(
-        "SELECT TOP @top c.productId FROM c WHERE c.type = 'job' "
-        "AND c.stage IN ('assigned', 'building', 'testing') AND c.productId > @after "
-        "AND c.productId != '_system' ORDER BY c.productId ASC"
-    ),
-    where=lambda doc, params: (
-        _is_job(doc, params) and doc.get("stage") in LEASED_STAGES and _product_after(doc, params)
-    ),
-    order_by="/productId",
-    top_param="top",
-    select=("productId",),
-    across=True,
-)
+LEASED_PRODUCTS = _products_in_stages("leased_products", LEASED_STAGES)
 
 # Products with an event at or after ``@since`` (a job's transition, a factory's or a budget's
 # fleet event: every document holding events keeps ``lastEventAt``): what changed since the

@@ -304,16 +304,22 @@ def test_metrics_message_delivered_twice_raises_its_alert_once() -> None:
 # --- a pass given up ----------------------------------------------------------------------
 
 
-def poisoned_metrics_pass() -> AppContext:
-    """Two products changed; the metrics tick's pass over the first fails on every delivery
-    (its queries throttled) until it is poisoned."""
+def two_changed(timer: str) -> AppContext:
+    """Two products changed, and ``timer`` fired: their two messages wait on the queue."""
     ctx = app()
     for product in ("a-first", "b-second"):
         idle(ctx.coordinator, product)
         clock_of(ctx).advance(1)
     clock_of(ctx).advance(60)
-    fire(ctx, "metrics_timer")
+    fire(ctx, timer)
     assert [m["product"] for m in messages(ctx)] == ["a-first", "b-second"]
+    return ctx
+
+
+def poisoned_metrics_pass() -> AppContext:
+    """Two products changed; the metrics tick's pass over the first fails on every delivery
+    (its queries throttled) until it is poisoned."""
+    ctx = two_changed("metrics_timer")
     documents(ctx).inject("query", StoreUnavailable("throttled"), times=MAX_DEQUEUE_COUNT)
     assert deliver(ctx) == ["poisoned", "done"]
     return ctx
@@ -355,12 +361,7 @@ def test_pass_given_up_whose_alert_cannot_be_raised_at_once_is_raised_by_the_nex
     """The poison function records the failure, due at once; its own metrics pass fails too
     (the product's store still throttled): the next metrics tick passes the product for the
     record and raises the alert."""
-    ctx = app()
-    for product in ("a-first", "b-second"):
-        idle(ctx.coordinator, product)
-        clock_of(ctx).advance(1)
-    clock_of(ctx).advance(60)
-    fire(ctx, "metrics_timer")
+    ctx = two_changed("metrics_timer")
     run = ctx.monitor.run
 
     def throttled(product: str) -> Any:  # a-first's passes fail, the poison function's too
