@@ -19,7 +19,7 @@ from pydantic import (
     WithJsonSchema,
 )
 
-from fleet.domain.stages import Stage
+from fleet.domain.stages import LEASED, Stage
 
 TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
@@ -278,7 +278,7 @@ class Job(Document):
         sweeps see, and a finished job needs nothing). The timers' sweeps ask for
         ``dueAt < now`` across products (``fleet.coordinator.sweep``), so a product whose
         leases are all in date costs nothing."""
-        if self.stage in (Stage.ASSIGNED, Stage.BUILDING, Stage.TESTING):
+        if self.stage in LEASED:
             return self.lease.expiresAt if self.lease is not None else self.updatedAt
         return None
 
