@@ -120,13 +120,15 @@ def metrics_timer(timer: func.TimerRequest, context: AppContext) -> None:
 
 
 def reap_pass(context: AppContext, product: str) -> None:
-    """The reaper's pass over one product: the tracker echo, then ``Coordinator.reap``."""
+    """The reaper's pass over one product: the tracker echo, ``Coordinator.reap``, then the
+    product's demand (``fleet.coordinator.demand``: what it now asks of the fleet)."""
     try:
         # Echo tracker jobs' stage changes (off every transition's path, by design).
         context.tracker.echo(product)
     except FleetError as exc:
         log.warning("tracker echo for %s: %s", product, exc.message)
     report = context.coordinator.reap(product)
+    context.coordinator.refresh_demand(product)
     moved = (report.requeued, report.dead_lettered, report.unblocked, report.deps_failed)
     if any(moved) or report.deferred:
         log.info(

@@ -39,6 +39,7 @@ from fleet.coordinator.channels import ChannelLimits
 from fleet.coordinator.claim import Cadence, ClaimResult, Claims
 from fleet.coordinator.clock import Clock, SystemClock
 from fleet.coordinator.config import CoordinatorConfig
+from fleet.coordinator.demand import Demand
 from fleet.coordinator.feed import AgentEvent, Feed
 from fleet.coordinator.lease import Leases
 from fleet.coordinator.metrics import Metrics
@@ -134,6 +135,7 @@ class Coordinator:
         self._reaper = Reaper(docs, clock, config, writer, products, *quotas, gate)
         self._feed = Feed(docs, clock, config, writer, products, *quotas, attempt_quota)
         self._metrics = Metrics(docs, clock, config, products, self.budgets)
+        self._demand = Demand(docs, clock, config, products, self.budgets)
 
     # --- reading ---------------------------------------------------------------------
     get_job = _Via("_writer", Writer.get_job)
@@ -199,4 +201,6 @@ class Coordinator:
     # --- metrics ---------------------------------------------------------------------
     compute_metrics = _Via("_metrics", Metrics.compute)
     record_pass_failure = _Via("_metrics", Metrics.record_pass_failure)
+    refresh_demand = _Via("_demand", Demand.refresh)
+    demand = _Via("_demand", Demand.read)
     metrics = _Via("_metrics", Metrics.read)

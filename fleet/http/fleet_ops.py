@@ -9,12 +9,14 @@ import azure.functions as func
 from fleet.coordinator.feed import EventFilter
 from fleet.coordinator.service import KEEP
 from fleet.domain.audit import redacted
+from fleet.domain.models import parse_ts
 from fleet.domain.scheduler import FactoryView
 from fleet.errors import Problem, ValidationFailed
 from fleet.http.factory_views import FactoryList, FactoryRecord
 from fleet.http.fleet_views import (
     Alerts,
     ClaimReply,
+    DemandView,
     Metrics,
     ProductEvents,
     QueueState,
@@ -282,6 +284,42 @@ def metrics(req: func.HttpRequest, call: Call) -> func.HttpResponse:
     """The metrics the metrics timer stored: one point read."""
     principal = call.principal
     return reply(Metrics.model_validate(call.context.coordinator.metrics(principal.product)))
+
+
+@operations.route(
+    "fleet/demand",
+    "GET",
+    caller="operator",
+    role="viewer",
+    id="demand",
+    summary="What the product's queued and running work asks of the fleet, by capability set",
+    tag="fleet",
+    description=(
+        "For each capability set queued or running jobs require: jobs queued, routable now, "
+        "the oldest one's wait, jobs running, and the live seats that could serve it. Kept by "
+        "the reaper's pass (at most one `REAPER_SCHEDULE` period behind); this is one point "
+        "read. What an autoscaler polls."
+    ),
+    replies={200: Reply("The demand.", DemandView)},
+)
+def demand(req: func.HttpRequest, call: Call) -> func.HttpResponse:
+    """The product's demand as the reaper's pass last kept it: one point read."""
+    coord = call.context.coordinator
+    kept = coord.demand(call.principal.product)
+    now = coord.clock.now()
+
+    def waited(at: str | None) -> float | None:
+        return None if at is None else round((now - parse_ts(at)).total_seconds(), 3)
+
+    view = {
+        "product": kept.product,
+        "sets": [
+            {**s.as_dict(), "oldestQueuedSeconds": waited(s.oldestQueuedAt)} for s in kept.sets
+        ],
+        "updatedAt": kept.updatedAt,
+        "truncated": kept.truncated,
+    }
+    return reply(DemandView.model_validate(view))
 
 
 @operations.route(

@@ -219,6 +219,39 @@ class Metrics(View):
     )
 
 
+# --- demand -------------------------------------------------------------------------------
+
+
+class SetDemandView(View):
+    """What the product's work asks of factories offering one capability set."""
+
+    capabilities: list[str] = Field(description="The set the jobs require, sorted.")
+    queued: int = Field(description="Jobs waiting that require exactly this set.")
+    routable: int = Field(
+        description="Of those, the ones a factory offering the set could take now: the "
+        "product's budget paused, or a job's estimate over what is left, is not routable."
+    )
+    oldestQueuedSeconds: float | None = Field(
+        description="How long ago the oldest waiting one was submitted, as of this reply."
+    )
+    running: int = Field(description="Jobs requiring this set under lease now.")
+    liveSeats: int = Field(
+        description="Seats of live factories, neither paused nor draining, that offer it."
+    )
+
+
+class DemandView(View):
+    """What the product's queued and running work asks of the fleet, by capability set."""
+
+    product: str
+    sets: list[SetDemandView]
+    updatedAt: TimeText | None = Field(
+        description="When it last changed (kept by the reaper's pass: it lags what it says "
+        "by at most one reaper period); null: never computed."
+    )
+    truncated: bool = Field(description="The queue held more jobs than one refresh reads.")
+
+
 # --- alerts -------------------------------------------------------------------------------
 
 

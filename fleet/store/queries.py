@@ -267,6 +267,33 @@ def _stage_in(doc: Mapping[str, Any], params: Mapping[str, Any]) -> bool:
     return doc.get("stage") in params["stages"]
 
 
+# Demand (``fleet.coordinator.demand``): of the oldest queued jobs and of the leased ones, only
+# what demand needs.
+QUEUED_FOR_DEMAND = NamedQuery(
+    name="queued_for_demand",
+    sql=(
+        "SELECT TOP @top c.capabilities, c.createdAt, c.budgetUsd FROM c "
+        "WHERE c.productId = @partition AND c.type = 'job' AND c.stage = 'queued' "
+        "ORDER BY c.createdAt ASC"
+    ),
+    where=_all(_is_job, lambda doc, _: doc.get("stage") == "queued"),
+    order_by="/createdAt",
+    top_param="top",
+    select=("capabilities", "createdAt", "budgetUsd"),
+)
+
+LEASED_FOR_DEMAND = NamedQuery(
+    name="leased_for_demand",
+    sql=(
+        "SELECT TOP @top c.capabilities FROM c WHERE c.productId = @partition "
+        "AND c.type = 'job' AND c.stage IN ('assigned', 'building', 'testing')"
+    ),
+    where=_all(_is_job, lambda doc, _: doc.get("stage") in LEASED_STAGES),
+    top_param="top",
+    select=("capabilities",),
+)
+
+
 # --- the sweeps: which products a timer must visit (``fleet.coordinator.sweep``) --------
 # Each is one request per page, whatever the number of products. Two shapes:
 # - oldest first (``@seen``): the TOP rows, in the order of what is due, of the products not
@@ -601,6 +628,8 @@ ALL_QUERIES = (
     COUNT_JOBS_IN_STAGE,
     TOKENS_OF_PRODUCT,
     TOKENS_OF_FACTORY,
+    QUEUED_FOR_DEMAND,
+    LEASED_FOR_DEMAND,
     DUE_PRODUCTS,
     UNDATED_LEASES,
     WAITING_PRODUCTS,

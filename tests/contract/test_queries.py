@@ -25,8 +25,10 @@ from fleet.store.queries import (
     JOBS_OF_HOLDER_PAGE,
     JOBS_OLDEST_IN_STAGE,
     JOBS_PAGE,
+    LEASED_FOR_DEMAND,
     LEASED_PRODUCTS,
     PROFILE_VERSIONS,
+    QUEUED_FOR_DEMAND,
     STALLED_JOBS,
     UNDATED_LEASES,
     WAITING_PRODUCTS,
@@ -74,6 +76,27 @@ def test_queries_oldest_in_stage_and_counts(stores: Stores, partition: str) -> N
     ]
     assert docs.count(COUNT_JOBS_IN_STAGE, partition, {"stage": "queued"}) == 2
     assert docs.count(COUNT_JOBS_IN_STAGE, partition, {"stage": "failed"}) == 0
+
+
+def test_queries_for_demand_read_only_its_fields_queued_oldest_first_and_leased(
+    stores: Stores, partition: str
+) -> None:
+    docs = stores.documents
+    docs.create(
+        _job(partition, 1, stage="queued", createdAt="2026-01-02", capabilities=["python"])
+        | {"budgetUsd": 1.5, "body": "large"}
+    )
+    docs.create(_job(partition, 2, stage="queued", createdAt="2026-01-01", capabilities=[]))
+    docs.create(_job(partition, 3, stage="building", createdAt="2026-01-01", capabilities=["gpu"]))
+    docs.create(_job(partition, 4, stage="shipped", createdAt="2025-01-01", capabilities=["x"]))
+    docs.create({"id": "x", "productId": partition, "type": "factory", "stage": "queued"})
+    rows = docs.query(QUEUED_FOR_DEMAND, partition, {"top": 10})
+    assert rows == [
+        {"capabilities": [], "createdAt": "2026-01-01"},
+        {"capabilities": ["python"], "createdAt": "2026-01-02", "budgetUsd": 1.5},
+    ]
+    assert docs.query(QUEUED_FOR_DEMAND, partition, {"top": 1}) == rows[:1]
+    assert docs.query(LEASED_FOR_DEMAND, partition, {"top": 10}) == [{"capabilities": ["gpu"]}]
 
 
 def test_queries_stalled_jobs_only_leased_and_flagged(stores: Stores, partition: str) -> None:
