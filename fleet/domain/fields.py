@@ -46,7 +46,7 @@ MIN_TIMEOUT_SECONDS = 10
 MAX_TIMEOUT_SECONDS = 86_400
 
 PROFILE_NAME = re.compile(PROFILE_NAME_PATTERN)
-_CAPABILITY = re.compile(CAPABILITY_PATTERN)
+CAPABILITY = re.compile(CAPABILITY_PATTERN)
 _JOB_ID = re.compile(JOB_ID_PATTERN)
 
 
@@ -75,10 +75,10 @@ def _capability(value: str) -> str:
         raise field_error(
             "string_too_long", f"a capability has at most {MAX_CAPABILITY_CHARS} characters"
         )
-    if not _CAPABILITY.fullmatch(value):
-        if _CAPABILITY.fullmatch(value.lower()):
+    if not CAPABILITY.fullmatch(value):
+        if CAPABILITY.fullmatch(value.lower()):
             hint = f"; capabilities are lower-case: use {value.lower()!r}"
-        elif _CAPABILITY.fullmatch(value.strip().lower()):
+        elif CAPABILITY.fullmatch(value.strip().lower()):
             hint = f"; use {value.strip().lower()!r}"
         else:
             hint = ""

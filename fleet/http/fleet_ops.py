@@ -9,6 +9,8 @@ import azure.functions as func
 from fleet.coordinator.feed import EventFilter
 from fleet.coordinator.service import KEEP
 from fleet.domain.audit import redacted
+from fleet.domain.demand import capability_set
+from fleet.domain.fields import CAPABILITY, MAX_CAPABILITIES, MAX_CAPABILITY_CHARS
 from fleet.domain.models import parse_ts
 from fleet.domain.scheduler import FactoryView
 from fleet.errors import Problem, ValidationFailed
@@ -296,30 +298,64 @@ def metrics(req: func.HttpRequest, call: Call) -> func.HttpResponse:
     tag="fleet",
     description=(
         "For each capability set queued or running jobs require: jobs queued, routable now, "
-        "the oldest one's wait, jobs running, and the live seats that could serve it. Kept by "
-        "the reaper's pass (at most one `REAPER_SCHEDULE` period behind); this is one point "
-        "read. What an autoscaler polls."
+        "the oldest one's wait, jobs running, and the live seats that could serve it; and "
+        "their totals. Kept by the reaper's pass (at most one `REAPER_SCHEDULE` period "
+        "behind); this is one point read. What an autoscaler polls: with `capabilities`, "
+        "only that set (its figures are then the totals: 0 when nothing requires it), so a "
+        "scale rule reads one number (`routable`)."
+    ),
+    params=(
+        query_param(
+            "capabilities",
+            "Only the set of exactly these capabilities, comma-separated (empty: the set of "
+            "jobs that require none).",
+            {"type": "string", "maxLength": MAX_CAPABILITIES * (MAX_CAPABILITY_CHARS + 1)},
+        ),
     ),
     replies={200: Reply("The demand.", DemandView)},
+    errors=(400,),
 )
 def demand(req: func.HttpRequest, call: Call) -> func.HttpResponse:
     """The product's demand as the reaper's pass last kept it: one point read."""
+    only = _capability_set_param(req)
     coord = call.context.coordinator
     kept = coord.demand(call.principal.product)
     now = coord.clock.now()
+    sets = [s for s in kept.sets if only is None or s.capabilities == only]
 
     def waited(at: str | None) -> float | None:
         return None if at is None else round((now - parse_ts(at)).total_seconds(), 3)
 
     view = {
         "product": kept.product,
-        "sets": [
-            {**s.as_dict(), "oldestQueuedSeconds": waited(s.oldestQueuedAt)} for s in kept.sets
-        ],
+        "sets": [{**s.as_dict(), "oldestQueuedSeconds": waited(s.oldestQueuedAt)} for s in sets],
+        "queued": sum(s.queued for s in sets),
+        "routable": sum(s.routable for s in sets),
+        "running": sum(s.running for s in sets),
         "updatedAt": kept.updatedAt,
         "truncated": kept.truncated,
     }
     return reply(DemandView.model_validate(view))
+
+
+def _capability_set_param(req: func.HttpRequest) -> tuple[str, ...] | None:
+    """``?capabilities=a,b`` as a capability set (sorted, deduplicated); None when absent."""
+    raw = req.params.get("capabilities")
+    if raw is None:
+        return None
+    names = [n.strip() for n in raw.split(",") if n.strip()]
+    bad = [n for n in names if len(n) > MAX_CAPABILITY_CHARS or not CAPABILITY.fullmatch(n)]
+    if bad or len(names) > MAX_CAPABILITIES:
+        message = (
+            f"at most {MAX_CAPABILITIES} capabilities"
+            if not bad
+            else f"not a capability: {bad[0][:MAX_CAPABILITY_CHARS]!r}"
+        )
+        raise ValidationFailed(
+            [Problem(path="capabilities", code="invalid_capabilities", message=message)],
+            f"capabilities: {message}",
+        )
+    return capability_set(names)
 
 
 @operations.route(

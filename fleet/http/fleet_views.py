@@ -245,6 +245,9 @@ class DemandView(View):
 
     product: str
     sets: list[SetDemandView]
+    queued: int = Field(description="Over the sets replied: jobs waiting.")
+    routable: int = Field(description="Over the sets replied: jobs a factory could take now.")
+    running: int = Field(description="Over the sets replied: jobs under lease.")
     updatedAt: TimeText | None = Field(
         description="When it last changed (kept by the reaper's pass: it lags what it says "
         "by at most one reaper period); null: never computed."

@@ -115,6 +115,9 @@ def test_demand_reply_is_one_point_read_documented_and_its_waits_as_of_the_reply
     assert status == 200 and empty == {
         "product": P,
         "sets": [],
+        "queued": 0,
+        "routable": 0,
+        "running": 0,
         "updatedAt": None,
         "truncated": False,
     }
@@ -145,3 +148,46 @@ def test_demand_without_a_valid_token_is_refused(
     app_context: AppContext, token: str | None
 ) -> None:
     assert call(app_context, "demand", token=token, product=P).status == 401
+
+
+def test_demand_of_one_capability_set_is_its_figures_as_the_totals(
+    app_context: AppContext, coord: Coordinator, clock: ManualClock
+) -> None:
+    coord.submit(P, manifest(capabilities=("python", "gpu")), "operator:o")
+    coord.submit(P, manifest(capabilities=("python",)), "operator:o")
+    coord.submit(P, manifest(capabilities=()), "operator:o")
+    coord.refresh_demand(P)
+
+    def only(capabilities: str) -> dict[str, object]:
+        reply = call(
+            app_context, "demand", token=OPERATOR, product=P, params={"capabilities": capabilities}
+        )
+        assert reply.status == 200
+        documented(reply.body, "DemandView")
+        return {k: reply.body[k] for k in ("queued", "routable", "running")} | {
+            "sets": [s["capabilities"] for s in reply.body["sets"]]
+        }
+
+    everything = call(app_context, "demand", token=OPERATOR, product=P).body
+    assert (everything["queued"], everything["routable"]) == (3, 3)
+    assert only("gpu, python") == {
+        "queued": 1,
+        "routable": 1,
+        "running": 0,
+        "sets": [["gpu", "python"]],
+    }
+    assert only("python,python") == {"queued": 1, "routable": 1, "running": 0, "sets": [["python"]]}
+    assert only("") == {"queued": 1, "routable": 1, "running": 0, "sets": [[]]}
+    assert only("rust") == {"queued": 0, "routable": 0, "running": 0, "sets": []}
+
+
+@pytest.mark.parametrize("capabilities", ["Python", "a b", "x" * 129, ",".join(["c"] * 33)])
+def test_demand_refuses_a_capabilities_filter_that_names_no_capability_set(
+    app_context: AppContext, capabilities: str
+) -> None:
+    reply = call(
+        app_context, "demand", token=OPERATOR, product=P, params={"capabilities": capabilities}
+    )
+    assert reply.status == 400
+    assert reply.body["error"] == "validation_failed"
+    assert [p["path"] for p in reply.body["details"]["problems"]] == ["capabilities"]
