@@ -34,6 +34,7 @@ from factory_cli.config import (
     load_file,
     loose_permissions,
     mask,
+    positive_seconds,
     save_file,
 )
 from factory_cli.console import Console, setup_logging
@@ -66,6 +67,15 @@ def _seconds(raw: str) -> float:
     if value <= 0:
         raise argparse.ArgumentTypeError("must be positive")
     return value
+
+
+def _idle_seconds(raw: str) -> float:
+    try:
+        return positive_seconds(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a positive number of seconds, got {raw!r}"
+        ) from None
 
 
 def _count(raw: str) -> int:
@@ -136,7 +146,15 @@ def build_parser() -> argparse.ArgumentParser:
     enroll.add_argument("--force", action="store_true", help="replace an existing enrollment")
 
     run = add("run", "claim jobs and run them with the engine until stopped")
-    run.add_argument("--once", action="store_true", help="fill the seats once, run, exit")
+    ending = run.add_mutually_exclusive_group()
+    ending.add_argument("--once", action="store_true", help="fill the seats once, run, exit")
+    ending.add_argument(
+        "--exit-when-idle",
+        metavar="SECONDS",
+        type=_idle_seconds,
+        help="an ephemeral factory: once it has held nothing and every poll and claim found "
+        "nothing for SECONDS in a row, deregister and exit 0 (FLEET_EXIT_WHEN_IDLE)",
+    )
     run.add_argument("--seats", type=_count, help="jobs run at once (FLEET_SEATS)")
     engine = run.add_mutually_exclusive_group()
     engine.add_argument("--engine", help=f"engine preset: {', '.join(PRESETS)} (FLEET_ENGINE)")
@@ -443,6 +461,7 @@ def cmd_run(args: argparse.Namespace, env: dict[str, str]) -> int:
         "grace_seconds",
         "checkpoint_seconds",
         "deregister_on_exit",
+        "exit_when_idle",
         "review",
         "engine_user",
         "allow_root_engine",
@@ -483,6 +502,7 @@ def cmd_run(args: argparse.Namespace, env: dict[str, str]) -> int:
         grace_seconds=settings.grace_seconds,
         git_checkpoint_seconds=settings.checkpoint_seconds,
         deregister_on_exit=settings.deregister_on_exit,
+        exit_when_idle=settings.exit_when_idle,
         once=args.once,
         review=settings.review,
     )
@@ -506,12 +526,23 @@ def cmd_run(args: argparse.Namespace, env: dict[str, str]) -> int:
         signals.append(signal.SIGBREAK)
     previous_handlers = {sig: signal.signal(sig, on_signal) for sig in signals}
     try:
-        return runner.run()
+        code = runner.run()
     finally:
         for sig, handler in previous_handlers.items():
             signal.signal(sig, handler)
         console.clear()
         client.close()
+    if runner.left_idle and runner.idle is not None:
+        idle = f"idle for {runner.idle.seconds:g} s"
+        if runner.deregister_error is None:
+            print(f"{idle}: deregistered, exiting")
+        else:
+            print(
+                f"fleet-factory: {idle}, but not deregistered ({runner.deregister_error}): "
+                f"exiting with {settings.factory_id} still in the fleet",
+                file=sys.stderr,
+            )
+    return code
 
 
 # --- status --------------------------------------------------------------------------------

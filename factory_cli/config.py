@@ -20,6 +20,7 @@ Its location follows each platform's convention without depending on ``platformd
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from collections.abc import Callable, Mapping
@@ -142,6 +143,14 @@ def _positive_float(raw: Any) -> float:
     return value
 
 
+def positive_seconds(raw: Any) -> float:
+    """A number of seconds above zero: finite (``nan`` and ``inf`` are no duration)."""
+    value = float(raw)
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError("must be a positive number of seconds")
+    return value
+
+
 def _unit(raw: Any) -> float:
     value = float(raw)
     if not 0 <= value <= 1:
@@ -226,6 +235,16 @@ SETTINGS: tuple[Setting, ...] = (
         False,
         "leave the fleet on a clean exit",
     ),
+    # Not read from the config file: an ephemeral run is the invocation's choice (an
+    # autoscaler's), not the machine's, so a plain `run` there never leaves on its own.
+    Setting(
+        "exit_when_idle",
+        "FLEET_EXIT_WHEN_IDLE",
+        None,
+        positive_seconds,
+        None,
+        "run: deregister and exit 0 after this many seconds idle",
+    ),
     Setting(
         "review",
         "FLEET_REVIEW",
@@ -286,6 +305,7 @@ class Settings:
     grace_seconds: float = 30.0
     checkpoint_seconds: float = 300.0
     deregister_on_exit: bool = False
+    exit_when_idle: float | None = None
     review: bool = False
     enrollment_token: str | None = None
     state_file: str | None = None

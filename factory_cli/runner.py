@@ -34,6 +34,12 @@ Rules:
   One review at a time; it takes no seat (claims come first) and stops, without a vote,
   on a stop, a drain or a refused token. A job refused or reviewed is not tried again in
   that round.
+- ``exit_when_idle`` (``--exit-when-idle SECONDS``, an ephemeral factory; not with
+  ``once``): once ``IdleClock`` says the factory has held nothing and every poll and claim
+  found nothing for that long, claim nothing more, deregister (``DEREGISTER_TRIES`` tries
+  while the coordinator is unreachable; a reply that may be lost makes a later 401 mean it
+  went through) and exit 0 — ``EXIT_NOT_DEREGISTERED`` when it could not, with
+  ``deregister_error`` saying why. A signal or a drain meanwhile ends the run as usual.
 """
 
 from __future__ import annotations
@@ -63,6 +69,7 @@ from factory_cli.backoff import Backoff
 from factory_cli.clock import Clock, iso
 from factory_cli.engines import Spawner, spawn_shell
 from factory_cli.gate import Gate, forced_interval
+from factory_cli.idle import IdleClock
 from factory_cli.jobrun import GIT_CHECKPOINT_SECONDS, Executor, JobRun, Outcome
 from factory_cli.review import ReviewOutcome, ReviewRun, factory_kind, round_of, why_not
 from factory_cli.state import write_state
@@ -73,12 +80,14 @@ log = logging.getLogger("factory_cli.run")
 
 EXIT_OK = 0
 EXIT_JOB_FAILED = 1  # --once: a job did not ship
+EXIT_NOT_DEREGISTERED = 1  # --exit-when-idle: idle, but the coordinator was not told
 EXIT_REFUSED = 3  # the coordinator refused the factory (token revoked, deregistered)
 EXIT_ABORTED = 130
 DEFAULT_HEARTBEAT_SECONDS = 30.0
 MAX_SEEN_COMMANDS = 1000
 MAX_REVIEW_SKIPS = 1000
 REVIEW_PAGE = 100  # jobs in review looked at per listing (one GET)
+DEREGISTER_TRIES = 3  # --exit-when-idle: the first try and two more, with the backoff
 
 
 class FactoryRefused(Exception):
@@ -97,6 +106,7 @@ class RunConfig:
     poll_seconds: float = 5.0
     grace_seconds: float = 30.0
     deregister_on_exit: bool = False
+    exit_when_idle: float | None = None  # seconds idle before deregistering and exiting 0
     once: bool = False
     review: bool = False  # also review other factories' jobs when idle (not with once)
     tick_seconds: float = 0.5  # how often held jobs are looked at
@@ -168,6 +178,14 @@ class Runner:
         self.review_forced_at = 0.0
         self.review_backoff = Backoff(rand)
         self.reviews: Counter[str] = Counter()
+        seconds = None if config.once else config.exit_when_idle
+        self.idle = IdleClock(seconds) if seconds is not None else None
+        self.leaving_idle = False  # idle long enough: deregistering, then exit
+        self.left_idle = False  # the run ended because it was idle (deregistered or not)
+        self.deregister_backoff = Backoff(rand)
+        self.deregister_tries = 0
+        self.deregister_maybe_done = False  # a try's reply may be lost: it may have gone through
+        self.deregister_error: str | None = None
 
     # --- control -----------------------------------------------------------------------
 
@@ -241,7 +259,12 @@ class Runner:
                 run.release("factory shutting down", now)
         if self._may_claim():
             self._poll_and_claim(now)
-        if self._should_leave():
+        if self._idle_expired(now):
+            self.leaving_idle = True
+            log.info("idle for %g s: deregistering and exiting", self._idle_seconds())
+        if self.leaving_idle and not self.stop_requested:
+            self._deregister_idle(now)
+        elif self._should_leave():
             self._leave()
 
     def sleep_for(self, now: float) -> float:
@@ -252,6 +275,10 @@ class Runner:
         wake = max(self.next_heartbeat_at, self.heartbeat_backoff.not_before)
         if self._may_claim():
             wake = min(wake, max(self.next_poll_at, self.poll_backoff.not_before))
+        if self.leaving_idle:
+            wake = min(wake, self.deregister_backoff.not_before)
+        elif self.idle is not None and (deadline := self.idle.deadline()) is not None:
+            wake = min(wake, deadline)
         return min(max(0.05, wake - now), 60.0)
 
     # --- heartbeat and commands ---------------------------------------------------------
@@ -326,6 +353,7 @@ class Runner:
             log.info("drain (by %s): finishing %d job(s), then leaving", by, len(self.runs))
         elif kind == "pause":
             self.paused = True
+            self._not_idle()
             log.info("paused by %s: claiming nothing new", by)
         elif kind == "resume":
             self.paused = self.draining = False
@@ -353,6 +381,7 @@ class Runner:
             and not self.draining
             and not self.paused
             and not (self.config.once and self.once_done)
+            and not self.leaving_idle
             and len(self.runs) < self.config.seats
         )
 
@@ -380,6 +409,7 @@ class Runner:
                 if not self.gate.should_claim(version, now):
                     self.poll_backoff.succeeded()
                     self.next_poll_at = now + self._poll_interval()
+                    self._found_nothing(now)
                     self._maybe_review(version, now)
                     return
             try:
@@ -398,11 +428,13 @@ class Runner:
                     self.lost_claim = request_id
                 raise
         except Unavailable as exc:
+            self._not_idle()
             delay = self.poll_backoff.failed(now, exc.retry_after)
             self.last_error = exc.message
             log.warning("coordinator unreachable (%s); retry in %.1fs", exc.message, delay)
             return
         except Forbidden as exc:
+            self._not_idle()
             if self._drop_disallowed(exc):
                 return
             self.poll_backoff.failed(now)
@@ -411,6 +443,7 @@ class Runner:
         except Unauthorized:
             raise
         except ApiError as exc:
+            self._not_idle()
             delay = self.poll_backoff.failed(now)
             log.warning("claim refused: %s; retry in %.1fs", exc.message, delay)
             return
@@ -424,6 +457,7 @@ class Runner:
                 if not self.runs:
                     log.info("nothing to claim")
             self.next_poll_at = now + self._poll_interval()
+            self._found_nothing(now)
             if version is not None:
                 self._maybe_review(version, now)
             return
@@ -462,6 +496,7 @@ class Runner:
             git_checkpoint_seconds=self.config.git_checkpoint_seconds,
         )
         self.runs[run.id] = run
+        self._not_idle()
         run.start(now)
         self.next_heartbeat_at = min(self.next_heartbeat_at, now + run.heartbeat_every)
 
@@ -549,6 +584,7 @@ class Runner:
             rand=self.rand,
             now=now,
         )
+        self._not_idle()
         self.review.start(now)
 
     def _tick_review(self, now: float) -> None:
@@ -612,6 +648,64 @@ class Runner:
         self.exit_code = EXIT_JOB_FAILED if self.config.once and failed else EXIT_OK
         log.info("factory %s stopped", self.config.factory_id)
 
+    # --- --exit-when-idle ----------------------------------------------------------------------
+
+    def _found_nothing(self, now: float) -> None:
+        if self.idle is not None and not self.runs and self.review is None:
+            self.idle.found_nothing(now)
+
+    def _not_idle(self) -> None:
+        if self.idle is not None:
+            self.idle.reset()
+
+    def _idle_seconds(self) -> float:
+        return self.idle.seconds if self.idle is not None else 0.0
+
+    def _idle_expired(self, now: float) -> bool:
+        return (
+            self.idle is not None
+            and not self.leaving_idle
+            and not (self.stop_requested or self.draining or self.paused)
+            and not self.runs
+            and self.review is None
+            and self.idle.expired(now)
+        )
+
+    def _deregister_idle(self, now: float) -> None:
+        """Leave the fleet: it holds nothing, so there is nothing to finish or release."""
+        if not self.deregister_backoff.ready(now):
+            return
+        self.deregister_tries += 1
+        try:
+            self.client.deregister(self.config.factory_id)
+        except Unavailable as exc:
+            self.deregister_maybe_done |= reply_may_be_lost(exc)
+            if self.deregister_tries >= DEREGISTER_TRIES:
+                self._left_idle(f"{exc.message} (tried {self.deregister_tries} times)")
+                return
+            delay = self.deregister_backoff.failed(now, exc.retry_after)
+            self.last_error = exc.message
+            log.warning("deregistration failed (%s); retry in %.1fs", exc.message, delay)
+            return
+        except Unauthorized:
+            # Deregistering revokes the token: after a try whose reply was lost, a 401 says
+            # that try went through. Otherwise the factory was refused already (exit 3).
+            if not self.deregister_maybe_done:
+                raise
+        except ApiError as exc:
+            self._left_idle(exc.message)
+            return
+        log.info("deregistered %s", self.config.factory_id)
+        self._left_idle(None)
+
+    def _left_idle(self, error: str | None) -> None:
+        self.left_idle = True
+        self.deregister_error = error
+        if error is not None:
+            self.last_error = f"not deregistered: {error}"
+        self.exit_code = EXIT_OK if error is None else EXIT_NOT_DEREGISTERED
+        log.info("factory %s stopped", self.config.factory_id)
+
     def _refused(self, reason: str, now: float) -> None:
         log.error(
             "%s: stopping every engine and exiting; the coordinator requeues the held jobs",
@@ -649,6 +743,8 @@ class Runner:
             return "stopped"
         if self.stop_requested:
             return "stopping"
+        if self.leaving_idle:
+            return "leaving"
         if self.draining:
             return "draining"
         if self.paused:
@@ -675,6 +771,7 @@ class Runner:
             "outcomes": dict(self.outcomes),
             "review": self.review.view(now) if self.review is not None else None,
             "reviews": dict(self.reviews),
+            "idle": self.idle.view(now) if self.idle is not None else None,
             "lastError": self.last_error,
             "workRoot": str(self.config.work_root),
         }
