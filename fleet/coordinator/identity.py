@@ -1,16 +1,19 @@
 """Who is calling: the one seam between requests and principals.
 
 A caller proves who it is with a bearer token (``Authorization: Bearer <token>``); the
-token's kind is its prefix (``flo_`` operator, ``flf_`` factory, ``fle_`` enrollment) and
-``fleet.coordinator.tokens`` verifies it. A factory token names its factory and its product.
-An operator token names a person (``operator:NAME`` in every event they cause), a role and
-the products it may touch; operators name the product of a call with ``X-Fleet-Product``
-(default ``default``), or the path does (``{productId}``). A factory may send
-``X-Fleet-Product`` too, but only its own product (another is 403).
+token's kind is its prefix (``flo_`` operator, ``flf_`` factory, ``fls_`` scaler, ``fle_``
+enrollment) and ``fleet.coordinator.tokens`` verifies it. A factory token names its factory
+and its product. An operator token names a person (``operator:NAME`` in every event they
+cause), a role and the products it may touch; operators name the product of a call with
+``X-Fleet-Product`` (default ``default``), or the path does (``{productId}``). A factory may
+send ``X-Fleet-Product`` too, but only its own product (another is 403). A scaler token
+(an autoscaler: KEDA, ``fleet-factory autoscale``) names itself (``scaler:NAME``) and one
+product, and may call only the operations whose caller is ``demand`` (reading the product's
+demand), for that product; every other operation refuses it (403).
 
 Roles, each allowed what the one before it is: a **viewer** reads; an **operator** also acts
 (submits, job actions, factory commands, reviews, pauses); an **admin** also manages tokens
-(operator and enrollment tokens, factory token revocation), budgets' ceilings and
+(operator, enrollment and scaler tokens, factory token revocation), budgets' ceilings and
 adjustments, channels and settings. The bootstrap tokens from ``FLEET_OPERATOR_TOKENS`` are
 admins of every product. A token used for a product outside its list is 403.
 
@@ -21,10 +24,10 @@ identity headers themselves.
 
 Cost: a call verifies the token with one point read of its document (operator tokens from
 settings need none), so a revocation takes effect on the next request — except the idle
-gate poll (caller ``gate``) and a factory's calls about work it holds (caller ``holder``),
-which may use a per-instance cache of verified tokens for up to
-``TokenConfig.gate_cache_seconds``: polling stays one point read and a holder's reports cost
-no token read. Revoking a factory takes its jobs back at once, so what the cache still
+gate poll (caller ``gate``), a factory's calls about work it holds (caller ``holder``) and
+the demand poll (caller ``demand``), which may use a per-instance cache of verified tokens for
+up to ``TokenConfig.gate_cache_seconds``: polling stays one point read and a holder's reports
+cost no token read. Revoking a factory takes its jobs back at once, so what the cache still
 accepts from it for those seconds is fenced.
 """
 
@@ -49,8 +52,10 @@ _RANK: dict[Role, int] = {role: rank for rank, role in enumerate(ROLES)}
 
 @dataclass(frozen=True)
 class Principal:
-    kind: Literal["factory", "operator"]
-    id: str  # a factory's name, or the operator's (a bootstrap token's: op-<hash prefix>)
+    kind: Literal["factory", "operator", "scaler"]
+    # A factory's name, the operator's (a bootstrap token's: op-<hash prefix>), or the scaler
+    # token's.
+    id: str
     product: str  # the product this call is about
     # A factory enrolled with a capability allowlist may advertise only these (None: any).
     allowed_capabilities: frozenset[str] | None = None
@@ -68,8 +73,8 @@ class Principal:
         return f"{self.kind}:{self.id}"
 
     def may(self, role: Role) -> bool:
-        """Whether an operator's role allows what ``role`` may do (factories: what their
-        kind of caller may do is the operation's ``Caller``, not a role)."""
+        """Whether an operator's role allows what ``role`` may do (factories and scalers: what
+        their kind of caller may do is the operation's ``Caller``, not a role)."""
         return self.kind != "operator" or _RANK[self.role] >= _RANK[role]
 
     def check_role(self, role: Role) -> None:
@@ -89,7 +94,7 @@ class Principal:
 
     def may_touch(self, product: str) -> bool:
         """Whether the token is for ``product``."""
-        if self.kind == "factory":
+        if self.kind != "operator":
             return product == self.product
         return self.products is None or product in self.products
 
@@ -171,14 +176,32 @@ def product_of(source: Source) -> str:
     return product_header(source) or DEFAULT_PRODUCT
 
 
-Want = Literal["factory", "operator", "any"]
+# The kinds of token a call takes: a factory's, an operator's, either, or an operator's or a
+# scaler's (the only one that takes a scaler's).
+Want = Literal["factory", "operator", "any", "operator_or_scaler"]
 
 # Who may call an operation: a factory token, an operator token, either, either through the
 # gate poll's cache of verified tokens, or anyone (the operation authenticates itself, if at
 # all: health, the OpenAPI document, enrollment, GitHub's webhook).
 # ``holder``: a factory about work it holds (its reports, renewals, releases, events,
 # artifacts, heartbeats): as ``factory``, its token trusted from this instance's cache.
-Caller = Literal["factory", "holder", "operator", "any", "gate", "anonymous"]
+# ``demand``: an operator (its role and product checked as for ``operator``) or a scaler token
+# of the product, trusted from this instance's cache as ``gate`` is (an autoscaler polls the
+# product's demand: one point read). The only caller a scaler token may be.
+Caller = Literal["factory", "holder", "operator", "any", "gate", "demand", "anonymous"]
+
+# The token each caller takes, and the callers that trust this instance's cache of verified
+# tokens.
+_WANT: dict[Caller, Want] = {
+    "factory": "factory",
+    "holder": "factory",
+    "operator": "operator",
+    "any": "any",
+    "gate": "any",
+    "demand": "operator_or_scaler",
+}
+_CACHED: frozenset[Caller] = frozenset({"gate", "holder", "demand"})
+SCALER_ONLY = "a scaler token may only read demand (GET /api/fleet/demand)"
 
 
 # What an operation is about: one product (the caller must be allowed it), or the fleet
@@ -206,21 +229,24 @@ def authenticate(
     """The principal ``caller`` names, proven by the request's bearer token: 401 when it
     proves nothing, 403 when it proves a principal that may not call — the wrong kind, an
     operator whose role is below ``role``, or (``scope`` product) a token for other
-    products. ``product`` is the product the path names (else ``X-Fleet-Product``). ``gate``
-    and ``holder`` trust a token this instance verified within the last
-    ``gate_cache_seconds`` without a read, so the idle poll stays one point read and a
-    holder's calls cost no token read: a revocation reaches those calls on other instances
-    within that time (the revoking instance forgets at once), and cannot reach the work the
-    factory held — revoking it takes its jobs back, fencing every write it still sends."""
+    products; a scaler token anywhere but ``demand``. ``product`` is the product the path
+    names (else ``X-Fleet-Product``). ``gate``, ``holder`` and ``demand`` trust a token this
+    instance verified within the last ``gate_cache_seconds`` without a read, so the idle poll
+    and an autoscaler's demand poll stay one point read and a holder's calls cost no token
+    read: a revocation reaches those calls on other instances within that time (the revoking
+    instance forgets at once), and cannot reach the work the factory held — revoking it takes
+    its jobs back, fencing every write it still sends."""
     if caller == "anonymous":
         raise ValueError("an anonymous operation has no principal to authenticate")
-    want: Want = "any" if caller == "gate" else "factory" if caller == "holder" else caller
     principal = tokens.authenticate(
         bearer_token(source),
         product if product is not None else product_header(source),
-        want=want,
-        cached=caller in ("gate", "holder"),
+        want=_WANT[caller],
+        cached=caller in _CACHED,
     )
+    if principal.kind == "scaler" and caller != "demand":
+        # ``Tokens`` refuses it already (``want``); said here too, where callers are decided.
+        raise Forbidden(SCALER_ONLY)
     principal.check_role(role)
     if scope == "product":
         principal.check_product()

@@ -2,8 +2,8 @@
 
 A token is ``<prefix><43 url-safe characters>``; it is stored only as its SHA-256 (hex), in a
 ``token`` document of the system partition whose id is ``tok-<sha256>``, so authenticating a
-request is one point read. Enrollment and factory tokens belong to a product (``product``);
-named operator tokens to none (``product`` is ``*``; ``products`` lists what they may
+request is one point read. Enrollment, factory and scaler tokens belong to a product
+(``product``); named operator tokens to none (``product`` is ``*``; ``products`` lists what they may
 touch). Every write that ends or shortens a token's life goes through ``TokenStore``, which
 also evicts the token from this instance's cache of verified tokens: the gate poll never
 trusts a token this instance has itself revoked or rotated out.
@@ -30,16 +30,18 @@ from fleet.store.queries import TOKENS_OF_FACTORY, TOKENS_OF_PRODUCT
 OPERATOR_PREFIX = "flo_"
 ENROLLMENT_PREFIX = "fle_"
 FACTORY_PREFIX = "flf_"
+SCALER_PREFIX = "fls_"
 ID_CHARS = 12  # the hex prefix of the hash that names a token in listings
 # The ``product`` of an operator token's document: it is no one product's (its ``products``
 # say which it may touch), and no product is named so (product names start alphanumeric).
 OPERATOR_SCOPE = "*"
 
-TokenKind = Literal["operator", "enrollment", "factory"]
+TokenKind = Literal["operator", "enrollment", "factory", "scaler"]
 PREFIXES: dict[TokenKind, str] = {
     "operator": OPERATOR_PREFIX,
     "enrollment": ENROLLMENT_PREFIX,
     "factory": FACTORY_PREFIX,
+    "scaler": SCALER_PREFIX,
 }
 
 # The one message for every refused token: never which check failed.
@@ -68,7 +70,7 @@ class TokenDoc(Document):
     createdBy: str
     expiresAt: Timestamp | None = None
     capabilities: tuple[str, ...] | None = None  # allowlist (enrollment and factory tokens)
-    name: str | None = None  # operator tokens: the person (events say operator:NAME)
+    name: str | None = None  # operator and scaler tokens: events say operator:NAME, scaler:NAME
     role: Role | None = None  # operator tokens
     products: tuple[str, ...] | None = None  # operator tokens: ("*",) for every product
     maxSeats: int | None = None  # enrollment tokens: the most seats the factory may use
@@ -104,7 +106,7 @@ class TokenDoc(Document):
 
 
 class VerifiedCache:
-    """Verified factory and named operator tokens, per instance: hash -> (principal,
+    """Verified factory, named operator and scaler tokens, per instance: hash -> (principal,
     trusted until). LRU-bounded."""
 
     def __init__(self, size: int) -> None:
@@ -239,6 +241,15 @@ class TokenStore:
         """Every named operator token, oldest first, read as they are taken."""
         rows = self.docs.query(
             TOKENS_OF_PRODUCT, SYSTEM_PARTITION, {"product": OPERATOR_SCOPE, "kind": "operator"}
+        )
+        return (TokenDoc.from_doc(r) for r in rows)
+
+    # --- scaler tokens ---------------------------------------------------------------
+
+    def scaler_tokens(self, product: str) -> Iterator[TokenDoc]:
+        """The product's scaler tokens, oldest first, read as they are taken."""
+        rows = self.docs.query(
+            TOKENS_OF_PRODUCT, SYSTEM_PARTITION, {"product": product, "kind": "scaler"}
         )
         return (TokenDoc.from_doc(r) for r in rows)
 

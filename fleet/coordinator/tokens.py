@@ -1,10 +1,11 @@
-"""Tokens: operator, enrollment and factory credentials (modelled on Buildkite agent tokens).
+"""Tokens: operator, enrollment, factory and scaler credentials (modelled on Buildkite agent
+tokens).
 
 A token is ``<prefix><43 url-safe characters>`` (``secrets.token_urlsafe(32)``: 256 bits);
 the prefix names its kind so a leaked one is recognisable: ``flo_`` operator, ``fle_``
-enrollment, ``flf_`` factory. A token is shown once, when it is created, and stored only as
-its SHA-256 (hex), in a ``token`` document of the system partition whose id is
-``tok-<sha256>`` — so authenticating a request is one point read.
+enrollment, ``flf_`` factory, ``fls_`` scaler. A token is shown once, when it is created,
+and stored only as its SHA-256 (hex), in a ``token`` document of the system partition whose
+id is ``tok-<sha256>`` — so authenticating a request is one point read.
 
 - Operators create **enrollment tokens** for a product (optional expiry, optional capability
   allowlist). A factory exchanges one, once, for its own **factory token**
@@ -20,13 +21,17 @@ its SHA-256 (hex), in a ``token`` document of the system partition whose id is
 - **Named operator tokens** are people (``fleet.coordinator.operators``): an admin of every
   product creates one with a name, a role and the products it may touch; verifying one is a
   point read of its document, like a factory token's.
+- **Scaler tokens** are autoscalers (``fleet.coordinator.scaler_tokens``): an admin of a
+  product creates one for it with a name; it proves ``scaler:NAME`` of that product, and
+  only the ``demand`` caller takes it (403 everywhere else, whatever the ``want``).
 
 Hashes are compared with ``hmac.compare_digest``. A refused token is always the same 401
 ("invalid, expired or revoked token"): the caller never learns which it was.
 
-The idle gate poll (``GET /api/fleet/queue-state``) must stay one point read, and a factory's
-calls about work it holds (reports, renewals, events, heartbeats) should cost no token read,
-so they may use a small per-instance cache of verified factory and named operator tokens
+The idle gate poll (``GET /api/fleet/queue-state``) and the demand poll
+(``GET /api/fleet/demand``) must stay one point read, and a factory's calls about work it
+holds (reports, renewals, events, heartbeats) should cost no token read, so they may use a
+small per-instance cache of verified factory, named operator and scaler tokens
 (``gate_cache_seconds``, bounded to ``gate_cache_size`` entries): there a revoked or expired
 token can keep working for up to that long on an instance that verified it just before (the
 instance that revokes it forgets it at once, and takes the factory's jobs back, so its writes
@@ -40,7 +45,7 @@ import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Literal
+from typing import Any
 
 from fleet.coordinator.clock import Clock
 from fleet.coordinator.enrollment import (
@@ -58,13 +63,19 @@ from fleet.coordinator.factory_tokens import (
     FactoryTokens,
     Rotation,
 )
-from fleet.coordinator.identity import DEFAULT_PRODUCT, Principal, Role
+from fleet.coordinator.identity import DEFAULT_PRODUCT, SCALER_ONLY, Principal, Role, Want
 from fleet.coordinator.operators import (
     IssuedOperatorToken,
     OperatorTokenNotFound,
     OperatorTokens,
     bootstrap_principal,
     principal_of,
+)
+from fleet.coordinator.scaler_tokens import (
+    IssuedScalerToken,
+    ScalerTokenExists,
+    ScalerTokenNotFound,
+    ScalerTokens,
 )
 from fleet.coordinator.service import Coordinator
 from fleet.coordinator.token_store import (
@@ -75,6 +86,7 @@ from fleet.coordinator.token_store import (
     MISSING,
     OPERATOR_PREFIX,
     PREFIXES,
+    SCALER_PREFIX,
     TokenDoc,
     TokenKind,
     TokenStore,
@@ -92,6 +104,7 @@ __all__ = [
     "MISSING",
     "OPERATOR_PREFIX",
     "PREFIXES",
+    "SCALER_PREFIX",
     "Enrollment",
     "EnrollmentTokenNotFound",
     "FactoryExists",
@@ -99,9 +112,12 @@ __all__ = [
     "FactoryRevoked",
     "FactorySelfLike",
     "IssuedOperatorToken",
+    "IssuedScalerToken",
     "IssuedToken",
     "OperatorTokenNotFound",
     "Rotation",
+    "ScalerTokenExists",
+    "ScalerTokenNotFound",
     "TokenConfig",
     "TokenDoc",
     "TokenKind",
@@ -162,6 +178,7 @@ class Tokens:
             fleet_log=coordinator.fleet_log,
         )
         self._operators = OperatorTokens(self._store, self.clock)
+        self._scalers = ScalerTokens(self._store, self.clock, coordinator.fleet_log)
 
     # --- authentication --------------------------------------------------------------
 
@@ -170,29 +187,36 @@ class Tokens:
         token: str | None,
         product: str | None,
         *,
-        want: Literal["factory", "operator", "any"],
+        want: Want,
         cached: bool = False,
     ) -> Principal:
         """The principal a bearer token proves. ``product`` is the ``X-Fleet-Product``
         header if sent. 401 when the token proves nothing; 403 when it proves a principal
-        that may not make this call. ``cached``: the gate poll's cache may answer."""
+        that may not make this call (a scaler token: any ``want`` but
+        ``operator_or_scaler``). ``cached``: the gate poll's cache may answer."""
         if token is None:
             raise Unauthorized(MISSING)
         if token.startswith(OPERATOR_PREFIX):
             principal = self._operator(token, product or DEFAULT_PRODUCT, cached=cached)
         elif token.startswith(FACTORY_PREFIX):
-            principal = self._factory(token, cached=cached)
+            principal = self._verified(hash_token(token), "factory", cached=cached)
+        elif token.startswith(SCALER_PREFIX):
+            principal = self._verified(hash_token(token), "scaler", cached=cached)
         elif token.startswith(ENROLLMENT_PREFIX):
             raise Unauthorized(
                 "an enrollment token only enrolls a factory (POST /api/fleet/factories/enroll)"
             )
         else:
             raise Unauthorized(INVALID)
+        if principal.kind == "scaler" and want != "operator_or_scaler":
+            raise Forbidden(SCALER_ONLY)
         if want == "operator" and principal.kind != "operator":
             raise Forbidden("factory tokens cannot do this: it needs an operator token")
         if want == "factory" and principal.kind != "factory":
             raise Forbidden("operator tokens cannot do this: it needs a factory token")
-        if principal.kind == "factory" and product is not None and product != principal.product:
+        if want == "operator_or_scaler" and principal.kind == "factory":
+            raise Forbidden("factory tokens cannot do this: it needs an operator or scaler token")
+        if principal.kind != "operator" and product is not None and product != principal.product:
             raise Forbidden("this token is for another product")
         return principal
 
@@ -206,9 +230,6 @@ class Tokens:
             return bootstrap_principal(digest, product)
         # A named operator: its cached principal is about whichever product it last named.
         return self._verified(digest, "operator", cached=cached).about(product)
-
-    def _factory(self, token: str, *, cached: bool) -> Principal:
-        return self._verified(hash_token(token), "factory", cached=cached)
 
     def _verified(self, digest: str, kind: TokenKind, *, cached: bool) -> Principal:
         """The principal of the live ``kind`` token whose hash is ``digest``: one point
@@ -224,6 +245,10 @@ class Tokens:
             raise Unauthorized(INVALID)
         if kind == "operator" and doc.name is not None and doc.role is not None:
             principal = principal_of(doc, DEFAULT_PRODUCT)
+        elif kind == "scaler" and doc.name is not None:
+            principal = Principal(
+                kind="scaler", id=doc.name, product=doc.product, token_hash=digest
+            )
         elif kind == "factory" and doc.factoryId is not None:
             principal = Principal(
                 kind="factory",
@@ -266,6 +291,24 @@ class Tokens:
     def revoke_operator_token(self, token_id: str, actor: str) -> dict[str, Any]:
         """Refuse the operator token from the next request; the token as it is now."""
         return self._operators.revoke(token_id, actor)
+
+    # --- scaler tokens (autoscalers) ------------------------------------------------
+
+    def create_scaler_token(
+        self, product: str, name: str, actor: str, *, expires_in_seconds: int | None = None
+    ) -> IssuedScalerToken:
+        """A token for the autoscaler ``name`` of ``product``, shown this once (409 when the
+        product has a live one of that name)."""
+        return self._scalers.create(product, name, actor, expires_in_seconds=expires_in_seconds)
+
+    def list_scaler_tokens(self, product: str) -> list[dict[str, Any]]:
+        """The product's scaler tokens, oldest first, without secrets or hashes."""
+        return self._scalers.list(product)
+
+    def revoke_scaler_token(self, product: str, token_id: str, actor: str) -> dict[str, Any]:
+        """Refuse the scaler token from the next request (this instance's cache forgets it
+        at once); the token as it is now."""
+        return self._scalers.revoke(product, token_id, actor)
 
     # --- enrollment ------------------------------------------------------------------
 

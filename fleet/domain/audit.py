@@ -31,6 +31,8 @@ EVENT_DOC = "fleet_event"  # the type of an event document of its own
 TYPES: dict[str, str] = {
     "enrollment_token_created": "an operator created an enrollment token",
     "enrollment_token_revoked": "an operator revoked an enrollment token",
+    "scaler_token_created": "an operator created a scaler token (an autoscaler's)",
+    "scaler_token_revoked": "an operator revoked a scaler token",
     "factory_enrolled": "a factory enrolled with an enrollment token",
     "token_rotated": "a factory's token was rotated",
     "token_revoked": "a factory's tokens were revoked",
@@ -58,7 +60,14 @@ TYPES: dict[str, str] = {
 # What only admins see whole: tokens' ids, allowlists, seats and expiry (as the token lists
 # are theirs). Others see that it happened, who did it and to which factory.
 ADMIN_DETAILS = frozenset(
-    {"enrollment_token_created", "enrollment_token_revoked", "factory_enrolled", "token_rotated"}
+    {
+        "enrollment_token_created",
+        "enrollment_token_revoked",
+        "scaler_token_created",
+        "scaler_token_revoked",
+        "factory_enrolled",
+        "token_rotated",
+    }
 )
 
 

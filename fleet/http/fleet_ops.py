@@ -291,7 +291,7 @@ def metrics(req: func.HttpRequest, call: Call) -> func.HttpResponse:
 @operations.route(
     "fleet/demand",
     "GET",
-    caller="operator",
+    caller="demand",
     role="viewer",
     id="demand",
     summary="What the product's queued and running work asks of the fleet, by capability set",
@@ -302,7 +302,8 @@ def metrics(req: func.HttpRequest, call: Call) -> func.HttpResponse:
         "their totals. Kept by the reaper's pass (at most one `REAPER_SCHEDULE` period "
         "behind); this is one point read. What an autoscaler polls: with `capabilities`, "
         "only that set (its figures are then the totals: 0 when nothing requires it), so a "
-        "scale rule reads one number (`routable`)."
+        "scale rule reads one number (`routable`). An operator (a viewer at least) or the "
+        "product's scaler token may call it; a warm poll with either is this one read."
     ),
     params=(
         query_param(

@@ -63,8 +63,8 @@ TAGS = (
     {"name": "budgets", "description": "Budgets and channel limits."},
     {
         "name": "tokens",
-        "description": "Who is calling; operator and enrollment tokens, enrollment, rotation "
-        "and revocation.",
+        "description": "Who is calling; operator, enrollment and scaler tokens, enrollment, "
+        "rotation and revocation.",
     },
     {"name": "profiles", "description": "Persona profiles (immutable versions)."},
     {"name": "meta", "description": "Health and this document."},
@@ -103,7 +103,9 @@ _SECURITY_SCHEMES: dict[str, Schema] = {
             "operation's `x-fleet-role` says which it needs) and products "
             "(`POST /api/fleet/operator-tokens`). Factory tokens start `flf_` (from "
             "enrollment), enrollment tokens `fle_` (only for "
-            "`POST /api/fleet/factories/enroll`)."
+            "`POST /api/fleet/factories/enroll`), scaler tokens `fls_` (autoscalers, from "
+            "`POST /api/fleet/scaler-tokens`: only for `GET /api/fleet/demand` of their "
+            "product)."
         ),
     }
 }
@@ -114,6 +116,7 @@ _BEARER_NOTE: dict[Bearer, str] = {
     "factory": "Bearer: a factory token.",
     "operator": "Bearer: an operator token{role}.",
     "any": "Bearer: an operator token{role} or a factory token.",
+    "operator_or_scaler": "Bearer: an operator token{role} or the product's scaler token.",
     "enrollment": "Bearer: an enrollment token.",
     "none": "",
 }
@@ -357,7 +360,7 @@ def _operation(op: Operation, refs: dict[tuple[type[BaseModel], str], Schema]) -
     if declared != in_route:
         raise ValueError(f"{op.method} {op.route}: path parameters {sorted(declared)} declared")
     out: Schema = {"operationId": op.id, "summary": op.summary, "tags": [op.tag]}
-    if op.bearer in ("operator", "any"):
+    if op.bearer in ("operator", "any", "operator_or_scaler"):
         out["x-fleet-role"] = op.role  # what an operator token must be to call it
     description = " ".join(filter(None, (_bearer_note(op), op.description)))
     if description:

@@ -17,19 +17,20 @@ body model, the reply models per status, the errors it can answer)::
 
 and the composition root (``function_app.py``) turns the declarations into a Blueprint over
 the process's context provider: ``operations.blueprint(context)``. An operation also
-declares the role an operator token needs (``role=``: by default a ``GET`` needs a viewer and
-anything else an operator; ``"admin"`` for tokens, budgets' ceilings and adjustments,
-channels and settings) and whether it is about one product (``scope``). The function it
-registers for each operation (``serve``) does three things in one place: it authenticates
-the caller the operation names (``fleet.coordinator.identity``, with the context's
-``Tokens``: the first request builds the context) — its kind, its role, and that its token is
-for the product the call names (``{productId}`` in the route, else ``X-Fleet-Product``) —,
-hands the handler a ``Call`` carrying the principal and the context, and maps every error to
-its HTTP response (``fleet.http.responses``). Handlers repeat none of that. An anonymous
-operation that never reads ``call.context`` (the OpenAPI document) never builds it; health
-reads it and reports a failed build itself. The registered function carries its declaration
-(``operation_of``): ``fleet.http.openapi`` builds the document by walking the app's functions
-and reading them.
+declares the role an operator token needs (``role=``: by default a ``GET`` needs a viewer
+and anything else an operator; ``"admin"`` for tokens, budgets' ceilings and adjustments,
+channels and settings) and whether it is about one product (``scope``); ``caller="demand"``
+admits an operator or a scaler token of the product, and is the only caller a scaler token
+may be (``fleet.coordinator.identity``). The function it registers for each operation
+(``serve``) does three things in one place: it authenticates the caller the operation names
+(``fleet.coordinator.identity``, with the context's ``Tokens``: the first request builds the
+context) — its kind, its role, and that its token is for the product the call names
+(``{productId}`` in the route, else ``X-Fleet-Product``) —, hands the handler a ``Call``
+carrying the principal and the context, and maps every error to its HTTP response
+(``fleet.http.responses``). Handlers repeat none of that. An anonymous operation that never
+reads ``call.context`` (the OpenAPI document) never builds it; health reads it and reports a
+failed build itself. The registered function carries its declaration (``operation_of``):
+``fleet.http.openapi`` builds the document by walking the app's functions and reading them.
 """
 
 from __future__ import annotations
@@ -104,14 +105,16 @@ class OneOf:
 # a JSON schema.
 Shape = type[BaseModel] | OneOf | Schema
 # Which bearer token an operation takes, as the document says it: a factory's, an
-# operator's, either, an enrollment token (enroll only), or none.
-Bearer = Literal["factory", "operator", "any", "enrollment", "none"]
+# operator's, either, an operator's or a scaler's (the demand poll only), an enrollment token
+# (enroll only), or none.
+Bearer = Literal["factory", "operator", "any", "operator_or_scaler", "enrollment", "none"]
 _BEARER: dict[Caller, Bearer] = {
     "factory": "factory",
     "holder": "factory",
     "operator": "operator",
     "any": "any",
     "gate": "any",
+    "demand": "operator_or_scaler",
     "anonymous": "none",
 }
 

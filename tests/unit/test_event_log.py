@@ -13,7 +13,7 @@ from fleet.coordinator.clock import ManualClock
 from fleet.domain.audit import EMBEDDED, TYPES, FleetEvent, new_event, with_event
 from fleet.domain.manifest import Manifest
 from fleet.domain.models import Factory
-from fleet.http import budgets, factories, fleet_ops, profiles, tokens, tracker
+from fleet.http import budgets, factories, fleet_ops, profiles, scaler_tokens, tokens, tracker
 from fleet.store.queries import EVENTS_CHANGED_SINCE
 from tests.support.handlers import OPERATOR, call
 
@@ -67,6 +67,8 @@ def test_event_log_every_fleet_operation_is_in_the_feed(
     ok(ctx, fleet_ops.register_factory, "POST", f1, {"capabilities": ["python"]})
     spare = ok(ctx, tokens.create_enrollment_token, "POST", OPERATOR, {})
     ok(ctx, tokens.revoke_enrollment_token, "DELETE", OPERATOR, id=spare["id"])
+    scaler = ok(ctx, scaler_tokens.create_scaler_token, "POST", OPERATOR, {"name": "keda"})
+    ok(ctx, scaler_tokens.revoke_scaler_token, "DELETE", OPERATOR, id=scaler["id"])
     # commands: queued, then acknowledged on a heartbeat
     coord.submit(P, Manifest(title="a", body="x"), "operator:o")
     job_id = ok(ctx, fleet_ops.claim, "POST", f1, {"capabilities": ["python"]})["job"]["id"]

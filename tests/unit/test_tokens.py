@@ -942,7 +942,8 @@ def _route_params(op: Operation) -> list[str]:
 def test_tokens_http_viewers_read_everything_and_admins_manage(app_context: AppContext) -> None:
     ops = {op.id: op for op in declared(app_context) if op.caller != "factory"}
     reads = {i for i, op in ops.items() if op.method == "GET" and op.role != "viewer"}
-    assert reads == {"listEnrollmentTokens", "listOperatorTokens"}  # tokens are admins'
+    # Tokens are admins'.
+    assert reads == {"listEnrollmentTokens", "listOperatorTokens", "listScalerTokens"}
     writes = {i for i, op in ops.items() if op.method != "GET" and op.role == "viewer"}
     assert writes == set()  # a viewer changes nothing
     admins = {i for i, op in ops.items() if op.role == "admin"}

@@ -16,7 +16,7 @@ const FORWARD_PAGES = 20; // forward-only feed: at most this many pages of 500 r
 export const FILTERS = ["type", "factory", "job", "operator"];
 export const FLEET_TYPES = ["factory_registered", "factory_deregistered", "factory_pruned", "factory_live",
   "factory_stale", "factory_down", "command_queued", "command_acked", "enrollment_token_created",
-  "enrollment_token_revoked", "factory_enrolled", "token_rotated", "token_revoked", "budget_set",
+  "enrollment_token_revoked", "scaler_token_created", "scaler_token_revoked", "factory_enrolled", "token_rotated", "token_revoked", "budget_set",
   "budget_paused", "budget_resumed", "budget_adjusted", "settings_changed", "channel_changed",
   "channel_deleted", "profile_saved", "tracker_bound", "tracker_unbound"];
 const JOB_TYPES = ["submit", "unblock", "decompose", "deps_failed", "assign", "expire", "expire_final",
