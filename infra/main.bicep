@@ -9,6 +9,8 @@
 // the storage account's shared keys are disabled. Secrets are in Key Vault (app/keyvault.bicep),
 // the app settings only refer to them. publicNetworkAccess=Disabled puts Storage, Cosmos DB and
 // Key Vault behind private endpoints in a virtual network the app joins (app/network.bicep).
+// factorySets (off by default) adds elastic factories: Container Apps Jobs that demand starts
+// (app/factories.bicep).
 targetScope = 'subscription'
 
 @minLength(1)
@@ -157,6 +159,49 @@ param maximumInstanceCount int = 100
 @description('Flex Consumption: memory per instance (MB).')
 param instanceMemoryMB int = 2048
 
+@description('Elastic factories (app/factories.bicep, docs/deployment.md): one Container Apps Job per capability set, each execution one ephemeral factory started by the set\'s demand. Each entry: {name: 1-20 lowercase letters, digits or -, capabilities: the exact set its jobs require, engine?: the preset it runs (claude, codex, aider), maxExecutions?: overrides factoryMaxExecutions}. Empty (the default): none, and no Container Apps environment.')
+param factorySets array = []
+
+@description('Elastic factories: the image (this repository\'s Dockerfile, built and pushed by the operator), e.g. myregistry.azurecr.io/fleet-factory:1.')
+param factoryImage string = ''
+
+@description('Elastic factories: the registry the image is pulled from with the factories\' identity (an Azure Container Registry where that identity has AcrPull); empty: a public image.')
+param factoryRegistryServer string = ''
+
+@description('Elastic factories: the product they enroll in and whose demand starts them.')
+param factoryProduct string = 'default'
+
+@description('Elastic factories: the Key Vault secret holding the product\'s scaler token (fls_..., POST /api/fleet/scaler-tokens); it must exist before the deployment.')
+param factoryScalerTokenSecret string = 'fleet-scaler-token'
+
+@description('Elastic factories: the Key Vault secret holding the product\'s enrollment token (fle_...); it must exist before the deployment.')
+param factoryEnrollmentTokenSecret string = 'fleet-enrollment-token'
+
+@description('Elastic factories: engine credentials from Key Vault, environment variable -> secret name, e.g. {"ANTHROPIC_API_KEY": "anthropic-api-key"}; each secret must exist before the deployment.')
+param factoryEngineSecrets object = {}
+
+@minValue(1)
+@description('Elastic factories: the most executions (factories) a capability set runs at once, unless its entry says otherwise.')
+param factoryMaxExecutions int = 5
+
+@minValue(10)
+@description('Elastic factories: how often (seconds) each set\'s demand is polled.')
+param factoryPollingInterval int = 30
+
+@minValue(60)
+@description('Elastic factories: the longest one execution runs (seconds); then it is stopped (SIGTERM: its jobs are released with their checkpoints) and demand starts another.')
+param factoryReplicaTimeout int = 14400
+
+@minValue(1)
+@description('Elastic factories: an execution deregisters and exits after this many seconds idle (fleet-factory run --exit-when-idle).')
+param factoryIdleSeconds int = 300
+
+@description('Elastic factories: vCPUs per execution, a decimal string (Consumption profile: 0.25 to 4, with factoryMemory twice as many Gi).')
+param factoryCpu string = '1.0'
+
+@description('Elastic factories: memory per execution, e.g. 2Gi.')
+param factoryMemory string = '2Gi'
+
 var abbrs = loadJsonContent('abbreviations.json')
 // The data layout the coordinator expects (tests/unit/test_infra.py checks it against the code).
 var fleet = loadJsonContent('fleet.json')
@@ -168,6 +213,8 @@ var functionAppName = '${abbrs.webSitesFunctions}${resourceToken}'
 // Flex Consumption deploys the app package from this blob container.
 var deploymentContainerName = 'app-package-${take(functionAppName, 32)}'
 var privateNetworking = publicNetworkAccess == 'Disabled'
+var logAnalyticsName = '${abbrs.operationalInsightsWorkspaces}${resourceToken}'
+var elasticFactories = !empty(factorySets)
 // The secret app settings, by setting name: stored in Key Vault (an empty one is not stored,
 // that feature is off), set on the app as Key Vault references (app/api.bicep).
 var secretSettings = {
@@ -189,7 +236,7 @@ module monitoring 'app/monitoring.bicep' = {
   params: {
     location: location
     tags: tags
-    logAnalyticsName: '${abbrs.operationalInsightsWorkspaces}${resourceToken}'
+    logAnalyticsName: logAnalyticsName
     applicationInsightsName: '${abbrs.insightsComponents}${resourceToken}'
   }
 }
@@ -319,6 +366,38 @@ module api 'app/api.bicep' = {
   }
 }
 
+// Container Apps names follow azd's abbreviations (cae-, id-, caj-).
+module factories 'app/factories.bicep' = if (elasticFactories) {
+  name: 'factories'
+  scope: rg
+  dependsOn: [
+    monitoring
+  ]
+  params: {
+    location: location
+    tags: tags
+    environmentName: 'cae-${resourceToken}'
+    identityName: 'id-factories-${resourceToken}'
+    jobNamePrefix: 'caj-${take(resourceToken, 6)}'
+    logAnalyticsName: logAnalyticsName
+    keyVaultName: keyVault.outputs.name
+    apiUrl: api.outputs.url
+    sets: factorySets
+    image: factoryImage
+    registryServer: factoryRegistryServer
+    product: factoryProduct
+    scalerTokenSecretName: factoryScalerTokenSecret
+    enrollmentTokenSecretName: factoryEnrollmentTokenSecret
+    engineSecrets: factoryEngineSecrets
+    maxExecutions: factoryMaxExecutions
+    pollingInterval: factoryPollingInterval
+    replicaTimeout: factoryReplicaTimeout
+    idleSeconds: factoryIdleSeconds
+    cpu: factoryCpu
+    memory: factoryMemory
+  }
+}
+
 output AZURE_LOCATION string = location
 output AZURE_TENANT_ID string = tenant().tenantId
 output AZURE_RESOURCE_GROUP string = rg.name
@@ -333,3 +412,5 @@ output COSMOS_CONTAINER string = fleet.cosmos.container
 output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
 output AZURE_KEY_VAULT_NAME string = keyVault.outputs.name
 output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.applicationInsightsName
+output AZURE_CONTAINER_APPS_ENVIRONMENT_NAME string = elasticFactories ? factories.outputs.environmentName : ''
+output FACTORY_IDENTITY_PRINCIPAL_ID string = elasticFactories ? factories.outputs.identityPrincipalId : ''

@@ -843,3 +843,180 @@ def test_infra_passes_queue_is_the_one_the_code_sends_to_and_the_bindings_name()
     assert "FLEET_PASSES_QUEUE: passesQueue" in _bicep(INFRA / "app" / "api.bicep")
     sample = json.loads((ROOT / "local.settings.sample.json").read_text(encoding="utf-8"))
     assert sample["Values"]["FLEET_PASSES_QUEUE"] == PASSES_QUEUE
+
+
+# --- elastic factories (app/factories.bicep) ------------------------------------------------
+
+FACTORIES = INFRA / "app" / "factories.bicep"
+KEY_VAULT_SECRETS_USER = "4633458b-17de-408a-b874-0445c86b69e6"
+
+
+def _array_objects(text: str) -> list[dict[str, str]]:
+    """The object literals of a Bicep array literal, each as its entries."""
+    text = text.strip()
+    assert text.startswith("[") and text.endswith("]"), text
+    found: list[dict[str, str]] = []
+    at = 1
+    while (opening := text.find("{", at)) != -1:
+        body = inventory._block_after(text, opening)
+        found.append(inventory.object_entries(body))
+        at = opening + len(body) + 2
+    return found
+
+
+def _bicep_var(text: str, name: str) -> str:
+    match = re.search(
+        rf"^var {name} = (.*?)$(?=\n(?://|var |resource |output |\n))", text, re.M | re.S
+    )
+    assert match, f"no var {name}"
+    return match.group(1)
+
+
+def _factory_job() -> dict[str, str]:
+    kind, body = inventory.resources(_bicep(FACTORIES))["jobs"]
+    assert kind.startswith("Microsoft.App/jobs@")
+    return inventory.object_entries(body)
+
+
+def test_infra_factories_are_off_by_default() -> None:
+    """No capability set, no job and no Container Apps environment: existing deployments are
+    unchanged until the operator lists a set."""
+    main = _bicep(MAIN)
+    assert inventory.param_defaults(MAIN)["factorySets"] == "[]"
+    assert "var elasticFactories = !empty(factorySets)" in main
+    assert re.search(
+        r"^module factories 'app/factories.bicep' = if \(elasticFactories\)", main, re.M
+    )
+    # Every Container Apps resource is in that module, and only there.
+    for path in INFRA.rglob("*.bicep"):
+        kinds = [kind for kind, _ in inventory.resources(_bicep(path)).values()]
+        assert any(k.startswith("Microsoft.App/") for k in kinds) == (path == FACTORIES), path
+    parameters = json.loads((INFRA / "main.parameters.json").read_text(encoding="utf-8"))
+    assert "factorySets" not in parameters["parameters"]
+    for output in ("AZURE_CONTAINER_APPS_ENVIRONMENT_NAME", "FACTORY_IDENTITY_PRINCIPAL_ID"):
+        assert re.search(rf"^output {output} string = elasticFactories \? .+ : ''$", main, re.M)
+
+
+def test_infra_factory_jobs_scale_from_zero_on_the_demand_endpoint() -> None:
+    job = _factory_job()
+    configuration = _object(_object(job["properties"])["configuration"])
+    assert configuration["triggerType"] == "'Event'"
+    scale = _object(_object(configuration["eventTriggerConfig"])["scale"])
+    assert scale["minExecutions"] == "0"
+    assert scale["maxExecutions"] == "set.?maxExecutions ?? maxExecutions"
+    assert scale["pollingInterval"] == "pollingInterval"
+    (rule,) = _array_objects(scale["rules"])
+    assert rule["type"] == "'metrics-api'"
+    metadata = _object(rule["metadata"])
+    assert metadata["url"] == (
+        "'${apiUrl}/api/fleet/demand?capabilities=${join(set.capabilities, ',')}'"
+    )
+    assert metadata["valueLocation"] == "'routable'"
+    assert metadata["targetValue"] == "'1'"
+    assert metadata["authMode"] == "'bearer'"
+    # ... authenticated with the scaler token, a Key Vault reference.
+    (auth,) = _array_objects(rule["auth"])
+    assert auth == {"secretRef": "scalerSecret", "triggerParameter": "'token'"}
+    text = _bicep(FACTORIES)
+    assert "var scalerSecret = 'scaler-token'" in text
+    scaler = next(
+        s for s in _array_objects(_bicep_var(text, "tokenSecrets")) if s["name"] == "scalerSecret"
+    )
+    assert scaler["keyVaultUrl"] == "'${vault.properties.vaultUri}secrets/${scalerTokenSecretName}'"
+    assert scaler["identity"] == "identity.id"
+    # The endpoint the rule polls is the coordinator's, and replies with `routable`.
+    from fleet.http import fleet_ops
+    from fleet.http.fleet_views import DemandView
+
+    demand = next(op for op in fleet_ops.operations.declared if op.id == "demand")
+    assert (demand.method, demand.route) == ("GET", "fleet/demand")
+    assert "capabilities" in {p.name for p in demand.params if p.where == "query"}
+    assert "routable" in DemandView.model_fields
+
+
+def test_infra_factory_jobs_read_secrets_through_key_vault_only() -> None:
+    """Every job secret is a Key Vault reference resolved with the factories' identity; that
+    identity reads only those secrets, and the containers cannot use it."""
+    text = _bicep(FACTORIES)
+    job = _factory_job()
+    configuration = _object(_object(job["properties"])["configuration"])
+    assert configuration["secrets"] == "concat(tokenSecrets, engineJobSecrets)"
+    for var in ("tokenSecrets", "engineJobSecrets"):
+        for secret in _array_objects(_bicep_var(text, var)):
+            assert "value" not in secret, var
+            assert secret["keyVaultUrl"].startswith("'${vault.properties.vaultUri}secrets/")
+            assert secret["identity"] == "identity.id"
+    (settings,) = _array_objects(configuration["identitySettings"])
+    assert settings == {"identity": "identity.id", "lifecycle": "'None'"}
+    assert _object(job["identity"])["type"] == "'UserAssigned'"
+    assert job["dependsOn"].split() == ["[", "secretsUser", "]"]
+    kind, body = inventory.resources(text)["secretsUser"]
+    assert kind.startswith("Microsoft.Authorization/roleAssignments@")
+    assignment = inventory.object_entries(body)
+    assert assignment["scope"] == "vaultSecrets[i]"  # each secret, not the vault
+    assert assignment["name"] == "guid(vaultSecrets[i].id, identity.id, keyVaultSecretsUser)"
+    assert f"var keyVaultSecretsUser = '{KEY_VAULT_SECRETS_USER}'" in text
+    assert _object(assignment["properties"])["principalType"] == "'ServicePrincipal'"
+    assert "var vaultSecretNames = concat(tokenSecretNames, engineVaultSecrets)" in text
+    # The environment's logs go to the workspace without its shared key.
+    assert "sharedKey" not in text and "listKeys" not in text
+
+
+def test_infra_factory_container_runs_an_ephemeral_factory() -> None:
+    from factory_cli.cli import build_parser
+    from factory_cli.config import SETTINGS
+
+    text = _bicep(FACTORIES)
+    template = _object(_object(_factory_job()["properties"])["template"])
+    (container,) = _array_objects(template["containers"])
+    command = [
+        inventory.bicep_string(line.strip())
+        for line in container["command"].strip("[]").splitlines()
+        if line.strip()
+    ]
+    assert command[:2] == ["/bin/sh", "-c"]
+    # Enrolls (a new factory per execution), then execs fleet-factory with the args.
+    assert (
+        command[2] == 'fleet-factory enroll --product "$FLEET_PRODUCT" && exec fleet-factory "$@"'
+    )
+    args = container["args"].split()
+    assert args == ["[", "'run'", "'--exit-when-idle'", "string(idleSeconds)", "]"]
+    parsed = build_parser().parse_args(["run", "--exit-when-idle", "300"])
+    assert (parsed.command, parsed.exit_when_idle) == ("run", 300.0)
+    # The environment names settings the CLI reads; the enrollment token is a secret.
+    assert container["env"] == "concat(factoryEnv, setEnv[i], engineEnv)"
+    env = _array_objects(_bicep_var(text, "factoryEnv"))
+    per_set = _bicep_var(text, "setEnv")  # [for set in sets: [...]]
+    assert per_set.startswith("[\n  for set in sets: [")
+    env += _array_objects(per_set.split(":", 1)[1].strip().removesuffix("]").strip())
+    names = {inventory.bicep_string(e["name"]) for e in env}
+    assert names <= {s.env for s in SETTINGS}, names - {s.env for s in SETTINGS}
+    assert {"FLEET_API", "FLEET_ENROLLMENT_TOKEN", "FLEET_CAPS", "FLEET_PRODUCT"} <= names
+    by_name = {inventory.bicep_string(e["name"]): e for e in env}
+    assert by_name["FLEET_ENROLLMENT_TOKEN"] == {
+        "name": "'FLEET_ENROLLMENT_TOKEN'",
+        "secretRef": "enrollmentSecret",
+    }
+    assert by_name["FLEET_API"]["value"] == "'${apiUrl}/api'"
+    assert by_name["FLEET_CAPS"]["value"] == "join(set.capabilities, ',')"
+    # The image the jobs run is the repository's: its entrypoint is the command above's.
+    dockerfile = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    assert 'ENTRYPOINT ["fleet-factory"]' in dockerfile
+
+
+def test_infra_factories_module_is_given_what_it_declares() -> None:
+    main = _bicep(MAIN)
+    match = re.search(r"^module factories '[^']+' = if \(\w+\) \{", main, re.M)
+    assert match
+    module = inventory.object_entries(inventory._block_after(main, match.end() - 1))
+    passed = inventory.object_entries(module["params"].strip()[1:-1])
+    declared = re.findall(r"^param (\w+) ", _bicep(FACTORIES), re.M)
+    assert sorted(passed) == sorted(declared)
+    assert passed["apiUrl"] == "api.outputs.url"
+    assert passed["keyVaultName"] == "keyVault.outputs.name"
+    assert passed["logAnalyticsName"] == "logAnalyticsName"
+    assert check.module_params(main, "monitoring")["logAnalyticsName"] == "logAnalyticsName"
+    docs = (ROOT / "docs" / "deployment.md").read_text(encoding="utf-8")
+    assert "## Elastic factories (Container Apps Jobs)" in docs
+    for param in re.findall(r"^param (factory\w+) ", main, re.M):
+        assert f"`{param}`" in docs, param
