@@ -139,6 +139,19 @@ def _error_for(response: requests.Response) -> ApiError:
     return Rejected(message, **kw)
 
 
+def _names_the_name(error: ApiError) -> bool:
+    """Whether a 400 refused the enrollment for want of a ``name``."""
+    problems = error.details.get("problems")
+    return (
+        error.status == 400
+        and isinstance(problems, list)
+        and any(
+            isinstance(p, dict) and p.get("path") == "name" and p.get("code") == "missing"
+            for p in problems
+        )
+    )
+
+
 def _retry_after(response: requests.Response) -> float | None:
     raw = response.headers.get("Retry-After")
     if raw is None:
@@ -241,25 +254,43 @@ class FleetClient:
         self,
         enrollment_token: str,
         *,
-        name: str,
+        name: str | None,
         capabilities: Sequence[str],
         seats: int,
         version: str,
         cost: float | None = None,
+        fallback_name: str | None = None,
     ) -> dict[str, Any]:
         """``POST /fleet/factories/enroll`` with the enrollment token as the bearer:
-        ``{factoryId, token, product}`` (the factory's own token, shown once)."""
+        ``{factoryId, token, product}`` (the factory's own token, shown once).
+
+        ``name`` None: no name is sent, and the coordinator names the factory (an
+        ephemeral token's: ``factoryId`` says how). A token that is not ephemeral refuses
+        that with a 400 on ``name`` (as a coordinator older than ephemeral tokens does);
+        then, given ``fallback_name``, it enrolls again as that (a refusal uses nothing
+        of the token)."""
         body: dict[str, Any] = {
-            "name": name,
             "capabilities": list(capabilities),
             "seats": seats,
             "version": version,
         }
+        if name is not None:
+            body["name"] = name
         if cost is not None:
             body["cost"] = cost
-        result = self.request(
-            "POST", "/fleet/factories/enroll", json_body=body, token=enrollment_token
-        )
+        try:
+            result = self.request(
+                "POST", "/fleet/factories/enroll", json_body=body, token=enrollment_token
+            )
+        except Rejected as exc:
+            if name is not None or fallback_name is None or not _names_the_name(exc):
+                raise
+            result = self.request(
+                "POST",
+                "/fleet/factories/enroll",
+                json_body={**body, "name": fallback_name},
+                token=enrollment_token,
+            )
         return _object(result)
 
     def queue_state(self) -> dict[str, Any]:

@@ -1,16 +1,28 @@
-"""Enrollment: operators' enrollment tokens, and a factory's one exchange of one for its own.
+"""Enrollment: operators' enrollment tokens, and a factory's exchange of one for its own.
 
 Operators create enrollment tokens for a product (optional expiry, optional capability
-allowlist, seat cap and review kind), list and revoke them. A factory exchanges one, once,
-for its own factory token (``enroll``): the exchange is a conditional patch that sets
-``usedAt`` only while it is undefined, so of two racing enrollments exactly one wins; a
-refusal after it (the name is taken) gives the token back. The enrollment fixes what the
-operator decided on the token: the factory's seat cap and its review kind.
+allowlist, seat cap and review kind; how many enrollments it admits, ``maxUses``, and whether
+its factories are ephemeral), list and revoke them. A factory exchanges one for its own
+factory token (``enroll``). A single-use token (``maxUses`` 1, the default, and every token
+written before there was a choice) is spent by a conditional patch that sets ``usedAt`` only
+while it is undefined, so of two racing enrollments exactly one wins. A token of several uses
+counts them: a conditional patch adds one to ``uses`` only while it is below ``maxUses``, so
+racing enrollments never pass it. Either way a refusal after the use (the name is taken) gives
+the use back. The enrollment fixes what the operator decided on the token: the factory's seat
+cap and its review kind.
+
+Ephemeral tokens are for autoscaled workers (KEDA job executions, ``fleet-factory
+autoscale`` children) that share one token: such a factory may enroll without a name (the
+coordinator names it ``<namePrefix>-<8 hex>``), and it is marked ``ephemeral``, which the
+healer prunes once it is silent for ``down_after`` rather than ``prune_after``
+(``fleet.domain.healer``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -46,6 +58,14 @@ from fleet.store.ports import DocumentStore, Set
 
 # The records keep the name they had when this was part of fleet.coordinator.tokens.
 log = logging.getLogger("fleet.coordinator.tokens")
+
+MAX_USES = 10_000  # the most enrollments one token may admit
+EPHEMERAL_PREFIX = "eph"  # generated names are <prefix>-<8 hex>
+NAME_SUFFIX_HEX = 8
+# A prefix leaves room for "-" and the suffix within a factory name (NAME: 64 characters).
+NAME_PREFIX_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,54}$"
+NAME_PREFIX = re.compile(NAME_PREFIX_PATTERN)
+NAME_ATTEMPTS = 3  # generated names tried before giving up (each clashes 1 in 4e9 or so)
 
 
 class EnrollmentTokenNotFound(NotFound):
@@ -92,6 +112,9 @@ class IssuedToken:
     capabilities: tuple[str, ...] | None = None
     maxSeats: int | None = None
     kind: str | None = None
+    maxUses: int = 1
+    ephemeral: bool = False
+    namePrefix: str | None = None
 
 
 @dataclass(frozen=True)
@@ -136,11 +159,18 @@ class Enrollments:
         capabilities: Iterable[str] | None = None,
         max_seats: int | None = None,
         kind: str | None = None,
+        max_uses: int = 1,
+        ephemeral: bool = False,
+        name_prefix: str | None = None,
     ) -> IssuedToken:
-        """A single-use enrollment token: it expires after ``expires_in_seconds`` (default:
-        the configured TTL, 7 days), may limit the enrolled factory's capabilities (an
-        allowlist) and the live leases it may ever hold at once (``max_seats``), and may fix
-        its review kind (``kind``; else its allowlist's kind, else what it enrolls with)."""
+        """An enrollment token: it admits ``max_uses`` enrollments (default one), expires
+        after ``expires_in_seconds`` (default: the configured TTL, 7 days), may limit the
+        enrolled factory's capabilities (an allowlist) and the live leases it may ever hold
+        at once (``max_seats``), and may fix its review kind (``kind``; else its allowlist's
+        kind, else what it enrolls with). ``ephemeral``: its factories are ephemeral and may
+        enroll without a name (named ``<name_prefix>-<8 hex>``, the prefix "eph" by
+        default)."""
+        _check_options(max_uses, ephemeral, name_prefix)
         now = self.clock.now()
         ttl = expires_in_seconds or self.default_ttl_seconds
         expires = now + timedelta(seconds=ttl)
@@ -154,6 +184,10 @@ class Enrollments:
             capabilities=allow,
             maxSeats=max_seats,
             reviewKind=kind,
+            maxUses=max_uses,
+            uses=0 if max_uses > 1 else None,  # the count a use's condition compares
+            ephemeral=ephemeral,
+            namePrefix=name_prefix,
         )
         event = new_event(
             "enrollment_token_created",
@@ -164,6 +198,9 @@ class Enrollments:
             maxSeats=max_seats,
             kind=kind,
             capabilities=list(allow) if allow is not None else None,
+            maxUses=max_uses,
+            ephemeral=ephemeral or None,
+            namePrefix=name_prefix,
         )
         self.log.beside(product, f"enroll-{doc.short_id}-created", event)
         return IssuedToken(
@@ -174,6 +211,9 @@ class Enrollments:
             capabilities=allow,
             maxSeats=max_seats,
             kind=kind,
+            maxUses=max_uses,
+            ephemeral=ephemeral,
+            namePrefix=name_prefix,
         )
 
     def list_enrollment_tokens(self, product: str) -> list[dict[str, Any]]:
@@ -211,19 +251,20 @@ class Enrollments:
     def enroll(
         self,
         enrollment_token: str | None,
-        name: str,
+        name: str | None,
         view: FactorySelfLike,
     ) -> Enrollment:
-        """Exchange an enrollment token, once, for a factory token; register the factory.
+        """Exchange one use of an enrollment token for a factory token; register the factory.
 
-        401 if the token is not a live, unused enrollment token; 403 if the capabilities
-        exceed its allowlist; 409 if a factory of this name is enrolled (and not
-        deregistered). Neither refusal uses the token up."""
+        401 if the token is not a live enrollment token with a use left; 403 if the
+        capabilities exceed its allowlist; 409 if a factory of this name is enrolled (and
+        not deregistered). Neither refusal uses the token up. ``name`` None: an ephemeral
+        token's factory, named here (the reply says how); any other token's is 400."""
         if enrollment_token is None:
             raise Unauthorized(MISSING)
         if not enrollment_token.startswith(ENROLLMENT_PREFIX):
             raise Unauthorized(INVALID)
-        if not NAME.match(name):
+        if name is not None and not NAME.match(name):
             raise ValidationFailed(
                 [Problem(path="name", code="invalid_name", message="1-64 letters, digits, .-_")],
                 "invalid factory name",
@@ -241,12 +282,16 @@ class Enrollments:
                     "capabilities not allowed by this enrollment token: " + ", ".join(disallowed),
                     disallowed=disallowed,
                 )
-        self._check_name_free(product, name)
+        if name is None:
+            name = self._generated_name(product, token)
+        else:
+            self._check_name_free(product, name)
         nonce = self._entropy(12)
         self.store.use(token, name, nonce, now)
         kind = enrolled_kind(token.reviewKind, token.capabilities, view.capabilities)
+        ephemeral = bool(token.ephemeral)
         try:
-            self._claim_name(product, name, view, now, token.maxSeats, kind)
+            self._claim_name(product, name, view, now, token.maxSeats, kind, ephemeral)
         except FactoryExists:
             if not self.store.unuse(token, nonce):
                 log.warning("enrollment token %s could not be given back", token.short_id)
@@ -277,20 +322,55 @@ class Enrollments:
             factory=name,
             tokenId=token.short_id,
             kind=kind,
+            ephemeral=ephemeral or None,
         )
-        self.log.beside(product, f"enroll-{token.short_id}-used", event)
+        # One event per use: a token of several uses has one per enrollment it admitted.
+        key = f"enroll-{token.short_id}-used"
+        self.log.beside(product, key if token.single_use else f"{key}-{nonce}", event)
         log.info("factory %s enrolled in %s with token %s", name, product, token.short_id)
         return Enrollment(factory_id=name, product=product, token=issued)
 
+    def _generated_name(self, product: str, token: TokenDoc) -> str:
+        """A free name for an ephemeral token's factory: ``<namePrefix>-<8 hex>``. 400 when
+        the token is not ephemeral (its factory must say its name)."""
+        if not token.ephemeral:
+            raise ValidationFailed(
+                [
+                    Problem(
+                        path="name",
+                        code="missing",
+                        message="required: this enrollment token is not ephemeral",
+                    )
+                ],
+                "a factory name is required (only an ephemeral token's factory may omit it)",
+            )
+        prefix = token.namePrefix or EPHEMERAL_PREFIX
+        name = prefix
+        for _ in range(NAME_ATTEMPTS):
+            name = f"{prefix}-{self._hex(NAME_SUFFIX_HEX)}"
+            if self._name_free(product, name):
+                return name
+        raise FactoryExists(
+            f"a factory named {name} is already enrolled in {product}", factory=name
+        )
+
+    def _hex(self, digits: int) -> str:
+        # From the injected entropy (url-safe text), so tests may make names deterministic.
+        return hashlib.sha256(self._entropy(16).encode()).hexdigest()[:digits]
+
     def _check_name_free(self, product: str, name: str) -> None:
-        try:
-            existing = Factory.from_doc(self.docs.read(product, f"factory-{name}"))
-        except NotFound:
-            return
-        if not existing.deregistered:
+        if not self._name_free(product, name):
             raise FactoryExists(
                 f"a factory named {name} is already enrolled in {product}", factory=name
             )
+
+    def _name_free(self, product: str, name: str) -> bool:
+        """No factory of this name, or only a deregistered one."""
+        try:
+            existing = Factory.from_doc(self.docs.read(product, f"factory-{name}"))
+        except NotFound:
+            return True
+        return existing.deregistered
 
     def _claim_name(
         self,
@@ -300,10 +380,12 @@ class Enrollments:
         now: datetime,
         max_seats: int | None,
         review_kind: str,
+        ephemeral: bool,
     ) -> None:
         """Take the name atomically: create the factory document, or flip a deregistered
         one back (conditional patch). Two enrollments of one name: one wins, one is 409.
-        What the enrollment fixes (its seat cap, its review kind) is written either way."""
+        What the enrollment fixes (its seat cap, its review kind, whether it is
+        ephemeral) is written either way."""
         doc = Factory(
             id=f"factory-{name}",
             productId=product,
@@ -315,6 +397,7 @@ class Enrollments:
             cost=view.cost,
             version=view.version,
             lastSeen=now,
+            ephemeral=ephemeral,
         )
         try:
             self.docs.create(doc.to_doc())
@@ -329,6 +412,7 @@ class Enrollments:
                     Set("/deregistered", False),
                     Set("/maxSeats", max_seats),
                     Set("/reviewKind", review_kind),
+                    Set("/ephemeral", ephemeral),
                     Set("/revoked", False),
                     Set("/paused", False),
                     Set("/draining", False),
@@ -341,11 +425,35 @@ class Enrollments:
             ) from None
 
 
+def _check_options(max_uses: int, ephemeral: bool, name_prefix: str | None) -> None:
+    problems: list[Problem] = []
+    if isinstance(max_uses, bool) or not 1 <= max_uses <= MAX_USES:
+        problems.append(
+            Problem(path="maxUses", code="out_of_range", message=f"from 1 to {MAX_USES}")
+        )
+    if name_prefix is not None:
+        if not ephemeral:
+            problems.append(
+                Problem(
+                    path="namePrefix",
+                    code="not_ephemeral",
+                    message="names are generated only for an ephemeral token's factories",
+                )
+            )
+        elif not NAME_PREFIX.match(name_prefix):
+            problems.append(
+                Problem(path="namePrefix", code="invalid_name", message="1-55 letters, digits, .-_")
+            )
+    if problems:
+        raise ValidationFailed(problems)
+
+
 def enrollment_view(doc: TokenDoc, now: datetime) -> dict[str, Any]:
-    """An enrollment token as operators see it: no secret, no full hash."""
+    """An enrollment token as operators see it: no secret, no full hash. It is "used" once
+    it admitted as many enrollments as it may."""
     if doc.revoked:
         status = "revoked"
-    elif doc.usedAt is not None:
+    elif doc.used >= doc.use_limit:
         status = "used"
     elif doc.expiresAt is not None and now >= doc.expiresAt:
         status = "expired"
@@ -361,6 +469,10 @@ def enrollment_view(doc: TokenDoc, now: datetime) -> dict[str, Any]:
         "capabilities": list(doc.capabilities) if doc.capabilities is not None else None,
         "maxSeats": doc.maxSeats,
         "kind": doc.reviewKind,
+        "maxUses": doc.use_limit,
+        "uses": doc.used,
+        "ephemeral": bool(doc.ephemeral),
+        "namePrefix": doc.namePrefix,
         "usedAt": format_ts(doc.usedAt) if doc.usedAt else None,
         "usedBy": doc.usedBy,
         "revokedAt": format_ts(doc.revokedAt) if doc.revokedAt else None,

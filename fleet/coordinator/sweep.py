@@ -311,12 +311,13 @@ def _needs_verdict(
     row: Mapping[str, Any], beat: datetime | None, now: datetime, config: HealthConfig
 ) -> bool:
     """Whether the healer's pass would change anything for this factory (``plan_heal``'s
-    status and prune rules, on what the sweep read)."""
+    status and prune rules, on what the sweep read: an ephemeral factory's prune comes
+    sooner)."""
     seen = [t for t in (_ts(row.get("lastSeen")), beat) if t is not None]
     if not seen:
         return False
     silent = (now - max(seen)).total_seconds()
-    if silent >= config.prune_after_seconds:
+    if silent >= config.prune_seconds(row.get("ephemeral") is True):
         return True
     if row.get("revoked") is True:
         return False  # a revoked factory is only ever pruned

@@ -24,7 +24,7 @@ from fleet.coordinator.service import SYSTEM_PARTITION
 from fleet.domain.models import Document, Timestamp, format_ts
 from fleet.errors import NotFound, PreconditionFailed, Unauthorized
 from fleet.store.expr import Defined, F, Not, all_of
-from fleet.store.ports import DocumentStore, PatchOp, Remove, Set
+from fleet.store.ports import DocumentStore, Incr, PatchOp, Remove, Set
 from fleet.store.queries import TOKENS_OF_FACTORY, TOKENS_OF_PRODUCT
 
 OPERATOR_PREFIX = "flo_"
@@ -75,7 +75,13 @@ class TokenDoc(Document):
     products: tuple[str, ...] | None = None  # operator tokens: ("*",) for every product
     maxSeats: int | None = None  # enrollment tokens: the most seats the factory may use
     reviewKind: str | None = None  # enrollment tokens: the factory's review kind, if set
-    usedAt: Timestamp | None = None  # enrollment tokens: single use
+    # Enrollment tokens: how many enrollments it admits. None (written before there was a
+    # choice) or 1: single use, spent by ``usedAt``; more: counted by ``uses``.
+    maxUses: int | None = None
+    uses: int | None = None  # enrollment tokens of several uses: the enrollments so far
+    ephemeral: bool | None = None  # enrollment tokens: its factories are ephemeral
+    namePrefix: str | None = None  # enrollment tokens: the prefix of the names it generates
+    usedAt: Timestamp | None = None  # enrollment tokens of one use: when it was spent
     usedBy: str | None = None
     useNonce: str | None = None  # which enrollment attempt used it (to give it back)
     revoked: bool = False
@@ -94,7 +100,23 @@ class TokenDoc(Document):
             return False
         if self.graceUntil is not None and now >= self.graceUntil:
             return False
-        return self.kind != "enrollment" or self.usedAt is None
+        return self.kind != "enrollment" or self.used < self.use_limit
+
+    @property
+    def use_limit(self) -> int:
+        """How many enrollments it admits (an enrollment token)."""
+        return self.maxUses or 1
+
+    @property
+    def single_use(self) -> bool:
+        return self.use_limit == 1
+
+    @property
+    def used(self) -> int:
+        """How many enrollments it admitted so far (an enrollment token)."""
+        if self.single_use:
+            return 1 if self.usedAt is not None else 0
+        return self.uses or 0
 
     def valid_until(self) -> datetime | None:
         ends = [t for t in (self.expiresAt, self.graceUntil) if t is not None]
@@ -196,33 +218,42 @@ class TokenStore:
         return (TokenDoc.from_doc(r) for r in rows)
 
     def use(self, token: TokenDoc, name: str, nonce: str, now: datetime) -> None:
-        """Single use, race-safe: only a patch that finds ``usedAt`` undefined succeeds."""
-        conditions = [Not(Defined(F("/usedAt"))), F("/revoked").eq(False)]
+        """One use, race-safe. A single-use token: only a patch that finds ``usedAt``
+        undefined succeeds. A token of several: only a patch that finds ``uses`` below
+        ``maxUses`` succeeds, and it adds one (server-side: racing enrollments never
+        count past ``maxUses``). Neither when it is revoked or expired."""
+        conditions = [F("/revoked").eq(False)]
         if token.expiresAt is not None:
             conditions.append(F("/expiresAt") > format_ts(now))
+        ops: list[PatchOp]
+        if token.single_use:
+            conditions.append(Not(Defined(F("/usedAt"))))
+            ops = [Set("/usedAt", format_ts(now)), Set("/usedBy", name), Set("/useNonce", nonce)]
+        else:
+            conditions.append(F("/uses") < F("/maxUses"))
+            ops = [Incr("/uses", 1)]
         try:
-            self.docs.patch(
-                SYSTEM_PARTITION,
-                token.id,
-                [
-                    Set("/usedAt", format_ts(now)),
-                    Set("/usedBy", name),
-                    Set("/useNonce", nonce),
-                ],
-                condition=all_of(*conditions),
-            )
+            self.docs.patch(SYSTEM_PARTITION, token.id, ops, condition=all_of(*conditions))
         except (PreconditionFailed, NotFound):
             raise Unauthorized(INVALID) from None
 
     def unuse(self, token: TokenDoc, nonce: str) -> bool:
-        """Give back a token the enrollment ``nonce`` used; False if it could not be."""
+        """Give back the use the enrollment ``nonce`` took; False if it could not be.
+
+        A single-use token is given back only by the attempt that used it (its nonce). A
+        token of several takes one off its count, never below zero: the count does not say
+        whose the uses are, so this is called once per use taken, never retried (a give-back
+        whose reply is lost costs one use; it never lets the token admit more than
+        ``maxUses``)."""
+        ops: list[PatchOp]
+        if token.single_use:
+            ops = [Remove("/usedAt"), Remove("/usedBy"), Remove("/useNonce")]
+            condition = F("/useNonce").eq(nonce)
+        else:
+            ops = [Incr("/uses", -1)]
+            condition = F("/uses") > 0
         try:
-            self.docs.patch(
-                SYSTEM_PARTITION,
-                token.id,
-                [Remove("/usedAt"), Remove("/usedBy"), Remove("/useNonce")],
-                condition=F("/useNonce").eq(nonce),
-            )
+            self.docs.patch(SYSTEM_PARTITION, token.id, ops, condition=condition)
         except (PreconditionFailed, NotFound):
             return False
         return True

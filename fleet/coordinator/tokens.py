@@ -10,7 +10,10 @@ id is ``tok-<sha256>`` — so authenticating a request is one point read.
 - Operators create **enrollment tokens** for a product (optional expiry, optional capability
   allowlist). A factory exchanges one, once, for its own **factory token**
   (``enroll``): the exchange is a conditional patch that sets ``usedAt`` only while it is
-  undefined, so of two racing enrollments exactly one wins.
+  undefined, so of two racing enrollments exactly one wins. A token of ``maxUses`` uses
+  (autoscaled workers share one) counts them instead, by a conditional patch that adds one
+  only while the count is below ``maxUses``; an ``ephemeral`` one's factories may enroll
+  without a name (``fleet.coordinator.enrollment``).
 - A factory token is **rotated** by the factory itself or an operator: the new token works
   at once, the old ones keep working for a grace period (``TokenConfig.grace_seconds``).
 - An operator **revokes** a factory: all its tokens are refused from the next request and
@@ -321,6 +324,9 @@ class Tokens:
         capabilities: Iterable[str] | None = None,
         max_seats: int | None = None,
         kind: str | None = None,
+        max_uses: int = 1,
+        ephemeral: bool = False,
+        name_prefix: str | None = None,
     ) -> IssuedToken:
         return self._enrollments.create_enrollment_token(
             product,
@@ -329,6 +335,9 @@ class Tokens:
             capabilities=capabilities,
             max_seats=max_seats,
             kind=kind,
+            max_uses=max_uses,
+            ephemeral=ephemeral,
+            name_prefix=name_prefix,
         )
 
     def list_enrollment_tokens(self, product: str) -> list[dict[str, Any]]:
@@ -338,9 +347,12 @@ class Tokens:
     def revoke_enrollment_token(self, product: str, token_id: str, actor: str) -> dict[str, Any]:
         return self._enrollments.revoke_enrollment_token(product, token_id, actor)
 
-    def enroll(self, enrollment_token: str | None, name: str, view: FactorySelfLike) -> Enrollment:
-        """Exchange an enrollment token, once, for a factory token; register the factory
-        (``Enrollments.enroll``: 401, 403 and 409 without using the token up)."""
+    def enroll(
+        self, enrollment_token: str | None, name: str | None, view: FactorySelfLike
+    ) -> Enrollment:
+        """Exchange one use of an enrollment token for a factory token; register the
+        factory (``Enrollments.enroll``: 401, 403 and 409 without using the token up;
+        ``name`` None: an ephemeral token's factory, named by the coordinator)."""
         return self._enrollments.enroll(enrollment_token, name, view)
 
     # --- rotation and revocation -----------------------------------------------------

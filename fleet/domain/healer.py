@@ -28,7 +28,11 @@ says what the pass should write (``fleet.coordinator.healer`` writes it):
 
 - a job still ``assigned`` (never started) ``never_started`` seconds after its assignment
   while its holder is alive is taken back (a ``Release``);
-- a factory silent for ``prune_after`` is deregistered.
+- a factory silent for ``prune_after`` is deregistered; an *ephemeral* one (an autoscaled
+  worker, enrolled with an ephemeral token: it never comes back under its name) as soon as
+  it is silent for ``down_after`` (``HealthConfig.prune_seconds``), instead of being marked
+  down. A pruned factory's jobs are the reaper's (it takes back whatever a deregistered
+  holder holds), not a "down" take-back's.
 
 Every verdict is derived from the job's own state (its flag, its events at its epoch) and
 written conditionally on it, so a second pass, or a racing one, does nothing twice. Nothing
@@ -89,6 +93,11 @@ class HealthConfig:
         if self.stale_after_seconds is None:
             raise ValueError("stale_after_seconds is not resolved")
         return self.stale_after_seconds
+
+    def prune_seconds(self, ephemeral: bool) -> int:
+        """How long a factory may be silent before it is pruned: ``down_after`` for an
+        ephemeral one, ``prune_after`` for any other."""
+        return self.down_after_seconds if ephemeral else self.prune_after_seconds
 
     @property
     def heartbeat_seconds(self) -> int:
@@ -219,7 +228,7 @@ def plan_heal(
         if seen is None:
             continue
         silent = (now - seen).total_seconds()
-        if silent >= config.prune_after_seconds:
+        if silent >= config.prune_seconds(factory is not None and factory.ephemeral):
             prune.append(factory_id)
             continue
         if factory is None or factory.revoked:
@@ -246,7 +255,7 @@ def plan_heal(
             if (
                 factory is not None
                 and silent >= config.down_after_seconds
-                and silent < config.prune_after_seconds  # pruned: the reaper's
+                and silent < config.prune_seconds(factory.ephemeral)  # pruned: the reaper's
                 and not _renewed_since(job, seen, config)
             ):
                 releases.append(

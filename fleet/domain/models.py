@@ -331,6 +331,9 @@ class Factory(Document):
     status: Literal["live", "stale", "down"] = "live"  # set by the self-healer
     revoked: bool = False  # its token was revoked: its held jobs go back to the queue
     deregistered: bool = False  # left the fleet: likewise
+    # Enrolled with an ephemeral token (an autoscaled worker): pruned once silent for the
+    # healer's ``down_after`` rather than its ``prune_after`` (``fleet.domain.healer``).
+    ephemeral: bool = False
     lastSeen: Timestamp
     # Its fleet events (``fleet.domain.audit``): registered, live/stale/down, commands...,
     # written with the change each describes; the older ones spilled.

@@ -9,6 +9,7 @@ from typing import Annotated, Any, TypeVar
 import azure.functions as func
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
+from fleet.coordinator.enrollment import MAX_USES, NAME_PREFIX_PATTERN
 from fleet.coordinator.identity import NAME
 from fleet.domain.manifest import MAX_TIMEOUT_SECONDS, MIN_TIMEOUT_SECONDS, problems_from
 from fleet.domain.review import KIND_PATTERN
@@ -152,7 +153,8 @@ FactoryName = Annotated[str, StringConstraints(pattern=NAME.pattern)]
 
 class EnrollmentTokenBody(Body):
     """An operator creates an enrollment token: optional expiry (default: the configured TTL,
-    7 days), capability allowlist, seat limit and review kind."""
+    7 days), capability allowlist, seat limit and review kind; how many enrollments it
+    admits, and whether its factories are ephemeral."""
 
     expiresInSeconds: int | None = Field(default=None, ge=60, le=365 * 24 * 3600)
     capabilities: tuple[Capability, ...] | None = Field(default=None, max_length=128)
@@ -170,12 +172,36 @@ class EnrollmentTokenBody(Body):
             "enrolls with; fixed at enrollment either way."
         ),
     )
+    maxUses: int = Field(
+        default=1,
+        ge=1,
+        le=MAX_USES,
+        strict=True,
+        description=(
+            "How many factories may enroll with it (1: single use). Autoscaled workers "
+            "share one token of many uses."
+        ),
+    )
+    ephemeral: bool = Field(
+        default=False,
+        strict=True,
+        description=(
+            "Its factories are ephemeral (autoscaled workers): each may enroll without a "
+            "name (the coordinator names it `<namePrefix>-<8 hex>`), and the self-healer "
+            "prunes it once it is silent for its down threshold rather than for days."
+        ),
+    )
+    namePrefix: Annotated[str, StringConstraints(pattern=NAME_PREFIX_PATTERN)] | None = Field(
+        default=None,
+        description='An ephemeral token\'s generated names start with it (default "eph").',
+    )
 
 
 class EnrollBody(FactorySelf):
-    """A factory enrolls: the name it asks for and what it says about itself."""
+    """A factory enrolls: the name it asks for and what it says about itself. Without a
+    name (an ephemeral enrollment token's factory only) the coordinator names it."""
 
-    name: FactoryName
+    name: FactoryName | None = None
 
 
 class LeaseBody(Body):

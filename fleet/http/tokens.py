@@ -45,6 +45,9 @@ class IssuedEnrollmentToken(View):
     capabilities: tuple[str, ...] | None
     maxSeats: int | None = Field(description="The most jobs its factory may hold at once.")
     kind: str | None = Field(description="Its factory's review kind, if an operator set it.")
+    maxUses: int = Field(description="How many factories may enroll with it.")
+    ephemeral: bool = Field(description="Its factories are ephemeral (autoscaled workers).")
+    namePrefix: str | None = Field(description="An ephemeral token's generated names' prefix.")
 
 
 class EnrollmentToken(View):
@@ -52,15 +55,21 @@ class EnrollmentToken(View):
 
     id: str
     product: str
-    status: Literal["active", "used", "expired", "revoked"]
+    status: Literal["active", "used", "expired", "revoked"] = Field(
+        description="`used` once it admitted `maxUses` enrollments."
+    )
     createdAt: Timestamp
     createdBy: str
     expiresAt: Timestamp | None
     capabilities: tuple[str, ...] | None
     maxSeats: int | None
     kind: str | None
-    usedAt: Timestamp | None
-    usedBy: str | None
+    maxUses: int = Field(description="How many factories may enroll with it (1: single use).")
+    uses: int = Field(description="How many did (a use given back is not counted).")
+    ephemeral: bool
+    namePrefix: str | None
+    usedAt: Timestamp | None = Field(description="A single-use token: when it was used.")
+    usedBy: str | None = Field(description="A single-use token: the factory that used it.")
     revokedAt: Timestamp | None
 
 
@@ -102,10 +111,13 @@ def _factory_id(req: func.HttpRequest) -> str:
     summary="Create an enrollment token for the product (shown once)",
     tag="tokens",
     description=(
-        "A factory exchanges it, once, for its own token (`POST /api/fleet/factories/"
-        "enroll`). Optional: an expiry, a capability allowlist the enrolling factory "
-        "must stay within, a seat cap, and its review kind (`kind`: what `distinctKind` "
-        "reviews count it as). The token is in this response only; store it now."
+        "A factory exchanges it for its own token (`POST /api/fleet/factories/enroll`): "
+        "once, or `maxUses` times (autoscaled workers share one). Optional: an expiry, a "
+        "capability allowlist the enrolling factory must stay within, a seat cap, its "
+        "review kind (`kind`: what `distinctKind` reviews count it as), and `ephemeral`: "
+        "its factories may enroll without a name (named `<namePrefix>-<8 hex>`) and are "
+        "pruned once silent for the healer's down threshold. The token is in this "
+        "response only; store it now."
     ),
     body=json_body(EnrollmentTokenBody, required=False),
     replies={201: Reply("The token, once.", IssuedEnrollmentToken, NO_STORE_HEADER)},
@@ -122,6 +134,9 @@ def create_enrollment_token(req: func.HttpRequest, call: Call) -> func.HttpRespo
         capabilities=body.capabilities,
         max_seats=body.maxSeats,
         kind=body.kind,
+        max_uses=body.maxUses,
+        ephemeral=body.ephemeral,
+        name_prefix=body.namePrefix,
     )
     view = IssuedEnrollmentToken.model_construct(
         token=issued.token,
@@ -131,6 +146,9 @@ def create_enrollment_token(req: func.HttpRequest, call: Call) -> func.HttpRespo
         capabilities=issued.capabilities,
         maxSeats=issued.maxSeats,
         kind=issued.kind,
+        maxUses=issued.maxUses,
+        ephemeral=issued.ephemeral,
+        namePrefix=issued.namePrefix,
     )
     return reply(view, 201, NO_STORE)
 
@@ -180,10 +198,13 @@ def revoke_enrollment_token(req: func.HttpRequest, call: Call) -> func.HttpRespo
     summary="Exchange an enrollment token for this factory's token",
     tag="tokens",
     description=(
-        "The bearer is the enrollment token; it works once (a second use, also a racing "
-        "one, is 401). 403 when the capabilities exceed the token's allowlist; 409 "
-        "`factory_exists` when a factory of this name is enrolled (and not deregistered) "
-        "— neither uses the token up. The factory token is in this response only."
+        "The bearer is the enrollment token; it works once, or `maxUses` times (a use "
+        "past them, also a racing one, is 401). `name` may be left out only with an "
+        "ephemeral token (else 400 on `name`): the coordinator names the factory, and "
+        "`factoryId` says how. 403 when the capabilities exceed the token's allowlist; "
+        "409 `factory_exists` when a factory of this name is enrolled (and not "
+        "deregistered) — neither uses the token up. The factory token is in this "
+        "response only."
     ),
     body=json_body(EnrollBody),
     replies={201: Reply("Enrolled and registered.", Enrollment, NO_STORE_HEADER)},
@@ -191,7 +212,7 @@ def revoke_enrollment_token(req: func.HttpRequest, call: Call) -> func.HttpRespo
     conflict="FactoryConflict",
 )
 def enroll_factory(req: func.HttpRequest, call: Call) -> func.HttpResponse:
-    """Exchange an enrollment token (the bearer), once, for this factory's token."""
+    """Exchange one use of an enrollment token (the bearer) for this factory's token."""
     token = bearer_token(req)
     if token is None:
         raise Unauthorized(MISSING)

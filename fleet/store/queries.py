@@ -423,7 +423,7 @@ CHANGED_PRODUCTS = NamedQuery(
 FLEET_FACTORIES = NamedQuery(
     name="fleet_factories",
     sql=(
-        "SELECT c.productId, c.id, c.status, c.revoked, c.lastSeen FROM c "
+        "SELECT c.productId, c.id, c.status, c.revoked, c.lastSeen, c.ephemeral FROM c "
         "WHERE c.type = 'factory' "
         "AND c.deregistered = false AND c.productId != '_system'"
     ),
@@ -432,7 +432,7 @@ FLEET_FACTORIES = NamedQuery(
         and doc.get("deregistered") is False
         and doc.get("productId") != "_system"
     ),
-    select=("productId", "id", "status", "revoked", "lastSeen"),
+    select=("productId", "id", "status", "revoked", "lastSeen", "ephemeral"),
     across=True,
 )
 

@@ -476,7 +476,7 @@ def test_queries_fleet_factories_across_partitions_only_those_in_a_fleet(
         return {"id": f"factory-{name}", "productId": product, "type": "factory", **fields}
 
     seen = {"status": "stale", "revoked": False, "lastSeen": "2026-01-01T00:00:00.000000Z"}
-    made(factory(a, "f1", deregistered=False, seats=4, **seen))
+    made(factory(a, "f1", deregistered=False, seats=4, ephemeral=True, **seen))
     made(factory(a, "f2", deregistered=False))  # a row has the fields the document has
     made(factory(b, "f3", deregistered=True, **seen))
     made(factory(c, "f4", **seen))  # not marked either way: not read
@@ -486,6 +486,6 @@ def test_queries_fleet_factories_across_partitions_only_those_in_a_fleet(
     assert "_system" not in {r["productId"] for r in rows}
     ours = sorted((r for r in rows if r["productId"] in (a, b, c)), key=lambda r: str(r["id"]))
     assert ours == [
-        {"productId": a, "id": "factory-f1", **seen},
+        {"productId": a, "id": "factory-f1", **seen, "ephemeral": True},
         {"productId": a, "id": "factory-f2"},
     ]

@@ -15,6 +15,7 @@ from fleet.coordinator.fleet_health import Beat
 from fleet.coordinator.sweep import TIMERS, Sweep, SweepConfig
 from fleet.domain.models import Lease, format_ts
 from fleet.domain.stages import Action, Stage
+from fleet.http.parsing import FactorySelf
 from fleet.settings import Settings
 from fleet.store.ports import Set, Stores
 from tests.support.builders import T0, manifest
@@ -248,6 +249,31 @@ def test_sweep_silent_finds_a_revoked_factory_only_when_it_is_to_be_pruned(
         assert sweep.silent(clock.now()) == [], at
     clock.advance(1)
     assert sweep.silent(clock.now()) == [P]
+
+
+def test_sweep_silent_finds_an_ephemeral_factory_to_prune_once_it_is_down(
+    ctx: AppContext, clock: ManualClock
+) -> None:
+    """An ephemeral factory (enrolled with an ephemeral token, named by the coordinator) is
+    pruned at ``down_after``: the sweep finds it then, as the healer judges it."""
+    config = ctx.health.config
+    sweep = sweep_of(ctx)
+    issued = ctx.tokens.create_enrollment_token(P, "operator:o", max_uses=5, ephemeral=True)
+    worker = ctx.tokens.enroll(issued.token, None, FactorySelf(capabilities=("python",)))
+    heartbeat(ctx, P, worker.factory_id)
+    heartbeat(ctx, P, "f2")  # an ordinary factory, silent as long
+    clock.advance(config.stale_seconds)
+    assert sweep.silent(clock.now()) == [P]
+    assert ctx.health.heal(P).marked == {worker.factory_id: "stale", "f2": "stale"}
+    clock.advance(config.down_after_seconds - config.stale_seconds - 1)
+    assert sweep.silent(clock.now()) == []
+    clock.advance(1)
+    assert sweep.silent(clock.now()) == [P]
+    report = ctx.health.heal(P)
+    assert report.pruned == [worker.factory_id] and report.marked == {"f2": "down"}
+    assert sweep.silent(clock.now()) == [], "found again once pruned"
+    (left,) = [f for f in ctx.coordinator.factories(P) if f.id != "factory-f2"]
+    assert left.ephemeral and left.deregistered
 
 
 # --- paging ---------------------------------------------------------------------------
