@@ -1,4 +1,5 @@
-"""The ``fleet-factory`` command line: enroll, run, status, submit, jobs, top, config."""
+"""The ``fleet-factory`` command line: enroll, run, status, submit, jobs, top, config,
+autoscale."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from factory_cli import __version__
+from factory_cli import __version__, autoscale
 from factory_cli.api import (
     ApiError,
     Conflict,
@@ -250,6 +251,76 @@ def build_parser() -> argparse.ArgumentParser:
     top.add_argument("--interval", type=_seconds, default=2.0, help="refresh every SECONDS")
 
     add("config", "where the config is and what each setting resolves to", json_flag)
+
+    scale = add(
+        "autoscale",
+        "local elasticity: start ephemeral factories for the product's demand, up to --max",
+        json_flag,
+    )
+    scale.add_argument(
+        "--max",
+        dest="max_children",
+        metavar="N",
+        type=_count,
+        required=True,
+        help="children at once, at most",
+    )
+    scale.add_argument(
+        "--engine",
+        choices=sorted(PRESETS),
+        help="the children's engine (FLEET_ENGINE; default: the first of claude, codex, aider "
+        "on PATH)",
+    )
+    scale.add_argument("--seats", type=_count, help="each child's seats (FLEET_SEATS)")
+    scale.add_argument("--cap", dest="caps", action="append", help="an extra capability")
+    scale.add_argument(
+        "--idle",
+        metavar="SECONDS",
+        type=_idle_seconds,
+        default=60.0,
+        help="a child leaves after SECONDS idle (its run --exit-when-idle); with --until-idle, "
+        "also how long demand must be zero with no child running (default 60)",
+    )
+    scale.add_argument(
+        "--interval",
+        metavar="SECONDS",
+        type=_seconds,
+        default=5.0,
+        help="poll the demand every SECONDS (default 5)",
+    )
+    scale.add_argument(
+        "--until-idle",
+        action="store_true",
+        help="exit 0 once demand has been zero and no child has run for --idle seconds",
+    )
+    scale.add_argument(
+        "--operator-token",
+        "--token",
+        dest="operator_token",
+        help="an operator token (FLEET_OPERATOR_TOKEN): polls the demand unless "
+        "--scaler-token is given; mints one single-use enrollment token per child unless "
+        "--enrollment-token is given (an admin's)",
+    )
+    scale.add_argument("--product", help="the product (FLEET_PRODUCT; default: default)")
+    scale.add_argument(
+        "--scaler-token", help="a scaler token (fls_...) to poll the demand (FLEET_SCALER_TOKEN)"
+    )
+    scale.add_argument(
+        "--enrollment-token",
+        help="a multi-use enrollment token every child enrolls with (FLEET_ENROLLMENT_TOKEN)",
+    )
+    scale.add_argument(
+        "--children-dir",
+        metavar="DIR",
+        help="where each child's config dir goes (default: autoscale/ in the data directory)",
+    )
+    scale.add_argument(
+        "--stop-timeout",
+        metavar="SECONDS",
+        type=_seconds,
+        default=60.0,
+        help="on SIGINT/SIGTERM, how long children get to stop before SIGKILL (default 60)",
+    )
     return parser
 
 
@@ -274,6 +345,7 @@ def main(argv: Sequence[str] | None = None, *, env: Mapping[str, str] | None = N
         "review": cmd_review,
         "top": cmd_top,
         "config": cmd_config,
+        "autoscale": cmd_autoscale,
     }
     try:
         return commands[args.command](args, environ)
@@ -786,6 +858,110 @@ def cmd_config(args: argparse.Namespace, env: dict[str, str]) -> int:
     ]
     _table(["NAME", "VALUE", "FROM"], rows, indent=2)
     return 0
+
+
+# --- autoscale -----------------------------------------------------------------------------
+
+
+def cmd_autoscale(args: argparse.Namespace, env: dict[str, str]) -> int:
+    settings = _settings(
+        args, env, "api", "operator_token", "product", "enrollment_token", "engine", "seats", "caps"
+    )
+    settings.require("api")
+    assert settings.api is not None
+    scaler_token = args.scaler_token or env.get("FLEET_SCALER_TOKEN") or None
+    operator_token = settings.operator_token
+    if not (scaler_token or operator_token):
+        raise ConfigError(
+            "a token to poll the demand is needed: --scaler-token (FLEET_SCALER_TOKEN) or "
+            "--operator-token (FLEET_OPERATOR_TOKEN)"
+        )
+    if not (settings.enrollment_token or operator_token):
+        raise ConfigError(
+            "the children need an enrollment token: --enrollment-token "
+            "(FLEET_ENROLLMENT_TOKEN, one of many uses) or --operator-token (an admin's: one "
+            "single-use token is made per child)"
+        )
+    engine_name = choose(settings.engine, None, env.get("PATH", ""))[0]
+    offered = _capabilities(settings, engine_name, env)
+    product = settings.product or "default"
+    operator = (
+        FleetClient(settings.api, operator_token, product=product, user_agent=USER_AGENT)
+        if operator_token
+        else None
+    )
+    poller = (
+        FleetClient(settings.api, scaler_token, product=settings.product, user_agent=USER_AGENT)
+        if scaler_token
+        else operator
+    )
+    assert poller is not None
+    tokens: autoscale.EnrollmentTokens
+    if settings.enrollment_token:
+        tokens = autoscale.SharedToken(settings.enrollment_token)
+    else:
+        assert operator is not None
+        tokens = autoscale.MintedTokens(operator)
+    root = Path(args.children_dir).expanduser() if args.children_dir else None
+    spec = autoscale.ChildSpec(
+        api=settings.api,
+        engine=engine_name,
+        seats=settings.seats,
+        caps=settings.caps,
+        idle_seconds=args.idle,
+        root=(root or settings.data_dir / "autoscale").resolve(),
+        base_env=env,
+        pythonpath=autoscale.source_root(),
+    )
+    config = autoscale.AutoscaleConfig(
+        max_children=args.max_children,
+        seats_per_child=settings.seats,
+        offered=frozenset(offered),
+        idle_seconds=args.idle,
+        interval=args.interval,
+        until_idle=args.until_idle,
+        stop_timeout=args.stop_timeout,
+    )
+    lines = sys.stderr if args.json else sys.stdout
+    clock = SystemClock()
+
+    def say(text: str) -> None:
+        print(f"{clock.wall():%H:%M:%S} {text}", file=lines, flush=True)
+
+    scaler = autoscale.Autoscaler(
+        config,
+        demand=lambda: autoscale.demand_reply(poller),
+        launcher=autoscale.ProcessLauncher(spec, tokens),
+        clock=clock,
+        say=say,
+    )
+    say(
+        f"autoscale: up to {config.max_children} child(ren) of {spec.seats} seat(s), engine "
+        f"{engine_name}, in {spec.root}; they serve the capability sets within "
+        f"{', '.join(offered) or 'none'}"
+    )
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        scaler.request_stop()
+
+    signals = [signal.SIGINT, signal.SIGTERM]
+    if hasattr(signal, "SIGBREAK"):
+        signals.append(signal.SIGBREAK)
+    previous_handlers = {sig: signal.signal(sig, on_signal) for sig in signals}
+    try:
+        code = scaler.run()
+    finally:
+        for sig, handler in previous_handlers.items():
+            signal.signal(sig, handler)
+        for client in {id(c): c for c in (operator, poller) if c is not None}.values():
+            client.close()
+    summary = scaler.summary(clock.monotonic())
+    if args.json:
+        _out({**summary, "exitCode": code})
+    else:
+        for line in autoscale.summary_lines(summary):
+            say(line)
+    return code
 
 
 def _table(headers: list[str], rows: list[list[str]], *, indent: int = 0) -> None:
