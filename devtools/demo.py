@@ -8,6 +8,12 @@ each with its own token; an idle factory reviews the jobs waiting in review that
 build.
 
     python -m devtools.demo --api http://127.0.0.1:7071/api --token flo_... [--jobs 6]
+    python -m devtools.demo ... --elastic     # and a gpu pool that autoscales from zero
+
+With ``--elastic`` (``python -m devtools.stack --demo --elastic``) nobody enrolled can run the
+gpu job at first: ``fleet-factory autoscale --max 2 --cap gpu`` (``factory_cli.autoscale``)
+sees it in the product's demand, starts an ephemeral gpu factory that ships it, and the
+factory leaves once idle: the fleet goes from zero gpu factories to one and back.
 """
 
 from __future__ import annotations
@@ -15,7 +21,9 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -175,22 +183,71 @@ class DemoRun:
 
     stop_event: threading.Event
     factories: list[DemoFactory]
+    autoscaler: subprocess.Popen[bytes] | None = None  # --elastic
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the factories and wait for them (a job in hand is released first), so the
-        stack is not stopped under them."""
+        stack is not stopped under them; the autoscaler stops its children the same way."""
         self.stop_event.set()
         deadline = time.monotonic() + timeout
+        if self.autoscaler is not None and self.autoscaler.poll() is None:
+            self.autoscaler.terminate()  # SIGTERM: its children drain and deregister
         for factory in self.factories:
             factory.join(max(0.0, deadline - time.monotonic()))
+        if self.autoscaler is not None:
+            try:
+                self.autoscaler.wait(max(1.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                self.autoscaler.kill()
+                self.autoscaler.wait()
+
+
+def start_autoscaler(api: str, operator_token: str, log_path: str) -> subprocess.Popen[bytes]:
+    """``fleet-factory autoscale`` for the demo's gpu work: up to 2 ephemeral factories with
+    the demo engine and ``gpu``, each leaving after 10 s with nothing to do. Its output goes to
+    ``log_path``; the operator token reaches it by its environment, never its command line."""
+    env = {
+        **os.environ,
+        "FLEET_API": api,
+        "FLEET_OPERATOR_TOKEN": operator_token,
+        "FLEET_PRODUCT": PRODUCT,
+    }
+    if os.geteuid() == 0 and not env.get("FLEET_ENGINE_USER"):
+        # A factory refuses to run engines as root; the demo engine is a stand-in that runs no
+        # agent (factory_cli.demo_engine), so on a root machine (a container, CI) it may.
+        env["FLEET_ALLOW_ROOT_ENGINE"] = "1"
+    command = [
+        sys.executable,
+        "-m",
+        "factory_cli",
+        "autoscale",
+        "--max",
+        "2",
+        "--engine",
+        "demo",
+        "--cap",
+        "gpu",
+        "--idle",
+        "10",
+        "--children-dir",
+        tempfile.mkdtemp(prefix="fleet-demo-autoscale-"),
+    ]
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
 def run_demo(
-    api: str, operator_token: str, *, jobs: int = 5, say: Callable[[str], None] = print
+    api: str,
+    operator_token: str,
+    *,
+    jobs: int = 5,
+    say: Callable[[str], None] = print,
+    elastic: str | None = None,
 ) -> DemoRun:
     """Enroll two demo factories, submit the sample jobs and start the factories; returns
     what stops them. Idempotent: re-running reuses the same jobs (idempotency keys) and
-    rotates the factories' tokens."""
+    rotates the factories' tokens. ``elastic``: a log path, and the gpu pool autoscales (see
+    the module docstring)."""
     session = requests.Session()
     stop = threading.Event()
     fleet = [("demo-linux", ["python", "node"]), ("demo-mac", ["python"])]
@@ -229,7 +286,11 @@ def run_demo(
     factories = [DemoFactory(api, name, tokens[name], caps, stop, say) for name, caps in fleet]
     for factory in factories:
         factory.start()
-    return DemoRun(stop, factories)
+    autoscaler = None
+    if elastic is not None:
+        autoscaler = start_autoscaler(api, operator_token, elastic)
+        say(f"autoscaling gpu factories from zero (up to 2; log: {elastic})")
+    return DemoRun(stop, factories, autoscaler)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -241,10 +302,16 @@ def main(argv: list[str] | None = None) -> int:
         help="an operator token (env FLEET_OPERATOR_TOKEN; the stack command prints one)",
     )
     parser.add_argument("--jobs", type=int, default=len(SAMPLE_JOBS))
+    parser.add_argument(
+        "--elastic",
+        action="store_true",
+        help="also autoscale gpu factories from zero for the gpu job (fleet-factory autoscale)",
+    )
     args = parser.parse_args(argv)
     if not args.token:
         parser.error("an operator token is needed: --token or FLEET_OPERATOR_TOKEN")
-    demo = run_demo(args.api, args.token, jobs=args.jobs)
+    log = os.path.join(tempfile.gettempdir(), "fleet-demo-autoscale.log")
+    demo = run_demo(args.api, args.token, jobs=args.jobs, elastic=log if args.elastic else None)
     try:
         while True:
             time.sleep(3600)

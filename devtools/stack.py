@@ -556,6 +556,12 @@ def _parser() -> argparse.ArgumentParser:
         help="once up, submit sample jobs and run two demo factories that claim and ship them",
     )
     parser.add_argument(
+        "--elastic",
+        action="store_true",
+        help="with --demo: gpu factories autoscale from zero for the gpu job "
+        "(fleet-factory autoscale; its log: LOG_DIR/autoscale.log)",
+    )
+    parser.add_argument(
         "--data-dir", type=Path, default=None, help="Azurite data (default .local/azurite)"
     )
     parser.add_argument(
@@ -633,8 +639,12 @@ def main(argv: list[str] | None = None) -> int:
             from devtools.demo import run_demo
 
             say("demo: product 'demo' (send X-Fleet-Product: demo to see it in the API)")
+            elastic = str(config.logs_dir / "autoscale.log") if args.elastic else None
             demo = run_demo(
-                stack.api_url, stack.operator_token, say=lambda line: say(f"demo: {line}")
+                stack.api_url,
+                stack.operator_token,
+                say=lambda line: say(f"demo: {line}"),
+                elastic=elastic,
             )
         failed = stack.wait()
         code = stack.running().get(failed)

@@ -5,6 +5,7 @@ not build it."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -47,3 +48,46 @@ def test_demo_jobs_flow_to_shipped_with_a_review_on_the_way(running_stack: Runni
     assert reviewed["outcome"] == "approved"
     assert any("waiting for a review" in line for line in said)
     assert any("approved 'Fix flaky test_upload' -> shipped" in line for line in said)
+
+
+def test_demo_elastic_gpu_job_is_shipped_by_a_factory_autoscaled_from_zero(
+    running_stack: RunningStack, tmp_path: Path
+) -> None:
+    """``--elastic``: no enrolled factory offers gpu; the demo's autoscaler sees the gpu job in
+    the product's demand, starts an ephemeral gpu factory (the real ``fleet-factory``
+    processes), which ships it and leaves the fleet once idle: zero gpu factories again. (It
+    runs after the test above, which finds the gpu job waiting: the demo's jobs are the same
+    ones, by their idempotency keys.)"""
+    log = tmp_path / "autoscale.log"
+    run = demo.run_demo(running_stack.api, running_stack.operator_token, elastic=str(log))
+    try:
+
+        def gpu_shipped() -> dict[str, Any] | None:
+            job = _jobs(running_stack)["Train the ranking model"]
+            return job if job["stage"] == "shipped" else None
+
+        job = wait_for("the gpu job to ship", gpu_shipped, timeout=150)
+
+        def gpu_factories_gone() -> list[dict[str, Any]] | None:
+            listed = requests.get(
+                f"{running_stack.api}/fleet/factories",
+                headers=running_stack.operator(demo.PRODUCT),
+                timeout=30,
+            ).json()["factories"]
+            autoscaled = [f for f in listed if str(f["id"]).startswith("auto-")]
+            live = [f for f in autoscaled if not f.get("deregistered")]
+            return autoscaled if autoscaled and not live else None
+
+        autoscaled = wait_for("the autoscaled factory to leave", gpu_factories_gone, timeout=90)
+    finally:
+        run.stop(timeout=60)
+    whole = requests.get(
+        f"{running_stack.api}/fleet/jobs/{job['id']}",
+        headers=running_stack.operator(demo.PRODUCT),
+        timeout=30,
+    ).json()
+    events = whole.get("events") or whole["job"]["events"]
+    assert [e["type"] for e in events].count("assign") == 1  # shipped exactly once
+    holder = next(e["holder"] for e in events if e["type"] == "assign")
+    assert holder.startswith("auto-") and holder in {f["id"] for f in autoscaled}
+    assert "started" in log.read_text()
