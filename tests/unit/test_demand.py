@@ -12,6 +12,7 @@ import pytest
 from fleet.context import AppContext
 from fleet.coordinator import Coordinator
 from fleet.coordinator.clock import ManualClock
+from fleet.coordinator.tokens import Tokens
 from fleet.domain.demand import SetDemand, Waiting, demand_of
 from fleet.domain.models import format_ts
 from fleet.domain.scheduler import FactoryView
@@ -191,3 +192,22 @@ def test_demand_refuses_a_capabilities_filter_that_names_no_capability_set(
     assert reply.status == 400
     assert reply.body["error"] == "validation_failed"
     assert [p["path"] for p in reply.body["details"]["problems"]] == ["capabilities"]
+
+
+def test_demand_polled_with_a_scaler_token_is_one_point_read_once_warm(
+    app_context: AppContext, coord: Coordinator, tokens: Tokens, stores: Stores
+) -> None:
+    """What an autoscaler polls with its scaler token: the first poll verifies the token (a
+    read of its document); every later one within the cache window is the demand document
+    alone. The token reads nothing else: another product's demand is 403."""
+    scaler = tokens.create_scaler_token(P, "keda", "operator:o").token
+    coord.submit(P, manifest(capabilities=("python",)), "operator:o")
+    coord.refresh_demand(P)
+    with stores.counters.measure() as first:
+        assert call(app_context, "demand", token=scaler).status == 200
+    with stores.counters.measure() as warm:
+        reply = call(app_context, "demand", token=scaler)
+    assert reply.status == 200 and reply.body["product"] == P and reply.body["routable"] == 1
+    assert first == {"read": 2} and warm == {"read": 1}
+    assert call(app_context, "demand", token=scaler, product="other").status == 403
+    assert call(app_context, "list_jobs", token=scaler, product=P).status == 403
