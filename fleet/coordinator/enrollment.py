@@ -33,11 +33,11 @@ from fleet.coordinator.clock import Clock
 from fleet.coordinator.identity import NAME
 from fleet.coordinator.token_store import (
     ENROLLMENT_PREFIX,
-    ID_CHARS,
     INVALID,
     MISSING,
     TokenDoc,
     TokenStore,
+    by_short_id,
     hash_token,
 )
 from fleet.domain.audit import new_event
@@ -237,11 +237,9 @@ class Enrollments:
         return enrollment_view(doc, now)
 
     def _enrollment_by_id(self, product: str, token_id: str) -> TokenDoc:
-        token_id = token_id.lower()
-        if len(token_id) == ID_CHARS and all(c in "0123456789abcdef" for c in token_id):
-            for doc in self.store.enrollment_tokens(product):
-                if doc.short_id == token_id:
-                    return doc
+        doc = by_short_id(self.store.enrollment_tokens(product), token_id)
+        if doc is not None:
+            return doc
         raise EnrollmentTokenNotFound(
             f"no enrollment token {token_id} in product {product}", tokenId=token_id
         )

@@ -22,7 +22,13 @@ from typing import Any
 
 from fleet.coordinator.clock import Clock
 from fleet.coordinator.identity import NAME, Principal, Role
-from fleet.coordinator.token_store import ID_CHARS, OPERATOR_SCOPE, TokenDoc, TokenStore
+from fleet.coordinator.token_store import (
+    OPERATOR_SCOPE,
+    TokenDoc,
+    TokenStore,
+    by_short_id,
+    lifetime_status,
+)
 from fleet.domain.models import format_ts
 from fleet.errors import NotFound, Problem, ValidationFailed
 
@@ -161,22 +167,15 @@ class OperatorTokens:
         return operator_view(doc, now)
 
     def _by_id(self, token_id: str) -> TokenDoc:
-        token_id = token_id.lower()
-        if len(token_id) == ID_CHARS and all(c in "0123456789abcdef" for c in token_id):
-            for doc in self.store.operator_tokens():
-                if doc.short_id == token_id:
-                    return doc
+        doc = by_short_id(self.store.operator_tokens(), token_id)
+        if doc is not None:
+            return doc
         raise OperatorTokenNotFound(f"no operator token {token_id}", tokenId=token_id)
 
 
 def operator_view(doc: TokenDoc, now: datetime) -> dict[str, Any]:
     """An operator token as admins see it: no secret, no full hash."""
-    if doc.revoked:
-        status = "revoked"
-    elif doc.expiresAt is not None and now >= doc.expiresAt:
-        status = "expired"
-    else:
-        status = "active"
+    status = lifetime_status(doc, now)
     return {
         "id": doc.short_id,
         "name": doc.name,

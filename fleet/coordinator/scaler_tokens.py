@@ -24,7 +24,7 @@ from typing import Any
 from fleet.coordinator.audit import FleetLog
 from fleet.coordinator.clock import Clock
 from fleet.coordinator.identity import NAME
-from fleet.coordinator.token_store import ID_CHARS, TokenDoc, TokenStore
+from fleet.coordinator.token_store import TokenDoc, TokenStore, by_short_id, lifetime_status
 from fleet.domain.audit import new_event
 from fleet.domain.models import format_ts
 from fleet.errors import AlreadyExists, NotFound, ValidationFailed
@@ -126,11 +126,9 @@ class ScalerTokens:
         return scaler_view(doc, now)
 
     def _by_id(self, product: str, token_id: str) -> TokenDoc:
-        token_id = token_id.lower()
-        if len(token_id) == ID_CHARS and all(c in "0123456789abcdef" for c in token_id):
-            for doc in self.store.scaler_tokens(product):
-                if doc.short_id == token_id:
-                    return doc
+        doc = by_short_id(self.store.scaler_tokens(product), token_id)
+        if doc is not None:
+            return doc
         raise ScalerTokenNotFound(
             f"no scaler token {token_id} in product {product}", tokenId=token_id
         )
@@ -162,17 +160,11 @@ def _exists(product: str, name: str) -> ScalerTokenExists:
 
 def scaler_view(doc: TokenDoc, now: datetime) -> dict[str, Any]:
     """A scaler token as admins see it: no secret, no full hash."""
-    if doc.revoked:
-        status = "revoked"
-    elif doc.expiresAt is not None and now >= doc.expiresAt:
-        status = "expired"
-    else:
-        status = "active"
     return {
         "id": doc.short_id,
         "name": doc.name,
         "product": doc.product,
-        "status": status,
+        "status": lifetime_status(doc, now),
         "createdAt": format_ts(doc.createdAt),
         "createdBy": doc.createdBy,
         "expiresAt": format_ts(doc.expiresAt) if doc.expiresAt else None,

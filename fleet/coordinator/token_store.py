@@ -54,6 +54,24 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
+def by_short_id(docs: Iterable[TokenDoc], token_id: str) -> TokenDoc | None:
+    """The token whose listing id (``short_id``: the first ``ID_CHARS`` hex of its hash) is
+    ``token_id``, any case; None when none is, or ``token_id`` is no such id."""
+    token_id = token_id.lower()
+    if len(token_id) != ID_CHARS or any(c not in "0123456789abcdef" for c in token_id):
+        return None
+    return next((doc for doc in docs if doc.short_id == token_id), None)
+
+
+def lifetime_status(doc: TokenDoc, now: datetime) -> str:
+    """ "revoked", "expired" or "active": what a token's listing says of it."""
+    if doc.revoked:
+        return "revoked"
+    if doc.expiresAt is not None and now >= doc.expiresAt:
+        return "expired"
+    return "active"
+
+
 def doc_id(digest: str) -> str:
     return f"tok-{digest}"
 
