@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import re
 import secrets
-import threading
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -35,6 +34,7 @@ from fleet.store.queries import FLEET_FACTORIES
 from tests.support.builders import T0
 from tests.support.builders import job as queued
 from tests.support.handlers import OPERATOR, call, documented
+from tests.support.races import race_enrollments
 
 P = "prod"
 ACTOR = "operator:test"
@@ -103,22 +103,7 @@ def test_enrollment_multi_use_racing_enrollments_never_pass_max_uses(
 ) -> None:
     issued = tokens.create_enrollment_token(P, ACTOR, max_uses=3)
     racers = 10
-    start = threading.Barrier(racers)
-    won: list[str] = []
-    lost: list[str] = []
-
-    def race(name: str) -> None:
-        start.wait()
-        try:
-            won.append(tokens.enroll(issued.token, name, me()).factory_id)
-        except Unauthorized as exc:
-            lost.append(exc.message)
-
-    threads = [threading.Thread(target=race, args=(f"f{i}",)) for i in range(racers)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    won, lost = race_enrollments(tokens, issued.token, racers, me())
     assert len(won) == 3 and lost == [INVALID] * (racers - 3)
     assert sorted(f.id for f in coord.factories(P)) == sorted(f"factory-{n}" for n in won)
     assert stored(stores, issued.token)["uses"] == 3

@@ -5,7 +5,6 @@ handlers (and the gate poll's cost)."""
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -38,6 +37,7 @@ from fleet.http.parsing import FactorySelf
 from fleet.store.memory import MemoryDocumentStore
 from fleet.store.ports import Set, Stores
 from tests.support.handlers import OPERATOR, call, documented, functions
+from tests.support.races import race_enrollments
 
 P = "prod"
 OPERATOR_ACTOR = "operator:test"
@@ -114,22 +114,7 @@ def test_tokens_concurrent_enrollments_with_one_token_exactly_one_wins(
 ) -> None:
     issued = tokens.create_enrollment_token(P, OPERATOR_ACTOR)
     racers = 8
-    start = threading.Barrier(racers)
-    won: list[str] = []
-    lost: list[str] = []
-
-    def race(name: str) -> None:
-        start.wait()
-        try:
-            won.append(tokens.enroll(issued.token, name, me()).factory_id)
-        except Unauthorized as exc:
-            lost.append(exc.message)
-
-    threads = [threading.Thread(target=race, args=(f"f{i}",)) for i in range(racers)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    won, lost = race_enrollments(tokens, issued.token, racers, me())
     assert len(won) == 1 and lost == [INVALID] * (racers - 1)
     assert [f.id for f in coord.factories(P)] == [f"factory-{won[0]}"]
 
