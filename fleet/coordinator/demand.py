@@ -2,10 +2,11 @@
 with one point read (the rules: ``fleet.domain.demand``).
 
 It is written by the reaper's pass (``refresh``), and only when what it says changed. The
-reaper's sweep passes a product on every tick while it has work queued, in review or (when a
-lease expires) leased, and once after every event (a submit, a claim, a ship, a factory
-joining): so the document is at most one reaper period (``REAPER_SCHEDULE``, 15 s by default)
-plus its pass's time in the queue behind what it says. A product that turns idle is passed
+reaper's sweep passes a product once after every event (a submit, a claim, a ship, a factory
+joining or judged down) and when a lease expires: so what events change is at most one reaper
+period (``REAPER_SCHEDULE``, 15 s by default) plus its pass's time in the queue behind. A
+product with work queued or in review is also passed once per round of the waiting set (60 s),
+which bounds what only time changes (a budget's new period). A product that turns idle is passed
 once more, for the event that made it so, and its demand empties.
 
 A refresh reads the oldest ``DEMAND_SCAN`` queued jobs and as many leased ones (only the fields

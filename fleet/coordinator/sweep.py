@@ -14,6 +14,10 @@ exist; each product found is then passed (``fleet.timers``: one queue message pe
   judged over time (preemption, starvation, review waits).
 - **Leased** (``LEASED_PRODUCTS``, a round robin): products with a job under lease, whose
   holders' progress and silence are in heartbeats, not in any document.
+- A round robin's circle (each of its products once) begins at most every ``round_seconds``
+  (60 s): those judgements are over minutes, and a backlog waiting on capacity (a fleet scaled
+  to zero) must not cost a pass per product on every tick. What changes a waiting product
+  is an event, and puts it in the changed set on the next tick.
 - **Changed** (``CHANGED_PRODUCTS``, oldest first): products with an event (a job's
   transition, a factory's or a budget's fleet event) since the timer's previous tick, less
   ``slack_seconds`` for the clocks of other instances.
@@ -91,6 +95,9 @@ class SweepConfig:
     max_pages: int = 10  # queries per set per tick; the rest is the next tick's
     slack_seconds: float = 5.0  # how far before the previous tick "changed" looks
     first_lookback_seconds: float = 3600.0  # how far a timer's very first tick looks back
+    # A round robin's circle over its products begins at most this often: what waits or is
+    # under lease is judged over minutes (preemption, starvation, stalls), not every tick.
+    round_seconds: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -98,23 +105,23 @@ class Mark:
     """A timer's mark: where its changed set starts reading (``since``: a timestamp, None
     before its first tick), the products already passed for their events at exactly
     ``since`` (``at``: only after a tick that stopped short), and where each round robin
-    goes on (``cursors``: the last product read, "" from the first)."""
+    goes on (``cursors``: the last product read, "" from the first) and when its current
+    circle began (``rounds``)."""
 
     since: str | None = None
     at: tuple[str, ...] = ()
     cursors: Mapping[str, str] = field(default_factory=dict)
+    rounds: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_doc(cls, doc: Mapping[str, Any]) -> Mark:
         since = doc.get("since")
         at = doc.get("at")
-        cursors = doc.get("cursors")
         return cls(
             since=str(since) if isinstance(since, str) else None,
             at=tuple(str(p) for p in at) if isinstance(at, list) else (),
-            cursors=(
-                {str(k): str(v) for k, v in cursors.items()} if isinstance(cursors, dict) else {}
-            ),
+            cursors=_strings(doc.get("cursors")),
+            rounds=_strings(doc.get("rounds")),
         )
 
 
@@ -170,20 +177,20 @@ class Sweep:
             raise ValueError(f"no sweep for timer {timer!r}")
         now = self.clock.now()
         previous = self._mark(timer)
-        cursors = dict(previous.cursors)
+        cursors, rounds = dict(previous.cursors), dict(previous.rounds)
         sets: list[list[str]] = []
-        mark = Mark(cursors=cursors)
+        mark = Mark(cursors=cursors, rounds=rounds)
         if timer in ("reaper", "metrics"):
             sets.append(self.due(now).products)
-            sets.append(self._cycle(WAITING_PRODUCTS, cursors, "waiting"))
+            sets.append(self._cycle(WAITING_PRODUCTS, cursors, rounds, "waiting", now))
         if timer == "reaper":
             sets.append(self._walk(UNDATED_LEASES, {}, "productId").products)
         if timer in ("healer", "metrics"):
-            sets.append(self._cycle(LEASED_PRODUCTS, cursors, "leased"))
+            sets.append(self._cycle(LEASED_PRODUCTS, cursors, rounds, "leased", now))
         if timer in ("reaper", "metrics"):
             changed, since, at = self.changed(previous, now)
             sets.append(changed)
-            mark = Mark(since=since, at=at, cursors=cursors)
+            mark = Mark(since=since, at=at, cursors=cursors, rounds=rounds)
         if timer == "healer":
             sets.append(self.silent(now))
         products = list(dict.fromkeys(p for found in sets for p in found))
@@ -202,6 +209,7 @@ class Sweep:
                 "since": plan.mark.since,
                 "at": list(plan.mark.at),
                 "cursors": dict(plan.mark.cursors),
+                "rounds": dict(plan.mark.rounds),
             }
         )
 
@@ -279,12 +287,37 @@ class Sweep:
         log.info("sweep %s: more than %d products; the rest next tick", query.name, len(seen))
         return found
 
-    def _cycle(self, query: NamedQuery, cursors: dict[str, str], name: str) -> list[str]:
+    def _cycle(
+        self,
+        query: NamedQuery,
+        cursors: dict[str, str],
+        rounds: dict[str, str],
+        name: str,
+        now: datetime,
+    ) -> list[str]:
         """A round robin over the products ``query`` finds, in product order, from
         ``cursors[name]`` (the last product the previous tick read), wrapping to the first
         once: at most ``max_pages`` pages. Leaves in ``cursors[name]`` where the next tick
-        goes on ("" when this one read them all)."""
+        goes on ("" when this one read them all).
+
+        A circle (every product once) begins at most every ``round_seconds``: a tick that
+        would begin one sooner after the previous began reads nothing. ``rounds[name]`` is
+        when the current circle began; a circle that found nothing is not one (an idle
+        timer's mark stays as it was, and its next tick looks again)."""
         start = cursors.get(name, "")
+        if start == "":
+            began = _ts(rounds.get(name))
+            if began is not None and (now - began).total_seconds() < self.config.round_seconds:
+                return []
+            found = self._circle(query, cursors, name, start)
+            if found:
+                rounds[name] = format_ts(now)
+            return found
+        return self._circle(query, cursors, name, start)
+
+    def _circle(
+        self, query: NamedQuery, cursors: dict[str, str], name: str, start: str
+    ) -> list[str]:
         after, wrapped = start, start == ""
         found: dict[str, None] = {}
         for _ in range(self.config.max_pages):
@@ -305,6 +338,10 @@ class Sweep:
         cursors[name] = after
         log.info("sweep %s: more than %d products; the rest next tick", query.name, len(found))
         return list(found)
+
+
+def _strings(value: Any) -> dict[str, str]:
+    return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
 
 
 def _needs_verdict(

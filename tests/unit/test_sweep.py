@@ -403,3 +403,37 @@ def test_sweep_a_lease_written_before_due_at_is_found_and_its_pass_dates_it(
     clock.advance(300 - 180 + 1)  # the lease's 300 s are over
     assert sweep.products("reaper") == ["old"]
     assert ctx.coordinator.reap("old").requeued == [claim.job.id]
+
+
+def test_sweep_round_robins_begin_a_circle_at_most_once_a_round_and_changes_still_count(
+    ctx: AppContext, stores: Stores, clock: ManualClock
+) -> None:
+    """A backlog waiting for capacity costs its product a pass once a round, not every tick;
+    an idle timer's mark is not written for a round that found nothing."""
+    ctx.coordinator.submit("queue", manifest(capabilities=("gpu",)), "operator:o")
+    busy = claimed(ctx.coordinator, "busy").job.id
+    sweep = sweep_of(ctx)
+    clock.advance(60)
+    for timer in TIMERS:
+        sweep.products(timer)  # the first ticks: every change of the last hour; rounds begin
+    ticks: dict[str, list[list[str]]] = {"reaper": [], "healer": []}
+    for _ in range(8):  # two minutes of 15 s ticks, nothing changing
+        clock.advance(15)
+        for timer, found in ticks.items():
+            found.append(sweep.products(timer))
+    # Each circle began 60 s after the previous one: on the 4th and the 8th tick.
+    assert ticks["reaper"] == [[], [], [], ["queue"], [], [], [], ["queue"]]
+    assert ticks["healer"] == [[], [], [], ["busy"], [], [], [], ["busy"]]
+    # Between rounds a change is still passed on the next tick.
+    ctx.coordinator.submit("queue", manifest(capabilities=("gpu",)), "operator:o")
+    clock.advance(15)
+    assert sweep.products("reaper") == ["queue"]
+    # With nothing waiting, the healer's idle tick writes no mark.
+    ctx.coordinator.operator("busy", busy, Action.CANCEL, "operator:o")
+    clock.advance(60)
+    sweep.products("healer")
+    with stores.counters.measure() as cost:
+        for _ in range(3):
+            clock.advance(60)
+            assert sweep.products("healer") == []
+    assert "upsert" not in cost and "replace" not in cost, cost
