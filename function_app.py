@@ -11,6 +11,8 @@ Tests, the simulation and the benchmarks build their own app over a context of t
 `build_app(lambda: context)`.
 """
 
+import logging
+
 import azure.functions as func
 
 from fleet import timers
@@ -32,6 +34,11 @@ from fleet.http import (
     work,
 )
 from fleet.settings import Settings
+
+# The Azure SDK logs every store request's URL and headers at INFO: on a busy coordinator that
+# is most of what it logs (and what Application Insights ingests and bills). Its warnings and
+# errors still come through.
+logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(logging.WARNING)
 
 # Registration order is the order routes of equal precedence are matched in.
 HTTP = (

@@ -153,12 +153,25 @@ def azure_backend(azure_settings: Settings) -> Stores:
     return azure_stores(azure_settings)
 
 
+@pytest.fixture(scope="session")
+def contract_settings(stack_env: dict[str, str]) -> Settings:
+    """The local stack's settings with a Cosmos container of the contract tests' own: the raw
+    documents they write (a store's contract, not the app's models) stay out of the container
+    the local host's timers sweep, where every pass over them would fail until poisoned."""
+    return Settings.from_env({**stack_env, "COSMOS_CONTAINER": "contract"})
+
+
+@pytest.fixture(scope="session")
+def contract_backend(contract_settings: Settings) -> Stores:
+    return azure_stores(contract_settings)
+
+
 @pytest.fixture(params=["memory", pytest.param("azure", marks=pytest.mark.integration)])
 def stores(request: pytest.FixtureRequest) -> Stores:
-    """The same contract, on the in-memory twin and on the local stack."""
+    """The same contract, on the in-memory twin and on the local stack (its own container)."""
     if request.param == "memory":
         return memory_stores()
-    backend: Stores = request.getfixturevalue("azure_backend")
+    backend: Stores = request.getfixturevalue("contract_backend")
     return backend
 
 

@@ -17,9 +17,9 @@ from tests.support.faultproxy import FaultProxy
 
 
 @pytest.fixture
-def cosmos_proxy(azure_settings: Settings, azure_backend: object) -> Iterator[FaultProxy]:
-    assert azure_settings.cosmos is not None
-    proxy = FaultProxy(azure_settings.cosmos.endpoint)
+def cosmos_proxy(contract_settings: Settings, contract_backend: object) -> Iterator[FaultProxy]:
+    assert contract_settings.cosmos is not None
+    proxy = FaultProxy(contract_settings.cosmos.endpoint)
     yield proxy
     proxy.close()
 
@@ -41,9 +41,9 @@ def _docs_path(method: str, path: str) -> bool:
 @pytest.mark.integration
 @pytest.mark.parametrize("status", [429, 503])
 def test_store_faults_cosmos_throttle_surfaces_as_store_unavailable_with_retry_after(
-    azure_settings: Settings, cosmos_proxy: FaultProxy, partition: str, status: int
+    contract_settings: Settings, cosmos_proxy: FaultProxy, partition: str, status: int
 ) -> None:
-    store = _proxied_store(azure_settings, cosmos_proxy)
+    store = _proxied_store(contract_settings, cosmos_proxy)
     store.create({"id": "a", "productId": partition, "n": 1})
     # Enough faults to outlast the SDK's own retries: the adapter must see the last one.
     rule = cosmos_proxy.inject(
@@ -59,9 +59,9 @@ def test_store_faults_cosmos_throttle_surfaces_as_store_unavailable_with_retry_a
 
 @pytest.mark.integration
 def test_store_faults_cosmos_one_throttle_is_retried_by_the_sdk(
-    azure_settings: Settings, cosmos_proxy: FaultProxy, partition: str
+    contract_settings: Settings, cosmos_proxy: FaultProxy, partition: str
 ) -> None:
-    store = _proxied_store(azure_settings, cosmos_proxy)
+    store = _proxied_store(contract_settings, cosmos_proxy)
     store.create({"id": "a", "productId": partition, "n": 1})
     rule = cosmos_proxy.inject(429, headers={"x-ms-retry-after-ms": "10"}, match=_docs_path)
     assert store.read(partition, "a")["n"] == 1
