@@ -139,10 +139,17 @@ def reap_pass(context: AppContext, product: str) -> None:
         )
 
 
+def metrics_pass(context: AppContext, product: str) -> None:
+    """The metrics timer's pass over one product: what its runs taught learned routing
+    (``fleet.coordinator.routing``), then metrics, alerts and the alert webhook."""
+    context.coordinator.refresh_routing(product)
+    context.monitor.run(product)
+
+
 PASSES: dict[Timer, Callable[[AppContext, str], Any]] = {
     "reaper": reap_pass,
     "healer": lambda context, product: context.health.heal(product),
-    "metrics": lambda context, product: context.monitor.run(product),
+    "metrics": metrics_pass,
 }
 
 

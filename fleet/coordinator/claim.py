@@ -27,11 +27,12 @@ from fleet.coordinator.cache import QueuedLists
 from fleet.coordinator.channels import ChannelLimits
 from fleet.coordinator.config import Part
 from fleet.coordinator.product import Products
+from fleet.coordinator.routing import Routing
 from fleet.coordinator.writer import Writer
 from fleet.domain import jobs as J
 from fleet.domain import runs as RU
-from fleet.domain.models import Job, Lease, format_ts
-from fleet.domain.scheduler import Breakdown, FactoryView, rank
+from fleet.domain.models import Job, Lease, ShadowChoice, format_ts
+from fleet.domain.scheduler import Breakdown, FactoryView, rank, shadow_choice
 from fleet.domain.stages import Action, Stage
 from fleet.errors import ConcurrencyConflict, NotFound
 from fleet.store.queries import CLAIM_OF_REQUEST, COUNT_LIVE_LEASES_OF_HOLDER, JOBS_IN_STAGE
@@ -163,6 +164,7 @@ class _Attempt:
     paused: bool = False  # the product's budget is paused: nothing may start
     budgeted: bool | None = None  # whether the product has a budget: asked at the first try
     exhausted_channels: set[str] = field(default_factory=set)
+    shadow: ShadowChoice | None = None  # shadow mode's note on the list it ranked last
 
     @property
     def stopped(self) -> bool:
@@ -198,6 +200,7 @@ class Claims(Part):
     entropy: Callable[[int], bytes]
     queued: QueuedLists  # the queue's head as this instance's claims last read it
     contention: Contention = field(default_factory=Contention, compare=False)
+    routing: Routing | None = field(default=None, compare=False)  # learned routing's model
 
     def claim(
         self,
@@ -283,9 +286,13 @@ class Claims(Part):
         # write that made the job claimable (an unblock landing while this claim began).
         attempt.now = now = self.clock.now()
         settings = self.products.settings(attempt.product)
-        candidates = rank(jobs, attempt.factory, now, settings.weights)
+        learned = self.routing.learned(attempt.product) if self.routing is not None else None
+        candidates = rank(jobs, attempt.factory, now, settings.weights, learned)
         if not candidates:
             return None, False
+        attempt.shadow = shadow_choice(
+            jobs, candidates, attempt.factory, now, settings.weights, learned
+        )
         if not attempt.seats_checked:
             attempt.seats_checked = True
             if attempt.seats is not None and self._seats_full(
@@ -361,6 +368,7 @@ class Claims(Part):
             breakdown=breakdown.as_dict(),
             request_id=attempt.request_id,
             timeout_seconds=timeout,
+            learned=attempt.shadow,
         )
         if attempt.start:
             assigned = J.holder_report(assigned, Action.START, attempt.factory.id, now=now)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -18,6 +18,7 @@ from fleet.coordinator.channels import ChannelLimits
 from fleet.coordinator.config import Part
 from fleet.coordinator.metrics import alert_feed
 from fleet.coordinator.product import Products
+from fleet.coordinator.routing import Routing
 from fleet.coordinator.writer import Writer
 from fleet.domain import jobs as J
 from fleet.domain.audit import FleetEvent
@@ -67,6 +68,7 @@ class Feed(Part):
     budgets: Budgets
     channels: ChannelLimits
     attempt_quota: AttemptQuota
+    routing: Routing | None = field(default=None, compare=False)  # learned routing's model
 
     def list_jobs(self, product: str) -> list[Job]:
         rows = self.docs.query(DOCS_OF_TYPE, product, {"type": "job"})
@@ -331,7 +333,9 @@ class Feed(Part):
         job = self.writer.get_job(product, job_id)
         now = self.clock.now()
         views = self.products.factory_views(product)
-        verdicts = explain(job, views, now, self.products.weights(product))
+        weights = self.products.weights(product)
+        learned = self.routing.read(product).learned if self.routing is not None else None
+        verdicts = explain(job, views, now, weights, learned)
         blockers = self._quota_blockers(job, now) if job.stage is Stage.QUEUED else []
         summary = _explain_summary(job, verdicts, views)
         if blockers and summary.startswith("queued"):
@@ -346,6 +350,11 @@ class Feed(Part):
             "unroutable": not can_ever_run(job, views),
             "blockers": blockers,
             "summary": summary,
+            "learnedRouting": {
+                "weight": weights.outcome,
+                "mode": "on" if weights.outcome != 0 else "shadow",
+                "learned": learned is not None and not learned.empty,
+            },
             "factories": [
                 {
                     "factory": v.factory,
@@ -353,6 +362,7 @@ class Feed(Part):
                     "reasons": list(v.reasons),
                     "missingCapabilities": list(v.missing),
                     "score": v.breakdown.as_dict() if v.breakdown else None,
+                    "outcome": v.extra.get("outcome"),
                 }
                 for v in verdicts
             ],

@@ -55,6 +55,7 @@ from fleet.coordinator.product import (
 )
 from fleet.coordinator.reaper import Reaper, ReapReport
 from fleet.coordinator.review import Reviews
+from fleet.coordinator.routing import Routing
 from fleet.coordinator.submit import Submissions
 from fleet.coordinator.writer import JobNotFound, Writer
 from fleet.store.ports import Stores
@@ -129,11 +130,16 @@ class Coordinator:
             writer, docs, stores.blobs, clock, config.artifacts_container, attempt_quota
         )
         quotas = (self.budgets, self.channels)
-        self._claims = Claims(docs, clock, config, writer, products, *quotas, entropy, gate.queued)
+        self._routing = routing = Routing(docs, clock, config)
+        self._claims = Claims(
+            docs, clock, config, writer, products, *quotas, entropy, gate.queued, routing=routing
+        )
         self._leases = Leases(writer, self.budgets, self.reviews)
         self._submissions = Submissions(docs, clock, config, writer, products, gate, entropy)
         self._reaper = Reaper(docs, clock, config, writer, products, *quotas, gate)
-        self._feed = Feed(docs, clock, config, writer, products, *quotas, attempt_quota)
+        self._feed = Feed(
+            docs, clock, config, writer, products, *quotas, attempt_quota, routing=routing
+        )
         self._metrics = Metrics(docs, clock, config, products, self.budgets)
         self._demand = Demand(docs, clock, config, products, self.budgets)
 
@@ -204,3 +210,8 @@ class Coordinator:
     refresh_demand = _Via("_demand", Demand.refresh)
     demand = _Via("_demand", Demand.read)
     metrics = _Via("_metrics", Metrics.read)
+
+    # --- learned routing -------------------------------------------------------------
+    refresh_routing = _Via("_routing", Routing.refresh)
+    routing = _Via("_routing", Routing.read)
+    learned = _Via("_routing", Routing.learned)

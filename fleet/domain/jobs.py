@@ -12,7 +12,17 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from fleet.domain import runs as R
-from fleet.domain.models import Avoid, Event, Job, Lease, Run, RunOutcome, format_ts, queue_key
+from fleet.domain.models import (
+    Avoid,
+    Event,
+    Job,
+    Lease,
+    Run,
+    RunOutcome,
+    ShadowChoice,
+    format_ts,
+    queue_key,
+)
 from fleet.domain.stages import LEASED, Action, Stage, next_stage
 from fleet.errors import Fenced, FleetError
 
@@ -192,9 +202,11 @@ def assign(
     breakdown: dict[str, Any] | None = None,
     request_id: str | None = None,
     timeout_seconds: int | None = None,
+    learned: ShadowChoice | None = None,
 ) -> Job:
     """The claim's move: a new lease at the next epoch, and that attempt's run opened with
-    its limits (``timeout_seconds``: the effective one, the manifest's or the product's)."""
+    its limits (``timeout_seconds``: the effective one, the manifest's or the product's) and
+    shadow mode's note (``learned``)."""
     epoch = job.epoch + 1
     lease = Lease(
         holder=factory_id,
@@ -203,7 +215,12 @@ def assign(
         requestId=request_id,
     )
     run = R.open_run(
-        factory_id, epoch, now=now, timeout_seconds=timeout_seconds, max_cost_usd=job.maxCostUsd
+        factory_id,
+        epoch,
+        now=now,
+        timeout_seconds=timeout_seconds,
+        max_cost_usd=job.maxCostUsd,
+        learned=learned,
     )
     return transition(
         job,

@@ -175,6 +175,16 @@ RunOutcome = Literal[
 ]
 
 
+class ShadowChoice(Model):
+    """Shadow mode's note on the run a claim opened (``fleet.domain.routing``): the job the
+    learned ranking would have put first (``job``), and whether today's ranking put the same
+    job first (``agrees``). Only when learned routing's weight is 0 and something was
+    learned."""
+
+    job: str
+    agrees: bool
+
+
 class Run(Model):
     """One attempt (one epoch): opened by the claim, closed (``outcome``, ``endedAt``) in the
     same write as whatever ended the attempt. See ``fleet.domain.runs``."""
@@ -200,6 +210,7 @@ class Run(Model):
     artifacts: tuple[str, ...] = ()
     artifactErrors: tuple[str, ...] = ()
     durationSeconds: float | None = None
+    learned: ShadowChoice | None = None
 
 
 class Avoid(Model):

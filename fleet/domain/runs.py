@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, get_args
 
-from fleet.domain.models import DiffStat, Run, RunOutcome, Tokens, format_ts
+from fleet.domain.models import DiffStat, Run, RunOutcome, ShadowChoice, Tokens, format_ts
 from fleet.domain.stages import Action
 
 EMBEDDED_RUNS = 20  # the newest runs kept in the job document; older ones are spilled
@@ -71,10 +71,16 @@ def open_run(
     now: datetime,
     timeout_seconds: int | None = None,
     max_cost_usd: float | None = None,
+    learned: ShadowChoice | None = None,
 ) -> Run:
     deadline = now + timedelta(seconds=timeout_seconds) if timeout_seconds is not None else None
     return Run(
-        epoch=epoch, factory=factory, startedAt=now, deadlineAt=deadline, maxCostUsd=max_cost_usd
+        epoch=epoch,
+        factory=factory,
+        startedAt=now,
+        deadlineAt=deadline,
+        maxCostUsd=max_cost_usd,
+        learned=learned,
     )
 
 

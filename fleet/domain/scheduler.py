@@ -12,7 +12,11 @@ the assignment event and ``explain`` can show the operator exactly why:
 - health: 1 for a healthy factory, less if it already failed this job;
 - priority: the manifest's 0..9 urgency;
 - starvation penalty: young jobs carry a penalty that ages away over ``aging_seconds``
-  (~30 min), so an old job eventually outranks newer, otherwise better-fitting work.
+  (~30 min), so an old job eventually outranks newer, otherwise better-fitting work;
+- outcome (learned routing, ``fleet.domain.routing``): how this factory and its engine have
+  done on jobs of this kind against the fleet's average, from the product's runs; weighted by
+  ``outcome`` (0 by default: *shadow mode*, where the claim only records what the learned
+  ranking would have chosen). Present only once the product has learned something.
 
 Ties are broken deterministically but differently per factory (a hash of factory and job),
 so racing factories spread over the candidates instead of all fighting for the first one.
@@ -25,12 +29,14 @@ only once the job has waited its ``graceSeconds`` in the queue with no other tak
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from fleet.domain.models import Avoid, Job
+from fleet.domain.models import Avoid, Job, ShadowChoice
+from fleet.domain.routing import SHADOW_WEIGHT, Learned, Term, engine_of, kind_of
 from fleet.domain.stages import Stage
 
 
@@ -48,6 +54,8 @@ class Weights:
     tie_band: float = 0.05
     # A factory that failed a job this many times is excluded from it, not just penalised.
     exclude_after_failures: int = 2
+    # Learned routing's weight; 0: shadow mode (see ``fleet.domain.routing``).
+    outcome: float = 0.0
 
 
 DEFAULT_WEIGHTS = Weights()
@@ -139,8 +147,21 @@ def hard_filter(job: Job, factory: FactoryView, weights: Weights = DEFAULT_WEIGH
     )
 
 
+def outcome_term(job: Job, factory: FactoryView, learned: Learned | None) -> Term | None:
+    """The learned term for this job's kind on this factory (and its engine), or None when
+    nothing was learned."""
+    if learned is None or learned.empty:
+        return None
+    kind = kind_of(job.persona, job.capabilities)
+    return learned.term(kind, factory.id, engine_of(factory.capabilities))
+
+
 def score(
-    job: Job, factory: FactoryView, now: datetime, weights: Weights = DEFAULT_WEIGHTS
+    job: Job,
+    factory: FactoryView,
+    now: datetime,
+    weights: Weights = DEFAULT_WEIGHTS,
+    learned: Learned | None = None,
 ) -> Breakdown:
     required = len(set(job.capabilities))
     offered = len(factory.capabilities)
@@ -162,7 +183,29 @@ def score(
         "priority": weights.priority * priority,
         "starvation": -weights.starvation * starvation,
     }
+    term = outcome_term(job, factory, learned)
+    if term is not None:
+        terms["outcome"] = weights.outcome * term.value
     return Breakdown(terms=terms, total=sum(terms.values()))
+
+
+def shadow_choice(
+    jobs: Sequence[Job],
+    ranked: Sequence[tuple[Job, Breakdown]],
+    factory: FactoryView,
+    now: datetime,
+    weights: Weights,
+    learned: Learned | None,
+) -> ShadowChoice | None:
+    """Shadow mode's note: the job the learned ranking (``SHADOW_WEIGHT``) would put first
+    among ``jobs``, and whether it is the first of ``ranked`` (today's ranking of the same
+    jobs). None when there is nothing to note: learning is on, nothing was learned, or
+    nothing is eligible."""
+    if weights.outcome != 0 or learned is None or learned.empty or not ranked:
+        return None
+    trial = rank(jobs, factory, now, dataclasses.replace(weights, outcome=SHADOW_WEIGHT), learned)
+    choice = trial[0][0].id
+    return ShadowChoice(job=choice, agrees=choice == ranked[0][0].id)
 
 
 def _previous_holders(job: Job) -> set[str]:
@@ -179,10 +222,11 @@ def rank(
     factory: FactoryView,
     now: datetime,
     weights: Weights = DEFAULT_WEIGHTS,
+    learned: Learned | None = None,
 ) -> list[tuple[Job, Breakdown]]:
     """Eligible jobs for this factory, best first. Deterministic for the same inputs."""
     scored = [
-        (job, score(job, factory, now, weights))
+        (job, score(job, factory, now, weights, learned))
         for job in jobs
         if _eligible_for_claim(job, factory, weights) and avoid_reason(job, factory, now) is None
     ]
@@ -216,12 +260,15 @@ def explain(
     factories: Sequence[FactoryView],
     now: datetime,
     weights: Weights = DEFAULT_WEIGHTS,
+    learned: Learned | None = None,
 ) -> list[Verdict]:
-    """Every factory's verdict on this job: eligible ones best first, then the others."""
+    """Every factory's verdict on this job: eligible ones best first, then the others. With
+    a learned model, each verdict's ``extra["outcome"]`` holds the term's evidence."""
     verdicts: list[Verdict] = []
     for factory in factories:
         verdict = hard_filter(job, factory, weights)
-        breakdown = score(job, factory, now, weights) if not verdict.missing else None
+        breakdown = score(job, factory, now, weights, learned) if not verdict.missing else None
+        term = outcome_term(job, factory, learned) if not verdict.missing else None
         avoiding = avoid_reason(job, factory, now)
         reasons = (*verdict.reasons, avoiding) if avoiding else verdict.reasons
         verdicts.append(
@@ -231,6 +278,7 @@ def explain(
                 reasons=reasons,
                 missing=verdict.missing,
                 breakdown=breakdown,
+                extra={"outcome": term.evidence()} if term is not None else {},
             )
         )
     return sorted(

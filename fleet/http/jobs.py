@@ -68,6 +68,21 @@ class Verdict(View):
     reasons: list[str]
     missingCapabilities: list[str]
     score: dict[str, float] | None = Field(description="The score and each of its terms.")
+    outcome: dict[str, Any] | None = Field(
+        default=None,
+        description=(
+            "Learned routing's evidence for this factory on this job's kind: `value` (the "
+            "term before its weight, -1..1), this factory's and engine's shrunk success rate, "
+            "median seconds and cost (`this`) against the kind's fleet average (`fleet`), "
+            "with the runs behind each. Absent until the product has learned something."
+        ),
+    )
+
+
+class LearnedRoutingState(View):
+    weight: float = Field(description="The product's `weights.outcome`.")
+    mode: str = Field(description="`shadow` (weight 0: recorded, not applied) or `on`.")
+    learned: bool = Field(description="Whether the product's runs taught it anything yet.")
 
 
 class Explain(View):
@@ -80,6 +95,7 @@ class Explain(View):
     unroutable: bool
     blockers: list[str]
     summary: str
+    learnedRouting: LearnedRoutingState
     factories: list[Verdict]
 
 

@@ -249,6 +249,8 @@ class WeightsBody(Body):
     aging_seconds: float | None = Field(default=None, gt=0, le=7 * 24 * 3600)
     tie_band: float | None = Field(default=None, ge=0, le=10)
     exclude_after_failures: int | None = Field(default=None, ge=1, le=100)
+    # Learned routing (``fleet.domain.routing``): 0 is shadow mode (recorded, not applied).
+    outcome: float | None = Field(default=None, ge=0, le=100)
 
 
 class PreemptionBody(Body):

@@ -608,6 +608,29 @@ TOKENS_OF_FACTORY = NamedQuery(
     ),
 )
 
+# Learned routing's reading (``fleet.coordinator.routing``): the most recently changed jobs
+# that were ever assigned (so have runs), newest first, with only what learning needs.
+RECENT_RUNS = NamedQuery(
+    name="recent_runs",
+    sql=(
+        "SELECT TOP @top c.persona, c.capabilities, c.runs, c.updatedAt FROM c "
+        "WHERE c.productId = @partition AND c.type = 'job' AND c.attempts > 0 "
+        "ORDER BY c.updatedAt DESC"
+    ),
+    where=_all(
+        _is_job,
+        lambda doc, _: (
+            isinstance(doc.get("attempts"), int)
+            and not isinstance(doc.get("attempts"), bool)
+            and doc["attempts"] > 0
+        ),
+    ),
+    order_by="/updatedAt",
+    descending=True,
+    top_param="top",
+    select=("persona", "capabilities", "runs", "updatedAt"),
+)
+
 ALL_QUERIES = (
     DOCS_OF_TYPE,
     JOBS_IN_STAGE,
@@ -636,4 +659,5 @@ ALL_QUERIES = (
     LEASED_PRODUCTS,
     CHANGED_PRODUCTS,
     FLEET_FACTORIES,
+    RECENT_RUNS,
 )

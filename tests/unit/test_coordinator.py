@@ -54,11 +54,9 @@ def test_coordinator_claim_costs_one_query_and_one_write(
     coord: Coordinator, stores: Stores
 ) -> None:
     job, _ = coord.submit(P, manifest(capabilities=("python",)), "operator:o")
-    # The product's settings, whether it has a budget, the factory's standing: each read
-    # once per instance per TTL, not on every claim.
-    coord.weights(P)
-    coord.budgets.applies(P)
-    coord.standing(P, "f1")
+    # The product's settings, its learned routing, whether it has a budget, the factory's
+    # standing: each read once per instance per TTL, not on every claim.
+    warm(coord, "f1")
     with stores.counters.measure() as cost:
         result = coord.claim(P, factory())
     assert cost == {"query": 1, "write": 1}
@@ -527,9 +525,10 @@ def test_coordinator_agent_events_are_fenced_idempotent_and_never_move_the_job(
 
 
 def warm(coord: Coordinator, *names: str) -> None:
-    """Load what the claim path caches (settings, budget, standing): the counts that follow
-    are the claim's own."""
+    """Load what the claim path caches (settings, learned routing, budget, standing): the
+    counts that follow are the claim's own."""
     coord.weights(P)
+    coord.learned(P)
     coord.budgets.applies(P)
     for name in names:
         coord.standing(P, name)
