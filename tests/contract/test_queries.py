@@ -29,6 +29,7 @@ from fleet.store.queries import (
     LEASED_PRODUCTS,
     PROFILE_VERSIONS,
     QUEUED_FOR_DEMAND,
+    RECENT_RUNS,
     STALLED_JOBS,
     UNDATED_LEASES,
     WAITING_PRODUCTS,
@@ -97,6 +98,29 @@ def test_queries_for_demand_read_only_its_fields_queued_oldest_first_and_leased(
     ]
     assert docs.query(QUEUED_FOR_DEMAND, partition, {"top": 1}) == rows[:1]
     assert docs.query(LEASED_FOR_DEMAND, partition, {"top": 10}) == [{"capabilities": ["gpu"]}]
+
+
+def test_queries_recent_runs_only_jobs_ever_assigned_newest_first_with_their_fields(
+    stores: Stores, partition: str
+) -> None:
+    docs = stores.documents
+    run = {"epoch": 1, "factory": "f1", "outcome": "shipped"}
+    docs.create(
+        _job(partition, 1, stage="shipped", attempts=1, updatedAt="2026-01-02", runs=[run])
+        | {"persona": "dev", "capabilities": ["python"], "body": "large"}
+    )
+    docs.create(
+        _job(partition, 2, stage="failed", attempts=2, updatedAt="2026-01-03", runs=[run, run])
+        | {"capabilities": []}
+    )
+    docs.create(_job(partition, 3, stage="queued", attempts=0, updatedAt="2026-01-04"))
+    docs.create({"id": "f", "productId": partition, "type": "factory", "attempts": 3})
+    rows = docs.query(RECENT_RUNS, partition, {"top": 10})
+    assert rows == [
+        {"capabilities": [], "runs": [run, run], "updatedAt": "2026-01-03"},
+        {"persona": "dev", "capabilities": ["python"], "runs": [run], "updatedAt": "2026-01-02"},
+    ]
+    assert docs.query(RECENT_RUNS, partition, {"top": 1}) == rows[:1]
 
 
 def test_queries_stalled_jobs_only_leased_and_flagged(stores: Stores, partition: str) -> None:
