@@ -16,9 +16,9 @@ whole fleet's) as if ``PRIOR_RUNS`` more runs had shown that figure. Three runs 
 do not make a 100 % factory; forty do, nearly.
 
 **The term.** ``outcome`` compares one (kind, factory, engine) with the kind's fleet average:
-the natural log of its shipped-per-hour ratio (success rate / median duration) plus the log of
-its shipped-per-dollar ratio (success rate / median cost), each part left out when either side
-does not know it, clamped to [-1, 1]. A factory twice as productive on a kind scores about
+the mean of the natural logs of its shipped-per-hour ratio (success rate / median duration) and
+its shipped-per-dollar ratio (success rate / median cost), where a duration or a cost is left
+out when either side does not know it (the success rates still count), clamped to [-1, 1]. A factory twice as productive on a kind scores about
 +0.69; one with no evidence scores 0. The scheduler adds ``weights.outcome`` x the term.
 Weight 0 is *shadow mode*: the claim ranks as before and records what the learned ranking
 (``SHADOW_WEIGHT``) would have put first, so the operator sees how often they agree before
@@ -308,8 +308,8 @@ def learn(samples: Iterable[Sample]) -> Learned:
 
 
 def relative_value(this: Estimate, fleet: Estimate) -> float:
-    """ln(shipped per hour ratio) + ln(shipped per dollar ratio), clamped to [-1, 1]; each
-    part only when both sides know it. 0 when they are the same."""
+    """The mean of ln(shipped per hour ratio) and ln(shipped per dollar ratio), clamped to
+    [-1, 1]; a duration or cost only when both sides know it. 0 when they are the same."""
     floor = 1e-3  # a rate of 0 is "very bad", not minus infinity
     rate, base = max(this.rate, floor), max(fleet.rate, floor)
     speed = math.log(rate / base)
