@@ -15,7 +15,7 @@ echo "== import layers (pyproject.toml [tool.importlinter]: no upward import, no
 "$VENV/bin/lint-imports" --no-logo
 echo "== pytest"
 set +e
-"$VENV/bin/python" -m pytest "$@"
+"$VENV/bin/python" -m pytest --durations=25 "$@"  # the slowest, to keep the budget in sight
 status=$?
 set -e
 if [ "$status" -eq 5 ]; then
