@@ -137,7 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     enroll.add_argument("--product", help="the product the token is for (checked)")
     enroll.add_argument(
-        "--name", dest="factory_id", help="this factory's name (default: the host name)"
+        "--name",
+        dest="factory_id",
+        help="this factory's name (default: the coordinator names it for an ephemeral "
+        "enrollment token, else the host name)",
     )
     enroll.add_argument("--cap", dest="caps", action="append", help="an extra capability")
     enroll.add_argument("--seats", type=_count, help="jobs run at once (FLEET_SEATS)")
@@ -429,9 +432,15 @@ def cmd_enroll(args: argparse.Namespace, env: dict[str, str]) -> int:
             "--config-dir",
             EXIT_USAGE,
         )
-    name = args.factory_id or default_name()
-    if not NAME.match(name):
-        raise CliError(f"invalid name {name!r}: 1-64 letters, digits, '.', '_' or '-'", EXIT_USAGE)
+    # Without --name, the coordinator names an ephemeral token's factory; any other token
+    # refuses a nameless enrollment, and it enrolls as the host's name instead.
+    name: str | None = settings.factory_id
+    fallback = default_name() if name is None else None
+    for given in (name, fallback):
+        if given is not None and not NAME.match(given):
+            raise CliError(
+                f"invalid name {given!r}: 1-64 letters, digits, '.', '_' or '-'", EXIT_USAGE
+            )
     engine_name = settings.engine if not settings.engine_cmd else None
     caps = _capabilities(settings, engine_name, env)
     client = FleetClient(settings.api, None, user_agent=USER_AGENT)
@@ -445,6 +454,7 @@ def cmd_enroll(args: argparse.Namespace, env: dict[str, str]) -> int:
             seats=settings.seats,
             version=USER_AGENT,
             cost=settings.cost,
+            fallback_name=fallback,
         )
 
     try:
@@ -470,8 +480,8 @@ def cmd_enroll(args: argparse.Namespace, env: dict[str, str]) -> int:
         ) from None
     except Conflict as exc:
         raise CliError(
-            f"a factory named {name!r} is already enrolled in this product: pick another "
-            f"--name ({exc.message})"
+            f"a factory named {name or fallback!r} is already enrolled in this product: "
+            f"pick another --name ({exc.message})"
         ) from None
     product = str(answer.get("product", ""))
     if args.product and args.product != product:

@@ -16,7 +16,7 @@ import pytest
 import responses
 
 from factory_cli import __version__
-from factory_cli.cli import main
+from factory_cli.cli import default_name, main
 from factory_cli.state import write_state
 from tests.support.cli import API, enrolled
 
@@ -115,6 +115,41 @@ def test_cli_enroll_stores_the_token_0600_and_shows_the_path(
     # Enrolling again needs --force.
     assert main(["enroll", "--api", API, "--token", "fle_y"], env=env) == 2
     assert "already enrolled as build-01" in capsys.readouterr().err
+
+
+def test_cli_enroll_without_a_name_lets_an_ephemeral_token_name_the_factory(
+    rsps: responses.RequestsMock, env: dict[str, str]
+) -> None:
+    rsps.post(
+        f"{API}/fleet/factories/enroll",
+        status=201,
+        json={"factoryId": "auto-1a2b3c4d", "token": "flf_secret", "product": "demo"},
+    )
+    assert main(["enroll", "--api", API, "--token", "fle_x", "--engine", "demo"], env=env) == 0
+    assert "name" not in json.loads(rsps.calls[0].request.body)
+    saved = json.loads((Path(env["FLEET_CONFIG_DIR"]) / "config.json").read_text())
+    assert saved["factoryId"] == "auto-1a2b3c4d"
+
+
+def test_cli_enroll_without_a_name_falls_back_to_the_host_name_for_any_other_token(
+    rsps: responses.RequestsMock, env: dict[str, str]
+) -> None:
+    missing = {"path": "name", "code": "missing", "message": "name is required"}
+    rsps.post(
+        f"{API}/fleet/factories/enroll",
+        status=400,
+        json={"error": "validation_failed", "details": {"problems": [missing]}},
+    )
+    rsps.post(
+        f"{API}/fleet/factories/enroll",
+        status=201,
+        json={"factoryId": default_name(), "token": "flf_secret", "product": "demo"},
+    )
+    assert main(["enroll", "--api", API, "--token", "fle_x"], env=env) == 0
+    first, second = (json.loads(c.request.body) for c in rsps.calls)
+    assert "name" not in first and second["name"] == default_name()
+    saved = json.loads((Path(env["FLEET_CONFIG_DIR"]) / "config.json").read_text())
+    assert saved["factoryId"] == default_name()
 
 
 def test_cli_enroll_drops_detected_capabilities_the_token_refuses(
