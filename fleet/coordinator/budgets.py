@@ -23,6 +23,7 @@ from datetime import datetime
 from typing import Any
 
 from fleet.coordinator.audit import FleetLog
+from fleet.coordinator.bounded import append_bounded
 from fleet.coordinator.cache import TtlCache
 from fleet.coordinator.clock import Clock
 from fleet.domain.audit import new_event
@@ -414,30 +415,16 @@ class Budgets:
             "reservedUsd": budget.reservedUsd,
             "ceilingUsd": budget.ceilingUsd,
         }
-        for _ in range(8):
-            try:
-                current = self.docs.read(product, BURNDOWN_ID)
-            except NotFound:
-                doc = {
-                    "id": BURNDOWN_ID,
-                    "productId": product,
-                    "type": "burndown",
-                    "points": [point],
-                }
-                try:
-                    self.docs.create(doc)
-                    return
-                except AlreadyExists:
-                    continue
-            last = (current.get("points") or [None])[-1]
-            if last is not None and _same_step(last, point):
-                return
-            points = [*current.get("points", []), point][-MAX_BURNDOWN_POINTS:]
-            try:
-                self.docs.replace({**current, "points": points}, etag=current["_etag"])
-                return
-            except ConcurrencyConflict:
-                continue
+        append_bounded(
+            self.docs,
+            product,
+            {"id": BURNDOWN_ID, "type": "burndown"},
+            "points",
+            point,
+            limit=MAX_BURNDOWN_POINTS,
+            retries=8,
+            same=_same_step,
+        )
 
     def burndown(self, product: str) -> list[dict[str, Any]]:
         """The points, oldest first, the last one's values carried to now (a point ``at``

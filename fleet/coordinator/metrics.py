@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from fleet.coordinator.bounded import append_bounded
 from fleet.coordinator.budgets import Budgets
 from fleet.coordinator.clock import Clock
 from fleet.coordinator.config import CoordinatorConfig, Part
@@ -196,34 +197,17 @@ class Metrics(Part):
         ``pass-failures`` document. Its ``dueAt`` is now: the timers' next sweeps pass the
         product (the metrics pass raises the alert, whoever else failed to), and that pass
         moves it to the window's end, when the alert may clear (``_pass_failures``)."""
-        now = self.clock.now()
-        entry = {**failure, "at": format_ts(now)}
-        due = format_ts(now)
-        for _ in range(self.config.write_retries):
-            try:
-                current = self.docs.read(product, PASS_FAILURES_ID)
-            except NotFound:
-                doc = {
-                    "id": PASS_FAILURES_ID,
-                    "productId": product,
-                    "type": "pass_failures",
-                    "failures": [entry],
-                    "dueAt": due,
-                }
-                try:
-                    self.docs.create(doc)
-                    return
-                except AlreadyExists:
-                    continue
-            failures = [*(current.get("failures") or []), entry][-MAX_PASS_FAILURES:]
-            try:
-                self.docs.replace(
-                    {**current, "failures": failures, "dueAt": due}, etag=current["_etag"]
-                )
-                return
-            except ConcurrencyConflict:
-                continue
-        raise ConcurrencyConflict(f"pass failures of {product} changing too fast")
+        now = format_ts(self.clock.now())
+        append_bounded(
+            self.docs,
+            product,
+            {"id": PASS_FAILURES_ID, "type": "pass_failures"},
+            "failures",
+            {**failure, "at": now},
+            limit=MAX_PASS_FAILURES,
+            retries=self.config.write_retries,
+            also={"dueAt": now},
+        )
 
     def read(self, product: str) -> dict[str, Any]:
         """The stored metrics: one point read (computed on the spot the very first time)."""

@@ -18,11 +18,11 @@ do not make a 100 % factory; forty do, nearly.
 **The term.** ``outcome`` compares one (kind, factory, engine) with the kind's fleet average:
 the mean of the natural logs of its shipped-per-hour ratio (success rate / median duration) and
 its shipped-per-dollar ratio (success rate / median cost), where a duration or a cost is left
-out when either side does not know it (the success rates still count), clamped to [-1, 1]. A factory twice as productive on a kind scores about
-+0.69; one with no evidence scores 0. The scheduler adds ``weights.outcome`` x the term.
-Weight 0 is *shadow mode*: the claim ranks as before and records what the learned ranking
-(``SHADOW_WEIGHT``) would have put first, so the operator sees how often they agree before
-turning it on.
+out when either side does not know it (the success rates still count), clamped to [-1, 1].
+A factory twice as productive on a kind scores about +0.69; one with no evidence scores 0.
+The scheduler adds ``weights.outcome`` x the term. Weight 0 is *shadow mode*: the claim ranks
+as before and records what the learned ranking (``SHADOW_WEIGHT``) would have put first, so
+the operator sees how often they agree before turning it on.
 """
 
 from __future__ import annotations
