@@ -34,9 +34,11 @@ from fleet.coordinator.budgets import Budgets
 from fleet.coordinator.clock import Clock
 from fleet.coordinator.config import CoordinatorConfig, Part
 from fleet.coordinator.product import Products, ProductSettings
+from fleet.coordinator.routing import Routing
 from fleet.coordinator.webhooks import Dispatcher, Endpoint, Item, Poster
 from fleet.domain import alerts as A
 from fleet.domain.models import Job, format_ts, parse_ts
+from fleet.domain.routing import Agreement
 from fleet.domain.scheduler import FactoryView, capabilities_offered
 from fleet.domain.stages import LEASED, Stage
 from fleet.errors import AlreadyExists, ConcurrencyConflict, FleetError, NotFound
@@ -77,6 +79,7 @@ class Metrics(Part):
 
     products: Products
     budgets: Budgets
+    routing: Routing | None = field(default=None, compare=False)  # learned routing's model
 
     def compute(self, product: str) -> dict[str, Any]:
         """Compute the product's metrics and store them (the ``metrics`` document)."""
@@ -147,6 +150,7 @@ class Metrics(Part):
             "truncated": len(queued) >= scan,
             "spend": None,
             "passFailures": self._pass_failures(product, now),
+            "routing": self._routing(product),
         }
         budget = self.budgets.get(product)
         if budget is not None:
@@ -162,6 +166,14 @@ class Metrics(Part):
             self.budgets.record_point(product)
         docs.upsert(metrics)
         return _public(metrics)
+
+    def _routing(self, product: str) -> dict[str, Any]:
+        """Learned routing's shadow agreement and when it last learned (one point read of the
+        routing document the same metrics pass keeps just before)."""
+        if self.routing is None:
+            return {"agreement": Agreement().as_dict(), "learnedAt": None}
+        kept = self.routing.read(product)
+        return {"agreement": kept.agreement.as_dict(), "learnedAt": kept.updatedAt}
 
     def _pass_failures(self, product: str, now: datetime) -> dict[str, Any]:
         """Timer passes over the product given up within ``PASS_FAILURE_WINDOW_SECONDS``

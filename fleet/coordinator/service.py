@@ -140,7 +140,7 @@ class Coordinator:
         self._feed = Feed(
             docs, clock, config, writer, products, *quotas, attempt_quota, routing=routing
         )
-        self._metrics = Metrics(docs, clock, config, products, self.budgets)
+        self._metrics = Metrics(docs, clock, config, products, self.budgets, routing=routing)
         self._demand = Demand(docs, clock, config, products, self.budgets)
 
     # --- reading ---------------------------------------------------------------------

@@ -1,6 +1,6 @@
-"""The claim, the queue-state gate, factories, the product-wide event feed, metrics, alerts
-and settings. The replies' models are in ``fleet.http.fleet_views`` and
-``fleet.http.factory_views``."""
+"""The claim, the queue-state gate, factories, the product-wide event feed, metrics, demand,
+learned routing's recommendations, alerts and settings. The replies' models are in
+``fleet.http.fleet_views`` and ``fleet.http.factory_views``."""
 
 from __future__ import annotations
 
@@ -12,16 +12,20 @@ from fleet.domain.audit import redacted
 from fleet.domain.demand import capability_set
 from fleet.domain.fields import CAPABILITY, MAX_CAPABILITIES, MAX_CAPABILITY_CHARS
 from fleet.domain.models import parse_ts
+from fleet.domain.routing import MIN_RUNS_TO_RECOMMEND
 from fleet.domain.scheduler import FactoryView
 from fleet.errors import Problem, ValidationFailed
 from fleet.http.factory_views import FactoryList, FactoryRecord
 from fleet.http.fleet_views import (
+    MIN_RATIO,
     Alerts,
     ClaimReply,
     DemandView,
+    LearnedRouting,
     Metrics,
     ProductEvents,
     QueueState,
+    Recommendations,
     Settings,
 )
 from fleet.http.operation import Call, Operations, Reply, json_body, query_param
@@ -279,13 +283,48 @@ def _event_filter(req: func.HttpRequest) -> EventFilter | None:
     summary="Utilization, queue depth, starvation, stale factories, stalled and unroutable jobs, "
     "spend vs ceiling",
     tag="fleet",
-    description="Written by the metrics timer (`METRICS_SCHEDULE`); this is one point read.",
+    description=(
+        "Written by the metrics timer (`METRICS_SCHEDULE`); this is one point read (`routing`'s "
+        "mode and weight come from the product's settings, cached)."
+    ),
     replies={200: Reply("The metrics.", Metrics)},
 )
 def metrics(req: func.HttpRequest, call: Call) -> func.HttpResponse:
-    """The metrics the metrics timer stored: one point read."""
-    principal = call.principal
-    return reply(Metrics.model_validate(call.context.coordinator.metrics(principal.product)))
+    """The metrics the metrics timer stored: one point read (the settings are cached)."""
+    product = call.principal.product
+    coord = call.context.coordinator
+    stored = coord.metrics(product)
+    routing = LearnedRouting.of(stored.get("routing"), coord.weights(product).outcome)
+    return reply(Metrics.model_validate({**stored, "routing": routing}))
+
+
+@operations.route(
+    "fleet/recommendations",
+    "GET",
+    caller="operator",
+    role="viewer",
+    id="recommendations",
+    summary="What the product's runs say about who ships which kind of job, in plain sentences",
+    tag="fleet",
+    description=(
+        "For each kind of job (its persona, else its required capabilities) where two "
+        f"factory and engine pairs have {MIN_RUNS_TO_RECOMMEND} runs or more and one ships "
+        f"at least {MIN_RATIO:g}x as often as the other: the best against the worst, with "
+        "their shrunk success rates, median durations and costs. Also whether the learned "
+        "term applies (`mode`: `shadow` while `weights.outcome` is 0, else `on`) and how "
+        "often the learned ranking agreed with the claim's in shadow mode; `sentences` says "
+        "it in plain sentences. Kept by the metrics pass (at most one `METRICS_SCHEDULE` "
+        "period behind); this is one point read (the settings are cached). It never changes "
+        "routing."
+    ),
+    replies={200: Reply("The recommendations.", Recommendations)},
+)
+def recommendations(req: func.HttpRequest, call: Call) -> func.HttpResponse:
+    """What learned routing says about the product's factories, as the metrics pass last kept
+    it: one point read. Read only: nothing here changes routing."""
+    product = call.principal.product
+    coord = call.context.coordinator
+    return reply(Recommendations.of(coord.routing(product), coord.weights(product).outcome))
 
 
 @operations.route(

@@ -1,5 +1,5 @@
-"""Replies of the claim, the queue-state gate, the product-wide event feed, metrics, alerts
-and settings (``fleet.http.fleet_ops``).
+"""Replies of the claim, the queue-state gate, the product-wide event feed, metrics, demand,
+learned routing's recommendations, alerts and settings (``fleet.http.fleet_ops``).
 
 The claim and the gate are the hottest paths of the product: their views are built from
 values the coordinator already validated (``model_construct``). The rest are read by
@@ -14,8 +14,10 @@ from typing import Annotated, Any, Literal, Self
 from pydantic import Field, WithJsonSchema
 
 from fleet.coordinator.claim import ClaimResult
+from fleet.coordinator.routing import RoutingDoc
 from fleet.domain.alerts import AlertRules, Severity
 from fleet.domain.models import Event, Lease
+from fleet.domain.routing import MIN_RUNS_TO_RECOMMEND, Recommendation, recommendations
 from fleet.domain.stages import Stage
 from fleet.http.views import Cadence, JobView, View, omitted
 
@@ -125,6 +127,170 @@ class ProductEvents(View):
         return cls.model_validate({"events": events, "cursor": cursor, "more": more})
 
 
+# --- learned routing ----------------------------------------------------------------------
+
+
+class ShadowAgreement(View):
+    """How often the learned ranking put first the job the claim's ranking put first, over
+    the claims made in shadow mode among the jobs the routing document was learned from."""
+
+    claims: int = Field(description="Claims made in shadow mode that it counts.")
+    agreed: int = Field(
+        description="Of those, the ones where both rankings put the same job first."
+    )
+    rate: float | None = Field(description="`agreed` / `claims`; null: no claim counted.")
+
+
+# A recommendation names two pairs only when one ships at least this many times as often.
+MIN_RATIO = 1.2
+
+
+def _mode(weight: float) -> Literal["shadow", "on"]:
+    return "on" if weight != 0 else "shadow"
+
+
+class LearnedRouting(View):
+    """Learned routing in brief: whether its term applies, and how often the learned ranking
+    agreed with the claim's while it did not."""
+
+    mode: Literal["shadow", "on"] = Field(
+        description="`shadow`: `weights.outcome` is 0, claims only record what the learned "
+        "ranking would have chosen; `on`: the term is added to every claim's score."
+    )
+    weight: float = Field(description="The product's `weights.outcome`.")
+    agreement: ShadowAgreement
+    learnedAt: TimeText | None = Field(
+        description="When the metrics pass last changed what was learned; null: never."
+    )
+
+    @classmethod
+    def of(cls, stored: Any, weight: float) -> Self:
+        """From what the metrics pass stored (``routing``: agreement, learnedAt; absent
+        from metrics stored before it was) and the product's weight as of now."""
+        brief = stored if isinstance(stored, dict) else {}
+        return cls.model_validate(
+            {
+                "mode": _mode(weight),
+                "weight": weight,
+                "agreement": brief.get("agreement") or {"claims": 0, "agreed": 0, "rate": None},
+                "learnedAt": brief.get("learnedAt"),
+            }
+        )
+
+
+class RecommendedPair(View):
+    """A factory and its engine on one kind of job: shrunk estimates from its runs."""
+
+    factory: str
+    engine: str = Field(description="The engine its runs reported; `-`: none reported.")
+    rate: float = Field(description="Success rate, pulled toward the kind's fleet average.")
+    medianSeconds: float | None = Field(description="Median run duration, likewise pulled.")
+    medianCostUsd: float | None = Field(description="Median run cost, likewise pulled.")
+    runs: int = Field(description="Its runs of this kind.")
+
+
+class RecommendationView(View):
+    """On one kind of job: the pair that ships most often against the one that ships least."""
+
+    kind: str = Field(
+        description="`persona:NAME`, or `caps:A,B` (the required capabilities; `caps:-`: none)."
+    )
+    sentence: str
+    best: RecommendedPair
+    worst: RecommendedPair
+    ratio: float = Field(description="The best's success rate over the worst's.")
+    runs: int = Field(description="Runs behind the two.")
+
+
+class Recommendations(View):
+    """What the product's runs say about who ships which kind of job. Read only: it never
+    changes routing."""
+
+    product: str
+    mode: Literal["shadow", "on"] = Field(
+        description="`shadow` (`weights.outcome` 0: recorded, not applied) or `on`."
+    )
+    weight: float = Field(description="The product's `weights.outcome`.")
+    agreement: ShadowAgreement
+    learnedAt: TimeText | None = Field(
+        description="When the metrics pass last changed what was learned; null: never."
+    )
+    jobs: int = Field(description="Jobs whose runs it was learned from.")
+    recommendations: list[RecommendationView] = Field(description="The largest gap first.")
+    sentences: list[str] = Field(
+        description="The same in plain sentences, with the shadow agreement, or why there is "
+        "nothing to say yet."
+    )
+
+    @classmethod
+    def of(cls, kept: RoutingDoc, weight: float) -> Self:
+        found = recommendations(kept.learned, min_ratio=MIN_RATIO)
+        return cls.model_validate(
+            {
+                "product": kept.product,
+                "mode": _mode(weight),
+                "weight": weight,
+                "agreement": kept.agreement.as_dict(),
+                "learnedAt": kept.updatedAt,
+                "jobs": kept.jobs,
+                "recommendations": [r.as_dict() for r in found],
+                "sentences": _sentences(kept, weight, found),
+            }
+        )
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _sentences(kept: RoutingDoc, weight: float, found: list[Recommendation]) -> list[str]:
+    """The recommendations as plain sentences (or why there is none), then what learned
+    routing does with claims."""
+    if kept.learned.empty:
+        if kept.updatedAt is None:
+            said = ["Nothing learned yet: the metrics pass has not read this product's runs."]
+        elif kept.jobs == 0:
+            said = ["Nothing learned yet: no job of this product has run."]
+        else:
+            said = [
+                f"Nothing learned yet: no run of the {_plural(kept.jobs, 'job')} the "
+                "metrics pass read has shipped or failed on a factory."
+            ]
+    elif found:
+        said = [r.sentence() for r in found]
+    else:
+        runs = sum(e.runs for e in kept.learned.evidence.values())
+        said = [
+            f"No recommendation yet: over {_plural(runs, 'run')} of "
+            f"{_plural(kept.jobs, 'job')}, no kind of job has two factory and engine pairs "
+            f"of {MIN_RUNS_TO_RECOMMEND} runs or more, one shipping {MIN_RATIO:g}x as often "
+            "as the other."
+        ]
+    agreement, rate = kept.agreement, kept.agreement.rate
+    tally = (
+        None
+        if rate is None
+        else f"{agreement.agreed} of {_plural(agreement.claims, 'claim')} ({rate:.0%})"
+    )
+    if weight == 0 and tally is not None:
+        said.append(
+            f"Shadow mode: the learned ranking agreed with today's on {tally}. "
+            "Set weights.outcome above 0 to apply it."
+        )
+    elif weight != 0:
+        said.append(
+            f"Learned routing is on: weights.outcome ({weight:g}) times the learned term is "
+            "added to each job's score when a factory claims"
+            + (
+                "."
+                if tally is None
+                else f"; before, in shadow mode, the learned ranking agreed with the ranking "
+                f"without it on {tally}."
+            )
+        )
+    return said
+
+
 # --- metrics ------------------------------------------------------------------------------
 
 
@@ -216,6 +382,10 @@ class Metrics(View):
     budget: MetricsBudget | None = omitted("Only when the product has a budget.")
     passFailures: PassFailures | None = omitted(
         "Timer passes given up; absent from metrics stored before they were counted."
+    )
+    routing: LearnedRouting = Field(
+        description="Learned routing: its shadow agreement and when it last learned, as the "
+        "metrics pass stored them, and its mode and weight as the product's settings say now."
     )
 
 

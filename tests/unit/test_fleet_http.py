@@ -103,6 +103,13 @@ def test_fleet_http_keys_absent_stay_absent_and_nulls_stay_null(
     metrics = ok(app_context, fleet_ops.metrics, "GET", OPERATOR, product="other")
     assert "budget" not in metrics and metrics["spend"] is None
     assert metrics["oldestQueuedSeconds"] is None
+    # Nothing learned: learned routing's brief is there all the same, in shadow mode.
+    assert metrics["routing"] == {
+        "mode": "shadow",
+        "weight": 0.0,
+        "agreement": {"claims": 0, "agreed": 0, "rate": None},
+        "learnedAt": None,
+    }
     alerts = ok(app_context, fleet_ops.alerts, "GET", OPERATOR, product="other")
     assert alerts["evaluatedAt"] is None and alerts["webhook"]["cursor"] is None
     feed = ok(app_context, fleet_ops.product_events, "GET", OPERATOR, product="other")

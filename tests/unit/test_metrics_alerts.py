@@ -210,9 +210,9 @@ def test_metrics_pass_costs_the_same_bounded_queries_whatever_the_queue(
         costs.append(cost)
         assert metrics["scanned"] == min(jobs, 5) and metrics["truncated"] == (jobs >= 5)
     # A COUNT per stage, the factories, the oldest `scan` queued jobs, the stalled jobs, the
-    # oldest jobs in review; the budget's and the pass failures' point reads; one write. The
-    # same with 3 jobs or 30.
-    assert costs[0] == costs[1] == {"query": len(Stage) + 4, "read": 2, "write": 1}
+    # oldest jobs in review; the budget's, the pass failures' and learned routing's point
+    # reads; one write. The same with 3 jobs or 30.
+    assert costs[0] == costs[1] == {"query": len(Stage) + 4, "read": 3, "write": 1}
     with stores.counters.measure() as cost:
         coord.metrics(P)
     assert cost == {"read": 1}  # GET /api/fleet/metrics: one point read

@@ -5,6 +5,7 @@ import { can, del, enc, post, session } from "../api.js";
 import { LEASED, ago, confirmAction, emptyBox, errorBox, fill, h, loadingBox, markPainted, notify, secondsSince, stageBadge } from "../dom.js";
 import { jobList, refreshSoon, state } from "../live.js";
 import { mountAlerts } from "../alerts.js";
+import { mountRouting } from "../routing.js";
 
 export function health(f) {
   if (f.deregistered) return "deregistered";
@@ -138,8 +139,10 @@ export function mount(root, focusId) {
   const summary = h("p", { class: "summary", "aria-live": "polite" });
   const body = h("div");
   const alertsBox = h("section", { class: "ap", "aria-label": "Alerts and metrics", "aria-live": "polite" });
-  root.append(h("div", { class: "title-row" }, h("h1", null, "Fleet"), summary), alertsBox, body);
+  const routingBox = h("section", { class: "lr", "aria-label": "Learned routing" });
+  root.append(h("div", { class: "title-row" }, h("h1", null, "Fleet"), summary), alertsBox, routingBox, body);
   const leaveAlerts = mountAlerts(alertsBox);
+  const leaveRouting = mountRouting(routingBox);
   let lastRev = -1;
 
   function render() {
@@ -203,7 +206,7 @@ export function mount(root, focusId) {
 
   render();
   return {
-    unmount: leaveAlerts,
+    unmount() { leaveAlerts(); leaveRouting(); },
     update(kind) {
       if (kind === "data" || kind === "reset") {
         if (state.rev !== lastRev || kind === "reset") { lastRev = state.rev; render(); }

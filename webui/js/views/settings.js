@@ -28,6 +28,7 @@ const WEIGHT_HELP = {
   cost: "cheaper factories", health: "healthy factories", starvation: "jobs waiting long",
   priority: "the job's priority", aging_seconds: "seconds for waiting to count fully",
   tie_band: "scores this close are a tie", exclude_after_failures: "failures on a factory before it is avoided",
+  outcome: "learned routing (0: shadow mode, recorded, not applied)",
 };
 const PREEMPTION = [
   ["enabled", "Preemption on", "bool", "a critical job with no free seat may evict the lowest-priority running job"],
