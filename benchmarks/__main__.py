@@ -4,8 +4,9 @@ machine (benchmarks/results/, git-ignored). benchmarks/README.md explains every 
 
 Parts run in this order: the claim storm, dispatch latency, idle cost, the lifecycle, the
 timer ticks (10 and 100 idle products, and a lease's expiry among them), and the scale curve
-last (its 11,000 seeded jobs slow every later query on the emulator, which filters the whole
-container on each one).
+last on the stack (its 11,000 seeded jobs slow every later query on the emulator, which
+filters the whole container on each one). Then, once the stack is stopped, the parts that need
+none (``NEEDS_STACK = False``): learned routing, a seeded simulation on the in-memory twin.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from benchmarks import (
     dispatch_latency,
     idle_cost,
     lifecycle,
+    routing,
     scale_curve,
     timer_ticks,
 )
@@ -45,6 +47,7 @@ PARTS: dict[str, ModuleType] = {
     "lifecycle": lifecycle,
     "ticks": timer_ticks,
     "scale": scale_curve,
+    "routing": routing,
 }
 
 
@@ -61,7 +64,7 @@ def parser() -> argparse.ArgumentParser:
         prog="python -m benchmarks",
         description="Every agent-fleet benchmark on one local stack, one combined table. "
         "Each part's own sizes: python -m benchmarks.<claim_storm|dispatch_latency|"
-        "idle_cost|lifecycle|scale_curve> --help.",
+        "idle_cost|lifecycle|timer_ticks|scale_curve|routing> --help.",
     )
     p.add_argument(
         "--only",
@@ -92,8 +95,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     done: list[tuple[str, PartResult, float]] = []
     failed: list[tuple[str, str]] = []
 
-    def run_parts(target: Target) -> None:
-        for name in args.only:
+    def run_parts(target: Target | None, names: list[str]) -> None:
+        for name in names:
             module = PARTS[name]
             parsed = part_args(module, args.quick, args.out_dir, module.__name__.split(".")[-1])
             say(f"{name}: {module.__name__}")
@@ -106,9 +109,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 continue
             done.append((name, result, time.perf_counter() - started))
 
-    code = on_stack(args.external, run_parts)
-    if code:
-        return code
+    stackless = [n for n in args.only if not getattr(PARTS[n], "NEEDS_STACK", True)]
+    stacked = [n for n in args.only if n not in stackless]
+    if stacked:  # no stack is started for stackless parts alone
+        code = on_stack(args.external, lambda target: run_parts(target, stacked))
+        if code:
+            return code
+    run_parts(None, stackless)
     info = machine()
     info["wall_seconds"] = round(time.perf_counter() - began, 1)
     rows: list[list[str]] = []

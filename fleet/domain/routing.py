@@ -11,11 +11,13 @@
 - its duration and its cost, when known.
 
 **Estimates, shrunk.** For each (kind, factory, engine): the success rate, the median duration
-and the median cost, each pulled toward the kind's fleet-wide figure (itself pulled toward the
-whole fleet's) as if ``PRIOR_RUNS`` more runs had shown that figure. Three runs that shipped
-do not make a 100 % factory; forty do, nearly.
+and the median cost, each pulled toward the kind's *average factory* as if ``PRIOR_RUNS`` more
+runs had shown its figures. The average factory is the mean over the kind's (factory, engine)
+pairs, each counted once (itself pulled toward the whole fleet's figures), not the mean over
+its runs: that one would drift toward whichever factory routing sends the most work. Three
+runs that shipped do not make a 100 % factory; forty do, nearly.
 
-**The term.** ``outcome`` compares one (kind, factory, engine) with the kind's fleet average:
+**The term.** ``outcome`` compares one (kind, factory, engine) with the kind's average factory:
 the mean of the natural logs of its shipped-per-hour ratio (success rate / median duration) and
 its shipped-per-dollar ratio (success rate / median cost), where a duration or a cost is left
 out when either side does not know it (the success rates still count), clamped to [-1, 1].
@@ -237,15 +239,19 @@ class Learned:
         return {}
 
     def fleet_estimate(self, kind: str) -> Estimate:
-        """The kind's fleet-wide figures, shrunk toward the whole fleet's."""
+        """The kind's *average factory*: the mean over its (factory, engine) pairs of their
+        own figures (success rates averaged; medians by their geometric mean), shrunk toward
+        the whole fleet's by the kind's runs. Each pair counts once, however many runs it
+        had: a baseline weighted by runs would drift toward whichever factory learned routing
+        sends the most work, and its lead would vanish from its own term."""
         key = (kind, None, None)
         if key not in self._memo:
-            self._memo[key] = _estimate(_pool(self._kinds.get(kind, ())), self._whole)
+            self._memo[key] = _average_factory(self._kinds.get(kind, ()), self._whole)
         return self._memo[key]
 
     def estimate(self, kind: str, factory: str, engine: str | None) -> Estimate:
         """This factory's (and engine's, when known) figures on this kind, shrunk toward the
-        kind's fleet average. With no runs of its own: that average."""
+        kind's average factory. With no runs of its own: that average."""
         key = (kind, factory, engine or "")
         if key not in self._memo:
             chosen = [
@@ -319,6 +325,38 @@ def relative_value(this: Estimate, fleet: Estimate) -> float:
     if this.cost and fleet.cost:
         thrift += math.log(fleet.cost / this.cost)
     return max(-TERM_LIMIT, min(TERM_LIMIT, (speed + thrift) / 2))
+
+
+def _average_factory(evidence: Sequence[Evidence], whole: Estimate) -> Estimate:
+    pairs = [e for e in evidence if e.runs > 0]
+    runs = sum(e.runs for e in pairs)
+    if not pairs:
+        return Estimate(whole.rate, whole.duration, whole.cost, 0)
+    m = PRIOR_RUNS
+    mean_rate = statistics.fmean(e.shipped / e.runs for e in pairs)
+    rate = (runs * mean_rate + m * whole.rate) / (runs + m)
+    return Estimate(
+        rate=rate,
+        duration=_shrunk_mean_of_medians([e.durations for e in pairs], whole.duration, m),
+        cost=_shrunk_mean_of_medians([e.costs for e in pairs], whole.cost, m),
+        runs=runs,
+    )
+
+
+def _shrunk_mean_of_medians(
+    samples: Sequence[Sequence[float]], prior: float | None, m: float
+) -> float | None:
+    """The geometric mean of each pair's median (pairs that know none left out), pulled
+    toward ``prior`` as if ``m`` more samples had shown it."""
+    medians = [statistics.median(s) for s in samples if s]
+    medians = [v for v in medians if v > 0]
+    if not medians:
+        return prior
+    own = math.exp(statistics.fmean(math.log(v) for v in medians))
+    if prior is None or prior <= 0:
+        return own
+    n = sum(len(s) for s in samples)
+    return math.exp((n * math.log(own) + m * math.log(prior)) / (n + m))
 
 
 def _pool(chosen: Iterable[Evidence]) -> Pooled:
@@ -448,20 +486,28 @@ def recommendations(
     learned: Learned, *, min_runs: int = MIN_RUNS_TO_RECOMMEND, min_ratio: float = 1.2
 ) -> list[Recommendation]:
     """For each kind with at least two (factory, engine) pairs of ``min_runs`` runs or more:
-    the best against the worst by shrunk success rate, when the best ships at least
-    ``min_ratio`` times as often. Largest gap first. Never changes routing by itself."""
+    the best against the worst by the learned term (what routing would weigh: success, speed
+    and cost), when the best ships at least ``min_ratio`` times as often. Largest gap first.
+    Never changes routing by itself."""
     kinds = sorted({e.kind for e in learned.evidence.values()})
     found: list[Recommendation] = []
     for kind in kinds:
-        pairs = [e for e in learned.evidence.values() if e.kind == kind and e.runs >= min_runs]
         # Per (factory, engine), so one factory's two engines are compared too.
+        pairs = [e for e in learned.evidence.values() if e.kind == kind and e.runs >= min_runs]
         if len(pairs) < 2:
             continue
         rated = sorted(
-            ((learned.estimate(kind, e.factory, e.engine), e) for e in pairs),
-            key=lambda item: (-item[0].rate, item[1].factory, item[1].engine),
+            (
+                (
+                    learned.term(kind, e.factory, e.engine).value,
+                    learned.estimate(kind, e.factory, e.engine),
+                    e,
+                )
+                for e in pairs
+            ),
+            key=lambda item: (-item[0], item[2].factory, item[2].engine),
         )
-        (best_est, best), (worst_est, worst) = rated[0], rated[-1]
+        (_, best_est, best), (_, worst_est, worst) = rated[0], rated[-1]
         ratio = best_est.rate / max(worst_est.rate, 1e-3)
         if ratio < min_ratio:
             continue

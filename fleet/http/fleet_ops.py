@@ -308,9 +308,10 @@ def metrics(req: func.HttpRequest, call: Call) -> func.HttpResponse:
     tag="fleet",
     description=(
         "For each kind of job (its persona, else its required capabilities) where two "
-        f"factory and engine pairs have {MIN_RUNS_TO_RECOMMEND} runs or more and one ships "
-        f"at least {MIN_RATIO:g}x as often as the other: the best against the worst, with "
-        "their shrunk success rates, median durations and costs. Also whether the learned "
+        f"factory and engine pairs have {MIN_RUNS_TO_RECOMMEND} runs or more: the best "
+        "against the worst by the learned term (success, speed and cost, as routing weighs "
+        f"them), when the best ships at least {MIN_RATIO:g}x as often, with their shrunk "
+        "success rates, median durations and costs. Also whether the learned "
         "term applies (`mode`: `shadow` while `weights.outcome` is 0, else `on`) and how "
         "often the learned ranking agreed with the claim's in shadow mode; `sentences` says "
         "it in plain sentences. Kept by the metrics pass (at most one `METRICS_SCHEDULE` "

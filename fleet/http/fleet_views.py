@@ -183,7 +183,7 @@ class RecommendedPair(View):
 
     factory: str
     engine: str = Field(description="The engine its runs reported; `-`: none reported.")
-    rate: float = Field(description="Success rate, pulled toward the kind's fleet average.")
+    rate: float = Field(description="Success rate, pulled toward the kind's average factory.")
     medianSeconds: float | None = Field(description="Median run duration, likewise pulled.")
     medianCostUsd: float | None = Field(description="Median run cost, likewise pulled.")
     runs: int = Field(description="Its runs of this kind.")

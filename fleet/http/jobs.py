@@ -73,7 +73,7 @@ class Verdict(View):
         description=(
             "Learned routing's evidence for this factory on this job's kind: `value` (the "
             "term before its weight, -1..1), this factory's and engine's shrunk success rate, "
-            "median seconds and cost (`this`) against the kind's fleet average (`fleet`), "
+            "median seconds and cost (`this`) against the kind's average factory (`fleet`), "
             "with the runs behind each. Absent until the product has learned something."
         ),
     )

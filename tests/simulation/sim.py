@@ -44,7 +44,7 @@ from fleet.coordinator import Coordinator, CoordinatorConfig
 from fleet.coordinator.clock import ManualClock
 from fleet.domain.jobs import agrees
 from fleet.domain.manifest import Manifest
-from fleet.domain.models import Job
+from fleet.domain.models import Deps, Job
 from fleet.domain.scheduler import FactoryView
 from fleet.domain.stages import LEASED, TERMINAL, Action, Stage
 from fleet.errors import (
@@ -166,7 +166,7 @@ class Simulation:
                 return
             original_bump(product)
 
-        self.coord.bump_gate = lossy_bump  # type: ignore[method-assign]
+        self.coord.bump_gate = lossy_bump
         self.factories = [
             SimFactory(
                 name=f"f{i}",
@@ -269,8 +269,8 @@ class Simulation:
             maxAttempts=self.rng.randint(1, 4),
             leaseSeconds=self.rng.choice((30, 60, 120)),
             idempotencyKey=key,
-            deps=deps or None,
-            budget=self.rng.choice((0.0, 1.0, 2.5)),
+            deps=Deps.model_validate(deps) if deps else None,
+            budgetUsd=self.rng.choice((0.0, 1.0, 2.5)),
             channel="api" if self.rng.random() < 0.4 else None,
         )
         try:
