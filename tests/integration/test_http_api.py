@@ -227,7 +227,9 @@ def test_http_claim_costs_on_cosmos_with_and_without_a_retry(
     factory = FactoryView(id="fa", capabilities=frozenset({"python"}))
     for _ in range(2):
         coord.submit(product, Manifest(title="job", body="x", capabilities=("python",)), "op")
+    # What the claim path caches per instance: settings, learned routing, budget, standing.
     coord.weights(product)
+    coord.learned(product)
     coord.budgets.applies(product)
     coord.standing(product, "fa")
     with azure_backend.counters.measure() as normal:
