@@ -62,7 +62,10 @@ class Routing(Part):
         metrics pass)."""
         rows = self.docs.query(RECENT_RUNS, product, {"top": LEARN_SCAN})
         ordered = sorted(rows, key=lambda row: str(row.get("updatedAt") or ""))  # oldest first
-        learned = learn(sample for row in ordered for sample in samples_of(row))
+        # As it will be stored (figures rounded), so an unchanged model compares equal.
+        learned = Learned.from_doc(
+            learn(sample for row in ordered for sample in samples_of(row)).as_doc()
+        )
         agreement = agreement_of(ordered)
         stored = self.read(product)
         if stored.updatedAt is not None and (

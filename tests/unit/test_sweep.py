@@ -436,4 +436,4 @@ def test_sweep_round_robins_begin_a_circle_at_most_once_a_round_and_changes_stil
         for _ in range(3):
             clock.advance(60)
             assert sweep.products("healer") == []
-    assert "upsert" not in cost and "replace" not in cost, cost
+    assert "write" not in cost, cost
