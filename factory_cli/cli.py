@@ -11,7 +11,8 @@ import platform
 import re
 import signal
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
@@ -406,6 +407,25 @@ def default_name() -> str:
     return name[:64]
 
 
+@contextmanager
+def stop_on_signals(request_stop: Callable[[], None]) -> Iterator[None]:
+    """While inside: SIGINT, SIGTERM (and SIGBREAK on Windows) ask ``request_stop`` to stop
+    gracefully instead of raising; the previous handlers are put back on the way out."""
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        request_stop()
+
+    signals = [signal.SIGINT, signal.SIGTERM]
+    if hasattr(signal, "SIGBREAK"):
+        signals.append(signal.SIGBREAK)
+    previous = {sig: signal.signal(sig, on_signal) for sig in signals}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 # --- enroll --------------------------------------------------------------------------------
 
 
@@ -600,18 +620,10 @@ def cmd_run(args: argparse.Namespace, env: dict[str, str]) -> int:
         sink=HttpArtifacts(FleetClient(settings.api, settings.token, user_agent=USER_AGENT)),
     )
 
-    def on_signal(signum: int, _frame: Any) -> None:
-        runner.request_stop()
-
-    signals = [signal.SIGINT, signal.SIGTERM]
-    if hasattr(signal, "SIGBREAK"):
-        signals.append(signal.SIGBREAK)
-    previous_handlers = {sig: signal.signal(sig, on_signal) for sig in signals}
     try:
-        code = runner.run()
+        with stop_on_signals(runner.request_stop):
+            code = runner.run()
     finally:
-        for sig, handler in previous_handlers.items():
-            signal.signal(sig, handler)
         console.clear()
         client.close()
     if runner.left_idle and runner.idle is not None:
@@ -951,18 +963,10 @@ def cmd_autoscale(args: argparse.Namespace, env: dict[str, str]) -> int:
         f"{', '.join(offered) or 'none'}"
     )
 
-    def on_signal(signum: int, _frame: Any) -> None:
-        scaler.request_stop()
-
-    signals = [signal.SIGINT, signal.SIGTERM]
-    if hasattr(signal, "SIGBREAK"):
-        signals.append(signal.SIGBREAK)
-    previous_handlers = {sig: signal.signal(sig, on_signal) for sig in signals}
     try:
-        code = scaler.run()
+        with stop_on_signals(scaler.request_stop):
+            code = scaler.run()
     finally:
-        for sig, handler in previous_handlers.items():
-            signal.signal(sig, handler)
         for client in {id(c): c for c in (operator, poller) if c is not None}.values():
             client.close()
     summary = scaler.summary(clock.monotonic())
